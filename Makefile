@@ -1,0 +1,35 @@
+# Each target sets itself up on a fresh machine: it creates .venv when missing and installs.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test test-fast bench setup clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+# torch is installed first and pinned, so pip takes the CPU wheel on disk instead of a CUDA build.
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[test,bench]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/crossrec demo --out runs/demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not gpu"
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not gpu and not slow"
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_speed.py
+	$(BIN)/python benchmarks/bench_datasets.py
+
+clean:
+	rm -rf $(VENV) runs build src/*.egg-info

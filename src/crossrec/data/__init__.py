@@ -1,0 +1,1 @@
+"""Data: readers, validation, prepare, the Bundle, sampling, the synthetic world."""

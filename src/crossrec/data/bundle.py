@@ -1,0 +1,247 @@
+"""The prepared dataset: integer ids, splits, per-category item sets and CSR matrices.
+
+On disk a Bundle is a directory:
+
+    manifest.json          schema version, categories, counts, settings, source checksums
+    interactions.parquet   user, item, category, [rating], order, split, new_to_category, cold_item
+    items.parquet          item, raw_item, category, [title], [description], ...
+    users.parquet          user, raw_user
+
+Items are numbered so that each category's items are one contiguous block, but code never relies
+on that: it asks for `item_index(c)` (global ids of category c's items, in the category's local
+order) and `item_local` (global id -> position within its category).
+
+`split` is an int8 code: 0 = train, 1 = valid, 2 = test. `new_to_category` is true on valid/test
+rows whose user has no training interaction in that row's category (but has some elsewhere);
+`cold_item` is true on rows whose item has no training interaction at all.
+
+Example:
+    >>> b = Bundle.load("runs/demo/bundle")               # doctest: +SKIP
+    >>> b.categories, b.n_users, b.n_items_in(0)          # doctest: +SKIP
+    (['books', 'music', 'garden'], 3000, 1200)
+    >>> b.csr("train", 0).shape                           # [n_users, n_items(0)]  # doctest: +SKIP
+    (3000, 1200)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import scipy.sparse as sp
+
+from crossrec.data.schema import SCHEMA_VERSION, DataError
+
+SPLIT_CODES = {"train": 0, "valid": 1, "test": 2}
+
+
+def split_code(split: str) -> int:
+    """Map a split name to its int8 code, raising on an unknown name."""
+    try:
+        return SPLIT_CODES[split]
+    except KeyError:
+        raise ValueError(f"unknown split {split!r}; expected one of {list(SPLIT_CODES)}") from None
+
+
+@dataclass(eq=False)
+class Bundle:
+    """A prepared multi-category dataset (see the module docstring for the layout)."""
+
+    interactions: pl.DataFrame
+    items: pl.DataFrame
+    users: pl.DataFrame
+    manifest: dict[str, Any]
+    root: Path | None = None
+    _csr_cache: dict[tuple[Any, ...], sp.csr_matrix] = field(default_factory=dict, repr=False)
+
+    # ------------------------------------------------------------------ sizes and id maps
+    @property
+    def categories(self) -> list[str]:
+        return list(self.manifest["categories"])
+
+    @property
+    def n_categories(self) -> int:
+        return len(self.manifest["categories"])
+
+    @property
+    def n_users(self) -> int:
+        return self.users.height
+
+    @property
+    def n_items(self) -> int:
+        return self.items.height
+
+    @property
+    def has_ratings(self) -> bool:
+        return "rating" in self.interactions.columns
+
+    def category_id(self, category: int | str) -> int:
+        """Category index from an index or a name."""
+        if isinstance(category, str):
+            try:
+                return self.categories.index(category)
+            except ValueError:
+                raise KeyError(f"unknown category {category!r}; have {self.categories}") from None
+        if not 0 <= int(category) < self.n_categories:
+            raise KeyError(f"category index {category} out of range 0..{self.n_categories - 1}")
+        return int(category)
+
+    @cached_property
+    def item_category(self) -> np.ndarray:
+        """[n_items] category index of every item."""
+        return self.items["category"].to_numpy().astype(np.int64)
+
+    @cached_property
+    def _item_order(self) -> tuple[np.ndarray, np.ndarray]:
+        # Stable sort by category gives each category's items in increasing global id.
+        order = np.argsort(self.item_category, kind="stable")
+        counts = np.bincount(self.item_category, minlength=self.n_categories)
+        offsets = np.concatenate([[0], np.cumsum(counts)])
+        return order, offsets
+
+    def item_index(self, category: int | str) -> np.ndarray:
+        """Global item ids of one category, in that category's local order."""
+        c = self.category_id(category)
+        order, offsets = self._item_order
+        return order[offsets[c] : offsets[c + 1]]
+
+    def n_items_in(self, category: int | str) -> int:
+        c = self.category_id(category)
+        _, offsets = self._item_order
+        return int(offsets[c + 1] - offsets[c])
+
+    @cached_property
+    def category_sizes(self) -> np.ndarray:
+        """[n_categories] number of items per category."""
+        return np.diff(self._item_order[1])
+
+    @cached_property
+    def item_local(self) -> np.ndarray:
+        """[n_items] position of each item within its own category."""
+        order, offsets = self._item_order
+        local = np.empty(self.n_items, dtype=np.int64)
+        local[order] = np.arange(self.n_items) - np.repeat(offsets[:-1], self.category_sizes)
+        return local
+
+    def raw_item_ids(self) -> np.ndarray:
+        return self.items["raw_item"].to_numpy()
+
+    def raw_user_ids(self) -> np.ndarray:
+        return self.users["raw_user"].to_numpy()
+
+    @cached_property
+    def _user_lookup(self) -> dict[str, int]:
+        return {str(u): i for i, u in enumerate(self.users["raw_user"].to_list())}
+
+    def user_id(self, raw: str) -> int:
+        """Internal user index for a raw user id (as it appeared in the source)."""
+        try:
+            return self._user_lookup[str(raw)]
+        except KeyError:
+            raise KeyError(f"unknown user {raw!r}") from None
+
+    def item_titles(self) -> list[str]:
+        """[n_items] titles (empty string where the source had none)."""
+        if "title" not in self.items.columns:
+            return [""] * self.n_items
+        return self.items["title"].fill_null("").to_list()
+
+    # ------------------------------------------------------------------ interactions
+    def split(self, split: str | tuple[str, ...], category: int | str | None = None) -> pl.DataFrame:
+        """Interaction rows of one split (or several), optionally of one category."""
+        names = (split,) if isinstance(split, str) else split
+        codes = [split_code(s) for s in names]
+        expr = pl.col("split").is_in(codes)
+        if category is not None:
+            expr = expr & (pl.col("category") == self.category_id(category))
+        return self.interactions.filter(expr)
+
+    def csr(
+        self, split: str | tuple[str, ...] = "train", category: int | str | None = None
+    ) -> sp.csr_matrix:
+        """Binary user x item matrix of a split (cached).
+
+        With `category`, columns are that category's local item positions: [n_users, n_items(c)].
+        Without, columns are global item ids: [n_users, n_items].
+        """
+        names = (split,) if isinstance(split, str) else tuple(split)
+        c = None if category is None else self.category_id(category)
+        key = (names, c)
+        if key not in self._csr_cache:
+            rows = self.split(names, c)
+            users = rows["user"].to_numpy().astype(np.int64)
+            items = rows["item"].to_numpy().astype(np.int64)
+            if c is None:
+                cols, n_cols = items, self.n_items
+            else:
+                cols, n_cols = self.item_local[items], self.n_items_in(c)
+            mat = sp.csr_matrix(
+                (np.ones(len(users), dtype=np.float32), (users, cols)),
+                shape=(self.n_users, n_cols),
+            )
+            mat.sum_duplicates()
+            mat.data[:] = 1.0
+            self._csr_cache[key] = mat
+        return self._csr_cache[key]
+
+    def train_item_counts(self) -> np.ndarray:
+        """[n_items] number of training interactions per item."""
+        items = self.split("train")["item"].to_numpy().astype(np.int64)
+        return np.bincount(items, minlength=self.n_items)
+
+    # ------------------------------------------------------------------ persistence
+    @classmethod
+    def load(cls, root: str | Path) -> "Bundle":
+        """Read a Bundle directory written by `save` (or by `prepare`)."""
+        root = Path(root)
+        manifest_path = root / "manifest.json"
+        if not manifest_path.exists():
+            raise DataError(root, None, None, "a prepared bundle directory with manifest.json")
+        manifest = json.loads(manifest_path.read_text())
+        if manifest.get("schema_version") != SCHEMA_VERSION:
+            raise DataError(
+                manifest_path,
+                None,
+                "schema_version",
+                f"schema version {SCHEMA_VERSION}",
+                repr(manifest.get("schema_version")),
+            )
+        return cls(
+            interactions=pl.read_parquet(root / "interactions.parquet"),
+            items=pl.read_parquet(root / "items.parquet"),
+            users=pl.read_parquet(root / "users.parquet"),
+            manifest=manifest,
+            root=root,
+        )
+
+    def save(self, root: str | Path) -> Path:
+        """Write atomically: into a temporary sibling directory, then rename into place."""
+        root = Path(root)
+        root.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
+        try:
+            self.interactions.write_parquet(tmp / "interactions.parquet")
+            self.items.write_parquet(tmp / "items.parquet")
+            self.users.write_parquet(tmp / "users.parquet")
+            (tmp / "manifest.json").write_text(json.dumps(self.manifest, indent=2) + "\n")
+            if root.exists():
+                old = root.with_name(f".{root.name}.old")
+                shutil.rmtree(old, ignore_errors=True)
+                os.replace(root, old)
+                os.replace(tmp, root)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, root)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        self.root = root
+        return root

@@ -1,0 +1,1 @@
+"""Evaluation: vectorised ranking metrics and the full-ranking / sampled evaluator."""

@@ -1,0 +1,1 @@
+"""Models: the Recommender contract, registry and all registered models."""

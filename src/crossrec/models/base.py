@@ -1,0 +1,194 @@
+"""The Recommender contract, the training Batch, model sizes and the model registry.
+
+Every model, neural or not, is a `torch.nn.Module` that scores whole categories for a batch of
+users: `score(users, category) -> [len(users), n_items(category)]`, columns in the category's local
+item order (`Bundle.item_index(category)`). Neural models also define `loss(batch)`; non-neural ones
+define `fit(bundle)` instead and keep learned state in buffers so the same safetensors artifact
+format holds them.
+
+Example:
+    >>> @register("mymodel", MyConfig)                    # doctest: +SKIP
+    ... class MyModel(nn.Module): ...
+    >>> model = build_model("mymodel", MyConfig(), sizes) # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any, Callable, Protocol, TypeVar, runtime_checkable
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """Data-derived sizes a model is built with (filled in once, where pieces are wired together).
+
+    Args:
+        n_users: number of users.
+        n_items: number of items over all categories (global ids).
+        item_category: [n_items] category index of each item.
+        item_local: [n_items] position of each item within its category.
+        categories: category names, in index order.
+    """
+
+    n_users: int
+    n_items: int
+    item_category: tuple[int, ...]
+    item_local: tuple[int, ...]
+    categories: tuple[str, ...]
+
+    @classmethod
+    def from_bundle(cls, bundle: Any) -> "Sizes":
+        return cls(
+            n_users=bundle.n_users,
+            n_items=bundle.n_items,
+            item_category=tuple(int(x) for x in bundle.item_category),
+            item_local=tuple(int(x) for x in bundle.item_local),
+            categories=tuple(bundle.categories),
+        )
+
+    @property
+    def n_categories(self) -> int:
+        return len(self.categories)
+
+    def item_index(self, category: int) -> np.ndarray:
+        """Global ids of one category's items, in local order."""
+        cat = np.asarray(self.item_category)
+        ids = np.flatnonzero(cat == category)
+        local = np.asarray(self.item_local)[ids]
+        return ids[np.argsort(local, kind="stable")]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "n_users": self.n_users,
+            "n_items": self.n_items,
+            "item_category": list(self.item_category),
+            "item_local": list(self.item_local),
+            "categories": list(self.categories),
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "Sizes":
+        return cls(
+            n_users=int(d["n_users"]),
+            n_items=int(d["n_items"]),
+            item_category=tuple(int(x) for x in d["item_category"]),
+            item_local=tuple(int(x) for x in d["item_local"]),
+            categories=tuple(d["categories"]),
+        )
+
+
+@dataclass
+class Batch:
+    """One training batch; all ids are global.
+
+    Args:
+        users: [B] user ids.
+        pos_items: [B] observed items.
+        neg_items: [B, n_neg] sampled items from the same category as the positive.
+        category: [B] category of each row.
+        ratings: [B] explicit ratings, or None for implicit feedback.
+    """
+
+    users: Tensor
+    pos_items: Tensor
+    neg_items: Tensor
+    category: Tensor
+    ratings: Tensor | None = None
+
+    def to(self, device: torch.device | str) -> "Batch":
+        return Batch(
+            users=self.users.to(device, non_blocking=True),
+            pos_items=self.pos_items.to(device, non_blocking=True),
+            neg_items=self.neg_items.to(device, non_blocking=True),
+            category=self.category.to(device, non_blocking=True),
+            ratings=None if self.ratings is None else self.ratings.to(device, non_blocking=True),
+        )
+
+    def pin_memory(self) -> "Batch":
+        return Batch(
+            users=self.users.pin_memory(),
+            pos_items=self.pos_items.pin_memory(),
+            neg_items=self.neg_items.pin_memory(),
+            category=self.category.pin_memory(),
+            ratings=None if self.ratings is None else self.ratings.pin_memory(),
+        )
+
+    def __len__(self) -> int:
+        return int(self.users.shape[0])
+
+
+@runtime_checkable
+class Recommender(Protocol):
+    """What the evaluator and the service call."""
+
+    def score(self, users: Tensor, category: int) -> Tensor:
+        """[len(users), n_items(category)] scores, columns in the category's local order."""
+        ...
+
+
+@runtime_checkable
+class Trainable(Recommender, Protocol):
+    """A model the trainer's loop optimises."""
+
+    def loss(self, batch: Batch) -> Tensor: ...
+
+
+@runtime_checkable
+class Fittable(Recommender, Protocol):
+    """A non-neural model fitted in closed form / by counting (popularity, ItemKNN)."""
+
+    def fit(self, bundle: Any) -> None: ...
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    cls: type[nn.Module]
+    config_cls: type
+    paper: str
+
+
+REGISTRY: dict[str, ModelEntry] = {}
+
+M = TypeVar("M", bound=type[nn.Module])
+
+
+def register(name: str, config_cls: type, paper: str = "") -> Callable[[M], M]:
+    """Class decorator: register a model under a lowercase name with its config dataclass."""
+
+    def deco(cls: M) -> M:
+        if name in REGISTRY:
+            raise ValueError(f"model {name!r} registered twice")
+        REGISTRY[name] = ModelEntry(name, cls, config_cls, paper)
+        return cls
+
+    return deco
+
+
+def config_from_dict(name: str, params: dict[str, Any]) -> Any:
+    """Build a model's config dataclass from a plain dict; unknown keys are errors."""
+    entry = get_entry(name)
+    known = {f.name for f in fields(entry.config_cls)}
+    unknown = sorted(set(params) - known)
+    if unknown:
+        raise ValueError(f"unknown option(s) for model {name!r}: {unknown}; known: {sorted(known)}")
+    return entry.config_cls(**params)
+
+
+def get_entry(name: str) -> ModelEntry:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"unknown model {name!r}; registered: {sorted(REGISTRY)}") from None
+
+
+def build_model(name: str, config: Any, sizes: Sizes) -> nn.Module:
+    """Instantiate a registered model."""
+    entry = get_entry(name)
+    if not isinstance(config, entry.config_cls):
+        raise TypeError(f"model {name!r} expects {entry.config_cls.__name__}, got {type(config)}")
+    return entry.cls(config, sizes)
