@@ -14,12 +14,14 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, Callable, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 import torch
 from torch import Tensor, nn
+
+from crossrec.typed import from_dict
 
 
 @dataclass(frozen=True)
@@ -171,12 +173,7 @@ def register(name: str, config_cls: type, paper: str = "") -> Callable[[M], M]:
 
 def config_from_dict(name: str, params: dict[str, Any]) -> Any:
     """Build a model's config dataclass from a plain dict; unknown keys are errors."""
-    entry = get_entry(name)
-    known = {f.name for f in fields(entry.config_cls)}
-    unknown = sorted(set(params) - known)
-    if unknown:
-        raise ValueError(f"unknown option(s) for model {name!r}: {unknown}; known: {sorted(known)}")
-    return entry.config_cls(**params)
+    return from_dict(get_entry(name).config_cls, params, prefix="model.")
 
 
 def get_entry(name: str) -> ModelEntry:

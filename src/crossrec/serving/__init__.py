@@ -1,1 +1,1 @@
-"""crossrec."""
+"""Serving: artifacts (safetensors + JSON), and later the index, service and API."""

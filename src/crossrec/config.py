@@ -1,0 +1,136 @@
+"""Typed run configuration: YAML in, dotted CLI overrides on top, unknown keys are errors.
+
+Each component owns its config dataclass (`PrepareConfig` in data/prepare.py, `TrainConfig` in
+training/trainer.py, `EvalConfig` in evaluation/evaluator.py, each model's config beside the model);
+`RunConfig` nests them. Values are type-checked; override values are parsed with `yaml.safe_load`
+(never `eval`).
+
+Example:
+    >>> cfg = load_config("configs/quickstart.yaml", ["--train.lr=3e-4", "--model.dim=128"])  # doctest: +SKIP
+    >>> cfg.train.lr                                                                         # doctest: +SKIP
+    0.0003
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from crossrec.data.prepare import PrepareConfig
+from crossrec.evaluation.evaluator import EvalConfig
+from crossrec.training.trainer import TrainConfig
+from crossrec.typed import ConfigError, from_dict
+
+__all__ = ["ConfigError", "DataConfig", "ModelSpec", "RunConfig", "load_config", "parse_overrides", "to_dict"]
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the raw data comes from and where the prepared Bundle goes."""
+
+    dataset: str | None = None  # (str|None) built-in reader: amazon-arts-office | anime-mal | synthetic
+    root: str | None = None  # (str|None) folder of a built-in dataset (e.g. ../shared/data/anime-mal)
+    interactions: str | None = None  # (str|None) interaction file (CSV/TSV/Parquet/JSONL, .gz ok)
+    items: str | None = None  # (str|None) item table with titles/descriptions
+    columns: dict[str, str] = field(default_factory=dict)  # (dict) ColumnMap overrides: user/item/...
+    item_columns: dict[str, str] = field(default_factory=dict)  # (dict) ItemColumnMap overrides
+    bundle: str = "runs/bundle"  # (str) directory of the prepared Bundle
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Which registered model to train, and how.
+
+    Keys other than `name` and `mode` are the model's own options, checked against its config
+    dataclass (e.g. `dim`, `reg` for `mf`).
+    """
+
+    name: str = "mf"  # (str) registry key: pop | itemknn | mf | neumf | ...
+    mode: str = "pooled"  # (str) single: one model per category | pooled: one model over all
+    params: dict[str, Any] = field(default_factory=dict)  # (dict) the model's own options
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything a run needs; written into every artifact and report."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    prepare: PrepareConfig = field(default_factory=PrepareConfig)
+    model: ModelSpec = field(default_factory=ModelSpec)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    out: str = "runs/model"  # (str) directory of the trained artifact
+    seed: int = 0  # (int) global seed, set once by the CLI
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Plain-JSON dict of a (nested) config dataclass; ModelSpec params are flattened back."""
+    out = dataclasses.asdict(cfg)
+    if isinstance(cfg, RunConfig):
+        spec = out["model"]
+        out["model"] = {"name": spec["name"], "mode": spec["mode"], **spec["params"]}
+    return out
+
+
+def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = data
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {key}: {p!r} is not a section")
+    node[parts[-1]] = value
+
+
+def parse_overrides(args: list[str]) -> dict[str, Any]:
+    """`["--train.lr=3e-4", "--model.dim", "128"]` -> nested dict; values via yaml.safe_load."""
+    out: dict[str, Any] = {}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("--"):
+            raise ConfigError(f"override {arg!r}: expected --section.key=value")
+        body = arg[2:]
+        if "=" in body:
+            key, raw = body.split("=", 1)
+        else:
+            if i + 1 >= len(args):
+                raise ConfigError(f"override {arg!r} has no value")
+            key, raw = body, args[i + 1]
+            i += 1
+        _set_dotted(out, key, yaml.safe_load(raw) if raw != "" else "")
+        i += 1
+    return out
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Read a YAML preset (or start from defaults) and apply dotted overrides."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        loaded = yaml.safe_load(Path(path).read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level")
+        data = loaded
+    if overrides:
+        data = _merge(data, parse_overrides(overrides))
+    return from_dict(RunConfig, data, hook=_model_spec_hook)
+
+
+def _model_spec_hook(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+    """In the `model` section, name/mode are spec keys; every other key is a model option."""
+    if cls is not ModelSpec:
+        return data
+    params = dict(data.get("params", {}) or {})
+    params.update({k: v for k, v in data.items() if k not in ("name", "mode", "params")})
+    return {k: v for k, v in data.items() if k in ("name", "mode")} | {"params": params}

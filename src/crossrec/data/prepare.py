@@ -1,0 +1,365 @@
+"""Raw canonical tables -> a Bundle: dedupe, k-core, id maps, splits, cold-start slices.
+
+The pipeline runs on polars lazy frames and only materialises integer columns, so tens of
+millions of interactions prepare in a few GB of memory (see benchmarks/bench_prepare.py).
+
+Split strategies (`PrepareConfig.split`):
+- `leave_last_out`: per (user, category), ordered by timestamp, else by the `order` column, else by
+  row position in the source: the last interaction -> test, the one before -> valid (with
+  `valid=True`). A (user, category) needs 2 interactions to give a test row and 3 for a valid row;
+  one with a single interaction stays in train.
+- `temporal`: one global time cut: the latest `test_ratio` of interactions -> test, the
+  `valid_ratio` before them -> valid.
+- `random`: per (user, category), a seeded random `test_ratio` / `valid_ratio` of interactions
+  (rounded, at least one kept in train).
+- `given`: the dataset's own `split` column, kept as is.
+
+The **cold-start user protocol** (`cold_user_fraction > 0`, after EMCDR/PTUPCDR): a seeded fraction
+of the users active in two or more categories have all of their interactions in one target category
+moved to test, so they are served from their other categories only.
+
+Example:
+    >>> bundle = prepare(interactions, items, PrepareConfig(k_core=5), "runs/b")  # doctest: +SKIP
+    >>> bundle.manifest["counts"]["books"]["test"]                                # doctest: +SKIP
+    2950
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Sequence
+
+import polars as pl
+
+from crossrec import __version__
+from crossrec.data.bundle import SPLIT_CODES, Bundle
+from crossrec.data.schema import SCHEMA_VERSION, DataError
+
+SPLIT_STRATEGIES = ("leave_last_out", "temporal", "random", "given")
+
+
+@dataclass(frozen=True)
+class PrepareConfig:
+    """How raw interactions become a Bundle."""
+
+    split: str = "leave_last_out"  # (str) leave_last_out | temporal | random | given
+    valid: bool = True  # (bool) hold out a validation split (for early stopping)
+    test_ratio: float = 0.2  # (float) temporal / random: share of interactions in test
+    valid_ratio: float = 0.1  # (float) temporal / random: share of interactions in valid
+    k_core: int = 0  # (int) keep users and items with >= k interactions (0 = off); iterated
+    k_core_scope: str = "global"  # (str) global: counts over all categories | category: within each
+    dedupe: str = "last"  # (str) repeated (user, item): keep "last" | "first" | "none"
+    cold_user_fraction: float = 0.0  # (float) cold-start user protocol: share of multi-category users
+    cold_user_category: str | None = None  # (str|None) target category of that protocol; None = random
+    keep_unused_items: bool = False  # (bool) keep catalogue items that have no interaction at all
+    seed: int = 0  # (int) seed of the random split and the cold-start user draw
+
+    def validate(self) -> None:
+        if self.split not in SPLIT_STRATEGIES:
+            raise ValueError(f"prepare.split={self.split!r}; expected one of {SPLIT_STRATEGIES}")
+        if self.k_core_scope not in ("global", "category"):
+            raise ValueError(f"prepare.k_core_scope={self.k_core_scope!r}; expected global|category")
+        if self.dedupe not in ("last", "first", "none"):
+            raise ValueError(f"prepare.dedupe={self.dedupe!r}; expected last|first|none")
+        for name in ("test_ratio", "valid_ratio", "cold_user_fraction"):
+            v = getattr(self, name)
+            if not 0.0 <= v < 1.0:
+                raise ValueError(f"prepare.{name}={v}; expected a value in [0, 1)")
+        if self.test_ratio + self.valid_ratio >= 1.0:
+            raise ValueError("prepare.test_ratio + prepare.valid_ratio must be < 1")
+        if self.k_core < 0:
+            raise ValueError(f"prepare.k_core={self.k_core}; expected >= 0")
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Streamed SHA-256 of a file (for the manifest's source checksums)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def prepare(
+    interactions: pl.DataFrame | pl.LazyFrame,
+    items: pl.DataFrame | None,
+    cfg: PrepareConfig,
+    out_dir: str | Path | None = None,
+    sources: Sequence[str | Path] = (),
+) -> Bundle:
+    """Turn canonical raw tables (see `crossrec.data.schema`) into a Bundle.
+
+    Args:
+        interactions: canonical interactions: user, item, category, [rating, timestamp, order, split].
+        items: canonical item table (item, category, title, description, ...) or None.
+        cfg: filtering and split settings.
+        out_dir: where to write the bundle (atomically); None keeps it in memory only.
+        sources: source files, checksummed into the manifest.
+
+    Returns:
+        The Bundle (also written to `out_dir` when given).
+    """
+    cfg.validate()
+    t0 = time.perf_counter()
+    lf = interactions.lazy() if isinstance(interactions, pl.DataFrame) else interactions
+    cols = lf.collect_schema().names()
+    for need in ("user", "item", "category"):
+        if need not in cols:
+            raise DataError("<interactions>", None, need, "a canonical interaction table column")
+    if cfg.split == "given" and "split" not in cols:
+        raise DataError("<interactions>", None, "split", "a split column for prepare.split=given")
+
+    # Sort key: timestamp, else the order column, else the source row position.
+    lf = lf.with_row_index("_row")
+    if "timestamp" in cols:
+        order = pl.col("timestamp").cast(pl.Int64)
+    elif "order" in cols:
+        order = pl.col("order").cast(pl.Int64)
+    else:
+        order = pl.col("_row").cast(pl.Int64)
+    keep = ["user", "item", "category", "_row"] + [c for c in ("rating", "timestamp") if c in cols]
+    if cfg.split == "given":
+        keep.append("split")
+    lf = lf.select(*keep, order.alias("order"))
+
+    if cfg.dedupe != "none":
+        lf = lf.sort("order", "_row").unique(["user", "item"], keep=cfg.dedupe, maintain_order=True)
+
+    df = lf.collect()
+    if df.height == 0:
+        raise DataError("<interactions>", None, None, "at least one interaction")
+    _check_item_categories(df, items)
+
+    if cfg.k_core > 0:
+        df = _k_core(df, cfg.k_core, cfg.k_core_scope)
+        if df.height == 0:
+            raise ValueError(f"k_core={cfg.k_core} removed every interaction; lower prepare.k_core")
+
+    df, users, items_out, categories = _map_ids(df, items, cfg.keep_unused_items)
+    df = _split(df, cfg)
+    if cfg.cold_user_fraction > 0:
+        df = _cold_user_protocol(df, cfg, categories)
+    df = _slices(df)
+
+    df = df.sort("user", "category", "order", "_row").drop("_row")
+    bundle = Bundle(
+        interactions=df,
+        items=items_out,
+        users=users,
+        manifest=_manifest(df, items_out, users, categories, cfg, sources),
+    )
+    bundle.manifest["prepare_seconds"] = round(time.perf_counter() - t0, 3)
+    if out_dir is not None:
+        bundle.save(out_dir)
+    return bundle
+
+
+def _check_item_categories(df: pl.DataFrame, items: pl.DataFrame | None) -> None:
+    """An item must belong to exactly one category, in the interactions and the item table."""
+    multi = df.group_by("item").agg(pl.col("category").n_unique().alias("n")).filter(pl.col("n") > 1)
+    if multi.height:
+        item = multi["item"][0]
+        cats = df.filter(pl.col("item") == item)["category"].unique().sort().to_list()
+        raise DataError("<interactions>", None, "category", "one category per item", f"item {item!r} in {cats}")
+    if items is None:
+        return
+    clash = (
+        df.select("item", "category")
+        .unique()
+        .join(items.select("item", pl.col("category").alias("_item_cat")), on="item", how="inner")
+        .filter(pl.col("category") != pl.col("_item_cat"))
+    )
+    if clash.height:
+        r = clash.row(0, named=True)
+        raise DataError(
+            "<items>",
+            None,
+            "category",
+            f"item {r['item']!r} in category {r['category']!r} as in the interactions",
+            repr(r["_item_cat"]),
+        )
+
+
+def _k_core(df: pl.DataFrame, k: int, scope: str) -> pl.DataFrame:
+    """Iteratively drop users and items with fewer than k interactions until stable."""
+    user_key = ["user"] if scope == "global" else ["user", "category"]
+    for _ in range(100):
+        n_before = df.height
+        df = df.filter(
+            (pl.len().over(user_key) >= k) & (pl.len().over("item") >= k)
+        )
+        if df.height == n_before:
+            return df
+    return df
+
+
+def _map_ids(
+    df: pl.DataFrame, items: pl.DataFrame | None, keep_unused: bool
+) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, list[str]]:
+    """Raw string ids -> int32 ids. Items are numbered category by category."""
+    categories = sorted(df["category"].unique().to_list())
+    if items is not None and keep_unused:
+        categories = sorted(set(categories) | set(items["category"].unique().to_list()))
+    cat_map = pl.DataFrame({"category": categories, "_cat": list(range(len(categories)))}).with_columns(
+        pl.col("_cat").cast(pl.Int16)
+    )
+    users = (
+        df.select(pl.col("user").unique().sort().alias("raw_user"))
+        .with_row_index("user")
+        .with_columns(pl.col("user").cast(pl.Int32))
+    )
+    item_keys = df.select("item", "category").unique()
+    if items is not None and keep_unused:
+        item_keys = pl.concat([item_keys, items.select("item", "category")]).unique()
+    item_keys = (
+        item_keys.join(cat_map, on="category")
+        .sort("_cat", "item")
+        .with_row_index("_item")
+        .with_columns(pl.col("_item").cast(pl.Int32))
+    )
+    items_out = item_keys.select(
+        pl.col("_item").alias("item"), pl.col("item").alias("raw_item"), pl.col("_cat").alias("category")
+    )
+    if items is not None:
+        extra = [c for c in items.columns if c not in ("item", "category")]
+        items_out = items_out.join(
+            items.select("item", *extra).unique("item", keep="first").rename({"item": "raw_item"}),
+            on="raw_item",
+            how="left",
+        ).sort("item")
+    df = (
+        df.join(users.rename({"raw_user": "user", "user": "_user"}), on="user")
+        .join(item_keys.select("item", "_item", "_cat"), on="item")
+        .drop("user", "item", "category")
+        .rename({"_user": "user", "_item": "item", "_cat": "category"})
+    )
+    if "rating" in df.columns:
+        df = df.with_columns(pl.col("rating").cast(pl.Float32))
+    return df, users, items_out, categories
+
+
+def _split(df: pl.DataFrame, cfg: PrepareConfig) -> pl.DataFrame:
+    """Add the int8 `split` column."""
+    train, valid, test = SPLIT_CODES["train"], SPLIT_CODES["valid"], SPLIT_CODES["test"]
+    group = ["user", "category"]
+    if cfg.split == "given":
+        bad = df.filter(~pl.col("split").is_in(list(SPLIT_CODES)))
+        if bad.height:
+            raise DataError("<interactions>", None, "split", "train, valid or test", repr(bad["split"][0]))
+        return df.with_columns(pl.col("split").replace_strict(SPLIT_CODES, return_dtype=pl.Int8))
+    if cfg.split == "leave_last_out":
+        df = df.sort("user", "category", "order", "_row")
+        n = pl.len().over(group)
+        from_end = n - 1 - pl.int_range(pl.len()).over(group)
+        code = (
+            pl.when((from_end == 0) & (n >= 2))
+            .then(test)
+            .when((from_end == 1) & (n >= 3) & cfg.valid)
+            .then(valid)
+            .otherwise(train)
+        )
+        return df.with_columns(code.cast(pl.Int8).alias("split"))
+    if cfg.split == "temporal":
+        hi = df["order"].quantile(1.0 - cfg.test_ratio, "lower")
+        lo = df["order"].quantile(1.0 - cfg.test_ratio - (cfg.valid_ratio if cfg.valid else 0.0), "lower")
+        code = pl.when(pl.col("order") > hi).then(test).when(pl.col("order") > lo).then(valid).otherwise(train)
+        return df.with_columns(code.cast(pl.Int8).alias("split"))
+    # random: shuffle within (user, category) by a seeded key, then cut by rounded counts.
+    key = pl.int_range(pl.len()).shuffle(seed=cfg.seed)
+    df = df.with_columns(key.alias("_key")).sort("user", "category", "_key")
+    n = pl.len().over(group)
+    pos = pl.int_range(pl.len()).over(group)
+    n_test = (n * cfg.test_ratio).round().cast(pl.Int64).clip(0, n - 1)
+    v_ratio = cfg.valid_ratio if cfg.valid else 0.0
+    n_valid = (n * v_ratio).round().cast(pl.Int64).clip(0, (n - 1 - n_test).clip(0))
+    code = pl.when(pos < n_test).then(test).when(pos < n_test + n_valid).then(valid).otherwise(train)
+    return df.with_columns(code.cast(pl.Int8).alias("split")).drop("_key")
+
+
+def _cold_user_protocol(df: pl.DataFrame, cfg: PrepareConfig, categories: list[str]) -> pl.DataFrame:
+    """Move all of a seeded fraction of multi-category users' rows in one category to test."""
+    active = df.select("user", "category").unique().sort("user", "category")
+    multi = active.filter(pl.len().over("user") >= 2)
+    if cfg.cold_user_category is not None:
+        if cfg.cold_user_category not in categories:
+            raise ValueError(f"prepare.cold_user_category={cfg.cold_user_category!r} not in {categories}")
+        target = categories.index(cfg.cold_user_category)
+        multi = multi.filter(pl.col("category") == target)
+    else:
+        # One random active category per user.
+        multi = (
+            multi.with_columns(pl.int_range(pl.len()).shuffle(seed=cfg.seed + 1).alias("_k"))
+            .sort("user", "_k")
+            .unique("user", keep="first", maintain_order=True)
+            .drop("_k")
+        )
+    chosen = multi.sample(fraction=cfg.cold_user_fraction, seed=cfg.seed, shuffle=False)
+    chosen = chosen.with_columns(pl.lit(True).alias("_cold"))
+    return (
+        df.join(chosen, on=["user", "category"], how="left")
+        .with_columns(
+            pl.when(pl.col("_cold").fill_null(False))
+            .then(pl.lit(SPLIT_CODES["test"], pl.Int8))
+            .otherwise(pl.col("split"))
+            .alias("split")
+        )
+        .drop("_cold")
+    )
+
+
+def _slices(df: pl.DataFrame) -> pl.DataFrame:
+    """new_to_category: no train rows for (user, category); cold_item: item has no train rows."""
+    is_train = pl.col("split") == SPLIT_CODES["train"]
+    return df.with_columns(
+        (~is_train.any().over(["user", "category"]) & ~is_train).alias("new_to_category"),
+        (~is_train.any().over("item")).alias("cold_item"),
+    )
+
+
+def _manifest(
+    df: pl.DataFrame,
+    items: pl.DataFrame,
+    users: pl.DataFrame,
+    categories: list[str],
+    cfg: PrepareConfig,
+    sources: Sequence[str | Path],
+) -> dict:
+    stats = (
+        df.group_by("category", "split")
+        .agg(
+            pl.len().alias("n"),
+            pl.col("user").n_unique().alias("users"),
+            (pl.col("new_to_category")).sum().alias("new_rows"),
+            (pl.col("cold_item")).sum().alias("cold_rows"),
+        )
+        .sort("category", "split")
+    )
+    item_counts = items.group_by("category").len().sort("category")
+    n_items = dict(zip(item_counts["category"].to_list(), item_counts["len"].to_list()))
+    names = {v: k for k, v in SPLIT_CODES.items()}
+    counts: dict[str, dict] = {
+        c: {"items": int(n_items.get(i, 0)), "train": 0, "valid": 0, "test": 0} for i, c in enumerate(categories)
+    }
+    for r in stats.iter_rows(named=True):
+        entry = counts[categories[r["category"]]]
+        entry[names[r["split"]]] = int(r["n"])
+        if r["split"] != SPLIT_CODES["train"]:
+            entry[f"{names[r['split']]}_new_to_category_rows"] = int(r["new_rows"])
+            entry[f"{names[r['split']]}_cold_item_rows"] = int(r["cold_rows"])
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "crossrec_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "categories": categories,
+        "n_users": users.height,
+        "n_items": items.height,
+        "n_interactions": df.height,
+        "has_ratings": "rating" in df.columns,
+        "has_timestamps": "timestamp" in df.columns,
+        "counts": counts,
+        "settings": asdict(cfg),
+        "sources": [{"path": str(p), "sha256": file_sha256(p)} for p in sources],
+    }

@@ -1,0 +1,161 @@
+"""Typed entry points behind the CLI: prepare, train, evaluate, recommend, demo.
+
+Each is a plain function over a `RunConfig` (or explicit arguments), so tests and notebooks call
+them directly; `cli.py` only parses arguments into these calls.
+
+Example:
+    >>> cfg = load_config("configs/quickstart.yaml")   # doctest: +SKIP
+    >>> bundle = prepare_data(cfg)                     # doctest: +SKIP
+    >>> art = train(cfg, bundle)                       # doctest: +SKIP
+    >>> print(evaluate(art.root, bundle, cfg.eval).to_markdown())  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import torch
+
+from crossrec.config import RunConfig, to_dict
+from crossrec.data.bundle import Bundle
+from crossrec.data.prepare import prepare
+from crossrec.data.schema import ColumnMap, ItemColumnMap
+from crossrec.evaluation.evaluator import EvalConfig, EvalResult, Evaluator
+from crossrec.models.base import Sizes
+from crossrec.models.per_category import PerCategory
+from crossrec.serving.artifact import Artifact, build, load_artifact, save_artifact
+from crossrec.training.trainer import Trainer, TrainResult
+
+log = logging.getLogger(__name__)
+
+
+def seed_everything(seed: int) -> None:
+    """Set the global seeds once (the CLI does this; library code takes explicit seeds)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@dataclass(frozen=True)
+class RawData:
+    """Canonical raw tables plus the files they came from."""
+
+    interactions: pl.DataFrame
+    items: pl.DataFrame | None
+    sources: tuple[Path, ...]
+
+
+def load_raw(cfg: RunConfig) -> RawData:
+    """Read the configured source: a built-in dataset, or interaction (+ item) files."""
+    from crossrec.data import readers
+
+    d = cfg.data
+    if d.dataset == "synthetic":
+        from crossrec.data.synthetic import SyntheticConfig, generate
+
+        inter, items = generate(SyntheticConfig(seed=cfg.seed))
+        return RawData(inter, items, ())
+    if d.dataset is not None:
+        if d.root is None:
+            raise ValueError(f"data.dataset={d.dataset!r} needs data.root (the dataset's folder)")
+        raw = readers.read_dataset(d.dataset, d.root)
+        return RawData(raw.interactions, raw.items, tuple(raw.sources))
+    if d.interactions is None:
+        raise ValueError("set data.dataset (+ data.root) or data.interactions (+ data.items)")
+    inter = readers.read_interactions(d.interactions, ColumnMap(**d.columns))
+    items = readers.read_items(d.items, ItemColumnMap(**d.item_columns)) if d.items else None
+    sources = (Path(d.interactions),) + ((Path(d.items),) if d.items else ())
+    return RawData(inter, items, sources)
+
+
+def prepare_data(cfg: RunConfig) -> Bundle:
+    """Read the raw data, prepare it, and write the Bundle to `cfg.data.bundle`."""
+    raw = load_raw(cfg)
+    return prepare(raw.interactions, raw.items, cfg.prepare, cfg.data.bundle, raw.sources)
+
+
+def train(cfg: RunConfig, bundle: Bundle | None = None, out: str | Path | None = None) -> Artifact:
+    """Build, train and save the configured model; returns the loaded-in-memory Artifact.
+
+    In `single` mode every category gets its own model, trained (with its own early stopping) on
+    that category's data only.
+    """
+    bundle = bundle if bundle is not None else Bundle.load(cfg.data.bundle)
+    out = Path(out if out is not None else cfg.out)
+    sizes = Sizes.from_bundle(bundle)
+    spec = cfg.model
+    torch.manual_seed(cfg.seed)
+    model = build(spec.name, spec.mode, spec.params, sizes)
+    results: dict[str, Any] = {}
+    if isinstance(model, PerCategory):
+        for c, sub in enumerate(model.models):
+            if bundle.split("train", c).height == 0:
+                log.warning("category %s has no training data; its model stays untrained", bundle.categories[c])
+                continue
+            trainer = Trainer(cfg.train, out / "categories" / bundle.categories[c], categories=[c])
+            results[bundle.categories[c]] = trainer.fit(sub, bundle).to_json()
+    else:
+        results["all"] = Trainer(cfg.train, out).fit(model, bundle).to_json()
+    extra = {
+        "run_config": to_dict(cfg),
+        "train_result": results,
+        "bundle": {"path": str(bundle.root) if bundle.root else None, "created": bundle.manifest.get("created")},
+    }
+    save_artifact(out, model, spec.name, spec.mode, spec.params, sizes, extra)
+    return Artifact(model, spec.name, spec.mode, dict(spec.params), sizes, extra, out)
+
+
+def evaluate(
+    artifact: Artifact | str | Path, bundle: Bundle, cfg: EvalConfig = EvalConfig(), split: str = "test"
+) -> EvalResult:
+    """Evaluate an artifact (or its directory) on a bundle split."""
+    art = artifact if isinstance(artifact, Artifact) else load_artifact(artifact)
+    _check_sizes(art.sizes, bundle)
+    return Evaluator(bundle, cfg, split=split).evaluate(art.model)
+
+
+def _check_sizes(sizes: Sizes, bundle: Bundle) -> None:
+    if sizes.n_users != bundle.n_users or sizes.n_items != bundle.n_items:
+        raise ValueError(
+            f"artifact was trained on {sizes.n_users} users x {sizes.n_items} items, "
+            f"but the bundle has {bundle.n_users} x {bundle.n_items}: prepare the same data"
+        )
+
+
+def recommend(
+    artifact: Artifact | str | Path, bundle: Bundle, user: str, category: str | int, k: int = 10,
+    exclude_seen: bool = True,
+) -> pl.DataFrame:
+    """Top-k items of one category for one raw user id, with titles and scores."""
+    art = artifact if isinstance(artifact, Artifact) else load_artifact(artifact)
+    _check_sizes(art.sizes, bundle)
+    c = bundle.category_id(category)
+    u = bundle.user_id(user)
+    with torch.no_grad():
+        scores = art.model.score(torch.tensor([u]), c)[0].float().clone()  # [n_items(c)]
+    if exclude_seen:
+        seen = bundle.csr(("train", "valid", "test"), c)
+        scores[torch.from_numpy(seen[u].indices.astype(np.int64))] = -torch.inf
+    k = min(k, int(torch.isfinite(scores).sum()))
+    top = torch.topk(scores, k)
+    ids = bundle.item_index(c)[top.indices.numpy()]
+    titles = bundle.items["title"].to_numpy()[ids] if "title" in bundle.items.columns else [""] * len(ids)
+    return pl.DataFrame(
+        {
+            "rank": np.arange(1, len(ids) + 1),
+            "item": bundle.items["raw_item"].to_numpy()[ids],
+            "title": titles,
+            "score": top.values.numpy(),
+        }
+    )
+
+
+def with_model(cfg: RunConfig, name: str, mode: str, out: str | Path, **params: Any) -> RunConfig:
+    """A copy of `cfg` that trains another model into another directory."""
+    return replace(cfg, model=replace(cfg.model, name=name, mode=mode, params=params), out=str(out))

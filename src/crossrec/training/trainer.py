@@ -1,0 +1,296 @@
+"""One training loop for every neural model: optimiser, schedule, early stopping, checkpoints.
+
+The model owns its loss (`model.loss(batch)`); the trainer owns the loop. Early stopping watches a
+validation metric (full ranking on the valid split) with patience and restores the best weights.
+Checkpoints (model + optimiser + sampler RNG + counters) are safetensors + JSON written atomically,
+so `resume=True` continues an interrupted run exactly where it stopped.
+
+Example:
+    >>> trainer = Trainer(TrainConfig(epochs=20, lr=1e-3), out_dir="runs/mf")   # doctest: +SKIP
+    >>> result = trainer.fit(model, bundle)                                     # doctest: +SKIP
+    >>> result.best_epoch, result.best_metric                                   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import nn
+
+from crossrec.data.bundle import Bundle
+from crossrec.data.sampling import TrainSampler
+from crossrec.evaluation.evaluator import EvalConfig, Evaluator
+from crossrec.io import (
+    load_tensors,
+    optimizer_state_from_tensors,
+    optimizer_state_to_tensors,
+    save_tensors,
+    write_json,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The optimisation loop's settings."""
+
+    epochs: int = 30  # (int) maximum number of epochs
+    batch_size: int = 2048  # (int) positives per batch
+    n_negatives: int = 1  # (int) in-category sampled negatives per positive
+    optimizer: str = "adam"  # (str) adam | adamw | sgd
+    lr: float = 1e-3  # (float) learning rate
+    weight_decay: float = 0.0  # (float) optimiser weight decay (decoupled for adamw)
+    momentum: float = 0.9  # (float) sgd momentum
+    scheduler: str = "none"  # (str) none | cosine | step | exponential
+    step_size: int = 10  # (int) step scheduler: epochs between decays
+    gamma: float = 0.5  # (float) step / exponential scheduler decay factor
+    grad_clip: float = 0.0  # (float) max gradient norm (0 = off)
+    eval_every: int = 1  # (int) validate every n epochs
+    metric: str = "ndcg@10"  # (str) validation metric for early stopping (higher is better)
+    patience: int = 5  # (int) validations without improvement before stopping (0 = never stop)
+    min_delta: float = 0.0  # (float) improvement smaller than this does not count
+    eval_batch_size: int = 1024  # (int) users per score() call during validation
+    seed: int = 0  # (int) seeds init-independent randomness: shuffling and negatives
+    device: str = "cpu"  # (str) cpu | cuda | auto
+    checkpoint: bool = True  # (bool) write a resumable checkpoint after every epoch (needs out_dir)
+    tensorboard: bool = False  # (bool) write TensorBoard scalars to out_dir/tensorboard
+    progress: bool = True  # (bool) show a progress bar per epoch
+
+    def validate(self) -> None:
+        if self.optimizer not in ("adam", "adamw", "sgd"):
+            raise ValueError(f"train.optimizer={self.optimizer!r}; expected adam, adamw or sgd")
+        if self.scheduler not in ("none", "cosine", "step", "exponential"):
+            raise ValueError(f"train.scheduler={self.scheduler!r}; expected none, cosine, step, exponential")
+        for name in ("epochs", "batch_size", "n_negatives", "eval_every", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"train.{name} must be >= 1")
+        if self.lr <= 0:
+            raise ValueError("train.lr must be > 0")
+
+
+@dataclass
+class TrainResult:
+    """What a fit produced: the best validation score and the per-epoch history."""
+
+    best_epoch: int = -1
+    best_metric: float = -math.inf
+    epochs_run: int = 0
+    seconds: float = 0.0
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+Callback = Callable[["Trainer", dict[str, float]], None]
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+class Trainer:
+    """Trains a model that defines `loss(batch)`; fits one that defines `fit(bundle)`.
+
+    Args:
+        cfg: loop settings.
+        out_dir: checkpoint / TensorBoard directory (None: nothing is written).
+        categories: train (and validate) on these category indices only (None = all).
+    """
+
+    def __init__(
+        self, cfg: TrainConfig, out_dir: str | Path | None = None, categories: Sequence[int] | None = None
+    ) -> None:
+        cfg.validate()
+        self.cfg = cfg
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.categories = None if categories is None else [int(c) for c in categories]
+        self.callbacks: dict[str, list[Callback]] = {"on_epoch_end": [], "on_validation": []}
+        self.device = resolve_device(cfg.device)
+
+    def add_callback(self, event: str, fn: Callback) -> None:
+        if event not in self.callbacks:
+            raise ValueError(f"unknown event {event!r}; expected {sorted(self.callbacks)}")
+        self.callbacks[event].append(fn)
+
+    def _emit(self, event: str, logs: dict[str, float]) -> None:
+        for fn in self.callbacks[event]:
+            fn(self, logs)
+
+    # ------------------------------------------------------------------ optimisation pieces
+    def _optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
+        params = [p for p in model.parameters() if p.requires_grad]
+        c = self.cfg
+        if c.optimizer == "adam":
+            return torch.optim.Adam(params, lr=c.lr, weight_decay=c.weight_decay)
+        if c.optimizer == "adamw":
+            return torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay)
+        return torch.optim.SGD(params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
+
+    def _scheduler(self, opt: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler | None:
+        c = self.cfg
+        if c.scheduler == "cosine":
+            return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=c.epochs)
+        if c.scheduler == "step":
+            return torch.optim.lr_scheduler.StepLR(opt, step_size=c.step_size, gamma=c.gamma)
+        if c.scheduler == "exponential":
+            return torch.optim.lr_scheduler.ExponentialLR(opt, gamma=c.gamma)
+        return None
+
+    def _has_valid(self, bundle: Bundle) -> bool:
+        rows = bundle.split("valid")
+        if self.categories is not None:
+            rows = rows.filter(rows["category"].is_in(self.categories))
+        return rows.height > 0
+
+    # ------------------------------------------------------------------ the loop
+    def fit(self, model: nn.Module, bundle: Bundle, resume: bool = False) -> TrainResult:
+        """Train `model` on the bundle's training split; returns the TrainResult."""
+        t0 = time.perf_counter()
+        if hasattr(model, "fit") and not hasattr(model, "loss"):
+            model.fit(bundle, self.categories)
+            return TrainResult(epochs_run=1, seconds=time.perf_counter() - t0)
+        if not hasattr(model, "loss"):
+            raise TypeError(f"{type(model).__name__} has neither loss(batch) nor fit(bundle)")
+
+        c = self.cfg
+        model.to(self.device)
+        sampler = TrainSampler(bundle, c.batch_size, c.n_negatives, self.categories, seed=c.seed)
+        if sampler.n_rows == 0:
+            raise ValueError(f"no training interactions in categories {self.categories}")
+        opt = self._optimizer(model)
+        sched = self._scheduler(opt)
+        evaluator = None
+        if self._has_valid(bundle):
+            k = int(c.metric.split("@")[1]) if "@" in c.metric else 10
+            ecfg = EvalConfig(ks=(k,), batch_size=c.eval_batch_size, slices=False)
+            evaluator = Evaluator(bundle, ecfg, split="valid")
+        result = TrainResult()
+        best_state: dict[str, torch.Tensor] | None = None
+        bad_rounds = 0
+        start_epoch = 0
+        writer = self._tensorboard()
+
+        if resume and self._checkpoint_dir() is not None and (self._checkpoint_dir() / "state.json").exists():
+            start_epoch, result, bad_rounds, best_state = self._load_checkpoint(model, opt, sched, sampler)
+            log.info("resumed from epoch %d", start_epoch)
+
+        for epoch in range(start_epoch, c.epochs):
+            model.train()
+            total, n = 0.0, 0
+            bar = self._progress(sampler, epoch)
+            for batch in bar:
+                batch = batch.to(self.device)
+                loss = model.loss(batch)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch}; lower train.lr")
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if c.grad_clip > 0:
+                    nn.utils.clip_grad_norm_(model.parameters(), c.grad_clip)
+                opt.step()
+                total += float(loss.detach()) * len(batch)
+                n += len(batch)
+            if sched is not None:
+                sched.step()
+            logs = {"epoch": epoch, "loss": total / max(n, 1), "lr": opt.param_groups[0]["lr"]}
+            stop = False
+            if evaluator is not None and ((epoch + 1) % c.eval_every == 0 or epoch + 1 == c.epochs):
+                model.eval()
+                res = evaluator.evaluate(model, self.categories)
+                value = res.metric(c.metric)
+                logs[f"valid_{c.metric}"] = value
+                if value > result.best_metric + c.min_delta:
+                    result.best_metric, result.best_epoch, bad_rounds = value, epoch, 0
+                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                else:
+                    bad_rounds += 1
+                    stop = c.patience > 0 and bad_rounds >= c.patience
+                self._emit("on_validation", logs)
+            result.history.append(logs)
+            result.epochs_run = epoch + 1
+            if writer is not None:
+                for key, value in logs.items():
+                    if key != "epoch":
+                        writer.add_scalar(key, value, epoch)
+            log.info("epoch %s", json.dumps({k: round(v, 5) for k, v in logs.items()}))
+            self._emit("on_epoch_end", logs)
+            if c.checkpoint and self._checkpoint_dir() is not None:
+                self._save_checkpoint(model, opt, sched, sampler, result, bad_rounds, best_state)
+            if stop:
+                log.info("early stop at epoch %d (best %d: %.5f)", epoch, result.best_epoch, result.best_metric)
+                break
+
+        if best_state is not None:
+            model.load_state_dict(best_state)
+        if writer is not None:
+            writer.close()
+        model.eval()
+        result.seconds = time.perf_counter() - t0
+        return result
+
+    # ------------------------------------------------------------------ helpers
+    def _progress(self, sampler: TrainSampler, epoch: int) -> Any:
+        if not self.cfg.progress:
+            return sampler
+        from tqdm.auto import tqdm
+
+        return tqdm(sampler, total=len(sampler), desc=f"epoch {epoch}", leave=False, mininterval=1.0)
+
+    def _tensorboard(self) -> Any:
+        if not self.cfg.tensorboard or self.out_dir is None:
+            return None
+        from torch.utils.tensorboard import SummaryWriter
+
+        return SummaryWriter(str(self.out_dir / "tensorboard"))
+
+    def _checkpoint_dir(self) -> Path | None:
+        return None if self.out_dir is None else self.out_dir / "checkpoint"
+
+    def _save_checkpoint(self, model, opt, sched, sampler, result, bad_rounds, best_state) -> None:
+        d = self._checkpoint_dir()
+        assert d is not None  # guarded by the caller
+        d.mkdir(parents=True, exist_ok=True)
+        save_tensors(d / "model.safetensors", model.state_dict())
+        if best_state is not None:
+            save_tensors(d / "best.safetensors", best_state)
+        opt_tensors, opt_meta = optimizer_state_to_tensors(opt.state_dict())
+        opt_tensors["rng.sampler"] = sampler.generator.get_state()
+        save_tensors(d / "optimizer.safetensors", opt_tensors)
+        write_json(
+            d / "state.json",
+            {
+                "epoch": result.epochs_run,
+                "result": result.to_json(),
+                "bad_rounds": bad_rounds,
+                "has_best": best_state is not None,
+                "optimizer": opt_meta,
+                "scheduler": None if sched is None else sched.state_dict(),
+                "train_config": asdict(self.cfg),
+            },
+        )
+
+    def _load_checkpoint(self, model, opt, sched, sampler):
+        d = self._checkpoint_dir()
+        assert d is not None
+        state = json.loads((d / "state.json").read_text())
+        model.load_state_dict(load_tensors(d / "model.safetensors", str(self.device)))
+        tensors = load_tensors(d / "optimizer.safetensors")
+        sampler.generator.set_state(tensors.pop("rng.sampler"))
+        opt.load_state_dict(optimizer_state_from_tensors(tensors, state["optimizer"]))
+        if sched is not None and state["scheduler"] is not None:
+            sched.load_state_dict(state["scheduler"])
+        best = load_tensors(d / "best.safetensors") if state["has_best"] else None
+        r = state["result"]
+        result = TrainResult(r["best_epoch"], r["best_metric"], r["epochs_run"], r["seconds"], r["history"])
+        return int(state["epoch"]), result, int(state["bad_rounds"]), best
