@@ -341,7 +341,9 @@ def _manifest(
     n_items = dict(zip(item_counts["category"].to_list(), item_counts["len"].to_list()))
     names = {v: k for k, v in SPLIT_CODES.items()}
     counts: dict[str, dict] = {
-        c: {"items": int(n_items.get(i, 0)), "train": 0, "valid": 0, "test": 0} for i, c in enumerate(categories)
+        c: {"items": int(n_items.get(i, 0)), "train": 0, "valid": 0, "test": 0}
+        | {f"{s}_{k}_rows": 0 for s in ("valid", "test") for k in ("new_to_category", "cold_item")}
+        for i, c in enumerate(categories)
     }
     for r in stats.iter_rows(named=True):
         entry = counts[categories[r["category"]]]

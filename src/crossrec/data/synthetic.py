@@ -1,0 +1,373 @@
+"""The embedded default world: a synthetic multi-category dataset with real, learnable structure.
+
+Used by `crossrec demo` and the tests. The generative story:
+
+- Eight topic centroids (`N_TOPICS`) live in one latent space shared by every category, so a taste
+  learnt in one category carries over to the others. An item's vector is a Dirichlet mixture of centroids plus
+  noise; its title and description are drawn from the words of its dominant topics.
+- A user has a shared taste vector and one specific vector per category; their preference in a
+  category is `shared_weight * shared + (1 - shared_weight) * specific`, normalised.
+- Activity is heavy-tailed (lognormal per user, gamma-Poisson per (user, category)), so categories
+  differ a lot in density and many users have no history in some category.
+- Items are chosen without replacement by Gumbel-top-k over
+  `softmax(pref . item / temperature + log popularity)`, with a Zipf-like popularity prior.
+- Late-released items (`new_item_fraction`) can only be a (user, category)'s final pick, which always
+  happens after their release: after leave-last-out splitting they exist only at test time.
+- Ratings (1-5) follow the affinity `pref . item` plus noise, so explicit-feedback models have signal.
+
+Example:
+    >>> inter, items = generate(tiny_config())
+    >>> inter.columns
+    ['user', 'item', 'category', 'timestamp', 'rating']
+    >>> items.columns
+    ['item', 'category', 'title', 'description']
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from crossrec.data.schema import CATEGORY, DESCRIPTION, ITEM, RATING, TIMESTAMP, TITLE, USER
+
+T_START = 1_577_836_800  # 2020-01-01: first possible interaction
+T_END = T_START + 2 * 365 * 86_400  # two years of history
+NEW_RELEASE = T_END - 60 * 86_400  # new items come out 60 days before the end
+NEW_ITEM_BOOST = np.log(2.0)  # new releases draw attention: +log(2) on their logits
+MAX_SHARE = 0.25  # no (user, category) takes more than a quarter of the category's catalogue
+CHUNK = 1024  # users per Gumbel block: [CHUNK, n_items] float64 stays small
+
+# Per topic: one theme (shared latent centroid) and five words in each known category's vocabulary.
+TOPIC_WORDS: dict[str, tuple[tuple[str, ...], ...]] = {
+    "books": (
+        ("classic", "victorian", "literary", "timeless", "heritage"),
+        ("science", "physics", "algorithm", "quantum", "engineering"),
+        ("adventure", "expedition", "survival", "voyage", "wilderness"),
+        ("children", "picture", "fairy", "bedtime", "rhyme"),
+        ("wellness", "mindfulness", "yoga", "nutrition", "healing"),
+        ("cookbook", "gourmet", "wine", "culinary", "feast"),
+        ("mystery", "detective", "thriller", "crime", "noir"),
+        ("essays", "minimalism", "philosophy", "poetry", "stoic"),
+    ),
+    "electronics": (
+        ("retro", "vintage", "analog", "turntable", "vinyl"),
+        ("smart", "wifi", "bluetooth", "wireless", "app"),
+        ("rugged", "waterproof", "gps", "solar", "outdoor"),
+        ("kids", "educational", "toy", "learning", "cartoon"),
+        ("fitness", "tracker", "pulse", "sleep", "massage"),
+        ("premium", "studio", "hifi", "audiophile", "flagship"),
+        ("gaming", "rgb", "mechanical", "console", "esports"),
+        ("compact", "minimalist", "slim", "recycled", "eco"),
+    ),
+    "kitchen": (
+        ("enamel", "farmhouse", "copper", "rustic", "traditional"),
+        ("digital", "programmable", "precision", "sensor", "touchscreen"),
+        ("camping", "portable", "grill", "barbecue", "thermos"),
+        ("lunchbox", "snack", "family", "playful", "bento"),
+        ("juicer", "organic", "vegan", "smoothie", "wholefood"),
+        ("chef", "artisan", "ceramic", "professional", "damascus"),
+        ("matte", "black", "cast-iron", "smoked", "charcoal"),
+        ("bamboo", "zero-waste", "glass", "reusable", "compostable"),
+    ),
+    "garden": (
+        ("heirloom", "cottage", "antique", "rose", "trellis"),
+        ("automatic", "irrigation", "timer", "hydroponic", "robotic"),
+        ("hardy", "native", "meadow", "wildflower", "trail"),
+        ("sandpit", "swing", "playhouse", "colourful", "fairy-garden"),
+        ("herb", "medicinal", "lavender", "chamomile", "mint"),
+        ("designer", "sculpture", "marble", "topiary", "fountain"),
+        ("shade", "fern", "moss", "nocturnal", "hosta"),
+        ("succulent", "cactus", "bonsai", "zen", "pebble"),
+    ),
+}
+NOUNS: dict[str, tuple[str, ...]] = {
+    "books": ("novel", "guide", "handbook", "anthology", "collection"),
+    "electronics": ("headphones", "speaker", "charger", "camera", "tablet"),
+    "kitchen": ("pan", "kettle", "knife", "mug", "board"),
+    "garden": ("planter", "hose", "seeds", "shears", "lantern"),
+}
+N_TOPICS = len(TOPIC_WORDS["books"])
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    """Size and shape of the synthetic world (defaults: ~3000 users, ~130k interactions, ~1 s).
+
+    Example:
+        >>> SyntheticConfig(n_users=500, seed=1).n_users
+        500
+    """
+
+    n_users: int = 3000  # (int) number of users
+    categories: tuple[str, ...] = ("books", "electronics", "kitchen", "garden")  # (tuple[str]) names
+    items_per_category: tuple[int, ...] = (2500, 1200, 600, 250)  # (tuple[int]) catalogue sizes
+    interactions_per_user: tuple[float, ...] = (28.0, 9.0, 3.5, 1.0)  # (tuple[float]) mean per category
+    dim: int = 16  # (int) latent dimension of user and item vectors
+    shared_weight: float = 0.7  # (float) share of a user's taste shared across categories
+    temperature: float = 0.12  # (float) softmax temperature of the choice model; lower = sharper taste
+    popularity_exponent: float = 0.9  # (float) Zipf exponent of the item popularity prior
+    new_item_fraction: float = 0.05  # (float) share of each catalogue released late (test-only items)
+    activity_sigma: float = 0.6  # (float) lognormal sigma of a user's overall activity
+    category_shape: float = 0.6  # (float) gamma shape of per-(user, category) activity; lower = more zeros
+    rating_noise: float = 0.6  # (float) std of the noise added to ratings (1-5 scale)
+    seed: int = 0  # (int) seed of every random draw
+
+    def __post_init__(self) -> None:
+        n = len(self.categories)
+        if n == 0 or len(set(self.categories)) != n:
+            raise ValueError(f"synthetic.categories={self.categories!r}; expected distinct names")
+        if len(self.items_per_category) != n or len(self.interactions_per_user) != n:
+            raise ValueError(
+                f"synthetic: {n} categories but {len(self.items_per_category)} items_per_category "
+                f"and {len(self.interactions_per_user)} interactions_per_user; expected one per category"
+            )
+        if self.n_users < 1 or min(self.items_per_category) < 4 or self.dim < 2:
+            raise ValueError("synthetic: expected n_users >= 1, items_per_category >= 4 and dim >= 2")
+        if min(self.interactions_per_user) <= 0 or self.temperature <= 0:
+            raise ValueError("synthetic: expected interactions_per_user > 0 and temperature > 0")
+        if not 0.0 <= self.shared_weight <= 1.0 or not 0.0 <= self.new_item_fraction < 0.5:
+            raise ValueError("synthetic: expected shared_weight in [0, 1] and new_item_fraction in [0, 0.5)")
+
+
+def tiny_config(seed: int = 0) -> SyntheticConfig:
+    """A small world for unit tests: 300 users, 4 categories, ~4k interactions, well under 1 s."""
+    return SyntheticConfig(
+        n_users=300,
+        items_per_category=(300, 160, 100, 60),
+        interactions_per_user=(8.0, 4.0, 2.0, 0.4),
+        seed=seed,
+    )
+
+
+@dataclass(frozen=True)
+class WorldTruth:
+    """The latent truth behind a generated world (for tests and diagnostics).
+
+    Item arrays are aligned with the rows of the items frame; user arrays with user index
+    `int(user[1:])`; category arrays with `cfg.categories`.
+    """
+
+    topic_centroids: np.ndarray  # [n_topics, dim] unit vectors, shared by all categories
+    user_shared: np.ndarray  # [n_users, dim] shared taste, unit norm
+    user_specific: np.ndarray  # [n_categories, n_users, dim] category-specific taste, unit norm
+    user_pref: np.ndarray  # [n_categories, n_users, dim] preference used for choices, unit norm
+    item_vectors: np.ndarray  # [n_items, dim] unit norm
+    item_topics: np.ndarray  # [n_items, n_topics] topic mixture (rows sum to 1)
+    item_popularity: np.ndarray  # [n_items] popularity prior, sums to 1 within each category
+    item_is_new: np.ndarray  # [n_items] bool: released late, test-only
+    item_release: np.ndarray  # [n_items] int64 release time (unix seconds)
+    counts: np.ndarray = field(repr=False)  # [n_categories, n_users] interactions per (category, user)
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def _topic_vectors(
+    rng: np.random.Generator, centroids: np.ndarray, n: int, alpha: float, noise: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """n Dirichlet topic mixtures and their unit vectors: mixture @ centroids + gaussian noise."""
+    theta = rng.dirichlet(np.full(len(centroids), alpha), size=n)  # [n, n_topics]
+    dim = centroids.shape[1]
+    vec = theta @ centroids + rng.normal(0.0, noise / np.sqrt(dim), (n, dim))  # [n, dim]
+    return theta, _unit(vec)
+
+
+def _texts(
+    rng: np.random.Generator, category: str, theta: np.ndarray, ids: list[str]
+) -> tuple[list[str], list[str]]:
+    """Titles and descriptions whose words come from each item's dominant topics."""
+    vocab = TOPIC_WORDS.get(category) or tuple(
+        tuple(f"{category}-t{k}-w{j}" for j in range(5)) for k in range(N_TOPICS)
+    )
+    nouns = NOUNS.get(category, (category,))
+    n = len(theta)
+    # Topic of each word slot: 2 title slots from the dominant topic, 1 drawn from the mixture,
+    # then 4 description slots drawn from the mixture.
+    cum = np.cumsum(theta, axis=1)
+    mix = (rng.random((n, 5))[:, :, None] > cum[:, None, :]).sum(-1).clip(0, N_TOPICS - 1)  # [n, 5]
+    topic = np.concatenate([np.repeat(theta.argmax(1)[:, None], 2, axis=1), mix], axis=1)  # [n, 7]
+    word = rng.integers(0, 5, size=topic.shape)
+    noun = rng.integers(0, len(nouns), size=n)
+    titles, descs = [], []
+    for i in range(n):
+        w = list(dict.fromkeys(vocab[t][j] for t, j in zip(topic[i], word[i])))  # distinct, in order
+        head, rest, noun_i = w[:3], w[1:] or w, nouns[noun[i]]
+        titles.append(" ".join([*(_cap(x) for x in head), _cap(noun_i), ids[i].rsplit("-", 1)[1]]))
+        fans = ", ".join(rest[:-1]) + (" and " if len(rest) > 1 else "") + rest[-1]
+        article = "An" if w[0][0] in "aeiou" else "A"
+        descs.append(f"{article} {w[0]} {noun_i} for everyone who loves {fans}.")
+    return titles, descs
+
+
+def _cap(word: str) -> str:
+    """Title-case a word (hyphenated words too)."""
+    return "-".join(p.capitalize() for p in word.split("-"))
+
+
+def _gumbel_top_k(
+    rng: np.random.Generator, logits: np.ndarray, k: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sample k[u] distinct columns per row from softmax(logits[u]); returns (rows, cols)."""
+    k_max = int(k.max(initial=0))
+    if k_max == 0:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    z = logits + rng.gumbel(size=logits.shape)  # [U, I]
+    top = np.argpartition(-z, k_max - 1, axis=1)[:, :k_max]  # [U, k_max], unordered
+    order = np.argsort(-np.take_along_axis(z, top, axis=1), axis=1)
+    top = np.take_along_axis(top, order, axis=1)  # [U, k_max], best first
+    keep = np.arange(k_max)[None, :] < k[:, None]
+    rows = np.broadcast_to(np.arange(len(k))[:, None], top.shape)[keep]
+    return rows, top[keep]
+
+
+def generate_with_truth(
+    cfg: SyntheticConfig = SyntheticConfig(),
+) -> tuple[pl.DataFrame, pl.DataFrame, WorldTruth]:
+    """Generate the world and return its latent truth too.
+
+    Returns:
+        (interactions, items, truth): interactions sorted by user then timestamp, with columns
+        user, item, category, timestamp (int64 s), rating (float64 1-5); items with columns
+        item, category, title, description; and the `WorldTruth`.
+    """
+    rng = np.random.default_rng(cfg.seed)
+    n_cat, n_users, dim = len(cfg.categories), cfg.n_users, cfg.dim
+    centroids = _unit(rng.normal(size=(N_TOPICS, dim)))  # [K, dim]
+
+    # Users: shared taste + one specific taste per category, mixed then normalised.
+    _, shared = _topic_vectors(rng, centroids, n_users, alpha=0.4, noise=0.5)  # [U, dim]
+    specific = np.stack([_topic_vectors(rng, centroids, n_users, 0.4, 0.5)[1] for _ in range(n_cat)])
+    pref = _unit(cfg.shared_weight * shared[None] + (1.0 - cfg.shared_weight) * specific)  # [C, U, dim]
+
+    # Activity: lognormal per user (mean 1) x gamma per (user, category) (mean 1) -> Poisson counts.
+    activity = rng.lognormal(-cfg.activity_sigma**2 / 2, cfg.activity_sigma, n_users)  # [U]
+    taste = rng.gamma(cfg.category_shape, 1.0 / cfg.category_shape, (n_cat, n_users))  # [C, U]
+    means = np.asarray(cfg.interactions_per_user)[:, None] * activity[None] * taste
+    caps = np.maximum(1, (MAX_SHARE * np.asarray(cfg.items_per_category)).astype(np.int64))
+    counts = np.minimum(rng.poisson(means), caps[:, None])  # [C, U]
+    counts[0, counts.sum(0) == 0] = 1  # everyone appears somewhere: give idle users one pick in the first
+    start = T_START + rng.random(n_users) * 0.5 * (NEW_RELEASE - T_START)  # [U] first activity
+
+    item_ids, item_cats, titles, descs = [], [], [], []
+    vecs, topics, pops, news, releases = [], [], [], [], []
+    inter_parts = []
+    offset = 0
+    for c, (name, n_items) in enumerate(zip(cfg.categories, cfg.items_per_category)):
+        ids = [f"{name}-{i:0{max(4, len(str(n_items - 1)))}d}" for i in range(n_items)]
+        theta, v = _topic_vectors(rng, centroids, n_items, alpha=0.3, noise=0.4)  # [I, K], [I, dim]
+        rank = rng.permutation(n_items) + 1.0
+        pop = rank ** -cfg.popularity_exponent
+        pop /= pop.sum()  # [I]
+        n_new = int(round(cfg.new_item_fraction * n_items)) if cfg.new_item_fraction > 0 else 0
+        is_new = np.zeros(n_items, bool)
+        is_new[rng.choice(n_items, n_new, replace=False)] = True
+        release = np.where(is_new, NEW_RELEASE, T_START - rng.integers(0, 3 * 365 * 86_400, n_items))
+        t, d = _texts(rng, name, theta, ids)
+
+        # Choices: all but the last pick from the old catalogue; the last from everything left.
+        k = counts[c]
+        k_old = np.where(k >= 2, k - 1, k)
+        users, chosen, final = [], [], []
+        for lo in range(0, n_users, CHUNK):
+            sl = slice(lo, min(lo + CHUNK, n_users))
+            logits = pref[c, sl] @ v.T / cfg.temperature + np.log(pop)  # [chunk, I]
+            old = np.where(is_new[None], -np.inf, logits)
+            r, col = _gumbel_top_k(rng, old, k_old[sl])
+            users.append(r + lo), chosen.append(col), final.append(np.zeros(len(r), bool))
+            last = logits + NEW_ITEM_BOOST * is_new[None]
+            last[r, col] = -np.inf  # no repeats
+            need = np.flatnonzero(k[sl] >= 2)
+            pick = np.argmax(last[need] + rng.gumbel(size=(len(need), n_items)), axis=1)
+            users.append(need + lo), chosen.append(pick), final.append(np.ones(len(need), bool))
+        u, i, is_final = np.concatenate(users), np.concatenate(chosen), np.concatenate(final)
+
+        # Times: earlier picks in [start, NEW_RELEASE); the final pick in [NEW_RELEASE, T_END).
+        early = start[u] + rng.random(len(u)) * (NEW_RELEASE - start[u])
+        late = NEW_RELEASE + rng.random(len(u)) * (T_END - NEW_RELEASE)
+        ts = np.where(is_final, late, early).astype(np.int64)
+        aff = np.einsum("nd,nd->n", pref[c, u], v[i])  # [n] affinity of each chosen pair
+        inter_parts.append((u, i + offset, np.full(len(u), c), ts, aff))
+
+        item_ids += ids
+        item_cats += [name] * n_items
+        titles += t
+        descs += d
+        vecs.append(v), topics.append(theta), pops.append(pop), news.append(is_new), releases.append(release)
+        offset += n_items
+
+    u, gi, c, ts, aff = (np.concatenate(p) for p in zip(*inter_parts))
+    # Ratings: standardised affinity + noise, centred at 3.6 as in real review data, rounded to 1..5.
+    z = (aff - aff.mean()) / (aff.std() + 1e-12)
+    rating = np.clip(np.round(3.6 + 1.1 * z + rng.normal(0.0, cfg.rating_noise, len(z))), 1, 5)
+    width = max(5, len(str(n_users - 1)))
+    user_ids = np.array([f"u{j:0{width}d}" for j in range(n_users)])
+    order = np.lexsort((gi, ts, u))
+    item_ids_arr, cat_arr = np.array(item_ids), np.array(cfg.categories)
+    interactions = pl.DataFrame(
+        {
+            USER: user_ids[u[order]],
+            ITEM: item_ids_arr[gi[order]],
+            CATEGORY: cat_arr[c[order]],
+            TIMESTAMP: ts[order],
+            RATING: rating[order].astype(np.float64),
+        },
+        schema={USER: pl.Utf8, ITEM: pl.Utf8, CATEGORY: pl.Utf8, TIMESTAMP: pl.Int64, RATING: pl.Float64},
+    )
+    items = pl.DataFrame(
+        {ITEM: item_ids, CATEGORY: item_cats, TITLE: titles, DESCRIPTION: descs},
+        schema={ITEM: pl.Utf8, CATEGORY: pl.Utf8, TITLE: pl.Utf8, DESCRIPTION: pl.Utf8},
+    )
+    truth = WorldTruth(
+        topic_centroids=centroids,
+        user_shared=shared,
+        user_specific=specific,
+        user_pref=pref,
+        item_vectors=np.concatenate(vecs),
+        item_topics=np.concatenate(topics),
+        item_popularity=np.concatenate(pops),
+        item_is_new=np.concatenate(news),
+        item_release=np.concatenate(releases).astype(np.int64),
+        counts=counts,
+    )
+    return interactions, items, truth
+
+
+def generate(cfg: SyntheticConfig = SyntheticConfig()) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Generate the world in canonical raw form.
+
+    Args:
+        cfg: size, shape and seed of the world; the same config always gives the same frames.
+
+    Returns:
+        (interactions, items): see `generate_with_truth`.
+    """
+    interactions, items, _ = generate_with_truth(cfg)
+    return interactions, items
+
+
+def write_world(out_dir: str | Path, cfg: SyntheticConfig = SyntheticConfig()) -> dict[str, Path]:
+    """Write `interactions.csv.gz` and `items.csv.gz` into `out_dir`, each atomically.
+
+    Returns:
+        {"interactions": path, "items": path}.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    interactions, items = generate(cfg)
+    paths = {"interactions": out_dir / "interactions.csv.gz", "items": out_dir / "items.csv.gz"}
+    for frame, path in ((interactions, paths["interactions"]), (items, paths["items"])):
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=out_dir)
+        os.close(fd)
+        try:
+            frame.write_csv(tmp, compression="gzip", check_extension=False)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    return paths

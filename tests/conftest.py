@@ -1,0 +1,28 @@
+"""Shared fixtures: a tiny synthetic world prepared once per session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory):
+    from crossrec.data.prepare import PrepareConfig, prepare
+    from crossrec.data.synthetic import generate, tiny_config
+
+    inter, items = generate(tiny_config())
+    return prepare(inter, items, PrepareConfig(), tmp_path_factory.mktemp("tiny") / "bundle")
+
+
+@pytest.fixture(scope="session")
+def small_bundle(tmp_path_factory):
+    """The default synthetic world: big enough for quality floors, prepared once."""
+    from crossrec.data.prepare import PrepareConfig, prepare
+    from crossrec.data.synthetic import SyntheticConfig, generate
+
+    inter, items = generate(SyntheticConfig(seed=0))
+    return prepare(inter, items, PrepareConfig(), tmp_path_factory.mktemp("small") / "bundle")
