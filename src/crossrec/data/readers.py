@@ -1,0 +1,479 @@
+"""Readers: files in, canonical tables out (see `crossrec.data.schema`).
+
+Formats are CSV, TSV, Parquet and JSON lines, each optionally gzip-compressed; the format comes
+from the extension (`.csv`, `.tsv`, `.parquet`, `.jsonl`/`.json`, each maybe with `.gz`) unless
+`fmt` is given. Ids are always read as strings ("007" stays "007"). Every problem in the data
+raises `DataError` with the file, the 1-based physical line (the CSV header is line 1, the first
+JSON record is line 1; for Parquet and `.npz` it is the 1-based row number), the column as the
+user spelt it, what was expected and what was found. The checks are vectorised
+(`crossrec.data.validate`).
+
+CSV notes: quoted fields may span lines; the line reported is the one where the record starts.
+A double quote toggles quoting wherever it appears, so a stray quote inside an unquoted field
+(`5" ruler`) is reported as an unclosed quote. Blank lines are skipped.
+
+Example:
+    >>> from crossrec.data.schema import ColumnMap
+    >>> inter = read_interactions("ratings.csv.gz", ColumnMap(rating="stars"))  # doctest: +SKIP
+    >>> inter.columns                                                          # doctest: +SKIP
+    ['user', 'item', 'category', 'rating']
+    >>> raw = read_dataset("anime-mal", "../shared/data/anime-mal")            # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Literal, Mapping
+
+import numpy as np
+import polars as pl
+
+from crossrec.data import validate as v
+from crossrec.data.schema import CATEGORY, DESCRIPTION, ITEM, TITLE, ColumnMap, DataError, ItemColumnMap
+
+FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".parquet": "parquet", ".pq": "parquet",
+           ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl"}
+_KINDS = {"user": "id", "item": "id", "category": "id", "rating": "rating", "timestamp": "timestamp",
+          "order": "order", "split": "split"}
+
+
+@dataclass(frozen=True)
+class RawDataset:
+    """A built-in dataset read into canonical tables, with the split its README documents.
+
+    Example:
+        >>> raw = read_dataset("anime-mal", "../shared/data/anime-mal")  # doctest: +SKIP
+        >>> raw.split_defaults
+        {'split': 'random', 'test_ratio': 0.2, 'valid_ratio': 0.1, 'seed': 2024}
+    """
+
+    interactions: pl.DataFrame
+    items: pl.DataFrame | None
+    sources: tuple[Path, ...]
+    split_defaults: dict[str, Any]
+
+
+def read_interactions(
+    path: str | Path, columns: ColumnMap = ColumnMap(), fmt: str | None = None, sep: str | None = None
+) -> pl.DataFrame:
+    """Read an interaction file into the canonical interaction table.
+
+    Args:
+        path: the file (CSV, TSV, Parquet or JSONL, maybe gzip-compressed).
+        columns: which source column holds each canonical field.
+        fmt: "csv", "tsv", "parquet" or "jsonl"; None = from the extension.
+        sep: the CSV delimiter; None = "," for CSV and tab for TSV.
+
+    Returns:
+        `user`, `item`, `category` (Utf8), then where mapped `rating` (Float64, null = implicit),
+        `timestamp` (Int64 unix seconds), `order` (Int64) and `split` (train/valid/test).
+
+    Raises:
+        DataError: for an empty file, a missing column, a bad value, or an item in two categories.
+    """
+    df = _read_fields(path, _interaction_fields(columns), fmt, sep)
+    if columns.category_value is None:
+        v.check_one_category(df, [str(path)], columns.category)
+    return df.drop(v.LINE)
+
+
+def read_items(
+    path: str | Path, columns: ItemColumnMap = ItemColumnMap(), fmt: str | None = None, sep: str | None = None
+) -> pl.DataFrame:
+    """Read an item table: one row per item (repeated rows keep the first).
+
+    Args:
+        path: the file (CSV, TSV, Parquet or JSONL, maybe gzip-compressed).
+        columns: which source column holds each canonical item field; fields mapped to None are
+            left out of the result.
+        fmt: as in `read_interactions`.
+        sep: as in `read_interactions`.
+
+    Returns:
+        `item`, then `category`, `title`, `description` where mapped (all Utf8).
+
+    Raises:
+        DataError: as in `read_interactions`; also for an item listed under two categories.
+    """
+    df = _read_fields(path, _item_fields(columns), fmt, sep)
+    if columns.category is not None:
+        v.check_one_category(df, [str(path)], columns.category)
+    return df.drop(v.LINE).unique(ITEM, keep="first", maintain_order=True)
+
+
+def read_image_vectors(path: str | Path, id_column: str | None = None) -> tuple[list[str], np.ndarray]:
+    """Read per-item vectors (e.g. image embeddings) keyed by item id.
+
+    Args:
+        path: a `.npz` (arrays `item_ids` [n] and `vectors` [n, dim], loaded without pickle), or a
+            Parquet / CSV / TSV / JSONL table with an id column and either float columns (one per
+            dimension) or one list column holding each vector.
+        id_column: the id column of a table; None = `item_id`, else `item`, else the first column.
+
+    Returns:
+        (item ids as strings, vectors as float32 [n_items, dim]).
+
+    Raises:
+        DataError: for an empty file, a non-numeric or non-finite value, vectors of unequal
+            length, or a repeated item id.
+    """
+    file = str(path)
+    if Path(path).suffix.lower() == ".npz":
+        try:
+            with np.load(path, allow_pickle=False) as npz:
+                ids, vectors = np.asarray(npz["item_ids"]), np.asarray(npz["vectors"])
+        except KeyError as e:
+            raise DataError(file, None, None, "arrays 'item_ids' and 'vectors'", str(e)) from e
+        except ValueError as e:  # object arrays need pickle, which is refused
+            raise DataError(file, None, None, "plain (non-object) arrays", str(e)) from e
+        if vectors.ndim != 2 or ids.ndim != 1 or len(ids) != len(vectors):
+            expected = f"a [{len(ids)}, dim] array for {len(ids)} item_ids"
+            raise DataError(file, None, "vectors", expected, f"shape {vectors.shape}")
+        key, names = "item_ids", ["vectors"] * vectors.shape[1]
+        table = pl.DataFrame({"item": ids.astype(str), v.LINE: np.arange(1, len(ids) + 1, dtype=np.int64)})
+    else:
+        raw, header_line = _load(path, None, None, None)
+        cols = [c for c in raw.columns if c != v.LINE]
+        key = id_column or next((c for c in ("item_id", "item") if c in cols), cols[0])
+        if key not in cols:
+            raise DataError(file, header_line, key, "an item id column", f"columns {cols}")
+        table = v.convert(raw, {"item": (key, "id")}, [file])
+        names, vectors = _vector_columns(raw, [c for c in cols if c != key], file)
+    if len(vectors) == 0 or vectors.shape[1] == 0:
+        raise DataError(file, None, None, "at least one vector of at least one value", f"shape {vectors.shape}")
+    if not np.issubdtype(vectors.dtype, np.number):
+        raise DataError(file, None, names[0], "numeric vectors", f"dtype {vectors.dtype}")
+    rows, dims = np.nonzero(~np.isfinite(vectors))
+    if len(rows):
+        got = repr(float(vectors[rows[0], dims[0]]))
+        raise v.error_at(table, int(rows[0]), [file], names[int(dims[0])], "a finite number", got)
+    repeat = table.select((~pl.col("item").is_first_distinct()).arg_true().first()).item()
+    if repeat is not None:
+        raise v.error_at(table, repeat, [file], key, "unique item ids", repr(table["item"][repeat]))
+    return table["item"].to_list(), vectors.astype(np.float32)
+
+
+def read_amazon_reviews(
+    files: Mapping[str, tuple[str | Path, str | Path | None]],
+    text: bool = False,
+    shared_items: Literal["error", "first"] = "error",
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Read Amazon review dumps (McAuley lab 2014 / 2018 or 2023 formats), one category per file.
+
+    Reviews: `reviewerID` or `user_id`; `parent_asin` (2023, which the metadata is keyed by) or
+    `asin`; `overall` or `rating`; `unixReviewTime` (seconds) or `timestamp` (milliseconds, 2023),
+    converted to seconds; optionally `reviewText` / `text`. Metadata: `parent_asin` or `asin`,
+    `title`, `description` (a string, or a list of strings joined with spaces). The 2014
+    metadata files, which are Python literals rather than JSON, are not supported.
+
+    Args:
+        files: category name -> (reviews JSONL(.gz), metadata JSONL(.gz) or None).
+        text: keep the review text as a `text` column.
+        shared_items: an item found in two categories raises ("error"), or stays in the first
+            category listed and loses its rows elsewhere ("first").
+
+    Returns:
+        (interactions: user, item, category, rating, timestamp [, text];
+         items: item, category, title, description).
+
+    Raises:
+        DataError: as in `read_interactions`, at the file and line of the bad row.
+    """
+    if shared_items not in ("error", "first"):
+        raise ValueError(f"shared_items={shared_items!r}; expected 'error' or 'first'")
+    inters, metas, review_files, meta_files = [], [], [], []
+    for category, (reviews, meta) in files.items():
+        new = bool(_first_keys(reviews) & {"user_id", "parent_asin"})  # the 2023 release
+        names = ("user_id", "parent_asin", "rating", "timestamp", "text") if new else (
+            "reviewerID", "asin", "overall", "unixReviewTime", "reviewText")
+        fields = {"user": (names[0], "id"), "item": (names[1], "id"), "category": (category, "const"),
+                  "rating": (names[2], "rating"), "timestamp": (names[3], "timestamp")}
+        if text:
+            fields["text"] = (names[4], "text")
+        df = _read_fields(reviews, fields, "jsonl", None, frozenset({names[4]}))
+        if new:  # 2023 timestamps are in milliseconds
+            df = df.with_columns(pl.col("timestamp") // 1000)
+        inters.append(df.with_columns(pl.lit(len(review_files), pl.UInt32).alias(v.FILE)))
+        review_files.append(str(reviews))
+        if meta is not None:
+            keys = _first_keys(meta)
+            item_fields = {
+                ITEM: ("parent_asin" if "parent_asin" in keys else "asin", "id"),
+                CATEGORY: (category, "const"),
+                TITLE: (TITLE, "text"),
+                DESCRIPTION: (DESCRIPTION, "text"),
+            }
+            df = _read_fields(meta, item_fields, "jsonl", None, frozenset({TITLE, DESCRIPTION}))
+            try:
+                df = df.with_columns(_join_json_lists(pl.col(DESCRIPTION)))
+            except pl.exceptions.PolarsError:  # text that only looks like a JSON list: keep it
+                pass
+            metas.append(df.with_columns(pl.lit(len(meta_files), pl.UInt32).alias(v.FILE)))
+            meta_files.append(str(meta))
+    inter = pl.concat(inters, how="diagonal_relaxed")
+    no_items = pl.DataFrame(schema={ITEM: pl.String, CATEGORY: pl.String})
+    items = pl.concat(metas, how="diagonal_relaxed") if metas else no_items
+    if shared_items == "error":
+        v.check_one_category(inter, review_files, None)
+        v.check_one_category(items, meta_files, None)
+    else:
+        first = pl.col(CATEGORY) == pl.col(CATEGORY).first().over(ITEM)
+        inter, items = inter.filter(first), items.filter(first)
+    items = items.unique(ITEM, keep="first", maintain_order=True)
+    return inter.drop(v.LINE, v.FILE), items.drop(v.LINE, v.FILE, strict=False)
+
+
+def read_amazon_arts_office(root: str | Path) -> RawDataset:
+    """Read `amazon-arts-office` (Amazon Arts_Crafts_and_Sewing + Office_Products, URLLM).
+
+    It has no ratings and no timestamps; `order` is the source's `seq_pos` (each user's two
+    targets share the last position, so ties are expected). The source's `split` is a user-level
+    split, kept as `source_split` so it is not taken for a row split. Item descriptions are the
+    source's `attributes`.
+    """
+    root = Path(root)
+    inter_path, items_path = _need(root, "interactions.csv.gz"), _need(root, "items.csv.gz")
+    inter = _read_fields(inter_path, {
+        "user": ("user_id", "id"), "item": ("item_id", "id"), "category": ("category", "id"),
+        "order": ("seq_pos", "order"), "source_split": ("split", "split"),
+    }, None, None)
+    v.check_one_category(inter, [str(inter_path)], "category")
+    items = read_items(items_path, ItemColumnMap(item="item_id", title="title", description="attributes"))
+    defaults = {"split": "leave_last_out", "order": "order"}
+    return RawDataset(inter.drop(v.LINE), items, (inter_path, items_path), defaults)
+
+
+def read_anime_mal(root: str | Path) -> RawDataset:
+    """Read `anime-mal` (MyAnimeList; categories = TV / Movie / OVA / Special / ONA / Music).
+
+    Ratings are 1-10, blank = on the list but unrated (null, implicit). No timestamps and no
+    order, so its documented split is random with a seed. Items keep `genres` as an extra column.
+    """
+    root = Path(root)
+    inter_path, items_path = _need(root, "interactions.csv.gz"), _need(root, "items.csv.gz")
+    inter = read_interactions(inter_path, ColumnMap(user="user_id", item="item_id", rating="rating"))
+    items = _read_fields(items_path, {
+        "item": ("item_id", "id"), "category": ("category", "id"),
+        "title": ("title", "text"), "genres": ("genres", "text"),
+    }, None, None)
+    v.check_one_category(items, [str(items_path)], "category")
+    items = items.drop(v.LINE).unique(ITEM, keep="first", maintain_order=True)
+    defaults = {"split": "random", "test_ratio": 0.2, "valid_ratio": 0.1, "seed": 2024}
+    return RawDataset(inter, items, (inter_path, items_path), defaults)
+
+
+DATASETS: dict[str, Callable[[str | Path], RawDataset]] = {
+    "amazon-arts-office": read_amazon_arts_office,
+    "anime-mal": read_anime_mal,
+}
+
+
+def read_dataset(name: str, root: str | Path) -> RawDataset:
+    """Read a built-in dataset by name from its folder (see `DATASETS`)."""
+    if name not in DATASETS:
+        raise KeyError(f"unknown dataset {name!r}; known datasets: {', '.join(sorted(DATASETS))}")
+    return DATASETS[name](root)
+
+
+def _interaction_fields(columns: ColumnMap) -> dict[str, tuple[str, str]]:
+    """Output name -> (source column or constant, kind) for an interaction file."""
+    fields = {k: (src, _KINDS[k]) for k, src in columns.required().items()}
+    if columns.category_value is not None:
+        fields[CATEGORY] = (columns.category_value, "const")
+    fields = {k: fields[k] for k in ("user", "item", "category")}
+    return fields | {k: (src, _KINDS[k]) for k, src in columns.optional().items()}
+
+
+def _item_fields(columns: ItemColumnMap) -> dict[str, tuple[str, str]]:
+    pairs = {ITEM: (columns.item, "id"), CATEGORY: (columns.category, "id"),
+             TITLE: (columns.title, "text"), DESCRIPTION: (columns.description, "text")}
+    return {k: p for k, p in pairs.items() if p[0] is not None}
+
+
+def _read_fields(
+    path: str | Path,
+    fields: Mapping[str, tuple[str, str]],
+    fmt: str | None,
+    sep: str | None,
+    optional: frozenset[str] = frozenset(),
+) -> pl.DataFrame:
+    """Load the source columns `fields` needs, check them, convert; keeps `_line`.
+
+    `optional` names JSON fields that may be absent from every record (read as nulls).
+    """
+    needed = {src: out for out, (src, kind) in fields.items() if kind != "const"}
+    raw, _ = _load(path, fmt, sep, needed, optional)
+    return v.convert(raw, fields, [str(path)])
+
+
+def _load(
+    path: str | Path,
+    fmt: str | None,
+    sep: str | None,
+    needed: Mapping[str, str] | None,
+    optional: frozenset[str] = frozenset(),
+) -> tuple[pl.DataFrame, int | None]:
+    """Read a file's needed source columns (all, if None) plus `_line`.
+
+    Text formats give String columns. Returns the frame and the header's line (1 for CSV/TSV,
+    None otherwise), and raises for an empty file, bad encoding, bad structure or missing columns.
+    """
+    file = str(path)
+    fmt = _format(path, fmt)
+    data = _read_bytes(path)
+    if not data.strip():
+        raise DataError(file, None, None, "at least one data row", "an empty file")
+    if fmt == "parquet":
+        try:
+            df = pl.read_parquet(io.BytesIO(data))
+        except Exception as e:  # polars raises several error types for a damaged file
+            raise DataError(file, None, None, "a readable Parquet file", v.show(str(e), 200)) from e
+        _check_columns(file, None, df.columns, needed)
+        if df.height == 0:
+            raise DataError(file, None, None, "at least one data row", "a table with 0 rows")
+        df = df.select(list(needed) if needed is not None else df.columns)
+        return df.with_columns(pl.int_range(1, df.height + 1, dtype=pl.Int64).alias(v.LINE)), None
+    if fmt == "jsonl":
+        v.check_utf8(data, file)
+        keys = set(_first_keys_of(data))
+        try:
+            schema = {c: pl.String for c in needed} if needed is not None else None
+            df = pl.read_ndjson(data, schema=schema, infer_schema_length=None)
+        except Exception as e:  # polars' ComputeError carries no line; find it ourselves
+            raise v.bad_json_line(data, file, e) from e
+        if needed is not None:  # a field absent from the first record and null everywhere is missing
+            gone = [c for c in needed if c not in keys | optional and df[c].null_count() == df.height]
+            _check_columns(file, None, [c for c in needed if c not in gone] + sorted(keys - set(needed)), needed)
+        lines = v.jsonl_row_lines(data)
+        if len(lines) != df.height:  # cannot happen for files polars read; keep going, roughly
+            lines = np.arange(1, df.height + 1)
+        return df.with_columns(pl.Series(v.LINE, lines, dtype=pl.Int64)), None
+    sep = sep or ("\t" if fmt == "tsv" else ",")
+    if len(sep) != 1:
+        raise ValueError(f"sep={sep!r}; expected one character")
+    v.check_utf8(data, file, sep)
+    lines, keep = v.csv_row_lines(data, sep, file)
+    try:
+        header = pl.read_csv(data, separator=sep, n_rows=0, infer_schema=False).columns
+        _check_columns(file, 1, header, needed)
+        wanted = list(needed) if needed is not None else None
+        df = pl.read_csv(data, separator=sep, infer_schema=False, columns=wanted)
+    except pl.exceptions.PolarsError as e:
+        raise DataError(file, None, None, "a well-formed CSV file", v.show(str(e), 200)) from e
+    if df.height != len(lines):  # cannot happen for well-formed files; keep going, roughly
+        lines, keep = np.arange(2, df.height + 2), np.ones(df.height, dtype=bool)
+    df = df.with_columns(pl.Series(v.LINE, lines, dtype=pl.Int64)).filter(pl.Series(keep))
+    if df.height == 0:
+        raise DataError(file, 1, None, "at least one data row", "only a header")
+    return df, 1
+
+
+def _check_columns(file: str, line: int | None, available: list[str], needed: Mapping[str, str] | None) -> None:
+    for src, out in (needed or {}).items():
+        if src not in available:
+            kind = "header" if line is not None else "records"
+            raise DataError(file, line, src, f"a column {src!r} for `{out}` in the {kind}", f"columns {available}")
+
+
+def _format(path: str | Path, fmt: str | None) -> str:
+    if fmt is not None:
+        fmt = {"json": "jsonl", "ndjson": "jsonl"}.get(fmt, fmt)
+        if fmt not in set(FORMATS.values()):
+            raise ValueError(f"fmt={fmt!r}; expected one of {sorted(set(FORMATS.values()))}")
+        return fmt
+    suffixes = [s.lower() for s in Path(path).suffixes]
+    if suffixes and suffixes[-1] == ".gz":
+        suffixes.pop()
+    if not suffixes or suffixes[-1] not in FORMATS:
+        known = sorted(set(FORMATS.values()))
+        raise ValueError(f"cannot tell the format of {str(path)!r} from its extension; pass fmt= (one of {known})")
+    return FORMATS[suffixes[-1]]
+
+
+def _read_bytes(path: str | Path) -> bytes:
+    """The file's bytes, gunzipped when they start with the gzip magic number."""
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"no such file: {str(path)!r}")
+    data = file.read_bytes()
+    if data[:2] == b"\x1f\x8b":
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError, zlib.error) as e:
+            raise DataError(str(path), None, None, "a complete gzip file", str(e)) from e
+    return data
+
+
+def _vector_columns(raw: pl.DataFrame, cols: list[str], file: str) -> tuple[list[str], np.ndarray]:
+    """(source column of each dimension, vectors [n, dim]) from float columns or one list column."""
+    if not cols:
+        raise DataError(file, None, None, "vector columns after the id column", "none")
+    if len(cols) == 1 and isinstance(raw.schema[cols[0]], (pl.List, pl.Array)):
+        c = cols[0]
+        lengths = raw[c].cast(pl.List(pl.Float64)).list.len()
+        dim = lengths[0]
+        check = (pl.col("_n") != dim, c, f"{dim} values as in the first row")
+        v.raise_first(raw.with_columns(lengths.alias("_n")), [check], [file])
+        return [c] * (dim or 0), raw[c].cast(pl.Array(pl.Float64, dim or 0)).to_numpy()
+    exprs, checks = [], []
+    for c in cols:
+        dtype = raw.schema[c]
+        if dtype == pl.String:
+            number = pl.col(c).str.strip_chars().cast(pl.Float64, strict=False)
+        elif dtype.is_numeric():
+            number = pl.col(c).cast(pl.Float64)
+        else:
+            raise DataError(file, None, c, "a float column", f"a {dtype} column")
+        exprs.append(number.alias(c))
+        checks.append((number.is_null(), c, "a number"))
+    v.raise_first(raw, checks, [file])
+    return cols, raw.select(exprs).to_numpy()
+
+
+def _first_keys_of(data: bytes) -> list[str]:
+    """The keys of the first JSON record (for error messages and format detection)."""
+    for raw in io.BytesIO(data):
+        if raw.strip():
+            try:
+                record = json.loads(raw)
+            except ValueError:
+                return []
+            return list(record) if isinstance(record, dict) else []
+    return []
+
+
+def _first_keys(path: str | Path) -> set[str]:
+    """Keys of a JSONL file's first record, reading only its start."""
+    with (gzip.open(path, "rb") if _is_gzip(path) else open(path, "rb")) as f:
+        for raw in f:
+            if raw.strip():
+                try:
+                    record = json.loads(raw)
+                except ValueError:  # reported with its line when the file is read
+                    return set()
+                return set(record) if isinstance(record, dict) else set()
+    return set()
+
+
+def _is_gzip(path: str | Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(2) == b"\x1f\x8b"
+
+
+def _join_json_lists(col: pl.Expr) -> pl.Expr:
+    """Descriptions that polars kept as JSON array text (`["a", "b"]`) joined into "a b"."""
+    array = col.str.starts_with("[") & col.str.ends_with("]")
+    joined = pl.when(array).then(col).str.json_decode(pl.List(pl.String)).list.join(" ")
+    return pl.when(array).then(joined).otherwise(col).alias(DESCRIPTION)
+
+
+def _need(root: Path, name: str) -> Path:
+    path = root / name
+    if not path.is_file():
+        raise FileNotFoundError(f"{str(path)!r} not found; expected the dataset folder with {name}")
+    return path

@@ -1,0 +1,336 @@
+"""Vectorised checks that locate bad input at its physical line and source column.
+
+The readers in `crossrec.data.readers` load a file, then hand it here. Nothing below loops in
+Python over data rows: structure is found with numpy over the raw bytes (positions of newlines,
+quotes and delimiters), and values are checked with polars expressions. Every problem raises
+`DataError` naming the file, the 1-based physical line, the column as the user spelt it, what was
+expected and what was found.
+
+Tables travel with a `_line` column (the physical line of each row; for binary formats such as
+Parquet, the 1-based row number) and, when several files were concatenated, a `_file` column
+(an index into the list of file names) so that any row can be traced back to its source.
+
+Example:
+    >>> import polars as pl
+    >>> df = pl.DataFrame({"uid": ["u1", ""], "_line": [2, 3]})
+    >>> convert(df, {"user": ("uid", "id")}, ["x.csv"])  # doctest: +IGNORE_EXCEPTION_DETAIL
+    Traceback (most recent call last):
+    crossrec.data.schema.DataError: x.csv:3: column 'uid': expected a non-blank user id, got ''
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import json
+from typing import Mapping, Sequence
+
+import numpy as np
+import polars as pl
+
+from crossrec.data.schema import SPLITS, DataError
+
+LINE = "_line"  # physical line (or row number) of each row, carried until the checks are done
+FILE = "_file"  # index into the list of source files, when tables were concatenated
+KINDS = ("id", "rating", "timestamp", "order", "split", "text", "const")
+
+_CHUNK = 1 << 24  # bytes per step of the incremental UTF-8 decoder
+_NL, _QUOTE = 0x0A, 0x22
+_ISO_FORMATS = (  # tried in turn after "T" replaced the date/time space; %.f makes fractions optional
+    "%Y-%m-%dT%H:%M:%S%.f",
+    "%Y-%m-%dT%H:%M:%S%.f%#z",
+    "%Y-%m-%dT%H:%M",
+    "%Y-%m-%dT%H:%M%#z",
+)
+
+
+def show(value: object, width: int = 60) -> str:
+    """A found value, quoted and shortened for an error message."""
+    if value is None:
+        return "an empty cell"
+    text = repr(value)
+    return text if len(text) <= width else text[: width - 4] + "...'"
+
+
+def check_utf8(data: bytes, file: str, sep: str | None = None) -> None:
+    """Raise at the first byte that is not UTF-8.
+
+    Decodes with an incremental decoder over chunks, so the file is never held twice (decoded
+    text is dropped chunk by chunk).
+
+    Args:
+        data: the raw (decompressed) file contents.
+        file: name for the error.
+        sep: the delimiter of a CSV/TSV file, to name the column of the bad byte from the header;
+            None for formats without columns per line (JSONL).
+
+    Raises:
+        DataError: with the physical line and, for CSV/TSV, the header name of the field that
+            holds the bad byte.
+    """
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    view = memoryview(data)
+    for start in range(0, len(view), _CHUNK):
+        pending = len(decoder.getstate()[0])  # bytes of a split character kept from the last chunk
+        try:
+            decoder.decode(view[start : start + _CHUNK], final=start + _CHUNK >= len(view))
+        except UnicodeDecodeError as e:
+            pos = start - pending + e.start
+            break
+    else:
+        return
+    line_start = data.rfind(b"\n", 0, pos) + 1
+    line = data.count(b"\n", 0, pos) + 1
+    column = None
+    if sep is not None and line > 1:
+        # Field index = delimiters before the bad byte on its line, outside double quotes.
+        index = sum(part.count(sep.encode()) for part in data[line_start:pos].split(b'"')[::2])
+        header_end = data.find(b"\n")
+        header = data[: header_end if header_end >= 0 else len(data)].decode("utf-8-sig", "replace")
+        names = next(csv.reader([header.rstrip("\r")], delimiter=sep), [])
+        column = names[index] if index < len(names) else None
+    got = f"the byte 0x{data[pos]:02x}, which is not UTF-8 (re-save the file as UTF-8)"
+    raise DataError(file, line, column, "UTF-8 text", got)
+
+
+def csv_row_lines(data: bytes, sep: str, file: str) -> tuple[np.ndarray, np.ndarray]:
+    """Check the field count of every record; return each data row's physical line.
+
+    Records end at newlines outside double quotes (a quote toggles the quoted state, as `""`
+    escapes cancel out), so quoted fields that span lines are handled and the line given is the
+    one where the record starts. Blank lines are skipped (polars reads them as all-null rows).
+
+    Args:
+        data: the UTF-8 file contents, header first.
+        sep: the one-character delimiter.
+        file: name for the error.
+
+    Returns:
+        (lines, keep): for every record after the header, in file order (the rows polars
+        reads), its physical line [n_rows] and whether it is a real row rather than a blank line.
+
+    Raises:
+        DataError: at the first record whose number of fields differs from the header's, or at
+            an unclosed quote.
+    """
+    arr = np.frombuffer(data, dtype=np.uint8)
+    sep_byte = ord(sep)
+    newlines, ends, seps = [], [], []  # per chunk: all newlines, record ends, (first record, fields)
+    parity, last_quote, n_ends = 0, -1, 0  # quotes seen so far (mod 2): 1 = inside a quoted field
+    for lo in range(0, len(arr), _CHUNK):  # chunked so temporaries stay small on big files
+        part = arr[lo : lo + _CHUNK]
+        nl = np.flatnonzero(part == _NL) + lo
+        quotes = np.flatnonzero(part == _QUOTE) + lo
+        sp = np.flatnonzero(part == sep_byte) + lo
+        if len(quotes):
+            nl_out = nl[(np.searchsorted(quotes, nl) + parity) % 2 == 0]
+            sp = sp[(np.searchsorted(quotes, sp) + parity) % 2 == 0]
+            parity, last_quote = (parity + len(quotes)) % 2, int(quotes[-1])
+        else:
+            nl_out, sp = (nl, sp) if parity == 0 else (nl[:0], sp[:0])
+        record = n_ends + np.searchsorted(nl_out, sp)  # record of each delimiter  [n_sep]
+        if len(record):
+            seps.append((int(record[0]), np.bincount(record - record[0])))
+        newlines.append(nl)
+        ends.append(nl_out)
+        n_ends += len(nl_out)
+    newlines_all = np.concatenate(newlines) if newlines else np.zeros(0, dtype=np.int64)
+    if parity:  # pairing quotes in order, the last one opened a field that never closes
+        line = int(np.searchsorted(newlines_all, last_quote)) + 1
+        raise DataError(file, line, None, "balanced double quotes", "a quote that is never closed")
+    record_ends = np.concatenate(ends) if ends else np.zeros(0, dtype=np.int64)
+    starts = np.concatenate(([0], record_ends + 1))
+    if len(arr) and arr[-1] != _NL:
+        record_ends = np.append(record_ends, len(arr))  # last record without a trailing newline
+    starts = starts[: len(record_ends)]
+    n_fields = np.ones(len(record_ends), dtype=np.int64)  # [n_records]
+    for first, counts in seps:
+        n_fields[first : first + len(counts)] += counts
+    length = record_ends - starts
+    first_byte = arr[np.minimum(starts, max(len(arr) - 1, 0))]
+    blank = (length == 0) | ((length == 1) & (first_byte == 0x0D))  # "" or a lone "\r"
+    lines = np.searchsorted(newlines_all, starts) + 1  # newlines before the start, 1-based
+    expected = n_fields[0]
+    bad = np.flatnonzero(~blank & (n_fields != expected))
+    if len(bad):
+        k = int(bad[0])
+        raise DataError(file, int(lines[k]), None, f"{expected} fields as in the header", f"{n_fields[k]} fields")
+    return lines[1:], ~blank[1:]
+
+
+def jsonl_row_lines(data: bytes) -> np.ndarray:
+    """Physical line of each JSON record: every line that is not blank (polars skips blank ones)."""
+    arr = np.frombuffer(data, dtype=np.uint8)
+    newlines = np.flatnonzero(arr == _NL)
+    starts = np.concatenate(([0], newlines + 1))
+    ends = np.append(newlines, len(arr))
+    first = arr[np.minimum(starts, max(len(arr) - 1, 0))]
+    # A record starts with "{"; only lines that are empty or start with whitespace can be blank,
+    # and those few are checked one by one.
+    maybe_blank = np.flatnonzero((ends == starts) | np.isin(first, (0x20, 0x09, 0x0D)))
+    blank = np.zeros(len(starts), dtype=bool)
+    blank[maybe_blank] = [not data[starts[i] : ends[i]].strip() for i in maybe_blank]
+    return np.flatnonzero(~blank) + 1
+
+
+def bad_json_line(data: bytes, file: str, cause: Exception) -> DataError:
+    """The error for a JSONL file polars could not read, located at its first bad line.
+
+    Only runs after polars has failed, so its line-by-line loop costs nothing on good files.
+    """
+    for number, raw in enumerate(io.BytesIO(data), start=1):
+        if not raw.strip():
+            continue
+        try:
+            record = json.loads(raw.rstrip(b"\r\n"))
+        except json.JSONDecodeError as e:
+            return DataError(file, number, None, "one JSON object per line", f"{e.msg} at character {e.colno}")
+        if not isinstance(record, dict):
+            return DataError(file, number, None, "a JSON object", f"a JSON {type(record).__name__}")
+    return DataError(file, None, None, "JSON lines polars can read", show(str(cause), 200))
+
+
+def error_at(
+    df: pl.DataFrame, row: int, files: Sequence[str], column: str | None, expected: str, got: str | None
+) -> DataError:
+    """A DataError for row `row` of a table carrying `_line` (and maybe `_file`)."""
+    line = int(df[LINE][row]) if LINE in df.columns else row + 1
+    file = files[int(df[FILE][row])] if FILE in df.columns else files[0]
+    return DataError(file, line, column, expected, got)
+
+
+def convert(df: pl.DataFrame, fields: Mapping[str, tuple[str, str]], files: Sequence[str]) -> pl.DataFrame:
+    """Check and convert source columns to canonical ones.
+
+    Args:
+        df: source columns (any dtype; text formats give strings) plus `_line` (and `_file`).
+        fields: output name -> (source column, kind). Kinds: "id" (non-blank string), "rating"
+            (finite float; blank = null), "timestamp" (int seconds or ISO-8601 -> int64 seconds),
+            "order" (int64), "split" (train/valid/test), "text" (string, nulls allowed; lists
+            joined with spaces), "const" (the source entry is the constant string value itself).
+        files: the file names `_file` indexes (one name when there is no `_file`).
+
+    Returns:
+        The output columns in `fields` order, then `_line` / `_file` where present.
+
+    Raises:
+        DataError: at the first bad row over all checks (ties: the earlier field).
+    """
+    values, checks = [], []
+    for out, (src, kind) in fields.items():
+        if kind == "const":
+            values.append(pl.lit(src, pl.String).alias(out))
+            continue
+        value, bad, expected = _parse(kind, out, src, df.schema[src], files[0])
+        values.append(value.alias(out))
+        if bad is not None:
+            checks.append((bad, src, expected))
+    raise_first(df, checks, files)
+    return df.select(*values, *[c for c in (LINE, FILE) if c in df.columns])
+
+
+def raise_first(df: pl.DataFrame, checks: Sequence[tuple[pl.Expr, str, str]], files: Sequence[str]) -> None:
+    """Raise at the earliest row flagged by any (bad-row mask, source column, expected) check."""
+    if not checks or df.height == 0:
+        return
+    firsts = df.select([bad.arg_true().first().alias(str(i)) for i, (bad, _, _) in enumerate(checks)]).row(0)
+    hits = [(row, i) for i, row in enumerate(firsts) if row is not None]
+    if hits:
+        row, i = min(hits)
+        _, src, expected = checks[i]
+        raise error_at(df, row, files, src, expected, show(df[src][row]))
+
+
+def check_one_category(df: pl.DataFrame, files: Sequence[str], column: str | None) -> None:
+    """Raise at the first row that puts an item in a different category than an earlier row.
+
+    Args:
+        df: canonical `item` and `category` columns plus `_line` (and `_file`).
+        files: the file names `_file` indexes.
+        column: the source name of the category column, for the error (None if it has none).
+    """
+    row = df.select((pl.col("category") != pl.col("category").first().over("item")).arg_true().first()).item()
+    if row is None:
+        return
+    item, category = df["item"][row], df["category"][row]
+    first = int(df.select((pl.col("item") == item).arg_true().first()).item())
+    where = error_at(df, first, files, None, "", None)
+    raise error_at(
+        df, row, files, column,
+        f"item {item!r} in one category ({df['category'][first]!r}, as at {where.file}:{where.line})",
+        repr(category),
+    )
+
+
+def _parse(kind: str, out: str, src: str, dtype: pl.DataType, file: str) -> tuple[pl.Expr, pl.Expr | None, str]:
+    """(converted value, bad-row mask or None, what was expected) for one source column."""
+    col = pl.col(src)
+    text = dtype == pl.String
+    if dtype == pl.Null:  # a JSON field that is null everywhere
+        col, text = col.cast(pl.String), True
+    if kind == "id":
+        if not (text or dtype.is_integer() or dtype in (pl.Categorical, pl.Enum)):
+            raise DataError(file, None, src, "string or integer ids", f"a {dtype} column")
+        value = col.cast(pl.String)
+        noun = "category" if out == "category" else f"{out} id"
+        return value, value.is_null() | (value.str.strip_chars() == ""), f"a non-blank {noun}"
+    if kind == "text":
+        if isinstance(dtype, (pl.List, pl.Array)):
+            return col.cast(pl.List(pl.String)).list.join(" "), None, ""
+        return col.cast(pl.String), None, ""
+    if kind == "split":
+        value = col.cast(pl.String).str.strip_chars().str.to_lowercase()
+        return value, ~value.is_in(SPLITS).fill_null(False), f"one of {'/'.join(SPLITS)}"
+    if kind == "rating":
+        expected = "a finite number or a blank cell"
+        if text:
+            stripped = col.str.strip_chars()
+            blank = stripped.is_null() | (stripped == "")
+            number = stripped.cast(pl.Float64, strict=False)
+            value = pl.when(blank).then(None).otherwise(number)
+            return value, ~blank & (number.is_null() | ~number.is_finite()), expected
+        if not (dtype.is_numeric() or dtype == pl.Boolean):
+            raise DataError(file, None, src, "a numeric rating column", f"a {dtype} column")
+        number = col.cast(pl.Float64)
+        return number, number.is_not_null() & ~number.is_finite(), expected
+    if kind == "order":
+        return _integer(col, text, dtype, src, file, "an integer")
+    if kind == "timestamp":
+        expected = "integer unix seconds or an ISO-8601 date/datetime"
+        if text:
+            stripped = col.str.strip_chars()
+            value = pl.coalesce(stripped.cast(pl.Int64, strict=False), _iso_seconds(stripped))
+            return value, value.is_null(), expected
+        if isinstance(dtype, pl.Datetime):
+            value = col.dt.epoch("s")
+            return value, value.is_null(), expected
+        if dtype == pl.Date:
+            value = col.cast(pl.Datetime("us")).dt.epoch("s")
+            return value, value.is_null(), expected
+        return _integer(col, text, dtype, src, file, expected)
+    raise ValueError(f"unknown field kind {kind!r}; expected one of {KINDS}")
+
+
+def _integer(
+    col: pl.Expr, text: bool, dtype: pl.DataType, src: str, file: str, expected: str
+) -> tuple[pl.Expr, pl.Expr, str]:
+    """Int64 from strings, integers, or floats that hold whole numbers."""
+    if text:
+        value = col.str.strip_chars().cast(pl.Int64, strict=False)
+        return value, value.is_null(), expected
+    if dtype.is_integer():
+        value = col.cast(pl.Int64)
+        return value, value.is_null(), expected
+    if dtype.is_float():
+        value = col.cast(pl.Int64, strict=False)
+        return value, (value.is_null() | (value.cast(pl.Float64) != col)).fill_null(True), expected
+    raise DataError(file, None, src, expected, f"a {dtype} column")
+
+
+def _iso_seconds(s: pl.Expr) -> pl.Expr:
+    """Unix seconds from ISO-8601 dates or datetimes (naive ones are taken as UTC); null otherwise."""
+    t = s.str.replace(r"^(\d{4}-\d{2}-\d{2}) (\d)", "${1}T${2}")
+    date = t.str.to_date("%Y-%m-%d", strict=False).cast(pl.Datetime("us")).dt.epoch("s")
+    times = [t.str.to_datetime(f, strict=False, time_unit="us").dt.epoch("s") for f in _ISO_FORMATS]
+    return pl.coalesce(date, *times)
