@@ -15,7 +15,7 @@ def tiny_bundle(tmp_path_factory):
     from crossrec.data.synthetic import generate, tiny_config
 
     inter, items = generate(tiny_config())
-    return prepare(inter, items, PrepareConfig(), tmp_path_factory.mktemp("tiny") / "bundle")
+    return prepare(inter, items, PrepareConfig(cold_user_fraction=0.2), tmp_path_factory.mktemp("tiny") / "bundle")
 
 
 @pytest.fixture(scope="session")
@@ -25,4 +25,4 @@ def small_bundle(tmp_path_factory):
     from crossrec.data.synthetic import SyntheticConfig, generate
 
     inter, items = generate(SyntheticConfig(seed=0))
-    return prepare(inter, items, PrepareConfig(), tmp_path_factory.mktemp("small") / "bundle")
+    return prepare(inter, items, PrepareConfig(cold_user_fraction=0.2), tmp_path_factory.mktemp("small") / "bundle")

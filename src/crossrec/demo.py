@@ -47,7 +47,7 @@ def run_demo(out: Path, seed: int = 0, epochs: int = 20, console: Console | None
     paths = write_world(out / "raw", SyntheticConfig(seed=seed))
     inter = read_interactions(paths["interactions"], ColumnMap(user="user", item="item", rating="rating", timestamp="timestamp"))
     items = read_items(paths["items"], ItemColumnMap(item="item", description="description"))
-    bundle = prepare(inter, items, PrepareConfig(split="leave_last_out", k_core=0), out / "bundle", tuple(paths.values()))
+    bundle = prepare(inter, items, PrepareConfig(split="leave_last_out", cold_user_fraction=0.2, seed=seed), out / "bundle", tuple(paths.values()))
     m = bundle.manifest
     console.print(
         f"[bold]synthetic world[/]: {m['n_users']} users, {m['n_items']} items, "

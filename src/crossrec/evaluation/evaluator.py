@@ -17,7 +17,8 @@ Slices (each a mean over its units; empty slices are left out):
 (A unit whose user has no training interaction anywhere falls in neither warm nor
 new_to_category.) The "ALL" category rows average over all units of all evaluated categories.
 
-Ratings: when the bundle has ratings and the model a `predict_rating(users, items)`, RMSE and MAE
+Ratings: when the bundle has ratings and the model predicts them (`predicts_ratings` is true and it
+has `predict_rating(users, items)`), RMSE and MAE
 over the split's rated rows are added per category and slice (the slice flags of each row).
 
 The sampled protocol exists only to compare with papers that used it: each (unit, positive) pair
@@ -257,7 +258,7 @@ class Evaluator:
     # ------------------------------------------------------------------ ratings
     def _ratings(self, model: Any, cats: list[int], device: torch.device) -> pl.DataFrame | None:
         b = self.bundle
-        if not b.has_ratings or not hasattr(model, "predict_rating"):
+        if not b.has_ratings or not getattr(model, "predicts_ratings", False):
             return None
         rows = b.split(self.split).filter(pl.col("category").is_in(cats) & pl.col("rating").is_not_null())
         if rows.height == 0:

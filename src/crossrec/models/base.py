@@ -133,6 +133,17 @@ class Recommender(Protocol):
 
 
 @runtime_checkable
+class RatingPredictor(Recommender, Protocol):
+    """A model trained on explicit ratings; the evaluator reports RMSE/MAE for it."""
+
+    predicts_ratings: bool
+
+    def predict_rating(self, users: Tensor, items: Tensor) -> Tensor:
+        """[B] predicted ratings of aligned (user, global item id) pairs."""
+        ...
+
+
+@runtime_checkable
 class Trainable(Recommender, Protocol):
     """A model the trainer's loop optimises."""
 

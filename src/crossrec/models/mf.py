@@ -26,7 +26,7 @@ class MFConfig:
     dim: int = 64  # (int) latent factors
     loss: str = "bpr"  # (str) bpr | bce | softmax | mse (explicit ratings)
     reg: float = 1e-4  # (float) L2 on the batch's embeddings (lambda)
-    init_std: float = 0.1  # (float) normal init of the factors
+    init_std: float = 0.01  # (float) normal init std; small keeps rarely-seen items from ranking on noise
 
 
 @register("mf", MFConfig, paper="Rendle et al., UAI 2009 (BPR-MF)")
@@ -64,6 +64,11 @@ class MF(nn.Module):
         if self.config.loss == "mse":
             s = s + self.item_bias[idx] + self.user_bias[users].unsqueeze(1) + self.global_bias
         return s
+
+    @property
+    def predicts_ratings(self) -> bool:
+        """True when trained on explicit ratings (loss='mse'): only then is predict_rating a rating."""
+        return self.config.loss == "mse"
 
     def predict_rating(self, users: Tensor, items: Tensor) -> Tensor:
         """[B] predicted ratings (meaningful with loss='mse')."""

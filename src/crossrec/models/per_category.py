@@ -27,6 +27,10 @@ class PerCategory(nn.Module):
     def score(self, users: Tensor, category: int) -> Tensor:
         return self.models[category].score(users, category)
 
+    @property
+    def predicts_ratings(self) -> bool:
+        return all(getattr(m, "predicts_ratings", False) for m in self.models)
+
     def predict_rating(self, users: Tensor, items: Tensor) -> Tensor:
         """[B] ratings, each (user, item) pair answered by the item's category model."""
         cats = self._item_category.to(items.device)[items]

@@ -89,6 +89,8 @@ class Fixed(nn.Module):
 
 
 class Rated(Fixed):
+    predicts_ratings = True
+
     def predict_rating(self, users: Tensor, items: Tensor) -> Tensor:
         return torch.full((len(users),), 3.0) + 0.5 * (items % 2)  # odd items 3.5, even items 3.0
 
@@ -271,7 +273,7 @@ def test_ratings():
     assert res.metric("rmse") == pytest.approx(np.sqrt(np.mean(both**2)))
     assert res.metric("mae") == pytest.approx(np.mean(np.abs(both)))
     assert res.metric("rmse", "books", "cold_item") == pytest.approx(np.sqrt((4.0 + 0.25) / 2))
-    assert "rmse" not in full(b).evaluate(Fixed(SCORES, b)).table.columns  # no predict_rating
+    assert "rmse" not in full(b).evaluate(Fixed(SCORES, b)).table.columns  # not a rating model
 
 
 def test_reports(bundle):

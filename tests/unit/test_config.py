@@ -1,0 +1,68 @@
+"""Typed configs: YAML + dotted overrides, unknown keys and wrong types are errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from crossrec.config import RunConfig, load_config, parse_overrides, to_dict
+from crossrec.models.base import config_from_dict
+from crossrec.models.mf import MFConfig
+from crossrec.typed import ConfigError
+
+
+def test_defaults_without_a_file():
+    cfg = load_config()
+    assert isinstance(cfg, RunConfig) and cfg.model.name == "mf" and cfg.train.lr == 1e-3
+
+
+def test_yaml_then_overrides(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("train:\n  lr: 0.01\n  epochs: 3\nmodel:\n  name: mf\n  dim: 16\neval:\n  ks: [5, 10]\n")
+    cfg = load_config(p, ["--train.lr=3e-4", "--model.dim", "128", "--eval.ks=[1,2]"])
+    assert cfg.train.lr == pytest.approx(3e-4) and cfg.train.epochs == 3
+    assert cfg.model.params == {"dim": 128}
+    assert cfg.eval.ks == (1, 2)
+
+
+def test_the_shipped_presets_load():
+    for name in ("quickstart", "amazon-arts-office", "anime-mal"):
+        cfg = load_config(f"configs/{name}.yaml")
+        config_from_dict(cfg.model.name, cfg.model.params)
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("--train.lrr=1", "train.lrr"),
+        ("--trian.lr=1", "trian"),
+        ("--train.epochs=abc", "expected an integer"),
+        ("--train.epochs=1.5", "expected an integer"),
+        ("--prepare.valid=maybe", "true/false"),
+        ("--eval.ks=[a]", "expected an integer"),
+    ],
+)
+def test_unknown_keys_and_wrong_types_are_errors(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [override])
+
+
+def test_model_options_checked_against_the_model_dataclass():
+    cfg = load_config(None, ["--model.name=mf", "--model.dimm=3"])
+    with pytest.raises(ConfigError, match="dimm"):
+        config_from_dict(cfg.model.name, cfg.model.params)
+    assert config_from_dict("mf", {"dim": 8}) == MFConfig(dim=8)
+
+
+def test_overrides_are_parsed_safely_not_evaluated():
+    assert parse_overrides(["--a.b=__import__('os')"]) == {"a": {"b": "__import__('os')"}}
+    with pytest.raises(ConfigError):
+        parse_overrides(["train.lr=1"])
+
+
+def test_to_dict_round_trips_through_load(tmp_path):
+    import yaml
+
+    cfg = load_config(None, ["--model.dim=12", "--train.epochs=2"])
+    p = tmp_path / "r.yaml"
+    p.write_text(yaml.safe_dump(to_dict(cfg)))
+    assert load_config(p) == cfg
