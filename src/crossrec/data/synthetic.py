@@ -109,7 +109,7 @@ class SyntheticConfig:
     interactions_per_user: tuple[float, ...] = (28.0, 9.0, 3.5, 1.0)  # (tuple[float]) mean per category
     dim: int = 16  # (int) latent dimension of user and item vectors
     shared_weight: float = 0.7  # (float) share of a user's taste shared across categories
-    temperature: float = 0.12  # (float) softmax temperature of the choice model; lower = sharper taste
+    temperature: float = 0.08  # (float) softmax temperature of the choice model; lower = sharper taste
     popularity_exponent: float = 0.9  # (float) Zipf exponent of the item popularity prior
     new_item_fraction: float = 0.05  # (float) share of each catalogue released late (test-only items)
     activity_sigma: float = 0.6  # (float) lognormal sigma of a user's overall activity

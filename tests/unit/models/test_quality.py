@@ -33,15 +33,19 @@ def scores(small_bundle):
     return out
 
 
-@pytest.mark.parametrize("label", ["itemknn", "mf", "mf-single"])
-def test_learned_models_beat_popularity_overall(scores, label):
-    assert scores[label].metric("ndcg@10") > 1.2 * scores["pop"].metric("ndcg@10")
+@pytest.mark.parametrize("label, margin", [("itemknn", 1.2), ("mf", 1.4)])
+def test_learned_models_beat_popularity_overall(scores, label, margin):
+    assert scores[label].metric("ndcg@10") > margin * scores["pop"].metric("ndcg@10")
 
 
-@pytest.mark.parametrize("label", ["itemknn", "mf"])
-def test_pooled_models_beat_popularity_in_every_category(scores, small_bundle, label):
+def test_single_category_mf_beats_popularity_on_warm_users(scores):
+    assert scores["mf-single"].metric("ndcg@10", slice="warm") > scores["pop"].metric("ndcg@10", slice="warm")
+
+
+def test_pooled_mf_beats_popularity_in_every_category(scores, small_bundle):
+    # ItemKNN is not held to this: in the sparsest category most of its scores are exactly 0.
     for cat in small_bundle.categories:
-        assert scores[label].metric("ndcg@10", category=cat) > scores["pop"].metric("ndcg@10", category=cat), cat
+        assert scores["mf"].metric("ndcg@10", category=cat) > scores["pop"].metric("ndcg@10", category=cat), cat
 
 
 def test_pooled_mf_serves_new_to_category_users_better_than_single(scores):
@@ -49,4 +53,4 @@ def test_pooled_mf_serves_new_to_category_users_better_than_single(scores):
     # Pooled MF shares the user vector across categories, so it carries taste over.
     pooled = scores["mf"].metric("ndcg@10", slice="new_to_category")
     single = scores["mf-single"].metric("ndcg@10", slice="new_to_category")
-    assert pooled > single
+    assert pooled > 2 * single
