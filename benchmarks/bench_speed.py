@@ -92,7 +92,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--users", type=int, default=50_000)
     ap.add_argument("--items", type=int, default=50_000)
-    ap.add_argument("--per-user", type=int, default=21)
+    ap.add_argument("--per-user", type=int, default=22)
     ap.add_argument("--dim", type=int, default=64)
     args = ap.parse_args()
     t = time.perf_counter()

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
-import torch
-from safetensors.torch import load_file, save_file
+if TYPE_CHECKING:  # torch is imported where tensors are handled, so data code can use this module
+    import torch
 
 
 @contextmanager
@@ -33,6 +34,34 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         raise
 
 
+@contextmanager
+def atomic_dir(root: str | Path, merge: bool = False) -> Iterator[Path]:
+    """Yield a temporary sibling directory; on success it takes the place of `root`.
+
+    With `merge=False` the old directory is replaced as a whole; with `merge=True` only the files
+    written into the temporary directory replace their namesakes (other files in `root` stay).
+    On failure the temporary directory is removed and `root` is untouched.
+    """
+    root = Path(root)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
+    try:
+        yield tmp
+        if not root.exists():
+            os.replace(tmp, root)
+        elif merge:
+            for f in tmp.iterdir():
+                os.replace(f, root / f.name)
+        else:
+            old = root.with_name(f".{root.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(root, old)
+            os.replace(tmp, root)
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def write_json(path: str | Path, data: Any) -> None:
     """Write JSON atomically."""
     with atomic_path(path) as tmp:
@@ -47,6 +76,8 @@ def write_text(path: str | Path, text: str) -> None:
 
 def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict[str, str] | None = None) -> None:
     """Save contiguous CPU copies of `tensors` as safetensors, atomically."""
+    from safetensors.torch import save_file
+
     flat = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
     with atomic_path(path) as tmp:
         save_file(flat, str(tmp), metadata=meta)
@@ -54,6 +85,8 @@ def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict[
 
 def load_tensors(path: str | Path, device: str = "cpu") -> dict[str, torch.Tensor]:
     """Load a safetensors file (no code execution is possible from its content)."""
+    from safetensors.torch import load_file
+
     return load_file(str(path), device=device)
 
 
@@ -64,7 +97,7 @@ def optimizer_state_to_tensors(state: dict[str, Any]) -> tuple[dict[str, torch.T
     for idx, per_param in state["state"].items():
         for name, value in per_param.items():
             key = f"state.{idx}.{name}"
-            if torch.is_tensor(value):
+            if hasattr(value, "dtype") and hasattr(value, "shape"):  # a tensor
                 tensors[key] = value
             else:
                 scalars[key] = value

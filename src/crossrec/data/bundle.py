@@ -26,9 +26,6 @@ Example:
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -39,6 +36,7 @@ import polars as pl
 import scipy.sparse as sp
 
 from crossrec.data.schema import SCHEMA_VERSION, DataError
+from crossrec.io import atomic_dir
 
 SPLIT_CODES = {"train": 0, "valid": 1, "test": 2}
 
@@ -225,23 +223,10 @@ class Bundle:
     def save(self, root: str | Path) -> Path:
         """Write atomically: into a temporary sibling directory, then rename into place."""
         root = Path(root)
-        root.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
-        try:
+        with atomic_dir(root) as tmp:
             self.interactions.write_parquet(tmp / "interactions.parquet")
             self.items.write_parquet(tmp / "items.parquet")
             self.users.write_parquet(tmp / "users.parquet")
             (tmp / "manifest.json").write_text(json.dumps(self.manifest, indent=2) + "\n")
-            if root.exists():
-                old = root.with_name(f".{root.name}.old")
-                shutil.rmtree(old, ignore_errors=True)
-                os.replace(root, old)
-                os.replace(tmp, root)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, root)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         self.root = root
         return root

@@ -39,8 +39,8 @@ class MF(nn.Module):
             raise ValueError(f"mf.loss={config.loss!r}; expected bpr, bce, softmax or mse")
         self.config = config
         self.sizes = sizes
-        self.user_emb = nn.Embedding(sizes.n_users, config.dim)
-        self.item_emb = nn.Embedding(sizes.n_items, config.dim)
+        self.user_emb = nn.Embedding(sizes.n_users, config.dim, sparse=True)
+        self.item_emb = nn.Embedding(sizes.n_items, config.dim, sparse=True)
         nn.init.normal_(self.user_emb.weight, std=config.init_std)
         nn.init.normal_(self.item_emb.weight, std=config.init_std)
         self.item_bias = nn.Parameter(torch.zeros(sizes.n_items))

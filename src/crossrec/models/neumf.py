@@ -38,10 +38,10 @@ class NeuMF(nn.Module):
         self.config = config
         self.sizes = sizes
         half = config.layers[0] // 2
-        self.gmf_user = nn.Embedding(sizes.n_users, config.dim)
-        self.gmf_item = nn.Embedding(sizes.n_items, config.dim)
-        self.mlp_user = nn.Embedding(sizes.n_users, half)
-        self.mlp_item = nn.Embedding(sizes.n_items, half)
+        self.gmf_user = nn.Embedding(sizes.n_users, config.dim, sparse=True)
+        self.gmf_item = nn.Embedding(sizes.n_items, config.dim, sparse=True)
+        self.mlp_user = nn.Embedding(sizes.n_users, half, sparse=True)
+        self.mlp_item = nn.Embedding(sizes.n_items, half, sparse=True)
         for emb in (self.gmf_user, self.gmf_item, self.mlp_user, self.mlp_item):
             nn.init.normal_(emb.weight, std=0.01)
         blocks: list[nn.Module] = []

@@ -12,16 +12,13 @@ Example:
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
-from crossrec.io import load_tensors, save_tensors, write_json
+from crossrec.io import atomic_dir, load_tensors, save_tensors, write_json
 from crossrec.models.base import Sizes, build_model, config_from_dict
 from crossrec.models.per_category import PerCategory
 
@@ -62,30 +59,18 @@ def save_artifact(
 ) -> Path:
     """Write the artifact directory atomically (temp sibling directory, then rename)."""
     root = Path(root)
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
-    try:
+    # merge: keep what else is in the directory (checkpoints, per-category logs).
+    with atomic_dir(root, merge=True) as tmp:
         save_tensors(tmp / "model.safetensors", model.state_dict(), {"format": str(ARTIFACT_FORMAT)})
-        cfg_dict = asdict(config_from_dict(name, params))
         write_json(
             tmp / "config.json",
             {
                 "format": ARTIFACT_FORMAT,
-                "model": {"name": name, "mode": mode, "params": cfg_dict},
+                "model": {"name": name, "mode": mode, "params": asdict(config_from_dict(name, params))},
                 "sizes": sizes.to_json(),
                 **(extra or {}),
             },
         )
-        # Keep anything already in the directory that we did not produce (checkpoints, logs).
-        if root.exists():
-            for f in ("model.safetensors", "config.json"):
-                os.replace(tmp / f, root / f)
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            os.replace(tmp, root)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return root
 
 

@@ -27,13 +27,8 @@ from torch import nn
 from crossrec.data.bundle import Bundle
 from crossrec.data.sampling import TrainSampler
 from crossrec.evaluation.evaluator import EvalConfig, Evaluator
-from crossrec.io import (
-    load_tensors,
-    optimizer_state_from_tensors,
-    optimizer_state_to_tensors,
-    save_tensors,
-    write_json,
-)
+from crossrec.io import load_tensors, save_tensors, write_json
+from crossrec.training.optim import Optimizers
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +42,12 @@ class TrainConfig:
     n_negatives: int = 1  # (int) in-category sampled negatives per positive
     optimizer: str = "adam"  # (str) adam | adamw | sgd
     lr: float = 1e-3  # (float) learning rate
-    weight_decay: float = 0.0  # (float) optimiser weight decay (decoupled for adamw)
+    weight_decay: float = 0.0  # (float) optimiser weight decay of dense parameters (decoupled for adamw)
     momentum: float = 0.9  # (float) sgd momentum
     scheduler: str = "none"  # (str) none | cosine | step | exponential
     step_size: int = 10  # (int) step scheduler: epochs between decays
     gamma: float = 0.5  # (float) step / exponential scheduler decay factor
-    grad_clip: float = 0.0  # (float) max gradient norm (0 = off)
+    grad_clip: float = 0.0  # (float) max gradient norm of dense parameters (0 = off)
     eval_every: int = 1  # (int) validate every n epochs
     metric: str = "ndcg@10"  # (str) validation metric for early stopping (higher is better)
     patience: int = 5  # (int) validations without improvement before stopping (0 = never stop)
@@ -127,26 +122,6 @@ class Trainer:
         for fn in self.callbacks[event]:
             fn(self, logs)
 
-    # ------------------------------------------------------------------ optimisation pieces
-    def _optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
-        params = [p for p in model.parameters() if p.requires_grad]
-        c = self.cfg
-        if c.optimizer == "adam":
-            return torch.optim.Adam(params, lr=c.lr, weight_decay=c.weight_decay)
-        if c.optimizer == "adamw":
-            return torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay)
-        return torch.optim.SGD(params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
-
-    def _scheduler(self, opt: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler | None:
-        c = self.cfg
-        if c.scheduler == "cosine":
-            return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=c.epochs)
-        if c.scheduler == "step":
-            return torch.optim.lr_scheduler.StepLR(opt, step_size=c.step_size, gamma=c.gamma)
-        if c.scheduler == "exponential":
-            return torch.optim.lr_scheduler.ExponentialLR(opt, gamma=c.gamma)
-        return None
-
     def _has_valid(self, bundle: Bundle) -> bool:
         rows = bundle.split("valid")
         if self.categories is not None:
@@ -168,8 +143,7 @@ class Trainer:
         sampler = TrainSampler(bundle, c.batch_size, c.n_negatives, self.categories, seed=c.seed)
         if sampler.n_rows == 0:
             raise ValueError(f"no training interactions in categories {self.categories}")
-        opt = self._optimizer(model)
-        sched = self._scheduler(opt)
+        opts = Optimizers(model, c)
         evaluator = None
         if self._has_valid(bundle):
             k = int(c.metric.split("@")[1]) if "@" in c.metric else 10
@@ -182,7 +156,7 @@ class Trainer:
         writer = self._tensorboard()
 
         if resume and self._checkpoint_dir() is not None and (self._checkpoint_dir() / "state.json").exists():
-            start_epoch, result, bad_rounds, best_state = self._load_checkpoint(model, opt, sched, sampler)
+            start_epoch, result, bad_rounds, best_state = self._load_checkpoint(model, opts, sampler)
             log.info("resumed from epoch %d", start_epoch)
 
         for epoch in range(start_epoch, c.epochs):
@@ -194,16 +168,13 @@ class Trainer:
                 loss = model.loss(batch)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch}; lower train.lr")
-                opt.zero_grad(set_to_none=True)
+                opts.zero_grad()
                 loss.backward()
-                if c.grad_clip > 0:
-                    nn.utils.clip_grad_norm_(model.parameters(), c.grad_clip)
-                opt.step()
+                opts.step()
                 total += float(loss.detach()) * len(batch)
                 n += len(batch)
-            if sched is not None:
-                sched.step()
-            logs = {"epoch": epoch, "loss": total / max(n, 1), "lr": opt.param_groups[0]["lr"]}
+            opts.epoch_end()
+            logs = {"epoch": epoch, "loss": total / max(n, 1), "lr": opts.lr}
             stop = False
             if evaluator is not None and ((epoch + 1) % c.eval_every == 0 or epoch + 1 == c.epochs):
                 model.eval()
@@ -226,7 +197,7 @@ class Trainer:
             log.info("epoch %s", json.dumps({k: round(v, 5) for k, v in logs.items()}))
             self._emit("on_epoch_end", logs)
             if c.checkpoint and self._checkpoint_dir() is not None:
-                self._save_checkpoint(model, opt, sched, sampler, result, bad_rounds, best_state)
+                self._save_checkpoint(model, opts, sampler, result, bad_rounds, best_state)
             if stop:
                 log.info("early stop at epoch %d (best %d: %.5f)", epoch, result.best_epoch, result.best_metric)
                 break
@@ -257,14 +228,14 @@ class Trainer:
     def _checkpoint_dir(self) -> Path | None:
         return None if self.out_dir is None else self.out_dir / "checkpoint"
 
-    def _save_checkpoint(self, model, opt, sched, sampler, result, bad_rounds, best_state) -> None:
+    def _save_checkpoint(self, model, opts, sampler, result, bad_rounds, best_state) -> None:
         d = self._checkpoint_dir()
         assert d is not None  # guarded by the caller
         d.mkdir(parents=True, exist_ok=True)
         save_tensors(d / "model.safetensors", model.state_dict())
         if best_state is not None:
             save_tensors(d / "best.safetensors", best_state)
-        opt_tensors, opt_meta = optimizer_state_to_tensors(opt.state_dict())
+        opt_tensors, opt_meta = opts.state()
         opt_tensors["rng.sampler"] = sampler.generator.get_state()
         save_tensors(d / "optimizer.safetensors", opt_tensors)
         write_json(
@@ -275,21 +246,18 @@ class Trainer:
                 "bad_rounds": bad_rounds,
                 "has_best": best_state is not None,
                 "optimizer": opt_meta,
-                "scheduler": None if sched is None else sched.state_dict(),
                 "train_config": asdict(self.cfg),
             },
         )
 
-    def _load_checkpoint(self, model, opt, sched, sampler):
+    def _load_checkpoint(self, model, opts, sampler):
         d = self._checkpoint_dir()
         assert d is not None
         state = json.loads((d / "state.json").read_text())
         model.load_state_dict(load_tensors(d / "model.safetensors", str(self.device)))
         tensors = load_tensors(d / "optimizer.safetensors")
         sampler.generator.set_state(tensors.pop("rng.sampler"))
-        opt.load_state_dict(optimizer_state_from_tensors(tensors, state["optimizer"]))
-        if sched is not None and state["scheduler"] is not None:
-            sched.load_state_dict(state["scheduler"])
+        opts.load(tensors, state["optimizer"])
         best = load_tensors(d / "best.safetensors") if state["has_best"] else None
         r = state["result"]
         result = TrainResult(r["best_epoch"], r["best_metric"], r["epochs_run"], r["seconds"], r["history"])

@@ -14,6 +14,7 @@ import torch
 from crossrec.models import REGISTRY
 from crossrec.models.base import Sizes
 from crossrec.serving.artifact import build, load_artifact, save_artifact
+from crossrec.training.optim import Optimizers
 from crossrec.training.trainer import TrainConfig, Trainer
 
 NAMES = sorted(REGISTRY)
@@ -66,7 +67,7 @@ def test_loss_decreases(name, tiny_bundle):
     torch.manual_seed(0)
     model = build(name, "pooled", SMALL.get(name, {}), Sizes.from_bundle(tiny_bundle))
     batches = list(TrainSampler(tiny_bundle, batch_size=512, seed=0))
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    opts = Optimizers(model, TrainConfig(lr=1e-2))
 
     def total() -> float:
         with torch.no_grad():
@@ -75,9 +76,9 @@ def test_loss_decreases(name, tiny_bundle):
     before = total()
     for _ in range(5):
         for b in batches:
-            opt.zero_grad()
+            opts.zero_grad()
             model.loss(b).backward()
-            opt.step()
+            opts.step()
     assert total() < 0.9 * before
 
 

@@ -1,0 +1,105 @@
+"""Optimisers for a model: dense parameters get the configured optimiser; embedding tables built
+with `nn.Embedding(..., sparse=True)` get sparse gradients and a sparse optimiser (SparseAdam for
+adam/adamw, plain SGD for sgd), so a step costs O(batch) instead of O(table size).
+
+Sparse tables take no optimiser weight decay (PyTorch's sparse optimisers have none): regularise
+them through the model's own L2 on the batch's embeddings (`reg`), as every model here does.
+
+Example:
+    >>> opts = Optimizers(model, cfg)     # doctest: +SKIP
+    >>> opts.zero_grad(); loss.backward(); opts.step(); opts.epoch_end()  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from crossrec.io import optimizer_state_from_tensors, optimizer_state_to_tensors
+
+
+def split_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """(dense, sparse) trainable parameters; sparse = weights of nn.Embedding(sparse=True)."""
+    sparse_ids = {
+        id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding) and m.sparse and m.weight.requires_grad
+    }
+    params = [p for p in model.parameters() if p.requires_grad]
+    return [p for p in params if id(p) not in sparse_ids], [p for p in params if id(p) in sparse_ids]
+
+
+class Optimizers:
+    """The dense and the sparse optimiser of one model, each with its LR scheduler."""
+
+    def __init__(self, model: nn.Module, cfg: Any) -> None:
+        dense, sparse = split_parameters(model)
+        self.opts: list[torch.optim.Optimizer] = []
+        if dense:
+            self.opts.append(self._dense(dense, cfg))
+        if sparse:
+            if cfg.optimizer == "sgd":
+                self.opts.append(torch.optim.SGD(sparse, lr=cfg.lr))
+            else:
+                self.opts.append(torch.optim.SparseAdam(sparse, lr=cfg.lr))
+        if not self.opts:
+            raise ValueError("the model has no trainable parameters")
+        self.scheds = [self._scheduler(o, cfg) for o in self.opts]
+        self.dense = dense
+        self.grad_clip = cfg.grad_clip
+
+    @staticmethod
+    def _dense(params: list[nn.Parameter], c: Any) -> torch.optim.Optimizer:
+        if c.optimizer == "adam":
+            return torch.optim.Adam(params, lr=c.lr, weight_decay=c.weight_decay)
+        if c.optimizer == "adamw":
+            return torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay)
+        return torch.optim.SGD(params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
+
+    @staticmethod
+    def _scheduler(opt: torch.optim.Optimizer, c: Any) -> torch.optim.lr_scheduler.LRScheduler | None:
+        if c.scheduler == "cosine":
+            return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=c.epochs)
+        if c.scheduler == "step":
+            return torch.optim.lr_scheduler.StepLR(opt, step_size=c.step_size, gamma=c.gamma)
+        if c.scheduler == "exponential":
+            return torch.optim.lr_scheduler.ExponentialLR(opt, gamma=c.gamma)
+        return None
+
+    def zero_grad(self) -> None:
+        for o in self.opts:
+            o.zero_grad(set_to_none=True)
+
+    def step(self) -> None:
+        if self.grad_clip > 0 and self.dense:
+            nn.utils.clip_grad_norm_(self.dense, self.grad_clip)  # dense parameters only
+        for o in self.opts:
+            o.step()
+
+    def epoch_end(self) -> None:
+        for s in self.scheds:
+            if s is not None:
+                s.step()
+
+    @property
+    def lr(self) -> float:
+        return float(self.opts[0].param_groups[0]["lr"])
+
+    def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """Tensors (for safetensors) and JSON of every optimiser and scheduler."""
+        tensors: dict[str, torch.Tensor] = {}
+        meta: dict[str, Any] = {"optimizers": [], "schedulers": []}
+        for i, (o, s) in enumerate(zip(self.opts, self.scheds)):
+            t, m = optimizer_state_to_tensors(o.state_dict())
+            tensors.update({f"opt{i}.{k}": v for k, v in t.items()})
+            meta["optimizers"].append(m)
+            meta["schedulers"].append(None if s is None else s.state_dict())
+        return tensors, meta
+
+    def load(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+        for i, (o, s) in enumerate(zip(self.opts, self.scheds)):
+            prefix = f"opt{i}."
+            mine = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+            o.load_state_dict(optimizer_state_from_tensors(mine, meta["optimizers"][i]))
+            if s is not None and meta["schedulers"][i] is not None:
+                s.load_state_dict(meta["schedulers"][i])
