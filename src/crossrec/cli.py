@@ -23,7 +23,7 @@ app = typer.Typer(
     no_args_is_help=True,
     help="crossrec: cross-category recommendation (prepare, train, evaluate, recommend, demo).",
 )
-console = Console()
+console = Console(soft_wrap=True)  # no hard wrapping of long lines in logs and pipes
 OVERRIDES = {"allow_extra_args": True, "ignore_unknown_options": True}
 CONFIG_ARG = typer.Argument(None, help="YAML preset; dotted overrides (--section.key=value) may follow.")
 
