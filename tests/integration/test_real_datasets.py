@@ -18,8 +18,9 @@ from crossrec.models.base import Sizes
 from crossrec.serving.artifact import build
 from crossrec.training.trainer import Trainer
 
+from tests.conftest import SHARED_DATA as DATA
+
 ROOT = Path(__file__).resolve().parents[2]
-DATA = ROOT.parent / "shared" / "data"
 DATASETS = ["amazon-arts-office", "anime-mal"]
 
 

@@ -23,7 +23,7 @@ from crossrec.data.readers import (
 )
 from crossrec.data.schema import ColumnMap, DataError, ItemColumnMap
 
-DATA = Path(__file__).resolve().parents[3] / ".." / "shared" / "data"
+from tests.conftest import SHARED_DATA as DATA
 
 CSV = "uid,iid,cat,stars,ts\nu1,007,Books,4.5,1700000000\nu2,i2,Music,,1700000100\nu1,i3,Music,3,1700000200\n"
 COLS = ColumnMap(user="uid", item="iid", category="cat", rating="stars", timestamp="ts")
