@@ -66,14 +66,18 @@ def prepare(ctx: typer.Context, config: Optional[Path] = CONFIG_ARG) -> None:
 
 
 @app.command(context_settings=OVERRIDES)
-def train(ctx: typer.Context, config: Optional[Path] = CONFIG_ARG) -> None:
+def train(
+    ctx: typer.Context,
+    config: Optional[Path] = CONFIG_ARG,
+    resume: bool = typer.Option(False, "--resume", help="Continue from the checkpoints in `out`."),
+) -> None:
     """Train model.name (single or pooled) on the prepared Bundle; write the artifact to `out`."""
     from crossrec.pipeline import train as run_train
     from crossrec.typed import ConfigError
 
     try:
         cfg = _config(config, ctx)
-        art = run_train(cfg)
+        art = run_train(cfg, resume=resume)
     except (ConfigError, ValueError, KeyError, FileNotFoundError) as e:
         _fail(e)
     console.print(f"trained {art.name} ({art.mode}) -> {art.root}")

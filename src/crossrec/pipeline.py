@@ -80,11 +80,13 @@ def prepare_data(cfg: RunConfig) -> Bundle:
     return prepare(raw.interactions, raw.items, cfg.prepare, cfg.data.bundle, raw.sources)
 
 
-def train(cfg: RunConfig, bundle: Bundle | None = None, out: str | Path | None = None) -> Artifact:
+def train(
+    cfg: RunConfig, bundle: Bundle | None = None, out: str | Path | None = None, resume: bool = False
+) -> Artifact:
     """Build, train and save the configured model; returns the loaded-in-memory Artifact.
 
     In `single` mode every category gets its own model, trained (with its own early stopping) on
-    that category's data only.
+    that category's data only. With `resume`, training continues from the checkpoints in `out`.
     """
     bundle = bundle if bundle is not None else Bundle.load(cfg.data.bundle)
     out = Path(out if out is not None else cfg.out)
@@ -99,9 +101,9 @@ def train(cfg: RunConfig, bundle: Bundle | None = None, out: str | Path | None =
                 log.warning("category %s has no training data; its model stays untrained", bundle.categories[c])
                 continue
             trainer = Trainer(cfg.train, out / "categories" / bundle.categories[c], categories=[c])
-            results[bundle.categories[c]] = trainer.fit(sub, bundle).to_json()
+            results[bundle.categories[c]] = trainer.fit(sub, bundle, resume=resume).to_json()
     else:
-        results["all"] = Trainer(cfg.train, out).fit(model, bundle).to_json()
+        results["all"] = Trainer(cfg.train, out).fit(model, bundle, resume=resume).to_json()
     extra = {
         "run_config": to_dict(cfg),
         "train_result": results,

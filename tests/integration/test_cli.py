@@ -78,3 +78,15 @@ def test_every_command_has_help():
     for cmd in ("prepare", "train", "evaluate", "recommend", "demo"):
         r = runner.invoke(app, [cmd, "--help"])
         assert r.exit_code == 0 and "Usage" in r.output
+
+
+def test_train_resume_continues_from_the_checkpoint(tmp_path):
+    cfg = write_tiny(tmp_path)
+    assert runner.invoke(app, ["prepare", str(cfg)]).exit_code == 0
+    r = runner.invoke(app, ["train", str(cfg), "--train.epochs=1", "--train.patience=0"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["train", str(cfg), "--train.epochs=3", "--train.patience=0", "--resume"])
+    assert r.exit_code == 0, r.output
+    meta = json.loads((tmp_path / "model" / "config.json").read_text())
+    history = meta["train_result"]["all"]["history"]
+    assert [h["epoch"] for h in history] == [0, 1, 2]  # epoch 0 came from the checkpoint

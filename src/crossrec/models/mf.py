@@ -46,6 +46,9 @@ class MF(nn.Module):
         self.item_bias = nn.Parameter(torch.zeros(sizes.n_items))
         self.user_bias = nn.Parameter(torch.zeros(sizes.n_users))
         self.global_bias = nn.Parameter(torch.zeros(()))
+        # MSE: the global bias starts at the mean rating of the first training batch, so the
+        # per-user/per-item biases and factors model deviations instead of absorbing the offset.
+        self.register_buffer("bias_ready", torch.zeros((), dtype=torch.bool))
         for c in range(sizes.n_categories):
             self.register_buffer(f"index_{c}", torch.from_numpy(sizes.item_index(c)), persistent=False)
 
@@ -82,7 +85,14 @@ class MF(nn.Module):
         if self.config.loss == "mse":
             if batch.ratings is None:
                 raise ValueError("mf.loss='mse' needs explicit ratings in the data")
-            return mse_loss(self.predict_rating(batch.users, batch.pos_items), batch.ratings) + reg
+            if not bool(self.bias_ready):
+                rated = batch.ratings[torch.isfinite(batch.ratings)]
+                if len(rated):
+                    with torch.no_grad():
+                        self.global_bias.fill_(float(rated.mean()))
+                        self.bias_ready.fill_(True)
+            bias_reg = self.config.reg * l2_penalty(self.user_bias[batch.users], self.item_bias[batch.pos_items])
+            return mse_loss(self.predict_rating(batch.users, batch.pos_items), batch.ratings) + reg + bias_reg
         n = self.item_emb(batch.neg_items)  # [B, n_neg, d]
         pos = (u * p).sum(-1)
         neg = (u.unsqueeze(1) * n).sum(-1)  # [B, n_neg]

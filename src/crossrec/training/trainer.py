@@ -32,6 +32,8 @@ from crossrec.training.optim import Optimizers
 
 log = logging.getLogger(__name__)
 
+LOWER_IS_BETTER = ("rmse", "mae")
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -49,7 +51,7 @@ class TrainConfig:
     gamma: float = 0.5  # (float) step / exponential scheduler decay factor
     grad_clip: float = 0.0  # (float) max gradient norm of dense parameters (0 = off)
     eval_every: int = 1  # (int) validate every n epochs
-    metric: str = "ndcg@10"  # (str) validation metric for early stopping (higher is better)
+    metric: str = "ndcg@10"  # (str) validation metric for early stopping; rmse/mae: lower is better
     patience: int = 5  # (int) validations without improvement before stopping (0 = never stop)
     min_delta: float = 0.0  # (float) improvement smaller than this does not count
     eval_batch_size: int = 1024  # (int) users per score() call during validation
@@ -69,6 +71,11 @@ class TrainConfig:
                 raise ValueError(f"train.{name} must be >= 1")
         if self.lr <= 0:
             raise ValueError("train.lr must be > 0")
+        name = self.metric.split("@")[0]
+        if name not in ("recall", "ndcg", "hr", "mrr", "precision", "f1", "auc", "rmse", "mae"):
+            raise ValueError(f"train.metric={self.metric!r}; expected e.g. ndcg@10, recall@20, auc or rmse")
+        if name in ("recall", "ndcg", "hr", "mrr", "precision", "f1") and not self.metric.split("@")[-1].isdigit():
+            raise ValueError(f"train.metric={self.metric!r} needs a cut-off, e.g. {name}@10")
 
 
 @dataclass
@@ -149,7 +156,9 @@ class Trainer:
             k = int(c.metric.split("@")[1]) if "@" in c.metric else 10
             ecfg = EvalConfig(ks=(k,), batch_size=c.eval_batch_size, slices=False)
             evaluator = Evaluator(bundle, ecfg, split="valid")
-        result = TrainResult()
+        lower_better = c.metric in LOWER_IS_BETTER
+        sign = -1.0 if lower_better else 1.0
+        result = TrainResult(best_metric=math.inf if lower_better else -math.inf)
         best_state: dict[str, torch.Tensor] | None = None
         bad_rounds = 0
         start_epoch = 0
@@ -181,7 +190,7 @@ class Trainer:
                 res = evaluator.evaluate(model, self.categories)
                 value = res.metric(c.metric)
                 logs[f"valid_{c.metric}"] = value
-                if value > result.best_metric + c.min_delta:
+                if sign * value > sign * result.best_metric + c.min_delta:
                     result.best_metric, result.best_epoch, bad_rounds = value, epoch, 0
                     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
                 else:
