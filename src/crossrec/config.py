@@ -36,6 +36,7 @@ class DataConfig:
     root: str | None = None  # (str|None) folder of a built-in dataset (e.g. ../shared/data/anime-mal)
     interactions: str | None = None  # (str|None) interaction file (CSV/TSV/Parquet/JSONL, .gz ok)
     items: str | None = None  # (str|None) item table with titles/descriptions
+    image_vectors: str | None = None  # (str|None) per-item vectors keyed by item id (.npz/Parquet/CSV)
     columns: dict[str, str] = field(default_factory=dict)  # (dict) ColumnMap overrides: user/item/...
     item_columns: dict[str, str] = field(default_factory=dict)  # (dict) ItemColumnMap overrides
     bundle: str = "runs/bundle"  # (str) directory of the prepared Bundle

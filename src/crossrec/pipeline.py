@@ -49,12 +49,22 @@ class RawData:
     interactions: pl.DataFrame
     items: pl.DataFrame | None
     sources: tuple[Path, ...]
+    image_vectors: tuple[list[str], np.ndarray] | None = None
 
 
 def load_raw(cfg: RunConfig) -> RawData:
     """Read the configured source: a built-in dataset, or interaction (+ item) files."""
     from crossrec.data import readers
 
+    d = cfg.data
+    raw = _load_tables(cfg, readers)
+    if d.image_vectors is None:
+        return raw
+    vectors = readers.read_image_vectors(d.image_vectors)
+    return RawData(raw.interactions, raw.items, raw.sources + (Path(d.image_vectors),), vectors)
+
+
+def _load_tables(cfg: RunConfig, readers: Any) -> RawData:
     d = cfg.data
     if d.dataset == "synthetic":
         from crossrec.data.synthetic import SyntheticConfig, generate
@@ -77,7 +87,7 @@ def load_raw(cfg: RunConfig) -> RawData:
 def prepare_data(cfg: RunConfig) -> Bundle:
     """Read the raw data, prepare it, and write the Bundle to `cfg.data.bundle`."""
     raw = load_raw(cfg)
-    return prepare(raw.interactions, raw.items, cfg.prepare, cfg.data.bundle, raw.sources)
+    return prepare(raw.interactions, raw.items, cfg.prepare, cfg.data.bundle, raw.sources, raw.image_vectors)
 
 
 def train(

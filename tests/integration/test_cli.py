@@ -90,3 +90,20 @@ def test_train_resume_continues_from_the_checkpoint(tmp_path):
     meta = json.loads((tmp_path / "model" / "config.json").read_text())
     history = meta["train_result"]["all"]["history"]
     assert [h["epoch"] for h in history] == [0, 1, 2]  # epoch 0 came from the checkpoint
+
+
+def test_prepare_with_an_image_vector_file(tmp_path):
+    import numpy as np
+
+    from crossrec.data.bundle import Bundle
+
+    cfg = write_tiny(tmp_path)
+    items = pl.read_csv(tmp_path / "raw" / "items.csv.gz", infer_schema=False)["item"].to_list()
+    npz = tmp_path / "img.npz"
+    np.savez(npz, item_ids=np.array(items[:50]), vectors=np.random.default_rng(0).normal(size=(50, 8)).astype(np.float32))
+    r = runner.invoke(app, ["prepare", str(cfg), f"--data.image_vectors={npz}"])
+    assert r.exit_code == 0, r.output
+    b = Bundle.load(tmp_path / "bundle")
+    assert b.image_vectors.shape == (b.n_items, 8)
+    assert b.manifest["image_vectors"]["dim"] == 8
+    assert any(s["path"].endswith("img.npz") for s in b.manifest["sources"])

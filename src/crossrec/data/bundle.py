@@ -6,6 +6,7 @@ On disk a Bundle is a directory:
     interactions.parquet   user, item, category, [rating], order, split, new_to_category, cold_item
     items.parquet          item, raw_item, category, [title], [description], ...
     users.parquet          user, raw_user
+    image_vectors.safetensors   optional: `vectors` [n_items, d] float32 and `present` [n_items] bool
 
 Items are numbered so that each category's items are one contiguous block, but code never relies
 on that: it asks for `item_index(c)` (global ids of category c's items, in the category's local
@@ -39,6 +40,7 @@ from crossrec.data.schema import SCHEMA_VERSION, DataError
 from crossrec.io import atomic_dir
 
 SPLIT_CODES = {"train": 0, "valid": 1, "test": 2}
+IMAGE_FILE = "image_vectors.safetensors"
 
 
 def split_code(split: str) -> int:
@@ -58,6 +60,8 @@ class Bundle:
     users: pl.DataFrame
     manifest: dict[str, Any]
     root: Path | None = None
+    image_vectors: np.ndarray | None = None  # [n_items, d] float32, rows in item-id order; zeros where absent
+    image_present: np.ndarray | None = None  # [n_items] bool: the source had a vector for this item
     _csr_cache: dict[tuple[Any, ...], sp.csr_matrix] = field(default_factory=dict, repr=False)
 
     # ------------------------------------------------------------------ sizes and id maps
@@ -212,12 +216,22 @@ class Bundle:
                 f"schema version {SCHEMA_VERSION}",
                 repr(manifest.get("schema_version")),
             )
+        vectors = present = None
+        if (root / IMAGE_FILE).exists():
+            from safetensors.numpy import load_file
+
+            arrays = load_file(str(root / IMAGE_FILE))
+            vectors, present = arrays["vectors"], arrays["present"].astype(bool)
+            if vectors.shape[0] != manifest.get("n_items") or present.shape != (vectors.shape[0],):
+                raise DataError(root / IMAGE_FILE, None, "vectors", f"{manifest.get('n_items')} rows", str(vectors.shape))
         return cls(
             interactions=pl.read_parquet(root / "interactions.parquet"),
             items=pl.read_parquet(root / "items.parquet"),
             users=pl.read_parquet(root / "users.parquet"),
             manifest=manifest,
             root=root,
+            image_vectors=vectors,
+            image_present=present,
         )
 
     def save(self, root: str | Path) -> Path:
@@ -228,5 +242,12 @@ class Bundle:
             self.items.write_parquet(tmp / "items.parquet")
             self.users.write_parquet(tmp / "users.parquet")
             (tmp / "manifest.json").write_text(json.dumps(self.manifest, indent=2) + "\n")
+            if self.image_vectors is not None:
+                from safetensors.numpy import save_file
+
+                present = np.ones(self.n_items, bool) if self.image_present is None else self.image_present
+                arrays = {"vectors": np.ascontiguousarray(self.image_vectors, dtype=np.float32),
+                          "present": present.astype(np.uint8)}
+                save_file(arrays, str(tmp / IMAGE_FILE))
         self.root = root
         return root

@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import polars as pl
 
 from crossrec import __version__
@@ -89,6 +90,7 @@ def prepare(
     cfg: PrepareConfig,
     out_dir: str | Path | None = None,
     sources: Sequence[str | Path] = (),
+    image_vectors: tuple[Sequence[str], np.ndarray] | None = None,
 ) -> Bundle:
     """Turn canonical raw tables (see `crossrec.data.schema`) into a Bundle.
 
@@ -98,6 +100,8 @@ def prepare(
         cfg: filtering and split settings.
         out_dir: where to write the bundle (atomically); None keeps it in memory only.
         sources: source files, checksummed into the manifest.
+        image_vectors: optional (raw item ids, [n, d] vectors), e.g. from `read_image_vectors`;
+            aligned to the Bundle's item ids (items without a vector get zeros, `present` False).
 
     Returns:
         The Bundle (also written to `out_dir` when given).
@@ -151,10 +155,30 @@ def prepare(
         users=users,
         manifest=_manifest(df, items_out, users, categories, cfg, sources),
     )
+    if image_vectors is not None:
+        bundle.image_vectors, bundle.image_present = _align_vectors(items_out, *image_vectors)
+        bundle.manifest["image_vectors"] = {
+            "dim": int(bundle.image_vectors.shape[1]),
+            "items_with_vector": int(bundle.image_present.sum()),
+            "vectors_without_item": int(len(image_vectors[0]) - bundle.image_present.sum()),
+        }
     bundle.manifest["prepare_seconds"] = round(time.perf_counter() - t0, 3)
     if out_dir is not None:
         bundle.save(out_dir)
     return bundle
+
+
+def _align_vectors(items: pl.DataFrame, ids: Sequence[str], vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of `vectors` reordered to the Bundle's item ids: ([n_items, d], present [n_items])."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    if vectors.ndim != 2 or len(vectors) != len(ids):
+        raise ValueError(f"image vectors: expected [{len(ids)}, d] for {len(ids)} ids, got {vectors.shape}")
+    keyed = pl.DataFrame({"raw_item": [str(i) for i in ids], "_row": np.arange(len(ids), dtype=np.int64)})
+    rows = items.select("item", "raw_item").join(keyed, on="raw_item", how="left").sort("item")["_row"]
+    present = rows.is_not_null().to_numpy()
+    out = np.zeros((items.height, vectors.shape[1]), dtype=np.float32)
+    out[present] = vectors[rows.drop_nulls().to_numpy()]
+    return out, present
 
 
 def _check_item_categories(df: pl.DataFrame, items: pl.DataFrame | None) -> None:

@@ -215,3 +215,20 @@ def test_csr_matches_interactions():
     assert m.nnz == tr.select("user", "item").unique().height
     u, i = tr["user"][0], tr["item"][0]
     assert m[u, b.item_local[i]] == 1.0
+
+
+def test_image_vectors_aligned_to_item_ids_and_round_trip(tmp_path):
+    # issue 3: an optional image-vector file, aligned by item id
+    df = frame([("u1", "m1", "music", 1), ("u1", "b1", "books", 2), ("u2", "b2", "books", 3), ("u2", "m1", "music", 4)])
+    ids = ["m1", "zz", "b2"]  # "zz" is not in the data; b1 has no vector
+    vecs = np.array([[1.0, 1.0], [9.0, 9.0], [2.0, 2.0]], dtype=np.float32)
+    b = prepare(df, None, PrepareConfig(valid=False), tmp_path / "b", image_vectors=(ids, vecs))
+    raw = list(b.raw_item_ids())
+    assert b.image_vectors[raw.index("m1")].tolist() == [1.0, 1.0]
+    assert b.image_vectors[raw.index("b2")].tolist() == [2.0, 2.0]
+    assert b.image_vectors[raw.index("b1")].tolist() == [0.0, 0.0]
+    assert b.image_present.tolist() == [r != "b1" for r in raw]
+    assert b.manifest["image_vectors"] == {"dim": 2, "items_with_vector": 2, "vectors_without_item": 1}
+    loaded = Bundle.load(tmp_path / "b")
+    assert np.array_equal(loaded.image_vectors, b.image_vectors)
+    assert np.array_equal(loaded.image_present, b.image_present)
