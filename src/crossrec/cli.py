@@ -38,7 +38,8 @@ def _config(path: Optional[Path], ctx: typer.Context):
 
 
 def _fail(err: Exception) -> None:
-    console.print(f"[bold red]error:[/] {err}")
+    msg = err.args[0] if isinstance(err, KeyError) and err.args else err  # str(KeyError) adds quotes
+    console.print(f"[bold red]error:[/] {msg}", markup=True, highlight=False)
     raise typer.Exit(code=2)
 
 

@@ -116,7 +116,11 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
-    """Read a YAML preset (or start from defaults) and apply dotted overrides."""
+    """Read a YAML preset (or start from defaults) and apply dotted overrides.
+
+    When an override changes `model.name`, the preset's options for its own model are dropped
+    (they belong to that model); options given as overrides still apply and are checked.
+    """
     data: dict[str, Any] = {}
     if path is not None:
         loaded = yaml.safe_load(Path(path).read_text()) or {}
@@ -124,7 +128,13 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise ConfigError(f"{path}: expected a mapping at the top level")
         data = loaded
     if overrides:
-        data = _merge(data, parse_overrides(overrides))
+        over = parse_overrides(overrides)
+        file_model = data.get("model") or {}
+        new_name = (over.get("model") or {}).get("name")
+        if isinstance(file_model, dict) and new_name is not None and new_name != file_model.get("name", "mf"):
+            # The file's model options were written for another model: keep only name/mode.
+            data = dict(data, model={k: v for k, v in file_model.items() if k in ("name", "mode")})
+        data = _merge(data, over)
     return from_dict(RunConfig, data, hook=_model_spec_hook)
 
 

@@ -66,3 +66,11 @@ def test_to_dict_round_trips_through_load(tmp_path):
     p = tmp_path / "r.yaml"
     p.write_text(yaml.safe_dump(to_dict(cfg)))
     assert load_config(p) == cfg
+
+
+def test_switching_model_drops_the_preset_options_of_the_other_model(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("model:\n  name: mf\n  mode: single\n  dim: 128\n")
+    cfg = load_config(p, ["--model.name=itemknn", "--model.k=50"])
+    assert (cfg.model.name, cfg.model.mode, cfg.model.params) == ("itemknn", "single", {"k": 50})
+    assert load_config(p, ["--model.dim=8"]).model.params == {"dim": 8}  # same model: options merge
