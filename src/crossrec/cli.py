@@ -39,7 +39,9 @@ def _config(path: Optional[Path], ctx: typer.Context):
 
 def _fail(err: Exception) -> None:
     msg = err.args[0] if isinstance(err, KeyError) and err.args else err  # str(KeyError) adds quotes
-    console.print(f"[bold red]error:[/] {msg}", markup=True, highlight=False)
+    from rich.markup import escape
+
+    console.print(f"[bold red]error:[/] {escape(str(msg))}", highlight=False)  # brackets stay literal
     raise typer.Exit(code=2)
 
 
