@@ -104,6 +104,9 @@ def resolve_device(name: str) -> torch.device:
 class Trainer:
     """Trains a model that defines `loss(batch)`; fits one that defines `fit(bundle)`.
 
+    A trainable model may also define `setup(bundle, categories)`: it is called once before the
+    loop, to build structures derived from the training split (e.g. LightGCN's graph).
+
     Args:
         cfg: loop settings.
         out_dir: checkpoint / TensorBoard directory (None: nothing is written).
@@ -146,6 +149,8 @@ class Trainer:
             raise TypeError(f"{type(model).__name__} has neither loss(batch) nor fit(bundle)")
 
         c = self.cfg
+        if hasattr(model, "setup"):  # data-derived structures (e.g. a graph) from this training data
+            model.setup(bundle, self.categories)
         model.to(self.device)
         sampler = TrainSampler(bundle, c.batch_size, c.n_negatives, self.categories, seed=c.seed)
         if sampler.n_rows == 0:

@@ -18,7 +18,12 @@ from crossrec.training.optim import Optimizers
 from crossrec.training.trainer import TrainConfig, Trainer
 
 NAMES = sorted(REGISTRY)
-SMALL = {"mf": {"dim": 8}, "neumf": {"dim": 8, "layers": [16, 8]}, "itemknn": {"k": 20}}
+SMALL = {
+    "mf": {"dim": 8},
+    "neumf": {"dim": 8, "layers": [16, 8]},
+    "itemknn": {"k": 20},
+    "lightgcn": {"dim": 8, "n_layers": 2},
+}
 
 
 def fitted(name: str, mode: str, bundle, seed: int = 0, epochs: int = 2):
@@ -66,6 +71,8 @@ def test_loss_decreases(name, tiny_bundle):
 
     torch.manual_seed(0)
     model = build(name, "pooled", SMALL.get(name, {}), Sizes.from_bundle(tiny_bundle))
+    if hasattr(model, "setup"):
+        model.setup(tiny_bundle, None)
     batches = list(TrainSampler(tiny_bundle, batch_size=512, seed=0))
     opts = Optimizers(model, TrainConfig(lr=1e-2))
 
