@@ -22,7 +22,7 @@ SMALL = {
     "mf": {"dim": 8},
     "neumf": {"dim": 8, "layers": [16, 8]},
     "itemknn": {"k": 20},
-    "lightgcn": {"dim": 8, "n_layers": 2},
+    "lightgcn": {"dim": 16, "n_layers": 2},
 }
 
 
