@@ -78,25 +78,10 @@ def test_score_and_loss_need_setup(tiny_bundle):
         model.score(torch.arange(3), 0)
 
 
-def test_loss_decreases_with_adam(tiny_bundle):
-    from crossrec.data.sampling import TrainSampler
-
-    model = make(tiny_bundle)
-    assert not any(m.sparse for m in model.modules() if isinstance(m, torch.nn.Embedding))
-    batches = list(TrainSampler(tiny_bundle, batch_size=512, seed=0))
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-
-    def total() -> float:
-        with torch.no_grad():
-            return sum(float(model.loss(b)) for b in batches)
-
-    before = total()
-    for _ in range(5):
-        for b in batches:
-            opt.zero_grad()
-            model.loss(b).backward()
-            opt.step()
-    assert total() < 0.9 * before
+def test_embeddings_are_dense(tiny_bundle):
+    # Propagation touches every row, so sparse gradients would buy nothing (loss decrease is in
+    # the registry-wide contract suite).
+    assert not any(m.sparse for m in make(tiny_bundle).modules() if isinstance(m, torch.nn.Embedding))
 
 
 def test_score_shape_finite_and_eval_cache(tiny_bundle):
