@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import polars as pl
@@ -21,7 +22,7 @@ from common import SHARED_DATA, write_results  # noqa: E402
 
 from crossrec.config import DataConfig, ModelSpec, RunConfig, load_config  # noqa: E402
 from crossrec.data.readers import read_dataset  # noqa: E402
-from crossrec.data.prepare import PrepareConfig, prepare  # noqa: E402
+from crossrec.data.prepare import prepare  # noqa: E402
 from crossrec.evaluation.evaluator import EvalConfig, Evaluator, comparison_markdown  # noqa: E402
 from crossrec.pipeline import seed_everything, train  # noqa: E402
 
@@ -49,7 +50,7 @@ def run_dataset(name: str, out: Path, epochs: int, seed: int) -> tuple[dict, str
             data=DataConfig(bundle=str(bundle.root)),
             prepare=preset.prepare,
             model=ModelSpec(name=model, mode=mode, params=preset.model.params if params is None else params),
-            train=preset.train.__class__(**{**preset.train.__dict__, "epochs": epochs, "progress": False, "seed": seed}),
+            train=replace(preset.train, epochs=epochs, progress=False, seed=seed),
             out=str(out / name / "models" / label),
             seed=seed,
         )

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import random
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ from crossrec.evaluation.evaluator import EvalConfig, EvalResult, Evaluator
 from crossrec.models.base import Sizes
 from crossrec.models.per_category import PerCategory
 from crossrec.serving.artifact import Artifact, build, load_artifact, save_artifact
-from crossrec.training.trainer import Trainer, TrainResult
+from crossrec.training.trainer import Trainer
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +167,3 @@ def recommend(
         }
     )
 
-
-def with_model(cfg: RunConfig, name: str, mode: str, out: str | Path, **params: Any) -> RunConfig:
-    """A copy of `cfg` that trains another model into another directory."""
-    return replace(cfg, model=replace(cfg.model, name=name, mode=mode, params=params), out=str(out))

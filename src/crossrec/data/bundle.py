@@ -109,6 +109,10 @@ class Bundle:
         offsets = np.concatenate([[0], np.cumsum(counts)])
         return order, offsets
 
+    def items_by_category(self) -> tuple[np.ndarray, np.ndarray]:
+        """(all global item ids ordered category by category [n_items], offsets [n_categories + 1])."""
+        return self._item_order
+
     def item_index(self, category: int | str) -> np.ndarray:
         """Global item ids of one category, in that category's local order."""
         c = self.category_id(category)
@@ -193,11 +197,6 @@ class Bundle:
             mat.data[:] = 1.0
             self._csr_cache[key] = mat
         return self._csr_cache[key]
-
-    def train_item_counts(self) -> np.ndarray:
-        """[n_items] number of training interactions per item."""
-        items = self.split("train")["item"].to_numpy().astype(np.int64)
-        return np.bincount(items, minlength=self.n_items)
 
     # ------------------------------------------------------------------ persistence
     @classmethod

@@ -56,12 +56,10 @@ class TrainSampler:
             else None
         )
         # All items of all categories laid end to end; category c owns [start[c], start[c]+size[c]).
-        self.cat_items = torch.from_numpy(
-            np.concatenate([bundle.item_index(c) for c in range(bundle.n_categories)]).astype(np.int64)
-        )
-        sizes = torch.from_numpy(bundle.category_sizes.astype(np.int64))
-        self.cat_size = sizes
-        self.cat_start = torch.cumsum(sizes, 0) - sizes
+        order, offsets = bundle.items_by_category()
+        self.cat_items = torch.from_numpy(order.astype(np.int64))
+        self.cat_start = torch.from_numpy(offsets[:-1].astype(np.int64))
+        self.cat_size = torch.from_numpy(np.diff(offsets).astype(np.int64))
         self.n_items = bundle.n_items
         # Sorted (user * n_items + item) keys of all training pairs, for membership tests.
         self.seen_keys = torch.unique(self.users * self.n_items + self.items)

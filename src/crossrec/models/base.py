@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Callable, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
@@ -56,12 +57,17 @@ class Sizes:
     def n_categories(self) -> int:
         return len(self.categories)
 
+    @cached_property
+    def _item_indexes(self) -> tuple[np.ndarray, ...]:
+        # One pass over all items: order by (category, local position), then cut per category.
+        cat = np.asarray(self.item_category, dtype=np.int64)
+        order = np.lexsort((np.asarray(self.item_local, dtype=np.int64), cat))
+        bounds = np.searchsorted(cat[order], np.arange(self.n_categories + 1))
+        return tuple(order[bounds[c] : bounds[c + 1]] for c in range(self.n_categories))
+
     def item_index(self, category: int) -> np.ndarray:
-        """Global ids of one category's items, in local order."""
-        cat = np.asarray(self.item_category)
-        ids = np.flatnonzero(cat == category)
-        local = np.asarray(self.item_local)[ids]
-        return ids[np.argsort(local, kind="stable")]
+        """Global ids of one category's items, in local order (computed once for all categories)."""
+        return self._item_indexes[category]
 
     def to_json(self) -> dict[str, Any]:
         return {
