@@ -1,9 +1,9 @@
 """Typed run configuration: YAML in, dotted CLI overrides on top, unknown keys are errors.
 
 Each component owns its config dataclass (`PrepareConfig` in data/prepare.py, `TrainConfig` in
-training/trainer.py, `EvalConfig` in evaluation/evaluator.py, each model's config beside the model);
-`RunConfig` nests them. Values are type-checked; override values are parsed with `yaml.safe_load`
-(never `eval`).
+training/trainer.py, `TransferConfig` in training/transfer.py, `EvalConfig` in
+evaluation/evaluator.py, each model's config beside the model); `RunConfig` nests them. Values are
+type-checked; override values are parsed with `yaml.safe_load` (never `eval`).
 
 Example:
     >>> cfg = load_config("configs/quickstart.yaml", ["--train.lr=3e-4", "--model.dim=128"])  # doctest: +SKIP
@@ -23,6 +23,7 @@ import yaml
 from crossrec.data.prepare import PrepareConfig
 from crossrec.evaluation.evaluator import EvalConfig
 from crossrec.training.trainer import TrainConfig
+from crossrec.training.transfer import TransferConfig
 from crossrec.typed import ConfigError, from_dict
 
 __all__ = ["ConfigError", "DataConfig", "ModelSpec", "RunConfig", "load_config", "parse_overrides", "to_dict"]
@@ -63,6 +64,7 @@ class RunConfig:
     prepare: PrepareConfig = field(default_factory=PrepareConfig)
     model: ModelSpec = field(default_factory=ModelSpec)
     train: TrainConfig = field(default_factory=TrainConfig)
+    transfer: TransferConfig = field(default_factory=TransferConfig)  # pooled trainable models only
     eval: EvalConfig = field(default_factory=EvalConfig)
     out: str = "runs/model"  # (str) directory of the trained artifact
     seed: int = 0  # (int) global seed, set once by the CLI

@@ -31,6 +31,7 @@ from crossrec.models.base import Sizes
 from crossrec.models.per_category import PerCategory
 from crossrec.serving.artifact import Artifact, build, load_artifact, save_artifact
 from crossrec.training.trainer import Trainer
+from crossrec.training.transfer import plan, run_stages, stage_summary
 
 log = logging.getLogger(__name__)
 
@@ -96,24 +97,40 @@ def train(
     """Build, train and save the configured model; returns the loaded-in-memory Artifact.
 
     In `single` mode every category gets its own model, trained (with its own early stopping) on
-    that category's data only. With `resume`, training continues from the checkpoints in `out`.
+    that category's data only; `transfer` does not apply there. A pooled trainable model is trained
+    through the stages of `cfg.transfer` (training/transfer.py): `joint` is one Trainer over all
+    categories (checkpoints in `out/checkpoint`), the other paradigms write one directory per stage
+    (`out/stage-<i>-<name>`). With `resume`, training continues from the checkpoints in `out`.
     """
     bundle = bundle if bundle is not None else Bundle.load(cfg.data.bundle)
     out = Path(out if out is not None else cfg.out)
     sizes = Sizes.from_bundle(bundle)
     spec = cfg.model
+    transfer = cfg.transfer
+    transfer.validate(bundle.categories if spec.mode == "pooled" else None)
     torch.manual_seed(cfg.seed)
     model = build(spec.name, spec.mode, spec.params, sizes)
     results: dict[str, Any] = {}
     if isinstance(model, PerCategory):
+        if transfer.paradigm != "joint":
+            log.info("model.mode=single trains independent per-category models: transfer.paradigm=%s is ignored",
+                     transfer.paradigm)
         for c, sub in enumerate(model.models):
             if bundle.split("train", c).height == 0:
                 log.warning("category %s has no training data; its model stays untrained", bundle.categories[c])
                 continue
             trainer = Trainer(cfg.train, out / "categories" / bundle.categories[c], categories=[c])
             results[bundle.categories[c]] = trainer.fit(sub, bundle, resume=resume).to_json()
-    else:
+    elif transfer.paradigm == "joint" or not hasattr(model, "loss"):
+        if transfer.paradigm != "joint":
+            log.info("%s is fitted, not trained by the loop: transfer.paradigm=%s is ignored",
+                     spec.name, transfer.paradigm)
         results["all"] = Trainer(cfg.train, out).fit(model, bundle, resume=resume).to_json()
+    else:
+        counts = np.bincount(bundle.split("train")["category"].to_numpy(), minlength=bundle.n_categories)
+        stages = plan(transfer, bundle.categories, counts.tolist())
+        stage_results = run_stages(model, bundle, cfg.train, stages, out, resume=resume)
+        results["stages"] = stage_summary(stages, stage_results, bundle.categories, cfg.train)
     extra = {
         "run_config": to_dict(cfg),
         "train_result": results,

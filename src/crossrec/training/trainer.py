@@ -28,6 +28,7 @@ from crossrec.data.bundle import Bundle
 from crossrec.data.sampling import TrainSampler
 from crossrec.evaluation.evaluator import EvalConfig, Evaluator
 from crossrec.io import load_tensors, save_tensors, write_json
+from crossrec.training.adversarial import adversarial_loss, capture_lookups
 from crossrec.training.optim import Optimizers
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,9 @@ class TrainConfig:
     checkpoint: bool = True  # (bool) write a resumable checkpoint after every epoch (needs out_dir)
     tensorboard: bool = False  # (bool) write TensorBoard scalars to out_dir/tensorboard
     progress: bool = True  # (bool) show a progress bar per epoch
+    adv_eps: float = 0.0  # (float) APR adversarial perturbation size per embedding lookup (0 = off)
+    adv_reg: float = 1.0  # (float) weight of the adversarial loss: optimise loss + adv_reg * adv_loss
+    adv_start: int = 0  # (int) first epoch (0-based) with the adversarial loss; APR pretrains without it
 
     def validate(self) -> None:
         if self.optimizer not in ("adam", "adamw", "sgd"):
@@ -71,6 +75,9 @@ class TrainConfig:
                 raise ValueError(f"train.{name} must be >= 1")
         if self.lr <= 0:
             raise ValueError("train.lr must be > 0")
+        for name in ("adv_eps", "adv_reg", "adv_start"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"train.{name} must be >= 0")
         name = self.metric.split("@")[0]
         if name not in ("recall", "ndcg", "hr", "mrr", "precision", "f1", "auc", "rmse", "mae"):
             raise ValueError(f"train.metric={self.metric!r}; expected e.g. ndcg@10, recall@20, auc or rmse")
@@ -106,6 +113,11 @@ class Trainer:
 
     A trainable model may also define `setup(bundle, categories)`: it is called once before the
     loop, to build structures derived from the training split (e.g. LightGCN's graph).
+
+    With `adv_eps > 0` the loop adds APR's adversarial loss from epoch `adv_start` on
+    (training/adversarial.py): it optimises `loss + adv_reg * adv_loss`, where `adv_loss` is the
+    model's loss with every nn.Embedding lookup perturbed by `adv_eps` along its loss gradient. The
+    history's `loss` stays the clean loss; `adv_loss` is logged beside it.
 
     Args:
         cfg: loop settings.
@@ -175,20 +187,30 @@ class Trainer:
 
         for epoch in range(start_epoch, c.epochs):
             model.train()
-            total, n = 0.0, 0
+            adversarial = c.adv_eps > 0 and epoch >= c.adv_start
+            total, adv_total, n = 0.0, 0.0, 0
             bar = self._progress(sampler, epoch)
             for batch in bar:
                 batch = batch.to(self.device)
-                loss = model.loss(batch)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch}; lower train.lr")
+                if adversarial:
+                    with capture_lookups(model) as lookups:
+                        loss = model.loss(batch)
+                    adv = adversarial_loss(model, batch, loss, c.adv_eps, lookups)
+                    objective = loss + c.adv_reg * adv
+                    adv_total += float(adv.detach()) * len(batch)
+                else:
+                    objective = loss = model.loss(batch)
+                if not torch.isfinite(objective):
+                    raise FloatingPointError(f"loss became {objective.item()} at epoch {epoch}; lower train.lr")
                 opts.zero_grad()
-                loss.backward()
+                objective.backward()
                 opts.step()
                 total += float(loss.detach()) * len(batch)
                 n += len(batch)
             opts.epoch_end()
             logs = {"epoch": epoch, "loss": total / max(n, 1), "lr": opts.lr}
+            if adversarial:
+                logs["adv_loss"] = adv_total / max(n, 1)
             stop = False
             if evaluator is not None and ((epoch + 1) % c.eval_every == 0 or epoch + 1 == c.epochs):
                 model.eval()
