@@ -138,6 +138,32 @@ def recommend(
     console.print(t)
 
 
+@app.command(context_settings=OVERRIDES)
+def experiment(
+    ctx: typer.Context,
+    config: Path = typer.Argument(..., help="Experiment YAML (models + seeds); dotted overrides may follow."),
+) -> None:
+    """Train a list of models over seeds; write per-category and per-slice tables (mean ± std, gain)."""
+    from crossrec.data.schema import DataError
+    from crossrec.experiment import load_experiment, run_experiment
+    from crossrec.typed import ConfigError
+
+    try:
+        cfg = load_experiment(config, list(ctx.args))
+        result = run_experiment(cfg, progress=lambda s: console.print(s, markup=False, highlight=False))
+    except (DataError, ConfigError, ValueError, KeyError, FileNotFoundError) as e:
+        _fail(e)
+    metric = cfg.metrics[0]
+    print("\n" + result._summary_table(metric, "all"), flush=True)
+    for check in result.acceptance():
+        mark = "yes" if check["passed"] else "no"
+        console.print(
+            f"{check['model']}: {check['check']}: {check['value']:.4f} vs {check['best_single']} "
+            f"{check['best_single_value']:.4f} ({check['rule']}): {mark}", markup=False, highlight=False,
+        )
+    console.print(f"wrote {Path(cfg.out) / 'results.md'} and results.json")
+
+
 @app.command()
 def demo(
     out: Path = typer.Option(Path("runs/demo"), help="Output directory."),

@@ -1,0 +1,263 @@
+"""BiTGCF: per-category graph propagation with a user feature-transfer step after every layer.
+
+BiTGCF runs LightGCN-style propagation over each domain's own user-item graph and, after every
+layer, lets each overlapping user's embeddings in the two domains exchange information (the
+feature transfer layer), so what a user does in one domain shapes their representation in the
+other, in both directions. For N categories:
+
+- Nodes: user u has one node (u, c) per category c (layer-0 embedding E_{u,c}, row u * N + c of one
+  table), items one node each. Category c's graph links (u, c) to the category-c items u has in
+  the training split, normalised D^-1/2 A D^-1/2 per category. The N graphs are disjoint, so they
+  are stored as one block-diagonal sparse matrix and propagated with one spmm per layer.
+- Transfer, after each layer's propagation, for every user and category:
+      h_{u,c} <- lambda_{u,c} * h_{u,c} + (1 - lambda_{u,c}) * mean_{c' != c, u active in c'} h_{u,c'}
+  The mean runs over the other categories where u has edges (elsewhere the propagated h is zero
+  and would only shrink the mix). lambda is a constant (`transfer="constant"`, `lam`) or the
+  paper's count-based variant (`transfer="count"`): lambda_{u,c} = n_{u,c} / sum_c' n_{u,c'}, with
+  n_{u,c} the number of distinct training items of u in c; for two categories that is exactly the
+  paper's n_A / (n_A + n_B). In either variant a user with no edges in c has lambda = 0 there (they
+  receive the other categories' representation) and a user active in c alone has lambda = 1.
+- A user with no edges in c has no node in c's graph: their layer-0 embedding there is masked to
+  zero, so their final embedding in c is purely transferred.
+- Final embeddings: the mean of layers 0..L (LightGCN's layer combination); score(u, i) =
+  <h_{u,c(i)}, h_i>, trained with BPR (or BCE / sampled softmax) on in-category negatives, L2 on
+  the batch's layer-0 embeddings.
+
+`setup(bundle, categories)` adds `categories` (None = all) to the categories the model covers (a
+persistent [N] bool buffer) and rebuilds the graph, the activity and lambda from the training rows
+of every covered category. One-category training (single mode) therefore sees one graph and no
+transfer (plain LightGCN), and staged transfer (source, then target) keeps the source graph
+during the target stage. Everything derived is a buffer, so it travels in the safetensors artifact.
+
+Reference: Liu et al., "Cross-domain Recommendation via Bi-directional Transfer Graph
+Collaborative Filtering Networks", CIKM 2020.
+
+Example:
+    >>> m = BiTGCF(BiTGCFConfig(dim=64, n_layers=3, transfer="count"), sizes)  # doctest: +SKIP
+    >>> m.setup(bundle)                                                          # doctest: +SKIP
+    >>> m.score(torch.tensor([0, 1]), category=1).shape                          # [2, n_items(1)]  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from crossrec.models.base import Batch, Sizes, register
+from crossrec.models.lightgcn import normalized_adjacency
+from crossrec.models.losses import l2_penalty, pair_loss
+
+
+class SymmetricSpMM(torch.autograd.Function):
+    """adj @ x for a symmetric sparse adj: the backward is adj @ grad, with no transpose to build."""
+
+    @staticmethod
+    def forward(ctx: Any, adj: Tensor, x: Tensor) -> Tensor:
+        ctx.adj = adj
+        return adj @ x
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[None, Tensor]:
+        return None, ctx.adj @ grad
+
+
+@dataclass(frozen=True)
+class BiTGCFConfig:
+    dim: int = 64  # (int) embedding size
+    n_layers: int = 3  # (int) propagation layers L, each followed by the transfer step
+    transfer: str = "constant"  # (str) lambda of the transfer step: constant (= lam) | count (n_uc / n_u)
+    lam: float = 0.8  # (float) constant lambda: the share of a user's own category in the mix
+    reg: float = 1e-4  # (float) L2 on the batch's layer-0 embeddings (lambda)
+    loss: str = "bpr"  # (str) bpr | bce | softmax
+    init_std: float = 0.1  # (float) normal init std of the layer-0 embeddings
+
+
+@register("bitgcf", BiTGCFConfig, paper="Liu et al., CIKM 2020 (BiTGCF)")
+class BiTGCF(nn.Module):
+    """Per-category LightGCN with a bidirectional user transfer step per layer; a two-tower model.
+
+    Call `setup(bundle, categories)` before `loss` or `score` (the trainer does).
+
+    Example:
+        >>> m = BiTGCF(BiTGCFConfig(dim=8, n_layers=2), sizes); m.setup(bundle)  # doctest: +SKIP
+        >>> m.loss(batch)                                                        # scalar  # doctest: +SKIP
+    """
+
+    def __init__(self, config: BiTGCFConfig, sizes: Sizes) -> None:
+        super().__init__()
+        c = config
+        if c.loss not in ("bpr", "bce", "softmax"):
+            raise ValueError(f"bitgcf.loss={c.loss!r}; expected bpr, bce or softmax")
+        if c.transfer not in ("constant", "count"):
+            raise ValueError(f"bitgcf.transfer={c.transfer!r}; expected constant or count")
+        if not 0.0 <= c.lam <= 1.0:
+            raise ValueError(f"bitgcf.lam={c.lam}; expected a value in [0, 1]")
+        if c.n_layers < 0:
+            raise ValueError(f"bitgcf.n_layers={c.n_layers}; expected >= 0")
+        self.config = c
+        self.sizes = sizes
+        n_cat = sizes.n_categories
+        # Dense: propagation reads and writes every row (as in LightGCN).
+        self.user_emb = nn.Embedding(sizes.n_users * n_cat, c.dim)  # E_{u,c} at row u * N + c
+        self.item_emb = nn.Embedding(sizes.n_items, c.dim)
+        nn.init.normal_(self.user_emb.weight, std=c.init_std)
+        nn.init.normal_(self.item_emb.weight, std=c.init_std)
+        # The block-diagonal graph over (user nodes + items): data-dependent nnz (setup, adopted on load).
+        self.register_buffer("graph_indices_", torch.zeros(2, 0, dtype=torch.int64))  # [2, nnz]
+        self.register_buffer("graph_values_", torch.zeros(0))  # [nnz]
+        self.register_buffer("covered_", torch.zeros(n_cat, dtype=torch.bool))  # [N]
+        self.register_buffer("active_", torch.zeros(sizes.n_users, n_cat, dtype=torch.bool))  # [n_users, N]
+        self.register_buffer("lambda_", torch.ones(sizes.n_users, n_cat))  # [n_users, N] effective lambda
+        for k in range(n_cat):
+            self.register_buffer(f"index_{k}", torch.from_numpy(sizes.item_index(k)), persistent=False)
+        self._graph: tuple[tuple[Any, ...], Tensor] | None = None  # (buffer key, sparse tensor)
+        self._final: tuple[tuple[Any, ...], tuple[Tensor, Tensor]] | None = None  # eval-time propagation
+
+    # ------------------------------------------------------------------ data-derived state
+    def setup(self, bundle: Any, categories: Sequence[int] | None = None) -> None:
+        """Cover `categories` too (None = all); rebuild graph, activity and lambda from their training rows."""
+        n_cat, n_users = self.sizes.n_categories, self.sizes.n_users
+        covered = self.covered_.detach().cpu().numpy().copy()
+        if categories is None:
+            covered[:] = True
+        else:
+            covered[[int(k) for k in categories]] = True
+        rows = bundle.split("train")
+        rows = rows.filter(rows["category"].is_in(np.flatnonzero(covered).tolist()))
+        users = rows["user"].to_numpy().astype(np.int64)
+        items = rows["item"].to_numpy().astype(np.int64)
+        cats = rows["category"].to_numpy().astype(np.int64)
+        if len(users) == 0:
+            raise ValueError(f"bitgcf: no training interactions in categories {np.flatnonzero(covered).tolist()}")
+        nodes = users * n_cat + cats
+        adj = normalized_adjacency(nodes, items, n_users * n_cat, self.sizes.n_items)
+        # n_{u,c}: distinct training items (the user node's degree).
+        pairs = np.unique(nodes * self.sizes.n_items + items)
+        counts = np.bincount(pairs // self.sizes.n_items, minlength=n_users * n_cat).reshape(n_users, n_cat)
+        active = counts > 0
+        others = active.sum(1, keepdims=True) - active  # [n_users, N] active other categories
+        if self.config.transfer == "count":
+            lam = counts / np.maximum(counts.sum(1, keepdims=True), 1)
+        else:
+            lam = np.where(active, self.config.lam, 0.0)
+        lam = np.where(others == 0, 1.0, lam)  # nothing to receive: keep one's own
+        device = self.graph_values_.device
+        with torch.no_grad():
+            self.graph_indices_ = torch.from_numpy(np.stack([adj.row, adj.col])).to(device)
+            self.graph_values_ = torch.from_numpy(adj.data).to(device)
+            self.covered_.copy_(torch.from_numpy(covered))
+            self.active_.copy_(torch.from_numpy(active))
+            self.lambda_.copy_(torch.from_numpy(lam.astype(np.float32)))
+        self._clear_caches()
+
+    def _clear_caches(self) -> None:
+        self._graph = None
+        self._final = None
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[override]
+        # The graph buffers have data-dependent shapes: adopt the stored ones.
+        for name in ("graph_indices_", "graph_values_"):
+            key, buf = prefix + name, self._buffers[name]
+            if key in state_dict and buf is not None and state_dict[key].shape != buf.shape:
+                self._buffers[name] = torch.empty_like(state_dict[key], device=buf.device)
+        self._clear_caches()
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """'shared': item embeddings; 'specific': the per-category user embeddings; no heads."""
+        return {"shared": [self.item_emb.weight], "specific": [self.user_emb.weight], "heads": []}
+
+    # ------------------------------------------------------------------ propagation
+    def _adjacency_key(self) -> tuple[Any, ...]:
+        idx, val = self.graph_indices_, self.graph_values_
+        return (idx.data_ptr(), val.data_ptr(), idx._version, val._version, val.device)
+
+    def _adjacency(self) -> Tensor:
+        """The sparse block-diagonal graph, rebuilt when the buffers change (setup, load, .to)."""
+        idx, val = self.graph_indices_, self.graph_values_
+        if val.numel() == 0:
+            raise RuntimeError("BiTGCF has no graph: call setup(bundle, categories) before loss or score")
+        key = self._adjacency_key()
+        if self._graph is None or self._graph[0] != key:
+            n = self.sizes.n_users * self.sizes.n_categories + self.sizes.n_items
+            # Checked once per rebuild: the indices may come from a file, and bad ones would crash spmm.
+            adj = torch.sparse_coo_tensor(idx, val, (n, n), is_coalesced=True, check_invariants=True)
+            with warnings.catch_warnings():  # "sparse CSR support is in beta": CSR @ dense is all we use
+                warnings.simplefilter("ignore", UserWarning)
+                self._graph = (key, adj.to_sparse_csr())  # CSR: several times faster spmm than COO on CPU
+        return self._graph[1]
+
+    def transfer(self, h: Tensor) -> Tensor:
+        """The transfer step on user embeddings [n_users, N, d] (rows of other users are independent)."""
+        a = self.active_.to(h.dtype).unsqueeze(2)  # [U, N, 1]
+        lam = self.lambda_.unsqueeze(2)  # [U, N, 1]
+        total = (a * h).sum(1, keepdim=True)  # [U, 1, d] over active categories
+        n_others = (self.active_.sum(1, keepdim=True) - self.active_.long()).clamp(min=1).unsqueeze(2)
+        others = (total - a * h) / n_others  # [U, N, d] mean over the other active categories
+        return lam * h + (1.0 - lam) * others
+
+    def _propagate(self) -> tuple[Tensor, Tensor]:
+        """Final embeddings, the mean of layers 0..L: ([n_users, N, d], [n_items, d])."""
+        adj = self._adjacency()
+        n_users, n_cat, d = self.sizes.n_users, self.sizes.n_categories, self.config.dim
+        n_nodes = n_users * n_cat
+        # Layer 0: a user without edges in c has no node there.
+        users0 = self.user_emb.weight * self.active_.reshape(n_nodes, 1).to(self.user_emb.weight.dtype)
+        e = torch.cat([users0, self.item_emb.weight])  # [U*N + I, d]
+        total = e
+        for _ in range(self.config.n_layers):
+            e = SymmetricSpMM.apply(adj, e)
+            h = self.transfer(e[:n_nodes].view(n_users, n_cat, d))
+            e = torch.cat([h.reshape(n_nodes, d), e[n_nodes:]])
+            total = total + e
+        final = total / (self.config.n_layers + 1)
+        return final[:n_nodes].view(n_users, n_cat, d), final[n_nodes:]
+
+    def _final_embeddings(self) -> tuple[Tensor, Tensor]:
+        """Propagation for scoring: cached in eval mode (cleared by train()/eval() and on load)."""
+        if self.training:
+            return self._propagate()
+        u, i = self.user_emb.weight, self.item_emb.weight
+        lam, act = self.lambda_, self.active_
+        key = (
+            u.data_ptr(), i.data_ptr(), u._version, i._version, lam.data_ptr(), lam._version,
+            act.data_ptr(), act._version, self._adjacency_key(),
+        )
+        if self._final is None or self._final[0] != key:
+            with torch.no_grad():
+                self._final = (key, self._propagate())
+        return self._final[1]
+
+    def train(self, mode: bool = True) -> "BiTGCF":
+        self._final = None  # weights may change while training: re-propagate at the next eval
+        return super().train(mode)
+
+    # ------------------------------------------------------------------ the contract
+    def _index(self, category: int) -> Tensor:
+        return getattr(self, f"index_{category}")
+
+    def user_vectors(self, users: Tensor, category: int) -> Tensor:
+        return self._final_embeddings()[0][users, category]  # [B, d]
+
+    def item_vectors(self, category: int) -> Tensor:
+        return self._final_embeddings()[1][self._index(category)]  # [n_items(c), d]
+
+    def score(self, users: Tensor, category: int) -> Tensor:
+        user_final, item_final = self._final_embeddings()
+        return user_final[users, category] @ item_final[self._index(category)].T  # [B, n_items(c)]
+
+    def loss(self, batch: Batch) -> Tensor:
+        user_final, item_final = self._propagate()  # once per batch
+        u = user_final[batch.users, batch.category]  # [B, d]
+        p = item_final[batch.pos_items]  # [B, d]
+        n = item_final[batch.neg_items]  # [B, n_neg, d]
+        pos = (u * p).sum(-1)
+        neg = (u.unsqueeze(1) * n).sum(-1)  # [B, n_neg]
+        u0 = self.user_emb(batch.users * self.sizes.n_categories + batch.category)
+        reg = l2_penalty(u0, self.item_emb(batch.pos_items), self.item_emb(batch.neg_items))
+        return pair_loss(self.config.loss, pos, neg) + self.config.reg * reg
