@@ -1,0 +1,220 @@
+"""The flagship model: history handling, the user tower's parts, the objective's terms, and the
+acceptance floor on the synthetic world (beats single-category BPR-MF on users new to a category)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from crossrec.data.sampling import TrainSampler
+from crossrec.evaluation.evaluator import EvalConfig, Evaluator
+from crossrec.models.base import Sizes
+from crossrec.models.crossrec import CrossRec, CrossRecConfig
+from crossrec.serving.artifact import build, load_artifact, save_artifact
+from crossrec.training.trainer import TrainConfig, Trainer
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # Small tensors: one thread avoids OpenMP spin contention on shared CPUs.
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def make(bundle, **params) -> CrossRec:
+    torch.manual_seed(0)
+    model = CrossRec(CrossRecConfig(**({"dim": 16} | params)), Sizes.from_bundle(bundle))
+    model.setup(bundle)
+    return model
+
+
+def first_batch(bundle, size=512):
+    return next(iter(TrainSampler(bundle, batch_size=size, n_negatives=2, seed=0)))
+
+
+def captured_histories(model, batch):
+    seen = []
+    original = model._encode
+
+    def spy(hist, category):
+        seen.append((hist.clone(), category.clone()))
+        return original(hist, category)
+
+    model._encode = spy  # type: ignore[method-assign]
+    model.train()
+    model.loss(batch)
+    return seen
+
+
+def test_history_buffer_is_the_training_history(tiny_bundle):
+    model = make(tiny_bundle, history_len=1000)
+    train = tiny_bundle.split("train")
+    for u in (0, 5, 17):
+        rows = train.filter(train["user"] == u)
+        hist = model.history_[u]
+        got = sorted(hist[hist != tiny_bundle.n_items].tolist())
+        assert got == sorted(rows["item"].to_list())
+
+
+def test_training_never_reads_the_target_item(tiny_bundle):
+    model = make(tiny_bundle, dropout=0.0, category_dropout=0.0, alpha=0.0, history_len=1000)
+    batch = first_batch(tiny_bundle)
+    hist, _ = captured_histories(model, batch)[0]
+    assert not (hist == batch.pos_items.unsqueeze(1)).any()
+    # ... while the stored history does contain it (it is a training interaction).
+    assert (model.history_[batch.users] == batch.pos_items.unsqueeze(1)).any(1).all()
+
+
+def test_category_dropout_hides_in_category_history(tiny_bundle):
+    batch = first_batch(tiny_bundle)
+    item_cat = torch.tensor(tiny_bundle.item_category.tolist() + [-1])
+
+    def share_with_in_category(p):
+        model = make(tiny_bundle, dropout=0.0, category_dropout=p, alpha=0.0)
+        hist, cat = captured_histories(model, batch)[0]
+        return float((item_cat[hist] == cat.unsqueeze(1)).any(1).float().mean())
+
+    kept, hidden = share_with_in_category(0.0), share_with_in_category(0.9)
+    assert kept > 0.8
+    assert hidden < 0.35 * kept
+
+
+def test_new_to_category_users_are_served_from_other_categories(tiny_bundle):
+    model = make(tiny_bundle).eval()
+    test = tiny_bundle.split("test")
+    row = test.filter(test["new_to_category"]).row(0, named=True)
+    u, c = int(row["user"]), int(row["category"])
+    hist = model.history_[u]
+    items = hist[hist != tiny_bundle.n_items]
+    assert len(items) and not (torch.tensor(tiny_bundle.item_category)[items] == c).any()
+    with torch.no_grad():
+        model.query.normal_()  # untrained attention is nearly uniform: make it matter
+        before = model.score(torch.tensor([u]), c).clone()
+        model.history_[u] = tiny_bundle.n_items  # forget the other categories
+        after = model.score(torch.tensor([u]), c)
+    assert torch.isfinite(after).all()
+    assert not torch.allclose(before, after), "the other categories' history must reach category c"
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"encoder": "transformer", "n_layers": 1, "n_heads": 2},
+        {"encoder": "mean"},
+        {"encoder": "none", "alpha": 0.0},
+        {"loss": "softmax", "category_weights": "inverse_frequency"},
+        {"loss": "bce", "category_weights": "learned"},
+        {"adversarial": 0.5},
+        {"user_embedding": False, "category_user": False},
+    ],
+)
+def test_options_train_and_score(tiny_bundle, params):
+    model = make(tiny_bundle, **params)
+    batch = first_batch(tiny_bundle)
+    loss = model.loss(batch)
+    assert torch.isfinite(loss)
+    loss.backward()
+    if params.get("category_weights") == "learned":
+        assert model.log_var.grad is not None and model.log_var.grad.abs().sum() > 0
+    if params.get("adversarial"):
+        assert model.classifier.weight.grad is not None
+    model.eval()
+    users = torch.arange(tiny_bundle.n_users)
+    users_empty = users.clone()
+    model.history_[0] = tiny_bundle.n_items  # an empty history stays finite
+    with torch.no_grad():
+        for c in range(tiny_bundle.n_categories):
+            s = model.score(users_empty, c)
+            assert s.shape == (tiny_bundle.n_users, tiny_bundle.n_items_in(c)) and torch.isfinite(s).all()
+
+
+def test_inverse_frequency_weights_by_hand(tiny_bundle):
+    model = make(tiny_bundle, category_weights="inverse_frequency")
+    counts = np.bincount(tiny_bundle.split("train")["category"].to_numpy(), minlength=tiny_bundle.n_categories)
+    expected = counts.sum() / (len(counts) * counts)
+    assert np.allclose(model.cat_weight_.numpy(), expected, rtol=1e-6)
+
+
+def test_transfer_term_is_an_infonce_over_users(tiny_bundle):
+    model = make(tiny_bundle)
+    batch = first_batch(tiny_bundle)
+    value = model._transfer_loss(batch.users, batch.category)
+    n = len(torch.unique(batch.users * tiny_bundle.n_categories + batch.category))
+    assert torch.isfinite(value) and 0 < float(value.detach()) <= np.log(n) + 1.0
+    torch.manual_seed(1)
+    with_term = make(tiny_bundle, alpha=1.0, dropout=0.0, category_dropout=0.0).loss(batch)
+    without = make(tiny_bundle, alpha=0.0, dropout=0.0, category_dropout=0.0).loss(batch)
+    assert not torch.isclose(with_term, without)
+
+
+def test_parameter_groups_partition_the_parameters(tiny_bundle):
+    model = make(tiny_bundle, category_weights="learned", adversarial=0.1)
+    groups = model.parameter_groups()
+    ids = [id(p) for ps in groups.values() for p in ps]
+    assert len(ids) == len(set(ids)) == len(list(model.parameters()))
+    def has(group, p):
+        return any(q is p for q in groups[group])
+
+    assert has("specific", model.user_cat_emb.weight)
+    assert has("heads", model.item_bias) and has("heads", model.log_var)
+    assert has("shared", model.item_emb.weight) and has("shared", model.classifier.weight)
+
+
+def test_mse_on_explicit_ratings(tiny_bundle):
+    assert tiny_bundle.has_ratings
+    model = make(tiny_bundle, loss="mse")
+    batch = first_batch(tiny_bundle)
+    loss = model.loss(batch)
+    assert torch.isfinite(loss) and model.predicts_ratings
+    pred = model.predict_rating(batch.users, batch.pos_items)
+    assert pred.shape == batch.users.shape
+    # The global bias starts at the mean rating of the first batch.
+    rated = batch.ratings[torch.isfinite(batch.ratings)]
+    assert float(model.global_bias.detach()) == pytest.approx(float(rated.mean()), rel=1e-5)
+
+
+def test_content_vectors_round_trip(tiny_bundle, tmp_path):
+    model = make(tiny_bundle)
+    g = torch.Generator().manual_seed(0)
+    vectors = torch.randn(tiny_bundle.n_items, 12, generator=g)
+    present = torch.rand(tiny_bundle.n_items, generator=g) > 0.3
+    model.set_content(vectors, present)
+    with torch.no_grad():
+        model.content_proj.weight.normal_()
+    sizes = Sizes.from_bundle(tiny_bundle)
+    save_artifact(tmp_path / "m", model, "crossrec", "pooled", {"dim": 16}, sizes)
+    art = load_artifact(tmp_path / "m")
+    users = torch.arange(20)
+    with torch.no_grad():
+        for c in range(tiny_bundle.n_categories):
+            assert torch.allclose(model.eval().score(users, c), art.model.score(users, c))
+
+
+def test_bad_options_are_errors(tiny_bundle):
+    sizes = Sizes.from_bundle(tiny_bundle)
+    for bad in ({"loss": "hinge"}, {"encoder": "lstm"}, {"category_weights": "random"}, {"category_dropout": 1.0},
+                {"encoder": "transformer", "dim": 15, "n_heads": 2}, {"content": "text"}):
+        with pytest.raises(ValueError, match="crossrec"):
+            CrossRec(CrossRecConfig(**bad), sizes)
+
+
+def test_flagship_beats_single_category_bprmf_on_new_to_category_users(small_bundle):
+    """Acceptance on the synthetic world (fixed seed): the flagship serves users new to a category
+    from their other categories; single-category BPR-MF has nothing to go on there."""
+    sizes = Sizes.from_bundle(small_bundle)
+    cfg = TrainConfig(epochs=8, batch_size=1024, n_negatives=4, lr=5e-3, patience=3, progress=False, checkpoint=False)
+    torch.manual_seed(0)
+    flagship = build("crossrec", "pooled", {"dim": 32}, sizes)
+    Trainer(cfg).fit(flagship, small_bundle)
+    torch.manual_seed(0)
+    single = build("mf", "single", {"dim": 32}, sizes)
+    for c, sub in enumerate(single.models):
+        Trainer(cfg, categories=[c]).fit(sub, small_bundle)
+    ev = Evaluator(small_bundle, EvalConfig(ks=(10,)), split="test")
+    f, s = ev.evaluate(flagship), ev.evaluate(single)
+    new_f, new_s = f.metric("ndcg@10", "ALL", "new_to_category"), s.metric("ndcg@10", "ALL", "new_to_category")
+    assert new_f > 2.0 * new_s, (new_f, new_s)
+    assert f.metric("ndcg@10") > s.metric("ndcg@10")
