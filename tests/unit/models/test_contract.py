@@ -23,6 +23,12 @@ SMALL = {
     "neumf": {"dim": 8, "layers": [16, 8]},
     "itemknn": {"k": 20},
     "lightgcn": {"dim": 16, "n_layers": 2},
+    "cmf": {"dim": 8, "category_offset": True},
+    "dtcdr": {"dim": 8, "combine": "concat"},
+    "conet": {"dim": 8, "layers": [16, 8]},
+    "emcdr": {"dim": 8, "map_hidden": [16]},
+    "bitgcf": {"dim": 8, "n_layers": 2, "transfer": "count"},
+    "sasrec": {"dim": 16, "max_len": 10},
 }
 
 

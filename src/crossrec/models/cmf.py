@@ -1,0 +1,163 @@
+"""CMF: Collective Matrix Factorization, one user factor matrix shared by every category's relation.
+
+Singh & Gordon factorise several relations that share an entity type at once: with users shared,
+X_c ~ f(U V_c^T) for every category c, the objective a weighted sum of the relations' losses
+(weights alpha_c). For N categories every user has one factor row p_u that all N relations train,
+and every item its own row q_i (an item belongs to one category, so the rows of category c's items
+are V_c). A user new to category c is therefore scored with factors learnt from their other
+categories. Optional extras: a per-category user offset s_{u,c} (zero-initialised, so a user
+with no history in c is scored from p_u alone) and a per-item bias b_i.
+
+    score(u, i) = <p_u + s_{u,c(i)}, q_i> + b_i
+
+The loss is BPR, BCE or sampled softmax over the batch's in-category negatives; the relation
+weights alpha_c are uniform (every interaction counts the same) or balanced (every category counts
+the same: alpha_c proportional to 1 / n_c, from the training counts in `setup`).
+
+Reference: Singh & Gordon, "Relational Learning via Collective Matrix Factorization", KDD 2008.
+
+Example:
+    >>> cmf = CMF(CMFConfig(dim=64, category_offset=True), sizes)  # doctest: +SKIP
+    >>> cmf.score(torch.tensor([0, 1]), category=2).shape           # [2, n_items(2)]  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from crossrec.models.base import Batch, Sizes, register
+from crossrec.models.losses import l2_penalty, pair_loss
+
+
+@dataclass(frozen=True)
+class CMFConfig:
+    dim: int = 64  # (int) latent factors (the shared user rows and the item rows)
+    loss: str = "bpr"  # (str) bpr | bce | softmax over in-category sampled negatives
+    category_offset: bool = False  # (bool) add a per-category user offset s_{u,c} to the shared p_u
+    item_bias: bool = True  # (bool) per-item bias b_i (folded into the two-tower vectors)
+    weights: str = "uniform"  # (str) relation weights alpha_c: uniform | balanced (1 / n_c, set in setup)
+    reg: float = 1e-4  # (float) L2 on the batch's embeddings (lambda)
+    offset_reg: float = 1e-3  # (float) extra L2 on the batch's offsets: they stay deviations from p_u
+    init_std: float = 0.01  # (float) normal init std of the user and item factors
+
+
+def row_pair_loss(name: str, pos: Tensor, neg: Tensor) -> Tensor:
+    """[B] per-row ranking loss (pair_loss before the batch mean): bpr | bce | softmax."""
+    if name == "bpr":
+        return -F.logsigmoid(pos.unsqueeze(1) - neg).mean(1)
+    if name == "bce":
+        return F.softplus(-pos) + F.softplus(neg).mean(1)
+    return -F.log_softmax(torch.cat([pos.unsqueeze(1), neg], dim=1), dim=1)[:, 0]
+
+
+@register("cmf", CMFConfig, paper="Singh & Gordon, KDD 2008 (Collective Matrix Factorization)")
+class CMF(nn.Module):
+    """Shared user factors, per-item factors; a two-tower model (user_vectors / item_vectors).
+
+    With `item_bias`, the towers carry it as one extra dimension ([p_u, 1] and [q_i, b_i]), so
+    `user_vectors(u, c) @ item_vectors(c).T == score(u, c)` exactly.
+
+    Example:
+        >>> m = CMF(CMFConfig(dim=8), sizes)                          # doctest: +SKIP
+        >>> m.user_vectors(torch.tensor([0]), 1) @ m.item_vectors(1).T  # == m.score(...)  # doctest: +SKIP
+    """
+
+    def __init__(self, config: CMFConfig, sizes: Sizes) -> None:
+        super().__init__()
+        if config.loss not in ("bpr", "bce", "softmax"):
+            raise ValueError(f"cmf.loss={config.loss!r}; expected bpr, bce or softmax")
+        if config.weights not in ("uniform", "balanced"):
+            raise ValueError(f"cmf.weights={config.weights!r}; expected uniform or balanced")
+        self.config = config
+        self.sizes = sizes
+        n_cat = sizes.n_categories
+        self.user_emb = nn.Embedding(sizes.n_users, config.dim, sparse=True)  # p_u, shared by all categories
+        self.item_emb = nn.Embedding(sizes.n_items, config.dim, sparse=True)  # q_i
+        nn.init.normal_(self.user_emb.weight, std=config.init_std)
+        nn.init.normal_(self.item_emb.weight, std=config.init_std)
+        # s_{u,c} at row u * n_cat + c; zero, so an untrained (user, category) adds nothing to p_u.
+        self.user_offset: nn.Embedding | None = None
+        if config.category_offset:
+            self.user_offset = nn.Embedding(sizes.n_users * n_cat, config.dim, sparse=True)
+            nn.init.zeros_(self.user_offset.weight)
+        self.item_bias = nn.Parameter(torch.zeros(sizes.n_items)) if config.item_bias else None
+        self.register_buffer("alpha_", torch.ones(n_cat))  # relation weights (setup), mean 1 per interaction
+        for c in range(n_cat):
+            self.register_buffer(f"index_{c}", torch.from_numpy(sizes.item_index(c)), persistent=False)
+
+    def setup(self, bundle: Any, categories: Sequence[int] | None = None) -> None:
+        """Relation weights from the training counts of `categories` (None = all); uniform: all ones."""
+        if self.config.weights == "uniform":
+            return
+        rows = bundle.split("train")
+        if categories is not None:
+            rows = rows.filter(rows["category"].is_in([int(c) for c in categories]))
+        counts = np.bincount(rows["category"].to_numpy().astype(np.int64), minlength=self.sizes.n_categories)
+        alpha = np.zeros(self.sizes.n_categories)
+        nz = counts > 0
+        # Every category contributes equally in expectation: alpha_c = n / (C_active * n_c).
+        alpha[nz] = counts.sum() / (nz.sum() * counts[nz])
+        self.alpha_ = torch.from_numpy(alpha.astype(np.float32)).to(self.alpha_.device)
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """'shared': user and item factors; 'specific': the per-category user offsets; 'heads': item biases."""
+        shared = [self.user_emb.weight, self.item_emb.weight]
+        specific = [self.user_offset.weight] if self.user_offset is not None else []
+        heads = [self.item_bias] if self.item_bias is not None else []
+        return {"shared": shared, "specific": specific, "heads": heads}
+
+    def _index(self, category: int) -> Tensor:
+        return getattr(self, f"index_{category}")
+
+    def _users(self, users: Tensor, category: Tensor | int) -> Tensor:
+        """[B, d] user factors for target categories (an int or [B])."""
+        u = self.user_emb(users)
+        if self.user_offset is not None:
+            u = u + self.user_offset(users * self.sizes.n_categories + category)
+        return u
+
+    def user_vectors(self, users: Tensor, category: int) -> Tensor:
+        u = self._users(users, category)  # [B, d]
+        if self.item_bias is not None:
+            u = torch.cat([u, torch.ones_like(u[:, :1])], dim=1)  # [B, d + 1]
+        return u
+
+    def item_vectors(self, category: int) -> Tensor:
+        idx = self._index(category)
+        v = self.item_emb(idx)  # [n_items(c), d]
+        if self.item_bias is not None:
+            v = torch.cat([v, self.item_bias[idx].unsqueeze(1)], dim=1)  # [n_items(c), d + 1]
+        return v
+
+    def score(self, users: Tensor, category: int) -> Tensor:
+        idx = self._index(category)
+        s = self._users(users, category) @ self.item_emb.weight[idx].T  # [B, n_items(c)]
+        if self.item_bias is not None:
+            s = s + self.item_bias[idx]
+        return s
+
+    def loss(self, batch: Batch) -> Tensor:
+        u = self._users(batch.users, batch.category)  # [B, d]
+        p = self.item_emb(batch.pos_items)  # [B, d]
+        n = self.item_emb(batch.neg_items)  # [B, n_neg, d]
+        pos = (u * p).sum(-1)  # [B]
+        neg = (u.unsqueeze(1) * n).sum(-1)  # [B, n_neg]
+        if self.item_bias is not None:
+            pos = pos + self.item_bias[batch.pos_items]
+            neg = neg + self.item_bias[batch.neg_items]
+        c = self.config
+        if c.weights == "uniform":
+            fit = pair_loss(c.loss, pos, neg)
+        else:
+            fit = (self.alpha_[batch.category] * row_pair_loss(c.loss, pos, neg)).mean()
+        reg = c.reg * l2_penalty(self.user_emb(batch.users), p, n)
+        if self.user_offset is not None:
+            off = self.user_offset(batch.users * self.sizes.n_categories + batch.category)
+            reg = reg + (c.reg + c.offset_reg) * l2_penalty(off)
+        return fit + reg

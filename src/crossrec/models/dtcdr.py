@@ -1,0 +1,185 @@
+"""DTCDR: per-category user embeddings combined into one shared user embedding, one tower per category.
+
+DTCDR learns a user's and an item's embedding in each of two domains, combines the user's two
+embeddings into a shared one (concatenation, max pooling or average pooling) and feeds it to each
+domain's network, so each domain learns from the other's knowledge about the user. For N categories,
+user u has one embedding e_{u,k} per category k, and the combination runs over all N:
+
+    concat: z_u = [e_{u,1}; ...; e_{u,N}]      (the first layer of each tower is the linear map)
+    mean:   z_u = mean_k e_{u,k}
+    max:    z_u = max_k e_{u,k}                 (element-wise)
+
+The user vector for target category c is category c's user tower, an MLP (`user_layers`, then a
+linear map to `dim`) over z_u: u_c = MLP_c(z_u). Every e_{u,k} takes part whether or not the user
+has history in k (a block without history is trained through the other categories' rows), so a
+user new to c is served from the same combined embedding. Scoring keeps the DMF-style two towers
+with a dot product: score(u, i) = <u_c, v_i> + b_i, v_i the item's embedding.
+
+Training details that are ours, not the paper's (it pretrains the embeddings and does not say):
+with no hidden layers each tower starts as the identity on z_u (for concat, the mean of the blocks);
+hidden biases start at zero and the last layer has none; each tower matrix's Adam step is scaled by
+1 / fan_in (see `__init__`). Without these, the shared tower weights outran the per-user embeddings
+and the model learnt far more slowly (synthetic world, 10 epochs: test NDCG@10 0.100 against 0.123).
+
+Reference: Zhu et al., "DTCDR: A Framework for Dual-Target Cross-Domain Recommendation", CIKM 2019.
+
+Example:
+    >>> m = DTCDR(DTCDRConfig(dim=64, combine="concat"), sizes)  # doctest: +SKIP
+    >>> m.score(torch.tensor([0, 1]), category=1).shape          # [2, n_items(1)]  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from crossrec.models.base import Batch, Sizes, register
+from crossrec.models.losses import l2_penalty, pair_loss
+
+
+@dataclass(frozen=True)
+class DTCDRConfig:
+    dim: int = 64  # (int) embedding size of the per-category user embeddings, items and user vectors
+    combine: str = "concat"  # (str) how e_{u,1..N} become the shared embedding: concat | mean | max
+    user_layers: tuple[int, ...] = ()  # (tuple[int]) hidden widths of each category's user tower (ReLU)
+    item_bias: bool = True  # (bool) per-item bias b_i (folded into the two-tower vectors)
+    loss: str = "bpr"  # (str) bpr | bce | softmax over in-category sampled negatives
+    reg: float = 1e-4  # (float) L2 on the batch's embeddings (lambda)
+    init_std: float = 0.01  # (float) normal init std of the user and item embeddings
+
+
+def linear_stack(n: int, fan_in: int, fan_out: int) -> Tensor:
+    """Weights of n independent linear layers, [n, fan_in, fan_out], with nn.Linear's default init."""
+    bound = 1.0 / math.sqrt(fan_in)
+    return torch.empty(n, fan_in, fan_out).uniform_(-bound, bound)
+
+
+@register("dtcdr", DTCDRConfig, paper="Zhu et al., CIKM 2019 (DTCDR)")
+class DTCDR(nn.Module):
+    """Combined per-category user embeddings through per-category user towers; a two-tower model.
+
+    With `item_bias`, the towers carry it as one extra dimension ([u_c, 1] and [v_i, b_i]), so
+    `user_vectors(u, c) @ item_vectors(c).T == score(u, c)` exactly.
+
+    Example:
+        >>> m = DTCDR(DTCDRConfig(dim=8, combine="max"), sizes)   # doctest: +SKIP
+        >>> m.user_vectors(torch.tensor([0, 1]), 2).shape         # [2, 9]  # doctest: +SKIP
+    """
+
+    def __init__(self, config: DTCDRConfig, sizes: Sizes) -> None:
+        super().__init__()
+        c = config
+        if c.loss not in ("bpr", "bce", "softmax"):
+            raise ValueError(f"dtcdr.loss={c.loss!r}; expected bpr, bce or softmax")
+        if c.combine not in ("concat", "mean", "max"):
+            raise ValueError(f"dtcdr.combine={c.combine!r}; expected concat, mean or max")
+        if any(w < 1 for w in c.user_layers):
+            raise ValueError(f"dtcdr.user_layers={c.user_layers}; widths must be >= 1")
+        self.config = c
+        self.sizes = sizes
+        n_cat = sizes.n_categories
+        # e_{u,k} at row u * n_cat + k.
+        self.user_emb = nn.Embedding(sizes.n_users * n_cat, c.dim, sparse=True)
+        self.item_emb = nn.Embedding(sizes.n_items, c.dim, sparse=True)
+        nn.init.normal_(self.user_emb.weight, std=c.init_std)
+        nn.init.normal_(self.item_emb.weight, std=c.init_std)
+        # Per-category user towers: layer l holds all N categories' weights, [N, in, out] (and [N, out]
+        # biases on hidden layers; the last layer has none: with a dot product, a per-category bias
+        # vector is a user-independent item term that the item biases already cover, and under Adam it
+        # grows into a direction every user shares, which ranks by popularity).
+        # Adam moves every entry by about lr per step whatever its gradient's size, so a matrix shared
+        # by all users would drift far faster than each user's embedding (updated only when the user is
+        # in the batch). As in muP's rule for Adam on hidden matrices, a layer's effective step is scaled
+        # by 1 / fan_in: the parameter is stored times fan_in and scaled back in the forward pass.
+        widths = [n_cat * c.dim if c.combine == "concat" else c.dim, *c.user_layers, c.dim]
+        self.tower_scale = [1.0 / fan_in for fan_in in widths[:-1]]
+        self.tower_w = nn.ParameterList()
+        self.tower_b = nn.ParameterList()
+        for fan_in, fan_out in zip(widths[:-1], widths[1:]):
+            self.tower_w.append(nn.Parameter(linear_stack(n_cat, fan_in, fan_out) * fan_in))  # stored x fan_in
+        for width in c.user_layers:
+            self.tower_b.append(nn.Parameter(torch.zeros(n_cat, width)))
+        if not c.user_layers:
+            # One linear map: start at the identity on z_u (concat: the mean of the N blocks).
+            eye = torch.eye(c.dim)
+            blocks = eye.repeat(n_cat, 1) / n_cat if c.combine == "concat" else eye  # [in, dim]
+            with torch.no_grad():
+                self.tower_w[0].copy_(blocks.expand(n_cat, -1, -1) * widths[0])
+        self.item_bias = nn.Parameter(torch.zeros(sizes.n_items)) if c.item_bias else None
+        self.register_buffer("cat_range", torch.arange(n_cat), persistent=False)
+        for k in range(n_cat):
+            self.register_buffer(f"index_{k}", torch.from_numpy(sizes.item_index(k)), persistent=False)
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """'shared': item embeddings; 'specific': the per-category user embeddings e_{u,k};
+        'heads': the per-category user towers and the item biases."""
+        heads = [*self.tower_w, *self.tower_b] + ([self.item_bias] if self.item_bias is not None else [])
+        return {"shared": [self.item_emb.weight], "specific": [self.user_emb.weight], "heads": heads}
+
+    def _index(self, category: int) -> Tensor:
+        return getattr(self, f"index_{category}")
+
+    def _user_embeddings(self, users: Tensor) -> Tensor:
+        """[B, N, d] per-category embeddings e_{u,1..N}."""
+        return self.user_emb(users.unsqueeze(1) * self.sizes.n_categories + self.cat_range)
+
+    def _combine(self, e: Tensor) -> Tensor:
+        """[B, N, d] -> the shared embedding z_u, [B, N*d] (concat) or [B, d]."""
+        if self.config.combine == "concat":
+            return e.flatten(1)
+        if self.config.combine == "mean":
+            return e.mean(1)
+        return e.amax(1)
+
+    def _towers(self, z: Tensor, category: Tensor | int) -> Tensor:
+        """User towers: z [B, in] for target categories (an int, or [B]) -> [B, dim]."""
+        for l, (w, scale) in enumerate(zip(self.tower_w, self.tower_scale)):
+            if not isinstance(category, Tensor):
+                z = (z @ w[category]) * scale  # [B, out]
+            else:
+                # Every tower on every row, then each row's own: [B, N, out] -> [B, out]; O(B N in out)
+                # and no per-category Python branches.
+                rows = torch.arange(len(category), device=z.device)
+                z = torch.einsum("bi,nio->bno", z, w)[rows, category] * scale
+            if l < len(self.tower_b):  # hidden layer
+                z = F.relu(z + self.tower_b[l][category])
+        return z
+
+    def _users(self, users: Tensor, category: Tensor | int) -> Tensor:
+        return self._towers(self._combine(self._user_embeddings(users)), category)  # [B, dim]
+
+    def user_vectors(self, users: Tensor, category: int) -> Tensor:
+        u = self._users(users, category)  # [B, d]
+        if self.item_bias is not None:
+            u = torch.cat([u, torch.ones_like(u[:, :1])], dim=1)  # [B, d + 1]
+        return u
+
+    def item_vectors(self, category: int) -> Tensor:
+        idx = self._index(category)
+        v = self.item_emb(idx)  # [n_items(c), d]
+        if self.item_bias is not None:
+            v = torch.cat([v, self.item_bias[idx].unsqueeze(1)], dim=1)  # [n_items(c), d + 1]
+        return v
+
+    def score(self, users: Tensor, category: int) -> Tensor:
+        idx = self._index(category)
+        s = self._users(users, category) @ self.item_emb.weight[idx].T  # [B, n_items(c)]
+        if self.item_bias is not None:
+            s = s + self.item_bias[idx]
+        return s
+
+    def loss(self, batch: Batch) -> Tensor:
+        e = self._user_embeddings(batch.users)  # [B, N, d]
+        u = self._towers(self._combine(e), batch.category)  # [B, d]
+        p = self.item_emb(batch.pos_items)  # [B, d]
+        n = self.item_emb(batch.neg_items)  # [B, n_neg, d]
+        pos = (u * p).sum(-1)  # [B]
+        neg = (u.unsqueeze(1) * n).sum(-1)  # [B, n_neg]
+        if self.item_bias is not None:
+            pos = pos + self.item_bias[batch.pos_items]
+            neg = neg + self.item_bias[batch.neg_items]
+        return pair_loss(self.config.loss, pos, neg) + self.config.reg * l2_penalty(e, p, n)
