@@ -142,14 +142,17 @@ def recommend(
 def experiment(
     ctx: typer.Context,
     config: Path = typer.Argument(..., help="Experiment YAML (models + seeds); dotted overrides may follow."),
+    only: Optional[str] = typer.Option(None, "--only", help="Comma-separated model labels to run (default: all)."),
 ) -> None:
     """Train a list of models over seeds; write per-category and per-slice tables (mean ± std, gain)."""
     from crossrec.data.schema import DataError
-    from crossrec.experiment import load_experiment, run_experiment
+    from crossrec.experiment import load_experiment, run_experiment, select
     from crossrec.typed import ConfigError
 
     try:
         cfg = load_experiment(config, list(ctx.args))
+        if only:
+            cfg = select(cfg, [x.strip() for x in only.split(",") if x.strip()])
         result = run_experiment(cfg, progress=lambda s: console.print(s, markup=False, highlight=False))
     except (DataError, ConfigError, ValueError, KeyError, FileNotFoundError) as e:
         _fail(e)

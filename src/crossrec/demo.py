@@ -1,8 +1,10 @@
 """`crossrec demo`: the whole pipeline on the embedded synthetic world, in a few minutes on CPU.
 
 Writes the world as CSV, reads it back through the readers, prepares a Bundle (leave-last-out by
-time), trains the before-transfer baselines in single (one model per category) and pooled (one
-model over all categories) mode, evaluates them with full ranking, and prints the per-category table.
+time, plus the cold-start user protocol so the new-to-category slice exists), and runs an
+experiment (`crossrec.experiment`): the single-category baselines, their pooled versions and the
+flagship `crossrec` model, evaluated with full ranking; prints the per-category table with the gain
+from transfer and writes the experiment's report.
 
 Example:
     >>> run_demo(Path("runs/demo"))   # doctest: +SKIP
@@ -17,30 +19,26 @@ from typing import Any
 import polars as pl
 from rich.console import Console
 
-from crossrec.config import DataConfig, ModelSpec, RunConfig
 from crossrec.data.prepare import PrepareConfig, prepare
 from crossrec.data.readers import read_interactions, read_items
 from crossrec.data.schema import ColumnMap, ItemColumnMap
 from crossrec.data.synthetic import SyntheticConfig, write_world
-from crossrec.evaluation.evaluator import EvalConfig, Evaluator, comparison_markdown
-from crossrec.io import write_json, write_text
-from crossrec.pipeline import seed_everything, train
-from crossrec.training.trainer import TrainConfig
+from crossrec.experiment import load_experiment, run_experiment
+from crossrec.pipeline import seed_everything
 
-# (label, registry name, mode, options): the before-transfer references.
-DEMO_MODELS: tuple[tuple[str, str, str, dict[str, Any]], ...] = (
-    ("pop", "pop", "pooled", {}),
-    ("itemknn-single", "itemknn", "single", {}),
-    ("itemknn-pooled", "itemknn", "pooled", {}),
-    ("bprmf-single", "mf", "single", {"dim": 64}),
-    ("bprmf-pooled", "mf", "pooled", {"dim": 64}),
-    ("neumf-single", "neumf", "single", {}),
-    ("neumf-pooled", "neumf", "pooled", {}),
+# Model entries of the demo experiment: single-category references, pooled, and the flagship.
+DEMO_MODELS: tuple[dict[str, Any], ...] = (
+    {"label": "pop", "name": "pop"},
+    {"label": "itemknn-single", "name": "itemknn", "mode": "single"},
+    {"label": "bprmf-single", "name": "mf", "mode": "single", "dim": 64},
+    {"label": "itemknn-pooled", "name": "itemknn"},
+    {"label": "bprmf-pooled", "name": "mf", "dim": 64},
+    {"label": "crossrec", "name": "crossrec", "dim": 64},
 )
 
 
 def run_demo(out: Path, seed: int = 0, epochs: int = 20, console: Console | None = None) -> pl.DataFrame:
-    """Run the demo end to end; returns the combined result table (also written under `out`)."""
+    """Run the demo end to end; returns every run's result table (also written under `out`)."""
     console = console or Console()
     seed_everything(seed)
     t0 = time.perf_counter()
@@ -58,37 +56,23 @@ def run_demo(out: Path, seed: int = 0, epochs: int = 20, console: Console | None
             f"  {name:<12} items {c['items']:>5}  train {c['train']:>6}  test {c['test']:>5}  "
             f"(new-to-category {c.get('test_new_to_category_rows', 0)}, cold-item {c.get('test_cold_item_rows', 0)})"
         )
-
-    base = RunConfig(
-        data=DataConfig(bundle=str(out / "bundle")),
-        train=TrainConfig(epochs=epochs, batch_size=1024, lr=3e-3, patience=3, seed=seed, progress=False),
-        eval=EvalConfig(ks=(10, 20)),
-        seed=seed,
+    cfg = load_experiment(
+        data={
+            "name": "demo (synthetic world)",
+            "data": {"bundle": str(out / "bundle")},
+            "train": {"epochs": epochs, "batch_size": 1024, "n_negatives": 4, "lr": 3e-3, "patience": 3,
+                      "progress": False, "checkpoint": False},
+            "eval": {"ks": [10, 20]},
+            "seeds": [seed],
+            "out": str(out),
+            "models": [dict(x) for x in DEMO_MODELS],
+        }
     )
-    evaluator = Evaluator(bundle, base.eval, split="test")
-    tables = {}
-    for label, name, mode, params in DEMO_MODELS:
-        t = time.perf_counter()
-        cfg = RunConfig(
-            data=base.data, train=base.train, eval=base.eval, seed=seed,
-            model=ModelSpec(name=name, mode=mode, params=params), out=str(out / "models" / label),
-        )
-        art = train(cfg, bundle)
-        res = evaluator.evaluate(art.model)
-        tables[label] = res.table
-        console.print(
-            f"  trained {label:<15} in {time.perf_counter() - t:5.1f}s   "
-            f"test NDCG@10 {res.metric('ndcg@10'):.4f}  Recall@10 {res.metric('recall@10'):.4f}"
-        )
-    parts = [
-        comparison_markdown(tables, metric=k, title=f"{k} on the synthetic world (protocol: full ranking, split: test)")
-        for k in ("ndcg@10", "recall@10")
-    ]
-    md = "\n\n".join(parts)
+    result = run_experiment(cfg, bundle=bundle, progress=lambda s: console.print("  " + s, markup=False, highlight=False))
     # Plain print: a console would wrap the wide table at the terminal width.
-    print("\n" + parts[0], flush=True)
-    combined = pl.concat([t.with_columns(pl.lit(k).alias("model")) for k, t in tables.items()], how="diagonal")
-    write_text(out / "results.md", md + "\n")
-    write_json(out / "results.json", combined.to_dicts())
+    print("\nndcg@10 on the synthetic world, slice `all` (protocol: full ranking, split: test)\n", flush=True)
+    print(result._summary_table("ndcg@10", "all"), flush=True)
+    print("\nndcg@10, users new to a category\n", flush=True)
+    print(result._summary_table("ndcg@10", "new_to_category"), flush=True)
     console.print(f"\nwrote {out / 'results.md'} and results.json in {time.perf_counter() - t0:.0f}s")
-    return combined
+    return result.runs

@@ -11,7 +11,8 @@ An experiment YAML has the sections of a run config (`data`, `prepare`, `train`,
       - {label: crossrec, name: crossrec, dim: 64, train: {lr: 0.002}}
 
 Each model entry has a `label`, a registry `name`, a `mode` (single | pooled), optional `train` and
-`transfer` overrides, optional `baseline` (the label of the single-category model its gain is
+`transfer` overrides (the transfer paradigm), optional `params` (model options whose name collides
+with an entry key), optional `baseline` (the label of the single-category model its gain is
 measured against; default: the best single-category model of each row), optional
 `single_category` (default: mode single, or popularity); every other key is a model option.
 
@@ -35,7 +36,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -54,7 +55,7 @@ from crossrec.typed import ConfigError, check_type, from_dict
 log = logging.getLogger(__name__)
 
 RUN_SECTIONS = ("data", "prepare", "train", "eval", "transfer")
-MODEL_KEYS = ("label", "name", "mode", "baseline", "single_category", "train", "transfer")
+MODEL_KEYS = ("label", "name", "mode", "baseline", "single_category", "train", "transfer", "params")
 SLICE_ORDER = ("all", "warm", "new_to_category", "cold_item")
 
 
@@ -114,7 +115,9 @@ def _parse_model(i: int, entry: Any) -> ModelRun:
     if mode not in ("single", "pooled"):
         raise ConfigError(f"{key}.mode={mode!r}; expected single or pooled")
     single = entry.get("single_category")
-    params = {k: v for k, v in entry.items() if k not in MODEL_KEYS}
+    # Model options: the entry's other keys, plus an explicit `params` mapping for options whose name
+    # is an entry key (e.g. BiTGCF's own `transfer` option).
+    params = {k: v for k, v in entry.items() if k not in MODEL_KEYS} | check_type(entry.get("params", {}) or {}, dict, f"{key}.params")
     try:
         config_from_dict(name, params)  # unknown or mistyped model options fail before anything trains
     except ConfigError as e:
@@ -367,6 +370,19 @@ def _bundle_info(bundle: Bundle) -> dict[str, Any]:
     }
 
 
+def select(cfg: ExperimentConfig, labels: list[str]) -> ExperimentConfig:
+    """The experiment restricted to some model labels (in the config's order)."""
+    have = [m.label for m in cfg.models]
+    unknown = [x for x in labels if x not in have]
+    if unknown:
+        raise ConfigError(f"--only: unknown model label(s) {unknown}; have {have}")
+    models = tuple(m for m in cfg.models if m.label in labels)
+    missing = sorted({m.baseline for m in models if m.baseline and m.baseline not in labels})
+    if missing:
+        raise ConfigError(f"--only: the selected models compare with {missing}; select them too")
+    return replace(cfg, models=models)
+
+
 def run_experiment(
     cfg: ExperimentConfig, bundle: Bundle | None = None, progress: Callable[[str], None] | None = None
 ) -> ExperimentResult:
@@ -414,4 +430,4 @@ def run_experiment(
     return result
 
 
-__all__ = ["ExperimentConfig", "ExperimentResult", "ModelRun", "load_experiment", "run_experiment"]
+__all__ = ["ExperimentConfig", "ExperimentResult", "ModelRun", "load_experiment", "run_experiment", "select"]

@@ -73,15 +73,19 @@ class CrossRecConfig:
     dropout: float = 0.1  # (float) share of history items hidden per training row (and transformer dropout)
     user_embedding: bool = True  # (bool) shared user ID embedding p_u
     category_user: bool = True  # (bool) category-specific user embedding s_{u,c}
-    loss: str = "bpr"  # (str) in-category loss: softmax | bpr | bce | mse (explicit ratings)
-    category_weights: str = "uniform"  # (str) w_c: uniform | inverse_frequency | learned
-    alpha: float = 0.1  # (float) weight of L_transfer (contrastive alignment); 0 = off
+    loss: str = "softmax"  # (str) in-category loss: softmax | bpr | bce | mse (explicit ratings)
+    in_batch: bool = True  # (bool) softmax: the batch's other positives of the same category are negatives (logQ-corrected)
+    mixed_negatives: bool = True  # (bool) softmax with in_batch: the sampled uniform negatives join them
+    category_weights: str = "inverse_frequency"  # (str) w_c: uniform (every row) | inverse_frequency (every category) | learned
+    alpha: float = 0.0  # (float) weight of L_transfer (contrastive alignment); 0 = off (measured: see docs/DESIGN.md)
     tau: float = 0.2  # (float) InfoNCE temperature of L_transfer
     adversarial: float = 0.0  # (float) weight of the gradient-reversal category classifier; 0 = off
     category_dropout: float = 0.3  # (float) P(hide a row's in-category history): trains serving new-to-category users
     reg: float = 1e-4  # (float) L2 on the batch's embeddings (lambda)
     init_std: float = 0.01  # (float) normal init std of the ID embeddings
     content: str = "none"  # (str) none | image: item content vectors taken from the Bundle in setup
+    history_items: str = "separate"  # (str) separate: own embedding table for history items (FISM/SVD++) | shared: the item tower's
+    history_init_std: float = 0.1  # (float) init std of the separate history item table
 
 
 class _GradReverse(torch.autograd.Function):
@@ -114,6 +118,8 @@ class CrossRec(nn.Module):
             raise ValueError(
                 f"crossrec.category_weights={c.category_weights!r}; expected uniform, inverse_frequency or learned"
             )
+        if c.history_items not in ("separate", "shared"):
+            raise ValueError(f"crossrec.history_items={c.history_items!r}; expected separate or shared")
         if c.content not in ("none", "image"):
             raise ValueError(f"crossrec.content={c.content!r}; expected none or image")
         if c.encoder == "transformer" and c.dim % c.n_heads:
@@ -135,6 +141,12 @@ class CrossRec(nn.Module):
         if self.user_emb is not None:
             nn.init.normal_(self.user_emb.weight, std=c.init_std)
         self.use_history = c.encoder != "none"
+        self.hist_emb: nn.Embedding | None = None
+        if self.use_history and c.history_items == "separate":
+            self.hist_emb = nn.Embedding(sizes.n_items + 1, d, padding_idx=pad, sparse=True)
+            nn.init.normal_(self.hist_emb.weight, std=c.history_init_std)
+            with torch.no_grad():
+                self.hist_emb.weight[pad].zero_()
         if self.use_history:
             self.query = nn.Parameter(torch.randn(n_cat, d) * 0.1)  # attention query per target category
             self.cat_affinity = nn.Parameter(torch.zeros(n_cat, n_cat + 1))  # [target c, history category]
@@ -170,6 +182,10 @@ class CrossRec(nn.Module):
         # ---- data-derived buffers (setup)
         self.register_buffer("history_", torch.full((sizes.n_users, c.history_len), pad, dtype=torch.int64))
         self.register_buffer("cat_weight_", torch.ones(n_cat))
+        # logQ correction of the softmax: log training count of each item (+1), log rows and items per category
+        self.register_buffer("log_count_", torch.zeros(sizes.n_items))
+        self.register_buffer("log_cat_rows_", torch.zeros(n_cat))
+        self.register_buffer("log_cat_items_", torch.log(torch.bincount(torch.tensor(list(sizes.item_category)), minlength=n_cat).clamp_min(1).float()))
         self.register_buffer("bias_ready_", torch.zeros((), dtype=torch.bool))
         item_cat = torch.tensor(list(sizes.item_category) + [n_cat], dtype=torch.int64)
         self.register_buffer("item_category_", item_cat, persistent=False)  # [n_items + 1], pad -> n_cat
@@ -193,6 +209,9 @@ class CrossRec(nn.Module):
         # Every category contributes equally in expectation: w_c = n / (C_active * n_c).
         w[nz] = counts.sum() / (nz.sum() * counts[nz])
         self.cat_weight_ = torch.from_numpy(w.astype(np.float32)).to(dev)
+        item_counts = np.bincount(bundle.split("train")["item"].to_numpy().astype(np.int64), minlength=self.sizes.n_items)
+        self.log_count_ = torch.from_numpy(np.log(item_counts + 1.0).astype(np.float32)).to(dev)
+        self.log_cat_rows_ = torch.from_numpy(np.log(counts + 1.0).astype(np.float32)).to(dev)
         if self.config.content == "image" and getattr(bundle, "image_vectors", None) is not None:
             self.set_content(torch.from_numpy(bundle.image_vectors), torch.from_numpy(bundle.image_present))
 
@@ -252,7 +271,7 @@ class CrossRec(nn.Module):
         c = self.config
         valid = hist != self.pad  # [B, L]
         hcat = self.item_category_[hist]  # [B, L]
-        x = self._items(hist)  # [B, L, d]
+        x = self._items(hist) if self.hist_emb is None else self.hist_emb(hist)  # [B, L, d]
         if c.encoder == "mean":
             w = valid.float()
             return (x * w.unsqueeze(-1)).sum(1) / w.sum(1, keepdim=True).clamp_min(1.0)
@@ -320,6 +339,35 @@ class CrossRec(nn.Module):
         logits = torch.cat([pos.unsqueeze(1), neg], dim=1)
         return -F.log_softmax(logits, dim=1)[:, 0]
 
+    def _mixed_softmax(self, u: Tensor, p: Tensor, batch: Batch) -> Tensor:
+        """[B] softmax loss of each positive against the batch's other positives of the same category
+        and the row's uniformly sampled negatives (mixed negative sampling, Yang et al., WWW 2020).
+
+        Every logit is corrected by -log(expected draws of that item) (the logQ correction of
+        sampled softmax, Yi et al., RecSys 2019): in-batch items are drawn by popularity within the
+        category (B_c * n_j / N_c), sampled ones uniformly (n_neg / n_items(c)). Sparse categories,
+        with few rows in a batch, still get n_neg real negatives per row.
+        """
+        items, cat = batch.pos_items, batch.category
+        n_cat = self.sizes.n_categories
+        rows_per_cat = torch.bincount(cat, minlength=n_cat).clamp_min(1).float()
+        row_log = rows_per_cat.log()[cat] - self.log_cat_rows_[cat]  # [B]: log(B_c / N_c)
+        logits = u @ p.T + (self.item_bias[items] - self.log_count_[items]).unsqueeze(0) - row_log.unsqueeze(1)
+        same_cat = cat.unsqueeze(1) == cat.unsqueeze(0)
+        dup = items.unsqueeze(1) == items.unsqueeze(0)  # the row's own positive, wherever it repeats
+        eye = torch.eye(len(items), dtype=torch.bool, device=items.device)
+        logits = logits.masked_fill(~same_cat | (dup & ~eye), float("-inf"))  # [B, B]
+        parts = [logits]
+        if self.config.mixed_negatives:
+            neg_items = batch.neg_items
+            n = self._items(neg_items)  # [B, n_neg, d]
+            neg = (u.unsqueeze(1) * n).sum(-1) + self.item_bias[neg_items]
+            neg = neg - (math.log(neg_items.shape[1]) - self.log_cat_items_[cat]).unsqueeze(1)
+            neg = neg.masked_fill(neg_items == items.unsqueeze(1), float("-inf"))
+            parts.append(neg)
+        full = torch.cat(parts, dim=1)
+        return torch.logsumexp(full, dim=1) - torch.diagonal(logits)
+
     def _weighted(self, row_loss: Tensor, category: Tensor) -> Tensor:
         """sum_c w_c L_c from per-row losses."""
         mode = self.config.category_weights
@@ -366,11 +414,14 @@ class CrossRec(nn.Module):
             row[ok] = (pred[ok] - batch.ratings[ok]) ** 2
             main = self._weighted(row, cat) if bool(ok.any()) else mse_loss(pred, batch.ratings)
         else:
-            n = self._items(batch.neg_items)  # [B, n_neg, d]
-            pos = (u * p).sum(-1) + self.item_bias[batch.pos_items]
-            neg = (u.unsqueeze(1) * n).sum(-1) + self.item_bias[batch.neg_items]
-            main = self._weighted(self._row_losses(pos, neg), cat)
-            reg = reg + l2_penalty(n)
+            if c.loss == "softmax" and c.in_batch:
+                main = self._weighted(self._mixed_softmax(u, p, batch), cat)
+            else:
+                n = self._items(batch.neg_items)  # [B, n_neg, d]
+                pos = (u * p).sum(-1) + self.item_bias[batch.pos_items]
+                neg = (u.unsqueeze(1) * n).sum(-1) + self.item_bias[batch.neg_items]
+                main = self._weighted(self._row_losses(pos, neg), cat)
+                reg = reg + l2_penalty(n)
         total = main + c.reg * reg
         if self.use_history and c.alpha > 0 and hist is not None:
             total = total + c.alpha * self._transfer_loss(users, cat)

@@ -218,3 +218,36 @@ def test_flagship_beats_single_category_bprmf_on_new_to_category_users(small_bun
     new_f, new_s = f.metric("ndcg@10", "ALL", "new_to_category"), s.metric("ndcg@10", "ALL", "new_to_category")
     assert new_f > 2.0 * new_s, (new_f, new_s)
     assert f.metric("ndcg@10") > s.metric("ndcg@10")
+
+
+def test_mixed_softmax_matches_a_per_row_reference(tiny_bundle):
+    model = make(tiny_bundle)
+    batch = first_batch(tiny_bundle, size=64)
+    with torch.no_grad():
+        model.item_bias.normal_()
+        u = torch.randn(len(batch), 16)
+        p = model._items(batch.pos_items)
+        got = model._mixed_softmax(u, p, batch)
+    counts = np.bincount(tiny_bundle.split("train")["item"].to_numpy(), minlength=tiny_bundle.n_items)
+    cat_rows = np.bincount(tiny_bundle.split("train")["category"].to_numpy(), minlength=tiny_bundle.n_categories)
+    cat_items = np.bincount(tiny_bundle.item_category, minlength=tiny_bundle.n_categories)
+    items, cats = batch.pos_items.numpy(), batch.category.numpy()
+    n_neg = batch.neg_items.shape[1]
+    for r in range(len(batch)):
+        c = cats[r]
+        b_c = (cats == c).sum()
+        cands, corr = [], []
+        for j in range(len(batch)):  # in-batch: same category, not a repeat of the row's positive
+            if cats[j] == c and (j == r or items[j] != items[r]):
+                cands.append(items[j])
+                corr.append(np.log(b_c) + np.log(counts[items[j]] + 1.0) - np.log(cat_rows[c] + 1.0))
+        pos_logit_index = [k for k, j in enumerate(cands) if j == items[r]][0]
+        for j in batch.neg_items[r].tolist():
+            if j != items[r]:
+                cands.append(j)
+                corr.append(np.log(n_neg) - np.log(cat_items[c]))
+        with torch.no_grad():
+            v = model._items(torch.tensor(cands))
+            logits = (v @ u[r]).numpy() + model.item_bias[torch.tensor(cands)].numpy() - np.array(corr)
+        expected = np.log(np.exp(logits - logits.max()).sum()) + logits.max() - logits[pos_logit_index]
+        assert float(got[r]) == pytest.approx(expected, rel=1e-4, abs=1e-4)

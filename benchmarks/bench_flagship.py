@@ -1,0 +1,101 @@
+"""One training epoch of the flagship (`crossrec`) against one BPR-MF epoch on the same data.
+
+Both run the same loop (the trainer's sampler, `loss`, backward, optimiser step; no validation) with
+the same batch size and negatives, on amazon-arts-office from ../shared/data (leave-last-out) when
+it is there, else on the synthetic world. The flagship is timed with its default attention encoder,
+with L_transfer off (alpha=0), and with the transformer encoder.
+
+    python benchmarks/bench_flagship.py [--batch-size 2048 --dim 64 --repeats 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import SHARED_DATA, write_results  # noqa: E402
+
+from crossrec.data.prepare import PrepareConfig, prepare  # noqa: E402
+from crossrec.data.sampling import TrainSampler  # noqa: E402
+from crossrec.models.base import Sizes  # noqa: E402
+from crossrec.serving.artifact import build  # noqa: E402
+from crossrec.training.optim import Optimizers  # noqa: E402
+from crossrec.training.trainer import TrainConfig  # noqa: E402
+
+
+def load_bundle():
+    if (SHARED_DATA / "amazon-arts-office").exists():
+        from crossrec.data.readers import read_dataset
+
+        raw = read_dataset("amazon-arts-office", SHARED_DATA / "amazon-arts-office")
+        return "amazon-arts-office", prepare(raw.interactions, raw.items, PrepareConfig(split="leave_last_out"))
+    from crossrec.data.synthetic import SyntheticConfig, generate
+
+    inter, items = generate(SyntheticConfig(seed=0))
+    return "synthetic", prepare(inter, items, PrepareConfig())
+
+
+def epoch_seconds(name: str, params: dict, bundle, batch_size: int, n_neg: int, repeats: int) -> float:
+    torch.manual_seed(0)
+    model = build(name, "pooled", params, Sizes.from_bundle(bundle))
+    if hasattr(model, "setup"):
+        model.setup(bundle, None)
+    cfg = TrainConfig(batch_size=batch_size, n_negatives=n_neg, lr=1e-3)
+    opts = Optimizers(model, cfg)
+    sampler = TrainSampler(bundle, batch_size, n_neg, seed=0)
+    model.train()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        for batch in sampler:
+            loss = model.loss(batch)
+            opts.zero_grad()
+            loss.backward()
+            opts.step()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--batch-size", type=int, default=2048)
+    ap.add_argument("--negatives", type=int, default=4)
+    ap.add_argument("--dim", type=int, default=64)
+    ap.add_argument("--repeats", type=int, default=2)
+    args = ap.parse_args()
+    data, bundle = load_bundle()
+    n = bundle.split("train").height
+    d = args.dim
+    runs = {
+        "BPR-MF (mf)": ("mf", {"dim": d}),
+        "crossrec, attention encoder (default)": ("crossrec", {"dim": d}),
+        "crossrec, attention, alpha=0 (no L_transfer)": ("crossrec", {"dim": d, "alpha": 0.0}),
+        "crossrec, transformer encoder (1 block)": ("crossrec", {"dim": d, "encoder": "transformer"}),
+    }
+    results = {}
+    for label, (name, params) in runs.items():
+        sec = epoch_seconds(name, params, bundle, args.batch_size, args.negatives, args.repeats)
+        results[label] = {"model": name, "params": params, "seconds": sec, "interactions_per_s": n / sec}
+        print(f"{label}: {sec:.2f}s", flush=True)
+    base = results["BPR-MF (mf)"]["seconds"]
+    md = [
+        "# Flagship epoch vs BPR-MF epoch (CPU)\n",
+        f"Data: {data}, {bundle.n_users:,} users, {bundle.n_items:,} items, {n:,} training interactions; "
+        f"batch {args.batch_size}, {args.negatives} negatives, dim {d}, {torch.get_num_threads()} torch threads; "
+        f"best of {args.repeats} epochs, no validation.\n",
+        "| model | seconds / epoch | interactions/s | x BPR-MF |",
+        "|---|---:|---:|---:|",
+    ]
+    for label, r in results.items():
+        md.append(f"| {label} | {r['seconds']:.2f} | {r['interactions_per_s']:,.0f} | {r['seconds'] / base:.1f} |")
+    write_results("flagship_speed", {"data": data, "setup": vars(args), "interactions": n, "runs": results}, "\n".join(md))
+    print("\n".join(md))
+
+
+if __name__ == "__main__":
+    main()
