@@ -14,7 +14,8 @@ Each model entry has a `label`, a registry `name`, a `mode` (single | pooled), o
 `transfer` overrides (the transfer paradigm), optional `params` (model options whose name collides
 with an entry key), optional `baseline` (the label of the single-category model its gain is
 measured against; default: the best single-category model of each row), optional
-`single_category` (default: mode single, or popularity); every other key is a model option.
+`single_category` (default: mode single, or popularity), optional `seeds` (a subset for an
+expensive baseline; its cells then say how many seeds); every other key is a model option.
 
 The data is prepared once (the split does not change with the seed); every model is trained once
 per seed (models fitted in closed form, like popularity and ItemKNN, once: their result does not
@@ -55,7 +56,7 @@ from crossrec.typed import ConfigError, check_type, from_dict
 log = logging.getLogger(__name__)
 
 RUN_SECTIONS = ("data", "prepare", "train", "eval", "transfer")
-MODEL_KEYS = ("label", "name", "mode", "baseline", "single_category", "train", "transfer", "params")
+MODEL_KEYS = ("label", "name", "mode", "baseline", "single_category", "train", "transfer", "params", "seeds")
 SLICE_ORDER = ("all", "warm", "new_to_category", "cold_item")
 
 
@@ -71,6 +72,7 @@ class ModelRun:
     single_category: bool = False
     train: dict[str, Any] = field(default_factory=dict)
     transfer: dict[str, Any] = field(default_factory=dict)
+    seeds: tuple[int, ...] | None = None  # this model's seeds (e.g. an expensive baseline: [0]); None = all
 
     @property
     def closed_form(self) -> bool:
@@ -131,6 +133,7 @@ def _parse_model(i: int, entry: Any) -> ModelRun:
         single_category=(mode == "single" or name == "pop") if single is None else check_type(single, bool, f"{key}.single_category"),
         train=check_type(entry.get("train", {}) or {}, dict, f"{key}.train"),
         transfer=check_type(entry.get("transfer", {}) or {}, dict, f"{key}.transfer"),
+        seeds=None if entry.get("seeds") is None else tuple(check_type(entry["seeds"], tuple[int, ...], f"{key}.seeds")),
     )
 
 
@@ -281,6 +284,8 @@ class ExperimentResult:
         rows = self.summary().filter((pl.col("model") == model) & (pl.col("category") == cat) & (pl.col("slice") == slc))
         if rows.height == 0 or rows[metric][0] is None or math.isnan(rows[metric][0]):
             return "–"
+        if rows["n_seeds"][0] < len(self.config.seeds):
+            return f"{rows[metric][0]:.4f} ({rows['n_seeds'][0]} seed)"
         return f"{rows[metric][0]:.4f} ± {rows[f'{metric}_std'][0]:.4f}"
 
     def _gain(self, model: ModelRun, metric: str, cat: str, slc: str) -> tuple[str, str]:
@@ -399,7 +404,8 @@ def run_experiment(
     evaluator = Evaluator(bundle, base.eval, split="test")
     tables, seconds = [], {}
     for m in cfg.models:
-        seeds = cfg.seeds[:1] if m.closed_form else cfg.seeds
+        own = [s for s in cfg.seeds if m.seeds is None or s in m.seeds] or list(m.seeds or cfg.seeds)
+        seeds = own[:1] if m.closed_form else own
         for seed in seeds:
             path = out / "runs" / m.label / f"seed-{seed}.json"
             run_cfg = cfg.run_config(m, seed)

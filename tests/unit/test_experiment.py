@@ -25,6 +25,7 @@ def experiment_dict(out, bundle_root, **extra):
             {"label": "pop", "name": "pop"},
             {"label": "mf-single", "name": "mf", "mode": "single", "dim": 8},
             {"label": "mf-pooled", "name": "mf", "dim": 8, "baseline": "mf-single"},
+            {"label": "mf-once", "name": "mf", "dim": 8, "seeds": [1]},
         ],
         **extra,
     }
@@ -51,7 +52,8 @@ def test_config_errors_name_the_field(tmp_path):
 def test_model_entries_and_overrides(tmp_path):
     cfg = load_experiment(data=experiment_dict(tmp_path, tmp_path), overrides=["--seeds=[3]"])
     assert cfg.seeds == (3,)
-    pop, single, pooled = cfg.models
+    pop, single, pooled, once = cfg.models
+    assert once.seeds == (1,) and pooled.seeds is None
     assert pop.single_category and pop.closed_form
     assert single.single_category and not single.closed_form
     assert not pooled.single_category and pooled.params == {"dim": 8}
@@ -67,6 +69,7 @@ def test_run_experiment_means_stds_and_report(tiny_bundle, tmp_path, monkeypatch
     # pop is fitted once and reported for every seed; the trained models once per seed.
     assert set(runs.filter(pl.col("model") == "pop")["seed"].to_list()) == {0, 1}
     assert res.seconds["pop"] and len(res.seconds["pop"]) == 1 and len(res.seconds["mf-single"]) == 2
+    assert runs.filter(pl.col("model") == "mf-once")["seed"].unique().to_list() == [1]
     # Mean and (population) std over the seeds, checked by hand on one row.
     vals = runs.filter((pl.col("model") == "mf-pooled") & (pl.col("category") == "ALL") & (pl.col("slice") == "all"))
     a, b = vals.sort("seed")["ndcg@10"].to_list()
@@ -74,11 +77,11 @@ def test_run_experiment_means_stds_and_report(tiny_bundle, tmp_path, monkeypatch
     assert summ["ndcg@10"][0] == pytest.approx((a + b) / 2)
     assert summ["ndcg@10_std"][0] == pytest.approx(abs(a - b) / 2)
     md = (tmp_path / "exp" / "results.md").read_text()
-    assert "protocol: full ranking" in md and "gain mf-pooled" in md and " ± " in md
+    assert "protocol: full ranking" in md and "gain mf-pooled" in md and " ± " in md and "(1 seed)" in md
     for cat in tiny_bundle.categories:
         assert f"### {cat}, slice `all`" in md and f"### {cat}, slice `new_to_category`" in md
     data = json.loads((tmp_path / "exp" / "results.json").read_text())
-    assert {r["model"] for r in data["summary"]} == {"pop", "mf-single", "mf-pooled"}
+    assert {r["model"] for r in data["summary"]} == {"pop", "mf-single", "mf-pooled", "mf-once"}
 
     # A second run reuses every finished run: nothing trains.
     import crossrec.pipeline
