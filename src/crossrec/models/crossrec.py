@@ -75,7 +75,7 @@ class CrossRecConfig:
     category_user: bool = True  # (bool) category-specific user embedding s_{u,c}
     loss: str = "softmax"  # (str) in-category loss: softmax | bpr | bce | mse (explicit ratings)
     in_batch: bool = True  # (bool) softmax: the batch's other positives of the same category are negatives (logQ-corrected)
-    mixed_negatives: bool = True  # (bool) softmax with in_batch: the sampled uniform negatives join them
+    mixed_negatives: bool = False  # (bool) softmax with in_batch: the sampled uniform negatives join them
     category_weights: str = "inverse_frequency"  # (str) w_c: uniform (every row) | inverse_frequency (every category) | learned
     alpha: float = 0.0  # (float) weight of L_transfer (contrastive alignment); 0 = off (measured: see docs/DESIGN.md)
     tau: float = 0.2  # (float) InfoNCE temperature of L_transfer

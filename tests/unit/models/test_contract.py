@@ -29,6 +29,7 @@ SMALL = {
     "emcdr": {"dim": 8, "map_hidden": [16]},
     "bitgcf": {"dim": 8, "n_layers": 2, "transfer": "count"},
     "sasrec": {"dim": 16, "max_len": 10},
+    "crossrec": {"dim": 16, "history_len": 10},
 }
 
 

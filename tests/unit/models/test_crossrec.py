@@ -220,8 +220,9 @@ def test_flagship_beats_single_category_bprmf_on_new_to_category_users(small_bun
     assert f.metric("ndcg@10") > s.metric("ndcg@10")
 
 
-def test_mixed_softmax_matches_a_per_row_reference(tiny_bundle):
-    model = make(tiny_bundle)
+@pytest.mark.parametrize("mixed", [True, False])
+def test_mixed_softmax_matches_a_per_row_reference(tiny_bundle, mixed):
+    model = make(tiny_bundle, mixed_negatives=mixed)
     batch = first_batch(tiny_bundle, size=64)
     with torch.no_grad():
         model.item_bias.normal_()
@@ -242,7 +243,7 @@ def test_mixed_softmax_matches_a_per_row_reference(tiny_bundle):
                 cands.append(items[j])
                 corr.append(np.log(b_c) + np.log(counts[items[j]] + 1.0) - np.log(cat_rows[c] + 1.0))
         pos_logit_index = [k for k, j in enumerate(cands) if j == items[r]][0]
-        for j in batch.neg_items[r].tolist():
+        for j in batch.neg_items[r].tolist() if mixed else []:
             if j != items[r]:
                 cands.append(j)
                 corr.append(np.log(n_neg) - np.log(cat_items[c]))
