@@ -129,6 +129,35 @@ class Batch:
         return int(self.users.shape[0])
 
 
+class BiasedDotProduct:
+    """Mixin for models scoring `<user vector, item embedding> + item bias`.
+
+    The host defines `_users(users, category) -> [B, d]`, `_index(category)`, `item_emb` and
+    `item_bias` (a [n_items] parameter or None). The bias is folded into a constant extra dimension
+    of the two-tower vectors, so `user_vectors @ item_vectors.T` equals `score` exactly.
+    """
+
+    def user_vectors(self, users: Tensor, category: int) -> Tensor:
+        u = self._users(users, category)  # type: ignore[attr-defined]  # [B, d]
+        if self.item_bias is not None:  # type: ignore[attr-defined]
+            u = torch.cat([u, torch.ones_like(u[:, :1])], dim=1)  # [B, d + 1]
+        return u
+
+    def item_vectors(self, category: int) -> Tensor:
+        idx = self._index(category)  # type: ignore[attr-defined]
+        v = self.item_emb(idx)  # type: ignore[attr-defined]  # [n_items(c), d]
+        if self.item_bias is not None:  # type: ignore[attr-defined]
+            v = torch.cat([v, self.item_bias[idx].unsqueeze(1)], dim=1)  # type: ignore[attr-defined]
+        return v
+
+    def score(self, users: Tensor, category: int) -> Tensor:
+        idx = self._index(category)  # type: ignore[attr-defined]
+        s = self._users(users, category) @ self.item_emb.weight[idx].T  # type: ignore[attr-defined]
+        if self.item_bias is not None:  # type: ignore[attr-defined]
+            s = s + self.item_bias[idx]  # type: ignore[attr-defined]
+        return s
+
+
 @runtime_checkable
 class Recommender(Protocol):
     """What the evaluator and the service call."""

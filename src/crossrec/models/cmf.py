@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from crossrec.models.base import Batch, Sizes, register
+from crossrec.models.base import Batch, BiasedDotProduct, Sizes, register
 from crossrec.models.losses import l2_penalty, pair_loss
 
 
@@ -57,7 +57,7 @@ def row_pair_loss(name: str, pos: Tensor, neg: Tensor) -> Tensor:
 
 
 @register("cmf", CMFConfig, paper="Singh & Gordon, KDD 2008 (Collective Matrix Factorization)")
-class CMF(nn.Module):
+class CMF(BiasedDotProduct, nn.Module):
     """Shared user factors, per-item factors; a two-tower model (user_vectors / item_vectors).
 
     With `item_bias`, the towers carry it as one extra dimension ([p_u, 1] and [q_i, b_i]), so
@@ -121,26 +121,6 @@ class CMF(nn.Module):
         if self.user_offset is not None:
             u = u + self.user_offset(users * self.sizes.n_categories + category)
         return u
-
-    def user_vectors(self, users: Tensor, category: int) -> Tensor:
-        u = self._users(users, category)  # [B, d]
-        if self.item_bias is not None:
-            u = torch.cat([u, torch.ones_like(u[:, :1])], dim=1)  # [B, d + 1]
-        return u
-
-    def item_vectors(self, category: int) -> Tensor:
-        idx = self._index(category)
-        v = self.item_emb(idx)  # [n_items(c), d]
-        if self.item_bias is not None:
-            v = torch.cat([v, self.item_bias[idx].unsqueeze(1)], dim=1)  # [n_items(c), d + 1]
-        return v
-
-    def score(self, users: Tensor, category: int) -> Tensor:
-        idx = self._index(category)
-        s = self._users(users, category) @ self.item_emb.weight[idx].T  # [B, n_items(c)]
-        if self.item_bias is not None:
-            s = s + self.item_bias[idx]
-        return s
 
     def loss(self, batch: Batch) -> Tensor:
         u = self._users(batch.users, batch.category)  # [B, d]

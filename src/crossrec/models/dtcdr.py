@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from crossrec.models.base import Batch, Sizes, register
+from crossrec.models.base import Batch, BiasedDotProduct, Sizes, register
 from crossrec.models.losses import l2_penalty, pair_loss
 
 
@@ -59,7 +59,7 @@ def linear_stack(n: int, fan_in: int, fan_out: int) -> Tensor:
 
 
 @register("dtcdr", DTCDRConfig, paper="Zhu et al., CIKM 2019 (DTCDR)")
-class DTCDR(nn.Module):
+class DTCDR(BiasedDotProduct, nn.Module):
     """Combined per-category user embeddings through per-category user towers; a two-tower model.
 
     With `item_bias`, the towers carry it as one extra dimension ([u_c, 1] and [v_i, b_i]), so
@@ -151,26 +151,6 @@ class DTCDR(nn.Module):
 
     def _users(self, users: Tensor, category: Tensor | int) -> Tensor:
         return self._towers(self._combine(self._user_embeddings(users)), category)  # [B, dim]
-
-    def user_vectors(self, users: Tensor, category: int) -> Tensor:
-        u = self._users(users, category)  # [B, d]
-        if self.item_bias is not None:
-            u = torch.cat([u, torch.ones_like(u[:, :1])], dim=1)  # [B, d + 1]
-        return u
-
-    def item_vectors(self, category: int) -> Tensor:
-        idx = self._index(category)
-        v = self.item_emb(idx)  # [n_items(c), d]
-        if self.item_bias is not None:
-            v = torch.cat([v, self.item_bias[idx].unsqueeze(1)], dim=1)  # [n_items(c), d + 1]
-        return v
-
-    def score(self, users: Tensor, category: int) -> Tensor:
-        idx = self._index(category)
-        s = self._users(users, category) @ self.item_emb.weight[idx].T  # [B, n_items(c)]
-        if self.item_bias is not None:
-            s = s + self.item_bias[idx]
-        return s
 
     def loss(self, batch: Batch) -> Tensor:
         e = self._user_embeddings(batch.users)  # [B, N, d]
