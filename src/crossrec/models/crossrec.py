@@ -60,7 +60,7 @@ from torch import Tensor, nn
 
 from crossrec.models.base import Batch, Sizes, register
 from crossrec.models.history import history_matrix
-from crossrec.models.losses import l2_penalty, mse_loss, pair_loss
+from crossrec.models.losses import l2_penalty, mse_loss
 
 
 @dataclass(frozen=True)
