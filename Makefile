@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast bench setup clean
+.PHONY: demo test test-fast bench experiments setup clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -30,6 +30,12 @@ test-fast: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_speed.py
 	$(BIN)/python benchmarks/bench_datasets.py
+	$(BIN)/python benchmarks/bench_flagship.py
+
+# The issue-4 experiments on ../shared/data (long: tens of minutes on 2 CPU cores).
+experiments: $(STAMP)
+	$(BIN)/crossrec experiment configs/experiments/anime-mal.yaml
+	$(BIN)/crossrec experiment configs/experiments/amazon-arts-office.yaml
 
 clean:
 	rm -rf $(VENV) runs build src/*.egg-info

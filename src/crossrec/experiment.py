@@ -284,6 +284,8 @@ class ExperimentResult:
         rows = self.summary().filter((pl.col("model") == model) & (pl.col("category") == cat) & (pl.col("slice") == slc))
         if rows.height == 0 or rows[metric][0] is None or math.isnan(rows[metric][0]):
             return "–"
+        if len(self.config.seeds) == 1:
+            return f"{rows[metric][0]:.4f}"
         if rows["n_seeds"][0] < len(self.config.seeds):
             return f"{rows[metric][0]:.4f} ({rows['n_seeds'][0]} seed)"
         return f"{rows[metric][0]:.4f} ± {rows[f'{metric}_std'][0]:.4f}"
