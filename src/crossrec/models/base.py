@@ -129,6 +129,26 @@ class Batch:
         return int(self.users.shape[0])
 
 
+def adopt_stored_shapes(module: nn.Module, state_dict: dict[str, Tensor], prefix: str, names: tuple[str, ...]) -> None:
+    """Before loading: resize buffers with data-dependent shapes (e.g. a graph's nnz) to the stored ones."""
+    for name in names:
+        key, buf = prefix + name, module._buffers[name]
+        if key in state_dict and buf is not None and state_dict[key].shape != buf.shape:
+            module._buffers[name] = torch.empty_like(state_dict[key], device=buf.device)
+
+
+def covered_training_rows(bundle: Any, covered: Tensor, categories: Any) -> tuple[np.ndarray, Any]:
+    """For models whose `setup` accumulates categories over transfer stages: the covered mask
+    [n_categories] with `categories` (None = all) added, and the training rows of every covered one."""
+    mask = covered.detach().cpu().numpy().copy()
+    if categories is None:
+        mask[:] = True
+    else:
+        mask[[int(k) for k in categories]] = True
+    rows = bundle.split("train")
+    return mask, rows.filter(rows["category"].is_in(np.flatnonzero(mask).tolist()))
+
+
 class BiasedDotProduct:
     """Mixin for models scoring `<user vector, item embedding> + item bias`.
 

@@ -48,7 +48,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from crossrec.models.base import Batch, Sizes, register
+from crossrec.models.base import Batch, Sizes, adopt_stored_shapes, covered_training_rows, register
 from crossrec.models.lightgcn import normalized_adjacency
 from crossrec.models.losses import l2_penalty, pair_loss
 
@@ -122,13 +122,7 @@ class BiTGCF(nn.Module):
     def setup(self, bundle: Any, categories: Sequence[int] | None = None) -> None:
         """Cover `categories` too (None = all); rebuild graph, activity and lambda from their training rows."""
         n_cat, n_users = self.sizes.n_categories, self.sizes.n_users
-        covered = self.covered_.detach().cpu().numpy().copy()
-        if categories is None:
-            covered[:] = True
-        else:
-            covered[[int(k) for k in categories]] = True
-        rows = bundle.split("train")
-        rows = rows.filter(rows["category"].is_in(np.flatnonzero(covered).tolist()))
+        covered, rows = covered_training_rows(bundle, self.covered_, categories)
         users = rows["user"].to_numpy().astype(np.int64)
         items = rows["item"].to_numpy().astype(np.int64)
         cats = rows["category"].to_numpy().astype(np.int64)
@@ -161,10 +155,7 @@ class BiTGCF(nn.Module):
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[override]
         # The graph buffers have data-dependent shapes: adopt the stored ones.
-        for name in ("graph_indices_", "graph_values_"):
-            key, buf = prefix + name, self._buffers[name]
-            if key in state_dict and buf is not None and state_dict[key].shape != buf.shape:
-                self._buffers[name] = torch.empty_like(state_dict[key], device=buf.device)
+        adopt_stored_shapes(self, state_dict, prefix, ("graph_indices_", "graph_values_"))
         self._clear_caches()
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 

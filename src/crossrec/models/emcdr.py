@@ -52,7 +52,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from crossrec.models.base import Batch, Sizes, register
+from crossrec.models.base import Batch, Sizes, covered_training_rows, register
 from crossrec.models.losses import l2_penalty, pair_loss
 
 
@@ -122,13 +122,7 @@ class EMCDR(nn.Module):
     def setup(self, bundle: Any, categories: Sequence[int] | None = None) -> None:
         """Cover `categories` too (None = all) and rebuild who is active where from their training rows."""
         n_cat = self.sizes.n_categories
-        covered = self.covered_.detach().cpu().numpy().copy()
-        if categories is None:
-            covered[:] = True
-        else:
-            covered[[int(k) for k in categories]] = True
-        rows = bundle.split("train")
-        rows = rows.filter(rows["category"].is_in(np.flatnonzero(covered).tolist()))
+        covered, rows = covered_training_rows(bundle, self.covered_, categories)
         active = np.zeros((self.sizes.n_users, n_cat), dtype=bool)
         active[rows["user"].to_numpy().astype(np.int64), rows["category"].to_numpy().astype(np.int64)] = True
         with torch.no_grad():

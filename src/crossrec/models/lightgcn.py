@@ -25,7 +25,7 @@ import scipy.sparse as sp
 import torch
 from torch import Tensor, nn
 
-from crossrec.models.base import Batch, Sizes, register
+from crossrec.models.base import Batch, Sizes, adopt_stored_shapes, register
 from crossrec.models.losses import l2_penalty, pair_loss
 
 
@@ -115,10 +115,7 @@ class LightGCN(nn.Module):
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[override]
         # The graph buffers have data-dependent shapes: adopt the stored ones.
-        for name in ("graph_indices_", "graph_values_"):
-            key, buf = prefix + name, self._buffers[name]
-            if key in state_dict and buf is not None and state_dict[key].shape != buf.shape:
-                self._buffers[name] = torch.empty_like(state_dict[key], device=buf.device)
+        adopt_stored_shapes(self, state_dict, prefix, ("graph_indices_", "graph_values_"))
         self._clear_caches()
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
