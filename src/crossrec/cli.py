@@ -157,7 +157,7 @@ def experiment(
     except (DataError, ConfigError, ValueError, KeyError, FileNotFoundError) as e:
         _fail(e)
     metric = cfg.metrics[0]
-    print("\n" + result._summary_table(metric, "all"), flush=True)
+    print("\n" + result.summary_table(metric, "all"), flush=True)
     for check in result.acceptance():
         mark = "yes" if check["passed"] else "no"
         console.print(

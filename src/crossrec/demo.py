@@ -71,8 +71,8 @@ def run_demo(out: Path, seed: int = 0, epochs: int = 20, console: Console | None
     result = run_experiment(cfg, bundle=bundle, progress=lambda s: console.print("  " + s, markup=False, highlight=False))
     # Plain print: a console would wrap the wide table at the terminal width.
     print("\nndcg@10 on the synthetic world, slice `all` (protocol: full ranking, split: test)\n", flush=True)
-    print(result._summary_table("ndcg@10", "all"), flush=True)
+    print(result.summary_table("ndcg@10", "all"), flush=True)
     print("\nndcg@10, users new to a category\n", flush=True)
-    print(result._summary_table("ndcg@10", "new_to_category"), flush=True)
+    print(result.summary_table("ndcg@10", "new_to_category"), flush=True)
     console.print(f"\nwrote {out / 'results.md'} and results.json in {time.perf_counter() - t0:.0f}s")
     return result.runs

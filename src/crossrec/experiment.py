@@ -259,7 +259,7 @@ class ExperimentResult:
         lines += self._acceptance()
         for metric in cfg.metrics:
             for slc in self._slices():
-                lines += [f"## {metric}, slice `{slc}`", "", self._summary_table(metric, slc), ""]
+                lines += [f"## {metric}, slice `{slc}`", "", self.summary_table(metric, slc), ""]
         lines += ["## Per category and slice", ""]
         for cat in self._categories():
             for slc in self._slices():
@@ -303,7 +303,8 @@ class ExperimentResult:
             g = -g
         return base, f"{g:+.1f}%"
 
-    def _summary_table(self, metric: str, slc: str) -> str:
+    def summary_table(self, metric: str, slc: str) -> str:
+        """One slice as markdown: rows = categories, columns = models (mean ± std), best single, gains."""
         labels = [m.label for m in self.config.models]
         transfer = [m for m in self.config.models if not m.single_category]
         headers = ["category", "n_users", *labels, "best single"] + [f"gain {m.label}" for m in transfer]
