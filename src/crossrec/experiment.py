@@ -37,7 +37,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -391,6 +391,14 @@ def select(cfg: ExperimentConfig, labels: list[str]) -> ExperimentConfig:
     return replace(cfg, models=models)
 
 
+def _reusable(stored: dict[str, Any], run_config: dict[str, Any], options: dict[str, Any]) -> bool:
+    """A finished run is reused when its run config and its resolved model options both match.
+    Runs stored before options were recorded (no "model_options") match on the run config alone."""
+    if stored.get("run_config") != run_config:
+        return False
+    return stored.get("model_options", options) == options
+
+
 def run_experiment(
     cfg: ExperimentConfig, bundle: Bundle | None = None, progress: Callable[[str], None] | None = None
 ) -> ExperimentResult:
@@ -413,7 +421,9 @@ def run_experiment(
             path = out / "runs" / m.label / f"seed-{seed}.json"
             run_cfg = cfg.run_config(m, seed)
             wanted = json.loads(json.dumps(to_dict(run_cfg), default=str))  # as it reads back from JSON
-            if path.exists() and json.loads(path.read_text()).get("run_config") == wanted:
+            # Every model option with its default filled in, so a changed code default is a new run.
+            resolved = json.loads(json.dumps(asdict(config_from_dict(run_cfg.model.name, run_cfg.model.params)), default=str))
+            if path.exists() and _reusable(json.loads(path.read_text()), wanted, resolved):
                 stored = json.loads(path.read_text())
                 say(f"{m.label} seed {seed}: reusing {path}")
             else:
@@ -422,7 +432,7 @@ def run_experiment(
                 art = train(run_cfg, bundle)
                 secs = time.perf_counter() - t
                 res = evaluator.evaluate(art.model)
-                stored = {"run_config": wanted, "seconds": secs, "rows": res.table.to_dicts()}
+                stored = {"run_config": wanted, "model_options": resolved, "seconds": secs, "rows": res.table.to_dicts()}
                 write_json(path, stored)
                 say(f"{m.label} seed {seed}: {secs:.1f}s, test {cfg.metrics[0]} {res.metric(cfg.metrics[0]):.4f}")
             seconds.setdefault(m.label, []).append(float(stored["seconds"]))

@@ -93,6 +93,15 @@ def test_run_experiment_means_stds_and_report(tiny_bundle, tmp_path, monkeypatch
     again = run_experiment(cfg, bundle=tiny_bundle)
     assert again.summary().equals(res.summary())
 
+    # A run whose resolved options differ (a code default changed since) is not reused.
+    path = tmp_path / "exp" / "runs" / "mf-pooled" / "seed-0.json"
+    stored = json.loads(path.read_text())
+    assert stored["model_options"]["dim"] == 8 and "reg" in stored["model_options"]
+    stored["model_options"]["reg"] = -1.0
+    path.write_text(json.dumps(stored))
+    with pytest.raises(AssertionError, match="should not train again"):
+        run_experiment(cfg, bundle=tiny_bundle)
+
 
 def test_gain_and_best_single_by_hand(tmp_path):
     cfg = load_experiment(

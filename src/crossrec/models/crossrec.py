@@ -17,7 +17,17 @@ category c from the rest of the user's life.
 
 Item tower: ID embedding, plus a projected content vector where one is set (`set_content`, e.g.
 image vectors from the Bundle with `content=image`; text vectors come from the encoder module),
-plus a per-item bias. score(u, i) = <u_c, v_i> + b_i.
+plus a per-item bias. score(u, i) = <u_c, v_i> + b_i + N_c(u, i).
+
+N_c(u, i) (`neighbours` > 0) is the neighbourhood term of Koren's integrated model (KDD 2008):
+sum over the user's history items h (all categories) of w[c, cat(h)] * exp(r[c, slot(h)]) *
+cos(h, i), with cos the shrunk cosine of training co-occurrence, kept for each item's top-k
+neighbours (pooled, so an Arts item can vouch for an Office item). The weights are learned per
+(target, history) category pair and recency slot. The latent part needs several interactions per
+item before its vectors mean much; the neighbourhood term works from the first co-occurrence, which
+is what long-tail catalogues (most items seen a handful of times) have. In training a row's own pair
+is left out of the similarity (the target scored as if it were held out), so the model does not
+learn to trust a co-occurrence that the row itself created.
 
 Objective (per batch): sum_c w_c L_c + alpha * L_transfer + beta * L_adv + lambda * L2 where
 - L_c is the in-category loss of the rows of category c: sampled softmax, BPR, BCE over
@@ -40,7 +50,8 @@ loss weights).
 Reference: the design in docs/DESIGN.md ("The flagship model"); attention over a user's history as
 in DIN (Zhou et al., KDD 2018) and SASRec (Kang & McAuley, ICDM 2018); shared + domain-specific
 user parts as in DTCDR (Zhu et al., CIKM 2019) and CDRIB/DisenCDR-style contrastive alignment
-(Cao et al., SIGIR 2022); uncertainty weighting (Kendall, Gal & Cipolla, CVPR 2018).
+(Cao et al., SIGIR 2022); uncertainty weighting (Kendall, Gal & Cipolla, CVPR 2018); the
+neighbourhood term after Koren, "Factorization meets the neighborhood", KDD 2008.
 
 Example:
     >>> m = CrossRec(CrossRecConfig(dim=64), sizes); m.setup(bundle)   # doctest: +SKIP
@@ -54,12 +65,14 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from crossrec.models.base import Batch, Sizes, register
-from crossrec.models.history import history_matrix
+from crossrec.models.history import causal_history, history_index, history_matrix
+from crossrec.models.itemknn import top_k_per_row
 from crossrec.models.losses import l2_penalty, mse_loss
 
 
@@ -67,6 +80,7 @@ from crossrec.models.losses import l2_penalty, mse_loss
 class CrossRecConfig:
     dim: int = 64  # (int) embedding size of users, items and the encoder
     history_len: int = 25  # (int) most recent training items (all categories) the encoder reads
+    history: str = "all"  # (str) training rows read: all = the user's most recent items but the target | causal = only items before the row
     encoder: str = "attention"  # (str) attention | transformer | mean | none
     n_layers: int = 1  # (int) transformer blocks (encoder=transformer)
     n_heads: int = 2  # (int) transformer heads (encoder=transformer)
@@ -76,6 +90,7 @@ class CrossRecConfig:
     loss: str = "softmax"  # (str) in-category loss: softmax | bpr | bce | mse (explicit ratings)
     in_batch: bool = True  # (bool) softmax: the batch's other positives of the same category are negatives (logQ-corrected)
     mixed_negatives: bool = False  # (bool) softmax with in_batch: the sampled uniform negatives join them
+    full_softmax: bool = False  # (bool) softmax over every item of the row's category (exact, no sampling; O(B x n_items(c)))
     category_weights: str = "inverse_frequency"  # (str) w_c: uniform (every row) | inverse_frequency (every category) | learned
     alpha: float = 0.0  # (float) weight of L_transfer (contrastive alignment); 0 = off (measured: see docs/DESIGN.md)
     tau: float = 0.2  # (float) InfoNCE temperature of L_transfer
@@ -86,6 +101,8 @@ class CrossRecConfig:
     content: str = "none"  # (str) none | image: item content vectors taken from the Bundle in setup
     history_items: str = "separate"  # (str) separate: own embedding table for history items (FISM/SVD++) | shared: the item tower's
     history_init_std: float = 0.1  # (float) init std of the separate history item table
+    neighbours: int = 50  # (int) top-k co-occurrence neighbours per item for the neighbourhood term (Koren 2008); 0 = off
+    neighbour_shrink: float = 10.0  # (float) cosine shrinkage of the neighbourhood similarities (as ItemKNN)
 
 
 class _GradReverse(torch.autograd.Function):
@@ -118,6 +135,8 @@ class CrossRec(nn.Module):
             raise ValueError(
                 f"crossrec.category_weights={c.category_weights!r}; expected uniform, inverse_frequency or learned"
             )
+        if c.history not in ("all", "causal"):
+            raise ValueError(f"crossrec.history={c.history!r}; expected all or causal")
         if c.history_items not in ("separate", "shared"):
             raise ValueError(f"crossrec.history_items={c.history_items!r}; expected separate or shared")
         if c.content not in ("none", "image"):
@@ -126,6 +145,8 @@ class CrossRec(nn.Module):
             raise ValueError(f"crossrec.dim={c.dim} must be divisible by n_heads={c.n_heads}")
         if not 0.0 <= c.category_dropout < 1.0:
             raise ValueError("crossrec.category_dropout must be in [0, 1)")
+        if c.neighbours < 0:
+            raise ValueError("crossrec.neighbours must be >= 0")
         if c.history_len < 1:
             raise ValueError("crossrec.history_len must be >= 1")
         self.config = c
@@ -179,9 +200,22 @@ class CrossRec(nn.Module):
         self.cat_gate = nn.Parameter(torch.ones(n_cat, d))
         self.log_var = nn.Parameter(torch.zeros(n_cat)) if c.category_weights == "learned" else None
         self.global_bias = nn.Parameter(torch.zeros(()))  # mse: the mean rating
+        # ---- neighbourhood term: top-k co-occurrence neighbours of every item (setup), and learned
+        # weights per (target category, history item's category) and per (target category, recency slot)
+        k = c.neighbours
+        self.register_buffer("nbr_", torch.full((sizes.n_items + 1, k), pad, dtype=torch.int64))  # pad row/entries
+        self.register_buffer("nbr_co_", torch.zeros(sizes.n_items + 1, k))  # co-occurrence counts
+        self.register_buffer("item_users_", torch.zeros(sizes.n_items + 1))  # training users per item
+        self.register_buffer("train_keys_", torch.zeros(0, dtype=torch.int64), persistent=False)  # sorted u*n_items+i
+        if k:
+            self.nbr_weight = nn.Parameter(torch.ones(n_cat, n_cat + 1))
+            self.nbr_recency = nn.Parameter(torch.zeros(n_cat, c.history_len))
         # ---- data-derived buffers (setup)
         self.register_buffer("history_", torch.full((sizes.n_users, c.history_len), pad, dtype=torch.int64))
         self.register_buffer("cat_weight_", torch.ones(n_cat))
+        # history='causal': every training sequence, flat (training-only state, rebuilt by setup, not saved)
+        for name in ("seq_items_", "seq_starts_", "seq_keys_", "seq_positions_"):
+            self.register_buffer(name, torch.zeros(0, dtype=torch.int64), persistent=False)
         # logQ correction of the softmax: log training count of each item (+1), log rows and items per category
         self.register_buffer("log_count_", torch.zeros(sizes.n_items))
         self.register_buffer("log_cat_rows_", torch.zeros(n_cat))
@@ -189,8 +223,12 @@ class CrossRec(nn.Module):
         self.register_buffer("bias_ready_", torch.zeros((), dtype=torch.bool))
         item_cat = torch.tensor(list(sizes.item_category) + [n_cat], dtype=torch.int64)
         self.register_buffer("item_category_", item_cat, persistent=False)  # [n_items + 1], pad -> n_cat
+        local = torch.zeros(sizes.n_items, dtype=torch.int64)  # item's position within its category
         for k in range(n_cat):
-            self.register_buffer(f"index_{k}", torch.from_numpy(sizes.item_index(k)), persistent=False)
+            idx = torch.from_numpy(sizes.item_index(k))
+            self.register_buffer(f"index_{k}", idx, persistent=False)
+            local[idx] = torch.arange(len(idx))
+        self.register_buffer("local_index_", local, persistent=False)
 
     # ------------------------------------------------------------------ data-derived state
     def setup(self, bundle: Any, categories: Sequence[int] | None = None) -> None:
@@ -201,6 +239,10 @@ class CrossRec(nn.Module):
         """
         dev = self.history_.device
         self.history_ = history_matrix(bundle, self.config.history_len).to(dev)
+        if self.config.history == "causal":
+            index = history_index(bundle)
+            for key in ("items", "starts", "keys", "positions"):
+                setattr(self, f"seq_{key}_", index[key].to(dev))
         counts = np.bincount(
             bundle.split("train")["category"].to_numpy().astype(np.int64), minlength=self.sizes.n_categories
         ).astype(np.float64)
@@ -212,8 +254,76 @@ class CrossRec(nn.Module):
         item_counts = np.bincount(bundle.split("train")["item"].to_numpy().astype(np.int64), minlength=self.sizes.n_items)
         self.log_count_ = torch.from_numpy(np.log(item_counts + 1.0).astype(np.float32)).to(dev)
         self.log_cat_rows_ = torch.from_numpy(np.log(counts + 1.0).astype(np.float32)).to(dev)
+        if self.config.neighbours:
+            self._setup_neighbours(bundle)
         if self.config.content == "image" and getattr(bundle, "image_vectors", None) is not None:
             self.set_content(torch.from_numpy(bundle.image_vectors), torch.from_numpy(bundle.image_present))
+
+    def _setup_neighbours(self, bundle: Any) -> None:
+        """Top-k cosine neighbours (all categories) of every item over the training co-occurrence."""
+        train = bundle.split("train")
+        users = train["user"].to_numpy().astype(np.int64)
+        items = train["item"].to_numpy().astype(np.int64)
+        n_u, n_i, k = self.sizes.n_users, self.sizes.n_items, self.config.neighbours
+        x = sp.csr_matrix((np.ones(len(users), np.float32), (users, items)), shape=(n_u, n_i))
+        x.sum_duplicates()
+        x.data[:] = 1.0
+        xt = x.T.tocsr()
+        co = (xt @ x).tocsr().astype(np.float32)  # [n_items, n_items] users in common
+        co.setdiag(0.0)
+        co.eliminate_zeros()
+        n = np.asarray(x.sum(axis=0)).ravel().astype(np.float32)  # users per item
+        r = np.repeat(np.arange(n_i), np.diff(co.indptr))
+        sim = co.copy()
+        sim.data = co.data / (np.sqrt(n[r] * n[co.indices]) + self.config.neighbour_shrink + 1e-8)
+        top = top_k_per_row(sim, k)
+        rows = np.repeat(np.arange(n_i), np.diff(top.indptr))
+        rank = np.arange(len(rows)) - top.indptr[rows]
+        counts = np.rint(top.data * (np.sqrt(n[rows] * n[top.indices]) + self.config.neighbour_shrink + 1e-8))
+        nbr = np.full((n_i + 1, k), n_i, dtype=np.int64)
+        nbr_co = np.zeros((n_i + 1, k), dtype=np.float32)
+        nbr[rows, rank] = top.indices
+        nbr_co[rows, rank] = counts
+        dev = self.item_bias.device
+        self.nbr_ = torch.from_numpy(nbr).to(dev)
+        self.nbr_co_ = torch.from_numpy(nbr_co).to(dev)
+        self.item_users_ = torch.from_numpy(np.append(n, 0.0).astype(np.float32)).to(dev)
+        self.train_keys_ = torch.from_numpy(np.unique(users * n_i + items)).to(dev)
+
+    def _neighbour_scores(self, hist: Tensor, category: Tensor, users: Tensor, candidates: Tensor, leave_out: bool) -> Tensor:
+        """[B, M] neighbourhood scores of candidate items [M] (distinct) for history rows [B, L].
+
+        N(u, j) = sum_l w[c, cat(h_l)] * exp(r[c, l]) * cos(h_l, j) over the history items h_l whose
+        top-k neighbours include j (Koren, "Factorization meets the neighborhood", KDD 2008, with
+        fixed cosine similarities and learned weights per history category and recency slot).
+        leave_out (training): when (u, j) is a training pair, cos(h, j) is recomputed without it,
+        (co(h, j) - 1) / (sqrt(n_h (n_j - 1)) + shrink), as if j were the unseen held-out item.
+        """
+        n_i, shrink = self.sizes.n_items, self.config.neighbour_shrink
+        col_of = torch.full((n_i + 1,), -1, dtype=torch.int64, device=hist.device)
+        col_of[candidates] = torch.arange(len(candidates), device=hist.device)
+        nb = self.nbr_[hist]  # [B, L, k] (pad history rows have only pad neighbours)
+        col = col_of[nb]
+        r, l, k = torch.nonzero(col >= 0, as_tuple=True)
+        h, j = hist[r, l], nb[r, l, k]
+        co, n_h, n_j = self.nbr_co_[h, k], self.item_users_[h], self.item_users_[j]
+        if leave_out and len(self.train_keys_):
+            key = users[r] * n_i + j
+            at = torch.searchsorted(self.train_keys_, key).clamp_max(len(self.train_keys_) - 1)
+            mine = (self.train_keys_[at] == key).float()
+            co, n_j = co - mine, n_j - mine
+        sim = co / (torch.sqrt(n_h * n_j) + shrink + 1e-8)
+        c = category[r]
+        w = self.nbr_weight[c, self.item_category_[h]] * torch.exp(self.nbr_recency[c, l + self.config.history_len - hist.shape[1]])
+        out = torch.zeros(len(hist), len(candidates), device=hist.device)
+        return out.index_put((r, col[r, l, k]), w * sim, accumulate=True)
+
+    def _neighbours_at(self, hist: Tensor, category: Tensor, users: Tensor, items: Tensor) -> Tensor:
+        """Training-time neighbourhood scores (leave-one-out): items [M] -> [B, M] (every row scores the
+        same columns), items [B, n] -> [B, n] (each row its own)."""
+        uniq, inv = torch.unique(items, return_inverse=True)
+        n = self._neighbour_scores(hist, category, users, uniq, leave_out=True)
+        return n[:, inv] if items.dim() == 1 else n.gather(1, inv)
 
     def set_content(self, vectors: Tensor, present: Tensor | None = None) -> None:
         """Attach per-item content vectors [n_items, k] (rows in item-id order); absent rows are zero."""
@@ -314,6 +424,9 @@ class CrossRec(nn.Module):
     def score(self, users: Tensor, category: int) -> Tensor:
         idx = self._index(category)
         s = self.user_vectors(users, category) @ self._items(idx).T + self.item_bias[idx]  # [B, n_items(c)]
+        if self.config.neighbours:
+            cat = torch.full_like(users, category)
+            s = s + self._neighbour_scores(self.history_[users], cat, users, idx, leave_out=False)
         if self.config.loss == "mse":
             s = s + self.global_bias
         return s
@@ -326,7 +439,12 @@ class CrossRec(nn.Module):
         """[B] predicted ratings of aligned (user, item) pairs (meaningful with loss='mse')."""
         cat = self.item_category_[items]
         u = self._user(users, cat, self.history_[users] if self.use_history else None)
-        return (u * self._items(items)).sum(-1) + self.item_bias[items] + self.global_bias
+        pred = (u * self._items(items)).sum(-1) + self.item_bias[items] + self.global_bias
+        if self.config.neighbours:
+            uniq, inv = torch.unique(items, return_inverse=True)
+            n = self._neighbour_scores(self.history_[users], cat, users, uniq, leave_out=False)
+            pred = pred + n.gather(1, inv.unsqueeze(1)).squeeze(1)
+        return pred
 
     # ------------------------------------------------------------------ objective
     def _row_losses(self, pos: Tensor, neg: Tensor) -> Tensor:
@@ -339,7 +457,7 @@ class CrossRec(nn.Module):
         logits = torch.cat([pos.unsqueeze(1), neg], dim=1)
         return -F.log_softmax(logits, dim=1)[:, 0]
 
-    def _mixed_softmax(self, u: Tensor, p: Tensor, batch: Batch) -> Tensor:
+    def _mixed_softmax(self, u: Tensor, p: Tensor, batch: Batch, hist: Tensor | None = None) -> Tensor:
         """[B] softmax loss of each positive against the batch's other positives of the same category
         and the row's uniformly sampled negatives (mixed negative sampling, Yang et al., WWW 2020).
 
@@ -353,6 +471,8 @@ class CrossRec(nn.Module):
         rows_per_cat = torch.bincount(cat, minlength=n_cat).clamp_min(1).float()
         row_log = rows_per_cat.log()[cat] - self.log_cat_rows_[cat]  # [B]: log(B_c / N_c)
         logits = u @ p.T + (self.item_bias[items] - self.log_count_[items]).unsqueeze(0) - row_log.unsqueeze(1)
+        if hist is not None:
+            logits = logits + self._neighbours_at(hist, cat, batch.users, items)
         same_cat = cat.unsqueeze(1) == cat.unsqueeze(0)
         dup = items.unsqueeze(1) == items.unsqueeze(0)  # the row's own positive, wherever it repeats
         eye = torch.eye(len(items), dtype=torch.bool, device=items.device)
@@ -362,11 +482,26 @@ class CrossRec(nn.Module):
             neg_items = batch.neg_items
             n = self._items(neg_items)  # [B, n_neg, d]
             neg = (u.unsqueeze(1) * n).sum(-1) + self.item_bias[neg_items]
+            if hist is not None:
+                neg = neg + self._neighbours_at(hist, cat, batch.users, neg_items)
             neg = neg - (math.log(neg_items.shape[1]) - self.log_cat_items_[cat]).unsqueeze(1)
             neg = neg.masked_fill(neg_items == items.unsqueeze(1), float("-inf"))
             parts.append(neg)
         full = torch.cat(parts, dim=1)
         return torch.logsumexp(full, dim=1) - torch.diagonal(logits)
+
+    def _full_softmax(self, u: Tensor, batch: Batch, hist: Tensor | None = None) -> Tensor:
+        """[B] exact softmax loss of each positive against every item of its category."""
+        items, cat = batch.pos_items, batch.category
+        out = torch.zeros(len(items), device=u.device)
+        for k in torch.unique(cat).tolist():
+            rows = torch.nonzero(cat == k).squeeze(1)
+            idx = self._index(int(k))
+            logits = u[rows] @ self._items(idx).T + self.item_bias[idx]  # [B_k, n_items(k)]
+            if hist is not None:
+                logits = logits + self._neighbour_scores(hist[rows], cat[rows], batch.users[rows], idx, leave_out=True)
+            out = out.index_put((rows,), F.cross_entropy(logits, self.local_index_[items[rows]], reduction="none"))
+        return out
 
     def _weighted(self, row_loss: Tensor, category: Tensor) -> Tensor:
         """sum_c w_c L_c from per-row losses."""
@@ -383,21 +518,34 @@ class CrossRec(nn.Module):
         s = self.log_var[present]  # type: ignore[index]
         return (torch.exp(-s) * per_cat + s).sum() / max(int(present.sum()), 1)
 
+    def _training_history(self, users: Tensor, pos_items: Tensor, cat: Tensor) -> tuple[Tensor, Tensor | None]:
+        """[B, L] the history a training row reads (never its target; dropout and category dropout in
+        training mode) and [B] which rows had their in-category history hidden (or None)."""
+        c = self.config
+        hide = None
+        if c.history == "causal" and self.training and len(self.seq_starts_):
+            index = {"items": self.seq_items_, "starts": self.seq_starts_, "keys": self.seq_keys_, "positions": self.seq_positions_}
+            hist = causal_history(index, users, pos_items, c.history_len, self.pad, self.sizes.n_items)
+        else:
+            hist = self.history_[users].clone()  # [B, L]
+        hist[hist == pos_items.unsqueeze(1)] = self.pad  # never read the target itself
+        if self.training and c.dropout > 0:  # drop whole history items
+            hist[torch.rand(hist.shape, device=hist.device) < c.dropout] = self.pad
+        if self.training and c.category_dropout > 0:
+            hide = torch.rand(len(users), device=users.device) < c.category_dropout
+            in_cat = self.item_category_[hist] == cat.unsqueeze(1)
+            hist[in_cat & hide.unsqueeze(1)] = self.pad
+        return hist, hide
+
     def loss(self, batch: Batch) -> Tensor:
         c = self.config
         users, cat = batch.users, batch.category
         hist = hide = None
-        if self.use_history:
-            hist = self.history_[users].clone()  # [B, L]
-            hist[hist == batch.pos_items.unsqueeze(1)] = self.pad  # never read the target itself
-            if self.training and c.dropout > 0:  # drop whole history items
-                hist[torch.rand(hist.shape, device=hist.device) < c.dropout] = self.pad
-            if self.training and c.category_dropout > 0:
-                hide = torch.rand(len(users), device=users.device) < c.category_dropout
-                in_cat = self.item_category_[hist] == cat.unsqueeze(1)
-                hist[in_cat & hide.unsqueeze(1)] = self.pad
-        u = self._user(users, cat, hist, hide)  # [B, d]
+        if self.use_history or c.neighbours:
+            hist, hide = self._training_history(users, batch.pos_items, cat)
+        u = self._user(users, cat, hist if self.use_history else None, hide)  # [B, d]
         p = self._items(batch.pos_items)  # [B, d]
+        nhist = hist if c.neighbours else None  # the neighbourhood term reads the same history
         reg = l2_penalty(u, p)
         if c.loss == "mse":
             if batch.ratings is None:
@@ -409,17 +557,24 @@ class CrossRec(nn.Module):
                         self.global_bias.fill_(float(rated.mean()))
                         self.bias_ready_.fill_(True)
             pred = (u * p).sum(-1) + self.item_bias[batch.pos_items] + self.global_bias
+            if nhist is not None:
+                pred = pred + self._neighbours_at(nhist, cat, users, batch.pos_items.unsqueeze(1)).squeeze(1)
             ok = torch.isfinite(batch.ratings)
             row = torch.zeros_like(pred)
             row[ok] = (pred[ok] - batch.ratings[ok]) ** 2
             main = self._weighted(row, cat) if bool(ok.any()) else mse_loss(pred, batch.ratings)
         else:
-            if c.loss == "softmax" and c.in_batch:
-                main = self._weighted(self._mixed_softmax(u, p, batch), cat)
+            if c.loss == "softmax" and c.full_softmax:
+                main = self._weighted(self._full_softmax(u, batch, nhist), cat)
+            elif c.loss == "softmax" and c.in_batch:
+                main = self._weighted(self._mixed_softmax(u, p, batch, nhist), cat)
             else:
                 n = self._items(batch.neg_items)  # [B, n_neg, d]
                 pos = (u * p).sum(-1) + self.item_bias[batch.pos_items]
                 neg = (u.unsqueeze(1) * n).sum(-1) + self.item_bias[batch.neg_items]
+                if nhist is not None:
+                    pos = pos + self._neighbours_at(nhist, cat, users, batch.pos_items.unsqueeze(1)).squeeze(1)
+                    neg = neg + self._neighbours_at(nhist, cat, users, batch.neg_items)
                 main = self._weighted(self._row_losses(pos, neg), cat)
                 reg = reg + l2_penalty(n)
         total = main + c.reg * reg

@@ -56,3 +56,44 @@ def history_matrix(
     keep = from_end < max_len
     out[users[keep], max_len - 1 - from_end[keep]] = items[keep]
     return torch.from_numpy(out)
+
+
+def history_index(bundle: Any, split: str | tuple[str, ...] = "train") -> dict[str, Tensor]:
+    """Every user's whole chronological sequence, flat, for histories that end *before* a given row.
+
+    Returns `items` [N] (all rows of `split`, sorted by user then order), `starts` [n_users + 1]
+    (user u's rows are items[starts[u]:starts[u+1]]) and `keys` [N] / `positions` [N]: the sorted
+    `user * n_items + item` keys with the position in `items` of each pair's first occurrence.
+    """
+    rows = bundle.split(split).select("user", "item", "order").with_row_index("_row").sort("user", "order", "_row")
+    users = rows["user"].to_numpy().astype(np.int64)
+    items = rows["item"].to_numpy().astype(np.int64)
+    n_users, n_items = int(bundle.n_users), int(bundle.n_items)
+    starts = np.zeros(n_users + 1, dtype=np.int64)
+    np.cumsum(np.bincount(users, minlength=n_users), out=starts[1:])
+    keys = users * n_items + items
+    order = np.argsort(keys, kind="stable")  # first occurrence of a repeated pair comes first
+    return {
+        "items": torch.from_numpy(items),
+        "starts": torch.from_numpy(starts),
+        "keys": torch.from_numpy(keys[order]),
+        "positions": torch.from_numpy(order.astype(np.int64)),
+    }
+
+
+def causal_history(index: dict[str, Tensor], users: Tensor, items: Tensor, max_len: int, pad: int, n_items: int) -> Tensor:
+    """[B, max_len] the items each (user, item) row's user had *before* that row, most recent last.
+
+    Rows whose pair is not in the index (not a training row) get the user's whole sequence.
+    """
+    keys = users * n_items + items
+    at = torch.searchsorted(index["keys"], keys).clamp_max(len(index["keys"]) - 1)
+    found = index["keys"][at] == keys
+    start, end = index["starts"][users], index["starts"][users + 1]
+    stop = torch.where(found, index["positions"][at], end)  # exclusive end of the history
+    pos = stop.unsqueeze(1) - max_len + torch.arange(max_len, device=users.device).unsqueeze(0)  # [B, L]
+    ok = pos >= start.unsqueeze(1)
+    seq = index["items"]
+    if len(seq) == 0:
+        return torch.full((len(users), max_len), pad, dtype=torch.int64, device=users.device)
+    return torch.where(ok, seq[pos.clamp(0, len(seq) - 1)], torch.full_like(pos, pad))

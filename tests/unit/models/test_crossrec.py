@@ -109,6 +109,9 @@ def test_new_to_category_users_are_served_from_other_categories(tiny_bundle):
         {"loss": "bce", "category_weights": "learned"},
         {"adversarial": 0.5},
         {"user_embedding": False, "category_user": False},
+        {"neighbours": 10, "encoder": "none", "loss": "bpr"},
+        {"neighbours": 10, "full_softmax": True, "history": "causal"},
+        {"neighbours": 10, "mixed_negatives": True},
     ],
 )
 def test_options_train_and_score(tiny_bundle, params):
@@ -252,3 +255,90 @@ def test_mixed_softmax_matches_a_per_row_reference(tiny_bundle, mixed):
             logits = (v @ u[r]).numpy() + model.item_bias[torch.tensor(cands)].numpy() - np.array(corr)
         expected = np.log(np.exp(logits - logits.max()).sum()) + logits.max() - logits[pos_logit_index]
         assert float(got[r]) == pytest.approx(expected, rel=1e-4, abs=1e-4)
+
+
+def test_full_softmax_matches_a_per_row_reference(tiny_bundle):
+    model = make(tiny_bundle, full_softmax=True)
+    batch = first_batch(tiny_bundle, size=64)
+    with torch.no_grad():
+        model.item_bias.normal_()
+        u = torch.randn(len(batch), 16)
+        got = model._full_softmax(u, batch)
+        for r in range(len(batch)):
+            c, item = int(batch.category[r]), int(batch.pos_items[r])
+            idx = torch.from_numpy(np.flatnonzero(tiny_bundle.item_category == c))
+            logits = model._items(idx) @ u[r] + model.item_bias[idx]
+            expected = torch.logsumexp(logits, 0) - logits[(idx == item).nonzero()[0, 0]]
+            assert float(got[r]) == pytest.approx(float(expected), rel=1e-4, abs=1e-4)
+    model.train()
+    loss = model.loss(batch)
+    loss.backward()
+    assert torch.isfinite(loss) and model.item_bias.grad.abs().sum() > 0
+
+
+def test_causal_history_reads_only_earlier_items(tiny_bundle):
+    model = make(tiny_bundle, history="causal", dropout=0.0, category_dropout=0.0, history_len=1000)
+    batch = first_batch(tiny_bundle)
+    hist, _ = captured_histories(model, batch)[0]
+    train = tiny_bundle.split("train").with_row_index("_row").sort("user", "order", "_row")
+    for r in range(0, len(batch), 37):
+        u, item = int(batch.users[r]), int(batch.pos_items[r])
+        seq = train.filter(train["user"] == u)["item"].to_list()
+        expected = seq[: seq.index(item)]
+        got = hist[r][hist[r] != tiny_bundle.n_items].tolist()
+        assert got == [i for i in expected if i != item]
+    # Serving reads the whole training history, as with history='all'.
+    assert torch.equal(model.history_, make(tiny_bundle, history_len=1000).history_)
+
+
+def _train_matrix(bundle):
+    train = bundle.split("train")
+    x = np.zeros((bundle.n_users, bundle.n_items), dtype=np.float64)
+    x[train["user"].to_numpy(), train["item"].to_numpy()] = 1.0
+    return x
+
+
+def _cosine(x, shrink):
+    co = x.T @ x
+    np.fill_diagonal(co, 0.0)
+    n = x.sum(0)
+    return co / (np.sqrt(np.outer(n, n)) + shrink)
+
+
+def test_neighbourhood_term_at_init_is_itemknn_over_the_history(tiny_bundle):
+    """Untrained weights (1 per history category, recency 0): the term is pooled ItemKNN's score."""
+    from crossrec.models.itemknn import ItemKNN, ItemKNNConfig
+
+    model = make(tiny_bundle, neighbours=20, history_len=1000, encoder="none", user_embedding=False, category_user=False)
+    knn = ItemKNN(ItemKNNConfig(k=20, shrink=10.0), Sizes.from_bundle(tiny_bundle))
+    knn.fit(tiny_bundle)
+    users = torch.arange(tiny_bundle.n_users)
+    with torch.no_grad():
+        for c in range(tiny_bundle.n_categories):
+            idx = model._index(c)
+            got = model._neighbour_scores(model.history_[users], torch.full_like(users, c), users, idx, leave_out=False)
+            np.testing.assert_allclose(got.numpy(), knn.score(users, c).numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_neighbourhood_training_scores_leave_the_pair_out(tiny_bundle):
+    """Training rows see cos(h, j) as if (u, j) were held out: computed here by deleting the pair."""
+    n_i = tiny_bundle.n_items
+    model = make(tiny_bundle, neighbours=n_i, history_len=1000, dropout=0.0, category_dropout=0.0)
+    x = _train_matrix(tiny_bundle)
+    batch = first_batch(tiny_bundle, size=32)
+    cand = torch.unique(torch.cat([batch.pos_items, batch.neg_items.flatten()]))
+    hist, _ = model._training_history(batch.users, batch.pos_items, batch.category)
+    with torch.no_grad():
+        model.nbr_weight.uniform_(0.5, 2.0)
+        got = model._neighbour_scores(hist, batch.category, batch.users, cand, leave_out=True).numpy()
+    w = model.nbr_weight.detach().numpy()
+    item_cat = tiny_bundle.item_category
+    for r in range(0, len(batch), 5):
+        u, c = int(batch.users[r]), int(batch.category[r])
+        h = hist[r][hist[r] != n_i].numpy()
+        for m, j in enumerate(cand.tolist()):
+            xu = x.copy()
+            xu[u, j] = 0.0  # hold the pair out (a no-op when it is not a training pair)
+            sim = _cosine(xu, 10.0)
+            expected = sum(w[c, item_cat[hh]] * sim[hh, j] for hh in h)
+            assert got[r, m] == pytest.approx(expected, rel=1e-4, abs=1e-5), (r, j)
