@@ -73,7 +73,8 @@ def main() -> None:
     d = args.dim
     runs = {
         "BPR-MF (mf)": ("mf", {"dim": d}),
-        "crossrec, attention encoder (default)": ("crossrec", {"dim": d}),
+        "crossrec, default (attention encoder + neighbourhood term, k=50)": ("crossrec", {"dim": d}),
+        "crossrec, without the neighbourhood term (neighbours=0)": ("crossrec", {"dim": d, "neighbours": 0}),
         "crossrec, attention, with L_transfer (alpha=0.1)": ("crossrec", {"dim": d, "alpha": 0.1}),
         "crossrec, transformer encoder (1 block)": ("crossrec", {"dim": d, "encoder": "transformer"}),
     }
