@@ -87,7 +87,7 @@ def main() -> None:
     md = [
         "# Flagship epoch vs BPR-MF epoch (CPU)\n",
         f"Data: {data}, {bundle.n_users:,} users, {bundle.n_items:,} items, {n:,} training interactions; "
-        f"batch {args.batch_size}, {args.negatives} negatives, dim {d}, {torch.get_num_threads()} torch threads; "
+        f"batch {args.batch_size}, {args.negatives} negatives, dim {d}, {torch.get_num_threads()} torch thread(s); "
         f"best of {args.repeats} epochs, no validation.\n",
         "| model | seconds / epoch | interactions/s | x BPR-MF |",
         "|---|---:|---:|---:|",
