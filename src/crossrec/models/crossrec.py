@@ -103,6 +103,7 @@ class CrossRecConfig:
     history_init_std: float = 0.1  # (float) init std of the separate history item table
     neighbours: int = 50  # (int) top-k co-occurrence neighbours per item for the neighbourhood term (Koren 2008); 0 = off
     neighbour_shrink: float = 10.0  # (float) cosine shrinkage of the neighbourhood similarities (as ItemKNN)
+    neighbour_leave_out: bool = True  # (bool) training rows score their own pair as held out (off: ablation only)
 
 
 class _GradReverse(torch.autograd.Function):
@@ -322,7 +323,7 @@ class CrossRec(nn.Module):
         """Training-time neighbourhood scores (leave-one-out): items [M] -> [B, M] (every row scores the
         same columns), items [B, n] -> [B, n] (each row its own)."""
         uniq, inv = torch.unique(items, return_inverse=True)
-        n = self._neighbour_scores(hist, category, users, uniq, leave_out=True)
+        n = self._neighbour_scores(hist, category, users, uniq, leave_out=self.config.neighbour_leave_out)
         return n[:, inv] if items.dim() == 1 else n.gather(1, inv)
 
     def set_content(self, vectors: Tensor, present: Tensor | None = None) -> None:
@@ -499,7 +500,9 @@ class CrossRec(nn.Module):
             idx = self._index(int(k))
             logits = u[rows] @ self._items(idx).T + self.item_bias[idx]  # [B_k, n_items(k)]
             if hist is not None:
-                logits = logits + self._neighbour_scores(hist[rows], cat[rows], batch.users[rows], idx, leave_out=True)
+                logits = logits + self._neighbour_scores(
+                    hist[rows], cat[rows], batch.users[rows], idx, leave_out=self.config.neighbour_leave_out
+                )
             out = out.index_put((rows,), F.cross_entropy(logits, self.local_index_[items[rows]], reduction="none"))
         return out
 

@@ -112,6 +112,8 @@ def test_new_to_category_users_are_served_from_other_categories(tiny_bundle):
         {"neighbours": 10, "encoder": "none", "loss": "bpr"},
         {"neighbours": 10, "full_softmax": True, "history": "causal"},
         {"neighbours": 10, "mixed_negatives": True},
+        {"neighbours": 10, "neighbour_leave_out": False},
+        {"neighbours": 0},
     ],
 )
 def test_options_train_and_score(tiny_bundle, params):
