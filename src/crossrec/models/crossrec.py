@@ -314,10 +314,14 @@ class CrossRec(nn.Module):
             mine = (self.train_keys_[at] == key).float()
             co, n_j = co - mine, n_j - mine
         sim = co / (torch.sqrt(n_h * n_j) + shrink + 1e-8)
-        c = category[r]
-        w = self.nbr_weight[c, self.item_category_[h]] * torch.exp(self.nbr_recency[c, l + self.config.history_len - hist.shape[1]])
-        out = torch.zeros(len(hist), len(candidates), device=hist.device)
-        return out.index_put((r, col[r, l, k]), w * sim, accumulate=True)
+        # Per-entry weights by embedding lookups and the sum by index_add: both have deterministic
+        # backward passes on CPU (advanced-indexing backward accumulates in a thread-dependent order).
+        c, n_cat, hl = category[r], self.sizes.n_categories, self.config.history_len
+        w = F.embedding(c * (n_cat + 1) + self.item_category_[h], self.nbr_weight.view(-1, 1)).squeeze(1)
+        w = w * torch.exp(F.embedding(c * hl + l + hl - hist.shape[1], self.nbr_recency.view(-1, 1)).squeeze(1))
+        m = len(candidates)
+        out = torch.zeros(len(hist) * m, device=hist.device).index_add(0, r * m + col[r, l, k], w * sim)
+        return out.view(len(hist), m)
 
     def _neighbours_at(self, hist: Tensor, category: Tensor, users: Tensor, items: Tensor) -> Tensor:
         """Training-time neighbourhood scores (leave-one-out): items [M] -> [B, M] (every row scores the
