@@ -65,14 +65,13 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
-import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from crossrec.models.base import Batch, Sizes, register
 from crossrec.models.history import causal_history, history_index, history_matrix
-from crossrec.models.itemknn import top_k_per_row
+from crossrec.models.itemknn import binary_matrix, cosine_top_k
 from crossrec.models.losses import l2_penalty, mse_loss
 
 
@@ -265,22 +264,12 @@ class CrossRec(nn.Module):
         train = bundle.split("train")
         users = train["user"].to_numpy().astype(np.int64)
         items = train["item"].to_numpy().astype(np.int64)
-        n_u, n_i, k = self.sizes.n_users, self.sizes.n_items, self.config.neighbours
-        x = sp.csr_matrix((np.ones(len(users), np.float32), (users, items)), shape=(n_u, n_i))
-        x.sum_duplicates()
-        x.data[:] = 1.0
-        xt = x.T.tocsr()
-        co = (xt @ x).tocsr().astype(np.float32)  # [n_items, n_items] users in common
-        co.setdiag(0.0)
-        co.eliminate_zeros()
-        n = np.asarray(x.sum(axis=0)).ravel().astype(np.float32)  # users per item
-        r = np.repeat(np.arange(n_i), np.diff(co.indptr))
-        sim = co.copy()
-        sim.data = co.data / (np.sqrt(n[r] * n[co.indices]) + self.config.neighbour_shrink + 1e-8)
-        top = top_k_per_row(sim, k)
+        n_i, k, shrink = self.sizes.n_items, self.config.neighbours, self.config.neighbour_shrink
+        top, norms = cosine_top_k(binary_matrix(users, items, self.sizes.n_users, n_i), k, shrink)
+        n = np.rint(norms**2)  # users per item
         rows = np.repeat(np.arange(n_i), np.diff(top.indptr))
         rank = np.arange(len(rows)) - top.indptr[rows]
-        counts = np.rint(top.data * (np.sqrt(n[rows] * n[top.indices]) + self.config.neighbour_shrink + 1e-8))
+        counts = np.rint(top.data * (norms[rows] * norms[top.indices] + shrink + 1e-8))  # users in common
         nbr = np.full((n_i + 1, k), n_i, dtype=np.int64)
         nbr_co = np.zeros((n_i + 1, k), dtype=np.float32)
         nbr[rows, rank] = top.indices

@@ -45,6 +45,37 @@ def top_k_per_row(mat: sp.csr_matrix, k: int) -> sp.csr_matrix:
     return out
 
 
+def binary_matrix(users: np.ndarray, items: np.ndarray, n_users: int, n_items: int) -> sp.csr_matrix:
+    """[n_users, n_items] CSR with 1 where the user has the item (repeats count once)."""
+    x = sp.csr_matrix((np.ones(len(users), np.float32), (users, items)), shape=(n_users, n_items))
+    x.sum_duplicates()
+    x.data[:] = 1.0
+    return x
+
+
+def cosine_top_k(
+    x: sp.csr_matrix, k: int, shrink: float, normalize_user: bool = False
+) -> tuple[sp.csr_matrix, np.ndarray]:
+    """Item-item shrunk cosine of the columns of x, top k per item: (sim [n_items, n_items], norms [n_items]).
+
+    sim(a, b) = <x_a, x_b> / (|x_a| |x_b| + shrink), diagonal excluded. With normalize_user each
+    user's row is weighted by 1 / sqrt(history length) first. On a binary x (not normalised),
+    norms**2 is the number of users per item and <x_a, x_b> the number of users they share.
+    """
+    xw = x
+    if normalize_user:
+        length = np.asarray(x.sum(axis=1)).ravel()
+        xw = sp.diags(1.0 / np.sqrt(np.maximum(length, 1.0))).dot(x).tocsr()
+    xt = xw.T.tocsr()
+    co = (xt @ xt.T).tocsr().astype(np.float32)  # [n_items, n_items] co-occurrence
+    co.setdiag(0.0)
+    co.eliminate_zeros()
+    norms = np.sqrt(np.asarray(xt.multiply(xt).sum(axis=1)).ravel()).astype(np.float32)
+    r = np.repeat(np.arange(x.shape[1]), np.diff(co.indptr))
+    co.data = co.data / (norms[r] * norms[co.indices] + shrink + 1e-8)
+    return top_k_per_row(co, k), norms
+
+
 @register("itemknn", ItemKNNConfig, paper="Sarwar et al., WWW 2001")
 class ItemKNN(nn.Module):
     """Item-based k-nearest-neighbour recommender (cosine)."""
@@ -70,22 +101,8 @@ class ItemKNN(nn.Module):
             rows = rows.filter(rows["category"].is_in(list(categories)))
         users = rows["user"].to_numpy().astype(np.int64)
         items = rows["item"].to_numpy().astype(np.int64)
-        n_u, n_i = self.sizes.n_users, self.sizes.n_items
-        x = sp.csr_matrix((np.ones(len(users), np.float32), (users, items)), shape=(n_u, n_i))
-        x.sum_duplicates()
-        x.data[:] = 1.0
-        xw = x
-        if self.config.normalize_user:
-            length = np.asarray(x.sum(axis=1)).ravel()
-            xw = sp.diags(1.0 / np.sqrt(np.maximum(length, 1.0))).dot(x).tocsr()
-        xt = xw.T.tocsr()
-        co = (xt @ xt.T).tocsr().astype(np.float32)  # [n_items, n_items] co-occurrence
-        co.setdiag(0.0)
-        co.eliminate_zeros()
-        norms = np.sqrt(np.asarray(xt.multiply(xt).sum(axis=1)).ravel()).astype(np.float32)
-        r = np.repeat(np.arange(n_i), np.diff(co.indptr))
-        co.data = co.data / (norms[r] * norms[co.indices] + self.config.shrink + 1e-8)
-        sim = top_k_per_row(co, self.config.k)
+        x = binary_matrix(users, items, self.sizes.n_users, self.sizes.n_items)
+        sim, _ = cosine_top_k(x, self.config.k, self.config.shrink, self.config.normalize_user)
         self._store("sim", sim)
         self._store("hist", x)
 
