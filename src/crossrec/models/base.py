@@ -170,6 +170,18 @@ class BiasedDotProduct:
             v = torch.cat([v, self.item_bias[idx].unsqueeze(1)], dim=1)  # type: ignore[attr-defined]
         return v
 
+    def pair_scores(self, u: Tensor, batch: Batch) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Scores of user vectors u [B, d] against the batch's positives [B] and negatives [B, n_neg],
+        with the embeddings p [B, d] and n [B, n_neg, d] they used (for the L2 term)."""
+        p = self.item_emb(batch.pos_items)  # type: ignore[attr-defined]
+        n = self.item_emb(batch.neg_items)  # type: ignore[attr-defined]
+        pos = (u * p).sum(-1)
+        neg = (u.unsqueeze(1) * n).sum(-1)
+        if self.item_bias is not None:  # type: ignore[attr-defined]
+            pos = pos + self.item_bias[batch.pos_items]  # type: ignore[attr-defined]
+            neg = neg + self.item_bias[batch.neg_items]  # type: ignore[attr-defined]
+        return pos, neg, p, n
+
     def score(self, users: Tensor, category: int) -> Tensor:
         idx = self._index(category)  # type: ignore[attr-defined]
         s = self._users(users, category) @ self.item_emb.weight[idx].T  # type: ignore[attr-defined]

@@ -123,14 +123,7 @@ class CMF(BiasedDotProduct, nn.Module):
         return u
 
     def loss(self, batch: Batch) -> Tensor:
-        u = self._users(batch.users, batch.category)  # [B, d]
-        p = self.item_emb(batch.pos_items)  # [B, d]
-        n = self.item_emb(batch.neg_items)  # [B, n_neg, d]
-        pos = (u * p).sum(-1)  # [B]
-        neg = (u.unsqueeze(1) * n).sum(-1)  # [B, n_neg]
-        if self.item_bias is not None:
-            pos = pos + self.item_bias[batch.pos_items]
-            neg = neg + self.item_bias[batch.neg_items]
+        pos, neg, p, n = self.pair_scores(self._users(batch.users, batch.category), batch)
         c = self.config
         if c.weights == "uniform":
             fit = pair_loss(c.loss, pos, neg)

@@ -154,12 +154,5 @@ class DTCDR(BiasedDotProduct, nn.Module):
 
     def loss(self, batch: Batch) -> Tensor:
         e = self._user_embeddings(batch.users)  # [B, N, d]
-        u = self._towers(self._combine(e), batch.category)  # [B, d]
-        p = self.item_emb(batch.pos_items)  # [B, d]
-        n = self.item_emb(batch.neg_items)  # [B, n_neg, d]
-        pos = (u * p).sum(-1)  # [B]
-        neg = (u.unsqueeze(1) * n).sum(-1)  # [B, n_neg]
-        if self.item_bias is not None:
-            pos = pos + self.item_bias[batch.pos_items]
-            neg = neg + self.item_bias[batch.neg_items]
+        pos, neg, p, n = self.pair_scores(self._towers(self._combine(e), batch.category), batch)
         return pair_loss(self.config.loss, pos, neg) + self.config.reg * l2_penalty(e, p, n)
