@@ -5,13 +5,20 @@ Every command takes an optional YAML preset and dotted overrides after it:
     crossrec train configs/quickstart.yaml --train.lr=3e-4 --model.dim=128
 
 Unknown keys and wrongly typed values are errors.
+
+Every failure is one line on stderr, `error: <what, where, what was expected>`, never a traceback:
+exit code 2 for bad input (data, config, paths, damaged files), 1 for an internal error, 130 when
+interrupted. `CROSSREC_DEBUG=1` prints the traceback as well.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import os
 import sys
+import traceback
 from pathlib import Path
 from typing import Optional
 
@@ -37,12 +44,55 @@ def _config(path: Optional[Path], ctx: typer.Context):
     return cfg
 
 
-def _fail(err: Exception) -> None:
-    msg = err.args[0] if isinstance(err, KeyError) and err.args else err  # str(KeyError) adds quotes
+err_console = Console(stderr=True, soft_wrap=True)
+
+
+def _message(err: BaseException) -> str:
+    """The user-facing text of an error: KeyError without its quotes, OSError with its path."""
+    if isinstance(err, KeyError) and err.args:
+        return str(err.args[0])
+    if isinstance(err, OSError) and err.strerror:
+        where = f"{err.filename}: " if err.filename else ""
+        return f"{where}{err.strerror.lower()}"
+    return str(err)
+
+
+def _fail(err: BaseException, code: int = 2) -> None:
     from rich.markup import escape
 
-    console.print(f"[bold red]error:[/] {escape(str(msg))}", highlight=False)  # brackets stay literal
-    raise typer.Exit(code=2)
+    if os.environ.get("CROSSREC_DEBUG"):
+        traceback.print_exception(err, file=sys.stderr)
+    text = _message(err) if code == 2 else (
+        f"internal error ({type(err).__name__}: {_message(err)}); please report it. "
+        "CROSSREC_DEBUG=1 shows the traceback"
+    )
+    err_console.print(f"[bold red]error:[/] {escape(text)}", highlight=False)  # brackets stay literal
+    raise typer.Exit(code=code)
+
+
+# Bad input: data, config, paths, damaged files (ValueError covers DataError, ConfigError,
+# OutputError, CorruptFileError, ProvenanceError); a diverging loss is an ArithmeticError.
+USER_ERRORS = (ValueError, KeyError, OSError, ArithmeticError)
+
+
+def _guard(fn):
+    """Turn every exception a command raises into `error: ...` and an exit code (see the module doc)."""
+
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (typer.Exit, typer.Abort, SystemExit):
+            raise
+        except KeyboardInterrupt:
+            err_console.print("[bold red]error:[/] interrupted", highlight=False)
+            raise typer.Exit(code=130) from None
+        except USER_ERRORS as e:
+            _fail(e)
+        except Exception as e:  # a bug: still one line, with the type for the report
+            _fail(e, code=1)
+
+    return run
 
 
 @app.callback()
@@ -53,22 +103,19 @@ def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log per-ep
 
 
 @app.command(context_settings=OVERRIDES)
+@_guard
 def prepare(ctx: typer.Context, config: Optional[Path] = CONFIG_ARG) -> None:
     """Read raw data, filter, split, and write the Bundle to data.bundle."""
-    from crossrec.data.schema import DataError
     from crossrec.pipeline import prepare_data
-    from crossrec.typed import ConfigError
 
-    try:
-        cfg = _config(config, ctx)
-        bundle = prepare_data(cfg)
-    except (DataError, ConfigError, ValueError, KeyError, FileNotFoundError) as e:
-        _fail(e)
+    cfg = _config(config, ctx)
+    bundle = prepare_data(cfg)
     console.print(f"prepared {bundle.n_users} users, {bundle.n_items} items -> {bundle.root}")
     console.print(json.dumps(bundle.manifest["counts"], indent=2))
 
 
 @app.command(context_settings=OVERRIDES)
+@_guard
 def train(
     ctx: typer.Context,
     config: Optional[Path] = CONFIG_ARG,
@@ -76,18 +123,15 @@ def train(
 ) -> None:
     """Train model.name (single or pooled) on the prepared Bundle; write the artifact to `out`."""
     from crossrec.pipeline import train as run_train
-    from crossrec.typed import ConfigError
 
-    try:
-        cfg = _config(config, ctx)
-        art = run_train(cfg, resume=resume)
-    except (ConfigError, ValueError, KeyError, FileNotFoundError) as e:
-        _fail(e)
+    cfg = _config(config, ctx)
+    art = run_train(cfg, resume=resume)
     console.print(f"trained {art.name} ({art.mode}) -> {art.root}")
     console.print(json.dumps(art.meta["train_result"], default=str)[:2000])
 
 
 @app.command(context_settings=OVERRIDES)
+@_guard
 def evaluate(
     ctx: typer.Context,
     config: Optional[Path] = CONFIG_ARG,
@@ -98,19 +142,16 @@ def evaluate(
     from crossrec.data.bundle import Bundle
     from crossrec.io import write_json
     from crossrec.pipeline import evaluate as run_eval
-    from crossrec.typed import ConfigError
 
-    try:
-        cfg = _config(config, ctx)
-        result = run_eval(cfg.out, Bundle.load(cfg.data.bundle), cfg.eval, split)
-    except (ConfigError, ValueError, KeyError, FileNotFoundError) as e:
-        _fail(e)
+    cfg = _config(config, ctx)
+    result = run_eval(cfg.out, Bundle.load(cfg.data.bundle), cfg.eval, split)
     console.print(result.to_markdown(), markup=False)
     if json_out is not None:
         write_json(json_out, result.to_json())
 
 
 @app.command(context_settings=OVERRIDES)
+@_guard
 def recommend(
     ctx: typer.Context,
     config: Optional[Path] = CONFIG_ARG,
@@ -121,13 +162,9 @@ def recommend(
     """Print the top-k items (with titles) of a category for one user."""
     from crossrec.data.bundle import Bundle
     from crossrec.pipeline import recommend as run_rec
-    from crossrec.typed import ConfigError
 
-    try:
-        cfg = _config(config, ctx)
-        table = run_rec(cfg.out, Bundle.load(cfg.data.bundle), user, category, k)
-    except (ConfigError, ValueError, KeyError, FileNotFoundError) as e:
-        _fail(e)
+    cfg = _config(config, ctx)
+    table = run_rec(cfg.out, Bundle.load(cfg.data.bundle), user, category, k)
     from rich.table import Table
 
     t = Table(title=f"top {k} in {category} for user {user}")
@@ -139,23 +176,19 @@ def recommend(
 
 
 @app.command(context_settings=OVERRIDES)
+@_guard
 def experiment(
     ctx: typer.Context,
     config: Path = typer.Argument(..., help="Experiment YAML (models + seeds); dotted overrides may follow."),
     only: Optional[str] = typer.Option(None, "--only", help="Comma-separated model labels to run (default: all)."),
 ) -> None:
     """Train a list of models over seeds; write per-category and per-slice tables (mean ± std, gain)."""
-    from crossrec.data.schema import DataError
     from crossrec.experiment import load_experiment, run_experiment, select
-    from crossrec.typed import ConfigError
 
-    try:
-        cfg = load_experiment(config, list(ctx.args))
-        if only:
-            cfg = select(cfg, [x.strip() for x in only.split(",") if x.strip()])
-        result = run_experiment(cfg, progress=lambda s: console.print(s, markup=False, highlight=False))
-    except (DataError, ConfigError, ValueError, KeyError, FileNotFoundError) as e:
-        _fail(e)
+    cfg = load_experiment(config, list(ctx.args))
+    if only:
+        cfg = select(cfg, [x.strip() for x in only.split(",") if x.strip()])
+    result = run_experiment(cfg, progress=lambda s: console.print(s, markup=False, highlight=False))
     metric = cfg.metrics[0]
     print("\n" + result.summary_table(metric, "all"), flush=True)
     for check in result.acceptance():
@@ -168,6 +201,7 @@ def experiment(
 
 
 @app.command()
+@_guard
 def demo(
     out: Path = typer.Option(Path("runs/demo"), help="Output directory."),
     seed: int = typer.Option(0, help="Seed of the synthetic world and of training."),

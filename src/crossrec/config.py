@@ -3,7 +3,8 @@
 Each component owns its config dataclass (`PrepareConfig` in data/prepare.py, `TrainConfig` in
 training/trainer.py, `TransferConfig` in training/transfer.py, `EvalConfig` in
 evaluation/evaluator.py, each model's config beside the model); `RunConfig` nests them. Values are
-type-checked; override values are parsed with `yaml.safe_load` (never `eval`).
+type-checked; YAML is parsed safely (`typed.load_yaml`: no Python objects, no aliases, bounded
+size), never with `eval`.
 
 Example:
     >>> cfg = load_config("configs/quickstart.yaml", ["--train.lr=3e-4", "--model.dim=128"])  # doctest: +SKIP
@@ -18,13 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from crossrec.data.prepare import PrepareConfig
 from crossrec.evaluation.evaluator import EvalConfig
 from crossrec.training.trainer import TrainConfig
 from crossrec.training.transfer import TransferConfig
-from crossrec.typed import ConfigError, from_dict
+from crossrec.typed import ConfigError, from_dict, load_yaml, read_config_file
 
 __all__ = ["ConfigError", "DataConfig", "ModelSpec", "RunConfig", "load_config", "parse_overrides", "to_dict"]
 
@@ -38,6 +37,8 @@ class DataConfig:
     interactions: str | None = None  # (str|None) interaction file (CSV/TSV/Parquet/JSONL, .gz ok)
     items: str | None = None  # (str|None) item table with titles/descriptions
     image_vectors: str | None = None  # (str|None) per-item vectors keyed by item id (.npz/Parquet/CSV)
+    format: str | None = None  # (str|None) reader format of those files: csv | tsv | parquet | jsonl; None = by extension
+    sep: str | None = None  # (str|None) CSV delimiter (one character); None = "," for csv, tab for tsv
     columns: dict[str, str] = field(default_factory=dict)  # (dict) ColumnMap overrides: user/item/...
     item_columns: dict[str, str] = field(default_factory=dict)  # (dict) ItemColumnMap overrides
     bundle: str = "runs/bundle"  # (str) directory of the prepared Bundle
@@ -90,7 +91,7 @@ def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
 
 
 def parse_overrides(args: list[str]) -> dict[str, Any]:
-    """`["--train.lr=3e-4", "--model.dim", "128"]` -> nested dict; values via yaml.safe_load."""
+    """`["--train.lr=3e-4", "--model.dim", "128"]` -> nested dict; values parsed as YAML."""
     out: dict[str, Any] = {}
     i = 0
     while i < len(args):
@@ -105,7 +106,9 @@ def parse_overrides(args: list[str]) -> dict[str, Any]:
                 raise ConfigError(f"override {arg!r} has no value")
             key, raw = body, args[i + 1]
             i += 1
-        _set_dotted(out, key, yaml.safe_load(raw) if raw != "" else "")
+        if not key or any(not part for part in key.split(".")):
+            raise ConfigError(f"override {arg!r}: expected --section.key=value")
+        _set_dotted(out, key, load_yaml(raw, f"override --{key}") if raw != "" else "")
         i += 1
     return out
 
@@ -125,10 +128,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     """
     data: dict[str, Any] = {}
     if path is not None:
-        loaded = yaml.safe_load(Path(path).read_text()) or {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: expected a mapping at the top level")
-        data = loaded
+        data = read_config_file(path)
     if overrides:
         over = parse_overrides(overrides)
         file_model = data.get("model") or {}
@@ -137,7 +137,41 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             # The file's model options were written for another model: keep only name/mode.
             data = dict(data, model={k: v for k, v in file_model.items() if k in ("name", "mode")})
         data = _merge(data, over)
-    return from_dict(RunConfig, data, hook=_model_spec_hook)
+    cfg = from_dict(RunConfig, data, hook=_model_spec_hook)
+    validate_run_config(cfg)
+    return cfg
+
+
+def validate_run_config(cfg: RunConfig) -> None:
+    """Check every section's values now, before any file is read or written.
+
+    Mapping options (`data.columns`, `data.item_columns`, the model's options) are checked like
+    every other key: unknown keys, wrong types and impossible values are `ConfigError`s.
+    """
+    from crossrec.data.schema import ColumnMap, ItemColumnMap
+    from crossrec.models.base import config_from_dict
+    from crossrec.training.trainer import resolve_device
+
+    try:
+        from_dict(ColumnMap, cfg.data.columns, "data.columns.")
+        from_dict(ItemColumnMap, cfg.data.item_columns, "data.item_columns.")
+        if cfg.data.format is not None and cfg.data.format not in ("csv", "tsv", "parquet", "jsonl", "json", "ndjson"):
+            raise ConfigError(f"data.format={cfg.data.format!r}; expected csv, tsv, parquet or jsonl")
+        if cfg.data.sep is not None and len(cfg.data.sep) != 1:
+            raise ConfigError(f"data.sep={cfg.data.sep!r}; expected one character")
+        if cfg.model.mode not in ("single", "pooled"):
+            raise ConfigError(f"model.mode={cfg.model.mode!r}; expected single or pooled")
+        config_from_dict(cfg.model.name, cfg.model.params)
+        cfg.prepare.validate()
+        cfg.train.validate()
+        resolve_device(cfg.train.device)  # a CUDA device that is not there
+        cfg.transfer.validate(None)
+    except KeyError as e:  # an unknown model name
+        raise ConfigError(str(e.args[0]) if e.args else str(e)) from None
+    except ConfigError:
+        raise
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def _model_spec_hook(cls: type, data: dict[str, Any]) -> dict[str, Any]:

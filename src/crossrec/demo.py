@@ -24,6 +24,7 @@ from crossrec.data.readers import read_interactions, read_items
 from crossrec.data.schema import ColumnMap, ItemColumnMap
 from crossrec.data.synthetic import SyntheticConfig, write_world
 from crossrec.experiment import load_experiment, run_experiment
+from crossrec.io import claim_output, write_marker
 from crossrec.pipeline import seed_everything
 
 # Model entries of the demo experiment: single-category references, pooled, and the flagship.
@@ -40,6 +41,13 @@ DEMO_MODELS: tuple[dict[str, Any], ...] = (
 def run_demo(out: Path, seed: int = 0, epochs: int = 20, console: Console | None = None) -> pl.DataFrame:
     """Run the demo end to end; returns every run's result table (also written under `out`)."""
     console = console or Console()
+    with claim_output(out, "experiment", "--out"):
+        out.mkdir(parents=True, exist_ok=True)
+        write_marker(out, "experiment")
+        return _run_demo(out, seed, epochs, console)
+
+
+def _run_demo(out: Path, seed: int, epochs: int, console: Console) -> pl.DataFrame:
     seed_everything(seed)
     t0 = time.perf_counter()
     paths = write_world(out / "raw", SyntheticConfig(seed=seed))

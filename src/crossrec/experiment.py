@@ -43,15 +43,14 @@ from typing import Any, Callable
 
 import numpy as np
 import polars as pl
-import yaml
 
-from crossrec.config import RunConfig, _merge, _model_spec_hook, parse_overrides, to_dict
+from crossrec.config import RunConfig, _merge, _model_spec_hook, parse_overrides, to_dict, validate_run_config
 from crossrec.data.bundle import Bundle
 from crossrec.evaluation.evaluator import Evaluator
 from crossrec.evaluation.report import LOWER_IS_BETTER, markdown_table
-from crossrec.io import write_json, write_text
+from crossrec.io import claim_output, read_json, write_json, write_marker, write_text
 from crossrec.models.base import config_from_dict, get_entry
-from crossrec.typed import ConfigError, check_type, from_dict
+from crossrec.typed import ConfigError, check_type, from_dict, read_config_file
 
 log = logging.getLogger(__name__)
 
@@ -141,10 +140,7 @@ def load_experiment(path: str | Path | None = None, overrides: list[str] | None 
     """Read an experiment YAML (or a dict) and apply dotted overrides (e.g. --seeds=[0])."""
     raw: dict[str, Any] = dict(data or {})
     if path is not None:
-        loaded = yaml.safe_load(Path(path).read_text()) or {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: expected a mapping at the top level")
-        raw = _merge(raw, loaded)
+        raw = _merge(raw, read_config_file(path))
     if overrides:
         raw = _merge(raw, parse_overrides(overrides))
     known = set(RUN_SECTIONS) | {"models", "seeds", "metrics", "out", "name"}
@@ -173,7 +169,10 @@ def load_experiment(path: str | Path | None = None, overrides: list[str] | None 
     if not cfg.seeds:
         raise ConfigError("seeds: expected at least one seed")
     for m in runs:  # every run config must be valid before anything trains
-        cfg.run_config(m, cfg.seeds[0])
+        try:
+            validate_run_config(cfg.run_config(m, cfg.seeds[0]))
+        except ConfigError as e:
+            raise ConfigError(f"models[{labels.index(m.label)}] ({m.label}): {e}") from None
     return cfg
 
 
@@ -391,10 +390,11 @@ def select(cfg: ExperimentConfig, labels: list[str]) -> ExperimentConfig:
     return replace(cfg, models=models)
 
 
-def _reusable(stored: dict[str, Any], run_config: dict[str, Any], options: dict[str, Any]) -> bool:
-    """A finished run is reused when its run config and its resolved model options both match.
-    Runs stored before options were recorded (no "model_options") match on the run config alone."""
-    if stored.get("run_config") != run_config:
+def _reusable(stored: dict[str, Any], run_config: dict[str, Any], options: dict[str, Any], bundle: str) -> bool:
+    """A finished run is reused when its run config, its resolved model options and the fingerprint
+    of the Bundle it ran on all match (a bundle re-prepared in place, e.g. with another split seed,
+    is other data: its runs are stale). Runs stored without a fingerprint are never reused."""
+    if stored.get("run_config") != run_config or stored.get("bundle_fingerprint") != bundle:
         return False
     return stored.get("model_options", options) == options
 
@@ -402,16 +402,28 @@ def _reusable(stored: dict[str, Any], run_config: dict[str, Any], options: dict[
 def run_experiment(
     cfg: ExperimentConfig, bundle: Bundle | None = None, progress: Callable[[str], None] | None = None
 ) -> ExperimentResult:
-    """Prepare (unless a bundle is given), train every model over the seeds, evaluate, write the report."""
-    from crossrec.pipeline import prepare_data, seed_everything, train
+    """Prepare (unless a bundle is given), train every model over the seeds, evaluate, write the report.
 
+    `cfg.out` must be missing, empty or an experiment directory (else `OutputError`); it is locked
+    while the experiment runs.
+    """
     say = progress or (lambda s: log.info(s))
     out = Path(cfg.out)
+    with claim_output(out, "experiment", "out"):
+        out.mkdir(parents=True, exist_ok=True)
+        write_marker(out, "experiment")
+        return _run_experiment(cfg, out, bundle, say)
+
+
+def _run_experiment(cfg: ExperimentConfig, out: Path, bundle: Bundle | None, say: Callable[[str], None]) -> ExperimentResult:
+    from crossrec.pipeline import prepare_data, seed_everything, train
+
     base = cfg.run_config(cfg.models[0], cfg.seeds[0])
     if bundle is None:
         t = time.perf_counter()
         bundle = prepare_data(base)
         say(f"prepared {bundle.n_users} users, {bundle.n_items} items in {time.perf_counter() - t:.1f}s -> {bundle.root}")
+    fingerprint = (bundle.manifest.get("fingerprint") or bundle.fingerprint())["bundle"]
     evaluator = Evaluator(bundle, base.eval, split="test")
     tables, seconds = [], {}
     for m in cfg.models:
@@ -423,8 +435,8 @@ def run_experiment(
             wanted = json.loads(json.dumps(to_dict(run_cfg), default=str))  # as it reads back from JSON
             # Every model option with its default filled in, so a changed code default is a new run.
             resolved = json.loads(json.dumps(asdict(config_from_dict(run_cfg.model.name, run_cfg.model.params)), default=str))
-            if path.exists() and _reusable(json.loads(path.read_text()), wanted, resolved):
-                stored = json.loads(path.read_text())
+            stored = read_json(path, "experiment run") if path.exists() else None
+            if stored is not None and _reusable(stored, wanted, resolved, fingerprint):
                 say(f"{m.label} seed {seed}: reusing {path}")
             else:
                 seed_everything(seed)
@@ -432,7 +444,8 @@ def run_experiment(
                 art = train(run_cfg, bundle)
                 secs = time.perf_counter() - t
                 res = evaluator.evaluate(art.model)
-                stored = {"run_config": wanted, "model_options": resolved, "seconds": secs, "rows": res.table.to_dicts()}
+                stored = {"run_config": wanted, "model_options": resolved, "bundle_fingerprint": fingerprint,
+                          "seconds": secs, "rows": res.table.to_dicts()}
                 write_json(path, stored)
                 say(f"{m.label} seed {seed}: {secs:.1f}s, test {cfg.metrics[0]} {res.metric(cfg.metrics[0]):.4f}")
             seconds.setdefault(m.label, []).append(float(stored["seconds"]))

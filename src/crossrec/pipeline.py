@@ -29,9 +29,11 @@ from crossrec.data.schema import ColumnMap, ItemColumnMap
 from crossrec.evaluation.evaluator import EvalConfig, EvalResult, Evaluator
 from crossrec.models.base import Sizes
 from crossrec.models.per_category import PerCategory
-from crossrec.serving.artifact import Artifact, build, load_artifact, save_artifact
+from crossrec.io import OutputError, claim_output, read_json, write_marker
+from crossrec.serving.artifact import Artifact, build, bundle_provenance, check_bundle, load_artifact, save_artifact
 from crossrec.training.trainer import Trainer
 from crossrec.training.transfer import plan, run_stages, stage_summary
+from crossrec.typed import from_dict
 
 log = logging.getLogger(__name__)
 
@@ -79,16 +81,39 @@ def _load_tables(cfg: RunConfig, readers: Any) -> RawData:
         return RawData(raw.interactions, raw.items, tuple(raw.sources))
     if d.interactions is None:
         raise ValueError("set data.dataset (+ data.root) or data.interactions (+ data.items)")
-    inter = readers.read_interactions(d.interactions, ColumnMap(**d.columns))
-    items = readers.read_items(d.items, ItemColumnMap(**d.item_columns)) if d.items else None
+    inter = readers.read_interactions(d.interactions, from_dict(ColumnMap, d.columns, "data.columns."), d.format, d.sep)
+    items = (readers.read_items(d.items, from_dict(ItemColumnMap, d.item_columns, "data.item_columns."), d.format, d.sep)
+             if d.items else None)
     sources = (Path(d.interactions),) + ((Path(d.items),) if d.items else ())
     return RawData(inter, items, sources)
 
 
 def prepare_data(cfg: RunConfig) -> Bundle:
-    """Read the raw data, prepare it, and write the Bundle to `cfg.data.bundle`."""
-    raw = load_raw(cfg)
-    return prepare(raw.interactions, raw.items, cfg.prepare, cfg.data.bundle, raw.sources, raw.image_vectors)
+    """Read the raw data, prepare it, and write the Bundle to `cfg.data.bundle`.
+
+    `data.bundle` must be missing, empty, or a Bundle directory (else `OutputError`, nothing
+    touched); it is locked for the whole run, so a second prepare on it fails as busy.
+    """
+    cfg.prepare.validate()
+    with claim_output(cfg.data.bundle, "bundle", "data.bundle") as root:
+        _check_not_inside(root, cfg)
+        raw = load_raw(cfg)
+        bundle = prepare(raw.interactions, raw.items, cfg.prepare, None, raw.sources, raw.image_vectors)
+        bundle.save(root, "data.bundle")
+    return bundle
+
+
+def _check_not_inside(root: Path, cfg: RunConfig) -> None:
+    """An input file inside the output directory would be replaced with it: refuse."""
+    d = cfg.data
+    for key in ("interactions", "items", "image_vectors", "root"):
+        src = getattr(d, key)
+        if src is None:
+            continue
+        src_path, out = Path(src).resolve(), root.resolve()
+        if src_path == out or out in src_path.parents:
+            raise OutputError(f"data.bundle={str(root)!r} contains the input data.{key}={src!r}; "
+                              "write the bundle somewhere else")
 
 
 def train(
@@ -102,14 +127,26 @@ def train(
     categories (checkpoints in `out/checkpoint`), the other paradigms write one directory per stage
     (`out/stage-<i>-<name>`). With `resume`, training continues from the checkpoints in `out`.
     """
-    bundle = bundle if bundle is not None else Bundle.load(cfg.data.bundle)
     out = Path(out if out is not None else cfg.out)
+    bundle = bundle if bundle is not None else Bundle.load(cfg.data.bundle)
+    cfg.transfer.validate(bundle.categories if cfg.model.mode == "pooled" else None)  # before any write
+    with claim_output(out, "artifact", "out"):
+        out.mkdir(parents=True, exist_ok=True)
+        write_marker(out, "artifact")  # checkpoints land here before the artifact does
+        return _train(cfg, bundle, out, resume)
+
+
+def _train(cfg: RunConfig, bundle: Bundle, out: Path, resume: bool) -> Artifact:
     sizes = Sizes.from_bundle(bundle)
     spec = cfg.model
     transfer = cfg.transfer
     transfer.validate(bundle.categories if spec.mode == "pooled" else None)
     torch.manual_seed(cfg.seed)
     model = build(spec.name, spec.mode, spec.params, sizes)
+    # What a checkpoint must match to be resumed (the train options are compared separately).
+    identity = {"model": {"name": spec.name, "mode": spec.mode, "params": dict(spec.params)},
+                "bundle": bundle_provenance(bundle)["fingerprint"].get("bundle"), "seed": cfg.seed,
+                "transfer": to_dict(transfer)}
     results: dict[str, Any] = {}
     if isinstance(model, PerCategory):
         if transfer.paradigm != "joint":
@@ -119,25 +156,22 @@ def train(
             if bundle.split("train", c).height == 0:
                 log.warning("category %s has no training data; its model stays untrained", bundle.categories[c])
                 continue
-            trainer = Trainer(cfg.train, out / "categories" / bundle.categories[c], categories=[c])
+            trainer = Trainer(cfg.train, out / "categories" / bundle.categories[c], categories=[c], identity=identity)
             results[bundle.categories[c]] = trainer.fit(sub, bundle, resume=resume).to_json()
     elif transfer.paradigm == "joint" or not hasattr(model, "loss"):
         if transfer.paradigm != "joint":
             log.info("%s is fitted, not trained by the loop: transfer.paradigm=%s is ignored",
                      spec.name, transfer.paradigm)
-        results["all"] = Trainer(cfg.train, out).fit(model, bundle, resume=resume).to_json()
+        results["all"] = Trainer(cfg.train, out, identity=identity).fit(model, bundle, resume=resume).to_json()
     else:
         counts = np.bincount(bundle.split("train")["category"].to_numpy(), minlength=bundle.n_categories)
         stages = plan(transfer, bundle.categories, counts.tolist())
-        stage_results = run_stages(model, bundle, cfg.train, stages, out, resume=resume)
+        stage_results = run_stages(model, bundle, cfg.train, stages, out, resume=resume, identity=identity)
         results["stages"] = stage_summary(stages, stage_results, bundle.categories, cfg.train)
-    extra = {
-        "run_config": to_dict(cfg),
-        "train_result": results,
-        "bundle": {"path": str(bundle.root) if bundle.root else None, "created": bundle.manifest.get("created")},
-    }
-    save_artifact(out, model, spec.name, spec.mode, spec.params, sizes, extra)
-    return Artifact(model, spec.name, spec.mode, dict(spec.params), sizes, extra, out)
+    extra = {"run_config": to_dict(cfg), "train_result": results}
+    save_artifact(out, model, spec.name, spec.mode, spec.params, sizes, extra, bundle=bundle)
+    meta = read_json(out / "config.json", "artifact config")
+    return Artifact(model, spec.name, spec.mode, dict(spec.params), sizes, meta, out)
 
 
 def evaluate(
@@ -145,16 +179,8 @@ def evaluate(
 ) -> EvalResult:
     """Evaluate an artifact (or its directory) on a bundle split."""
     art = artifact if isinstance(artifact, Artifact) else load_artifact(artifact)
-    _check_sizes(art.sizes, bundle)
+    check_bundle(art, bundle)
     return Evaluator(bundle, cfg, split=split).evaluate(art.model)
-
-
-def _check_sizes(sizes: Sizes, bundle: Bundle) -> None:
-    if sizes.n_users != bundle.n_users or sizes.n_items != bundle.n_items:
-        raise ValueError(
-            f"artifact was trained on {sizes.n_users} users x {sizes.n_items} items, "
-            f"but the bundle has {bundle.n_users} x {bundle.n_items}: prepare the same data"
-        )
 
 
 def recommend(
@@ -162,8 +188,10 @@ def recommend(
     exclude_seen: bool = True,
 ) -> pl.DataFrame:
     """Top-k items of one category for one raw user id, with titles and scores."""
+    if k < 1:
+        raise ValueError(f"-k {k}: expected at least 1 item")
     art = artifact if isinstance(artifact, Artifact) else load_artifact(artifact)
-    _check_sizes(art.sizes, bundle)
+    check_bundle(art, bundle)
     c = bundle.category_id(category)
     u = bundle.user_id(user)
     with torch.no_grad():

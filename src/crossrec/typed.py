@@ -10,11 +10,72 @@ from __future__ import annotations
 import types
 import typing
 from dataclasses import fields, is_dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 
 class ConfigError(ValueError):
     """A configuration key or value that is unknown or of the wrong type."""
+
+
+MAX_CONFIG_BYTES = 1 << 20  # a config larger than this is refused (nobody writes 1 MB of YAML)
+
+
+def load_yaml(text: str, source: str) -> Any:
+    """Parse YAML config text safely: no Python objects, no aliases, bounded size.
+
+    Anchors and aliases (`&a` / `*a`) are refused, so a small file cannot expand into a huge
+    structure ("billion laughs"). Errors name `source` and the line.
+
+    Raises:
+        ConfigError: too large, not valid YAML, or using an alias.
+    """
+    import yaml
+
+    if len(text) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{source}: {len(text)} bytes; a config may hold at most {MAX_CONFIG_BYTES}")
+
+    class NoAliasLoader(yaml.SafeLoader):
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            if self.check_event(yaml.AliasEvent):
+                mark = self.peek_event().start_mark
+                raise ConfigError(f"{source}:{mark.line + 1}: YAML aliases (*name) are not allowed in configs")
+            return super().compose_node(parent, index)
+
+    try:
+        return yaml.load(text, Loader=NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        line = f":{mark.line + 1}" if mark is not None else ""
+        col = f" (column {mark.column + 1})" if mark is not None else ""
+        raise ConfigError(f"{source}{line}: not valid YAML: {e.problem or e.context}{col}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{source}: not valid YAML: {str(e)[:200]}") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: nested too deeply") from None
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """A YAML config file as a mapping; missing, unreadable or malformed files are ConfigErrors."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path}: no such config file")
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a directory; expected a YAML config file")
+    try:
+        raw = path.read_bytes()[: MAX_CONFIG_BYTES + 1]
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read ({e.strerror or e})") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: expected UTF-8 YAML text") from None
+    loaded = load_yaml(text, str(path))
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: expected a mapping (section: ...) at the top level, got {type(loaded).__name__}")
+    return loaded
 
 
 def check_type(value: Any, tp: Any, key: str) -> Any:

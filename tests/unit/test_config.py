@@ -47,9 +47,10 @@ def test_unknown_keys_and_wrong_types_are_errors(override, message):
 
 
 def test_model_options_checked_against_the_model_dataclass():
-    cfg = load_config(None, ["--model.name=mf", "--model.dimm=3"])
+    with pytest.raises(ConfigError, match="dimm"):  # checked when the config loads
+        load_config(None, ["--model.name=mf", "--model.dimm=3"])
     with pytest.raises(ConfigError, match="dimm"):
-        config_from_dict(cfg.model.name, cfg.model.params)
+        config_from_dict("mf", {"dimm": 3})
     assert config_from_dict("mf", {"dim": 8}) == MFConfig(dim=8)
 
 

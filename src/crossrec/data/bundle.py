@@ -26,6 +26,7 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -37,7 +38,7 @@ import polars as pl
 import scipy.sparse as sp
 
 from crossrec.data.schema import SCHEMA_VERSION, DataError
-from crossrec.io import atomic_dir
+from crossrec.io import CorruptFileError, atomic_dir, check_output, read_json, write_marker
 
 SPLIT_CODES = {"train": 0, "valid": 1, "test": 2}
 IMAGE_FILE = "image_vectors.safetensors"
@@ -198,44 +199,103 @@ class Bundle:
             self._csr_cache[key] = mat
         return self._csr_cache[key]
 
+    # ------------------------------------------------------------------ provenance
+    def fingerprint(self) -> dict[str, str]:
+        """What identifies this prepared data: hashes of its id maps, its interactions (with the
+        split), its prepare settings and its source files, and `bundle`, a hash of all four.
+
+        An artifact records the fingerprint of the Bundle it was trained on; evaluate / recommend
+        refuse a Bundle whose fingerprint differs (`check_same_bundle`).
+        """
+        return fingerprint(self.interactions, self.items, self.users, self.manifest)
+
     # ------------------------------------------------------------------ persistence
     @classmethod
     def load(cls, root: str | Path) -> "Bundle":
-        """Read a Bundle directory written by `save` (or by `prepare`)."""
+        """Read a Bundle directory written by `save` (or by `prepare`).
+
+        Raises:
+            DataError: not a Bundle directory, or another schema version.
+            FileNotFoundError: a file of the Bundle is missing.
+            CorruptFileError: a file is damaged, or its content differs from the manifest's
+                fingerprint (edited after prepare).
+        """
         root = Path(root)
         manifest_path = root / "manifest.json"
-        if not manifest_path.exists():
+        if not root.is_dir():
+            raise DataError(root, None, None, "a prepared bundle directory (crossrec prepare writes one)",
+                            "a file" if root.exists() else "no such directory")
+        if not manifest_path.is_file():
             raise DataError(root, None, None, "a prepared bundle directory with manifest.json")
-        manifest = json.loads(manifest_path.read_text())
-        if manifest.get("schema_version") != SCHEMA_VERSION:
-            raise DataError(
-                manifest_path,
-                None,
-                "schema_version",
-                f"schema version {SCHEMA_VERSION}",
-                repr(manifest.get("schema_version")),
-            )
+        manifest = read_json(manifest_path, "bundle manifest")
+        if not isinstance(manifest, dict) or manifest.get("schema_version") != SCHEMA_VERSION:
+            got = manifest.get("schema_version") if isinstance(manifest, dict) else manifest
+            raise DataError(manifest_path, None, "schema_version", f"schema version {SCHEMA_VERSION}", repr(got))
+        missing = [k for k in ("categories", "n_items", "n_users") if k not in manifest]
+        if missing:
+            raise CorruptFileError(f"{manifest_path}: expected a bundle manifest with {missing}")
         vectors = present = None
         if (root / IMAGE_FILE).exists():
-            from safetensors.numpy import load_file
-
-            arrays = load_file(str(root / IMAGE_FILE))
-            vectors, present = arrays["vectors"], arrays["present"].astype(bool)
-            if vectors.shape[0] != manifest.get("n_items") or present.shape != (vectors.shape[0],):
-                raise DataError(root / IMAGE_FILE, None, "vectors", f"{manifest.get('n_items')} rows", str(vectors.shape))
-        return cls(
-            interactions=pl.read_parquet(root / "interactions.parquet"),
-            items=pl.read_parquet(root / "items.parquet"),
-            users=pl.read_parquet(root / "users.parquet"),
+            arrays = _read_safetensors_numpy(root / IMAGE_FILE)
+            vectors, present = arrays.get("vectors"), arrays.get("present")
+            if vectors is None or present is None or vectors.ndim != 2 or vectors.shape[0] != manifest.get("n_items") \
+                    or present.shape != (vectors.shape[0],):
+                shape = None if vectors is None else vectors.shape
+                raise DataError(root / IMAGE_FILE, None, "vectors", f"{manifest.get('n_items')} rows", str(shape))
+            present = present.astype(bool)
+        bundle = cls(
+            interactions=_read_parquet(root / "interactions.parquet", INTERACTION_COLUMNS),
+            items=_read_parquet(root / "items.parquet", ("item", "raw_item", "category")),
+            users=_read_parquet(root / "users.parquet", ("user", "raw_user")),
             manifest=manifest,
             root=root,
             image_vectors=vectors,
             image_present=present,
         )
+        bundle._check_consistent()
+        stored = manifest.get("fingerprint")
+        if stored is not None:  # bundles prepared before fingerprints existed are not checked
+            fresh = bundle.fingerprint()
+            for part, file in (("ids", "users.parquet / items.parquet"), ("interactions", "interactions.parquet"),
+                               ("settings", "manifest.json"), ("sources", "manifest.json")):
+                if stored.get(part) != fresh[part]:
+                    raise CorruptFileError(
+                        f"{root}: {file} no longer matches the fingerprint prepare recorded in manifest.json "
+                        f"({part}); the bundle was edited or damaged: prepare it again"
+                    )
+        else:
+            manifest["fingerprint"] = bundle.fingerprint()
+        return bundle
 
-    def save(self, root: str | Path) -> Path:
-        """Write atomically: into a temporary sibling directory, then rename into place."""
+    def _check_consistent(self) -> None:
+        """The tables agree with the manifest and with each other (ids in range, sizes)."""
+        where = self.root if self.root is not None else "<bundle>"
+        if self.users.height != self.manifest["n_users"] or self.items.height != self.manifest["n_items"]:
+            raise CorruptFileError(
+                f"{where}: users.parquet / items.parquet have {self.users.height} users, {self.items.height} "
+                f"items; manifest.json says {self.manifest['n_users']}, {self.manifest['n_items']}"
+            )
+        checks = (
+            (self.interactions["user"], self.n_users, "interactions.parquet", "user"),
+            (self.interactions["item"], self.n_items, "interactions.parquet", "item"),
+            (self.interactions["category"], self.n_categories, "interactions.parquet", "category"),
+            (self.items["category"], self.n_categories, "items.parquet", "category"),
+            (self.interactions["split"], len(SPLIT_CODES), "interactions.parquet", "split"),
+        )
+        for col, n, file, name in checks:
+            if col.len() and (col.null_count() or col.min() < 0 or col.max() >= n):
+                raise CorruptFileError(f"{where}/{file}: column {name!r} has values outside 0..{n - 1}")
+
+    def save(self, root: str | Path, what: str = "bundle directory") -> Path:
+        """Write atomically: into a temporary sibling directory, then rename into place.
+
+        `root` must be missing, empty, or a Bundle directory (see `crossrec.io.check_output`):
+        anything else raises `OutputError` and is left untouched. `what` names the setting that
+        gave the path, for that message.
+        """
         root = Path(root)
+        check_output(root, "bundle", what)
+        self.manifest["fingerprint"] = self.fingerprint()
         with atomic_dir(root) as tmp:
             self.interactions.write_parquet(tmp / "interactions.parquet")
             self.items.write_parquet(tmp / "items.parquet")
@@ -248,5 +308,87 @@ class Bundle:
                 arrays = {"vectors": np.ascontiguousarray(self.image_vectors, dtype=np.float32),
                           "present": present.astype(np.uint8)}
                 save_file(arrays, str(tmp / IMAGE_FILE))
+            write_marker(tmp, "bundle")
         self.root = root
         return root
+
+
+INTERACTION_COLUMNS = ("user", "item", "category", "split")
+
+
+def _read_parquet(path: Path, need: tuple[str, ...]) -> pl.DataFrame:
+    if not path.is_file():
+        raise FileNotFoundError(f"{str(path)!r} not found; the bundle is incomplete: prepare it again")
+    try:
+        df = pl.read_parquet(path)
+    except Exception as e:  # polars raises several error types for a damaged file
+        raise CorruptFileError(f"{path}: expected a readable Parquet file ({str(e)[:200]})") from None
+    missing = [c for c in need if c not in df.columns]
+    if missing:
+        raise CorruptFileError(f"{path}: expected columns {missing}; have {df.columns}")
+    return df
+
+
+def _read_safetensors_numpy(path: Path) -> dict[str, np.ndarray]:
+    from safetensors.numpy import load_file
+
+    try:
+        return load_file(str(path))
+    except Exception as e:
+        raise CorruptFileError(f"{path}: expected a readable safetensors file ({str(e)[:200]})") from None
+
+
+def _hash_strings(h: "hashlib._Hash", values: list[Any]) -> None:
+    h.update(str(len(values)).encode())
+    h.update("\x00".join("" if v is None else str(v) for v in values).encode("utf-8", "surrogatepass"))
+
+
+def fingerprint(
+    interactions: pl.DataFrame, items: pl.DataFrame, users: pl.DataFrame, manifest: dict[str, Any]
+) -> dict[str, str]:
+    """The fingerprint parts of a prepared dataset (see `Bundle.fingerprint`)."""
+    ids = hashlib.sha256()
+    _hash_strings(ids, list(manifest.get("categories", [])))
+    _hash_strings(ids, users["raw_user"].to_list())
+    _hash_strings(ids, items["raw_item"].to_list())
+    ids.update(np.ascontiguousarray(items["category"].to_numpy(), dtype=np.int64).tobytes())
+    inter = hashlib.sha256()
+    for name in sorted(interactions.columns):
+        col = interactions[name]
+        inter.update(f"{name}:{col.dtype}:{col.len()}".encode())
+        arr = col.to_numpy()
+        if arr.dtype == object:
+            _hash_strings(inter, col.to_list())
+        else:
+            inter.update(np.ascontiguousarray(arr).tobytes())
+    settings = hashlib.sha256(json.dumps(manifest.get("settings", {}), sort_keys=True, default=str).encode())
+    sources = hashlib.sha256(json.dumps(sorted(s.get("sha256", "") for s in manifest.get("sources", []))).encode())
+    parts = {"ids": ids.hexdigest(), "interactions": inter.hexdigest(),
+             "settings": settings.hexdigest(), "sources": sources.hexdigest()}
+    parts["bundle"] = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+    return parts
+
+
+FINGERPRINT_PARTS = {
+    "ids": "the user / item id maps (other data, or other filtering)",
+    "interactions": "the interactions or their train/valid/test split",
+    "settings": "the prepare settings",
+    "sources": "the source files' checksums",
+}
+
+
+def fingerprint_differences(
+    trained: dict[str, Any], current: dict[str, Any], trained_settings: dict[str, Any] | None = None,
+    current_settings: dict[str, Any] | None = None,
+) -> list[str]:
+    """Readable list of what differs between two Bundle fingerprints (empty when they match)."""
+    out = []
+    for part, words in FINGERPRINT_PARTS.items():
+        if trained.get(part) != current.get(part):
+            if part == "settings" and trained_settings is not None and current_settings is not None:
+                keys = sorted(k for k in set(trained_settings) | set(current_settings)
+                              if trained_settings.get(k) != current_settings.get(k))
+                words = "the prepare settings (" + ", ".join(
+                    f"{k}: {trained_settings.get(k)!r} -> {current_settings.get(k)!r}" for k in keys) + ")"
+            out.append(words)
+    return out

@@ -26,7 +26,6 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -38,6 +37,7 @@ import polars as pl
 from crossrec import __version__
 from crossrec.data.bundle import SPLIT_CODES, Bundle
 from crossrec.data.schema import SCHEMA_VERSION, DataError
+from crossrec.io import file_sha256
 
 SPLIT_STRATEGIES = ("leave_last_out", "temporal", "random", "given")
 
@@ -73,15 +73,6 @@ class PrepareConfig:
             raise ValueError("prepare.test_ratio + prepare.valid_ratio must be < 1")
         if self.k_core < 0:
             raise ValueError(f"prepare.k_core={self.k_core}; expected >= 0")
-
-
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    """Streamed SHA-256 of a file (for the manifest's source checksums)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def prepare(

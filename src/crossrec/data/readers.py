@@ -192,12 +192,10 @@ def read_amazon_reviews(
         names = ("user_id", "parent_asin", "rating", "timestamp", "text") if new else (
             "reviewerID", "asin", "overall", "unixReviewTime", "reviewText")
         fields = {"user": (names[0], "id"), "item": (names[1], "id"), "category": (category, "const"),
-                  "rating": (names[2], "rating"), "timestamp": (names[3], "timestamp")}
+                  "rating": (names[2], "rating"), "timestamp": (names[3], "timestamp_ms" if new else "timestamp")}
         if text:
             fields["text"] = (names[4], "text")
-        df = _read_fields(reviews, fields, "jsonl", None, frozenset({names[4]}))
-        if new:  # 2023 timestamps are in milliseconds
-            df = df.with_columns(pl.col("timestamp") // 1000)
+        df = _read_fields(reviews, fields, "jsonl", None, frozenset({names[4]}))  # 2023: milliseconds
         inters.append(df.with_columns(pl.lit(len(review_files), pl.UInt32).alias(v.FILE)))
         review_files.append(str(reviews))
         if meta is not None:
@@ -354,10 +352,11 @@ def _load(
             lines = np.arange(1, df.height + 1)
         return df.with_columns(pl.Series(v.LINE, lines, dtype=pl.Int64)), None
     sep = sep or ("\t" if fmt == "tsv" else ",")
-    if len(sep) != 1:
-        raise ValueError(f"sep={sep!r}; expected one character")
+    if len(sep) != 1 or sep in ('"', "\n", "\r"):
+        raise ValueError(f"data.sep={sep!r}; expected one delimiter character (not a quote or newline)")
     v.check_utf8(data, file, sep)
     lines, keep = v.csv_row_lines(data, sep, file)
+    _check_header_names(data, sep, file)
     try:
         header = pl.read_csv(data, separator=sep, n_rows=0, infer_schema=False).columns
         _check_columns(file, 1, header, needed)
@@ -373,6 +372,16 @@ def _load(
     return df, 1
 
 
+def _check_header_names(data: bytes, sep: str, file: str) -> None:
+    """Refuse a CSV header with a repeated or blank column name (one of them would be read)."""
+    names = v.header_names(data, sep)
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise DataError(file, 1, name, "unique column names in the header", f"{v.show(name)} twice")
+        seen.add(name)
+
+
 def _check_columns(file: str, line: int | None, available: list[str], needed: Mapping[str, str] | None) -> None:
     for src, out in (needed or {}).items():
         if src not in available:
@@ -384,23 +393,33 @@ def _format(path: str | Path, fmt: str | None) -> str:
     if fmt is not None:
         fmt = {"json": "jsonl", "ndjson": "jsonl"}.get(fmt, fmt)
         if fmt not in set(FORMATS.values()):
-            raise ValueError(f"fmt={fmt!r}; expected one of {sorted(set(FORMATS.values()))}")
+            raise ValueError(f"data.format={fmt!r}; expected one of {sorted(set(FORMATS.values()))}")
         return fmt
     suffixes = [s.lower() for s in Path(path).suffixes]
     if suffixes and suffixes[-1] == ".gz":
         suffixes.pop()
     if not suffixes or suffixes[-1] not in FORMATS:
         known = sorted(set(FORMATS.values()))
-        raise ValueError(f"cannot tell the format of {str(path)!r} from its extension; pass fmt= (one of {known})")
+        raise ValueError(
+            f"cannot tell the format of {str(path)!r} from its extension; set data.format (fmt= in Python) "
+            f"to one of {known}"
+        )
     return FORMATS[suffixes[-1]]
 
 
 def _read_bytes(path: str | Path) -> bytes:
     """The file's bytes, gunzipped when they start with the gzip magic number."""
     file = Path(path)
-    if not file.is_file():
+    if file.is_dir():
+        raise DataError(str(path), None, None, "a data file", "a directory")
+    if not file.exists():
         raise FileNotFoundError(f"no such file: {str(path)!r}")
-    data = file.read_bytes()
+    try:
+        data = file.read_bytes()
+    except PermissionError:
+        raise DataError(str(path), None, None, "a readable file", "permission denied") from None
+    except OSError as e:
+        raise DataError(str(path), None, None, "a readable file", e.strerror or str(e)) from None
     if data[:2] == b"\x1f\x8b":
         try:
             data = gzip.decompress(data)

@@ -25,8 +25,6 @@ Example:
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +32,7 @@ import numpy as np
 import polars as pl
 
 from crossrec.data.schema import CATEGORY, DESCRIPTION, ITEM, RATING, TIMESTAMP, TITLE, USER
+from crossrec.io import atomic_path
 
 T_START = 1_577_836_800  # 2020-01-01: first possible interaction
 T_END = T_START + 2 * 365 * 86_400  # two years of history
@@ -362,12 +361,6 @@ def write_world(out_dir: str | Path, cfg: SyntheticConfig = SyntheticConfig()) -
     interactions, items = generate(cfg)
     paths = {"interactions": out_dir / "interactions.csv.gz", "items": out_dir / "items.csv.gz"}
     for frame, path in ((interactions, paths["interactions"]), (items, paths["items"])):
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=out_dir)
-        os.close(fd)
-        try:
+        with atomic_path(path) as tmp:
             frame.write_csv(tmp, compression="gzip", check_extension=False)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
     return paths

@@ -33,8 +33,10 @@ from crossrec.data.schema import SPLITS, DataError
 
 LINE = "_line"  # physical line (or row number) of each row, carried until the checks are done
 FILE = "_file"  # index into the list of source files, when tables were concatenated
-KINDS = ("id", "rating", "timestamp", "order", "split", "text", "const")
+KINDS = ("id", "rating", "timestamp", "timestamp_ms", "order", "split", "text", "const")
 
+CONTROL_CHARS = r"[\x00-\x1f\x7f]"  # refused inside ids
+TIME_MIN, TIME_MAX = 0, 4_102_444_800  # plausible unix seconds: 1970-01-01 .. 2100-01-01
 _CHUNK = 1 << 24  # bytes per step of the incremental UTF-8 decoder
 _NL, _QUOTE = 0x0A, 0x22
 _ISO_FORMATS = (  # tried in turn after "T" replaced the date/time space; %.f makes fractions optional
@@ -86,12 +88,20 @@ def check_utf8(data: bytes, file: str, sep: str | None = None) -> None:
     if sep is not None and line > 1:
         # Field index = delimiters before the bad byte on its line, outside double quotes.
         index = sum(part.count(sep.encode()) for part in data[line_start:pos].split(b'"')[::2])
-        header_end = data.find(b"\n")
-        header = data[: header_end if header_end >= 0 else len(data)].decode("utf-8-sig", "replace")
-        names = next(csv.reader([header.rstrip("\r")], delimiter=sep), [])
+        names = header_names(data, sep)
         column = names[index] if index < len(names) else None
     got = f"the byte 0x{data[pos]:02x}, which is not UTF-8 (re-save the file as UTF-8)"
     raise DataError(file, line, column, "UTF-8 text", got)
+
+
+def header_names(data: bytes, sep: str) -> list[str]:
+    """The column names of a CSV/TSV header line (undecodable bytes replaced), as best it parses."""
+    end = data.find(b"\n")
+    text = data[: end if end >= 0 else len(data)].decode("utf-8-sig", "replace").rstrip("\r")
+    try:
+        return next(csv.reader([text], delimiter=sep), [])
+    except csv.Error:  # e.g. a bare carriage return inside the header
+        return text.split(sep)
 
 
 def csv_row_lines(data: bytes, sep: str, file: str) -> tuple[np.ndarray, np.ndarray]:
@@ -183,9 +193,11 @@ def bad_json_line(data: bytes, file: str, cause: Exception) -> DataError:
         if not raw.strip():
             continue
         try:
-            record = json.loads(raw.rstrip(b"\r\n"))
+            record = json.loads(raw.rstrip(b"\r\n").decode("utf-8", "replace"))  # bytes could pass as UTF-16
         except json.JSONDecodeError as e:
             return DataError(file, number, None, "one JSON object per line", f"{e.msg} at character {e.colno}")
+        except (ValueError, RecursionError) as e:
+            return DataError(file, number, None, "one JSON object per line", show(str(e), 120))
         if not isinstance(record, dict):
             return DataError(file, number, None, "a JSON object", f"a JSON {type(record).__name__}")
     return DataError(file, None, None, "JSON lines polars can read", show(str(cause), 200))
@@ -206,7 +218,8 @@ def convert(df: pl.DataFrame, fields: Mapping[str, tuple[str, str]], files: Sequ
     Args:
         df: source columns (any dtype; text formats give strings) plus `_line` (and `_file`).
         fields: output name -> (source column, kind). Kinds: "id" (non-blank string), "rating"
-            (finite float; blank = null), "timestamp" (int seconds or ISO-8601 -> int64 seconds),
+            (finite float; blank = null), "timestamp" (int seconds or ISO-8601 -> int64 seconds,
+            1970..2100), "timestamp_ms" (the same from int milliseconds),
             "order" (int64), "split" (train/valid/test), "text" (string, nulls allowed; lists
             joined with spaces), "const" (the source entry is the constant string value itself).
         files: the file names `_file` indexes (one name when there is no `_file`).
@@ -272,9 +285,12 @@ def _parse(kind: str, out: str, src: str, dtype: pl.DataType, file: str) -> tupl
     if kind == "id":
         if not (text or dtype.is_integer() or dtype in (pl.Categorical, pl.Enum)):
             raise DataError(file, None, src, "string or integer ids", f"a {dtype} column")
-        value = col.cast(pl.String)
+        # Ids are stripped of leading/trailing whitespace (" u1" is "u1"); blank ids and ids with
+        # control characters (NUL, tab, newline, ...) left inside are refused.
+        value = col.cast(pl.String).str.strip_chars()
         noun = "category" if out == "category" else f"{out} id"
-        return value, value.is_null() | (value.str.strip_chars() == ""), f"a non-blank {noun}"
+        bad = value.is_null() | (value == "") | value.str.contains(CONTROL_CHARS)
+        return value, bad, f"a non-blank {noun} without control characters"
     if kind == "text":
         if isinstance(dtype, (pl.List, pl.Array)):
             return col.cast(pl.List(pl.String)).list.join(" "), None, ""
@@ -296,19 +312,26 @@ def _parse(kind: str, out: str, src: str, dtype: pl.DataType, file: str) -> tupl
         return number, number.is_not_null() & ~number.is_finite(), expected
     if kind == "order":
         return _integer(col, text, dtype, src, file, "an integer")
-    if kind == "timestamp":
-        expected = "integer unix seconds or an ISO-8601 date/datetime"
+    if kind in ("timestamp", "timestamp_ms"):
+        unit = "milliseconds" if kind == "timestamp_ms" else "seconds"
+        expected = f"integer unix {unit} or an ISO-8601 date/datetime"
         if text:
             stripped = col.str.strip_chars()
-            value = pl.coalesce(stripped.cast(pl.Int64, strict=False), _iso_seconds(stripped))
-            return value, value.is_null(), expected
-        if isinstance(dtype, pl.Datetime):
+            ints = stripped.cast(pl.Int64, strict=False)
+            value = pl.coalesce(ints // 1000 if kind == "timestamp_ms" else ints, _iso_seconds(stripped))
+            bad = value.is_null()
+        elif isinstance(dtype, pl.Datetime):
             value = col.dt.epoch("s")
-            return value, value.is_null(), expected
-        if dtype == pl.Date:
+            bad = value.is_null()
+        elif dtype == pl.Date:
             value = col.cast(pl.Datetime("us")).dt.epoch("s")
-            return value, value.is_null(), expected
-        return _integer(col, text, dtype, src, file, expected)
+            bad = value.is_null()
+        else:
+            value, bad, _ = _integer(col, text, dtype, src, file, expected)
+            value = value // 1000 if kind == "timestamp_ms" else value
+        # 1970 to 2100: anything else is almost certainly a unit mistake (milliseconds as seconds).
+        implausible = ((value < TIME_MIN) | (value >= TIME_MAX)).fill_null(False)
+        return value, bad | implausible, f"{expected} between 1970 and 2100 (in {unit})"
     raise ValueError(f"unknown field kind {kind!r}; expected one of {KINDS}")
 
 
@@ -320,7 +343,7 @@ def _integer(
         value = col.str.strip_chars().cast(pl.Int64, strict=False)
         return value, value.is_null(), expected
     if dtype.is_integer():
-        value = col.cast(pl.Int64)
+        value = col.cast(pl.Int64, strict=False)  # a UInt64 beyond Int64 becomes null: reported
         return value, value.is_null(), expected
     if dtype.is_float():
         value = col.cast(pl.Int64, strict=False)

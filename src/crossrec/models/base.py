@@ -14,7 +14,8 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, fields
 from functools import cached_property
 from typing import Any, Callable, Protocol, TypeVar, runtime_checkable
 
@@ -22,7 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from crossrec.typed import from_dict
+from crossrec.typed import ConfigError, from_dict
 
 
 @dataclass(frozen=True)
@@ -249,9 +250,31 @@ def register(name: str, config_cls: type, paper: str = "") -> Callable[[M], M]:
     return deco
 
 
+# Model options that must be at least 1 (sizes and counts); other integer options may be 0 (off).
+POSITIVE_OPTIONS = frozenset({"dim", "k", "history_len", "n_heads", "max_len", "n_neg", "score_chunk"})
+
+
 def config_from_dict(name: str, params: dict[str, Any]) -> Any:
-    """Build a model's config dataclass from a plain dict; unknown keys are errors."""
-    return from_dict(get_entry(name).config_cls, params, prefix="model.")
+    """Build a model's config dataclass from a plain dict.
+
+    Unknown keys, wrong types and impossible values are `ConfigError`s: every number must be
+    finite and >= 0, sizes and counts (`POSITIVE_OPTIONS`) >= 1, dropouts in [0, 1).
+    """
+    cfg = from_dict(get_entry(name).config_cls, params, prefix="model.")
+    for f in fields(cfg):
+        value = getattr(cfg, f.name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        key = f"model.{f.name}"
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{key}={value}; expected a finite number")
+        if value < 0:
+            raise ConfigError(f"{key}={value}; expected a value >= 0")
+        if f.name in POSITIVE_OPTIONS and value < 1:
+            raise ConfigError(f"{key}={value}; expected a value >= 1")
+        if "dropout" in f.name and value >= 1:
+            raise ConfigError(f"{key}={value}; expected a share in [0, 1)")
+    return cfg
 
 
 def get_entry(name: str) -> ModelEntry:

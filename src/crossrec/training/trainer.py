@@ -2,8 +2,13 @@
 
 The model owns its loss (`model.loss(batch)`); the trainer owns the loop. Early stopping watches a
 validation metric (full ranking on the valid split) with patience and restores the best weights.
-Checkpoints (model + optimiser + sampler RNG + counters) are safetensors + JSON written atomically,
-so `resume=True` continues an interrupted run exactly where it stopped.
+Checkpoints (model + best weights + optimiser + sampler RNG + counters) are one atomic set: each is
+written into its own directory `checkpoint/set-<epoch>` and then published by atomically replacing
+the pointer `checkpoint/current.json`, so a kill at any instant leaves the previous set or the new
+one, never a mix. `resume=True` continues an interrupted run exactly where it stopped; options that
+change the result (lr, batch size, the model, the data, ...) must match the checkpoint's or the
+resume is refused (`ResumeError`), while the others (`RESUMABLE`: epochs, patience, ...) are applied
+and recorded in the result's `resumes`.
 
 Example:
     >>> trainer = Trainer(TrainConfig(epochs=20, lr=1e-3), out_dir="runs/mf")   # doctest: +SKIP
@@ -16,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,13 +33,21 @@ from torch import nn
 from crossrec.data.bundle import Bundle
 from crossrec.data.sampling import TrainSampler
 from crossrec.evaluation.evaluator import EvalConfig, Evaluator
-from crossrec.io import load_tensors, save_tensors, write_json
+from crossrec.io import atomic_dir, clean_temporaries, load_tensors, read_json, save_tensors, write_json
+from crossrec.typed import ConfigError
 from crossrec.training.adversarial import adversarial_loss, capture_lookups
 from crossrec.training.optim import Optimizers
 
 log = logging.getLogger(__name__)
 
 LOWER_IS_BETTER = ("rmse", "mae")
+# Options a resumed run may change: they steer the loop, not what one epoch computes.
+RESUMABLE = ("epochs", "patience", "min_delta", "eval_every", "eval_batch_size", "device", "checkpoint",
+             "tensorboard", "progress")
+
+
+class ResumeError(ConfigError):
+    """`--resume` with options or data that differ from the checkpoint's."""
 
 
 @dataclass(frozen=True)
@@ -73,11 +87,19 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "n_negatives", "eval_every", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"train.{name} must be >= 1")
+        for name in ("lr", "weight_decay", "momentum", "gamma", "grad_clip", "min_delta", "adv_eps", "adv_reg"):
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"train.{name}={getattr(self, name)}; expected a finite number")
         if self.lr <= 0:
-            raise ValueError("train.lr must be > 0")
-        for name in ("adv_eps", "adv_reg", "adv_start"):
+            raise ValueError(f"train.lr={self.lr}; expected a number > 0")
+        for name in ("weight_decay", "momentum", "grad_clip", "min_delta", "adv_eps", "adv_reg", "adv_start",
+                     "patience", "step_size"):
             if getattr(self, name) < 0:
-                raise ValueError(f"train.{name} must be >= 0")
+                raise ValueError(f"train.{name}={getattr(self, name)}; expected a value >= 0")
+        if not 0 < self.gamma <= 1:
+            raise ValueError(f"train.gamma={self.gamma}; expected a value in (0, 1]")
+        if self.device not in ("cpu", "auto") and not (self.device == "cuda" or self.device.startswith("cuda:")):
+            raise ValueError(f"train.device={self.device!r}; expected cpu, cuda, cuda:<n> or auto")
         name = self.metric.split("@")[0]
         if name not in ("recall", "ndcg", "hr", "mrr", "precision", "f1", "auc", "rmse", "mae"):
             raise ValueError(f"train.metric={self.metric!r}; expected e.g. ndcg@10, recall@20, auc or rmse")
@@ -94,6 +116,7 @@ class TrainResult:
     epochs_run: int = 0
     seconds: float = 0.0
     history: list[dict[str, float]] = field(default_factory=list)
+    resumes: list[dict[str, Any]] = field(default_factory=list)  # each --resume: epoch and applied changes
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -103,8 +126,15 @@ Callback = Callable[["Trainer", dict[str, float]], None]
 
 
 def resolve_device(name: str) -> torch.device:
+    """`cpu`, `cuda[:n]` or `auto`; a CUDA device that is not there is a ConfigError."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"train.device={name!r} but no CUDA device is available here; use cpu or auto")
+        index = torch.device(name).index
+        if index is not None and index >= torch.cuda.device_count():
+            raise ConfigError(f"train.device={name!r} but only {torch.cuda.device_count()} CUDA device(s) exist")
     return torch.device(name)
 
 
@@ -123,13 +153,17 @@ class Trainer:
         cfg: loop settings.
         out_dir: checkpoint / TensorBoard directory (None: nothing is written).
         categories: train (and validate) on these category indices only (None = all).
+        identity: JSON of what else the checkpoint must match on resume (model spec, Bundle
+            fingerprint); a difference raises ResumeError.
     """
 
     def __init__(
-        self, cfg: TrainConfig, out_dir: str | Path | None = None, categories: Sequence[int] | None = None
+        self, cfg: TrainConfig, out_dir: str | Path | None = None, categories: Sequence[int] | None = None,
+        identity: dict[str, Any] | None = None,
     ) -> None:
         cfg.validate()
         self.cfg = cfg
+        self.identity = json.loads(json.dumps(identity or {}, default=str))  # as it reads back from JSON
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.categories = None if categories is None else [int(c) for c in categories]
         self.callbacks: dict[str, list[Callback]] = {"on_epoch_end": [], "on_validation": []}
@@ -181,7 +215,9 @@ class Trainer:
         start_epoch = 0
         writer = self._tensorboard()
 
-        if resume and self._checkpoint_dir() is not None and (self._checkpoint_dir() / "state.json").exists():
+        if self._checkpoint_dir() is not None:
+            clean_temporaries(self._checkpoint_dir())  # what a killed checkpoint write left behind
+        if resume and self._checkpoint_set() is not None:
             start_epoch, result, bad_rounds, best_state = self._load_checkpoint(model, opts, sampler)
             log.info("resumed from epoch %d", start_epoch)
 
@@ -264,37 +300,87 @@ class Trainer:
     def _checkpoint_dir(self) -> Path | None:
         return None if self.out_dir is None else self.out_dir / "checkpoint"
 
+    def _checkpoint_set(self) -> Path | None:
+        """The directory of the current checkpoint set, or None when there is none."""
+        d = self._checkpoint_dir()
+        if d is None or not (d / "current.json").is_file():
+            return None
+        pointer = read_json(d / "current.json", "checkpoint pointer")
+        name = pointer.get("set") if isinstance(pointer, dict) else None
+        if not isinstance(name, str) or "/" in name or not (d / name / "state.json").is_file():
+            raise ResumeError(f"{d / 'current.json'} points at no complete checkpoint set ({name!r}); "
+                              "train without --resume")
+        return d / name
+
     def _save_checkpoint(self, model, opts, sampler, result, bad_rounds, best_state) -> None:
+        """Write model, best weights, optimiser and state as one set, then publish it atomically."""
         d = self._checkpoint_dir()
         assert d is not None  # guarded by the caller
-        d.mkdir(parents=True, exist_ok=True)
-        save_tensors(d / "model.safetensors", model.state_dict())
-        if best_state is not None:
-            save_tensors(d / "best.safetensors", best_state)
-        opt_tensors, opt_meta = opts.state()
-        opt_tensors["rng.sampler"] = sampler.generator.get_state()
-        save_tensors(d / "optimizer.safetensors", opt_tensors)
-        write_json(
-            d / "state.json",
-            {
-                "epoch": result.epochs_run,
-                "result": result.to_json(),
-                "bad_rounds": bad_rounds,
-                "has_best": best_state is not None,
-                "optimizer": opt_meta,
-                "train_config": asdict(self.cfg),
-            },
-        )
+        name = f"set-{result.epochs_run:05d}"
+        with atomic_dir(d / name) as tmp:
+            save_tensors(tmp / "model.safetensors", model.state_dict())
+            if best_state is not None:
+                save_tensors(tmp / "best.safetensors", best_state)
+            opt_tensors, opt_meta = opts.state()
+            opt_tensors["rng.sampler"] = sampler.generator.get_state()
+            save_tensors(tmp / "optimizer.safetensors", opt_tensors)
+            write_json(
+                tmp / "state.json",
+                {
+                    "epoch": result.epochs_run,
+                    "result": result.to_json(),
+                    "bad_rounds": bad_rounds,
+                    "has_best": best_state is not None,
+                    "optimizer": opt_meta,
+                    "train_config": asdict(self.cfg),
+                    "identity": self.identity,
+                },
+            )
+        write_json(d / "current.json", {"set": name})  # the atomic switch to the new set
+        for old in d.iterdir():  # older sets (and pre-set-layout files) are no longer needed
+            if old.name not in (name, "current.json") and not old.name.startswith("."):
+                if old.is_dir():
+                    shutil.rmtree(old, ignore_errors=True)
+                else:
+                    old.unlink(missing_ok=True)
+
+    def _check_resume(self, state: dict[str, Any], where: Path) -> list[dict[str, Any]]:
+        """Refuse a resume whose identity or result-changing options differ; return applied changes."""
+        if state.get("identity", {}) != self.identity:
+            old, new = state.get("identity", {}), self.identity
+            keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+            raise ResumeError(
+                f"--resume: the checkpoint in {where} was written for another {' and '.join(keys)} "
+                f"({', '.join(f'{k}: {_short(old.get(k))} -> {_short(new.get(k))}' for k in keys)}); "
+                "train into a new `out`, or without --resume"
+            )
+        then, now = state.get("train_config", {}), asdict(self.cfg)
+        changed = {k: [then.get(k), v] for k, v in now.items() if then.get(k) != v}
+        refused = sorted(k for k in changed if k not in RESUMABLE)
+        if refused:
+            detail = ", ".join(f"train.{k}: {changed[k][0]!r} -> {changed[k][1]!r}" for k in refused)
+            raise ResumeError(
+                f"--resume: {detail} would change what the checkpoint in {where} computed; only "
+                f"{', '.join(RESUMABLE)} may change on resume. Train into a new `out`, or without --resume"
+            )
+        return [{"epoch": int(state["epoch"]), "changed": changed}] if changed else [{"epoch": int(state["epoch"])}]
 
     def _load_checkpoint(self, model, opts, sampler):
-        d = self._checkpoint_dir()
+        d = self._checkpoint_set()
         assert d is not None
-        state = json.loads((d / "state.json").read_text())
+        state = read_json(d / "state.json", "checkpoint state")
+        applied = self._check_resume(state, d)
         model.load_state_dict(load_tensors(d / "model.safetensors", str(self.device)))
         tensors = load_tensors(d / "optimizer.safetensors")
         sampler.generator.set_state(tensors.pop("rng.sampler"))
         opts.load(tensors, state["optimizer"])
         best = load_tensors(d / "best.safetensors") if state["has_best"] else None
         r = state["result"]
-        result = TrainResult(r["best_epoch"], r["best_metric"], r["epochs_run"], r["seconds"], r["history"])
+        result = TrainResult(r["best_epoch"], r["best_metric"], r["epochs_run"], r["seconds"], r["history"],
+                             list(r.get("resumes", [])) + applied)
         return int(state["epoch"]), result, int(state["bad_rounds"]), best
+
+
+def _short(value: Any, width: int = 80) -> str:
+    text = json.dumps(value, default=str, sort_keys=True)
+    return text if len(text) <= width else text[: width - 3] + "..."

@@ -44,8 +44,8 @@ from typing import Any, Iterator, Sequence
 from torch import nn
 
 from crossrec.data.bundle import Bundle
-from crossrec.io import load_tensors, save_tensors, write_json
-from crossrec.training.trainer import TrainConfig, Trainer, TrainResult
+from crossrec.io import load_tensors, read_json, save_tensors, write_json
+from crossrec.training.trainer import ResumeError, TrainConfig, Trainer, TrainResult
 from crossrec.typed import ConfigError
 
 log = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ class TransferConfig:
             raise ConfigError(f"transfer.paradigm={self.paradigm!r}; expected one of {list(PARADIGMS)}")
         if self.freeze not in FREEZE_POLICIES:
             raise ConfigError(f"transfer.freeze={self.freeze!r}; expected one of {list(FREEZE_POLICIES)}")
-        if not self.finetune_lr_scale > 0:
+        if not (self.finetune_lr_scale > 0 and self.finetune_lr_scale < float("inf")):
             raise ConfigError(f"transfer.finetune_lr_scale={self.finetune_lr_scale}; expected > 0")
         if self.finetune_epochs < 0:
             raise ConfigError(f"transfer.finetune_epochs={self.finetune_epochs}; expected >= 0 (0 = train.epochs)")
@@ -200,6 +200,7 @@ def run_stages(
     stages: Sequence[Stage],
     out_dir: str | Path | None = None,
     resume: bool = False,
+    identity: dict[str, Any] | None = None,
 ) -> list[TrainResult]:
     """Train `model` through `stages` in order; one TrainResult per stage.
 
@@ -208,15 +209,22 @@ def run_stages(
     groups frozen. With checkpoints on, a finished stage leaves `result.json` and its final weights
     (`final.safetensors`) in its directory; `resume=True` skips the leading finished stages (loading
     their final weights), resumes the first unfinished one from its checkpoint, and trains every
-    stage after it from scratch (whatever an older run left there is stale by then).
+    stage after it from scratch (whatever an older run left there is stale by then). `identity`
+    (model spec, Bundle fingerprint) is recorded with every stage: a finished stage is only
+    skipped, and a checkpoint only resumed, when it matches (else `ResumeError`).
     """
     results: list[TrainResult] = []
     skipping = resume
     for i, stage in enumerate(stages):
         d = None if out_dir is None else stage_dir(out_dir, i, stage)
+        ident = json.loads(json.dumps({**(identity or {}), "stage": asdict(stage)}, default=str))
         if skipping and d is not None and (d / "result.json").exists() and (d / "final.safetensors").exists():
+            done = read_json(d / "result.json", "stage result")
+            if done.pop("identity", None) != ident:
+                raise ResumeError(f"--resume: stage {i} in {d} was trained with another model, bundle or "
+                                  "stage plan; train into a new `out`, or without --resume")
             model.load_state_dict(load_tensors(d / "final.safetensors"))
-            results.append(TrainResult(**_read_json(d / "result.json")))
+            results.append(TrainResult(**done))
             log.info("stage %d (%s) finished before: skipped", i, stage.name)
             continue
         resume_here, skipping = skipping, False  # only the first unfinished stage resumes
@@ -225,7 +233,7 @@ def run_stages(
         cfg = replace(
             train_cfg, lr=train_cfg.lr * stage.lr_scale, epochs=stage.epochs if stage.epochs > 0 else train_cfg.epochs
         )
-        trainer = Trainer(cfg, d, categories=stage.categories)
+        trainer = Trainer(cfg, d, categories=stage.categories, identity=ident)
         where = "all categories" if stage.categories is None else [bundle.categories[c] for c in stage.categories]
         log.info(
             "stage %d (%s): %s, freeze=%s, lr=%g, epochs=%d", i, stage.name, where, stage.freeze, cfg.lr, cfg.epochs
@@ -246,7 +254,7 @@ def run_stages(
         results.append(result)
         if d is not None and train_cfg.checkpoint:
             save_tensors(d / "final.safetensors", model.state_dict())
-            write_json(d / "result.json", result.to_json())  # written last: marks the stage finished
+            write_json(d / "result.json", result.to_json() | {"identity": ident})  # last: marks it finished
     return results
 
 
@@ -262,6 +270,3 @@ def stage_summary(stages: Sequence[Stage], results: Sequence[TrainResult], categ
         out.append({"stage": i, **info, **r.to_json()})
     return out
 
-
-def _read_json(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text())

@@ -114,10 +114,11 @@ def test_fmt_and_sep_override_the_extension(tmp_path):
         read_interactions(path, COLS)
 
 
-def test_ids_stay_strings_and_whitespace_is_kept(tmp_path):
+def test_ids_stay_strings_and_surrounding_whitespace_is_stripped(tmp_path):
+    # The documented rule: leading/trailing whitespace of an id is not part of it.
     path = write(tmp_path, "a.csv", "user_id,item_id,category\n007,0001,00\n 7 ,1e3,x\n")
     out = read_interactions(path)
-    assert out.rows() == [("007", "0001", "00"), (" 7 ", "1e3", "x")]
+    assert out.rows() == [("007", "0001", "00"), ("7", "1e3", "x")]
     assert out.schema == {"user": pl.String, "item": pl.String, "category": pl.String}
 
 
@@ -142,8 +143,13 @@ def test_order_split_and_constant_category(tmp_path):
 
 def test_quoted_fields_crlf_and_blank_lines(tmp_path):
     content = 'u,i,c,r\r\na,"x, ""y""",B,1\r\n\r\nb,"multi\nline",M,2\r\n\nc,z,M,3\r\n'
-    out = read_interactions(write(tmp_path, "a.csv", content), ColumnMap(user="u", item="i", category="c", rating="r"))
-    assert out["item"].to_list() == ['x, "y"', "multi\nline", "z"]
+    cols = ColumnMap(user="u", item="i", category="c", rating="r")
+    # An id spanning lines holds a newline: refused, at the line where its record starts.
+    with pytest.raises(DataError, match="control characters") as e:
+        read_interactions(write(tmp_path, "a.csv", content), cols)
+    assert (e.value.line, e.value.column) == (4, "i")
+    out = read_interactions(write(tmp_path, "b.csv", content.replace("multi\nline", "multi, line")), cols)
+    assert out["item"].to_list() == ['x, "y"', "multi, line", "z"]
     assert out["rating"].to_list() == [1.0, 2.0, 3.0]
 
 
@@ -319,8 +325,9 @@ def test_error_message_reads_well(tmp_path):
 
 # ---- property: ids survive a CSV round trip exactly ------------------------------------------
 
-ID_TEXT = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=12).filter(
-    lambda s: s.strip() != ""
+# Ids as the readers keep them: no control characters, no surrounding whitespace (stripped).
+ID_TEXT = st.text(st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=12).filter(
+    lambda s: s.strip() != "" and s.strip() == s
 )
 
 
@@ -341,23 +348,26 @@ def test_csv_round_trip_keeps_ids_exactly(tmp_path, users, sep):
        bad_at=st.integers(min_value=0, max_value=14), chunk=st.sampled_from([1, 2, 3, 5, 8, 1 << 24]))
 def test_reported_line_is_the_physical_line(tmp_path, rows, bad_at, chunk):
     """Blank lines, quoted delimiters and multi-line fields, scanned in chunks of any size."""
-    lines, line_of_row, last_of_row = ["u,i,c,r"], [], []
+    # An item table: titles may span lines (ids may not), the category after the title is checked.
+    lines, line_of_row, last_of_row = ["i,t,c"], [], []
     for kind in rows:
         if kind == "blank":
             lines.append("")
             continue
         line_of_row.append(len(lines) + 1)  # the record's first physical line, 1-based
-        item = {"plain": "x", "quoted": '"x,y"', "multi": '"x\ny"'}[kind]
-        lines.extend(f"a,{item},B,1".split("\n"))
-        last_of_row.append(len(lines) - 1)  # index of its last physical line, where r is
+        title = {"plain": "x", "quoted": '"x,y"', "multi": '"x\ny"'}[kind]
+        lines.extend(f"i{len(line_of_row)},{title},B".split("\n"))
+        last_of_row.append(len(lines) - 1)  # index of its last physical line, where c is
     if not line_of_row:
         return
     bad = min(bad_at, len(line_of_row) - 1)
-    lines[last_of_row[bad]] = lines[last_of_row[bad]][:-1] + "oops"
+    lines[last_of_row[bad]] = lines[last_of_row[bad]][:-1] + " "
     path = write(tmp_path, "p.csv.gz", "\n".join(lines) + "\n")
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(validate, "_CHUNK", chunk)
-        expect_error(path, line_of_row[bad], "r", ColumnMap(user="u", item="i", category="c", rating="r"))
+        with pytest.raises(DataError) as e:
+            read_items(path, ItemColumnMap(item="i", title="t", category="c"))
+        assert (e.value.file, e.value.line, e.value.column) == (str(path), line_of_row[bad], "c"), str(e.value)
 
 
 # ---- items and vectors -----------------------------------------------------------------------

@@ -28,8 +28,10 @@ def test_resume_from_checkpoint_equals_an_uninterrupted_run(tiny_bundle, tmp_pat
 
     part = mf(tiny_bundle)
     Trainer(cfg(epochs=2), out_dir=tmp_path).fit(part, tiny_bundle)
-    state = json.loads((tmp_path / "checkpoint" / "state.json").read_text())
+    pointer = json.loads((tmp_path / "checkpoint" / "current.json").read_text())
+    state = json.loads((tmp_path / "checkpoint" / pointer["set"] / "state.json").read_text())
     assert state["epoch"] == 2
+    assert sorted(p.name for p in (tmp_path / "checkpoint").iterdir()) == ["current.json", "set-00002"]
     resumed = mf(tiny_bundle, seed=123)  # different init: everything must come from the checkpoint
     result = Trainer(cfg(epochs=4), out_dir=tmp_path).fit(resumed, tiny_bundle, resume=True)
     assert result.epochs_run == 4 and len(result.history) == 4

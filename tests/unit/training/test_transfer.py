@@ -161,7 +161,7 @@ def test_frozen_groups_stay_bit_identical_while_the_rest_trains(tiny_bundle, tmp
     for g in moves:
         assert any(not torch.equal(b, p.detach()) for b, p in zip(before[g], groups[g])), g
     assert all(p.requires_grad for p in m.parameters())  # flags restored
-    assert (tmp_path / "stage-0-finetune" / "checkpoint" / "state.json").exists()
+    assert (tmp_path / "stage-0-finetune" / "checkpoint" / "current.json").exists()
 
 
 def test_freezing_everything_is_a_clear_error(tiny_bundle):
