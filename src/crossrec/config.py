@@ -108,9 +108,20 @@ def parse_overrides(args: list[str]) -> dict[str, Any]:
             i += 1
         if not key or any(not part for part in key.split(".")):
             raise ConfigError(f"override {arg!r}: expected --section.key=value")
-        _set_dotted(out, key, load_yaml(raw, f"override --{key}") if raw != "" else "")
+        _set_dotted(out, key, _override_value(raw, key))
         i += 1
     return out
+
+
+def _override_value(raw: str, key: str) -> Any:
+    """An override's value parsed as YAML (`3e-4`, `[10, 20]`, `{user: uid}`); text that is not
+    valid YAML on its own (`,,`) stays the plain string, and is then type-checked like any value."""
+    if raw == "":
+        return ""
+    try:
+        return load_yaml(raw, f"override --{key}")
+    except ConfigError:
+        return raw
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:

@@ -201,11 +201,15 @@ class ExperimentResult:
         )
 
     def mean(self, model: str, metric: str, category: str = "ALL", slice: str = "all") -> float:
+        """Mean over seeds of one cell; NaN where that (category, slice) is empty (e.g. no cold items
+        in one category); KeyError for a model the experiment does not have."""
+        if model not in set(self.runs["model"].to_list()):
+            raise KeyError(f"no result for model {model!r}; have {sorted(set(self.runs['model'].to_list()))}")
         rows = self.summary().filter(
             (pl.col("model") == model) & (pl.col("category") == category) & (pl.col("slice") == slice)
         )
         if rows.height == 0:
-            raise KeyError(f"no result for model {model!r}, category {category!r}, slice {slice!r}")
+            return float("nan")
         v = rows[metric][0]
         return float("nan") if v is None else float(v)
 

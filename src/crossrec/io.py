@@ -188,7 +188,7 @@ def check_output(root: str | Path, kind: str, what: str) -> Path:
             f"refusing to write the {kind} there: choose a missing or empty directory"
         )
     if have != kind:
-        raise OutputError(f"{what}={str(root)!r} holds a crossrec {have}, not a {kind}; choose another directory")
+        raise OutputError(f"{what}={str(root)!r} holds a crossrec {have}, not {_a(kind)}; choose another directory")
     foreign = _foreign(root, kind)
     if foreign:
         shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
@@ -197,6 +197,10 @@ def check_output(root: str | Path, kind: str, what: str) -> Path:
             f"({shown}); move them away or choose another directory"
         )
     return root
+
+
+def _a(noun: str) -> str:
+    return ("an " if noun[0] in "aeiou" else "a ") + noun
 
 
 def write_marker(root: str | Path, kind: str) -> None:

@@ -103,6 +103,31 @@ def test_run_experiment_means_stds_and_report(tiny_bundle, tmp_path, monkeypatch
         run_experiment(cfg, bundle=tiny_bundle)
 
 
+def test_runs_on_a_bundle_prepared_again_in_place_are_not_reused(tiny_bundle, tmp_path, monkeypatch):
+    """Same path, same run config, other split (another seed): every stored run is stale."""
+    from dataclasses import replace
+
+    from crossrec.data.prepare import PrepareConfig, prepare
+    from crossrec.data.synthetic import generate, tiny_config
+
+    inter, items = generate(tiny_config())
+    # A random split leaves some (category, slice) cells empty: the report shows "–" there.
+    first = prepare(inter, items, PrepareConfig(split="random", seed=0), tmp_path / "bundle")
+    data = experiment_dict(tmp_path / "exp", first.root)
+    data["models"] = [{"label": "pop", "name": "pop"}]
+    cfg = load_experiment(data=data)
+    run_experiment(cfg, bundle=first)
+    again = prepare(inter, items, PrepareConfig(split="random", seed=1), tmp_path / "bundle")  # same path
+    assert again.n_users == first.n_users and again.fingerprint()["bundle"] != first.fingerprint()["bundle"]
+    import crossrec.pipeline
+
+    trained = []
+    real = crossrec.pipeline.train
+    monkeypatch.setattr(crossrec.pipeline, "train", lambda *a, **k: trained.append(1) or real(*a, **k))
+    run_experiment(replace(cfg), bundle=again)
+    assert trained == [1]
+
+
 def test_gain_and_best_single_by_hand(tmp_path):
     cfg = load_experiment(
         data={
