@@ -310,13 +310,13 @@ def read_json(path: str | Path, what: str = "JSON file") -> Any:
     """Read a JSON file crossrec wrote; a missing, unreadable or damaged file is a clear error."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{str(path)!r} not found; expected a {what}")
+        raise FileNotFoundError(f"{str(path)!r} not found; expected {_a(what)}")
     try:
         return json.loads(path.read_text())
     except UnicodeDecodeError as e:
-        raise CorruptFileError(f"{path}: expected a {what} in UTF-8 JSON, got a byte that is not UTF-8 ({e.reason})") from None
+        raise CorruptFileError(f"{path}: expected {_a(what)} in UTF-8 JSON, got a byte that is not UTF-8 ({e.reason})") from None
     except json.JSONDecodeError as e:
-        raise CorruptFileError(f"{path}:{e.lineno}: expected a {what} in JSON: {e.msg} at column {e.colno}") from None
+        raise CorruptFileError(f"{path}:{e.lineno}: expected {_a(what)} in JSON: {e.msg} at column {e.colno}") from None
 
 
 def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
