@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import SHARED_DATA, write_results  # noqa: E402
 
 from crossrec.config import DataConfig, ModelSpec, RunConfig, load_config  # noqa: E402
-from crossrec.data.readers import read_dataset  # noqa: E402
+from crossrec.data.datasets import read_dataset  # noqa: E402
 from crossrec.data.prepare import prepare  # noqa: E402
 from crossrec.evaluation.evaluator import EvalConfig, Evaluator, comparison_markdown  # noqa: E402
 from crossrec.pipeline import seed_everything, train  # noqa: E402

@@ -20,17 +20,17 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import SHARED_DATA, write_results  # noqa: E402
 
+from crossrec.data.batch import Sizes  # noqa: E402
 from crossrec.data.prepare import PrepareConfig, prepare  # noqa: E402
 from crossrec.data.sampling import TrainSampler  # noqa: E402
-from crossrec.models.base import Sizes  # noqa: E402
-from crossrec.serving.artifact import build  # noqa: E402
+from crossrec.models.per_category import build  # noqa: E402
 from crossrec.training.optim import Optimizers  # noqa: E402
 from crossrec.training.trainer import TrainConfig  # noqa: E402
 
 
 def load_bundle():
     if (SHARED_DATA / "amazon-arts-office").exists():
-        from crossrec.data.readers import read_dataset
+        from crossrec.data.datasets import read_dataset
 
         raw = read_dataset("amazon-arts-office", SHARED_DATA / "amazon-arts-office")
         return "amazon-arts-office", prepare(raw.interactions, raw.items, PrepareConfig(split="leave_last_out"))

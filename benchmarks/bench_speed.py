@@ -21,9 +21,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_results  # noqa: E402
 
+from crossrec.data.batch import Sizes  # noqa: E402
 from crossrec.data.prepare import PrepareConfig, prepare  # noqa: E402
 from crossrec.evaluation.evaluator import EvalConfig, Evaluator  # noqa: E402
-from crossrec.models.base import Sizes  # noqa: E402
 from crossrec.models.mf import MF, MFConfig  # noqa: E402
 from crossrec.training.trainer import TrainConfig, Trainer  # noqa: E402
 

@@ -30,3 +30,11 @@ def small_bundle(tmp_path_factory):
 
     inter, items = generate(SyntheticConfig(seed=0))
     return prepare(inter, items, PrepareConfig(cold_user_fraction=0.2), tmp_path_factory.mktemp("small") / "bundle")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests that train on the default synthetic world (`small_bundle`, several epochs each) are
+    `slow`: `make test-fast` skips them, `make test` (CI) runs them."""
+    for item in items:
+        if "small_bundle" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)

@@ -17,27 +17,31 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from crossrec.data.prepare import PrepareConfig
-from crossrec.evaluation.evaluator import EvalConfig
-from crossrec.training.trainer import TrainConfig
-from crossrec.training.transfer import TransferConfig
-from crossrec.typed import ConfigError, from_dict, load_yaml, read_config_file
+from crossrec.evaluation.config import EvalConfig
+from crossrec.training.config import TrainConfig, TransferConfig
+from crossrec.typed import Checked, ConfigError, from_dict, load_yaml, read_config_file
 
-__all__ = ["ConfigError", "DataConfig", "ModelSpec", "RunConfig", "load_config", "parse_overrides", "to_dict"]
+__all__ = [
+    "ConfigError", "DataConfig", "ModelSpec", "RunConfig", "load_config", "merge_dicts", "model_spec_hook",
+    "parse_overrides", "to_dict", "validate_run_config",
+]
 
 
 @dataclass(frozen=True)
-class DataConfig:
+class DataConfig(Checked):
     """Where the raw data comes from and where the prepared Bundle goes."""
+
+    section = "data"
 
     dataset: str | None = None  # (str|None) built-in reader: amazon-arts-office | anime-mal | synthetic
     root: str | None = None  # (str|None) folder of a built-in dataset (e.g. ../shared/data/anime-mal)
     interactions: str | None = None  # (str|None) interaction file (CSV/TSV/Parquet/JSONL, .gz ok)
     items: str | None = None  # (str|None) item table with titles/descriptions
     image_vectors: str | None = None  # (str|None) per-item vectors keyed by item id (.npz/Parquet/CSV)
-    format: str | None = None  # (str|None) reader format of those files: csv | tsv | parquet | jsonl; None = by extension
+    format: Literal["csv", "tsv", "parquet", "jsonl"] | None = None  # (str|None) reader format of those files: csv | tsv | parquet | jsonl; None = by extension
     sep: str | None = None  # (str|None) CSV delimiter (one character); None = "," for csv, tab for tsv
     columns: dict[str, str] = field(default_factory=dict)  # (dict) ColumnMap overrides: user/item/...
     item_columns: dict[str, str] = field(default_factory=dict)  # (dict) ItemColumnMap overrides
@@ -45,15 +49,17 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
-class ModelSpec:
+class ModelSpec(Checked):
     """Which registered model to train, and how.
 
     Keys other than `name` and `mode` are the model's own options, checked against its config
     dataclass (e.g. `dim`, `reg` for `mf`).
     """
 
+    section = "model"
+
     name: str = "mf"  # (str) registry key: pop | itemknn | mf | neumf | ...
-    mode: str = "pooled"  # (str) single: one model per category | pooled: one model over all
+    mode: Literal["single", "pooled"] = "pooled"  # (str) single: one model per category | pooled: one model over all
     params: dict[str, Any] = field(default_factory=dict)  # (dict) the model's own options
 
 
@@ -124,10 +130,11 @@ def _override_value(raw: str, key: str) -> Any:
         return raw
 
 
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+def merge_dicts(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """`base` updated with `over`, section by section: nested mappings merge, other values replace."""
     out = dict(base)
     for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        out[k] = merge_dicts(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
 
 
@@ -147,8 +154,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if isinstance(file_model, dict) and new_name is not None and new_name != file_model.get("name", "mf"):
             # The file's model options were written for another model: keep only name/mode.
             data = dict(data, model={k: v for k, v in file_model.items() if k in ("name", "mode")})
-        data = _merge(data, over)
-    cfg = from_dict(RunConfig, data, hook=_model_spec_hook)
+        data = merge_dicts(data, over)
+    cfg = from_dict(RunConfig, data, hook=model_spec_hook)
     validate_run_config(cfg)
     return cfg
 
@@ -166,12 +173,8 @@ def validate_run_config(cfg: RunConfig) -> None:
     try:
         from_dict(ColumnMap, cfg.data.columns, "data.columns.")
         from_dict(ItemColumnMap, cfg.data.item_columns, "data.item_columns.")
-        if cfg.data.format is not None and cfg.data.format not in ("csv", "tsv", "parquet", "jsonl", "json", "ndjson"):
-            raise ConfigError(f"data.format={cfg.data.format!r}; expected csv, tsv, parquet or jsonl")
         if cfg.data.sep is not None and len(cfg.data.sep) != 1:
             raise ConfigError(f"data.sep={cfg.data.sep!r}; expected one character")
-        if cfg.model.mode not in ("single", "pooled"):
-            raise ConfigError(f"model.mode={cfg.model.mode!r}; expected single or pooled")
         config_from_dict(cfg.model.name, cfg.model.params)
         cfg.prepare.validate()
         cfg.train.validate()
@@ -185,8 +188,8 @@ def validate_run_config(cfg: RunConfig) -> None:
         raise ConfigError(str(e)) from None
 
 
-def _model_spec_hook(cls: type, data: dict[str, Any]) -> dict[str, Any]:
-    """In the `model` section, name/mode are spec keys; every other key is a model option."""
+def model_spec_hook(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+    """`from_dict` hook: in the `model` section, name/mode are spec keys; every other key is a model option."""
     if cls is not ModelSpec:
         return data
     params = dict(data.get("params", {}) or {})

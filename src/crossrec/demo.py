@@ -27,14 +27,15 @@ from crossrec.experiment import load_experiment, run_experiment
 from crossrec.io import claim_output, write_marker
 from crossrec.pipeline import seed_everything
 
-# Model entries of the demo experiment: single-category references, pooled, and the flagship.
+# Model entries of the demo experiment: single-category references, pooled, and the flagship
+# (`single_category` and `flagship` flags as in configs/experiments/*.yaml).
 DEMO_MODELS: tuple[dict[str, Any], ...] = (
-    {"label": "pop", "name": "pop"},
+    {"label": "pop", "name": "pop", "single_category": True},
     {"label": "itemknn-single", "name": "itemknn", "mode": "single"},
     {"label": "bprmf-single", "name": "mf", "mode": "single", "dim": 64},
     {"label": "itemknn-pooled", "name": "itemknn"},
     {"label": "bprmf-pooled", "name": "mf", "dim": 64},
-    {"label": "crossrec", "name": "crossrec", "dim": 64},
+    {"label": "crossrec", "name": "crossrec", "dim": 64, "flagship": True},
 )
 
 

@@ -23,14 +23,21 @@ import polars as pl
 import torch
 
 from crossrec.config import RunConfig, to_dict
+from crossrec.data.batch import Sizes
 from crossrec.data.bundle import Bundle
 from crossrec.data.prepare import prepare
 from crossrec.data.schema import ColumnMap, ItemColumnMap
 from crossrec.evaluation.evaluator import EvalConfig, EvalResult, Evaluator
-from crossrec.models.base import Sizes
-from crossrec.models.per_category import PerCategory
 from crossrec.io import OutputError, claim_output, read_json, write_marker
-from crossrec.serving.artifact import Artifact, build, bundle_provenance, check_bundle, load_artifact, save_artifact
+from crossrec.models.base import Trainable
+from crossrec.models.per_category import PerCategory, build
+from crossrec.serving.artifact import (
+    Artifact,
+    bundle_provenance,
+    check_bundle,
+    load_artifact,
+    save_artifact,
+)
 from crossrec.training.trainer import Trainer
 from crossrec.training.transfer import plan, run_stages, stage_summary
 from crossrec.typed import from_dict
@@ -77,7 +84,9 @@ def _load_tables(cfg: RunConfig, readers: Any) -> RawData:
     if d.dataset is not None:
         if d.root is None:
             raise ValueError(f"data.dataset={d.dataset!r} needs data.root (the dataset's folder)")
-        raw = readers.read_dataset(d.dataset, d.root)
+        from crossrec.data.datasets import read_dataset
+
+        raw = read_dataset(d.dataset, d.root)
         return RawData(raw.interactions, raw.items, tuple(raw.sources))
     if d.interactions is None:
         raise ValueError("set data.dataset (+ data.root) or data.interactions (+ data.items)")
@@ -158,7 +167,7 @@ def _train(cfg: RunConfig, bundle: Bundle, out: Path, resume: bool) -> Artifact:
                 continue
             trainer = Trainer(cfg.train, out / "categories" / bundle.categories[c], categories=[c], identity=identity)
             results[bundle.categories[c]] = trainer.fit(sub, bundle, resume=resume).to_json()
-    elif transfer.paradigm == "joint" or not hasattr(model, "loss"):
+    elif transfer.paradigm == "joint" or not isinstance(model, Trainable):
         if transfer.paradigm != "joint":
             log.info("%s is fitted, not trained by the loop: transfer.paradigm=%s is ignored",
                      spec.name, transfer.paradigm)

@@ -314,6 +314,7 @@ train(cfg)
 """
 
 
+@pytest.mark.slow  # a dozen real processes killed and resumed: about a minute
 def test_checkpoints_are_one_atomic_set_whatever_instant_a_kill_hits(tmp_path):
     from crossrec.io import load_tensors
 

@@ -11,13 +11,12 @@ import pytest
 import torch
 
 from crossrec.config import load_config
+from crossrec.data.batch import Sizes
+from crossrec.data.datasets import read_dataset
 from crossrec.data.prepare import prepare
-from crossrec.data.readers import read_dataset
 from crossrec.evaluation.evaluator import EvalConfig, Evaluator
-from crossrec.models.base import Sizes
-from crossrec.serving.artifact import build
+from crossrec.models.per_category import build
 from crossrec.training.trainer import Trainer
-
 from tests.conftest import SHARED_DATA as DATA
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -22,7 +22,7 @@ def experiment_dict(out, bundle_root, **extra):
         "seeds": [0, 1],
         "out": str(out),
         "models": [
-            {"label": "pop", "name": "pop"},
+            {"label": "pop", "name": "pop", "single_category": True},
             {"label": "mf-single", "name": "mf", "mode": "single", "dim": 8},
             {"label": "mf-pooled", "name": "mf", "dim": 8, "baseline": "mf-single"},
             {"label": "mf-once", "name": "mf", "dim": 8, "seeds": [1]},
@@ -47,6 +47,12 @@ def test_config_errors_name_the_field(tmp_path):
         load_experiment(data=dict(good, models=[{"label": "a", "name": "mf", "dimm": 3}]))
     with pytest.raises(ConfigError, match=r"models\[0\]: missing 'name'"):
         load_experiment(data=dict(good, models=[{"label": "a"}]))
+    with pytest.raises(ConfigError, match=r"models\[0\]\.flagship: expected true/false"):
+        load_experiment(data=dict(good, models=[{"label": "a", "name": "mf", "flagship": "yes"}]))
+    with pytest.raises(ConfigError, match=r"models\[1\]\.seeds"):
+        load_experiment(data=dict(good, models=[{"label": "a", "name": "mf"}, {"label": "b", "name": "mf", "seeds": ["x"]}]))
+    with pytest.raises(ConfigError, match=r"models\[0\]\.mode='both'"):
+        load_experiment(data=dict(good, models=[{"label": "a", "name": "mf", "mode": "both"}]))
 
 
 def test_model_entries_and_overrides(tmp_path):
@@ -57,6 +63,10 @@ def test_model_entries_and_overrides(tmp_path):
     assert pop.single_category and pop.closed_form
     assert single.single_category and not single.closed_form
     assert not pooled.single_category and pooled.params == {"dim": 8}
+    assert not any(m.flagship for m in cfg.models)
+    # The flags come from the entry, never from the model's name.
+    bare = load_experiment(data=experiment_dict(tmp_path, tmp_path, models=[{"label": "p", "name": "pop"}]))
+    assert not bare.models[0].single_category and not bare.models[0].flagship
     run = cfg.run_config(pooled, 3)
     assert run.train.seed == 3 and run.seed == 3 and run.model.params == {"dim": 8}
     assert run.out.endswith("mf-pooled/seed-3")
@@ -132,9 +142,9 @@ def test_gain_and_best_single_by_hand(tmp_path):
     cfg = load_experiment(
         data={
             "models": [
-                {"label": "pop", "name": "pop"},
+                {"label": "pop", "name": "pop", "single_category": True},
                 {"label": "s", "name": "mf", "mode": "single"},
-                {"label": "x", "name": "crossrec"},
+                {"label": "x", "name": "crossrec", "flagship": True},
             ],
             "seeds": [0],
             "out": str(tmp_path),

@@ -29,7 +29,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Literal, Sequence
 
 import numpy as np
 import polars as pl
@@ -38,33 +38,30 @@ from crossrec import __version__
 from crossrec.data.bundle import SPLIT_CODES, Bundle
 from crossrec.data.schema import SCHEMA_VERSION, DataError
 from crossrec.io import file_sha256
+from crossrec.typed import Checked
 
 SPLIT_STRATEGIES = ("leave_last_out", "temporal", "random", "given")
 
 
 @dataclass(frozen=True)
-class PrepareConfig:
+class PrepareConfig(Checked):
     """How raw interactions become a Bundle."""
 
-    split: str = "leave_last_out"  # (str) leave_last_out | temporal | random | given
+    section = "prepare"
+
+    split: Literal["leave_last_out", "temporal", "random", "given"] = "leave_last_out"  # (str) leave_last_out | temporal | random | given
     valid: bool = True  # (bool) hold out a validation split (for early stopping)
     test_ratio: float = 0.2  # (float) temporal / random: share of interactions in test
     valid_ratio: float = 0.1  # (float) temporal / random: share of interactions in valid
     k_core: int = 0  # (int) keep users and items with >= k interactions (0 = off); iterated
-    k_core_scope: str = "global"  # (str) global: counts over all categories | category: within each
-    dedupe: str = "last"  # (str) repeated (user, item): keep "last" | "first" | "none"
+    k_core_scope: Literal["global", "category"] = "global"  # (str) global: counts over all categories | category: within each
+    dedupe: Literal["last", "first", "none"] = "last"  # (str) repeated (user, item): keep "last" | "first" | "none"
     cold_user_fraction: float = 0.0  # (float) cold-start user protocol: share of multi-category users
     cold_user_category: str | None = None  # (str|None) target category of that protocol; None = random
     keep_unused_items: bool = False  # (bool) keep catalogue items that have no interaction at all
     seed: int = 0  # (int) seed of the random split and the cold-start user draw
 
     def validate(self) -> None:
-        if self.split not in SPLIT_STRATEGIES:
-            raise ValueError(f"prepare.split={self.split!r}; expected one of {SPLIT_STRATEGIES}")
-        if self.k_core_scope not in ("global", "category"):
-            raise ValueError(f"prepare.k_core_scope={self.k_core_scope!r}; expected global|category")
-        if self.dedupe not in ("last", "first", "none"):
-            raise ValueError(f"prepare.dedupe={self.dedupe!r}; expected last|first|none")
         for name in ("test_ratio", "valid_ratio", "cold_user_fraction"):
             v = getattr(self, name)
             if not 0.0 <= v < 1.0:

@@ -17,8 +17,8 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
+from crossrec.data.batch import Batch
 from crossrec.data.bundle import Bundle
-from crossrec.models.base import Batch
 
 
 class TrainSampler:
@@ -44,9 +44,7 @@ class TrainSampler:
     ) -> None:
         if batch_size < 1 or n_negatives < 1:
             raise ValueError("batch_size and n_negatives must be >= 1")
-        rows = bundle.split("train")
-        if categories is not None:
-            rows = rows.filter(rows["category"].is_in([int(c) for c in categories]))
+        rows = bundle.rows("train", categories)
         self.users = torch.from_numpy(rows["user"].to_numpy().astype(np.int64))
         self.items = torch.from_numpy(rows["item"].to_numpy().astype(np.int64))
         self.category = torch.from_numpy(rows["category"].to_numpy().astype(np.int64))

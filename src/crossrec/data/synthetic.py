@@ -31,7 +31,15 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from crossrec.data.schema import CATEGORY, DESCRIPTION, ITEM, RATING, TIMESTAMP, TITLE, USER
+from crossrec.data.schema import (
+    CATEGORY,
+    DESCRIPTION,
+    ITEM,
+    RATING,
+    TIMESTAMP,
+    TITLE,
+    USER,
+)
 from crossrec.io import atomic_path
 
 T_START = 1_577_836_800  # 2020-01-01: first possible interaction

@@ -39,20 +39,32 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from dataclasses import asdict, dataclass
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 import polars as pl
 import scipy.sparse as sp
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from crossrec.data.bundle import Bundle, split_code
+from crossrec.evaluation.config import EvalConfig
 from crossrec.evaluation.metrics import mae, rank_items, ranking_metrics, rmse
 from crossrec.evaluation.report import EvalResult, comparison_markdown, protocol_label
+from crossrec.evaluation.tensors import (
+    concat_chunks,
+    csr_coords,
+    device_of,
+    eval_mode,
+    mean_by,
+    padded_rows,
+    row_keys,
+    sample_unseen,
+    shares_storage,
+)
+from crossrec.models.base import RatingPredictor
 
 __all__ = ["EvalConfig", "EvalResult", "Evaluator", "comparison_markdown", "evaluate_many"]
 
@@ -61,39 +73,6 @@ log = logging.getLogger(__name__)
 SLICES = ("all", "warm", "new_to_category", "cold_item")
 EARLIER_SPLITS = {"train": (), "valid": ("train",), "test": ("train", "valid")}
 ALL_SPLITS = ("train", "valid", "test")
-
-
-@dataclass(frozen=True)
-class EvalConfig:
-    """How to evaluate.
-
-    Args:
-        ks: (tuple[int]) cut-offs of the @K metrics.
-        protocol: (str) "full" ranking within the category, or "sampled" (1 positive + n_negatives).
-        n_negatives: (int) negatives per positive under the sampled protocol.
-        batch_size: (int) users per `score()` call; the results do not depend on it.
-        mask_seen: (bool) mask items the user interacted with in earlier splits (full protocol).
-        seed: (int) seed of the sampled protocol's negatives.
-        slices: (bool) also report the warm / new_to_category / cold_item slices.
-    """
-
-    ks: tuple[int, ...] = (5, 10, 20)
-    protocol: str = "full"
-    n_negatives: int = 100
-    batch_size: int = 1024
-    mask_seen: bool = True
-    seed: int = 0
-    slices: bool = True
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "ks", tuple(int(k) for k in self.ks))
-        if not self.ks or min(self.ks) < 1:
-            raise ValueError(f"eval.ks must be positive cut-offs, got {self.ks}")
-        protocol_label(self.protocol, self.n_negatives)  # raises on an unknown protocol
-        if self.n_negatives < 1:
-            raise ValueError(f"eval.n_negatives must be >= 1, got {self.n_negatives}")
-        if self.batch_size < 1:
-            raise ValueError(f"eval.batch_size must be >= 1, got {self.batch_size}")
 
 
 @dataclass
@@ -131,9 +110,9 @@ class Evaluator:
         """Score every unit of the split in `categories` (default: all) and aggregate the metrics."""
         b = self.bundle
         cats = list(range(b.n_categories)) if categories is None else [b.category_id(c) for c in categories]
-        device = _device_of(model)
+        device = device_of(model)
         parts: list[pl.DataFrame] = []
-        with torch.no_grad(), _eval_mode(model):
+        with torch.no_grad(), eval_mode(model):
             for c in cats:
                 units = self._units(c)
                 if len(units.users) == 0:
@@ -188,7 +167,7 @@ class Evaluator:
             )
         out = scores.detach().float()
         # Masking writes in place; a view (Pop's expand) or the model's own storage must be copied.
-        if out.data_ptr() == scores.data_ptr() and (scores._base is not None or _shares_storage(scores, model)):
+        if out.data_ptr() == scores.data_ptr() and (scores._base is not None or shares_storage(scores, model)):
             out = out.clone()
         return out
 
@@ -205,8 +184,8 @@ class Evaluator:
             scores = self._score(model, units.users[lo:hi], c, device)  # [B, n_items(c)]
             pos = units.pos[lo:hi]
             if units.seen is not None:
-                scores[_coords(units.seen[lo:hi], device)] = float("-inf")  # sparse write, no dense mask
-            per_unit.append(ranking_metrics(rank_items(scores, *_padded(pos, device)), ks))
+                scores[csr_coords(units.seen[lo:hi], device)] = float("-inf")  # sparse write, no dense mask
+            per_unit.append(ranking_metrics(rank_items(scores, *padded_rows(pos, device)), ks))
             cold = units.cold[lo:hi]
             rows = np.flatnonzero(np.diff(cold.indptr))
             if len(rows):
@@ -214,9 +193,9 @@ class Evaluator:
                 other = pos[rows] - cold[rows]  # cold positives are a subset of the positives
                 other.eliminate_zeros()
                 s = scores[torch.from_numpy(rows).to(device)]  # [rows, n_items(c)], a copy
-                s[_coords(other, device)] = float("-inf")
-                cold_vals.append(ranking_metrics(rank_items(s, *_padded(cold[rows], device)), ks))
-        return _cat(per_unit), _cat(cold_vals)
+                s[csr_coords(other, device)] = float("-inf")
+                cold_vals.append(ranking_metrics(rank_items(s, *padded_rows(cold[rows], device)), ks))
+        return concat_chunks(per_unit), concat_chunks(cold_vals)
 
     # ------------------------------------------------------------------ sampled negatives
     def _sampled(
@@ -236,7 +215,7 @@ class Evaluator:
         cand = torch.cat([torch.from_numpy(pair_item).unsqueeze(1), negatives], 1)
         cand = cand.sort(dim=1, stable=True).values  # item order, so ties break as in full ranking
         is_pos = cand == torch.from_numpy(pair_item).unsqueeze(1)  # [R, 1 + n_neg]
-        cold_keys = _keys(units.cold, n)
+        cold_keys = row_keys(units.cold, n)
         pair_cold = np.isin(pair_unit * n + pair_item, cold_keys)
         vals: list[dict[str, Tensor]] = []
         for lo in range(0, len(units.users), bs):
@@ -248,17 +227,17 @@ class Evaluator:
             where = is_pos[p0:p1].long().argmax(1, keepdim=True).to(device)  # [pairs, 1] positive's column
             valid = torch.ones(p1 - p0, 1, dtype=torch.bool, device=device)
             vals.append(ranking_metrics(rank_items(s, where, valid), self.cfg.ks))
-        per_pair = _cat(vals)
-        per_unit = {k: _mean_by(v, pair_unit, len(units.users)) for k, v in per_pair.items()}
+        per_pair = concat_chunks(vals)
+        per_unit = {k: mean_by(v, pair_unit, len(units.users)) for k, v in per_pair.items()}
         cold_units = np.unique(pair_unit[pair_cold])
         in_cold = pair_unit[pair_cold]
-        cold = {k: _mean_by(v[pair_cold], in_cold, len(units.users))[cold_units] for k, v in per_pair.items()}
+        cold = {k: mean_by(v[pair_cold], in_cold, len(units.users))[cold_units] for k, v in per_pair.items()}
         return units, per_unit, cold
 
     # ------------------------------------------------------------------ ratings
     def _ratings(self, model: Any, cats: list[int], device: torch.device) -> pl.DataFrame | None:
         b = self.bundle
-        if not b.has_ratings or not getattr(model, "predicts_ratings", False):
+        if not b.has_ratings or not (isinstance(model, RatingPredictor) and model.predicts_ratings):
             return None
         rows = b.split(self.split).filter(pl.col("category").is_in(cats) & pl.col("rating").is_not_null())
         if rows.height == 0:
@@ -341,93 +320,3 @@ def evaluate_many(models: Mapping[str, Any], evaluator: Evaluator) -> pl.DataFra
 
 
 # ---------------------------------------------------------------------- helpers
-def sample_unseen(history: sp.csr_matrix, rows: np.ndarray, n: int, generator: torch.Generator) -> Tensor:
-    """[len(rows), n] columns drawn uniformly, with replacement, from those absent in each row.
-
-    No rejection loop: for a row whose present columns are s_0 < s_1 < ..., the k-th absent column
-    is k + #{i : s_i - i <= k}, found with one searchsorted over all rows at once.
-    """
-    history = history.sorted_indices() if not history.has_sorted_indices else history
-    n_cols = history.shape[1]
-    indptr = torch.from_numpy(history.indptr.astype(np.int64))
-    counts = indptr[1:] - indptr[:-1]
-    rows_t = torch.from_numpy(np.asarray(rows, dtype=np.int64))
-    free = (n_cols - counts)[rows_t]  # [R]
-    if (free < 1).any():
-        raise ValueError("a row has no absent column to sample")
-    k = (torch.rand(len(rows_t), n, generator=generator, dtype=torch.float64) * free.unsqueeze(1)).long()
-    k = torch.minimum(k, free.unsqueeze(1) - 1)  # guard the float edge rand * free == free
-    entry_row = torch.repeat_interleave(torch.arange(len(counts)), counts)
-    cols = torch.from_numpy(history.indices.astype(np.int64))
-    gaps = cols - (torch.arange(len(cols)) - indptr[:-1][entry_row])  # absent columns before s_i
-    keys = entry_row * (n_cols + 1) + gaps  # non-decreasing over the whole matrix
-    query = rows_t.unsqueeze(1) * (n_cols + 1) + k
-    j = torch.searchsorted(keys, query, right=True) - indptr[:-1][rows_t].unsqueeze(1)
-    return k + j
-
-
-def _coords(m: sp.csr_matrix, device: torch.device) -> tuple[Tensor, Tensor]:
-    rows = np.repeat(np.arange(m.shape[0]), np.diff(m.indptr))
-    return torch.from_numpy(rows).to(device), torch.from_numpy(m.indices.astype(np.int64)).to(device)
-
-
-def _shares_storage(t: Tensor, model: Any) -> bool:
-    if not isinstance(model, nn.Module):
-        return False
-    ptr = t.untyped_storage().data_ptr()
-    return any(p.untyped_storage().data_ptr() == ptr for p in [*model.parameters(), *model.buffers()])
-
-
-def _padded(m: sp.csr_matrix, device: torch.device) -> tuple[Tensor, Tensor]:
-    """CSR rows as left-aligned column lists: items [B, P] and valid [B, P]."""
-    counts = np.diff(m.indptr)
-    p = max(int(counts.max()) if len(counts) else 0, 1)
-    rows = np.repeat(np.arange(m.shape[0]), counts)
-    within = np.arange(len(rows)) - np.repeat(m.indptr[:-1], counts)
-    items = np.zeros((m.shape[0], p), dtype=np.int64)
-    valid = np.zeros((m.shape[0], p), dtype=bool)
-    items[rows, within] = m.indices
-    valid[rows, within] = True
-    return torch.from_numpy(items).to(device), torch.from_numpy(valid).to(device)
-
-
-def _keys(m: sp.csr_matrix, n: int) -> np.ndarray:
-    rows = np.repeat(np.arange(m.shape[0]), np.diff(m.indptr))
-    return rows * n + m.indices.astype(np.int64)
-
-
-def _cat(chunks: list[dict[str, Tensor]]) -> dict[str, np.ndarray]:
-    if not chunks:
-        return {}
-    return {k: torch.cat([ch[k] for ch in chunks]).cpu().numpy() for k in chunks[0]}
-
-
-def _mean_by(values: np.ndarray, group: np.ndarray, n_groups: int) -> np.ndarray:
-    """Mean of `values` per group, skipping NaN; NaN for a group with no value."""
-    ok = ~np.isnan(values)
-    sums = np.bincount(group[ok], weights=values[ok], minlength=n_groups)
-    counts = np.bincount(group[ok], minlength=n_groups)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
-
-
-def _device_of(model: Any) -> torch.device:
-    if isinstance(model, nn.Module):
-        for t in model.parameters():
-            return t.device
-        for t in model.buffers():
-            return t.device
-    return torch.device("cpu")
-
-
-@contextlib.contextmanager
-def _eval_mode(model: Any) -> Iterator[None]:
-    """Put an nn.Module in eval mode for the duration, then restore its previous mode."""
-    was = getattr(model, "training", None)
-    if isinstance(model, nn.Module):
-        model.eval()
-    try:
-        yield
-    finally:
-        if isinstance(model, nn.Module) and was is not None:
-            model.train(was)

@@ -16,129 +16,37 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
-from functools import cached_property
-from typing import Any, Callable, Protocol, TypeVar, runtime_checkable
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Protocol,
+    Sequence,
+    TypeVar,
+    runtime_checkable,
+)
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from crossrec.data.batch import Batch, Sizes
+from crossrec.models.category_index import CategoryIndex
 from crossrec.typed import ConfigError, from_dict
 
-
-@dataclass(frozen=True)
-class Sizes:
-    """Data-derived sizes a model is built with (filled in once, where pieces are wired together).
-
-    Args:
-        n_users: number of users.
-        n_items: number of items over all categories (global ids).
-        item_category: [n_items] category index of each item.
-        item_local: [n_items] position of each item within its category.
-        categories: category names, in index order.
-    """
-
-    n_users: int
-    n_items: int
-    item_category: tuple[int, ...]
-    item_local: tuple[int, ...]
-    categories: tuple[str, ...]
-
-    @classmethod
-    def from_bundle(cls, bundle: Any) -> "Sizes":
-        return cls(
-            n_users=bundle.n_users,
-            n_items=bundle.n_items,
-            item_category=tuple(int(x) for x in bundle.item_category),
-            item_local=tuple(int(x) for x in bundle.item_local),
-            categories=tuple(bundle.categories),
-        )
-
-    @property
-    def n_categories(self) -> int:
-        return len(self.categories)
-
-    @cached_property
-    def _item_indexes(self) -> tuple[np.ndarray, ...]:
-        # One pass over all items: order by (category, local position), then cut per category.
-        cat = np.asarray(self.item_category, dtype=np.int64)
-        order = np.lexsort((np.asarray(self.item_local, dtype=np.int64), cat))
-        bounds = np.searchsorted(cat[order], np.arange(self.n_categories + 1))
-        return tuple(order[bounds[c] : bounds[c + 1]] for c in range(self.n_categories))
-
-    def item_index(self, category: int) -> np.ndarray:
-        """Global ids of one category's items, in local order (computed once for all categories)."""
-        return self._item_indexes[category]
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "n_users": self.n_users,
-            "n_items": self.n_items,
-            "item_category": list(self.item_category),
-            "item_local": list(self.item_local),
-            "categories": list(self.categories),
-        }
-
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> "Sizes":
-        return cls(
-            n_users=int(d["n_users"]),
-            n_items=int(d["n_items"]),
-            item_category=tuple(int(x) for x in d["item_category"]),
-            item_local=tuple(int(x) for x in d["item_local"]),
-            categories=tuple(d["categories"]),
-        )
+if TYPE_CHECKING:
+    from crossrec.data.bundle import Bundle
 
 
-@dataclass
-class Batch:
-    """One training batch; all ids are global.
-
-    Args:
-        users: [B] user ids.
-        pos_items: [B] observed items.
-        neg_items: [B, n_neg] sampled items from the same category as the positive.
-        category: [B] category of each row.
-        ratings: [B] explicit ratings, or None for implicit feedback.
-    """
-
-    users: Tensor
-    pos_items: Tensor
-    neg_items: Tensor
-    category: Tensor
-    ratings: Tensor | None = None
-
-    def to(self, device: torch.device | str) -> "Batch":
-        return Batch(
-            users=self.users.to(device, non_blocking=True),
-            pos_items=self.pos_items.to(device, non_blocking=True),
-            neg_items=self.neg_items.to(device, non_blocking=True),
-            category=self.category.to(device, non_blocking=True),
-            ratings=None if self.ratings is None else self.ratings.to(device, non_blocking=True),
-        )
-
-    def pin_memory(self) -> "Batch":
-        return Batch(
-            users=self.users.pin_memory(),
-            pos_items=self.pos_items.pin_memory(),
-            neg_items=self.neg_items.pin_memory(),
-            category=self.category.pin_memory(),
-            ratings=None if self.ratings is None else self.ratings.pin_memory(),
-        )
-
-    def __len__(self) -> int:
-        return int(self.users.shape[0])
+def user_item_tables(n_user_rows: int, n_items: int, dim: int, init_std: float) -> tuple[nn.Embedding, nn.Embedding]:
+    """Sparse user-row and item embedding tables, normal(0, init_std), users drawn first."""
+    users, items = nn.Embedding(n_user_rows, dim, sparse=True), nn.Embedding(n_items, dim, sparse=True)
+    nn.init.normal_(users.weight, std=init_std)
+    nn.init.normal_(items.weight, std=init_std)
+    return users, items
 
 
-def adopt_stored_shapes(module: nn.Module, state_dict: dict[str, Tensor], prefix: str, names: tuple[str, ...]) -> None:
-    """Before loading: resize buffers with data-dependent shapes (e.g. a graph's nnz) to the stored ones."""
-    for name in names:
-        key, buf = prefix + name, module._buffers[name]
-        if key in state_dict and buf is not None and state_dict[key].shape != buf.shape:
-            module._buffers[name] = torch.empty_like(state_dict[key], device=buf.device)
-
-
-def covered_training_rows(bundle: Any, covered: Tensor, categories: Any) -> tuple[np.ndarray, Any]:
+def covered_training_rows(bundle: Bundle, covered: Tensor, categories: Any) -> tuple[np.ndarray, Any]:
     """For models whose `setup` accumulates categories over transfer stages: the covered mask
     [n_categories] with `categories` (None = all) added, and the training rows of every covered one."""
     mask = covered.detach().cpu().numpy().copy()
@@ -146,49 +54,50 @@ def covered_training_rows(bundle: Any, covered: Tensor, categories: Any) -> tupl
         mask[:] = True
     else:
         mask[[int(k) for k in categories]] = True
-    rows = bundle.split("train")
-    return mask, rows.filter(rows["category"].is_in(np.flatnonzero(mask).tolist()))
+    return mask, bundle.rows("train", np.flatnonzero(mask).tolist())
 
 
-class BiasedDotProduct:
-    """Mixin for models scoring `<user vector, item embedding> + item bias`.
+class BiasedItems(nn.Module):
+    """The item side of a biased dot-product model: `score = <u, q_i> + b_i`.
 
-    The host defines `_users(users, category) -> [B, d]`, `_index(category)`, `item_emb` and
-    `item_bias` (a [n_items] parameter or None). The bias is folded into a constant extra dimension
-    of the two-tower vectors, so `user_vectors @ item_vectors.T` equals `score` exactly.
+    Owns the item table, the optional per-item bias and the category index; the host model supplies
+    user vectors. The bias is folded into a constant extra dimension of the two-tower vectors, so
+    `user_vectors(u) @ item_vectors(c).T` equals `score(u, c)` exactly.
+
+    Args:
+        emb: the [n_items, d] item table (built by the host, so its initial draw keeps its place).
+        bias: whether to learn a per-item bias.
+        sizes: the data sizes (for the category index).
     """
 
-    def user_vectors(self, users: Tensor, category: int) -> Tensor:
-        u = self._users(users, category)  # type: ignore[attr-defined]  # [B, d]
-        if self.item_bias is not None:  # type: ignore[attr-defined]
-            u = torch.cat([u, torch.ones_like(u[:, :1])], dim=1)  # [B, d + 1]
-        return u
+    def __init__(self, emb: nn.Embedding, bias: bool, sizes: Sizes) -> None:
+        super().__init__()
+        self.emb = emb
+        self.bias = nn.Parameter(torch.zeros(sizes.n_items)) if bias else None
+        self.index = CategoryIndex(sizes)
+
+    def user_vectors(self, u: Tensor) -> Tensor:
+        """[B, d] user vectors -> the two-tower form ([B, d + 1] with the bias)."""
+        return u if self.bias is None else torch.cat([u, torch.ones_like(u[:, :1])], dim=1)
 
     def item_vectors(self, category: int) -> Tensor:
-        idx = self._index(category)  # type: ignore[attr-defined]
-        v = self.item_emb(idx)  # type: ignore[attr-defined]  # [n_items(c), d]
-        if self.item_bias is not None:  # type: ignore[attr-defined]
-            v = torch.cat([v, self.item_bias[idx].unsqueeze(1)], dim=1)  # type: ignore[attr-defined]
-        return v
+        idx = self.index[category]
+        v = self.emb(idx)  # [n_items(c), d]
+        return v if self.bias is None else torch.cat([v, self.bias[idx].unsqueeze(1)], dim=1)
 
     def pair_scores(self, u: Tensor, batch: Batch) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Scores of user vectors u [B, d] against the batch's positives [B] and negatives [B, n_neg],
         with the embeddings p [B, d] and n [B, n_neg, d] they used (for the L2 term)."""
-        p = self.item_emb(batch.pos_items)  # type: ignore[attr-defined]
-        n = self.item_emb(batch.neg_items)  # type: ignore[attr-defined]
-        pos = (u * p).sum(-1)
-        neg = (u.unsqueeze(1) * n).sum(-1)
-        if self.item_bias is not None:  # type: ignore[attr-defined]
-            pos = pos + self.item_bias[batch.pos_items]  # type: ignore[attr-defined]
-            neg = neg + self.item_bias[batch.neg_items]  # type: ignore[attr-defined]
+        p, n = self.emb(batch.pos_items), self.emb(batch.neg_items)
+        pos, neg = (u * p).sum(-1), (u.unsqueeze(1) * n).sum(-1)
+        if self.bias is not None:
+            pos, neg = pos + self.bias[batch.pos_items], neg + self.bias[batch.neg_items]
         return pos, neg, p, n
 
-    def score(self, users: Tensor, category: int) -> Tensor:
-        idx = self._index(category)  # type: ignore[attr-defined]
-        s = self._users(users, category) @ self.item_emb.weight[idx].T  # type: ignore[attr-defined]
-        if self.item_bias is not None:  # type: ignore[attr-defined]
-            s = s + self.item_bias[idx]  # type: ignore[attr-defined]
-        return s
+    def score(self, u: Tensor, category: int) -> Tensor:
+        idx = self.index[category]
+        s = u @ self.emb.weight[idx].T
+        return s if self.bias is None else s + self.bias[idx]
 
 
 @runtime_checkable
@@ -222,7 +131,50 @@ class Trainable(Recommender, Protocol):
 class Fittable(Recommender, Protocol):
     """A non-neural model fitted in closed form / by counting (popularity, ItemKNN)."""
 
-    def fit(self, bundle: Any) -> None: ...
+    def fit(self, bundle: Bundle, categories: Sequence[int] | None = None) -> None: ...
+
+
+@runtime_checkable
+class TwoTower(Recommender, Protocol):
+    """A model whose score is a dot product of a user tower and an item tower (the service builds
+    its nearest-neighbour index from these two methods alone).
+
+    `score(users, c) == user_vectors(users, c) @ item_vectors(c).T`, plus `extra_scores(users, c)`
+    where the model also is `Decomposed` (the contract suite checks both).
+    """
+
+    def user_vectors(self, users: Tensor, category: int) -> Tensor:
+        """[B, d] user vectors for target category `category`."""
+        ...
+
+    def item_vectors(self, category: int) -> Tensor:
+        """[n_items(category), d] item vectors, rows in the category's local order."""
+        ...
+
+
+@runtime_checkable
+class Decomposed(TwoTower, Protocol):
+    """A two-tower model whose score has terms beyond the dot product (biases, a neighbourhood
+    term): `score = user_vectors @ item_vectors.T + extra_scores`."""
+
+    def extra_scores(self, users: Tensor, category: int) -> Tensor:
+        """[B, n_items(category)] what `score` adds to the two towers' dot product."""
+        ...
+
+
+@runtime_checkable
+class HasSetup(Protocol):
+    """A trainable model with structures derived from the training data (a graph, histories),
+    built by the trainer before the loop."""
+
+    def setup(self, bundle: Bundle, categories: Sequence[int] | None = None) -> None: ...
+
+
+@runtime_checkable
+class HasParameterGroups(Protocol):
+    """A model that names its parameter groups ("shared", "specific", "heads") for freezing."""
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]: ...
 
 
 @dataclass(frozen=True)
@@ -240,6 +192,8 @@ M = TypeVar("M", bound=type[nn.Module])
 
 def register(name: str, config_cls: type, paper: str = "") -> Callable[[M], M]:
     """Class decorator: register a model under a lowercase name with its config dataclass."""
+    if hasattr(config_cls, "section"):
+        config_cls.section = "model"  # its options are `model.*` in a run config
 
     def deco(cls: M) -> M:
         if name in REGISTRY:

@@ -40,40 +40,38 @@ Example:
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Literal, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from crossrec.models.base import Batch, Sizes, adopt_stored_shapes, covered_training_rows, register
-from crossrec.models.lightgcn import normalized_adjacency
+from crossrec.data.batch import Batch, Sizes
+from crossrec.models.base import covered_training_rows, register
+from crossrec.models.category_index import CategoryIndex
+from crossrec.models.graph import (
+    SymmetricSpMM,
+    TensorCache,
+    load_graph_buffers,
+    normalized_adjacency,
+    sparse_graph,
+)
 from crossrec.models.losses import l2_penalty, pair_loss
+from crossrec.typed import Checked
 
-
-class SymmetricSpMM(torch.autograd.Function):
-    """adj @ x for a symmetric sparse adj: the backward is adj @ grad, with no transpose to build."""
-
-    @staticmethod
-    def forward(ctx: Any, adj: Tensor, x: Tensor) -> Tensor:
-        ctx.adj = adj
-        return adj @ x
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[None, Tensor]:
-        return None, ctx.adj @ grad
+if TYPE_CHECKING:
+    from crossrec.data.bundle import Bundle
 
 
 @dataclass(frozen=True)
-class BiTGCFConfig:
+class BiTGCFConfig(Checked):
     dim: int = 64  # (int) embedding size
     n_layers: int = 3  # (int) propagation layers L, each followed by the transfer step
-    transfer: str = "constant"  # (str) lambda of the transfer step: constant (= lam) | count (n_uc / n_u)
+    transfer: Literal["constant", "count"] = "constant"  # (str) lambda of the transfer step: constant (= lam) | count (n_uc / n_u)
     lam: float = 0.8  # (float) constant lambda: the share of a user's own category in the mix
     reg: float = 1e-4  # (float) L2 on the batch's layer-0 embeddings (lambda)
-    loss: str = "bpr"  # (str) bpr | bce | softmax
+    loss: Literal["bpr", "bce", "softmax"] = "bpr"  # (str) bpr | bce | softmax
     init_std: float = 0.1  # (float) normal init std of the layer-0 embeddings
 
 
@@ -91,10 +89,6 @@ class BiTGCF(nn.Module):
     def __init__(self, config: BiTGCFConfig, sizes: Sizes) -> None:
         super().__init__()
         c = config
-        if c.loss not in ("bpr", "bce", "softmax"):
-            raise ValueError(f"bitgcf.loss={c.loss!r}; expected bpr, bce or softmax")
-        if c.transfer not in ("constant", "count"):
-            raise ValueError(f"bitgcf.transfer={c.transfer!r}; expected constant or count")
         if not 0.0 <= c.lam <= 1.0:
             raise ValueError(f"bitgcf.lam={c.lam}; expected a value in [0, 1]")
         if c.n_layers < 0:
@@ -113,13 +107,12 @@ class BiTGCF(nn.Module):
         self.register_buffer("covered_", torch.zeros(n_cat, dtype=torch.bool))  # [N]
         self.register_buffer("active_", torch.zeros(sizes.n_users, n_cat, dtype=torch.bool))  # [n_users, N]
         self.register_buffer("lambda_", torch.ones(sizes.n_users, n_cat))  # [n_users, N] effective lambda
-        for k in range(n_cat):
-            self.register_buffer(f"index_{k}", torch.from_numpy(sizes.item_index(k)), persistent=False)
-        self._graph: tuple[tuple[Any, ...], Tensor] | None = None  # (buffer key, sparse tensor)
-        self._final: tuple[tuple[Any, ...], tuple[Tensor, Tensor]] | None = None  # eval-time propagation
+        self.index = CategoryIndex(sizes)
+        self._graph: TensorCache[Tensor] = TensorCache()  # the sparse adjacency (CSR) of the graph buffers
+        self._final: TensorCache[tuple[Tensor, Tensor]] = TensorCache()  # eval-time propagation
 
     # ------------------------------------------------------------------ data-derived state
-    def setup(self, bundle: Any, categories: Sequence[int] | None = None) -> None:
+    def setup(self, bundle: Bundle, categories: Sequence[int] | None = None) -> None:
         """Cover `categories` too (None = all); rebuild graph, activity and lambda from their training rows."""
         n_cat, n_users = self.sizes.n_categories, self.sizes.n_users
         covered, rows = covered_training_rows(bundle, self.covered_, categories)
@@ -147,16 +140,11 @@ class BiTGCF(nn.Module):
             self.covered_.copy_(torch.from_numpy(covered))
             self.active_.copy_(torch.from_numpy(active))
             self.lambda_.copy_(torch.from_numpy(lam.astype(np.float32)))
-        self._clear_caches()
-
-    def _clear_caches(self) -> None:
-        self._graph = None
-        self._final = None
+        self._graph.clear()
+        self._final.clear()
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[override]
-        # The graph buffers have data-dependent shapes: adopt the stored ones.
-        adopt_stored_shapes(self, state_dict, prefix, ("graph_indices_", "graph_values_"))
-        self._clear_caches()
+        load_graph_buffers(self, state_dict, prefix, (self._graph, self._final))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
@@ -164,24 +152,14 @@ class BiTGCF(nn.Module):
         return {"shared": [self.item_emb.weight], "specific": [self.user_emb.weight], "heads": []}
 
     # ------------------------------------------------------------------ propagation
-    def _adjacency_key(self) -> tuple[Any, ...]:
-        idx, val = self.graph_indices_, self.graph_values_
-        return (idx.data_ptr(), val.data_ptr(), idx._version, val._version, val.device)
-
     def _adjacency(self) -> Tensor:
         """The sparse block-diagonal graph, rebuilt when the buffers change (setup, load, .to)."""
         idx, val = self.graph_indices_, self.graph_values_
         if val.numel() == 0:
             raise RuntimeError("BiTGCF has no graph: call setup(bundle, categories) before loss or score")
-        key = self._adjacency_key()
-        if self._graph is None or self._graph[0] != key:
-            n = self.sizes.n_users * self.sizes.n_categories + self.sizes.n_items
-            # Checked once per rebuild: the indices may come from a file, and bad ones would crash spmm.
-            adj = torch.sparse_coo_tensor(idx, val, (n, n), is_coalesced=True, check_invariants=True)
-            with warnings.catch_warnings():  # "sparse CSR support is in beta": CSR @ dense is all we use
-                warnings.simplefilter("ignore", UserWarning)
-                self._graph = (key, adj.to_sparse_csr())  # CSR: several times faster spmm than COO on CPU
-        return self._graph[1]
+        n = self.sizes.n_users * self.sizes.n_categories + self.sizes.n_items
+        # CSR: several times faster spmm than COO on CPU
+        return self._graph.get((idx, val), lambda: sparse_graph(idx, val, n, csr=True), extra=(val.device,))
 
     def transfer(self, h: Tensor) -> Tensor:
         """The transfer step on user embeddings [n_users, N, d] (rows of other users are independent)."""
@@ -213,34 +191,26 @@ class BiTGCF(nn.Module):
         """Propagation for scoring: cached in eval mode (cleared by train()/eval() and on load)."""
         if self.training:
             return self._propagate()
-        u, i = self.user_emb.weight, self.item_emb.weight
-        lam, act = self.lambda_, self.active_
-        key = (
-            u.data_ptr(), i.data_ptr(), u._version, i._version, lam.data_ptr(), lam._version,
-            act.data_ptr(), act._version, self._adjacency_key(),
-        )
-        if self._final is None or self._final[0] != key:
-            with torch.no_grad():
-                self._final = (key, self._propagate())
-        return self._final[1]
+        with torch.no_grad():
+            tensors = (self.user_emb.weight, self.item_emb.weight, self.lambda_, self.active_,
+                       self.graph_indices_, self.graph_values_)
+            return self._final.get(tensors, self._propagate)
 
     def train(self, mode: bool = True) -> "BiTGCF":
-        self._final = None  # weights may change while training: re-propagate at the next eval
+        self._final.clear()  # weights may change while training: re-propagate at the next eval
         return super().train(mode)
 
     # ------------------------------------------------------------------ the contract
-    def _index(self, category: int) -> Tensor:
-        return getattr(self, f"index_{category}")
 
     def user_vectors(self, users: Tensor, category: int) -> Tensor:
         return self._final_embeddings()[0][users, category]  # [B, d]
 
     def item_vectors(self, category: int) -> Tensor:
-        return self._final_embeddings()[1][self._index(category)]  # [n_items(c), d]
+        return self._final_embeddings()[1][self.index[category]]  # [n_items(c), d]
 
     def score(self, users: Tensor, category: int) -> Tensor:
         user_final, item_final = self._final_embeddings()
-        return user_final[users, category] @ item_final[self._index(category)].T  # [B, n_items(c)]
+        return user_final[users, category] @ item_final[self.index[category]].T  # [B, n_items(c)]
 
     def loss(self, batch: Batch) -> Tensor:
         user_final, item_final = self._propagate()  # once per batch

@@ -24,40 +24,35 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Literal, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from crossrec.models.base import Batch, BiasedDotProduct, Sizes, register
+from crossrec.data.batch import Batch, Sizes
+from crossrec.models.base import BiasedItems, register, user_item_tables
 from crossrec.models.losses import l2_penalty, pair_loss
+from crossrec.typed import Checked
+
+if TYPE_CHECKING:
+    from crossrec.data.bundle import Bundle
 
 
 @dataclass(frozen=True)
-class CMFConfig:
+class CMFConfig(Checked):
     dim: int = 64  # (int) latent factors (the shared user rows and the item rows)
-    loss: str = "bpr"  # (str) bpr | bce | softmax over in-category sampled negatives
+    loss: Literal["bpr", "bce", "softmax"] = "bpr"  # (str) bpr | bce | softmax over in-category sampled negatives
     category_offset: bool = False  # (bool) add a per-category user offset s_{u,c} to the shared p_u
     item_bias: bool = True  # (bool) per-item bias b_i (folded into the two-tower vectors)
-    weights: str = "uniform"  # (str) relation weights alpha_c: uniform | balanced (1 / n_c, set in setup)
+    weights: Literal["uniform", "balanced"] = "uniform"  # (str) relation weights alpha_c: uniform | balanced (1 / n_c, set in setup)
     reg: float = 1e-4  # (float) L2 on the batch's embeddings (lambda)
     offset_reg: float = 1e-3  # (float) extra L2 on the batch's offsets: they stay deviations from p_u
     init_std: float = 0.01  # (float) normal init std of the user and item factors
 
 
-def row_pair_loss(name: str, pos: Tensor, neg: Tensor) -> Tensor:
-    """[B] per-row ranking loss (pair_loss before the batch mean): bpr | bce | softmax."""
-    if name == "bpr":
-        return -F.logsigmoid(pos.unsqueeze(1) - neg).mean(1)
-    if name == "bce":
-        return F.softplus(-pos) + F.softplus(neg).mean(1)
-    return -F.log_softmax(torch.cat([pos.unsqueeze(1), neg], dim=1), dim=1)[:, 0]
-
-
 @register("cmf", CMFConfig, paper="Singh & Gordon, KDD 2008 (Collective Matrix Factorization)")
-class CMF(BiasedDotProduct, nn.Module):
+class CMF(nn.Module):
     """Shared user factors, per-item factors; a two-tower model (user_vectors / item_vectors).
 
     With `item_bias`, the towers carry it as one extra dimension ([p_u, 1] and [q_i, b_i]), so
@@ -70,34 +65,24 @@ class CMF(BiasedDotProduct, nn.Module):
 
     def __init__(self, config: CMFConfig, sizes: Sizes) -> None:
         super().__init__()
-        if config.loss not in ("bpr", "bce", "softmax"):
-            raise ValueError(f"cmf.loss={config.loss!r}; expected bpr, bce or softmax")
-        if config.weights not in ("uniform", "balanced"):
-            raise ValueError(f"cmf.weights={config.weights!r}; expected uniform or balanced")
         self.config = config
         self.sizes = sizes
         n_cat = sizes.n_categories
-        self.user_emb = nn.Embedding(sizes.n_users, config.dim, sparse=True)  # p_u, shared by all categories
-        self.item_emb = nn.Embedding(sizes.n_items, config.dim, sparse=True)  # q_i
-        nn.init.normal_(self.user_emb.weight, std=config.init_std)
-        nn.init.normal_(self.item_emb.weight, std=config.init_std)
+        # p_u (shared by all categories) and q_i
+        self.user_emb, item_emb = user_item_tables(sizes.n_users, sizes.n_items, config.dim, config.init_std)
         # s_{u,c} at row u * n_cat + c; zero, so an untrained (user, category) adds nothing to p_u.
         self.user_offset: nn.Embedding | None = None
         if config.category_offset:
             self.user_offset = nn.Embedding(sizes.n_users * n_cat, config.dim, sparse=True)
             nn.init.zeros_(self.user_offset.weight)
-        self.item_bias = nn.Parameter(torch.zeros(sizes.n_items)) if config.item_bias else None
+        self.items = BiasedItems(item_emb, config.item_bias, sizes)
         self.register_buffer("alpha_", torch.ones(n_cat))  # relation weights (setup), mean 1 per interaction
-        for c in range(n_cat):
-            self.register_buffer(f"index_{c}", torch.from_numpy(sizes.item_index(c)), persistent=False)
 
-    def setup(self, bundle: Any, categories: Sequence[int] | None = None) -> None:
+    def setup(self, bundle: Bundle, categories: Sequence[int] | None = None) -> None:
         """Relation weights from the training counts of `categories` (None = all); uniform: all ones."""
         if self.config.weights == "uniform":
             return
-        rows = bundle.split("train")
-        if categories is not None:
-            rows = rows.filter(rows["category"].is_in([int(c) for c in categories]))
+        rows = bundle.rows("train", categories)
         counts = np.bincount(rows["category"].to_numpy().astype(np.int64), minlength=self.sizes.n_categories)
         alpha = np.zeros(self.sizes.n_categories)
         nz = counts > 0
@@ -107,13 +92,10 @@ class CMF(BiasedDotProduct, nn.Module):
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """'shared': user and item factors; 'specific': the per-category user offsets; 'heads': item biases."""
-        shared = [self.user_emb.weight, self.item_emb.weight]
+        shared = [self.user_emb.weight, self.items.emb.weight]
         specific = [self.user_offset.weight] if self.user_offset is not None else []
-        heads = [self.item_bias] if self.item_bias is not None else []
+        heads = [self.items.bias] if self.items.bias is not None else []
         return {"shared": shared, "specific": specific, "heads": heads}
-
-    def _index(self, category: int) -> Tensor:
-        return getattr(self, f"index_{category}")
 
     def _users(self, users: Tensor, category: Tensor | int) -> Tensor:
         """[B, d] user factors for target categories (an int or [B])."""
@@ -122,13 +104,22 @@ class CMF(BiasedDotProduct, nn.Module):
             u = u + self.user_offset(users * self.sizes.n_categories + category)
         return u
 
+    def user_vectors(self, users: Tensor, category: int) -> Tensor:
+        return self.items.user_vectors(self._users(users, category))
+
+    def item_vectors(self, category: int) -> Tensor:
+        return self.items.item_vectors(category)
+
+    def score(self, users: Tensor, category: int) -> Tensor:
+        return self.items.score(self._users(users, category), category)
+
     def loss(self, batch: Batch) -> Tensor:
-        pos, neg, p, n = self.pair_scores(self._users(batch.users, batch.category), batch)
+        pos, neg, p, n = self.items.pair_scores(self._users(batch.users, batch.category), batch)
         c = self.config
         if c.weights == "uniform":
             fit = pair_loss(c.loss, pos, neg)
         else:
-            fit = (self.alpha_[batch.category] * row_pair_loss(c.loss, pos, neg)).mean()
+            fit = (self.alpha_[batch.category] * pair_loss(c.loss, pos, neg, reduction="none")).mean()
         reg = c.reg * l2_penalty(self.user_emb(batch.users), p, n)
         if self.user_offset is not None:
             off = self.user_offset(batch.users * self.sizes.n_categories + batch.category)

@@ -39,22 +39,26 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from crossrec.models.base import Batch, Sizes, register
+from crossrec.data.batch import Batch, Sizes
+from crossrec.models.base import register
+from crossrec.models.category_index import CategoryIndex
 from crossrec.models.losses import l2_penalty, pair_loss
+from crossrec.typed import Checked
 
 
 @dataclass(frozen=True)
-class CoNetConfig:
+class CoNetConfig(Checked):
     dim: int = 32  # (int) user and item embedding size; a tower's input is [user; item], 2 * dim wide
     layers: tuple[int, ...] = (64, 32, 16)  # (tuple[int]) hidden widths of every category's tower
     cross: bool = True  # (bool) cross connections between consecutive hidden layers (False: MLP++)
     cross_l1: float = 0.0  # (float) L1 on the cross matrices H_l (SCoNet); 0 = CoNet
-    loss: str = "bce"  # (str) bce (as in the paper) | bpr | softmax over in-category sampled negatives
+    loss: Literal["bce", "bpr", "softmax"] = "bce"  # (str) bce (as in the paper) | bpr | softmax over in-category sampled negatives
     reg: float = 1e-5  # (float) L2 on the batch's embeddings (lambda)
     init_std: float = 0.01  # (float) normal init std of the user and item embeddings
     score_chunk: int = 32_768  # (int) max user-item pairs per tower pass when scoring a category
@@ -80,8 +84,6 @@ class CoNet(nn.Module):
     def __init__(self, config: CoNetConfig, sizes: Sizes) -> None:
         super().__init__()
         c = config
-        if c.loss not in ("bpr", "bce", "softmax"):
-            raise ValueError(f"conet.loss={c.loss!r}; expected bce, bpr or softmax")
         if len(c.layers) < 1 or any(w < 1 for w in c.layers):
             raise ValueError(f"conet.layers={c.layers}; expected one or more widths >= 1")
         if c.score_chunk < 1:
@@ -109,8 +111,7 @@ class CoNet(nn.Module):
         # ... and the output logit h_c . a_L + b_c.
         self.out_w = _uniform((n_cat, c.layers[-1]), c.layers[-1])  # [N, w_L]
         self.out_b = nn.Parameter(torch.zeros(n_cat))
-        for k in range(n_cat):
-            self.register_buffer(f"index_{k}", torch.from_numpy(sizes.item_index(k)), persistent=False)
+        self.index = CategoryIndex(sizes)
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """'shared': user and item embeddings and the cross matrices; 'specific': none (CoNet has no
@@ -119,8 +120,6 @@ class CoNet(nn.Module):
         heads = [self.in_w, self.in_b, *self.hid_w, *self.hid_b, self.out_w, self.out_b]
         return {"shared": shared, "specific": [], "heads": heads}
 
-    def _index(self, category: int) -> Tensor:
-        return getattr(self, f"index_{category}")
 
     # ------------------------------------------------------------------ the towers
     def _user_part(self, users: Tensor) -> Tensor:
@@ -162,7 +161,7 @@ class CoNet(nn.Module):
 
     # ------------------------------------------------------------------ the contract
     def score(self, users: Tensor, category: int) -> Tensor:
-        idx = self._index(category)
+        idx = self.index[category]
         n, b = len(idx), len(users)
         u = self._user_part(users).unsqueeze(2)  # [N, B, 1, w0]
         step = max(1, self.config.score_chunk // max(b, 1))  # items per chunk: B * step pairs at most

@@ -32,22 +32,25 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from crossrec.models.base import Batch, BiasedDotProduct, Sizes, register
+from crossrec.data.batch import Batch, Sizes
+from crossrec.models.base import BiasedItems, register, user_item_tables
 from crossrec.models.losses import l2_penalty, pair_loss
+from crossrec.typed import Checked
 
 
 @dataclass(frozen=True)
-class DTCDRConfig:
+class DTCDRConfig(Checked):
     dim: int = 64  # (int) embedding size of the per-category user embeddings, items and user vectors
-    combine: str = "concat"  # (str) how e_{u,1..N} become the shared embedding: concat | mean | max
+    combine: Literal["concat", "mean", "max"] = "concat"  # (str) how e_{u,1..N} become the shared embedding: concat | mean | max
     user_layers: tuple[int, ...] = ()  # (tuple[int]) hidden widths of each category's user tower (ReLU)
     item_bias: bool = True  # (bool) per-item bias b_i (folded into the two-tower vectors)
-    loss: str = "bpr"  # (str) bpr | bce | softmax over in-category sampled negatives
+    loss: Literal["bpr", "bce", "softmax"] = "bpr"  # (str) bpr | bce | softmax over in-category sampled negatives
     reg: float = 1e-4  # (float) L2 on the batch's embeddings (lambda)
     init_std: float = 0.01  # (float) normal init std of the user and item embeddings
 
@@ -59,7 +62,7 @@ def linear_stack(n: int, fan_in: int, fan_out: int) -> Tensor:
 
 
 @register("dtcdr", DTCDRConfig, paper="Zhu et al., CIKM 2019 (DTCDR)")
-class DTCDR(BiasedDotProduct, nn.Module):
+class DTCDR(nn.Module):
     """Combined per-category user embeddings through per-category user towers; a two-tower model.
 
     With `item_bias`, the towers carry it as one extra dimension ([u_c, 1] and [v_i, b_i]), so
@@ -73,20 +76,13 @@ class DTCDR(BiasedDotProduct, nn.Module):
     def __init__(self, config: DTCDRConfig, sizes: Sizes) -> None:
         super().__init__()
         c = config
-        if c.loss not in ("bpr", "bce", "softmax"):
-            raise ValueError(f"dtcdr.loss={c.loss!r}; expected bpr, bce or softmax")
-        if c.combine not in ("concat", "mean", "max"):
-            raise ValueError(f"dtcdr.combine={c.combine!r}; expected concat, mean or max")
         if any(w < 1 for w in c.user_layers):
             raise ValueError(f"dtcdr.user_layers={c.user_layers}; widths must be >= 1")
         self.config = c
         self.sizes = sizes
         n_cat = sizes.n_categories
         # e_{u,k} at row u * n_cat + k.
-        self.user_emb = nn.Embedding(sizes.n_users * n_cat, c.dim, sparse=True)
-        self.item_emb = nn.Embedding(sizes.n_items, c.dim, sparse=True)
-        nn.init.normal_(self.user_emb.weight, std=c.init_std)
-        nn.init.normal_(self.item_emb.weight, std=c.init_std)
+        self.user_emb, item_emb = user_item_tables(sizes.n_users * n_cat, sizes.n_items, c.dim, c.init_std)
         # Per-category user towers: layer l holds all N categories' weights, [N, in, out] (and [N, out]
         # biases on hidden layers; the last layer has none: with a dot product, a per-category bias
         # vector is a user-independent item term that the item biases already cover, and under Adam it
@@ -109,19 +105,14 @@ class DTCDR(BiasedDotProduct, nn.Module):
             blocks = eye.repeat(n_cat, 1) / n_cat if c.combine == "concat" else eye  # [in, dim]
             with torch.no_grad():
                 self.tower_w[0].copy_(blocks.expand(n_cat, -1, -1) * widths[0])
-        self.item_bias = nn.Parameter(torch.zeros(sizes.n_items)) if c.item_bias else None
+        self.items = BiasedItems(item_emb, c.item_bias, sizes)
         self.register_buffer("cat_range", torch.arange(n_cat), persistent=False)
-        for k in range(n_cat):
-            self.register_buffer(f"index_{k}", torch.from_numpy(sizes.item_index(k)), persistent=False)
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """'shared': item embeddings; 'specific': the per-category user embeddings e_{u,k};
         'heads': the per-category user towers and the item biases."""
-        heads = [*self.tower_w, *self.tower_b] + ([self.item_bias] if self.item_bias is not None else [])
-        return {"shared": [self.item_emb.weight], "specific": [self.user_emb.weight], "heads": heads}
-
-    def _index(self, category: int) -> Tensor:
-        return getattr(self, f"index_{category}")
+        heads = [*self.tower_w, *self.tower_b] + ([self.items.bias] if self.items.bias is not None else [])
+        return {"shared": [self.items.emb.weight], "specific": [self.user_emb.weight], "heads": heads}
 
     def _user_embeddings(self, users: Tensor) -> Tensor:
         """[B, N, d] per-category embeddings e_{u,1..N}."""
@@ -152,7 +143,16 @@ class DTCDR(BiasedDotProduct, nn.Module):
     def _users(self, users: Tensor, category: Tensor | int) -> Tensor:
         return self._towers(self._combine(self._user_embeddings(users)), category)  # [B, dim]
 
+    def user_vectors(self, users: Tensor, category: int) -> Tensor:
+        return self.items.user_vectors(self._users(users, category))
+
+    def item_vectors(self, category: int) -> Tensor:
+        return self.items.item_vectors(category)
+
+    def score(self, users: Tensor, category: int) -> Tensor:
+        return self.items.score(self._users(users, category), category)
+
     def loss(self, batch: Batch) -> Tensor:
         e = self._user_embeddings(batch.users)  # [B, N, d]
-        pos, neg, p, n = self.pair_scores(self._towers(self._combine(e), batch.category), batch)
+        pos, neg, p, n = self.items.pair_scores(self._towers(self._combine(e), batch.category), batch)
         return pair_loss(self.config.loss, pos, neg) + self.config.reg * l2_penalty(e, p, n)

@@ -46,20 +46,26 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Literal, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from crossrec.models.base import Batch, Sizes, covered_training_rows, register
+from crossrec.data.batch import Batch, Sizes
+from crossrec.models.base import covered_training_rows, register, user_item_tables
+from crossrec.models.category_index import CategoryIndex
 from crossrec.models.losses import l2_penalty, pair_loss
+from crossrec.typed import Checked
+
+if TYPE_CHECKING:
+    from crossrec.data.bundle import Bundle
 
 
 @dataclass(frozen=True)
-class EMCDRConfig:
+class EMCDRConfig(Checked):
     dim: int = 64  # (int) latent factors of the per-category user vectors and the items
-    loss: str = "bpr"  # (str) bpr | bce | softmax over in-category sampled negatives
+    loss: Literal["bpr", "bce", "softmax"] = "bpr"  # (str) bpr | bce | softmax over in-category sampled negatives
     reg: float = 1e-4  # (float) L2 on the batch's embeddings (lambda)
     init_std: float = 0.01  # (float) normal init std of the user and item factors
     map_hidden: tuple[int, ...] = (128,)  # (tuple[int]) hidden widths of each mapping MLP (tanh); () = linear
@@ -89,8 +95,6 @@ class EMCDR(nn.Module):
     def __init__(self, config: EMCDRConfig, sizes: Sizes) -> None:
         super().__init__()
         c = config
-        if c.loss not in ("bpr", "bce", "softmax"):
-            raise ValueError(f"emcdr.loss={c.loss!r}; expected bpr, bce or softmax")
         if any(w < 1 for w in c.map_hidden):
             raise ValueError(f"emcdr.map_hidden={c.map_hidden}; widths must be >= 1")
         if c.map_weight < 0:
@@ -99,10 +103,7 @@ class EMCDR(nn.Module):
         self.sizes = sizes
         n_cat = sizes.n_categories
         # u_c at row u * n_cat + c.
-        self.user_emb = nn.Embedding(sizes.n_users * n_cat, c.dim, sparse=True)
-        self.item_emb = nn.Embedding(sizes.n_items, c.dim, sparse=True)
-        nn.init.normal_(self.user_emb.weight, std=c.init_std)
-        nn.init.normal_(self.item_emb.weight, std=c.init_std)
+        self.user_emb, self.item_emb = user_item_tables(sizes.n_users * n_cat, sizes.n_items, c.dim, c.init_std)
         # Mapping MLPs: layer l holds every ordered pair's weights, [N, N, in, out] and [N, N, out].
         widths = [c.dim, *c.map_hidden, c.dim]
         self.map_w = nn.ParameterList()
@@ -115,11 +116,10 @@ class EMCDR(nn.Module):
         self.register_buffer("covered_", torch.zeros(n_cat, dtype=torch.bool))  # [N]
         self.register_buffer("active_", torch.zeros(sizes.n_users, n_cat, dtype=torch.bool))  # [n_users, N]
         self.register_buffer("cat_range", torch.arange(n_cat), persistent=False)
-        for k in range(n_cat):
-            self.register_buffer(f"index_{k}", torch.from_numpy(sizes.item_index(k)), persistent=False)
+        self.index = CategoryIndex(sizes)
 
     # ------------------------------------------------------------------ data-derived state
-    def setup(self, bundle: Any, categories: Sequence[int] | None = None) -> None:
+    def setup(self, bundle: Bundle, categories: Sequence[int] | None = None) -> None:
         """Cover `categories` too (None = all) and rebuild who is active where from their training rows."""
         n_cat = self.sizes.n_categories
         covered, rows = covered_training_rows(bundle, self.covered_, categories)
@@ -173,8 +173,6 @@ class EMCDR(nn.Module):
         return mapped, n > 0
 
     # ------------------------------------------------------------------ the contract
-    def _index(self, category: int) -> Tensor:
-        return getattr(self, f"index_{category}")
 
     def user_vectors(self, users: Tensor, category: int) -> Tensor:
         own = self.user_emb(users * self.sizes.n_categories + category)  # [B, d]
@@ -183,10 +181,10 @@ class EMCDR(nn.Module):
         return torch.where(use_map.unsqueeze(1), mapped, own)
 
     def item_vectors(self, category: int) -> Tensor:
-        return self.item_emb(self._index(category))  # [n_items(c), d]
+        return self.item_emb(self.index[category])  # [n_items(c), d]
 
     def score(self, users: Tensor, category: int) -> Tensor:
-        return self.user_vectors(users, category) @ self.item_emb.weight[self._index(category)].T
+        return self.user_vectors(users, category) @ self.item_emb.weight[self.index[category]].T
 
     def mapping_loss(self, users: Tensor) -> Tensor:
         """Mean ||f_{s->t}(u_s) - u_t||^2 over the users' (distinct) ordered pairs s != t, both active."""

@@ -17,16 +17,18 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
-import polars as pl
 import torch
 from torch import Tensor
 
+if TYPE_CHECKING:
+    from crossrec.data.bundle import Bundle
+
 
 def history_matrix(
-    bundle: Any, max_len: int, categories: Sequence[int] | None = None, split: str | tuple[str, ...] = "train"
+    bundle: Bundle, max_len: int, categories: Sequence[int] | None = None, split: str | tuple[str, ...] = "train"
 ) -> Tensor:
     """[n_users, max_len] int64 global item ids, most recent last, left-padded with `n_items`.
 
@@ -38,9 +40,7 @@ def history_matrix(
     """
     if max_len < 1:
         raise ValueError(f"history max_len={max_len}; expected >= 1")
-    rows = bundle.split(split)
-    if categories is not None:
-        rows = rows.filter(pl.col("category").is_in([int(c) for c in categories]))
+    rows = bundle.rows(split, categories)
     # Chronological per user; ties keep the Bundle's row order (stable sort).
     rows = rows.select("user", "item", "order").with_row_index("_row").sort("user", "order", "_row")
     users = rows["user"].to_numpy().astype(np.int64)
@@ -58,7 +58,7 @@ def history_matrix(
     return torch.from_numpy(out)
 
 
-def history_index(bundle: Any, split: str | tuple[str, ...] = "train") -> dict[str, Tensor]:
+def history_index(bundle: Bundle, split: str | tuple[str, ...] = "train") -> dict[str, Tensor]:
     """Every user's whole chronological sequence, flat, for histories that end *before* a given row.
 
     Returns `items` [N] (all rows of `split`, sorted by user then order), `starts` [n_users + 1]

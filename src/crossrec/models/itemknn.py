@@ -15,14 +15,19 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 from torch import Tensor, nn
 
-from crossrec.models.base import Sizes, register
+from crossrec.data.batch import Sizes
+from crossrec.models.base import register
+from crossrec.models.category_index import CategoryIndex
+
+if TYPE_CHECKING:
+    from crossrec.data.bundle import Bundle
 
 
 @dataclass(frozen=True)
@@ -92,13 +97,11 @@ class ItemKNN(nn.Module):
             self.register_buffer(f"{name}_indptr_", torch.zeros(1, dtype=torch.int64))
             self.register_buffer(f"{name}_indices_", torch.zeros(0, dtype=torch.int64))
             self.register_buffer(f"{name}_data_", torch.zeros(0))
-        self._index = [sizes.item_index(c) for c in range(sizes.n_categories)]
+        self.index = CategoryIndex(sizes)
         self._cache: dict[str, sp.csr_matrix] = {}
 
-    def fit(self, bundle: Any, categories: Sequence[int] | None = None) -> None:
-        rows = bundle.split("train")
-        if categories is not None:
-            rows = rows.filter(rows["category"].is_in(list(categories)))
+    def fit(self, bundle: Bundle, categories: Sequence[int] | None = None) -> None:
+        rows = bundle.rows("train", categories)
         users = rows["user"].to_numpy().astype(np.int64)
         items = rows["item"].to_numpy().astype(np.int64)
         x = binary_matrix(users, items, self.sizes.n_users, self.sizes.n_items)
@@ -137,7 +140,7 @@ class ItemKNN(nn.Module):
         hist = self._csr("hist", (n_u, n_i))
         sim_c = self._cache.get(f"sim{category}")
         if sim_c is None:
-            sim_c = self._csr("sim", (n_i, n_i))[:, self._index[category]].tocsr()
+            sim_c = self._csr("sim", (n_i, n_i))[:, self.index[category].cpu().numpy()].tocsr()
             self._cache[f"sim{category}"] = sim_c
         out = (hist[users.cpu().numpy()] @ sim_c).toarray()  # [B, n_items(c)]
         return torch.from_numpy(out.astype(np.float32, copy=False))

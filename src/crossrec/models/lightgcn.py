@@ -18,45 +18,35 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Literal, Sequence
 
 import numpy as np
-import scipy.sparse as sp
 import torch
 from torch import Tensor, nn
 
-from crossrec.models.base import Batch, Sizes, adopt_stored_shapes, register
+from crossrec.data.batch import Batch, Sizes
+from crossrec.models.base import register
+from crossrec.models.category_index import CategoryIndex
+from crossrec.models.graph import (
+    TensorCache,
+    load_graph_buffers,
+    normalized_adjacency,
+    sparse_graph,
+)
 from crossrec.models.losses import l2_penalty, pair_loss
+from crossrec.typed import Checked
+
+if TYPE_CHECKING:
+    from crossrec.data.bundle import Bundle
 
 
 @dataclass(frozen=True)
-class LightGCNConfig:
+class LightGCNConfig(Checked):
     dim: int = 64  # (int) embedding size
     n_layers: int = 3  # (int) propagation layers L; the final embedding averages layers 0..L
     reg: float = 1e-4  # (float) L2 on the batch's layer-0 embeddings (lambda)
-    loss: str = "bpr"  # (str) bpr | bce | softmax
+    loss: Literal["bpr", "bce", "softmax"] = "bpr"  # (str) bpr | bce | softmax
     init_std: float = 0.1  # (float) normal init std of the layer-0 embeddings
-
-
-def normalized_adjacency(users: np.ndarray, items: np.ndarray, n_users: int, n_items: int) -> sp.coo_matrix:
-    """D^-1/2 A D^-1/2 of the bipartite graph: [n_users + n_items] square, items offset by n_users.
-
-    Repeated (user, item) pairs count once; nodes without edges keep an empty row.
-    """
-    n = n_users + n_items
-    r = sp.csr_matrix((np.ones(len(users), np.float32), (users, items)), shape=(n_users, n_items))
-    r.sum_duplicates()
-    r.data[:] = 1.0
-    adj = sp.bmat([[None, r], [r.T, None]], format="csr", dtype=np.float32)  # [n, n] symmetric
-    deg = np.asarray(adj.sum(axis=1), dtype=np.float64).ravel()
-    inv_sqrt = np.zeros(n)
-    inv_sqrt[deg > 0] = deg[deg > 0] ** -0.5
-    adj = adj.tocoo()
-    # Row-major order with sorted columns: the coalesced order torch expects.
-    order = np.lexsort((adj.col, adj.row))
-    row, col = adj.row[order].astype(np.int64), adj.col[order].astype(np.int64)
-    data = (inv_sqrt[row] * inv_sqrt[col]).astype(np.float32)
-    return sp.coo_matrix((data, (row, col)), shape=(n, n))
 
 
 @register("lightgcn", LightGCNConfig, paper="He et al., SIGIR 2020 (LightGCN)")
@@ -73,8 +63,6 @@ class LightGCN(nn.Module):
 
     def __init__(self, config: LightGCNConfig, sizes: Sizes) -> None:
         super().__init__()
-        if config.loss not in ("bpr", "bce", "softmax"):
-            raise ValueError(f"lightgcn.loss={config.loss!r}; expected bpr, bce or softmax")
         if config.n_layers < 0:
             raise ValueError(f"lightgcn.n_layers={config.n_layers}; expected >= 0")
         self.config = config
@@ -88,17 +76,14 @@ class LightGCN(nn.Module):
         # The graph: COO of D^-1/2 A D^-1/2, data-dependent nnz (set by setup, adopted on load).
         self.register_buffer("graph_indices_", torch.zeros(2, 0, dtype=torch.int64))  # [2, nnz]
         self.register_buffer("graph_values_", torch.zeros(0))  # [nnz]
-        for c in range(sizes.n_categories):
-            self.register_buffer(f"index_{c}", torch.from_numpy(sizes.item_index(c)), persistent=False)
-        self._graph: tuple[tuple[Any, ...], Tensor] | None = None  # (buffer key, sparse tensor)
-        self._final: tuple[tuple[Any, ...], tuple[Tensor, Tensor]] | None = None  # eval-time propagation
+        self.index = CategoryIndex(sizes)
+        self._graph: TensorCache[Tensor] = TensorCache()  # the sparse adjacency of the graph buffers
+        self._final: TensorCache[tuple[Tensor, Tensor]] = TensorCache()  # eval-time propagation
 
     # ------------------------------------------------------------------ the graph
-    def setup(self, bundle: Any, categories: Sequence[int] | None = None) -> None:
+    def setup(self, bundle: Bundle, categories: Sequence[int] | None = None) -> None:
         """Build the normalised graph from the training split of `categories` (None = all, pooled)."""
-        rows = bundle.split("train")
-        if categories is not None:
-            rows = rows.filter(rows["category"].is_in([int(c) for c in categories]))
+        rows = bundle.rows("train", categories)
         users = rows["user"].to_numpy().astype(np.int64)
         items = rows["item"].to_numpy().astype(np.int64)
         if len(users) == 0:
@@ -107,16 +92,11 @@ class LightGCN(nn.Module):
         device = self.graph_values_.device
         self.graph_indices_ = torch.from_numpy(np.stack([adj.row, adj.col])).to(device)
         self.graph_values_ = torch.from_numpy(adj.data).to(device)
-        self._clear_caches()
-
-    def _clear_caches(self) -> None:
-        self._graph = None
-        self._final = None
+        self._graph.clear()
+        self._final.clear()
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[override]
-        # The graph buffers have data-dependent shapes: adopt the stored ones.
-        adopt_stored_shapes(self, state_dict, prefix, ("graph_indices_", "graph_values_"))
-        self._clear_caches()
+        load_graph_buffers(self, state_dict, prefix, (self._graph, self._final))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def _adjacency(self) -> Tensor:
@@ -124,13 +104,8 @@ class LightGCN(nn.Module):
         idx, val = self.graph_indices_, self.graph_values_
         if val.numel() == 0:
             raise RuntimeError("LightGCN has no graph: call setup(bundle, categories) before loss or score")
-        key = (idx.data_ptr(), val.data_ptr(), idx._version, val._version, val.device)
-        if self._graph is None or self._graph[0] != key:
-            n = self.sizes.n_users + self.sizes.n_items
-            # Checked once per rebuild: the indices may come from a file, and bad ones would crash spmm.
-            adj = torch.sparse_coo_tensor(idx, val, (n, n), is_coalesced=True, check_invariants=True)
-            self._graph = (key, adj)
-        return self._graph[1]
+        n = self.sizes.n_users + self.sizes.n_items
+        return self._graph.get((idx, val), lambda: sparse_graph(idx, val, n), extra=(val.device,))
 
     def _propagate(self) -> tuple[Tensor, Tensor]:
         """Final embeddings, the mean of layers 0..L: ([n_users, d], [n_items, d])."""
@@ -147,35 +122,25 @@ class LightGCN(nn.Module):
         """Propagation for scoring: cached in eval mode (cleared by train()/eval() and on load)."""
         if self.training:
             return self._propagate()
-        u, i = self.user_emb.weight, self.item_emb.weight
-        # Keyed on the weights' storage and version too, so in-place updates in eval mode are seen.
-        key = (u.data_ptr(), i.data_ptr(), u._version, i._version, self._adjacency_key())
-        if self._final is None or self._final[0] != key:
-            with torch.no_grad():
-                self._final = (key, self._propagate())
-        return self._final[1]
-
-    def _adjacency_key(self) -> tuple[Any, ...]:
-        idx, val = self.graph_indices_, self.graph_values_
-        return (idx.data_ptr(), val.data_ptr(), idx._version, val._version)
+        with torch.no_grad():
+            tensors = (self.user_emb.weight, self.item_emb.weight, self.graph_indices_, self.graph_values_)
+            return self._final.get(tensors, self._propagate)
 
     def train(self, mode: bool = True) -> "LightGCN":
-        self._final = None  # weights may change while training: re-propagate at the next eval
+        self._final.clear()  # weights may change while training: re-propagate at the next eval
         return super().train(mode)
 
     # ------------------------------------------------------------------ the contract
-    def _index(self, category: int) -> Tensor:
-        return getattr(self, f"index_{category}")
 
     def user_vectors(self, users: Tensor, category: int) -> Tensor:
         return self._final_embeddings()[0][users]  # [B, d]
 
     def item_vectors(self, category: int) -> Tensor:
-        return self._final_embeddings()[1][self._index(category)]  # [n_items(c), d]
+        return self._final_embeddings()[1][self.index[category]]  # [n_items(c), d]
 
     def score(self, users: Tensor, category: int) -> Tensor:
         user_final, item_final = self._final_embeddings()
-        return user_final[users] @ item_final[self._index(category)].T  # [B, n_items(c)]
+        return user_final[users] @ item_final[self.index[category]].T  # [B, n_items(c)]
 
     def loss(self, batch: Batch) -> Tensor:
         user_final, item_final = self._propagate()  # once per batch, as in the paper

@@ -13,18 +13,22 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
-from crossrec.models.base import Batch, Sizes, register
-from crossrec.models.losses import l2_penalty, mse_loss, pair_loss
+from crossrec.data.batch import Batch, Sizes
+from crossrec.models.base import register
+from crossrec.models.category_index import CategoryIndex
+from crossrec.models.losses import l2_penalty, mse_loss, pair_loss, warm_start_bias
+from crossrec.typed import Checked
 
 
 @dataclass(frozen=True)
-class MFConfig:
+class MFConfig(Checked):
     dim: int = 64  # (int) latent factors
-    loss: str = "bpr"  # (str) bpr | bce | softmax | mse (explicit ratings)
+    loss: Literal["bpr", "bce", "softmax", "mse"] = "bpr"  # (str) bpr | bce | softmax | mse (explicit ratings)
     reg: float = 1e-4  # (float) L2 on the batch's embeddings (lambda)
     init_std: float = 0.01  # (float) normal init std; small keeps rarely-seen items from ranking on noise
 
@@ -35,8 +39,6 @@ class MF(nn.Module):
 
     def __init__(self, config: MFConfig, sizes: Sizes) -> None:
         super().__init__()
-        if config.loss not in ("bpr", "bce", "softmax", "mse"):
-            raise ValueError(f"mf.loss={config.loss!r}; expected bpr, bce, softmax or mse")
         self.config = config
         self.sizes = sizes
         self.user_emb = nn.Embedding(sizes.n_users, config.dim, sparse=True)
@@ -49,20 +51,17 @@ class MF(nn.Module):
         # MSE: the global bias starts at the mean rating of the first training batch, so the
         # per-user/per-item biases and factors model deviations instead of absorbing the offset.
         self.register_buffer("bias_ready", torch.zeros((), dtype=torch.bool))
-        for c in range(sizes.n_categories):
-            self.register_buffer(f"index_{c}", torch.from_numpy(sizes.item_index(c)), persistent=False)
+        self.index = CategoryIndex(sizes)
 
-    def _index(self, category: int) -> Tensor:
-        return getattr(self, f"index_{category}")
 
     def user_vectors(self, users: Tensor, category: int) -> Tensor:
         return self.user_emb(users)  # [B, d]
 
     def item_vectors(self, category: int) -> Tensor:
-        return self.item_emb(self._index(category))  # [n_items(c), d]
+        return self.item_emb(self.index[category])  # [n_items(c), d]
 
     def score(self, users: Tensor, category: int) -> Tensor:
-        idx = self._index(category)
+        idx = self.index[category]
         s = self.user_emb(users) @ self.item_emb.weight[idx].T  # [B, n_items(c)]
         if self.config.loss == "mse":
             s = s + self.item_bias[idx] + self.user_bias[users].unsqueeze(1) + self.global_bias
@@ -85,12 +84,7 @@ class MF(nn.Module):
         if self.config.loss == "mse":
             if batch.ratings is None:
                 raise ValueError("mf.loss='mse' needs explicit ratings in the data")
-            if not bool(self.bias_ready):
-                rated = batch.ratings[torch.isfinite(batch.ratings)]
-                if len(rated):
-                    with torch.no_grad():
-                        self.global_bias.fill_(float(rated.mean()))
-                        self.bias_ready.fill_(True)
+            warm_start_bias(self.global_bias, self.bias_ready, batch.ratings)
             bias_reg = self.config.reg * l2_penalty(self.user_bias[batch.users], self.item_bias[batch.pos_items])
             return mse_loss(self.predict_rating(batch.users, batch.pos_items), batch.ratings) + reg + bias_reg
         n = self.item_emb(batch.neg_items)  # [B, n_neg, d]

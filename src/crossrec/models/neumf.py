@@ -9,21 +9,25 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
-from crossrec.models.base import Batch, Sizes, register
+from crossrec.data.batch import Batch, Sizes
+from crossrec.models.base import register
+from crossrec.models.category_index import CategoryIndex
 from crossrec.models.losses import l2_penalty, pair_loss
+from crossrec.typed import Checked
 
 
 @dataclass(frozen=True)
-class NeuMFConfig:
+class NeuMFConfig(Checked):
     dim: int = 32  # (int) GMF embedding size (the MLP embeddings are layers[0] / 2 each)
     layers: tuple[int, ...] = (64, 32, 16)  # (tuple[int]) MLP widths; the first is the input width
     dropout: float = 0.0  # (float) dropout between MLP layers
     reg: float = 1e-5  # (float) L2 on the batch's embeddings
-    loss: str = "bce"  # (str) bce (as in the paper) | bpr | softmax
+    loss: Literal["bce", "bpr", "softmax"] = "bce"  # (str) bce (as in the paper) | bpr | softmax
     score_chunk: int = 2_000_000  # (int) max user-item pairs per MLP pass when scoring a category
 
 
@@ -49,8 +53,7 @@ class NeuMF(nn.Module):
             blocks += [nn.Dropout(config.dropout), nn.Linear(a, b), nn.ReLU()]
         self.mlp = nn.Sequential(*blocks)
         self.head = nn.Linear(config.dim + config.layers[-1], 1)
-        for c in range(sizes.n_categories):
-            self.register_buffer(f"index_{c}", torch.from_numpy(sizes.item_index(c)), persistent=False)
+        self.index = CategoryIndex(sizes)
 
     def _pair_scores(self, users: Tensor, items: Tensor) -> Tensor:
         """Scores of aligned (user, item) index tensors of any equal shape."""
@@ -59,7 +62,7 @@ class NeuMF(nn.Module):
         return self.head(torch.cat([gmf, mlp], dim=-1)).squeeze(-1)
 
     def score(self, users: Tensor, category: int) -> Tensor:
-        idx = getattr(self, f"index_{category}")
+        idx = self.index[category]
         n = len(idx)
         rows = max(1, self.config.score_chunk // max(n, 1))
         out = []

@@ -10,10 +10,13 @@ Example:
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import Tensor, nn
+
+from crossrec.data.batch import Sizes
+from crossrec.models.base import build_model, config_from_dict
 
 
 class PerCategory(nn.Module):
@@ -39,3 +42,13 @@ class PerCategory(nn.Module):
             m = cats == c
             out[m] = self.models[c].predict_rating(users[m], items[m]).float()
         return out
+
+
+def build(name: str, mode: str, params: dict[str, Any], sizes: Sizes) -> nn.Module:
+    """Build a registered model; mode 'single' gives one independent model per category."""
+    if mode not in ("single", "pooled"):
+        raise ValueError(f"model.mode={mode!r}; expected single or pooled")
+    cfg = config_from_dict(name, params)
+    if mode == "pooled":
+        return build_model(name, cfg, sizes)
+    return PerCategory([build_model(name, cfg, sizes) for _ in sizes.categories], sizes.item_category)

@@ -11,13 +11,18 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from crossrec.models.base import Sizes, register
+from crossrec.data.batch import Sizes
+from crossrec.models.base import register
+from crossrec.models.category_index import CategoryIndex
+
+if TYPE_CHECKING:
+    from crossrec.data.bundle import Bundle
 
 
 @dataclass(frozen=True)
@@ -34,14 +39,12 @@ class Pop(nn.Module):
         self.config = config
         self.sizes = sizes
         self.register_buffer("counts_", torch.zeros(sizes.n_items))
-        self._index = [torch.from_numpy(sizes.item_index(c)) for c in range(sizes.n_categories)]
+        self.index = CategoryIndex(sizes)
 
-    def fit(self, bundle: Any, categories: Sequence[int] | None = None) -> None:
-        rows = bundle.split("train")
-        if categories is not None:
-            rows = rows.filter(rows["category"].is_in(list(categories)))
+    def fit(self, bundle: Bundle, categories: Sequence[int] | None = None) -> None:
+        rows = bundle.rows("train", categories)
         items = rows["item"].to_numpy().astype(np.int64)
         self.counts_ = torch.from_numpy(np.bincount(items, minlength=self.sizes.n_items).astype(np.float32))
 
     def score(self, users: Tensor, category: int) -> Tensor:
-        return self.counts_[self._index[category]].unsqueeze(0).expand(len(users), -1)
+        return self.counts_[self.index[category]].unsqueeze(0).expand(len(users), -1)

@@ -29,24 +29,30 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Literal, Sequence
 
 import torch
 from torch import Tensor, nn
 
-from crossrec.models.base import Batch, Sizes, register
+from crossrec.data.batch import Batch, Sizes
+from crossrec.models.base import register
+from crossrec.models.category_index import CategoryIndex
 from crossrec.models.history import history_matrix
 from crossrec.models.losses import l2_penalty, pair_loss
+from crossrec.typed import Checked
+
+if TYPE_CHECKING:
+    from crossrec.data.bundle import Bundle
 
 
 @dataclass(frozen=True)
-class SASRecConfig:
+class SASRecConfig(Checked):
     dim: int = 64  # (int) embedding and hidden size
     n_layers: int = 2  # (int) self-attention blocks
     n_heads: int = 2  # (int) attention heads per block (must divide dim)
     max_len: int = 50  # (int) most recent training items the encoder reads (training uses max_len + 1)
     dropout: float = 0.2  # (float) dropout on the input embeddings and inside the blocks
-    loss: str = "bce"  # (str) bce | bpr, per sequence position against sampled negatives
+    loss: Literal["bce", "bpr"] = "bce"  # (str) bce | bpr, per sequence position against sampled negatives
     n_neg: int = 1  # (int) negatives per position, uniform over the target item's category
     reg: float = 0.0  # (float) L2 on the batch's target and negative item embeddings (lambda)
     init_std: float = 0.02  # (float) normal init std of the item and position embeddings
@@ -68,8 +74,6 @@ class SASRec(nn.Module):
     def __init__(self, config: SASRecConfig, sizes: Sizes) -> None:
         super().__init__()
         c = config
-        if c.loss not in ("bce", "bpr"):
-            raise ValueError(f"sasrec.loss={c.loss!r}; expected bce or bpr")
         if c.dim < 1 or c.n_heads < 1 or c.dim % c.n_heads:
             raise ValueError(f"sasrec.dim={c.dim} must be a positive multiple of n_heads={c.n_heads}")
         if c.n_layers < 1 or c.max_len < 1 or c.n_neg < 1:
@@ -79,6 +83,8 @@ class SASRec(nn.Module):
         self.config = c
         self.sizes = sizes
         self.pad = sizes.n_items
+        self._neg_seed: int = 0  # set in setup (see there)
+        self._neg_gen: torch.Generator | None = None
         d = c.dim
         # Sparse rows: a batch touches few items (SparseAdam); the padding row stays zero.
         self.item_emb = nn.Embedding(sizes.n_items + 1, d, padding_idx=self.pad, sparse=True)
@@ -107,13 +113,15 @@ class SASRec(nn.Module):
         self.register_buffer("cat_size_", size, persistent=False)  # [n_categories]
         causal = torch.triu(torch.ones(c.max_len, c.max_len, dtype=torch.bool), diagonal=1)
         self.register_buffer("causal_", causal, persistent=False)  # [L, L], True = may not attend
-        for k, idx in enumerate(blocks):
-            self.register_buffer(f"index_{k}", idx, persistent=False)
+        self.index = CategoryIndex(sizes)
 
     # ------------------------------------------------------------------ data-derived state
-    def setup(self, bundle: Any, categories: Sequence[int] | None = None) -> None:
+    def setup(self, bundle: Bundle, categories: Sequence[int] | None = None) -> None:
         """Store each user's last `max_len + 1` training items of `categories` (None = all, pooled)."""
         self.seq_ = history_matrix(bundle, self.config.max_len + 1, categories).to(self.seq_.device)
+        # Negatives come from the model's own generator, seeded from the run's seed (set once at the
+        # entry point), so they do not depend on what else drew from the global RNG.
+        self._neg_seed, self._neg_gen = torch.initial_seed(), None
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """'shared', 'specific' and 'heads' parameters.
@@ -145,8 +153,6 @@ class SASRec(nn.Module):
         return self.last_norm(x)
 
     # ------------------------------------------------------------------ the contract
-    def _index(self, category: int) -> Tensor:
-        return getattr(self, f"index_{category}")
 
     def user_vectors(self, users: Tensor, category: int) -> Tensor:
         """[B, d] last hidden state over each user's last `max_len` training items."""
@@ -154,19 +160,24 @@ class SASRec(nn.Module):
         return self.encode(seq[:, _first_used(seq != self.pad, keep=1) :])[:, -1]
 
     def item_vectors(self, category: int) -> Tensor:
-        return self.item_emb.weight[self._index(category)]  # [n_items(c), d]
+        return self.item_emb.weight[self.index[category]]  # [n_items(c), d]
 
     def score(self, users: Tensor, category: int) -> Tensor:
         return self.user_vectors(users, category) @ self.item_vectors(category).T  # [B, n_items(c)]
 
     def _negatives(self, targets: Tensor) -> Tensor:
-        """[N, n_neg] items drawn uniformly from each target's category (global RNG), target excluded once."""
+        """[N, n_neg] items drawn uniformly from each target's category (the model's seeded
+        generator), target excluded once."""
         cat = self.item_category_[targets]
         start, size = self.cat_start_[cat].unsqueeze(1), self.cat_size_[cat].unsqueeze(1)  # [N, 1]
         shape = (len(targets), self.config.n_neg)
 
+        if self._neg_gen is None or self._neg_gen.device != targets.device:
+            self._neg_gen = torch.Generator(device=targets.device).manual_seed(self._neg_seed)
+        gen = self._neg_gen
+
         def draw() -> Tensor:
-            r = torch.randint(0, 2**62, shape, device=targets.device)
+            r = torch.randint(0, 2**62, shape, device=targets.device, generator=gen)
             return self.cat_items_[start + r % size]
 
         neg = draw()

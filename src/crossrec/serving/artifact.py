@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
+from crossrec.data.batch import Sizes
 from crossrec.io import (
     CorruptFileError,
     atomic_dir,
@@ -32,8 +33,8 @@ from crossrec.io import (
     write_json,
     write_marker,
 )
-from crossrec.models.base import Sizes, build_model, config_from_dict
-from crossrec.models.per_category import PerCategory
+from crossrec.models.base import config_from_dict
+from crossrec.models.per_category import build
 
 if TYPE_CHECKING:
     from crossrec.data.bundle import Bundle
@@ -56,16 +57,6 @@ class Artifact:
     sizes: Sizes
     meta: dict[str, Any]
     root: Path
-
-
-def build(name: str, mode: str, params: dict[str, Any], sizes: Sizes) -> nn.Module:
-    """Build a registered model; mode 'single' gives one independent model per category."""
-    if mode not in ("single", "pooled"):
-        raise ValueError(f"model.mode={mode!r}; expected single or pooled")
-    cfg = config_from_dict(name, params)
-    if mode == "pooled":
-        return build_model(name, cfg, sizes)
-    return PerCategory([build_model(name, cfg, sizes) for _ in sizes.categories], sizes.item_category)
 
 
 def bundle_provenance(bundle: Bundle) -> dict[str, Any]:
@@ -163,7 +154,7 @@ def check_bundle(art: Artifact, bundle: Bundle) -> None:
     Raises:
         ProvenanceError: the fingerprints differ (or the artifact recorded none).
     """
-    from crossrec.data.bundle import fingerprint_differences
+    from crossrec.data.fingerprint import fingerprint_differences
 
     where = f"the artifact in {art.root}"
     record = art.meta.get("bundle")

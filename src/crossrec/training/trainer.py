@@ -33,14 +33,23 @@ from torch import nn
 from crossrec.data.bundle import Bundle
 from crossrec.data.sampling import TrainSampler
 from crossrec.evaluation.evaluator import EvalConfig, Evaluator
-from crossrec.io import atomic_dir, clean_temporaries, load_tensors, read_json, save_tensors, write_json
-from crossrec.typed import ConfigError
+from crossrec.evaluation.report import LOWER_IS_BETTER
+from crossrec.io import (
+    atomic_dir,
+    clean_temporaries,
+    load_tensors,
+    read_json,
+    save_tensors,
+    write_json,
+)
+from crossrec.models.base import Fittable, HasSetup, Trainable
 from crossrec.training.adversarial import adversarial_loss, capture_lookups
+from crossrec.training.config import TrainConfig
 from crossrec.training.optim import Optimizers
+from crossrec.typed import ConfigError
 
 log = logging.getLogger(__name__)
 
-LOWER_IS_BETTER = ("rmse", "mae")
 # Options a resumed run may change: they steer the loop, not what one epoch computes.
 RESUMABLE = ("epochs", "patience", "min_delta", "eval_every", "eval_batch_size", "device", "checkpoint",
              "tensorboard", "progress")
@@ -48,63 +57,6 @@ RESUMABLE = ("epochs", "patience", "min_delta", "eval_every", "eval_batch_size",
 
 class ResumeError(ConfigError):
     """`--resume` with options or data that differ from the checkpoint's."""
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """The optimisation loop's settings."""
-
-    epochs: int = 30  # (int) maximum number of epochs
-    batch_size: int = 2048  # (int) positives per batch
-    n_negatives: int = 1  # (int) in-category sampled negatives per positive
-    optimizer: str = "adam"  # (str) adam | adamw | sgd
-    lr: float = 1e-3  # (float) learning rate
-    weight_decay: float = 0.0  # (float) optimiser weight decay of dense parameters (decoupled for adamw)
-    momentum: float = 0.9  # (float) sgd momentum
-    scheduler: str = "none"  # (str) none | cosine | step | exponential
-    step_size: int = 10  # (int) step scheduler: epochs between decays
-    gamma: float = 0.5  # (float) step / exponential scheduler decay factor
-    grad_clip: float = 0.0  # (float) max gradient norm of dense parameters (0 = off)
-    eval_every: int = 1  # (int) validate every n epochs
-    metric: str = "ndcg@10"  # (str) validation metric for early stopping; rmse/mae: lower is better
-    patience: int = 5  # (int) validations without improvement before stopping (0 = never stop)
-    min_delta: float = 0.0  # (float) improvement smaller than this does not count
-    eval_batch_size: int = 1024  # (int) users per score() call during validation
-    seed: int = 0  # (int) seeds init-independent randomness: shuffling and negatives
-    device: str = "cpu"  # (str) cpu | cuda | auto
-    checkpoint: bool = True  # (bool) write a resumable checkpoint after every epoch (needs out_dir)
-    tensorboard: bool = False  # (bool) write TensorBoard scalars to out_dir/tensorboard
-    progress: bool = True  # (bool) show a progress bar per epoch
-    adv_eps: float = 0.0  # (float) APR adversarial perturbation size per embedding lookup (0 = off)
-    adv_reg: float = 1.0  # (float) weight of the adversarial loss: optimise loss + adv_reg * adv_loss
-    adv_start: int = 0  # (int) first epoch (0-based) with the adversarial loss; APR pretrains without it
-
-    def validate(self) -> None:
-        if self.optimizer not in ("adam", "adamw", "sgd"):
-            raise ValueError(f"train.optimizer={self.optimizer!r}; expected adam, adamw or sgd")
-        if self.scheduler not in ("none", "cosine", "step", "exponential"):
-            raise ValueError(f"train.scheduler={self.scheduler!r}; expected none, cosine, step, exponential")
-        for name in ("epochs", "batch_size", "n_negatives", "eval_every", "eval_batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"train.{name} must be >= 1")
-        for name in ("lr", "weight_decay", "momentum", "gamma", "grad_clip", "min_delta", "adv_eps", "adv_reg"):
-            if not math.isfinite(getattr(self, name)):
-                raise ValueError(f"train.{name}={getattr(self, name)}; expected a finite number")
-        if self.lr <= 0:
-            raise ValueError(f"train.lr={self.lr}; expected a number > 0")
-        for name in ("weight_decay", "momentum", "grad_clip", "min_delta", "adv_eps", "adv_reg", "adv_start",
-                     "patience", "step_size"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"train.{name}={getattr(self, name)}; expected a value >= 0")
-        if not 0 < self.gamma <= 1:
-            raise ValueError(f"train.gamma={self.gamma}; expected a value in (0, 1]")
-        if self.device not in ("cpu", "auto") and not (self.device == "cuda" or self.device.startswith("cuda:")):
-            raise ValueError(f"train.device={self.device!r}; expected cpu, cuda, cuda:<n> or auto")
-        name = self.metric.split("@")[0]
-        if name not in ("recall", "ndcg", "hr", "mrr", "precision", "f1", "auc", "rmse", "mae"):
-            raise ValueError(f"train.metric={self.metric!r}; expected e.g. ndcg@10, recall@20, auc or rmse")
-        if name in ("recall", "ndcg", "hr", "mrr", "precision", "f1") and not self.metric.split("@")[-1].isdigit():
-            raise ValueError(f"train.metric={self.metric!r} needs a cut-off, e.g. {name}@10")
 
 
 @dataclass
@@ -179,23 +131,21 @@ class Trainer:
             fn(self, logs)
 
     def _has_valid(self, bundle: Bundle) -> bool:
-        rows = bundle.split("valid")
-        if self.categories is not None:
-            rows = rows.filter(rows["category"].is_in(self.categories))
+        rows = bundle.rows("valid", self.categories)
         return rows.height > 0
 
     # ------------------------------------------------------------------ the loop
     def fit(self, model: nn.Module, bundle: Bundle, resume: bool = False) -> TrainResult:
         """Train `model` on the bundle's training split; returns the TrainResult."""
         t0 = time.perf_counter()
-        if hasattr(model, "fit") and not hasattr(model, "loss"):
+        if isinstance(model, Fittable) and not isinstance(model, Trainable):
             model.fit(bundle, self.categories)
             return TrainResult(epochs_run=1, seconds=time.perf_counter() - t0)
-        if not hasattr(model, "loss"):
+        if not isinstance(model, Trainable):
             raise TypeError(f"{type(model).__name__} has neither loss(batch) nor fit(bundle)")
 
         c = self.cfg
-        if hasattr(model, "setup"):  # data-derived structures (e.g. a graph) from this training data
+        if isinstance(model, HasSetup):  # data-derived structures (e.g. a graph) from this training data
             model.setup(bundle, self.categories)
         model.to(self.device)
         sampler = TrainSampler(bundle, c.batch_size, c.n_negatives, self.categories, seed=c.seed)

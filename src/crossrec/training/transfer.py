@@ -37,7 +37,7 @@ import json
 import logging
 import re
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -45,59 +45,16 @@ from torch import nn
 
 from crossrec.data.bundle import Bundle
 from crossrec.io import load_tensors, read_json, save_tensors, write_json
+from crossrec.models.base import HasParameterGroups, Trainable
+from crossrec.training.config import (
+    FREEZE_POLICIES,
+    FROZEN_GROUPS,
+    GROUPS,
+    TransferConfig,
+)
 from crossrec.training.trainer import ResumeError, TrainConfig, Trainer, TrainResult
-from crossrec.typed import ConfigError
 
 log = logging.getLogger(__name__)
-
-PARADIGMS = ("joint", "source_target", "sequential")
-FREEZE_POLICIES = ("none", "shared", "all_but_heads")
-GROUPS = ("shared", "specific", "heads")
-FROZEN_GROUPS = {"none": (), "shared": ("shared",), "all_but_heads": ("shared", "specific")}
-
-
-@dataclass(frozen=True)
-class TransferConfig:
-    """Which transfer paradigm trains a pooled model, and how its fine-tuning stages run."""
-
-    paradigm: str = "joint"  # (str) joint | source_target | sequential
-    source: list[str] = field(default_factory=list)  # (list) source_target: pretrain on these categories
-    target: list[str] = field(default_factory=list)  # (list) source_target: fine-tune on these (empty = not source)
-    order: list[str] = field(default_factory=list)  # (list) sequential: category order (empty = by training size)
-    freeze: str = "none"  # (str) fine-tuning stages freeze: none | shared | all_but_heads
-    finetune_lr_scale: float = 1.0  # (float) learning-rate multiplier of the fine-tuning stages
-    finetune_epochs: int = 0  # (int) max epochs of each fine-tuning stage (0 = train.epochs)
-
-    def validate(self, categories: Sequence[str] | None = None) -> None:
-        """Check the settings; with `categories`, also the category names the paradigm uses."""
-        if self.paradigm not in PARADIGMS:
-            raise ConfigError(f"transfer.paradigm={self.paradigm!r}; expected one of {list(PARADIGMS)}")
-        if self.freeze not in FREEZE_POLICIES:
-            raise ConfigError(f"transfer.freeze={self.freeze!r}; expected one of {list(FREEZE_POLICIES)}")
-        if not (self.finetune_lr_scale > 0 and self.finetune_lr_scale < float("inf")):
-            raise ConfigError(f"transfer.finetune_lr_scale={self.finetune_lr_scale}; expected > 0")
-        if self.finetune_epochs < 0:
-            raise ConfigError(f"transfer.finetune_epochs={self.finetune_epochs}; expected >= 0 (0 = train.epochs)")
-        if categories is None:
-            return
-        used = {"source_target": ("source", "target"), "sequential": ("order",)}.get(self.paradigm, ())
-        for name in used:
-            values = getattr(self, name)
-            unknown = [v for v in values if v not in categories]
-            if unknown:
-                raise ConfigError(f"transfer.{name}: unknown categories {unknown}; the bundle has {list(categories)}")
-            dup = sorted({v for v in values if values.count(v) > 1})
-            if dup:
-                raise ConfigError(f"transfer.{name}: {dup} listed more than once")
-        if self.paradigm == "source_target":
-            if not self.source:
-                raise ConfigError("transfer.source: paradigm source_target needs at least one source category")
-            if not self.target and set(self.source) >= set(categories):
-                raise ConfigError(
-                    "transfer.target: empty means every category not in transfer.source, and that is none; "
-                    "name the target categories"
-                )
-
 
 @dataclass(frozen=True)
 class Stage:
@@ -152,7 +109,7 @@ def parameter_groups(model: nn.Module) -> dict[str, list[nn.Parameter]]:
     Uses `model.parameter_groups()` where defined; parameters it leaves out count as "shared", and
     a model without the method is all "shared". A parameter in two groups is an error.
     """
-    own = model.parameter_groups() if hasattr(model, "parameter_groups") else {}
+    own = model.parameter_groups() if isinstance(model, HasParameterGroups) else {}
     unknown = sorted(set(own) - set(GROUPS))
     if unknown:
         raise ValueError(
@@ -239,8 +196,8 @@ def run_stages(
             "stage %d (%s): %s, freeze=%s, lr=%g, epochs=%d", i, stage.name, where, stage.freeze, cfg.lr, cfg.epochs
         )
         with frozen(model, stage.freeze) as frozen_params:
-            if hasattr(model, "loss") and not any(p.requires_grad for p in model.parameters()):
-                hint = "" if hasattr(model, "parameter_groups") else (
+            if isinstance(model, Trainable) and not any(p.requires_grad for p in model.parameters()):
+                hint = "" if isinstance(model, HasParameterGroups) else (
                     f" ({type(model).__name__} defines no parameter_groups(), so all of it counts as shared)"
                 )
                 raise ValueError(

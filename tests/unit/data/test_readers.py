@@ -13,16 +13,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from crossrec.data import validate
+from crossrec.data.datasets import RawDataset, read_amazon_reviews, read_dataset
 from crossrec.data.readers import (
-    RawDataset,
-    read_amazon_reviews,
-    read_dataset,
     read_image_vectors,
     read_interactions,
     read_items,
 )
 from crossrec.data.schema import ColumnMap, DataError, ItemColumnMap
-
 from tests.conftest import SHARED_DATA as DATA
 
 CSV = "uid,iid,cat,stars,ts\nu1,007,Books,4.5,1700000000\nu2,i2,Music,,1700000100\nu1,i3,Music,3,1700000200\n"

@@ -11,14 +11,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from crossrec.data.batch import Batch, Sizes
 from crossrec.evaluation.evaluator import EvalConfig, Evaluator
-from crossrec.models.base import REGISTRY, Batch, Sizes
-from crossrec.models.cmf import CMF, CMFConfig, row_pair_loss
+from crossrec.models.base import REGISTRY
+from crossrec.models.cmf import CMF, CMFConfig
 from crossrec.models.conet import CoNet, CoNetConfig
 from crossrec.models.dtcdr import DTCDR, DTCDRConfig
 from crossrec.models.losses import pair_loss
-from crossrec.serving.artifact import build
+from crossrec.models.per_category import build
 from crossrec.training.trainer import TrainConfig, Trainer
+from crossrec.typed import ConfigError
 
 CONFIGS = [
     ("cmf", {"dim": 8}),
@@ -68,17 +70,28 @@ def test_registered_with_paper_and_config():
 @pytest.mark.parametrize(
     "cls, cfg, match",
     [
-        (CMF, CMFConfig(loss="mse"), "bpr, bce or softmax"),
-        (CMF, CMFConfig(weights="learned"), "uniform or balanced"),
-        (DTCDR, DTCDRConfig(combine="sum"), "concat, mean or max"),
-        (DTCDR, DTCDRConfig(user_layers=(0,)), "widths"),
-        (CoNet, CoNetConfig(layers=()), "one or more widths"),
-        (CoNet, CoNetConfig(loss="mse"), "bce, bpr or softmax"),
+        (DTCDR, {"user_layers": (0,)}, "widths"),
+        (CoNet, {"layers": ()}, "one or more widths"),
     ],
 )
 def test_bad_config_raises(cls, cfg, match):
+    config_cls = {DTCDR: DTCDRConfig, CoNet: CoNetConfig}[cls]
     with pytest.raises(ValueError, match=match):
-        cls(cfg, toy_sizes(2))
+        cls(config_cls(**cfg), toy_sizes(2))
+
+
+@pytest.mark.parametrize(
+    "config_cls, option, match",
+    [
+        (CMFConfig, {"loss": "mse"}, "'bpr', 'bce', 'softmax'"),
+        (CMFConfig, {"weights": "learned"}, "'uniform', 'balanced'"),
+        (DTCDRConfig, {"combine": "sum"}, "'concat', 'mean', 'max'"),
+        (CoNetConfig, {"loss": "mse"}, "'bce', 'bpr', 'softmax'"),
+    ],
+)
+def test_a_choice_outside_the_literal_fails_when_the_config_is_built(config_cls, option, match):
+    with pytest.raises(ConfigError, match=match):
+        config_cls(**option)
 
 
 @pytest.mark.parametrize("name, params", CONFIGS)
@@ -138,10 +151,10 @@ def test_cmf_balanced_weights_make_every_category_count_the_same(tiny_bundle):
 
 
 @pytest.mark.parametrize("loss", ["bpr", "bce", "softmax"])
-def test_cmf_row_losses_average_to_the_batch_loss(loss):
+def test_per_row_losses_average_to_the_batch_loss(loss):
     torch.manual_seed(0)
     pos, neg = torch.randn(9), torch.randn(9, 3)
-    rows = row_pair_loss(loss, pos, neg)
+    rows = pair_loss(loss, pos, neg, reduction="none")
     assert rows.shape == (9,)
     torch.testing.assert_close(rows.mean(), pair_loss(loss, pos, neg))
 
@@ -207,7 +220,7 @@ def test_conet_matches_the_tower_by_tower_reference(n_cat, layers, cross):
         for p in model.parameters():
             p.normal_(std=0.5)
         for c in range(n_cat):
-            idx = model._index(c)
+            idx = model.index[c]
             pair_u, pair_i = users.repeat_interleave(len(idx)), idx.repeat(len(users))
             ref = conet_reference(model, pair_u, pair_i, c).view(len(users), -1)
             torch.testing.assert_close(model.score(users, c), ref)

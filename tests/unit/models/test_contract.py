@@ -11,9 +11,11 @@ import dataclasses
 import pytest
 import torch
 
+from crossrec.data.batch import Sizes
 from crossrec.models import REGISTRY
-from crossrec.models.base import Sizes
-from crossrec.serving.artifact import build, load_artifact, save_artifact
+from crossrec.models.base import Decomposed, HasSetup, Trainable, TwoTower
+from crossrec.models.per_category import build
+from crossrec.serving.artifact import load_artifact, save_artifact
 from crossrec.training.optim import Optimizers
 from crossrec.training.trainer import TrainConfig, Trainer
 
@@ -72,13 +74,13 @@ def test_save_load_round_trip(name, tiny_bundle, tmp_path):
     assert not list(tmp_path.glob(".*")), "no temporary files left behind"
 
 
-@pytest.mark.parametrize("name", [n for n in NAMES if hasattr(REGISTRY[n].cls, "loss")])
+@pytest.mark.parametrize("name", [n for n in NAMES if issubclass(REGISTRY[n].cls, Trainable)])
 def test_loss_decreases(name, tiny_bundle):
     from crossrec.data.sampling import TrainSampler
 
     torch.manual_seed(0)
     model = build(name, "pooled", SMALL.get(name, {}), Sizes.from_bundle(tiny_bundle))
-    if hasattr(model, "setup"):
+    if isinstance(model, HasSetup):
         model.setup(tiny_bundle, None)
     batches = list(TrainSampler(tiny_bundle, batch_size=512, seed=0))
     opts = Optimizers(model, TrainConfig(lr=1e-2))
@@ -94,6 +96,31 @@ def test_loss_decreases(name, tiny_bundle):
             model.loss(b).backward()
             opts.step()
     assert total() < 0.9 * before
+
+
+TWO_TOWER = [n for n in NAMES if issubclass(REGISTRY[n].cls, TwoTower)]
+
+
+def test_the_two_tower_models_are_the_expected_ones():
+    # The dot-product models: the service indexes them with user_vectors / item_vectors alone.
+    assert set(TWO_TOWER) >= {"mf", "cmf", "dtcdr", "emcdr", "lightgcn", "bitgcf", "sasrec", "crossrec"}
+    assert issubclass(REGISTRY["crossrec"].cls, Decomposed)  # its neighbourhood term is extra
+
+
+@pytest.mark.parametrize("name", TWO_TOWER)
+def test_two_tower_vectors_reproduce_the_score(name, tiny_bundle):
+    """score == user_vectors @ item_vectors.T (+ extra_scores for a Decomposed model)."""
+    model = fitted(name, "pooled", tiny_bundle, epochs=1)
+    assert isinstance(model, TwoTower)
+    users = torch.arange(min(23, tiny_bundle.n_users))
+    with torch.no_grad():
+        for c in range(tiny_bundle.n_categories):
+            u, v = model.user_vectors(users, c), model.item_vectors(c)
+            assert u.shape[1] == v.shape[1] and v.shape[0] == tiny_bundle.n_items_in(c)
+            dot = u @ v.T
+            if isinstance(model, Decomposed):
+                dot = dot + model.extra_scores(users, c)
+            assert torch.allclose(dot, model.score(users, c), atol=1e-5), name
 
 
 @pytest.mark.parametrize("name", NAMES)

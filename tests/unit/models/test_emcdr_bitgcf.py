@@ -9,12 +9,13 @@ import pytest
 import torch
 
 import crossrec.models  # noqa: F401  (registers every model)
+from crossrec.data.batch import Sizes
 from crossrec.evaluation.evaluator import EvalConfig, Evaluator
-from crossrec.models.base import REGISTRY, Sizes
+from crossrec.models.base import REGISTRY
 from crossrec.models.bitgcf import BiTGCF, BiTGCFConfig
 from crossrec.models.emcdr import EMCDR, EMCDRConfig
 from crossrec.models.lightgcn import LightGCN
-from crossrec.serving.artifact import build
+from crossrec.models.per_category import build
 from crossrec.training.trainer import TrainConfig, Trainer
 from crossrec.training.transfer import parameter_groups
 
@@ -54,9 +55,9 @@ def test_registered_with_config_and_paper():
     assert REGISTRY["bitgcf"].cls is BiTGCF and REGISTRY["bitgcf"].config_cls is BiTGCFConfig
     assert "CIKM 2020" in REGISTRY["bitgcf"].paper
     sizes = Sizes(2, 2, (0, 1), (0, 0), ("a", "b"))
-    with pytest.raises(ValueError, match="bpr, bce or softmax"):
+    with pytest.raises(ValueError, match="'bpr', 'bce', 'softmax'"):
         EMCDR(EMCDRConfig(loss="mse"), sizes)
-    with pytest.raises(ValueError, match="constant or count"):
+    with pytest.raises(ValueError, match="'constant', 'count'"):
         BiTGCF(BiTGCFConfig(transfer="degree"), sizes)
     with pytest.raises(ValueError, match="lam"):
         BiTGCF(BiTGCFConfig(lam=1.5), sizes)

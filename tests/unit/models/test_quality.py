@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from crossrec.data.batch import Sizes
 from crossrec.evaluation.evaluator import EvalConfig, Evaluator
-from crossrec.models.base import Sizes
-from crossrec.serving.artifact import build
+from crossrec.models.per_category import build
 from crossrec.training.trainer import TrainConfig, Trainer
 
 

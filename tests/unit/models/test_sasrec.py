@@ -9,7 +9,8 @@ import pytest
 import torch
 
 import crossrec.models.sasrec  # noqa: F401  (registers "sasrec" before models/__init__ lists it)
-from crossrec.models.base import REGISTRY, Batch, Sizes
+from crossrec.data.batch import Batch, Sizes
+from crossrec.models.base import REGISTRY
 from crossrec.models.sasrec import SASRec, SASRecConfig
 
 # Two categories: items 0-3 in category 0, items 4-6 in category 1; pad = 7.
@@ -36,6 +37,10 @@ class TinyBundle:
         assert split == "train"
         return self.frame
 
+    def rows(self, split, categories=None):
+        rows = self.split(split)
+        return rows if categories is None else rows.filter(pl.col("category").is_in(list(categories)))
+
 
 # User 0 and user 1 have the same items in opposite orders; user 2 has two categories; user 3 nothing.
 ROWS = [(0, 0, 1), (0, 1, 2), (0, 2, 3), (1, 2, 1), (1, 1, 2), (1, 0, 3), (2, 4, 1), (2, 3, 2), (2, 5, 3)]
@@ -51,7 +56,7 @@ def tiny_model(**params) -> SASRec:
 def test_registered_with_config_paper_and_validation():
     entry = REGISTRY["sasrec"]
     assert entry.cls is SASRec and entry.config_cls is SASRecConfig and "ICDM 2018" in entry.paper
-    with pytest.raises(ValueError, match="bce or bpr"):
+    with pytest.raises(ValueError, match="'bce', 'bpr'"):
         SASRec(SASRecConfig(loss="softmax"), SIZES)
     with pytest.raises(ValueError, match="multiple of n_heads"):
         SASRec(SASRecConfig(dim=15, n_heads=2), SIZES)
@@ -174,7 +179,7 @@ TRAIN = dict(epochs=10, patience=2, batch_size=512, lr=2e-3, progress=False, che
 @pytest.mark.slow
 def test_single_mode_sasrec_beats_popularity(small_bundle):
     from crossrec.evaluation.evaluator import EvalConfig, Evaluator
-    from crossrec.serving.artifact import build
+    from crossrec.models.per_category import build
     from crossrec.training.trainer import TrainConfig, Trainer
 
     sizes = Sizes.from_bundle(small_bundle)

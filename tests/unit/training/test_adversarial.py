@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
+from crossrec.data.batch import Sizes
 from crossrec.data.sampling import TrainSampler
-from crossrec.models.base import Sizes
-from crossrec.serving.artifact import build
+from crossrec.models.per_category import build
 from crossrec.training.adversarial import adversarial_loss, capture_lookups
 from crossrec.training.optim import Optimizers
 from crossrec.training.trainer import TrainConfig, Trainer

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
-from crossrec.models.base import Sizes
-from crossrec.serving.artifact import build
+from crossrec.data.batch import Sizes
+from crossrec.models.per_category import build
 from crossrec.training.trainer import TrainConfig, Trainer
 
 
@@ -45,7 +46,10 @@ def test_early_stopping_restores_the_best_epoch(tiny_bundle):
     trainer = Trainer(cfg(epochs=30, lr=0.05, patience=2, metric="ndcg@10"))
     trainer.add_callback("on_validation", lambda t, logs: seen.append(logs["valid_ndcg@10"]))
     result = trainer.fit(model, tiny_bundle)
-    assert result.epochs_run < 30 or result.best_epoch >= 0
+    # It stopped after `patience` validations without a gain, and kept the best epoch's weights.
+    assert result.best_epoch == int(np.argmax(seen)) and result.epochs_run <= 30
+    if result.epochs_run < 30:
+        assert result.epochs_run == result.best_epoch + 1 + 2
     assert result.best_metric == pytest.approx(max(seen))
     from crossrec.evaluation.evaluator import EvalConfig, Evaluator
 
@@ -60,8 +64,12 @@ def test_tensorboard_scalars_written(tiny_bundle, tmp_path):
 
 @pytest.mark.parametrize("opt,sched", [("sgd", "step"), ("adamw", "cosine"), ("adam", "exponential")])
 def test_optimisers_and_schedules_train(tiny_bundle, opt, sched):
-    result = Trainer(cfg(epochs=2, optimizer=opt, scheduler=sched, lr=0.05)).fit(mf(tiny_bundle), tiny_bundle)
-    assert result.history[-1]["loss"] < result.history[0]["loss"] * 1.01
+    lr = 5.0 if opt == "sgd" else 0.05  # plain SGD on small-init embeddings needs a large step to move
+    result = Trainer(cfg(epochs=3, optimizer=opt, scheduler=sched, lr=lr)).fit(mf(tiny_bundle), tiny_bundle)
+    losses = [h["loss"] for h in result.history]
+    assert losses[-1] < losses[0], losses  # every optimiser/schedule pair makes progress
+    lrs = [h["lr"] for h in result.history]
+    assert (lrs[-1] < lrs[0]) if sched != "step" else lrs[-1] == lrs[0]  # step decays every 10 epochs
     assert all(torch.isfinite(torch.tensor(h["loss"])) for h in result.history)
 
 

@@ -10,10 +10,11 @@ import torch
 from torch import Tensor, nn
 
 from crossrec.config import load_config
-from crossrec.models.base import Batch, Sizes
+from crossrec.data.batch import Batch, Sizes
 from crossrec.models.losses import pair_loss
 from crossrec.models.mf import MF, MFConfig
-from crossrec.serving.artifact import build, load_artifact
+from crossrec.models.per_category import build
+from crossrec.serving.artifact import load_artifact
 from crossrec.training.trainer import TrainConfig
 from crossrec.training.transfer import (
     Stage,
@@ -101,7 +102,7 @@ class GroupedMF(MF):
         return self.proj(self.user_emb(users)) + self.user_cat(users * self.n_cat + category)
 
     def score(self, users: Tensor, category: int) -> Tensor:
-        idx = self._index(category)
+        idx = self.index[category]
         u = self._user(users, torch.full_like(users, category))
         return u @ self.item_emb.weight[idx].T + self.item_bias[idx]
 

@@ -1,0 +1,176 @@
+"""The experiment spec: what an experiment YAML says, parsed and checked before anything trains.
+
+An experiment YAML has the sections of a run config (`data`, `prepare`, `train`, `eval`, and
+`transfer` where the run config has it) plus:
+
+    seeds: [0, 1, 2]
+    metrics: [ndcg@10, recall@10]
+    models:
+      - {label: pop, name: pop, single_category: true}
+      - {label: bprmf-single, name: mf, mode: single, dim: 128}
+      - {label: crossrec, name: crossrec, dim: 64, flagship: true, train: {lr: 0.002}}
+
+Each model entry (`ModelRun`) has a `label`, a registry `name`, a `mode` (single | pooled),
+optional `train` and `transfer` overrides (the transfer paradigm), optional `params` (model options
+whose name collides with an entry key), optional `baseline` (the label of the single-category model
+its gain is measured against; default: the best single-category model of each row), optional
+`single_category` (a single-category reference; default: `mode: single`), optional `flagship`
+(the model the report's acceptance check is about; default: false), optional `seeds` (a subset for
+an expensive baseline; its cells then say how many seeds); every other key is a model option.
+
+Example:
+    >>> cfg = load_experiment("configs/experiments/anime-mal.yaml", ["--seeds=[0]"])  # doctest: +SKIP
+    >>> select(cfg, ["pop", "crossrec"]).models                                       # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from crossrec.config import (
+    RunConfig,
+    merge_dicts,
+    model_spec_hook,
+    parse_overrides,
+    validate_run_config,
+)
+from crossrec.models.base import Fittable, Trainable, config_from_dict, get_entry
+from crossrec.typed import ConfigError, check_type, from_dict, read_config_file
+
+RUN_SECTIONS = ("data", "prepare", "train", "eval", "transfer")
+
+
+@dataclass(frozen=True)
+class ModelRun:
+    """One model of an experiment (see the module docstring)."""
+
+    label: str
+    name: str
+    mode: Literal["single", "pooled"] = "pooled"
+    params: dict[str, Any] = field(default_factory=dict)
+    baseline: str | None = None
+    single_category: bool = False  # a single-category reference: the gains of the others are measured against it
+    flagship: bool = False  # the model the acceptance check is about
+    train: dict[str, Any] = field(default_factory=dict)
+    transfer: dict[str, Any] = field(default_factory=dict)
+    seeds: tuple[int, ...] | None = None  # this model's seeds (e.g. an expensive baseline: [0]); None = all
+
+    @property
+    def closed_form(self) -> bool:
+        """Fitted without a loss (popularity, ItemKNN): seeds cannot change its result."""
+        cls = get_entry(self.name).cls
+        return issubclass(cls, Fittable) and not issubclass(cls, Trainable)
+
+
+MODEL_KEYS = tuple(f.name for f in fields(ModelRun))  # the entry keys; every other key is a model option
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """An experiment: the shared run sections, the models, the seeds and the reported metrics."""
+
+    run: dict[str, Any]  # the run-config sections shared by every model (data, prepare, train, eval, ...)
+    models: tuple[ModelRun, ...]
+    seeds: tuple[int, ...] = (0, 1, 2)
+    metrics: tuple[str, ...] = ("ndcg@10", "recall@10")
+    out: str = "runs/experiment"
+    name: str = "experiment"
+
+    def run_config(self, model: ModelRun, seed: int) -> RunConfig:
+        """The full RunConfig of one (model, seed) run."""
+        data = {k: v for k, v in self.run.items() if k in RUN_SECTIONS}
+        data["train"] = merge_dicts(dict(data.get("train", {})), dict(model.train)) | {"seed": seed}
+        if model.transfer:
+            data["transfer"] = merge_dicts(dict(data.get("transfer", {})), dict(model.transfer))
+        data["model"] = {"name": model.name, "mode": model.mode, **model.params}
+        data["seed"] = seed
+        data["out"] = str(Path(self.out) / "models" / model.label / f"seed-{seed}")
+        return from_dict(RunConfig, data, hook=model_spec_hook)
+
+
+def _entry_defaults(entry: dict[str, Any]) -> dict[str, Any]:
+    """The defaults of a model entry that follow from its other keys: `single_category` from
+    `mode: single`; empty `train`, `transfer` and `params` (`null` included) mean none."""
+    out = {k: entry[k] for k in MODEL_KEYS if k in entry}
+    if out.get("single_category") is None:
+        out["single_category"] = out.get("mode", "pooled") == "single"
+    for k in ("params", "train", "transfer"):
+        out[k] = out.get(k) or {}
+    return out
+
+
+def _parse_model(i: int, entry: Any) -> ModelRun:
+    key = f"models[{i}]"
+    if not isinstance(entry, dict):
+        raise ConfigError(f"{key}: expected a mapping with label and name, got {entry!r}")
+    for req in ("label", "name"):
+        if req not in entry:
+            raise ConfigError(f"{key}: missing '{req}'")
+    run: ModelRun = from_dict(ModelRun, _entry_defaults(entry), f"{key}.")  # types (and mode's choices) of the entry keys
+    get_entry(run.name)  # unknown model names fail here, listing the registry
+    # Model options: the entry's other keys, plus an explicit `params` mapping for options whose name
+    # is an entry key (e.g. BiTGCF's own `transfer` option).
+    params = {k: v for k, v in entry.items() if k not in MODEL_KEYS} | run.params
+    try:
+        config_from_dict(run.name, params)  # unknown or mistyped model options fail before anything trains
+    except ConfigError as e:
+        raise ConfigError(f"{key} ({run.label}): {e}") from None
+    return replace(run, params=params)
+
+
+def load_experiment(path: str | Path | None = None, overrides: list[str] | None = None, data: dict[str, Any] | None = None) -> ExperimentConfig:
+    """Read an experiment YAML (or a dict) and apply dotted overrides (e.g. --seeds=[0])."""
+    raw: dict[str, Any] = dict(data or {})
+    if path is not None:
+        raw = merge_dicts(raw, read_config_file(path))
+    if overrides:
+        raw = merge_dicts(raw, parse_overrides(overrides))
+    known = set(RUN_SECTIONS) | {"models", "seeds", "metrics", "out", "name"}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(f"unknown experiment key(s) {unknown}; known: {sorted(known)}")
+    models = raw.get("models") or []
+    if not isinstance(models, list) or not models:
+        raise ConfigError("models: expected a non-empty list of {label, name, ...} entries")
+    runs = tuple(_parse_model(i, m) for i, m in enumerate(models))
+    labels = [m.label for m in runs]
+    dupes = sorted({x for x in labels if labels.count(x) > 1})
+    if dupes:
+        raise ConfigError(f"models: duplicate label(s) {dupes}")
+    for m in runs:
+        if m.baseline is not None and m.baseline not in labels:
+            raise ConfigError(f"models[{labels.index(m.label)}].baseline={m.baseline!r} is not a model label; have {labels}")
+    cfg = ExperimentConfig(
+        run={k: raw[k] for k in RUN_SECTIONS if k in raw},
+        models=runs,
+        seeds=tuple(check_type(raw.get("seeds", [0, 1, 2]), tuple[int, ...], "seeds")),
+        metrics=tuple(check_type(raw.get("metrics", ["ndcg@10", "recall@10"]), tuple[str, ...], "metrics")),
+        out=check_type(raw.get("out", "runs/experiment"), str, "out"),
+        name=check_type(raw.get("name", Path(path).stem if path else "experiment"), str, "name"),
+    )
+    if not cfg.seeds:
+        raise ConfigError("seeds: expected at least one seed")
+    for m in runs:  # every run config must be valid before anything trains
+        try:
+            validate_run_config(cfg.run_config(m, cfg.seeds[0]))
+        except ConfigError as e:
+            raise ConfigError(f"models[{labels.index(m.label)}] ({m.label}): {e}") from None
+    return cfg
+
+
+def select(cfg: ExperimentConfig, labels: list[str]) -> ExperimentConfig:
+    """The experiment restricted to some model labels (in the config's order)."""
+    have = [m.label for m in cfg.models]
+    unknown = [x for x in labels if x not in have]
+    if unknown:
+        raise ConfigError(f"--only: unknown model label(s) {unknown}; have {have}")
+    models = tuple(m for m in cfg.models if m.label in labels)
+    missing = sorted({m.baseline for m in models if m.baseline and m.baseline not in labels})
+    if missing:
+        raise ConfigError(f"--only: the selected models compare with {missing}; select them too")
+    return replace(cfg, models=models)
+
+
+__all__ = ["MODEL_KEYS", "RUN_SECTIONS", "ExperimentConfig", "ModelRun", "load_experiment", "select"]

@@ -1,0 +1,342 @@
+"""The flagship cross-category model, composed of an item tower, a user tower with a history
+encoder, a neighbourhood term and a category weighting.
+
+User tower, for user u and target category c:
+
+    u_c = g_c * ( p_u                      shared user embedding (all categories train it)
+                + s_{u,c}                  category-specific user embedding
+                + Enc(history_u, c) )      encoder over u's most recent items in *all* categories
+
+A user with no history in c is served from the other categories (the attention finds no
+in-category items), and training teaches that case: with probability `category_dropout` a row's
+in-category history and its category-specific embedding are hidden.
+
+score(u, i) = <u_c, v_i> + b_i + N_c(u, i): the two towers (`user_vectors`, `item_vectors`) plus
+`extra_scores` (item bias, the neighbourhood term N_c, and the global bias of rating prediction).
+
+Objective (per batch): sum_c w_c L_c + alpha * L_transfer + beta * L_adv + lambda * L2, where L_c
+is the in-category loss (sampled softmax with in-batch negatives and logQ correction, full
+softmax, BPR, BCE, or MSE on ratings); L_transfer pulls the encodings of a user's history inside
+and outside c together (InfoNCE over the batch's users); L_adv is a category classifier behind
+gradient reversal on the user's mean item embedding in c.
+
+Parameter groups (freezing policies): "shared" (embeddings, encoder, content projection, alignment
+and adversarial heads), "specific" (category-specific user embeddings), "heads" (item biases,
+per-category gates, learned loss weights).
+
+References: DIN (Zhou et al., KDD 2018) and SASRec (Kang & McAuley, ICDM 2018) for attention over
+a history; DTCDR (Zhu et al., CIKM 2019) for shared + domain-specific users; CDRIB-style contrastive
+alignment (Cao et al., SIGIR 2022); Kendall et al. (CVPR 2018); Koren (KDD 2008); docs/DESIGN.md.
+
+Example:
+    >>> m = CrossRec(CrossRecConfig(dim=64), sizes); m.setup(bundle)   # doctest: +SKIP
+    >>> m.score(torch.tensor([0, 1]), category=2).shape                 # [2, n_items(2)]  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from crossrec.data.batch import Batch, Sizes
+from crossrec.models.base import register
+from crossrec.models.category_index import CategoryIndex
+from crossrec.models.crossrec.config import CrossRecConfig
+from crossrec.models.crossrec.encoder import HistoryEncoder
+from crossrec.models.crossrec.neighbourhood import NeighbourhoodTerm
+from crossrec.models.crossrec.objective import CategoryWeighting, GradReverse
+from crossrec.models.crossrec.towers import ItemTower
+from crossrec.models.history import causal_history, history_index, history_matrix
+from crossrec.models.losses import l2_penalty, mse_loss, pair_loss, warm_start_bias
+
+if TYPE_CHECKING:
+    from crossrec.data.bundle import Bundle
+
+
+@register("crossrec", CrossRecConfig, paper="crossrec flagship (docs/DESIGN.md); DIN/SASRec history attention, DTCDR shared+specific users")
+class CrossRec(nn.Module):
+    """Shared + category-specific + cross-category-history user tower; ID (+ content) item tower.
+
+    Call `setup(bundle, categories)` before `loss`/`score` (the trainer does): it stores every
+    user's recent training history (all categories) and the data-derived parts' state as buffers.
+    """
+
+    def __init__(self, config: CrossRecConfig, sizes: Sizes) -> None:
+        super().__init__()
+        c = config
+        if not 0.0 <= c.category_dropout < 1.0:
+            raise ValueError("crossrec.category_dropout must be in [0, 1)")
+        self.config, self.sizes = c, sizes
+        n_cat, d, pad = sizes.n_categories, c.dim, sizes.n_items
+        self.pad = pad
+        # Built in a fixed order: it is the order the parameters draw their initial values in.
+        self.items = ItemTower(sizes.n_items, d, c.init_std)
+        self.user_emb = nn.Embedding(sizes.n_users, d, sparse=True) if c.user_embedding else None
+        if self.user_emb is not None:
+            nn.init.normal_(self.user_emb.weight, std=c.init_std)
+        self.encoder = HistoryEncoder(c, n_cat, sizes.n_items) if c.encoder != "none" else None
+        self.align = nn.Linear(d, d) if self.encoder is not None else None  # projection head of L_transfer
+        self.classifier = nn.Linear(d, n_cat) if c.adversarial > 0 else None
+        self.user_cat_emb = nn.Embedding(sizes.n_users * n_cat, d, sparse=True) if c.category_user else None
+        if self.user_cat_emb is not None:
+            nn.init.normal_(self.user_cat_emb.weight, std=c.init_std)
+        self.cat_gate = nn.Parameter(torch.ones(n_cat, d))
+        self.weighting = CategoryWeighting(c.category_weights, n_cat)
+        self.global_bias = nn.Parameter(torch.zeros(()))  # mse: the mean rating
+        self.neighbours = (NeighbourhoodTerm(sizes, c.neighbours, c.neighbour_shrink, c.history_len)
+                           if c.neighbours else None)
+        self.index = CategoryIndex(sizes)
+        # ---- data-derived buffers (setup)
+        self.register_buffer("history_", torch.full((sizes.n_users, c.history_len), pad, dtype=torch.int64))
+        # history='causal': every training sequence, flat (training-only state, rebuilt by setup, not saved)
+        for name in ("seq_items_", "seq_starts_", "seq_keys_", "seq_positions_"):
+            self.register_buffer(name, torch.zeros(0, dtype=torch.int64), persistent=False)
+        # logQ correction of the softmax: log training count of each item (+1), log rows and items per category
+        self.register_buffer("log_count_", torch.zeros(sizes.n_items))
+        self.register_buffer("log_cat_rows_", torch.zeros(n_cat))
+        self.register_buffer("log_cat_items_", torch.log(torch.bincount(torch.tensor(list(sizes.item_category)), minlength=n_cat).clamp_min(1).float()))
+        self.register_buffer("bias_ready_", torch.zeros((), dtype=torch.bool))
+        item_cat = torch.tensor(list(sizes.item_category) + [n_cat], dtype=torch.int64)
+        self.register_buffer("item_category_", item_cat, persistent=False)  # [n_items + 1], pad -> n_cat
+
+    # ------------------------------------------------------------------ data-derived state
+    def setup(self, bundle: Bundle, categories: Sequence[int] | None = None) -> None:
+        """Store users' recent training histories (all categories), category sizes, neighbours.
+
+        The history always spans every category, even when training is restricted to some of them
+        (a source->target stage): reading the other categories is the point of the model.
+        """
+        dev = self.history_.device
+        self.history_ = history_matrix(bundle, self.config.history_len).to(dev)
+        if self.config.history == "causal":
+            index = history_index(bundle)
+            for key in ("items", "starts", "keys", "positions"):
+                setattr(self, f"seq_{key}_", index[key].to(dev))
+        counts = np.bincount(
+            bundle.split("train")["category"].to_numpy().astype(np.int64), minlength=self.sizes.n_categories
+        ).astype(np.float64)
+        self.weighting.setup(counts)
+        item_counts = np.bincount(bundle.split("train")["item"].to_numpy().astype(np.int64), minlength=self.sizes.n_items)
+        self.log_count_ = torch.from_numpy(np.log(item_counts + 1.0).astype(np.float32)).to(dev)
+        self.log_cat_rows_ = torch.from_numpy(np.log(counts + 1.0).astype(np.float32)).to(dev)
+        if self.neighbours is not None:
+            self.neighbours.setup(bundle)
+        if self.config.content == "image" and getattr(bundle, "image_vectors", None) is not None:
+            self.set_content(torch.from_numpy(bundle.image_vectors), torch.from_numpy(bundle.image_present))
+
+    def set_content(self, vectors: Tensor, present: Tensor | None = None) -> None:
+        """Attach per-item content vectors [n_items, k] to the item tower (see ItemTower.set_content)."""
+        self.items.set_content(vectors, present)
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """'shared', 'specific' and 'heads' parameters (see the module docstring)."""
+        specific = list(self.user_cat_emb.parameters()) if self.user_cat_emb is not None else []
+        heads = [self.items.bias, self.cat_gate, self.global_bias] + list(self.weighting.parameters())
+        taken = {id(p) for p in specific + heads}
+        shared = [p for p in self.parameters() if id(p) not in taken]
+        return {"shared": shared, "specific": specific, "heads": heads}
+
+    # ------------------------------------------------------------------ towers
+    def _encode(self, hist: Tensor, category: Tensor) -> Tensor:
+        assert self.encoder is not None
+        return self.encoder(hist, self.item_category_[hist], category, self.items)
+
+    def _user(self, users: Tensor, category: Tensor, hist: Tensor | None, hide_specific: Tensor | None = None) -> Tensor:
+        """User tower: [B] users, [B] target categories -> [B, d]."""
+        u = torch.zeros(len(users), self.config.dim, device=users.device)
+        if self.user_emb is not None:
+            u = u + self.user_emb(users)
+        if self.user_cat_emb is not None:
+            s = self.user_cat_emb(users * self.sizes.n_categories + category)
+            if hide_specific is not None:
+                s = s * (~hide_specific).unsqueeze(1)
+            u = u + s
+        if self.encoder is not None and hist is not None:
+            u = u + self._encode(hist, category)
+        return u * self.cat_gate[category]
+
+    def user_vectors(self, users: Tensor, category: int) -> Tensor:
+        cat = torch.full_like(users, category)
+        return self._user(users, cat, self.history_[users] if self.encoder is not None else None)  # [B, d]
+
+    def item_vectors(self, category: int) -> Tensor:
+        return self.items(self.index[category])  # [n_items(c), d]
+
+    def extra_scores(self, users: Tensor, category: int) -> Tensor:
+        """[B, n_items(c)] what `score` adds to the towers' dot product: item bias, neighbourhood
+        term, and the global bias of rating prediction."""
+        idx = self.index[category]
+        s = self.items.bias[idx].unsqueeze(0).expand(len(users), -1)
+        if self.neighbours is not None:
+            cat = torch.full_like(users, category)
+            s = s + self.neighbours.scores(self.history_[users], cat, users, idx, leave_out=False)
+        if self.config.loss == "mse":
+            s = s + self.global_bias
+        return s
+
+    def score(self, users: Tensor, category: int) -> Tensor:
+        return self.user_vectors(users, category) @ self.item_vectors(category).T + self.extra_scores(users, category)
+
+    @property
+    def predicts_ratings(self) -> bool:
+        return self.config.loss == "mse"
+
+    def predict_rating(self, users: Tensor, items: Tensor) -> Tensor:
+        """[B] predicted ratings of aligned (user, item) pairs (meaningful with loss='mse')."""
+        cat = self.item_category_[items]
+        u = self._user(users, cat, self.history_[users] if self.encoder is not None else None)
+        pred = (u * self.items(items)).sum(-1) + self.items.bias[items] + self.global_bias
+        if self.neighbours is not None:
+            n = self.neighbours.at(self.history_[users], cat, users, items.unsqueeze(1), leave_out=False)
+            pred = pred + n.squeeze(1)
+        return pred
+
+    # ------------------------------------------------------------------ objective
+    def _nbr_at(self, hist: Tensor, category: Tensor, users: Tensor, items: Tensor) -> Tensor:
+        """Training-time neighbourhood scores (the row's own pair left out unless ablated)."""
+        assert self.neighbours is not None
+        return self.neighbours.at(hist, category, users, items, leave_out=self.config.neighbour_leave_out)
+
+    def _mixed_softmax(self, u: Tensor, p: Tensor, batch: Batch, hist: Tensor | None = None) -> Tensor:
+        """[B] softmax loss of each positive against the batch's other positives of the same category
+        and the row's uniformly sampled negatives (mixed negative sampling, Yang et al., WWW 2020).
+
+        Every logit is corrected by -log(expected draws of that item) (the logQ correction of
+        sampled softmax, Yi et al., RecSys 2019): in-batch items are drawn by popularity within the
+        category (B_c * n_j / N_c), sampled ones uniformly (n_neg / n_items(c)).
+        """
+        items, cat, bias = batch.pos_items, batch.category, self.items.bias
+        rows_per_cat = torch.bincount(cat, minlength=self.sizes.n_categories).clamp_min(1).float()
+        row_log = rows_per_cat.log()[cat] - self.log_cat_rows_[cat]  # [B]: log(B_c / N_c)
+        logits = u @ p.T + (bias[items] - self.log_count_[items]).unsqueeze(0) - row_log.unsqueeze(1)
+        if hist is not None:
+            logits = logits + self._nbr_at(hist, cat, batch.users, items)
+        same_cat = cat.unsqueeze(1) == cat.unsqueeze(0)
+        dup = items.unsqueeze(1) == items.unsqueeze(0)  # the row's own positive, wherever it repeats
+        eye = torch.eye(len(items), dtype=torch.bool, device=items.device)
+        logits = logits.masked_fill(~same_cat | (dup & ~eye), float("-inf"))  # [B, B]
+        parts = [logits]
+        if self.config.mixed_negatives:
+            neg_items = batch.neg_items
+            neg = (u.unsqueeze(1) * self.items(neg_items)).sum(-1) + bias[neg_items]  # [B, n_neg]
+            if hist is not None:
+                neg = neg + self._nbr_at(hist, cat, batch.users, neg_items)
+            neg = neg - (math.log(neg_items.shape[1]) - self.log_cat_items_[cat]).unsqueeze(1)
+            parts.append(neg.masked_fill(neg_items == items.unsqueeze(1), float("-inf")))
+        return torch.logsumexp(torch.cat(parts, dim=1), dim=1) - torch.diagonal(logits)
+
+    def _full_softmax(self, u: Tensor, batch: Batch, hist: Tensor | None = None) -> Tensor:
+        """[B] exact softmax loss of each positive against every item of its category."""
+        items, cat = batch.pos_items, batch.category
+        out = torch.zeros(len(items), device=u.device)
+        for k in torch.unique(cat).tolist():
+            rows = torch.nonzero(cat == k).squeeze(1)
+            idx = self.index[int(k)]
+            logits = u[rows] @ self.items(idx).T + self.items.bias[idx]  # [B_k, n_items(k)]
+            if hist is not None:
+                logits = logits + self.neighbours.scores(  # type: ignore[union-attr]
+                    hist[rows], cat[rows], batch.users[rows], idx, leave_out=self.config.neighbour_leave_out
+                )
+            out = out.index_put((rows,), F.cross_entropy(logits, self.index.local[items[rows]], reduction="none"))
+        return out
+
+    def _training_history(self, users: Tensor, pos_items: Tensor, cat: Tensor) -> tuple[Tensor, Tensor | None]:
+        """[B, L] the history a training row reads (never its target; dropout and category dropout in
+        training mode) and [B] which rows had their in-category history hidden (or None)."""
+        c = self.config
+        hide = None
+        if c.history == "causal" and self.training and len(self.seq_starts_):
+            index = {"items": self.seq_items_, "starts": self.seq_starts_, "keys": self.seq_keys_, "positions": self.seq_positions_}
+            hist = causal_history(index, users, pos_items, c.history_len, self.pad, self.sizes.n_items)
+        else:
+            hist = self.history_[users].clone()  # [B, L]
+        hist[hist == pos_items.unsqueeze(1)] = self.pad  # never read the target itself
+        if self.training and c.dropout > 0:  # drop whole history items
+            hist[torch.rand(hist.shape, device=hist.device) < c.dropout] = self.pad
+        if self.training and c.category_dropout > 0:
+            hide = torch.rand(len(users), device=users.device) < c.category_dropout
+            in_cat = self.item_category_[hist] == cat.unsqueeze(1)
+            hist[in_cat & hide.unsqueeze(1)] = self.pad
+        return hist, hide
+
+    def loss(self, batch: Batch) -> Tensor:
+        c = self.config
+        users, cat, pos_items = batch.users, batch.category, batch.pos_items
+        hist = hide = None
+        if self.encoder is not None or self.neighbours is not None:
+            hist, hide = self._training_history(users, pos_items, cat)
+        u = self._user(users, cat, hist if self.encoder is not None else None, hide)  # [B, d]
+        p = self.items(pos_items)  # [B, d]
+        nhist = hist if self.neighbours is not None else None  # the neighbourhood term reads the same history
+        reg = l2_penalty(u, p)
+        if c.loss == "mse":
+            if batch.ratings is None:
+                raise ValueError("crossrec.loss='mse' needs explicit ratings in the data")
+            warm_start_bias(self.global_bias, self.bias_ready_, batch.ratings)
+            pred = (u * p).sum(-1) + self.items.bias[pos_items] + self.global_bias
+            if nhist is not None:
+                pred = pred + self._nbr_at(nhist, cat, users, pos_items.unsqueeze(1)).squeeze(1)
+            ok = torch.isfinite(batch.ratings)
+            row = torch.zeros_like(pred)
+            row[ok] = (pred[ok] - batch.ratings[ok]) ** 2
+            main = self.weighting(row, cat) if bool(ok.any()) else mse_loss(pred, batch.ratings)
+        elif c.loss == "softmax" and c.full_softmax:
+            main = self.weighting(self._full_softmax(u, batch, nhist), cat)
+        elif c.loss == "softmax" and c.in_batch:
+            main = self.weighting(self._mixed_softmax(u, p, batch, nhist), cat)
+        else:
+            n = self.items(batch.neg_items)  # [B, n_neg, d]
+            pos = (u * p).sum(-1) + self.items.bias[pos_items]
+            neg = (u.unsqueeze(1) * n).sum(-1) + self.items.bias[batch.neg_items]
+            if nhist is not None:
+                pos = pos + self._nbr_at(nhist, cat, users, pos_items.unsqueeze(1)).squeeze(1)
+                neg = neg + self._nbr_at(nhist, cat, users, batch.neg_items)
+            main = self.weighting(pair_loss(c.loss, pos, neg, reduction="none"), cat)
+            reg = reg + l2_penalty(n)
+        total = main + c.reg * reg
+        if self.encoder is not None and c.alpha > 0 and hist is not None:
+            total = total + c.alpha * self._transfer_loss(users, cat)
+        if self.classifier is not None:
+            total = total + c.adversarial * self._adversarial_loss(users, cat)
+        return total
+
+    def _first_views(self, users: Tensor, cat: Tensor, limit: int = 256) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """For the first row of each (user, category) in the batch (at most `limit`): the user's
+        stored history [n, L], its category [n] and masks of in-category / other items [n, L]."""
+        key = users * self.sizes.n_categories + cat
+        uniq, inv = torch.unique(key, return_inverse=True)
+        first = torch.full((len(uniq),), len(key), dtype=torch.int64, device=key.device)
+        rows = first.scatter_reduce(0, inv, torch.arange(len(key), device=key.device), reduce="amin")[:limit]
+        c, hist = cat[rows], self.history_[users[rows]]
+        real, hcat = hist != self.pad, self.item_category_[hist]
+        return hist, c, (hcat == c.unsqueeze(1)) & real, (hcat != c.unsqueeze(1)) & real
+
+    def _transfer_loss(self, users: Tensor, cat: Tensor) -> Tensor:
+        """InfoNCE between the encodings of a user's history inside and outside the target category."""
+        hist, c, in_cat, out_cat = self._first_views(users, cat)
+        ok = in_cat.any(1) & out_cat.any(1)
+        if int(ok.sum()) < 2:
+            return torch.zeros((), device=users.device)
+        hist, in_cat, out_cat, c = hist[ok], in_cat[ok], out_cat[ok], c[ok]
+        pad = torch.full_like(hist, self.pad)
+        a = F.normalize(self.align(self._encode(torch.where(in_cat, hist, pad), c)), dim=1)  # type: ignore[misc]
+        b = F.normalize(self.align(self._encode(torch.where(out_cat, hist, pad), c)), dim=1)  # type: ignore[misc]
+        logits = a @ b.T / self.config.tau  # [n, n]
+        target = torch.arange(len(a), device=a.device)
+        return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+
+    def _adversarial_loss(self, users: Tensor, cat: Tensor) -> Tensor:
+        """Category classifier behind gradient reversal, on the user's mean item embedding in c."""
+        hist, c, in_cat, _ = self._first_views(users, cat)
+        w = in_cat.float()
+        ok = w.sum(1) > 0
+        if int(ok.sum()) < 2:
+            return torch.zeros((), device=users.device)
+        view = (self.items(hist[ok]) * w[ok].unsqueeze(-1)).sum(1) / w[ok].sum(1, keepdim=True)
+        logits = self.classifier(GradReverse.apply(view, 1.0))  # type: ignore[misc]
+        return F.cross_entropy(logits, c[ok])

@@ -1,0 +1,64 @@
+"""Pieces of the flagship's objective: the category weighting w_c of sum_c w_c L_c, and the
+gradient-reversal layer of the optional adversarial category classifier.
+
+w_c is `uniform` (every interaction counts the same), `inverse_frequency` (every category counts
+the same: w_c = n / (C_active * n_c)) or `learned` (homoscedastic uncertainty weighting,
+exp(-s_c) L_c + s_c, Kendall, Gal & Cipolla, CVPR 2018).
+
+Example:
+    >>> w = CategoryWeighting("inverse_frequency", n_categories=3); w.setup(train_counts)  # doctest: +SKIP
+    >>> w(row_losses, row_categories)                                                      # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+
+class CategoryWeighting(nn.Module):
+    """sum_c w_c L_c from per-row losses [B] and their categories [B]."""
+
+    def __init__(self, mode: str, n_categories: int) -> None:
+        super().__init__()
+        self.mode, self.n_categories = mode, n_categories
+        self.log_var = nn.Parameter(torch.zeros(n_categories)) if mode == "learned" else None
+        self.register_buffer("cat_weight_", torch.ones(n_categories))
+
+    def setup(self, counts: np.ndarray) -> None:
+        """Inverse-frequency weights from the training rows per category [n_categories]."""
+        counts = counts.astype(np.float64)
+        w = np.zeros_like(counts)
+        nz = counts > 0
+        # Every category contributes equally in expectation: w_c = n / (C_active * n_c).
+        w[nz] = counts.sum() / (nz.sum() * counts[nz])
+        self.cat_weight_ = torch.from_numpy(w.astype(np.float32)).to(self.cat_weight_.device)
+
+    def forward(self, row_loss: Tensor, category: Tensor) -> Tensor:
+        if self.mode == "uniform":
+            return row_loss.mean()
+        if self.mode == "inverse_frequency":
+            return (self.cat_weight_[category] * row_loss).mean()
+        n_cat = self.n_categories
+        sums = torch.zeros(n_cat, device=row_loss.device).index_add(0, category, row_loss)
+        counts = torch.zeros(n_cat, device=row_loss.device).index_add(0, category, torch.ones_like(row_loss))
+        present = counts > 0
+        per_cat = sums[present] / counts[present]
+        s = self.log_var[present]  # type: ignore[index]
+        return (torch.exp(-s) * per_cat + s).sum() / max(int(present.sum()), 1)
+
+
+class GradReverse(torch.autograd.Function):
+    """Identity forward, -scale * grad backward (Ganin & Lempitsky, ICML 2015)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, scale: float) -> Tensor:  # type: ignore[override]
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+        return -ctx.scale * grad, None

@@ -1,0 +1,116 @@
+"""The training and transfer settings, as plain dataclasses (no torch import, so `config.py` and
+the CLI's option parsing stay light): `TrainConfig` (the loop) and `TransferConfig` (paradigms).
+
+Example:
+    >>> TrainConfig(epochs=20, lr=1e-3).validate()      # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal, Sequence
+
+from crossrec.typed import Checked, ConfigError
+
+
+@dataclass(frozen=True)
+class TrainConfig(Checked):
+    """The optimisation loop's settings."""
+
+    section = "train"
+
+    epochs: int = 30  # (int) maximum number of epochs
+    batch_size: int = 2048  # (int) positives per batch
+    n_negatives: int = 1  # (int) in-category sampled negatives per positive
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"  # (str) adam | adamw | sgd
+    lr: float = 1e-3  # (float) learning rate
+    weight_decay: float = 0.0  # (float) optimiser weight decay of dense parameters (decoupled for adamw)
+    momentum: float = 0.9  # (float) sgd momentum
+    scheduler: Literal["none", "cosine", "step", "exponential"] = "none"  # (str) none | cosine | step | exponential
+    step_size: int = 10  # (int) step scheduler: epochs between decays
+    gamma: float = 0.5  # (float) step / exponential scheduler decay factor
+    grad_clip: float = 0.0  # (float) max gradient norm of dense parameters (0 = off)
+    eval_every: int = 1  # (int) validate every n epochs
+    metric: str = "ndcg@10"  # (str) validation metric for early stopping; rmse/mae: lower is better
+    patience: int = 5  # (int) validations without improvement before stopping (0 = never stop)
+    min_delta: float = 0.0  # (float) improvement smaller than this does not count
+    eval_batch_size: int = 1024  # (int) users per score() call during validation
+    seed: int = 0  # (int) seeds init-independent randomness: shuffling and negatives
+    device: str = "cpu"  # (str) cpu | cuda | auto
+    checkpoint: bool = True  # (bool) write a resumable checkpoint after every epoch (needs out_dir)
+    tensorboard: bool = False  # (bool) write TensorBoard scalars to out_dir/tensorboard
+    progress: bool = True  # (bool) show a progress bar per epoch
+    adv_eps: float = 0.0  # (float) APR adversarial perturbation size per embedding lookup (0 = off)
+    adv_reg: float = 1.0  # (float) weight of the adversarial loss: optimise loss + adv_reg * adv_loss
+    adv_start: int = 0  # (int) first epoch (0-based) with the adversarial loss; APR pretrains without it
+
+    def validate(self) -> None:
+        for name in ("epochs", "batch_size", "n_negatives", "eval_every", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"train.{name} must be >= 1")
+        for name in ("lr", "weight_decay", "momentum", "gamma", "grad_clip", "min_delta", "adv_eps", "adv_reg"):
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"train.{name}={getattr(self, name)}; expected a finite number")
+        if self.lr <= 0:
+            raise ValueError(f"train.lr={self.lr}; expected a number > 0")
+        for name in ("weight_decay", "momentum", "grad_clip", "min_delta", "adv_eps", "adv_reg", "adv_start",
+                     "patience", "step_size"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"train.{name}={getattr(self, name)}; expected a value >= 0")
+        if not 0 < self.gamma <= 1:
+            raise ValueError(f"train.gamma={self.gamma}; expected a value in (0, 1]")
+        if self.device not in ("cpu", "auto") and not (self.device == "cuda" or self.device.startswith("cuda:")):
+            raise ValueError(f"train.device={self.device!r}; expected cpu, cuda, cuda:<n> or auto")
+        name = self.metric.split("@")[0]
+        if name not in ("recall", "ndcg", "hr", "mrr", "precision", "f1", "auc", "rmse", "mae"):
+            raise ValueError(f"train.metric={self.metric!r}; expected e.g. ndcg@10, recall@20, auc or rmse")
+        if name in ("recall", "ndcg", "hr", "mrr", "precision", "f1") and not self.metric.split("@")[-1].isdigit():
+            raise ValueError(f"train.metric={self.metric!r} needs a cut-off, e.g. {name}@10")
+
+
+PARADIGMS = ("joint", "source_target", "sequential")
+FREEZE_POLICIES = ("none", "shared", "all_but_heads")
+GROUPS = ("shared", "specific", "heads")
+FROZEN_GROUPS = {"none": (), "shared": ("shared",), "all_but_heads": ("shared", "specific")}
+
+
+@dataclass(frozen=True)
+class TransferConfig(Checked):
+    """Which transfer paradigm trains a pooled model, and how its fine-tuning stages run."""
+
+    section = "transfer"
+
+    paradigm: Literal["joint", "source_target", "sequential"] = "joint"  # (str) joint | source_target | sequential
+    source: list[str] = field(default_factory=list)  # (list) source_target: pretrain on these categories
+    target: list[str] = field(default_factory=list)  # (list) source_target: fine-tune on these (empty = not source)
+    order: list[str] = field(default_factory=list)  # (list) sequential: category order (empty = by training size)
+    freeze: Literal["none", "shared", "all_but_heads"] = "none"  # (str) fine-tuning stages freeze: none | shared | all_but_heads
+    finetune_lr_scale: float = 1.0  # (float) learning-rate multiplier of the fine-tuning stages
+    finetune_epochs: int = 0  # (int) max epochs of each fine-tuning stage (0 = train.epochs)
+
+    def validate(self, categories: Sequence[str] | None = None) -> None:
+        """Check the settings; with `categories`, also the category names the paradigm uses."""
+        if not (self.finetune_lr_scale > 0 and self.finetune_lr_scale < float("inf")):
+            raise ConfigError(f"transfer.finetune_lr_scale={self.finetune_lr_scale}; expected > 0")
+        if self.finetune_epochs < 0:
+            raise ConfigError(f"transfer.finetune_epochs={self.finetune_epochs}; expected >= 0 (0 = train.epochs)")
+        if categories is None:
+            return
+        used = {"source_target": ("source", "target"), "sequential": ("order",)}.get(self.paradigm, ())
+        for name in used:
+            values = getattr(self, name)
+            unknown = [v for v in values if v not in categories]
+            if unknown:
+                raise ConfigError(f"transfer.{name}: unknown categories {unknown}; the bundle has {list(categories)}")
+            dup = sorted({v for v in values if values.count(v) > 1})
+            if dup:
+                raise ConfigError(f"transfer.{name}: {dup} listed more than once")
+        if self.paradigm == "source_target":
+            if not self.source:
+                raise ConfigError("transfer.source: paradigm source_target needs at least one source category")
+            if not self.target and set(self.source) >= set(categories):
+                raise ConfigError(
+                    "transfer.target: empty means every category not in transfer.source, and that is none; "
+                    "name the target categories"
+                )
