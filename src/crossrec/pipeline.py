@@ -135,6 +135,9 @@ def train(
     through the stages of `cfg.transfer` (training/transfer.py): `joint` is one Trainer over all
     categories (checkpoints in `out/checkpoint`), the other paradigms write one directory per stage
     (`out/stage-<i>-<name>`). With `resume`, training continues from the checkpoints in `out`.
+
+    The global seed is set once, by the entry point (`seed_everything(cfg.seed)`: the CLI and the
+    experiment runner do it); the trainer's shuffling and negatives use `train.seed`.
     """
     out = Path(out if out is not None else cfg.out)
     bundle = bundle if bundle is not None else Bundle.load(cfg.data.bundle)
@@ -150,7 +153,6 @@ def _train(cfg: RunConfig, bundle: Bundle, out: Path, resume: bool) -> Artifact:
     spec = cfg.model
     transfer = cfg.transfer
     transfer.validate(bundle.categories if spec.mode == "pooled" else None)
-    torch.manual_seed(cfg.seed)
     model = build(spec.name, spec.mode, spec.params, sizes)
     # What a checkpoint must match to be resumed (the train options are compared separately).
     identity = {"model": {"name": spec.name, "mode": spec.mode, "params": dict(spec.params)},

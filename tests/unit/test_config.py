@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from crossrec.config import RunConfig, load_config, parse_overrides, to_dict
@@ -26,7 +28,7 @@ def test_yaml_then_overrides(tmp_path):
 
 def test_the_shipped_presets_load():
     for name in ("quickstart", "amazon-arts-office", "anime-mal"):
-        cfg = load_config(f"configs/{name}.yaml")
+        cfg = load_config(Path(__file__).resolve().parents[2] / "configs" / f"{name}.yaml")  # from any cwd
         config_from_dict(cfg.model.name, cfg.model.params)
 
 
