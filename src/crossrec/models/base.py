@@ -100,6 +100,26 @@ class BiasedItems(nn.Module):
         return s if self.bias is None else s + self.bias[idx]
 
 
+class BiasedDotModel(nn.Module):
+    """Base of models that score `<user tower(u, c), q_i> + b_i`: the subclass defines the user
+    tower `_users(users, category) -> [B, d]` and sets `self.items` (a `BiasedItems`); this gives
+    `score` and the two-tower `user_vectors` / `item_vectors`."""
+
+    items: BiasedItems
+
+    def _users(self, users: Tensor, category: Tensor | int) -> Tensor:
+        raise NotImplementedError
+
+    def user_vectors(self, users: Tensor, category: int) -> Tensor:
+        return self.items.user_vectors(self._users(users, category))
+
+    def item_vectors(self, category: int) -> Tensor:
+        return self.items.item_vectors(category)
+
+    def score(self, users: Tensor, category: int) -> Tensor:
+        return self.items.score(self._users(users, category), category)
+
+
 @runtime_checkable
 class Recommender(Protocol):
     """What the evaluator and the service call."""

@@ -31,7 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from crossrec.data.batch import Batch, Sizes
-from crossrec.models.base import BiasedItems, register, user_item_tables
+from crossrec.models.base import BiasedDotModel, BiasedItems, register, user_item_tables
 from crossrec.models.losses import l2_penalty, pair_loss
 from crossrec.typed import Checked
 
@@ -52,7 +52,7 @@ class CMFConfig(Checked):
 
 
 @register("cmf", CMFConfig, paper="Singh & Gordon, KDD 2008 (Collective Matrix Factorization)")
-class CMF(nn.Module):
+class CMF(BiasedDotModel):
     """Shared user factors, per-item factors; a two-tower model (user_vectors / item_vectors).
 
     With `item_bias`, the towers carry it as one extra dimension ([p_u, 1] and [q_i, b_i]), so
@@ -103,15 +103,6 @@ class CMF(nn.Module):
         if self.user_offset is not None:
             u = u + self.user_offset(users * self.sizes.n_categories + category)
         return u
-
-    def user_vectors(self, users: Tensor, category: int) -> Tensor:
-        return self.items.user_vectors(self._users(users, category))
-
-    def item_vectors(self, category: int) -> Tensor:
-        return self.items.item_vectors(category)
-
-    def score(self, users: Tensor, category: int) -> Tensor:
-        return self.items.score(self._users(users, category), category)
 
     def loss(self, batch: Batch) -> Tensor:
         pos, neg, p, n = self.items.pair_scores(self._users(batch.users, batch.category), batch)

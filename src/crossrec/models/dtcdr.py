@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from crossrec.data.batch import Batch, Sizes
-from crossrec.models.base import BiasedItems, register, user_item_tables
+from crossrec.models.base import BiasedDotModel, BiasedItems, register, user_item_tables
 from crossrec.models.losses import l2_penalty, pair_loss
 from crossrec.typed import Checked
 
@@ -62,7 +62,7 @@ def linear_stack(n: int, fan_in: int, fan_out: int) -> Tensor:
 
 
 @register("dtcdr", DTCDRConfig, paper="Zhu et al., CIKM 2019 (DTCDR)")
-class DTCDR(nn.Module):
+class DTCDR(BiasedDotModel):
     """Combined per-category user embeddings through per-category user towers; a two-tower model.
 
     With `item_bias`, the towers carry it as one extra dimension ([u_c, 1] and [v_i, b_i]), so
@@ -142,15 +142,6 @@ class DTCDR(nn.Module):
 
     def _users(self, users: Tensor, category: Tensor | int) -> Tensor:
         return self._towers(self._combine(self._user_embeddings(users)), category)  # [B, dim]
-
-    def user_vectors(self, users: Tensor, category: int) -> Tensor:
-        return self.items.user_vectors(self._users(users, category))
-
-    def item_vectors(self, category: int) -> Tensor:
-        return self.items.item_vectors(category)
-
-    def score(self, users: Tensor, category: int) -> Tensor:
-        return self.items.score(self._users(users, category), category)
 
     def loss(self, batch: Batch) -> Tensor:
         e = self._user_embeddings(batch.users)  # [B, N, d]
