@@ -74,9 +74,9 @@ def main() -> None:
     runs = {
         "BPR-MF (mf)": ("mf", {"dim": d}),
         "crossrec, default (attention encoder + neighbourhood term, k=50)": ("crossrec", {"dim": d}),
-        "crossrec, without the neighbourhood term (neighbours=0)": ("crossrec", {"dim": d, "neighbours": 0}),
-        "crossrec, attention, with L_transfer (alpha=0.1)": ("crossrec", {"dim": d, "alpha": 0.1}),
-        "crossrec, transformer encoder (1 block)": ("crossrec", {"dim": d, "encoder": "transformer"}),
+        "crossrec, without the neighbourhood term (neighbourhood.k=0)": ("crossrec", {"dim": d, "neighbourhood": {"k": 0}}),
+        "crossrec, attention, with L_transfer (alpha=0.1)": ("crossrec", {"dim": d, "objective": {"alpha": 0.1}}),
+        "crossrec, transformer encoder (1 block)": ("crossrec", {"dim": d, "history": {"encoder": "transformer"}}),
     }
     results = {}
     for label, (name, params) in runs.items():

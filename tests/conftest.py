@@ -22,6 +22,28 @@ def tiny_bundle(tmp_path_factory):
     return prepare(inter, items, PrepareConfig(cold_user_fraction=0.2), tmp_path_factory.mktemp("tiny") / "bundle")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def text_cache(tmp_path_factory):
+    """Item-text vectors are cached in a session directory, never in the user's ~/.cache."""
+    path = tmp_path_factory.mktemp("text-cache")
+    old = os.environ.get("CROSSREC_CACHE")
+    os.environ["CROSSREC_CACHE"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("CROSSREC_CACHE", None)
+    else:
+        os.environ["CROSSREC_CACHE"] = old
+
+
+@pytest.fixture(scope="session")
+def tiny_text(tiny_bundle, text_cache):
+    """[n_items, 384] MiniLM vectors of the tiny world's item texts (encoded once per session)."""
+    from crossrec.encoders.config import EncoderConfig
+    from crossrec.encoders.text import encode_bundle
+
+    return encode_bundle(tiny_bundle, EncoderConfig(), progress=False).vectors
+
+
 @pytest.fixture(scope="session")
 def small_bundle(tmp_path_factory):
     """The default synthetic world: big enough for quality floors, prepared once."""

@@ -116,6 +116,21 @@ def prepare(ctx: typer.Context, config: Optional[Path] = CONFIG_ARG) -> None:
 
 @app.command(context_settings=OVERRIDES)
 @_guard
+def encode(ctx: typer.Context, config: Optional[Path] = CONFIG_ARG) -> None:
+    """Encode every item's text of the prepared Bundle with encoder.model into the vector cache."""
+    from crossrec.data.bundle import Bundle
+    from crossrec.encoders.text import encode_bundle
+
+    cfg = _config(config, ctx)
+    bundle = Bundle.load(cfg.data.bundle)
+    tv = encode_bundle(bundle, cfg.encoder, progress=True)
+    rate = tv.encoded / tv.seconds if tv.encoded else float("nan")
+    console.print(f"{len(tv.vectors)} items ({int((~tv.present).sum())} without text): {tv.cached} from the cache, "
+                  f"{tv.encoded} encoded in {tv.seconds:.1f}s ({rate:.0f} texts/s) with {tv.model_id}")
+
+
+@app.command(context_settings=OVERRIDES)
+@_guard
 def train(
     ctx: typer.Context,
     config: Optional[Path] = CONFIG_ARG,

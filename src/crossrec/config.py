@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from crossrec.data.prepare import PrepareConfig
+from crossrec.encoders.config import EncoderConfig
 from crossrec.evaluation.config import EvalConfig
 from crossrec.training.config import TrainConfig, TransferConfig
 from crossrec.typed import Checked, ConfigError, from_dict, load_yaml, read_config_file
@@ -73,6 +74,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     transfer: TransferConfig = field(default_factory=TransferConfig)  # pooled trainable models only
     eval: EvalConfig = field(default_factory=EvalConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)  # item text -> vectors (models that read text)
     out: str = "runs/model"  # (str) directory of the trained artifact
     seed: int = 0  # (int) global seed, set once by the CLI
 
@@ -177,6 +179,7 @@ def validate_run_config(cfg: RunConfig) -> None:
             raise ConfigError(f"data.sep={cfg.data.sep!r}; expected one character")
         config_from_dict(cfg.model.name, cfg.model.params)
         cfg.prepare.validate()
+        cfg.encoder.validate()
         cfg.train.validate()
         resolve_device(cfg.train.device)  # a CUDA device that is not there
         cfg.transfer.validate(None)

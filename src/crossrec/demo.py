@@ -3,7 +3,7 @@
 Writes the world as CSV, reads it back through the readers, prepares a Bundle (leave-last-out by
 time, plus the cold-start user protocol so the new-to-category slice exists), and runs an
 experiment (`crossrec.experiment`): the single-category baselines, their pooled versions and the
-flagship `crossrec` model, evaluated with full ranking; prints the per-category table with the gain
+flagship `crossrec` model (with ID items, and with a text + ID item tower), evaluated with full ranking; prints the per-category table with the gain
 from transfer and writes the experiment's report.
 
 Example:
@@ -36,6 +36,8 @@ DEMO_MODELS: tuple[dict[str, Any], ...] = (
     {"label": "itemknn-pooled", "name": "itemknn"},
     {"label": "bprmf-pooled", "name": "mf", "dim": 64},
     {"label": "crossrec", "name": "crossrec", "dim": 64, "flagship": True},
+    # The flagship reading item text too (all-MiniLM-L6-v2, offline; cached after the first run).
+    {"label": "crossrec-text", "name": "crossrec", "dim": 64, "item_tower": "text+id"},
 )
 
 

@@ -44,7 +44,7 @@ KINDS: dict[str, tuple[tuple[str, ...], str]] = {
                 "image_vectors.safetensors"), "manifest.json"),
     "artifact": (("model.safetensors", "config.json", "ids.json", "checkpoint", "categories",
                   "stage-*", "tensorboard", "*.lock"), "config.json"),
-    "experiment": (("models", "runs", "results.json", "results.md", "raw", "bundle", "*.lock"),
+    "experiment": (("models", "runs", "tuning", "results.json", "results.md", "raw", "bundle", "*.lock"),
                    "results.json"),
 }
 

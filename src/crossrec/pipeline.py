@@ -27,9 +27,10 @@ from crossrec.data.batch import Sizes
 from crossrec.data.bundle import Bundle
 from crossrec.data.prepare import prepare
 from crossrec.data.schema import ColumnMap, ItemColumnMap
+from crossrec.encoders.text import attach_text
 from crossrec.evaluation.evaluator import EvalConfig, EvalResult, Evaluator
 from crossrec.io import OutputError, claim_output, read_json, write_marker
-from crossrec.models.base import Trainable
+from crossrec.models.base import Trainable, reads_text
 from crossrec.models.per_category import PerCategory, build
 from crossrec.serving.artifact import (
     Artifact,
@@ -154,6 +155,8 @@ def _train(cfg: RunConfig, bundle: Bundle, out: Path, resume: bool) -> Artifact:
     transfer = cfg.transfer
     transfer.validate(bundle.categories if spec.mode == "pooled" else None)
     model = build(spec.name, spec.mode, spec.params, sizes)
+    if reads_text(model):
+        attach_text(bundle, cfg.encoder)
     # What a checkpoint must match to be resumed (the train options are compared separately).
     identity = {"model": {"name": spec.name, "mode": spec.mode, "params": dict(spec.params)},
                 "bundle": bundle_provenance(bundle)["fingerprint"].get("bundle"), "seed": cfg.seed,

@@ -68,6 +68,7 @@ class Bundle:
     root: Path | None = None
     image_vectors: np.ndarray | None = None  # [n_items, d] float32, rows in item-id order; zeros where absent
     image_present: np.ndarray | None = None  # [n_items] bool: the source had a vector for this item
+    text_vectors: np.ndarray | None = None  # [n_items, d] float32 item-text vectors (in memory: encoders/text.py attaches them)
     _csr_cache: dict[tuple[Any, ...], sp.csr_matrix] = field(default_factory=dict, repr=False)
 
     # ------------------------------------------------------------------ sizes and id maps

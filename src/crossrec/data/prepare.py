@@ -14,6 +14,12 @@ Split strategies (`PrepareConfig.split`):
   (rounded, at least one kept in train).
 - `given`: the dataset's own `split` column, kept as is.
 
+The **cold-start item protocol** (`cold_item_fraction > 0`): a seeded fraction of the items lose
+every interaction to test, so the `cold_item` slice is large enough to measure. The **zero-shot
+category protocol** (`zero_shot_category: NAME`): every interaction of that category goes to test;
+models train on the other categories and recommend there from item text and users' other
+categories.
+
 The **cold-start user protocol** (`cold_user_fraction > 0`, after EMCDR/PTUPCDR): a seeded fraction
 of the users active in two or more categories have all of their interactions in one target category
 moved to test, so they are served from their other categories only.
@@ -58,11 +64,13 @@ class PrepareConfig(Checked):
     dedupe: Literal["last", "first", "none"] = "last"  # (str) repeated (user, item): keep "last" | "first" | "none"
     cold_user_fraction: float = 0.0  # (float) cold-start user protocol: share of multi-category users
     cold_user_category: str | None = None  # (str|None) target category of that protocol; None = random
+    cold_item_fraction: float = 0.0  # (float) cold-start item protocol: share of items whose every interaction goes to test
+    zero_shot_category: str | None = None  # (str|None) zero-shot protocol: every interaction of this category goes to test
     keep_unused_items: bool = False  # (bool) keep catalogue items that have no interaction at all
     seed: int = 0  # (int) seed of the random split and the cold-start user draw
 
     def validate(self) -> None:
-        for name in ("test_ratio", "valid_ratio", "cold_user_fraction"):
+        for name in ("test_ratio", "valid_ratio", "cold_user_fraction", "cold_item_fraction"):
             v = getattr(self, name)
             if not 0.0 <= v < 1.0:
                 raise ValueError(f"prepare.{name}={v}; expected a value in [0, 1)")
@@ -134,6 +142,10 @@ def prepare(
     df = _split(df, cfg)
     if cfg.cold_user_fraction > 0:
         df = _cold_user_protocol(df, cfg, categories)
+    if cfg.cold_item_fraction > 0:
+        df = _cold_item_protocol(df, cfg)
+    if cfg.zero_shot_category is not None:
+        df = _zero_shot_protocol(df, cfg, categories)
     df = _slices(df)
 
     df = df.sort("user", "category", "order", "_row").drop("_row")
@@ -320,6 +332,24 @@ def _cold_user_protocol(df: pl.DataFrame, cfg: PrepareConfig, categories: list[s
         )
         .drop("_cold")
     )
+
+
+def _to_test(df: pl.DataFrame, rows: pl.Expr) -> pl.DataFrame:
+    return df.with_columns(pl.when(rows).then(pl.lit(SPLIT_CODES["test"], pl.Int8)).otherwise(pl.col("split")).alias("split"))
+
+
+def _cold_item_protocol(df: pl.DataFrame, cfg: PrepareConfig) -> pl.DataFrame:
+    """Move every interaction of a seeded fraction of the items to test (they become cold items)."""
+    items = df.select("item").unique().sort("item")
+    chosen = items.sample(fraction=cfg.cold_item_fraction, seed=cfg.seed + 2, shuffle=False)["item"]
+    return _to_test(df, pl.col("item").is_in(chosen.implode()))
+
+
+def _zero_shot_protocol(df: pl.DataFrame, cfg: PrepareConfig, categories: list[str]) -> pl.DataFrame:
+    """Move every interaction of one category to test: models train on the others only."""
+    if cfg.zero_shot_category not in categories:
+        raise ValueError(f"prepare.zero_shot_category={cfg.zero_shot_category!r} not in {categories}")
+    return _to_test(df, pl.col("category") == categories.index(cfg.zero_shot_category))
 
 
 def _slices(df: pl.DataFrame) -> pl.DataFrame:

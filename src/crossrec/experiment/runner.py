@@ -18,17 +18,17 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
-from crossrec.config import to_dict
+from crossrec.config import merge_dicts, to_dict
 from crossrec.data.bundle import Bundle
 from crossrec.evaluation.evaluator import Evaluator
 from crossrec.evaluation.experiment_report import ExperimentResult
-from crossrec.experiment.spec import ExperimentConfig
+from crossrec.experiment.spec import ExperimentConfig, ModelRun
 from crossrec.io import claim_output, read_json, write_json, write_marker, write_text
 from crossrec.models.base import config_from_dict
 from crossrec.typed import ConfigError
@@ -60,6 +60,58 @@ def _reusable(stored: dict[str, Any], run_config: dict[str, Any], options: dict[
     return stored.get("model_options", options) == options
 
 
+def _train_or_reuse(run_cfg: Any, bundle: Bundle, fingerprint: str, path: Path, seed: int, evaluator: Evaluator,
+                    say: Callable[[str], None], what: str) -> dict[str, Any]:
+    """Train and evaluate one run, or reuse the stored one at `path` when it matches (`_reusable`)."""
+    from crossrec.pipeline import seed_everything, train
+
+    wanted = json.loads(json.dumps(to_dict(run_cfg), default=str))  # as it reads back from JSON
+    # Every model option with its default filled in, so a changed code default is a new run.
+    resolved = json.loads(json.dumps(asdict(config_from_dict(run_cfg.model.name, run_cfg.model.params)), default=str))
+    stored = read_json(path, "experiment run") if path.exists() else None
+    if stored is not None and _reusable(stored, wanted, resolved, fingerprint):
+        say(f"{what}: reusing {path}")
+        return stored
+    seed_everything(seed)
+    t = time.perf_counter()
+    art = train(run_cfg, bundle)
+    secs = time.perf_counter() - t
+    res = evaluator.evaluate(art.model)
+    stored = {"run_config": wanted, "model_options": resolved, "bundle_fingerprint": fingerprint,
+              "seconds": secs, "rows": res.table.to_dicts()}
+    write_json(path, stored)
+    return stored
+
+
+def tune(cfg: ExperimentConfig, m: ModelRun, bundle: Bundle, seed: int, out: Path,
+         say: Callable[[str], None]) -> tuple[ModelRun, dict[str, Any]]:
+    """Train every point of `m.grid` (seed `seed`), score it on the validation split with the
+    experiment's first metric (ALL categories, all users), and return the entry with the best
+    point's options plus the search table. Test data is never read here."""
+    if bundle.split("valid").height == 0:
+        raise ConfigError(f"{m.label}: grid search needs a validation split (prepare.valid: true)")
+    metric = cfg.metrics[0]
+    fingerprint = (bundle.manifest.get("fingerprint") or bundle.fingerprint())["bundle"]
+    base = cfg.run_config(m, seed)
+    valid = Evaluator(bundle, base.eval, split="valid")
+    table = []
+    for i, point in enumerate(m.grid_points()):
+        trial = replace(m, params=merge_dicts(dict(m.params), point))
+        run_cfg = cfg.run_config(trial, seed)
+        run_cfg = replace(run_cfg, out=str(out / "tuning" / m.label / f"point-{i}"))
+        stored = _train_or_reuse(run_cfg, bundle, fingerprint, out / "tuning" / m.label / f"point-{i}.json",
+                                 seed, valid, say, f"{m.label} grid point {i}")
+        rows = pl.DataFrame(stored["rows"]).filter((pl.col("category") == "ALL") & (pl.col("slice") == "all"))
+        score = float(rows[metric][0]) if rows.height else float("nan")
+        table.append({"point": point, f"valid_{metric}": score, "seconds": stored["seconds"]})
+        say(f"{m.label} grid point {i} {point}: valid {metric} {score:.4f}")
+    best = max(range(len(table)), key=lambda j: (table[j][f"valid_{metric}"], -j))
+    chosen = table[best]["point"]
+    say(f"{m.label}: chose {chosen} on validation")
+    return replace(m, params=merge_dicts(dict(m.params), chosen)), {"metric": f"valid {metric}", "chosen": chosen,
+                                                                     "points": table}
+
+
 def run_experiment(
     cfg: ExperimentConfig, bundle: Bundle | None = None, progress: Callable[[str], None] | None = None
 ) -> ExperimentResult:
@@ -77,7 +129,7 @@ def run_experiment(
 
 
 def _run_experiment(cfg: ExperimentConfig, out: Path, bundle: Bundle | None, say: Callable[[str], None]) -> ExperimentResult:
-    from crossrec.pipeline import prepare_data, seed_everything, train
+    from crossrec.pipeline import prepare_data
 
     base = cfg.run_config(cfg.models[0], cfg.seeds[0])
     if bundle is None:
@@ -87,28 +139,17 @@ def _run_experiment(cfg: ExperimentConfig, out: Path, bundle: Bundle | None, say
     fingerprint = (bundle.manifest.get("fingerprint") or bundle.fingerprint())["bundle"]
     evaluator = Evaluator(bundle, base.eval, split="test")
     tables, seconds = [], {}
+    tuning: dict[str, Any] = {}
     for m in cfg.models:
         own = [s for s in cfg.seeds if m.seeds is None or s in m.seeds] or list(m.seeds or cfg.seeds)
         seeds = own[:1] if m.closed_form else own
+        if m.grid:
+            m, tuning[m.label] = tune(cfg, m, bundle, own[0], out, say)
         for seed in seeds:
             path = out / "runs" / m.label / f"seed-{seed}.json"
-            run_cfg = cfg.run_config(m, seed)
-            wanted = json.loads(json.dumps(to_dict(run_cfg), default=str))  # as it reads back from JSON
-            # Every model option with its default filled in, so a changed code default is a new run.
-            resolved = json.loads(json.dumps(asdict(config_from_dict(run_cfg.model.name, run_cfg.model.params)), default=str))
-            stored = read_json(path, "experiment run") if path.exists() else None
-            if stored is not None and _reusable(stored, wanted, resolved, fingerprint):
-                say(f"{m.label} seed {seed}: reusing {path}")
-            else:
-                seed_everything(seed)
-                t = time.perf_counter()
-                art = train(run_cfg, bundle)
-                secs = time.perf_counter() - t
-                res = evaluator.evaluate(art.model)
-                stored = {"run_config": wanted, "model_options": resolved, "bundle_fingerprint": fingerprint,
-                          "seconds": secs, "rows": res.table.to_dicts()}
-                write_json(path, stored)
-                say(f"{m.label} seed {seed}: {secs:.1f}s, test {cfg.metrics[0]} {res.metric(cfg.metrics[0]):.4f}")
+            stored = _train_or_reuse(cfg.run_config(m, seed), bundle, fingerprint, path, seed, evaluator, say,
+                                     f"{m.label} seed {seed}")
+            say(f"{m.label} seed {seed}: {float(stored['seconds']):.1f}s")
             seconds.setdefault(m.label, []).append(float(stored["seconds"]))
             table = pl.DataFrame(stored["rows"])
             for s in cfg.seeds if m.closed_form else (seed,):
@@ -118,7 +159,7 @@ def _run_experiment(cfg: ExperimentConfig, out: Path, bundle: Bundle | None, say
     if missing:
         raise ConfigError(f"metrics {missing} were not computed; the eval section gives {sorted(set(runs.columns) - {'model', 'seed', 'protocol', 'category', 'slice', 'n_users'})}")
     result = ExperimentResult(cfg, runs, _bundle_info(bundle), seconds)
-    write_json(out / "results.json", result.to_json() | {"acceptance": result.acceptance()})
+    write_json(out / "results.json", result.to_json() | {"acceptance": result.acceptance(), "tuning": tuning})
     write_text(out / "results.md", result.to_markdown())
     return result
 

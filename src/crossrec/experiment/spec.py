@@ -16,7 +16,10 @@ whose name collides with an entry key), optional `baseline` (the label of the si
 its gain is measured against; default: the best single-category model of each row), optional
 `single_category` (a single-category reference; default: `mode: single`), optional `flagship`
 (the model the report's acceptance check is about; default: false), optional `seeds` (a subset for
-an expensive baseline; its cells then say how many seeds); every other key is a model option.
+an expensive baseline; its cells then say how many seeds), optional `grid` (model options -> lists
+of values: every combination is trained with the first seed and scored on the validation split, and
+the best one runs the seeds; `{label: ials, name: ials, grid: {factors: [64, 128]}}`); every other
+key is a model option.
 
 Example:
     >>> cfg = load_experiment("configs/experiments/anime-mal.yaml", ["--seeds=[0]"])  # doctest: +SKIP
@@ -25,6 +28,7 @@ Example:
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -39,7 +43,7 @@ from crossrec.config import (
 from crossrec.models.base import Fittable, Trainable, config_from_dict, get_entry
 from crossrec.typed import ConfigError, check_type, from_dict, read_config_file
 
-RUN_SECTIONS = ("data", "prepare", "train", "eval", "transfer")
+RUN_SECTIONS = ("data", "prepare", "train", "eval", "transfer", "encoder")
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,12 @@ class ModelRun:
     train: dict[str, Any] = field(default_factory=dict)
     transfer: dict[str, Any] = field(default_factory=dict)
     seeds: tuple[int, ...] | None = None  # this model's seeds (e.g. an expensive baseline: [0]); None = all
+    grid: dict[str, list[Any]] = field(default_factory=dict)  # model options searched on the validation split before the seeds run
+
+    def grid_points(self) -> list[dict[str, Any]]:
+        """Every combination of the grid's values (the entry's own options fill the rest)."""
+        keys = sorted(self.grid)
+        return [dict(zip(keys, vals)) for vals in itertools.product(*(self.grid[k] for k in keys))]
 
     @property
     def closed_form(self) -> bool:
@@ -96,7 +106,7 @@ def _entry_defaults(entry: dict[str, Any]) -> dict[str, Any]:
     out = {k: entry[k] for k in MODEL_KEYS if k in entry}
     if out.get("single_category") is None:
         out["single_category"] = out.get("mode", "pooled") == "single"
-    for k in ("params", "train", "transfer"):
+    for k in ("params", "train", "transfer", "grid"):
         out[k] = out.get(k) or {}
     return out
 
@@ -115,8 +125,12 @@ def _parse_model(i: int, entry: Any) -> ModelRun:
     params = {k: v for k, v in entry.items() if k not in MODEL_KEYS} | run.params
     try:
         config_from_dict(run.name, params)  # unknown or mistyped model options fail before anything trains
+        for point in run.grid_points():
+            config_from_dict(run.name, merge_dicts(params, point))
     except ConfigError as e:
         raise ConfigError(f"{key} ({run.label}): {e}") from None
+    if any(not isinstance(v, list) or not v for v in run.grid.values()):
+        raise ConfigError(f"{key}.grid: every option maps to a non-empty list of values")
     return replace(run, params=params)
 
 

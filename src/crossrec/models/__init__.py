@@ -11,12 +11,14 @@ from crossrec.models import (  # noqa: F401  (registration side effect)
     crossrec,
     dtcdr,
     emcdr,
+    ials,
     itemknn,
     lightgcn,
     mf,
     neumf,
     pop,
     sasrec,
+    textknn,
 )
 from crossrec.models.base import REGISTRY, build_model, config_from_dict, register
 from crossrec.models.per_category import PerCategory

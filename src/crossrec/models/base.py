@@ -15,7 +15,7 @@ Example:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, is_dataclass
 from typing import (
     TYPE_CHECKING,
     Any,
@@ -191,6 +191,22 @@ class HasSetup(Protocol):
 
 
 @runtime_checkable
+class ReadsText(Protocol):
+    """A model that reads language-model vectors of the items' text: the pipeline encodes them
+    (`encoder:` section) into `bundle.text_vectors` before `setup`."""
+
+    uses_text: bool
+
+
+def reads_text(model: nn.Module) -> bool:
+    """True when `model` (or, for a per-category wrapper, any of its sub-models) reads item text."""
+    subs = getattr(model, "models", None)
+    if isinstance(subs, nn.ModuleList):
+        return any(reads_text(m) for m in subs)
+    return isinstance(model, ReadsText) and bool(model.uses_text)
+
+
+@runtime_checkable
 class HasParameterGroups(Protocol):
     """A model that names its parameter groups ("shared", "specific", "heads") for freezing."""
 
@@ -224,30 +240,46 @@ def register(name: str, config_cls: type, paper: str = "") -> Callable[[M], M]:
     return deco
 
 
-# Model options that must be at least 1 (sizes and counts); other integer options may be 0 (off).
-POSITIVE_OPTIONS = frozenset({"dim", "k", "history_len", "n_heads", "max_len", "n_neg", "score_chunk"})
+# Model options that must be at least 1 (sizes and counts), as dotted paths inside the model's
+# config; other integer options may be 0 (off).
+POSITIVE_OPTIONS = frozenset({"dim", "k", "history.length", "history.n_heads", "n_heads", "max_len", "n_neg", "score_chunk", "text.experts"})
 
 
-def config_from_dict(name: str, params: dict[str, Any]) -> Any:
-    """Build a model's config dataclass from a plain dict.
+def _migrate_hook(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+    """`from_dict` hook: a config class may refuse renamed keys with a message (`migrate_check`)."""
+    check = getattr(cls, "migrate_check", None)
+    if check is not None:
+        check(data)
+    return data
 
-    Unknown keys, wrong types and impossible values are `ConfigError`s: every number must be
-    finite and >= 0, sizes and counts (`POSITIVE_OPTIONS`) >= 1, dropouts in [0, 1).
-    """
-    cfg = from_dict(get_entry(name).config_cls, params, prefix="model.")
+
+def _check_values(cfg: Any, prefix: str = "") -> None:
     for f in fields(cfg):
-        value = getattr(cfg, f.name)
+        value, path = getattr(cfg, f.name), prefix + f.name
+        if is_dataclass(value):
+            _check_values(value, path + ".")
+            continue
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             continue
-        key = f"model.{f.name}"
+        key = f"model.{path}"
         if isinstance(value, float) and not math.isfinite(value):
             raise ConfigError(f"{key}={value}; expected a finite number")
         if value < 0:
             raise ConfigError(f"{key}={value}; expected a value >= 0")
-        if f.name in POSITIVE_OPTIONS and value < 1:
+        if path in POSITIVE_OPTIONS and value < 1:
             raise ConfigError(f"{key}={value}; expected a value >= 1")
         if "dropout" in f.name and value >= 1:
             raise ConfigError(f"{key}={value}; expected a share in [0, 1)")
+
+
+def config_from_dict(name: str, params: dict[str, Any]) -> Any:
+    """Build a model's config dataclass (sections nest) from a plain dict.
+
+    Unknown keys, wrong types and impossible values are `ConfigError`s: every number must be
+    finite and >= 0, sizes and counts (`POSITIVE_OPTIONS`) >= 1, dropouts in [0, 1).
+    """
+    cfg = from_dict(get_entry(name).config_cls, params, prefix="model.", hook=_migrate_hook)
+    _check_values(cfg)
     return cfg
 
 

@@ -232,3 +232,29 @@ def test_image_vectors_aligned_to_item_ids_and_round_trip(tmp_path):
     loaded = Bundle.load(tmp_path / "b")
     assert np.array_equal(loaded.image_vectors, b.image_vectors)
     assert np.array_equal(loaded.image_present, b.image_present)
+
+
+def test_cold_item_protocol_moves_every_row_of_a_seeded_item_share_to_test():
+    # Each user's last two items rotate, so without the protocol every item has training rows.
+    rows = [(f"u{u}", f"{c}{k}", c, (k + u) % 10) for u in range(60) for c in ("a", "b") for k in range(10)]
+    assert not prepare(frame(rows), None, PrepareConfig()).interactions["cold_item"].any()
+    cfg = PrepareConfig(cold_item_fraction=0.2, seed=1)
+    b = prepare(frame(rows), None, cfg)
+    d = b.interactions
+    cold = d.filter(pl.col("cold_item"))["item"].unique()
+    assert cold.len() == 4  # 20% of the 20 items
+    assert (d.filter(pl.col("item").is_in(cold.implode()))["split"] == SPLIT_CODES["test"]).all()
+    assert not d.filter(~pl.col("item").is_in(cold.implode()))["cold_item"].any()
+    assert prepare(frame(rows), None, cfg).interactions.equals(d)  # seeded
+    assert b.manifest["counts"]["a"]["test_cold_item_rows"] + b.manifest["counts"]["b"]["test_cold_item_rows"] == 4 * 60
+
+
+def test_zero_shot_category_has_no_training_rows():
+    rows = [(f"u{u}", f"{c}{k}", c, u * 10 + k) for u in range(30) for c in ("a", "b") for k in range(4)]
+    b = prepare(frame(rows), None, PrepareConfig(zero_shot_category="b"))
+    d = b.interactions
+    assert (d.filter(pl.col("category") == 1)["split"] == SPLIT_CODES["test"]).all()
+    assert d.filter(pl.col("category") == 1)["new_to_category"].all()
+    assert b.manifest["counts"]["b"]["train"] == 0 and b.manifest["counts"]["a"]["train"] > 0
+    with pytest.raises(ValueError, match="zero_shot_category='c' not in"):
+        prepare(frame(rows), None, PrepareConfig(zero_shot_category="c"))

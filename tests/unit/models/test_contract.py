@@ -31,13 +31,20 @@ SMALL = {
     "emcdr": {"dim": 8, "map_hidden": [16]},
     "bitgcf": {"dim": 8, "n_layers": 2, "transfer": "count"},
     "sasrec": {"dim": 16, "max_len": 10},
-    "crossrec": {"dim": 16, "history_len": 10},
+    "crossrec": {"dim": 16, "history": {"length": 10}},
 }
+TEXT_VARIANT = {"dim": 16, "history": {"length": 10}, "item_tower": "text+id"}  # the flagship's text tower
 
 
-def fitted(name: str, mode: str, bundle, seed: int = 0, epochs: int = 2):
+@pytest.fixture(autouse=True)
+def item_text(tiny_bundle, tiny_text):
+    """Models that read item text (textknn, the text tower) find the vectors on the Bundle."""
+    tiny_bundle.text_vectors = tiny_text
+
+
+def fitted(name: str, mode: str, bundle, seed: int = 0, epochs: int = 2, params: dict | None = None):
     torch.manual_seed(seed)
-    model = build(name, mode, SMALL.get(name, {}), Sizes.from_bundle(bundle))
+    model = build(name, mode, SMALL.get(name, {}) if params is None else params, Sizes.from_bundle(bundle))
     cfg = TrainConfig(epochs=epochs, batch_size=256, lr=1e-2, progress=False, checkpoint=False, seed=seed)
     if mode == "single":
         for c, sub in enumerate(model.models):
@@ -61,10 +68,12 @@ def test_score_shape_dtype_and_determinism(name, mode, tiny_bundle):
             assert torch.equal(s, b.score(users, c)), "same seed must give the same model"
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", NAMES + ["crossrec[text+id]"])
 def test_save_load_round_trip(name, tiny_bundle, tmp_path):
-    model = fitted(name, "pooled", tiny_bundle)
-    params = SMALL.get(name, {})
+    text = name.endswith("[text+id]")
+    name = name.split("[")[0]
+    params = TEXT_VARIANT if text else SMALL.get(name, {})
+    model = fitted(name, "pooled", tiny_bundle, params=params)
     save_artifact(tmp_path / name, model, name, "pooled", params, Sizes.from_bundle(tiny_bundle))
     art = load_artifact(tmp_path / name)
     users = torch.arange(tiny_bundle.n_users)
@@ -103,14 +112,15 @@ TWO_TOWER = [n for n in NAMES if issubclass(REGISTRY[n].cls, TwoTower)]
 
 def test_the_two_tower_models_are_the_expected_ones():
     # The dot-product models: the service indexes them with user_vectors / item_vectors alone.
-    assert set(TWO_TOWER) >= {"mf", "cmf", "dtcdr", "emcdr", "lightgcn", "bitgcf", "sasrec", "crossrec"}
+    assert set(TWO_TOWER) >= {"mf", "cmf", "dtcdr", "emcdr", "lightgcn", "bitgcf", "sasrec", "crossrec", "ials", "textknn"}
     assert issubclass(REGISTRY["crossrec"].cls, Decomposed)  # its neighbourhood term is extra
 
 
-@pytest.mark.parametrize("name", TWO_TOWER)
+@pytest.mark.parametrize("name", TWO_TOWER + ["crossrec[text+id]"])
 def test_two_tower_vectors_reproduce_the_score(name, tiny_bundle):
     """score == user_vectors @ item_vectors.T (+ extra_scores for a Decomposed model)."""
-    model = fitted(name, "pooled", tiny_bundle, epochs=1)
+    text = name.endswith("[text+id]")
+    model = fitted(name.split("[")[0], "pooled", tiny_bundle, epochs=1, params=TEXT_VARIANT if text else None)
     assert isinstance(model, TwoTower)
     users = torch.arange(min(23, tiny_bundle.n_users))
     with torch.no_grad():

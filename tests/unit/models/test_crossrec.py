@@ -10,10 +10,13 @@ import torch
 from crossrec.data.batch import Sizes
 from crossrec.data.sampling import TrainSampler
 from crossrec.evaluation.evaluator import EvalConfig, Evaluator
+from crossrec.models.base import config_from_dict
 from crossrec.models.crossrec import CrossRec, CrossRecConfig
+from crossrec.models.crossrec.config import HistoryConfig
 from crossrec.models.per_category import build
 from crossrec.serving.artifact import load_artifact, save_artifact
 from crossrec.training.trainer import TrainConfig, Trainer
+from crossrec.typed import ConfigError
 
 
 @pytest.fixture(autouse=True)
@@ -26,8 +29,9 @@ def one_thread():
 
 
 def make(bundle, **params) -> CrossRec:
+    """The flagship on `bundle`; `params` as in a config (sections are dicts: history={...})."""
     torch.manual_seed(0)
-    model = CrossRec(CrossRecConfig(**({"dim": 16} | params)), Sizes.from_bundle(bundle))
+    model = CrossRec(config_from_dict("crossrec", {"dim": 16} | params), Sizes.from_bundle(bundle))
     model.setup(bundle)
     return model
 
@@ -51,7 +55,7 @@ def captured_histories(model, batch):
 
 
 def test_history_buffer_is_the_training_history(tiny_bundle):
-    model = make(tiny_bundle, history_len=1000)
+    model = make(tiny_bundle, history={"length": 1000})
     train = tiny_bundle.split("train")
     for u in (0, 5, 17):
         rows = train.filter(train["user"] == u)
@@ -61,7 +65,7 @@ def test_history_buffer_is_the_training_history(tiny_bundle):
 
 
 def test_training_never_reads_the_target_item(tiny_bundle):
-    model = make(tiny_bundle, dropout=0.0, category_dropout=0.0, alpha=0.0, history_len=1000)
+    model = make(tiny_bundle, history={"length": 1000, "dropout": 0.0, "category_dropout": 0.0}, objective={"alpha": 0.0})
     batch = first_batch(tiny_bundle)
     hist, _ = captured_histories(model, batch)[0]
     assert not (hist == batch.pos_items.unsqueeze(1)).any()
@@ -74,7 +78,7 @@ def test_category_dropout_hides_in_category_history(tiny_bundle):
     item_cat = torch.tensor(tiny_bundle.item_category.tolist() + [-1])
 
     def share_with_in_category(p):
-        model = make(tiny_bundle, dropout=0.0, category_dropout=p, alpha=0.0)
+        model = make(tiny_bundle, history={"dropout": 0.0, "category_dropout": p}, objective={"alpha": 0.0})
         hist, cat = captured_histories(model, batch)[0]
         return float((item_cat[hist] == cat.unsqueeze(1)).any(1).float().mean())
 
@@ -103,18 +107,18 @@ def test_new_to_category_users_are_served_from_other_categories(tiny_bundle):
 @pytest.mark.parametrize(
     "params",
     [
-        {"encoder": "transformer", "n_layers": 1, "n_heads": 2},
-        {"encoder": "mean"},
-        {"encoder": "none", "alpha": 0.0},
-        {"loss": "softmax", "category_weights": "inverse_frequency"},
-        {"loss": "bce", "category_weights": "learned"},
-        {"adversarial": 0.5},
+        {"history": {"encoder": "transformer", "n_layers": 1, "n_heads": 2}},
+        {"history": {"encoder": "mean"}},
+        {"history": {"encoder": "none"}, "objective": {"alpha": 0.0}},
+        {"loss": "softmax", "objective": {"category_weights": "inverse_frequency"}},
+        {"loss": "bce", "objective": {"category_weights": "learned"}},
+        {"objective": {"adversarial": 0.5}},
         {"user_embedding": False, "category_user": False},
-        {"neighbours": 10, "encoder": "none", "loss": "bpr"},
-        {"neighbours": 10, "full_softmax": True, "history": "causal"},
-        {"neighbours": 10, "mixed_negatives": True},
-        {"neighbours": 10, "neighbour_leave_out": False},
-        {"neighbours": 0},
+        {"loss": "bpr", "neighbourhood": {"k": 10}, "history": {"encoder": "none"}},
+        {"neighbourhood": {"k": 10}, "objective": {"full_softmax": True}, "history": {"rows": "causal"}},
+        {"neighbourhood": {"k": 10}, "objective": {"mixed_negatives": True}},
+        {"neighbourhood": {"k": 10, "leave_out": False}},
+        {"neighbourhood": {"k": 0}},
     ],
 )
 def test_options_train_and_score(tiny_bundle, params):
@@ -123,9 +127,9 @@ def test_options_train_and_score(tiny_bundle, params):
     loss = model.loss(batch)
     assert torch.isfinite(loss)
     loss.backward()
-    if params.get("category_weights") == "learned":
+    if params.get("objective", {}).get("category_weights") == "learned":
         assert model.weighting.log_var.grad is not None and model.weighting.log_var.grad.abs().sum() > 0
-    if params.get("adversarial"):
+    if params.get("objective", {}).get("adversarial"):
         assert model.classifier.weight.grad is not None
     model.eval()
     users = torch.arange(tiny_bundle.n_users)
@@ -138,7 +142,7 @@ def test_options_train_and_score(tiny_bundle, params):
 
 
 def test_inverse_frequency_weights_by_hand(tiny_bundle):
-    model = make(tiny_bundle, category_weights="inverse_frequency")
+    model = make(tiny_bundle, objective={"category_weights": "inverse_frequency"})
     counts = np.bincount(tiny_bundle.split("train")["category"].to_numpy(), minlength=tiny_bundle.n_categories)
     expected = counts.sum() / (len(counts) * counts)
     assert np.allclose(model.weighting.cat_weight_.numpy(), expected, rtol=1e-6)
@@ -151,13 +155,13 @@ def test_transfer_term_is_an_infonce_over_users(tiny_bundle):
     n = len(torch.unique(batch.users * tiny_bundle.n_categories + batch.category))
     assert torch.isfinite(value) and 0 < float(value.detach()) <= np.log(n) + 1.0
     torch.manual_seed(1)
-    with_term = make(tiny_bundle, alpha=1.0, dropout=0.0, category_dropout=0.0).loss(batch)
-    without = make(tiny_bundle, alpha=0.0, dropout=0.0, category_dropout=0.0).loss(batch)
+    with_term = make(tiny_bundle, objective={"alpha": 1.0}, history={"dropout": 0.0, "category_dropout": 0.0}).loss(batch)
+    without = make(tiny_bundle, objective={"alpha": 0.0}, history={"dropout": 0.0, "category_dropout": 0.0}).loss(batch)
     assert not torch.isclose(with_term, without)
 
 
 def test_parameter_groups_partition_the_parameters(tiny_bundle):
-    model = make(tiny_bundle, category_weights="learned", adversarial=0.1)
+    model = make(tiny_bundle, objective={"category_weights": "learned", "adversarial": 0.1})
     groups = model.parameter_groups()
     ids = [id(p) for ps in groups.values() for p in ps]
     assert len(ids) == len(set(ids)) == len(list(model.parameters()))
@@ -201,10 +205,27 @@ def test_content_vectors_round_trip(tiny_bundle, tmp_path):
 
 def test_bad_options_are_errors(tiny_bundle):
     sizes = Sizes.from_bundle(tiny_bundle)
-    for bad in ({"loss": "hinge"}, {"encoder": "lstm"}, {"category_weights": "random"}, {"category_dropout": 1.0},
-                {"encoder": "transformer", "dim": 15, "n_heads": 2}, {"content": "text"}):
-        with pytest.raises(ValueError, match="crossrec|expected one of"):  # Literal choices fail at the config
-            CrossRec(CrossRecConfig(**bad), sizes)
+    for bad in ({"loss": "hinge"}, {"history": {"encoder": "lstm"}}, {"objective": {"category_weights": "random"}}, {"history": {"category_dropout": 1.0}},
+                {"dim": 15, "history": {"encoder": "transformer", "n_heads": 2}}, {"item_tower": "image"}):
+        with pytest.raises(ValueError, match="crossrec|expected one of|expected a share"):  # at the config or the model
+            CrossRec(config_from_dict("crossrec", bad), sizes)
+    with pytest.raises(ValueError, match="expected one of"):  # a section built directly is checked too
+        CrossRecConfig(history=HistoryConfig(encoder="lstm"))  # type: ignore[arg-type]
+
+
+def test_flat_options_name_their_new_section():
+    for flat, moved in (("neighbours", "neighbourhood.k"), ("history_len", "history.length"),
+                        ("history", "history.rows"), ("mixed_negatives", "objective.mixed_negatives")):
+        value = "causal" if flat == "history" else 0
+        with pytest.raises(ConfigError, match=f"model.{flat} -> model.{moved}"):
+            config_from_dict("crossrec", {flat: value})
+    with pytest.raises(ConfigError, match="model.neighbourhood.shrink"):
+        config_from_dict("crossrec", {"neighbourhood": {"shrink": -1.0}})  # numbers in sections are checked
+    with pytest.raises(ConfigError, match="model.history.length"):
+        config_from_dict("crossrec", {"history": {"length": 0}})
+    with pytest.raises(ConfigError, match="model.history.dropout"):
+        config_from_dict("crossrec", {"history": {"dropout": 1.0}})
+    assert config_from_dict("crossrec", {"neighbourhood": {"k": 0}}).neighbourhood.k == 0  # 0 = off
 
 
 def test_flagship_beats_single_category_bprmf_on_new_to_category_users(small_bundle):
@@ -228,13 +249,13 @@ def test_flagship_beats_single_category_bprmf_on_new_to_category_users(small_bun
 
 @pytest.mark.parametrize("mixed", [True, False])
 def test_mixed_softmax_matches_a_per_row_reference(tiny_bundle, mixed):
-    model = make(tiny_bundle, mixed_negatives=mixed)
+    model = make(tiny_bundle, objective={"mixed_negatives": mixed})
     batch = first_batch(tiny_bundle, size=64)
     with torch.no_grad():
         model.items.bias.normal_()
         u = torch.randn(len(batch), 16)
         p = model.items(batch.pos_items)
-        got = model._mixed_softmax(u, p, batch)
+        got = model._mixed_softmax(u, p, model.items.bias[batch.pos_items], batch)
     counts = np.bincount(tiny_bundle.split("train")["item"].to_numpy(), minlength=tiny_bundle.n_items)
     cat_rows = np.bincount(tiny_bundle.split("train")["category"].to_numpy(), minlength=tiny_bundle.n_categories)
     cat_items = np.bincount(tiny_bundle.item_category, minlength=tiny_bundle.n_categories)
@@ -261,7 +282,7 @@ def test_mixed_softmax_matches_a_per_row_reference(tiny_bundle, mixed):
 
 
 def test_full_softmax_matches_a_per_row_reference(tiny_bundle):
-    model = make(tiny_bundle, full_softmax=True)
+    model = make(tiny_bundle, objective={"full_softmax": True})
     batch = first_batch(tiny_bundle, size=64)
     with torch.no_grad():
         model.items.bias.normal_()
@@ -280,7 +301,7 @@ def test_full_softmax_matches_a_per_row_reference(tiny_bundle):
 
 
 def test_causal_history_reads_only_earlier_items(tiny_bundle):
-    model = make(tiny_bundle, history="causal", dropout=0.0, category_dropout=0.0, history_len=1000)
+    model = make(tiny_bundle, history={"rows": "causal", "length": 1000, "dropout": 0.0, "category_dropout": 0.0})
     batch = first_batch(tiny_bundle)
     hist, _ = captured_histories(model, batch)[0]
     train = tiny_bundle.split("train").with_row_index("_row").sort("user", "order", "_row")
@@ -291,7 +312,7 @@ def test_causal_history_reads_only_earlier_items(tiny_bundle):
         got = hist[r][hist[r] != tiny_bundle.n_items].tolist()
         assert got == [i for i in expected if i != item]
     # Serving reads the whole training history, as with history='all'.
-    assert torch.equal(model.history_, make(tiny_bundle, history_len=1000).history_)
+    assert torch.equal(model.history_, make(tiny_bundle, history={"length": 1000}).history_)
 
 
 def _train_matrix(bundle):
@@ -312,7 +333,7 @@ def test_neighbourhood_term_at_init_is_itemknn_over_the_history(tiny_bundle):
     """Untrained weights (1 per history category, recency 0): the term is pooled ItemKNN's score."""
     from crossrec.models.itemknn import ItemKNN, ItemKNNConfig
 
-    model = make(tiny_bundle, neighbours=20, history_len=1000, encoder="none", user_embedding=False, category_user=False)
+    model = make(tiny_bundle, user_embedding=False, category_user=False, neighbourhood={"k": 20}, history={"length": 1000, "encoder": "none"})
     knn = ItemKNN(ItemKNNConfig(k=20, shrink=10.0), Sizes.from_bundle(tiny_bundle))
     knn.fit(tiny_bundle)
     users = torch.arange(tiny_bundle.n_users)
@@ -326,7 +347,7 @@ def test_neighbourhood_term_at_init_is_itemknn_over_the_history(tiny_bundle):
 def test_neighbourhood_training_scores_leave_the_pair_out(tiny_bundle):
     """Training rows see cos(h, j) as if (u, j) were held out: computed here by deleting the pair."""
     n_i = tiny_bundle.n_items
-    model = make(tiny_bundle, neighbours=n_i, history_len=1000, dropout=0.0, category_dropout=0.0)
+    model = make(tiny_bundle, neighbourhood={"k": n_i}, history={"length": 1000, "dropout": 0.0, "category_dropout": 0.0})
     x = _train_matrix(tiny_bundle)
     batch = first_batch(tiny_bundle, size=32)
     cand = torch.unique(torch.cat([batch.pos_items, batch.neg_items.flatten()]))

@@ -1,32 +1,48 @@
-"""The flagship's options (flat, so presets and overrides read `--model.neighbours=0`).
+"""The flagship's options, in sections read by the modules of the same name.
 
-Sections, as the modules that read them: item tower (`dim`, `init_std`, `content`), user tower
-(`user_embedding`, `category_user`), history encoder (`history*`, `encoder`, `n_layers`,
-`n_heads`, `dropout`, `category_dropout`), neighbourhood term (`neighbour*`), objective (`loss`,
-`in_batch`, `mixed_negatives`, `full_softmax`, `category_weights`, `alpha`, `tau`, `adversarial`,
-`reg`).
+Top level: the embedding size and init, the in-category loss and L2, which user-tower parts
+exist, and what the item tower reads (`item_tower`; `text`: its text adapter). `history`: the history encoder (`HistoryEncoder`) and how training rows read a history.
+`neighbourhood`: the co-occurrence term (`NeighbourhoodTerm`). `objective`: negatives, category
+weights and the transfer / adversarial terms. In YAML a section is a mapping
+(`history: {encoder: mean}`); on the command line a dotted key (`--model.neighbourhood.k=0`).
+
+Options that were flat before sections existed (`neighbours`, `history_len`, `encoder`, ...) are
+refused with the key they moved to (`MOVED`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
 
-from crossrec.typed import Checked
+from crossrec.typed import Checked, ConfigError
 
 
 @dataclass(frozen=True)
-class CrossRecConfig(Checked):
-    dim: int = 64  # (int) embedding size of users, items and the encoder
-    history_len: int = 25  # (int) most recent training items (all categories) the encoder reads
-    history: Literal["all", "causal"] = "all"  # (str) training rows read: all = the user's most recent items but the target | causal = only items before the row
+class HistoryConfig(Checked):
+    section: ClassVar[str] = "model.history"
+    length: int = 25  # (int) most recent training items (all categories) the encoder reads
+    rows: Literal["all", "causal"] = "all"  # (str) a training row reads: all = the user's most recent items but the target | causal = only items before the row
     encoder: Literal["attention", "transformer", "mean", "none"] = "attention"  # (str) attention | transformer | mean | none
     n_layers: int = 1  # (int) transformer blocks (encoder=transformer)
     n_heads: int = 2  # (int) transformer heads (encoder=transformer)
     dropout: float = 0.1  # (float) share of history items hidden per training row (and transformer dropout)
-    user_embedding: bool = True  # (bool) shared user ID embedding p_u
-    category_user: bool = True  # (bool) category-specific user embedding s_{u,c}
-    loss: Literal["softmax", "bpr", "bce", "mse"] = "softmax"  # (str) in-category loss: softmax | bpr | bce | mse (explicit ratings)
+    category_dropout: float = 0.3  # (float) P(hide a row's in-category history): trains serving new-to-category users
+    items: Literal["separate", "shared"] = "separate"  # (str) separate: own embedding table for history items (FISM/SVD++) | shared: the item tower's
+    init_std: float = 0.1  # (float) init std of the separate history item table
+
+
+@dataclass(frozen=True)
+class NeighbourhoodConfig(Checked):
+    section: ClassVar[str] = "model.neighbourhood"
+    k: int = 50  # (int) top-k co-occurrence neighbours per item (Koren 2008); 0 = the term is off
+    shrink: float = 10.0  # (float) cosine shrinkage of the similarities (as ItemKNN)
+    leave_out: bool = True  # (bool) training rows score their own pair as held out (off: ablation only)
+
+
+@dataclass(frozen=True)
+class ObjectiveConfig(Checked):
+    section: ClassVar[str] = "model.objective"
     in_batch: bool = True  # (bool) softmax: the batch's other positives of the same category are negatives (logQ-corrected)
     mixed_negatives: bool = False  # (bool) softmax with in_batch: the sampled uniform negatives join them
     full_softmax: bool = False  # (bool) softmax over every item of the row's category (exact, no sampling; O(B x n_items(c)))
@@ -34,12 +50,47 @@ class CrossRecConfig(Checked):
     alpha: float = 0.0  # (float) weight of L_transfer (contrastive alignment); 0 = off (measured: see docs/DESIGN.md)
     tau: float = 0.2  # (float) InfoNCE temperature of L_transfer
     adversarial: float = 0.0  # (float) weight of the gradient-reversal category classifier; 0 = off
-    category_dropout: float = 0.3  # (float) P(hide a row's in-category history): trains serving new-to-category users
-    reg: float = 1e-4  # (float) L2 on the batch's embeddings (lambda)
+
+
+@dataclass(frozen=True)
+class TextTowerConfig(Checked):
+    section: ClassVar[str] = "model.text"
+    experts: int = 4  # (int) parametric-whitening experts of the text adapter (UniSRec uses 8)
+    id_dropout: float = 0.2  # (float) share of training item occurrences whose ID part is hidden (teaches scoring from text alone: cold items)
+
+
+@dataclass(frozen=True)
+class CrossRecConfig(Checked):
+    dim: int = 64  # (int) embedding size of users, items and the encoder
     init_std: float = 0.01  # (float) normal init std of the ID embeddings
-    content: Literal["none", "image"] = "none"  # (str) none | image: item content vectors taken from the Bundle in setup
-    history_items: Literal["separate", "shared"] = "separate"  # (str) separate: own embedding table for history items (FISM/SVD++) | shared: the item tower's
-    history_init_std: float = 0.1  # (float) init std of the separate history item table
-    neighbours: int = 50  # (int) top-k co-occurrence neighbours per item for the neighbourhood term (Koren 2008); 0 = off
-    neighbour_shrink: float = 10.0  # (float) cosine shrinkage of the neighbourhood similarities (as ItemKNN)
-    neighbour_leave_out: bool = True  # (bool) training rows score their own pair as held out (off: ablation only)
+    loss: Literal["softmax", "bpr", "bce", "mse"] = "softmax"  # (str) in-category loss: softmax | bpr | bce | mse (explicit ratings)
+    reg: float = 1e-4  # (float) L2 on the batch's embeddings (lambda)
+    user_embedding: bool = True  # (bool) shared user ID embedding p_u
+    category_user: bool = True  # (bool) category-specific user embedding s_{u,c}
+    item_tower: Literal["id", "id+image", "text", "text+id", "text+id+image"] = "id"  # (str) what an item vector is made of: id | id+image | text (inductive) | text+id | text+id+image
+    history: HistoryConfig = field(default_factory=HistoryConfig)  # (section) the history encoder
+    neighbourhood: NeighbourhoodConfig = field(default_factory=NeighbourhoodConfig)  # (section) the neighbourhood term
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)  # (section) negatives, weights, transfer terms
+    text: TextTowerConfig = field(default_factory=TextTowerConfig)  # (section) the text adapter (item_tower with text)
+
+    @classmethod
+    def migrate_check(cls, data: dict[str, Any]) -> None:
+        """Refuse options written flat before sections existed, naming where each moved."""
+        moved = [k for k in data if k in MOVED and not (k == "history" and isinstance(data[k], dict))]
+        if moved:
+            hints = ", ".join(f"model.{k} -> model.{MOVED[k]}" for k in moved)
+            raise ConfigError(f"the crossrec option(s) {['model.' + k for k in moved]} moved into sections: {hints}")
+
+
+# Flat option (before sections) -> its dotted key now.
+MOVED: dict[str, str] = {
+    "history_len": "history.length", "history": "history.rows", "encoder": "history.encoder",
+    "n_layers": "history.n_layers", "n_heads": "history.n_heads", "dropout": "history.dropout",
+    "category_dropout": "history.category_dropout", "history_items": "history.items",
+    "history_init_std": "history.init_std", "neighbours": "neighbourhood.k",
+    "neighbour_shrink": "neighbourhood.shrink", "neighbour_leave_out": "neighbourhood.leave_out",
+    "in_batch": "objective.in_batch", "mixed_negatives": "objective.mixed_negatives",
+    "full_softmax": "objective.full_softmax", "category_weights": "objective.category_weights",
+    "alpha": "objective.alpha", "tau": "objective.tau", "adversarial": "objective.adversarial",
+    "content": "item_tower (content=image is item_tower=id+image)",
+}

