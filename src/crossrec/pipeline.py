@@ -30,7 +30,7 @@ from crossrec.data.schema import ColumnMap, ItemColumnMap
 from crossrec.encoders.text import attach_text
 from crossrec.evaluation.evaluator import EvalConfig, EvalResult, Evaluator
 from crossrec.io import OutputError, claim_output, read_json, write_marker
-from crossrec.models.base import Trainable, reads_text
+from crossrec.models.base import Trainable, TrainsEncoder, reads_text
 from crossrec.models.per_category import PerCategory, build
 from crossrec.serving.artifact import (
     Artifact,
@@ -157,6 +157,8 @@ def _train(cfg: RunConfig, bundle: Bundle, out: Path, resume: bool) -> Artifact:
     model = build(spec.name, spec.mode, spec.params, sizes)
     if reads_text(model):
         attach_text(bundle, cfg.encoder)
+    if cfg.encoder.finetune != "frozen":
+        _attach_live_encoder(model, bundle, cfg)
     # What a checkpoint must match to be resumed (the train options are compared separately).
     identity = {"model": {"name": spec.name, "mode": spec.mode, "params": dict(spec.params)},
                 "bundle": bundle_provenance(bundle)["fingerprint"].get("bundle"), "seed": cfg.seed,
@@ -186,6 +188,19 @@ def _train(cfg: RunConfig, bundle: Bundle, out: Path, resume: bool) -> Artifact:
     save_artifact(out, model, spec.name, spec.mode, spec.params, sizes, extra, bundle=bundle)
     meta = read_json(out / "config.json", "artifact config")
     return Artifact(model, spec.name, spec.mode, dict(spec.params), sizes, meta, out)
+
+
+def _attach_live_encoder(model: Any, bundle: Bundle, cfg: RunConfig) -> None:
+    """encoder.finetune: the model trains the language model too (set up first: it needs the cache)."""
+    if not isinstance(model, TrainsEncoder) or isinstance(model, PerCategory) or not reads_text(model):
+        raise ValueError(f"encoder.finetune={cfg.encoder.finetune!r}: model {cfg.model.name!r} ({cfg.model.mode}) "
+                         "does not train a text encoder; the pooled crossrec with a text item_tower does")
+    from crossrec.encoders.finetune import LiveTextEncoder
+    from crossrec.encoders.text import bundle_texts
+
+    model.setup(bundle, None)  # the trainer's setup repeats this; the text slot must exist first
+    model.attach_encoder(LiveTextEncoder(cfg.encoder, bundle_texts(bundle, cfg.encoder)), cfg.encoder.lr,
+                         cfg.encoder.train_items)
 
 
 def evaluate(

@@ -31,9 +31,10 @@ class EncoderConfig(Checked):
     lora_r: int = 8  # (int) finetune=lora: rank of the LoRA updates
     lora_alpha: float = 16.0  # (float) finetune=lora: LoRA scale numerator
     lr: float = 2e-5  # (float) learning rate of the encoder's trained weights (finetune != frozen)
+    train_items: int = 256  # (int) finetune: distinct positive items per batch encoded afresh with gradients (the rest read the per-epoch cache)
 
     def validate(self) -> None:
-        for name in ("max_tokens", "batch_size", "top_layers", "lora_r"):
+        for name in ("max_tokens", "batch_size", "top_layers", "lora_r", "train_items"):
             if getattr(self, name) < 1:
                 raise ValueError(f"encoder.{name}={getattr(self, name)}; expected >= 1")
         if not self.lr > 0 or not self.lora_alpha > 0:

@@ -139,7 +139,7 @@ def load_text_model(cfg: EncoderConfig) -> Any:
 
     model = SentenceTransformer(str(path), device=cfg.device, local_files_only=True)
     model.max_seq_length = cfg.max_tokens
-    return model
+    return model.float()  # weights stored in half precision load as float32 (training needs it)
 
 
 # ---------------------------------------------------------------------------------------- cache

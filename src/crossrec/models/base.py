@@ -198,6 +198,20 @@ class ReadsText(Protocol):
     uses_text: bool
 
 
+@runtime_checkable
+class TrainsEncoder(Protocol):
+    """A model that trains a language model inside the loop (`encoder.finetune`): the trainer gives
+    those weights their own learning rate, calls `epoch_end()` after every epoch (re-encode the
+    catalogue before validation) and `fit_end()` after the best weights are restored (keep the
+    vectors, drop the language model)."""
+
+    def own_lr(self) -> list[tuple[list[nn.Parameter], float]]: ...
+
+    def epoch_end(self) -> None: ...
+
+    def fit_end(self) -> None: ...
+
+
 def reads_text(model: nn.Module) -> bool:
     """True when `model` (or, for a per-category wrapper, any of its sub-models) reads item text."""
     subs = getattr(model, "models", None)

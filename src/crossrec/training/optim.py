@@ -34,9 +34,15 @@ class Optimizers:
 
     def __init__(self, model: nn.Module, cfg: Any) -> None:
         dense, sparse = split_parameters(model)
+        # Parameters with a learning rate of their own (a fine-tuned language model): extra groups.
+        own = [(ps, lr) for ps, lr in (model.own_lr() if hasattr(model, "own_lr") else []) if ps]
+        taken = {id(p) for ps, _ in own for p in ps}
+        groups: list[dict[str, Any]] = [{"params": [p for p in dense if id(p) not in taken]}]
+        groups += [{"params": ps, "lr": lr} for ps, lr in own]
+        groups = [g for g in groups if g["params"]]
         self.opts: list[torch.optim.Optimizer] = []
-        if dense:
-            self.opts.append(self._dense(dense, cfg))
+        if groups:
+            self.opts.append(self._dense(groups, cfg))
         if sparse:
             if cfg.optimizer == "sgd":
                 self.opts.append(torch.optim.SGD(sparse, lr=cfg.lr))
@@ -49,7 +55,7 @@ class Optimizers:
         self.grad_clip = cfg.grad_clip
 
     @staticmethod
-    def _dense(params: list[nn.Parameter], c: Any) -> torch.optim.Optimizer:
+    def _dense(params: list[dict[str, Any]], c: Any) -> torch.optim.Optimizer:
         if c.optimizer == "adam":
             return torch.optim.Adam(params, lr=c.lr, weight_decay=c.weight_decay)
         if c.optimizer == "adamw":

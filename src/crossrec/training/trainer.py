@@ -42,7 +42,7 @@ from crossrec.io import (
     save_tensors,
     write_json,
 )
-from crossrec.models.base import Fittable, HasSetup, Trainable
+from crossrec.models.base import Fittable, HasSetup, Trainable, TrainsEncoder
 from crossrec.training.adversarial import adversarial_loss, capture_lookups
 from crossrec.training.config import TrainConfig
 from crossrec.training.optim import Optimizers
@@ -194,6 +194,8 @@ class Trainer:
                 total += float(loss.detach()) * len(batch)
                 n += len(batch)
             opts.epoch_end()
+            if isinstance(model, TrainsEncoder):
+                model.epoch_end()  # re-encode the catalogue with the weights this epoch trained
             logs = {"epoch": epoch, "loss": total / max(n, 1), "lr": opts.lr}
             if adversarial:
                 logs["adv_loss"] = adv_total / max(n, 1)
@@ -226,6 +228,8 @@ class Trainer:
 
         if best_state is not None:
             model.load_state_dict(best_state)
+        if isinstance(model, TrainsEncoder):
+            model.fit_end()
         if writer is not None:
             writer.close()
         model.eval()

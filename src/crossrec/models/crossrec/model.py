@@ -135,6 +135,25 @@ class CrossRec(nn.Module):
                                  "the pipeline (it encodes them with the `encoder:` section) or set bundle.text_vectors")
             self.items.set_text(torch.from_numpy(text))
 
+    # ------------------------------------------------------------------ a trainable text encoder
+    def attach_encoder(self, live: nn.Module, lr: float, train_items: int) -> None:
+        """Train the language model with the rest (encoders/finetune.py): positives encoded afresh
+        each batch, the catalogue re-encoded each epoch (`epoch_end`), the model dropped at `fit_end`."""
+        if not self.items.has_text:
+            raise ValueError("crossrec: attach a text encoder after setup, to a text item_tower")
+        self.items.live, self.items.train_items, self._encoder_lr = live.to(self.items.bias.device), train_items, lr
+
+    def own_lr(self) -> list[tuple[list[nn.Parameter], float]]:
+        live = self.items.live
+        return [([p for p in live.parameters() if p.requires_grad], self._encoder_lr)] if live is not None else []
+
+    def epoch_end(self) -> None:
+        if self.items.live is not None:
+            self.items.text_ = self.items.live.encode_all().detach()  # type: ignore[operator]
+
+    def fit_end(self) -> None:
+        self.items.live = None  # the artifact keeps the final vectors (text_), not the language model
+
     @property
     def uses_text(self) -> bool:
         """The item tower reads language-model vectors of the items' text (set up from the Bundle)."""
@@ -215,10 +234,10 @@ class CrossRec(nn.Module):
         assert self.neighbours is not None
         return self.neighbours.at(hist, category, users, items, leave_out=self.config.neighbourhood.leave_out)
 
-    def _items(self, items: Tensor) -> tuple[Tensor, Tensor]:
+    def _items(self, items: Tensor, fresh: bool = False) -> tuple[Tensor, Tensor]:
         """Training-time item vectors [..., d] and biases [...] (one ID-dropout draw for both)."""
         keep = self.items._id_keep(items)
-        return self.items(items, keep), self.items.bias_of(items, keep)
+        return self.items(items, keep, fresh), self.items.bias_of(items, keep)
 
     def _mixed_softmax(self, u: Tensor, p: Tensor, pb: Tensor, batch: Batch, hist: Tensor | None = None) -> Tensor:
         """[B] softmax loss of each positive against the batch's other positives of the same category
@@ -291,7 +310,7 @@ class CrossRec(nn.Module):
         if self.encoder is not None or self.neighbours is not None:
             hist, hide = self._training_history(users, pos_items, cat)
         u = self._user(users, cat, hist if self.encoder is not None else None, hide)  # [B, d]
-        p, pb = self._items(pos_items)  # [B, d], [B]
+        p, pb = self._items(pos_items, fresh=True)  # [B, d], [B]; a live text encoder reads the positives
         nhist = hist if self.neighbours is not None else None  # the neighbourhood term reads the same history
         reg = l2_penalty(u, p)
         if c.loss == "mse":

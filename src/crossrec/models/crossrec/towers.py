@@ -71,6 +71,8 @@ class ItemTower(nn.Module):
         self.adapter: TextAdapter | None = None
         self.text_bias: nn.Linear | None = None
         self.fuse: nn.Linear | None = None
+        self.live: nn.Module | None = None  # a trainable text encoder (encoders/finetune.py), while training
+        self.train_items = 256
 
     # ---------------------------------------------------------------- inputs
     def set_content(self, vectors: Tensor, present: Tensor | None = None) -> None:
@@ -133,25 +135,35 @@ class ItemTower(nn.Module):
         parts = self._content_parts(items)
         return sum(parts) if parts else None  # type: ignore[return-value]
 
-    def _content_parts(self, items: Tensor) -> list[Tensor]:
+    def _text(self, uniq: Tensor, fresh: bool) -> Tensor:
+        """Text vectors of distinct items: the cache, with up to `train_items` of them encoded
+        afresh (with gradients) when a live encoder trains."""
+        x = self.text_[uniq]
+        if fresh and self.live is not None and self.training:
+            sel = torch.randperm(len(uniq), device=uniq.device)[: self.train_items]
+            x = x.index_put((sel,), self.live(uniq[sel]))
+        return x
+
+    def _content_parts(self, items: Tensor, fresh: bool = False) -> list[Tensor]:
         parts = []
         safe = items.clamp_max(self.n_items - 1)
         real = (items < self.pad).unsqueeze(-1)
         if self.has_text:
             uniq, inv = torch.unique(safe, return_inverse=True)  # each distinct item through the adapter once
-            parts.append(self.adapter(self.text_[uniq])[inv] * real)  # type: ignore[misc]
+            parts.append(self.adapter(self._text(uniq, fresh))[inv] * real)  # type: ignore[misc]
         if self.content_proj is not None and self.content_.numel() > 0:
             parts.append(self.content_proj(self.content_[safe]) * self.content_present_[safe].unsqueeze(-1) * real)
         return parts
 
-    def forward(self, items: Tensor, keep: Tensor | None = None) -> Tensor:
-        """[...] global ids (pad allowed) -> [..., d]. `keep` ([...] 0/1) masks the ID part."""
+    def forward(self, items: Tensor, keep: Tensor | None = None, fresh: bool = False) -> Tensor:
+        """[...] global ids (pad allowed) -> [..., d]. `keep` ([...] 0/1) masks the ID part; `fresh`
+        encodes (some of) the items' text with the live encoder, if one trains."""
         if not self.use_text:  # id, id+image: the ID embedding plus the projected content
             v = self.emb(items)
             extra = self.content(items)
             return v if extra is None else v + extra
         keep = keep if keep is not None else self._id_keep(items)
-        parts = self._content_parts(items)
+        parts = self._content_parts(items, fresh)
         if self.use_id:
             e = self.emb(items)
             parts.insert(0, e if keep is None else e * keep.unsqueeze(-1))
