@@ -15,7 +15,8 @@ the same modules the same number of times, in the same order, as the first (an e
 otherwise). The trainer optimises `loss + train.adv_reg * adv_loss` from epoch `train.adv_start`.
 
 Limits:
-- Only lookups through `nn.Embedding.forward` (including subclasses) are perturbed. A model that
+- Only lookups through `nn.Embedding.forward` (including subclasses), and the outputs of modules
+  marked `apr_point = True` (the flagship's fused text + ID item vectors), are perturbed. A model that
   indexes `.weight` directly (`emb.weight[idx]`, a graph propagation over the whole table as in
   LightGCN) is not perturbed there; a model with no hooked lookup in its loss is an error.
 - Lookups that need no gradient (a frozen table, a no_grad block) and rows at an embedding's
@@ -59,8 +60,11 @@ class Lookups:
         return {m: len(v) for m, v in self.outputs.items()}
 
 
-def _embeddings(model: nn.Module) -> list[tuple[str, nn.Embedding]]:
-    return [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Embedding)]
+def _embeddings(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The perturbed points: every nn.Embedding, and every module marked `apr_point = True` (e.g.
+    the flagship's fused item vectors, where text, ID and image meet)."""
+    return [(name, m) for name, m in model.named_modules()
+            if isinstance(m, nn.Embedding) or getattr(m, "apr_point", False)]
 
 
 @contextmanager

@@ -42,3 +42,21 @@ def test_finetune_needs_a_model_that_trains_text(tiny_bundle, tmp_path):
                              f"--out={tmp_path / 'm'}", "--train.epochs=1", "--train.progress=false"])
     with pytest.raises(ValueError, match="does not train a text encoder"):
         train(cfg, tiny_bundle)
+
+
+def test_a_zero_shot_category_trains_and_is_recommended_from_text(tiny_text, tmp_path):
+    from crossrec.data.prepare import PrepareConfig, prepare
+    from crossrec.data.synthetic import generate, tiny_config
+
+    inter, items = generate(tiny_config())
+    first = sorted(set(items["category"].to_list()))[0]
+    bundle = prepare(inter, items, PrepareConfig(zero_shot_category=first), tmp_path / "b")
+    assert bundle.manifest["counts"][first]["train"] == 0
+    cfg = load_config(None, [
+        f"--data.bundle={bundle.root}", "--model.name=crossrec", "--model.dim=16", "--model.item_tower=text+id",
+        "--train.epochs=2", "--train.progress=false", "--train.checkpoint=false", f"--out={tmp_path / 'm'}",
+    ])
+    seed_everything(0)
+    train(cfg, bundle)
+    res = evaluate(tmp_path / "m", bundle)
+    assert res.metric("ndcg@10", first) > 0  # items nobody trained on are still ranked, from their text

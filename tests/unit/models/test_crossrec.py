@@ -366,3 +366,24 @@ def test_neighbourhood_training_scores_leave_the_pair_out(tiny_bundle):
             sim = _cosine(xu, 10.0)
             expected = sum(w[c, item_cat[hh]] * sim[hh, j] for hh in h)
             assert got[r, m] == pytest.approx(expected, rel=1e-4, abs=1e-5), (r, j)
+
+
+def test_id_dropout_hides_the_ids_bias_and_neighbourhood_of_an_occurrence(tiny_bundle, tiny_text):
+    """An ID-dropped occurrence is scored as a cold item would be: text only, no ID embedding, ID
+    bias or co-occurrence (so changing those cannot change the loss)."""
+    tiny_bundle.text_vectors = tiny_text
+    model = make(tiny_bundle, item_tower="text+id", neighbourhood={"k": 10}, history={"dropout": 0.0, "category_dropout": 0.0})
+    batch = first_batch(tiny_bundle, size=128)
+    model.train()
+    model.items._id_keep = lambda items: torch.zeros(items.shape)  # every occurrence dropped
+    torch.manual_seed(1)
+    before = model.loss(batch)
+    with torch.no_grad():
+        model.neighbours.weight.mul_(3.0)
+        model.items.bias.normal_()
+        model.items.emb.weight.normal_()
+    torch.manual_seed(1)
+    assert torch.allclose(model.loss(batch), before, atol=1e-5)
+    del model.items._id_keep  # kept occurrences do read them
+    torch.manual_seed(1)
+    assert not torch.allclose(model.loss(batch), before, atol=1e-5)

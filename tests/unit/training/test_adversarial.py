@@ -163,3 +163,21 @@ def test_eps_zero_is_bit_identical_to_the_plain_loop(tiny_bundle):
 def test_bad_adversarial_settings_raise(bad):
     with pytest.raises(ValueError, match="train.adv_"):
         cfg(**bad).validate()
+
+
+def test_the_text_tower_is_perturbed_at_its_fused_item_vectors(tiny_bundle, tiny_text):
+    tiny_bundle.text_vectors = tiny_text
+    torch.manual_seed(0)
+    model = build("crossrec", "pooled", {"dim": 16, "item_tower": "text+id", "text": {"id_dropout": 0.0},
+                                         "history": {"dropout": 0.0, "category_dropout": 0.0}},
+                  Sizes.from_bundle(tiny_bundle))
+    model.setup(tiny_bundle)
+    model.train()
+    batch = first_batch(tiny_bundle)
+    with capture_lookups(model) as lookups:
+        torch.manual_seed(1)
+        loss = model.loss(batch)
+    assert model.items.fused in lookups.outputs  # text + ID meet there: APR moves that vector
+    torch.manual_seed(1)
+    adv = adversarial_loss(model, batch, loss, eps=0.5, lookups=lookups)
+    assert adv.item() > loss.item() and no_hooks(model)

@@ -234,12 +234,20 @@ class CrossRec(nn.Module):
         assert self.neighbours is not None
         return self.neighbours.at(hist, category, users, items, leave_out=self.config.neighbourhood.leave_out)
 
-    def _items(self, items: Tensor, fresh: bool = False) -> tuple[Tensor, Tensor]:
-        """Training-time item vectors [..., d] and biases [...] (one ID-dropout draw for both)."""
+    def _items(self, items: Tensor, fresh: bool = False) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Training-time item vectors [..., d], biases [...] and the ID-dropout mask [...] (None
+        without text): one draw hides an occurrence's ID embedding, ID bias and neighbourhood
+        score together, as a cold item has none of them (DropoutNet's idea)."""
         keep = self.items._id_keep(items)
-        return self.items(items, keep, fresh), self.items.bias_of(items, keep)
+        return self.items(items, keep, fresh), self.items.bias_of(items, keep), keep
 
-    def _mixed_softmax(self, u: Tensor, p: Tensor, pb: Tensor, batch: Batch, hist: Tensor | None = None) -> Tensor:
+    @staticmethod
+    def _kept(nbr: Tensor, keep: Tensor | None) -> Tensor:
+        """Neighbourhood scores with ID-dropped item occurrences zeroed (keep broadcasts over rows)."""
+        return nbr if keep is None else nbr * keep
+
+    def _mixed_softmax(self, u: Tensor, p: Tensor, pb: Tensor, batch: Batch, hist: Tensor | None = None,
+                       pk: Tensor | None = None) -> Tensor:
         """[B] softmax loss of each positive against the batch's other positives of the same category
         and the row's uniformly sampled negatives (mixed negative sampling, Yang et al., WWW 2020).
 
@@ -252,7 +260,7 @@ class CrossRec(nn.Module):
         row_log = rows_per_cat.log()[cat] - self.log_cat_rows_[cat]  # [B]: log(B_c / N_c)
         logits = u @ p.T + (pb - self.log_count_[items]).unsqueeze(0) - row_log.unsqueeze(1)
         if hist is not None:
-            logits = logits + self._nbr_at(hist, cat, batch.users, items)
+            logits = logits + self._kept(self._nbr_at(hist, cat, batch.users, items), pk)  # column j: item j
         same_cat = cat.unsqueeze(1) == cat.unsqueeze(0)
         dup = items.unsqueeze(1) == items.unsqueeze(0)  # the row's own positive, wherever it repeats
         eye = torch.eye(len(items), dtype=torch.bool, device=items.device)
@@ -260,10 +268,10 @@ class CrossRec(nn.Module):
         parts = [logits]
         if self.config.objective.mixed_negatives:
             neg_items = batch.neg_items
-            nv, nb = self._items(neg_items)
+            nv, nb, nk = self._items(neg_items)
             neg = (u.unsqueeze(1) * nv).sum(-1) + nb  # [B, n_neg]
             if hist is not None:
-                neg = neg + self._nbr_at(hist, cat, batch.users, neg_items)
+                neg = neg + self._kept(self._nbr_at(hist, cat, batch.users, neg_items), nk)
             neg = neg - (math.log(neg_items.shape[1]) - self.log_cat_items_[cat]).unsqueeze(1)
             parts.append(neg.masked_fill(neg_items == items.unsqueeze(1), float("-inf")))
         return torch.logsumexp(torch.cat(parts, dim=1), dim=1) - torch.diagonal(logits)
@@ -275,12 +283,12 @@ class CrossRec(nn.Module):
         for k in torch.unique(cat).tolist():
             rows = torch.nonzero(cat == k).squeeze(1)
             idx = self.index[int(k)]
-            iv, ib = self._items(idx)
+            iv, ib, ik = self._items(idx)
             logits = u[rows] @ iv.T + ib  # [B_k, n_items(k)]
             if hist is not None:
-                logits = logits + self.neighbours.scores(  # type: ignore[union-attr]
+                logits = logits + self._kept(self.neighbours.scores(  # type: ignore[union-attr]
                     hist[rows], cat[rows], batch.users[rows], idx, leave_out=self.config.neighbourhood.leave_out
-                )
+                ), ik)
             out = out.index_put((rows,), F.cross_entropy(logits, self.index.local[items[rows]], reduction="none"))
         return out
 
@@ -310,7 +318,7 @@ class CrossRec(nn.Module):
         if self.encoder is not None or self.neighbours is not None:
             hist, hide = self._training_history(users, pos_items, cat)
         u = self._user(users, cat, hist if self.encoder is not None else None, hide)  # [B, d]
-        p, pb = self._items(pos_items, fresh=True)  # [B, d], [B]; a live text encoder reads the positives
+        p, pb, pk = self._items(pos_items, fresh=True)  # [B, d], [B]; a live text encoder reads the positives
         nhist = hist if self.neighbours is not None else None  # the neighbourhood term reads the same history
         reg = l2_penalty(u, p)
         if c.loss == "mse":
@@ -319,7 +327,7 @@ class CrossRec(nn.Module):
             warm_start_bias(self.global_bias, self.bias_ready_, batch.ratings)
             pred = (u * p).sum(-1) + pb + self.global_bias
             if nhist is not None:
-                pred = pred + self._nbr_at(nhist, cat, users, pos_items.unsqueeze(1)).squeeze(1)
+                pred = pred + self._kept(self._nbr_at(nhist, cat, users, pos_items.unsqueeze(1)).squeeze(1), pk)
             ok = torch.isfinite(batch.ratings)
             row = torch.zeros_like(pred)
             row[ok] = (pred[ok] - batch.ratings[ok]) ** 2
@@ -327,14 +335,14 @@ class CrossRec(nn.Module):
         elif c.loss == "softmax" and obj.full_softmax:
             main = self.weighting(self._full_softmax(u, batch, nhist), cat)
         elif c.loss == "softmax" and obj.in_batch:
-            main = self.weighting(self._mixed_softmax(u, p, pb, batch, nhist), cat)
+            main = self.weighting(self._mixed_softmax(u, p, pb, batch, nhist, pk), cat)
         else:
-            n, nb = self._items(batch.neg_items)  # [B, n_neg, d], [B, n_neg]
+            n, nb, nk = self._items(batch.neg_items)  # [B, n_neg, d], [B, n_neg]
             pos = (u * p).sum(-1) + pb
             neg = (u.unsqueeze(1) * n).sum(-1) + nb
             if nhist is not None:
-                pos = pos + self._nbr_at(nhist, cat, users, pos_items.unsqueeze(1)).squeeze(1)
-                neg = neg + self._nbr_at(nhist, cat, users, batch.neg_items)
+                pos = pos + self._kept(self._nbr_at(nhist, cat, users, pos_items.unsqueeze(1)).squeeze(1), pk)
+                neg = neg + self._kept(self._nbr_at(nhist, cat, users, batch.neg_items), nk)
             main = self.weighting(pair_loss(c.loss, pos, neg, reduction="none"), cat)
             reg = reg + l2_penalty(n)
         total = main + c.reg * reg

@@ -44,6 +44,12 @@ class TextAdapter(nn.Module):
         return (g.unsqueeze(-1) * e).sum(1)  # [N, d]
 
 
+class FusedVectors(nn.Identity):
+    """The item tower's output with text: marked as a point APR perturbs (training/adversarial.py)."""
+
+    apr_point = True
+
+
 class ItemTower(nn.Module):
     """Items -> vectors (`forward`) and biases (`bias_of`); row `n_items` is the padding id.
 
@@ -72,6 +78,7 @@ class ItemTower(nn.Module):
         self.text_bias: nn.Linear | None = None
         self.fuse: nn.Linear | None = None
         self.live: nn.Module | None = None  # a trainable text encoder (encoders/finetune.py), while training
+        self.fused = FusedVectors()  # adversarial training perturbs the fused vectors here
         self.train_items = 256
 
     # ---------------------------------------------------------------- inputs
@@ -170,10 +177,10 @@ class ItemTower(nn.Module):
         if not parts:
             raise RuntimeError("the text item tower has no text vectors: call set_text (the model's setup does)")
         if self.fuse is None or len(parts) == 1:
-            return parts[0]
+            return self.fused(parts[0])
         stacked = torch.stack(parts, dim=-2)  # [..., n, d]
         gate = 2.0 * torch.sigmoid(self.fuse(stacked.flatten(-2))).view_as(stacked)
-        return (gate * stacked).sum(-2)
+        return self.fused((gate * stacked).sum(-2))
 
     def bias_of(self, items: Tensor, keep: Tensor | None = None) -> Tensor:
         """[...] item biases: the ID bias (masked like the ID part) plus the text bias."""
