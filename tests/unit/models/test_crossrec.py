@@ -387,3 +387,23 @@ def test_id_dropout_hides_the_ids_bias_and_neighbourhood_of_an_occurrence(tiny_b
     del model.items._id_keep  # kept occurrences do read them
     torch.manual_seed(1)
     assert not torch.allclose(model.loss(batch), before, atol=1e-5)
+
+
+def test_content_term_is_the_weighted_text_profile_cosine(tiny_bundle, tiny_text):
+    tiny_bundle.text_vectors = tiny_text
+    model = make(tiny_bundle, item_tower="text+id", neighbourhood={"k": 0}, history={"length": 1000}).eval()
+    term = model.content_term
+    with torch.no_grad():
+        term.weight.uniform_(0.5, 2.0)
+        term.scale.uniform_(0.5, 2.0)
+    u, c = 3, 1
+    hist = model.history_[u]
+    hist = hist[hist != tiny_bundle.n_items]
+    text = torch.from_numpy(tiny_text)
+    cats = torch.from_numpy(tiny_bundle.item_category)
+    prof = (term.weight[c, cats[hist]].unsqueeze(1) * text[hist]).sum(0) / len(hist) * term.scale[c]
+    idx = torch.from_numpy(tiny_bundle.item_index(c))
+    want = prof @ text[idx].T
+    with torch.no_grad():
+        got = model.extra_scores(torch.tensor([u]), c)[0] - model.items.bias_of(idx)
+    assert torch.allclose(got, want, atol=1e-5)

@@ -11,8 +11,9 @@ A user with no history in c is served from the other categories (the attention f
 in-category items), and training teaches that case: with probability `category_dropout` a row's
 in-category history and its category-specific embedding are hidden.
 
-score(u, i) = <u_c, v_i> + b_i + N_c(u, i): the two towers (`user_vectors`, `item_vectors`) plus
-`extra_scores` (item bias, the neighbourhood term N_c, and the global bias of rating prediction).
+score(u, i) = <u_c, v_i> + b_i + N_c(u, i) + T_c(u, i): the two towers (`user_vectors`,
+`item_vectors`) plus `extra_scores` (item bias, the neighbourhood term N_c, the content term T_c
+with a text item tower, and the global bias of rating prediction).
 
 Objective (per batch): sum_c w_c L_c + alpha * L_transfer + beta * L_adv + lambda * L2, where L_c
 is the in-category loss (sampled softmax with in-batch negatives and logQ correction, full
@@ -30,7 +31,6 @@ alignment (Cao et al., SIGIR 2022); Kendall et al. (CVPR 2018); Koren (KDD 2008)
 
 Example:
     >>> m = CrossRec(CrossRecConfig(dim=64), sizes); m.setup(bundle)   # doctest: +SKIP
-    >>> m.score(torch.tensor([0, 1]), category=2).shape                 # [2, n_items(2)]  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ from crossrec.data.batch import Batch, Sizes
 from crossrec.models.base import register
 from crossrec.models.category_index import CategoryIndex
 from crossrec.models.crossrec.config import CrossRecConfig
+from crossrec.models.crossrec.content import ContentTerm
 from crossrec.models.crossrec.encoder import HistoryEncoder
 from crossrec.models.crossrec.neighbourhood import NeighbourhoodTerm
 from crossrec.models.crossrec.objective import CategoryWeighting, GradReverse
@@ -90,6 +91,7 @@ class CrossRec(nn.Module):
         self.global_bias = nn.Parameter(torch.zeros(()))  # mse: the mean rating
         nb = c.neighbourhood
         self.neighbours = NeighbourhoodTerm(sizes, nb.k, nb.shrink, c.history.length) if nb.k else None
+        self.content_term = ContentTerm(n_cat, sizes.n_items) if "text" in c.item_tower and c.text.content_term else None
         self.index = CategoryIndex(sizes)
         # ---- data-derived buffers (setup)
         self.register_buffer("history_", torch.full((sizes.n_users, c.history.length), pad, dtype=torch.int64))
@@ -204,9 +206,9 @@ class CrossRec(nn.Module):
         term, and the global bias of rating prediction."""
         idx = self.index[category]
         s = self.items.bias_of(idx).unsqueeze(0).expand(len(users), -1)
-        if self.neighbours is not None:
+        if self._reads_side:
             cat = torch.full_like(users, category)
-            s = s + self.neighbours.scores(self.history_[users], cat, users, idx, leave_out=False)
+            s = s + self._side(self.history_[users], cat, users, idx, leave_out=False)
         if self.config.loss == "mse":
             s = s + self.global_bias
         return s
@@ -223,16 +225,32 @@ class CrossRec(nn.Module):
         cat = self.item_category_[items]
         u = self._user(users, cat, self.history_[users] if self.encoder is not None else None)
         pred = (u * self.items(items)).sum(-1) + self.items.bias_of(items) + self.global_bias
-        if self.neighbours is not None:
-            n = self.neighbours.at(self.history_[users], cat, users, items.unsqueeze(1), leave_out=False)
-            pred = pred + n.squeeze(1)
+        if self._reads_side:
+            pred = pred + self._side(self.history_[users], cat, users, items.unsqueeze(1), leave_out=False).squeeze(1)
         return pred
 
-    # ------------------------------------------------------------------ objective
-    def _nbr_at(self, hist: Tensor, category: Tensor, users: Tensor, items: Tensor) -> Tensor:
-        """Training-time neighbourhood scores (the row's own pair left out unless ablated)."""
-        assert self.neighbours is not None
-        return self.neighbours.at(hist, category, users, items, leave_out=self.config.neighbourhood.leave_out)
+    # ------------------------------------------------------------------ history-based terms
+    @property
+    def _reads_side(self) -> bool:  # a term scored from the user's history besides the encoder
+        return self.neighbours is not None or self.content_term is not None
+
+    def _side(self, hist: Tensor, category: Tensor, users: Tensor, items: Tensor, keep: Tensor | None = None,
+              leave_out: bool | None = None) -> Tensor:
+        """The terms scored from the user's history: the neighbourhood term (co-occurrence; the
+        row's own pair left out in training unless ablated; zero where `keep` drops the item's
+        ID signals) plus the content term (text). items [M] -> [B, M]; items [B, n] -> [B, n]."""
+        out: Tensor | None = None
+        if self.neighbours is not None:
+            lo = self.config.neighbourhood.leave_out if leave_out is None else leave_out
+            n = self.neighbours.at(hist, category, users, items, leave_out=lo)
+            out = n if keep is None else n * keep
+        if self.content_term is not None:
+            prof = self.content_term.profile(hist, category, self.item_category_[hist], self.items.text_)
+            t = self.items.text_[items]
+            c = prof @ t.T if items.dim() == 1 else (prof.unsqueeze(1) * t).sum(-1)
+            out = c if out is None else out + c
+        assert out is not None
+        return out
 
     def _items(self, items: Tensor, fresh: bool = False) -> tuple[Tensor, Tensor, Tensor | None]:
         """Training-time item vectors [..., d], biases [...] and the ID-dropout mask [...] (None
@@ -240,11 +258,6 @@ class CrossRec(nn.Module):
         score together, as a cold item has none of them (DropoutNet's idea)."""
         keep = self.items._id_keep(items)
         return self.items(items, keep, fresh), self.items.bias_of(items, keep), keep
-
-    @staticmethod
-    def _kept(nbr: Tensor, keep: Tensor | None) -> Tensor:
-        """Neighbourhood scores with ID-dropped item occurrences zeroed (keep broadcasts over rows)."""
-        return nbr if keep is None else nbr * keep
 
     def _mixed_softmax(self, u: Tensor, p: Tensor, pb: Tensor, batch: Batch, hist: Tensor | None = None,
                        pk: Tensor | None = None) -> Tensor:
@@ -260,7 +273,7 @@ class CrossRec(nn.Module):
         row_log = rows_per_cat.log()[cat] - self.log_cat_rows_[cat]  # [B]: log(B_c / N_c)
         logits = u @ p.T + (pb - self.log_count_[items]).unsqueeze(0) - row_log.unsqueeze(1)
         if hist is not None:
-            logits = logits + self._kept(self._nbr_at(hist, cat, batch.users, items), pk)  # column j: item j
+            logits = logits + self._side(hist, cat, batch.users, items, pk)  # column j: item j
         same_cat = cat.unsqueeze(1) == cat.unsqueeze(0)
         dup = items.unsqueeze(1) == items.unsqueeze(0)  # the row's own positive, wherever it repeats
         eye = torch.eye(len(items), dtype=torch.bool, device=items.device)
@@ -271,7 +284,7 @@ class CrossRec(nn.Module):
             nv, nb, nk = self._items(neg_items)
             neg = (u.unsqueeze(1) * nv).sum(-1) + nb  # [B, n_neg]
             if hist is not None:
-                neg = neg + self._kept(self._nbr_at(hist, cat, batch.users, neg_items), nk)
+                neg = neg + self._side(hist, cat, batch.users, neg_items, nk)
             neg = neg - (math.log(neg_items.shape[1]) - self.log_cat_items_[cat]).unsqueeze(1)
             parts.append(neg.masked_fill(neg_items == items.unsqueeze(1), float("-inf")))
         return torch.logsumexp(torch.cat(parts, dim=1), dim=1) - torch.diagonal(logits)
@@ -286,9 +299,7 @@ class CrossRec(nn.Module):
             iv, ib, ik = self._items(idx)
             logits = u[rows] @ iv.T + ib  # [B_k, n_items(k)]
             if hist is not None:
-                logits = logits + self._kept(self.neighbours.scores(  # type: ignore[union-attr]
-                    hist[rows], cat[rows], batch.users[rows], idx, leave_out=self.config.neighbourhood.leave_out
-                ), ik)
+                logits = logits + self._side(hist[rows], cat[rows], batch.users[rows], idx, ik)
             out = out.index_put((rows,), F.cross_entropy(logits, self.index.local[items[rows]], reduction="none"))
         return out
 
@@ -315,11 +326,11 @@ class CrossRec(nn.Module):
         c, obj = self.config, self.config.objective
         users, cat, pos_items = batch.users, batch.category, batch.pos_items
         hist = hide = None
-        if self.encoder is not None or self.neighbours is not None:
+        if self.encoder is not None or self._reads_side:
             hist, hide = self._training_history(users, pos_items, cat)
         u = self._user(users, cat, hist if self.encoder is not None else None, hide)  # [B, d]
         p, pb, pk = self._items(pos_items, fresh=True)  # [B, d], [B]; a live text encoder reads the positives
-        nhist = hist if self.neighbours is not None else None  # the neighbourhood term reads the same history
+        nhist = hist if self._reads_side else None  # the neighbourhood and content terms read the same history
         reg = l2_penalty(u, p)
         if c.loss == "mse":
             if batch.ratings is None:
@@ -327,7 +338,7 @@ class CrossRec(nn.Module):
             warm_start_bias(self.global_bias, self.bias_ready_, batch.ratings)
             pred = (u * p).sum(-1) + pb + self.global_bias
             if nhist is not None:
-                pred = pred + self._kept(self._nbr_at(nhist, cat, users, pos_items.unsqueeze(1)).squeeze(1), pk)
+                pred = pred + self._side(nhist, cat, users, pos_items.unsqueeze(1), None if pk is None else pk.unsqueeze(1)).squeeze(1)
             ok = torch.isfinite(batch.ratings)
             row = torch.zeros_like(pred)
             row[ok] = (pred[ok] - batch.ratings[ok]) ** 2
@@ -341,8 +352,8 @@ class CrossRec(nn.Module):
             pos = (u * p).sum(-1) + pb
             neg = (u.unsqueeze(1) * n).sum(-1) + nb
             if nhist is not None:
-                pos = pos + self._kept(self._nbr_at(nhist, cat, users, pos_items.unsqueeze(1)).squeeze(1), pk)
-                neg = neg + self._kept(self._nbr_at(nhist, cat, users, batch.neg_items), nk)
+                pos = pos + self._side(nhist, cat, users, pos_items.unsqueeze(1), None if pk is None else pk.unsqueeze(1)).squeeze(1)
+                neg = neg + self._side(nhist, cat, users, batch.neg_items, nk)
             main = self.weighting(pair_loss(c.loss, pos, neg, reduction="none"), cat)
             reg = reg + l2_penalty(n)
         total = main + c.reg * reg
