@@ -156,7 +156,7 @@ def _train(cfg: RunConfig, bundle: Bundle, out: Path, resume: bool) -> Artifact:
     transfer.validate(bundle.categories if spec.mode == "pooled" else None)
     model = build(spec.name, spec.mode, spec.params, sizes)
     if reads_text(model):
-        attach_text(bundle, cfg.encoder)
+        attach_text(bundle, cfg.encoder, progress=cfg.train.progress)
     if cfg.encoder.finetune != "frozen":
         _attach_live_encoder(model, bundle, cfg)
     # What a checkpoint must match to be resumed (the train options are compared separately).
