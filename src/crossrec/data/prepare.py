@@ -41,6 +41,7 @@ import numpy as np
 import polars as pl
 
 from crossrec import __version__
+from crossrec.data import protocols
 from crossrec.data.bundle import SPLIT_CODES, Bundle
 from crossrec.data.schema import SCHEMA_VERSION, DataError
 from crossrec.io import file_sha256
@@ -141,11 +142,11 @@ def prepare(
     df, users, items_out, categories = _map_ids(df, items, cfg.keep_unused_items)
     df = _split(df, cfg)
     if cfg.cold_user_fraction > 0:
-        df = _cold_user_protocol(df, cfg, categories)
+        df = protocols.cold_user_protocol(df, cfg, categories)
     if cfg.cold_item_fraction > 0:
-        df = _cold_item_protocol(df, cfg)
+        df = protocols.cold_item_protocol(df, cfg)
     if cfg.zero_shot_category is not None:
-        df = _zero_shot_protocol(df, cfg, categories)
+        df = protocols.zero_shot_protocol(df, cfg, categories)
     df = _slices(df)
 
     df = df.sort("user", "category", "order", "_row").drop("_row")
@@ -301,55 +302,6 @@ def _split(df: pl.DataFrame, cfg: PrepareConfig) -> pl.DataFrame:
     n_valid = (n * v_ratio).round().cast(pl.Int64).clip(0, (n - 1 - n_test).clip(0))
     code = pl.when(pos < n_test).then(test).when(pos < n_test + n_valid).then(valid).otherwise(train)
     return df.with_columns(code.cast(pl.Int8).alias("split")).drop("_key")
-
-
-def _cold_user_protocol(df: pl.DataFrame, cfg: PrepareConfig, categories: list[str]) -> pl.DataFrame:
-    """Move all of a seeded fraction of multi-category users' rows in one category to test."""
-    active = df.select("user", "category").unique().sort("user", "category")
-    multi = active.filter(pl.len().over("user") >= 2)
-    if cfg.cold_user_category is not None:
-        if cfg.cold_user_category not in categories:
-            raise ValueError(f"prepare.cold_user_category={cfg.cold_user_category!r} not in {categories}")
-        target = categories.index(cfg.cold_user_category)
-        multi = multi.filter(pl.col("category") == target)
-    else:
-        # One random active category per user.
-        multi = (
-            multi.with_columns(pl.int_range(pl.len()).shuffle(seed=cfg.seed + 1).alias("_k"))
-            .sort("user", "_k")
-            .unique("user", keep="first", maintain_order=True)
-            .drop("_k")
-        )
-    chosen = multi.sample(fraction=cfg.cold_user_fraction, seed=cfg.seed, shuffle=False)
-    chosen = chosen.with_columns(pl.lit(True).alias("_cold"))
-    return (
-        df.join(chosen, on=["user", "category"], how="left")
-        .with_columns(
-            pl.when(pl.col("_cold").fill_null(False))
-            .then(pl.lit(SPLIT_CODES["test"], pl.Int8))
-            .otherwise(pl.col("split"))
-            .alias("split")
-        )
-        .drop("_cold")
-    )
-
-
-def _to_test(df: pl.DataFrame, rows: pl.Expr) -> pl.DataFrame:
-    return df.with_columns(pl.when(rows).then(pl.lit(SPLIT_CODES["test"], pl.Int8)).otherwise(pl.col("split")).alias("split"))
-
-
-def _cold_item_protocol(df: pl.DataFrame, cfg: PrepareConfig) -> pl.DataFrame:
-    """Move every interaction of a seeded fraction of the items to test (they become cold items)."""
-    items = df.select("item").unique().sort("item")
-    chosen = items.sample(fraction=cfg.cold_item_fraction, seed=cfg.seed + 2, shuffle=False)["item"]
-    return _to_test(df, pl.col("item").is_in(chosen.implode()))
-
-
-def _zero_shot_protocol(df: pl.DataFrame, cfg: PrepareConfig, categories: list[str]) -> pl.DataFrame:
-    """Move every interaction of one category to test: models train on the others only."""
-    if cfg.zero_shot_category not in categories:
-        raise ValueError(f"prepare.zero_shot_category={cfg.zero_shot_category!r} not in {categories}")
-    return _to_test(df, pl.col("category") == categories.index(cfg.zero_shot_category))
 
 
 def _slices(df: pl.DataFrame) -> pl.DataFrame:

@@ -1,0 +1,59 @@
+"""The evaluation protocols `prepare` applies after the split: each moves some rows to test.
+
+- cold-start users (`cold_user_fraction`, after EMCDR/PTUPCDR): a seeded fraction of the users
+  active in two or more categories lose all their rows in one category;
+- cold-start items (`cold_item_fraction`): a seeded fraction of the items lose every row;
+- a zero-shot category (`zero_shot_category`): every row of that category.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import polars as pl
+
+from crossrec.data.bundle import SPLIT_CODES
+
+if TYPE_CHECKING:
+    from crossrec.data.prepare import PrepareConfig
+
+
+def _to_test(df: pl.DataFrame, rows: pl.Expr) -> pl.DataFrame:
+    return df.with_columns(pl.when(rows).then(pl.lit(SPLIT_CODES["test"], pl.Int8)).otherwise(pl.col("split")).alias("split"))
+
+
+def cold_user_protocol(df: pl.DataFrame, cfg: PrepareConfig, categories: list[str]) -> pl.DataFrame:
+    """Move all of a seeded fraction of multi-category users' rows in one category to test."""
+    active = df.select("user", "category").unique().sort("user", "category")
+    multi = active.filter(pl.len().over("user") >= 2)
+    if cfg.cold_user_category is not None:
+        if cfg.cold_user_category not in categories:
+            raise ValueError(f"prepare.cold_user_category={cfg.cold_user_category!r} not in {categories}")
+        target = categories.index(cfg.cold_user_category)
+        multi = multi.filter(pl.col("category") == target)
+    else:
+        # One random active category per user.
+        multi = (
+            multi.with_columns(pl.int_range(pl.len()).shuffle(seed=cfg.seed + 1).alias("_k"))
+            .sort("user", "_k")
+            .unique("user", keep="first", maintain_order=True)
+            .drop("_k")
+        )
+    chosen = multi.sample(fraction=cfg.cold_user_fraction, seed=cfg.seed, shuffle=False)
+    chosen = chosen.with_columns(pl.lit(True).alias("_cold"))
+    df = df.join(chosen, on=["user", "category"], how="left")
+    return _to_test(df, pl.col("_cold").fill_null(False)).drop("_cold")
+
+
+def cold_item_protocol(df: pl.DataFrame, cfg: PrepareConfig) -> pl.DataFrame:
+    """Move every interaction of a seeded fraction of the items to test (they become cold items)."""
+    items = df.select("item").unique().sort("item")
+    chosen = items.sample(fraction=cfg.cold_item_fraction, seed=cfg.seed + 2, shuffle=False)["item"]
+    return _to_test(df, pl.col("item").is_in(chosen.implode()))
+
+
+def zero_shot_protocol(df: pl.DataFrame, cfg: PrepareConfig, categories: list[str]) -> pl.DataFrame:
+    """Move every interaction of one category to test: models train on the others only."""
+    if cfg.zero_shot_category not in categories:
+        raise ValueError(f"prepare.zero_shot_category={cfg.zero_shot_category!r} not in {categories}")
+    return _to_test(df, pl.col("category") == categories.index(cfg.zero_shot_category))
