@@ -70,6 +70,11 @@ def test_model_entries_and_overrides(tmp_path):
     run = cfg.run_config(pooled, 3)
     assert run.train.seed == 3 and run.seed == 3 and run.model.params == {"dim": 8}
     assert run.out.endswith("mf-pooled/seed-3")
+    # A model's own `encoder:` options merge over the experiment's.
+    tuned = load_experiment(data=experiment_dict(tmp_path, tmp_path, models=[
+        {"label": "t", "name": "crossrec", "item_tower": "text+id", "encoder": {"finetune": "lora", "lora_r": 4}}]))
+    run = tuned.run_config(tuned.models[0], 0)
+    assert run.encoder.finetune == "lora" and run.encoder.lora_r == 4 and run.model.params == {"item_tower": "text+id"}
 
 
 def test_run_experiment_means_stds_and_report(tiny_bundle, tmp_path, monkeypatch):

@@ -14,6 +14,9 @@ Slices (each a mean over its units; empty slices are left out):
     cold_item        units with a positive whose item has no training interaction at all; the
                      positives are only those cold items, and the unit's other positives are
                      removed from the candidate list (masked)
+    new_items        the cold_item units ranked among the category's items with no training
+                     interaction only (full protocol): the item cold-start setting of DropoutNet
+                     and CLCRec, i.e. which new item to show (a "new arrivals" shelf)
 (A unit whose user has no training interaction anywhere falls in neither warm nor
 new_to_category.) The "ALL" category rows average over all units of all evaluated categories.
 
@@ -70,7 +73,7 @@ __all__ = ["EvalConfig", "EvalResult", "Evaluator", "comparison_markdown", "eval
 
 log = logging.getLogger(__name__)
 
-SLICES = ("all", "warm", "new_to_category", "cold_item")
+SLICES = ("all", "warm", "new_to_category", "cold_item", "new_items")
 EARLIER_SPLITS = {"train": (), "valid": ("train",), "test": ("train", "valid")}
 ALL_SPLITS = ("train", "valid", "test")
 
@@ -120,7 +123,8 @@ class Evaluator:
                 if self.cfg.protocol == "full":
                     per_unit, cold = self._full(model, c, units, device)
                 else:
-                    units, per_unit, cold = self._sampled(model, c, units, device)
+                    units, per_unit, sampled_cold = self._sampled(model, c, units, device)
+                    cold = {"cold_item": sampled_cold}
                 parts.append(self._unit_frame(b.categories[c], units, per_unit, cold))
             ratings = self._ratings(model, cats, device)
         table = _aggregate(parts, ratings, self.cfg)
@@ -174,11 +178,14 @@ class Evaluator:
     # ------------------------------------------------------------------ full ranking
     def _full(
         self, model: Any, c: int, units: _Units, device: torch.device
-    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-        """Per-unit metrics of all units, and of the units with cold positives (cold slice)."""
+    ) -> tuple[dict[str, np.ndarray], dict[str, dict[str, np.ndarray]]]:
+        """Per-unit metrics of all units, and of the units with cold positives: among every item
+        (cold_item slice) and among the items without training interactions (new_items slice)."""
         bs, ks = self.cfg.batch_size, self.cfg.ks
         per_unit: list[dict[str, Tensor]] = []
         cold_vals: list[dict[str, Tensor]] = []
+        new_vals: list[dict[str, Tensor]] = []
+        trained = torch.from_numpy(self.bundle.csr("train", c).getnnz(axis=0) > 0).to(device)  # [n_items(c)]
         for lo in range(0, len(units.users), bs):
             hi = min(lo + bs, len(units.users))
             scores = self._score(model, units.users[lo:hi], c, device)  # [B, n_items(c)]
@@ -194,8 +201,11 @@ class Evaluator:
                 other.eliminate_zeros()
                 s = scores[torch.from_numpy(rows).to(device)]  # [rows, n_items(c)], a copy
                 s[csr_coords(other, device)] = float("-inf")
-                cold_vals.append(ranking_metrics(rank_items(s, *padded_rows(cold[rows], device)), ks))
-        return concat_chunks(per_unit), concat_chunks(cold_vals)
+                where = padded_rows(cold[rows], device)
+                cold_vals.append(ranking_metrics(rank_items(s, *where), ks))
+                s[:, trained] = float("-inf")
+                new_vals.append(ranking_metrics(rank_items(s, *where), ks))
+        return concat_chunks(per_unit), {"cold_item": concat_chunks(cold_vals), "new_items": concat_chunks(new_vals)}
 
     # ------------------------------------------------------------------ sampled negatives
     def _sampled(
@@ -259,6 +269,7 @@ class Evaluator:
             "warm": train_nnz[cat, users.numpy()],
             "new_to_category": rows["new_to_category"].to_numpy() if "new_to_category" in rows.columns else None,
             "cold_item": rows["cold_item"].to_numpy() if "cold_item" in rows.columns else None,
+            "new_items": None,  # a ranking slice: rating errors of cold items are under cold_item
         }
         out = []
         for name, c_mask in [(b.categories[c], cat == c) for c in cats] + [("ALL", np.ones(len(cat), dtype=bool))]:
@@ -274,7 +285,7 @@ class Evaluator:
 
     # ------------------------------------------------------------------ aggregation
     def _unit_frame(
-        self, name: str, units: _Units, per_unit: dict[str, np.ndarray], cold: dict[str, np.ndarray]
+        self, name: str, units: _Units, per_unit: dict[str, np.ndarray], cold: dict[str, dict[str, np.ndarray]]
     ) -> pl.DataFrame:
         """Long frame of per-unit values: one row per (unit, slice it belongs to)."""
         def frame(slc: str, values: dict[str, np.ndarray]) -> pl.DataFrame:
@@ -286,8 +297,9 @@ class Evaluator:
             for slc, m in (("warm", units.warm), ("new_to_category", units.new)):
                 if m.any():
                     frames.append(frame(slc, {k: v[m] for k, v in per_unit.items()}))
-            if cold and len(next(iter(cold.values()))):
-                frames.append(frame("cold_item", cold))
+            for slc, vals in cold.items():
+                if vals and len(next(iter(vals.values()))):
+                    frames.append(frame(slc, vals))
         return pl.concat(frames)
 
 

@@ -11,7 +11,8 @@ An experiment YAML has the sections of a run config (`data`, `prepare`, `train`,
       - {label: crossrec, name: crossrec, dim: 64, flagship: true, train: {lr: 0.002}}
 
 Each model entry (`ModelRun`) has a `label`, a registry `name`, a `mode` (single | pooled),
-optional `train` and `transfer` overrides (the transfer paradigm), optional `params` (model options
+optional `train`, `transfer` (the transfer paradigm) and `encoder` (e.g. `{finetune: lora}`)
+overrides, optional `params` (model options
 whose name collides with an entry key), optional `baseline` (the label of the single-category model
 its gain is measured against; default: the best single-category model of each row), optional
 `single_category` (a single-category reference; default: `mode: single`), optional `flagship`
@@ -59,6 +60,7 @@ class ModelRun:
     flagship: bool = False  # the model the acceptance check is about
     train: dict[str, Any] = field(default_factory=dict)
     transfer: dict[str, Any] = field(default_factory=dict)
+    encoder: dict[str, Any] = field(default_factory=dict)  # this model's `encoder:` options (e.g. finetune: lora)
     seeds: tuple[int, ...] | None = None  # this model's seeds (e.g. an expensive baseline: [0]); None = all
     grid: dict[str, list[Any]] = field(default_factory=dict)  # model options searched on the validation split before the seeds run
 
@@ -92,8 +94,9 @@ class ExperimentConfig:
         """The full RunConfig of one (model, seed) run."""
         data = {k: v for k, v in self.run.items() if k in RUN_SECTIONS}
         data["train"] = merge_dicts(dict(data.get("train", {})), dict(model.train)) | {"seed": seed}
-        if model.transfer:
-            data["transfer"] = merge_dicts(dict(data.get("transfer", {})), dict(model.transfer))
+        for section in ("transfer", "encoder"):
+            if getattr(model, section):
+                data[section] = merge_dicts(dict(data.get(section, {})), dict(getattr(model, section)))
         data["model"] = {"name": model.name, "mode": model.mode, **model.params}
         data["seed"] = seed
         data["out"] = str(Path(self.out) / "models" / model.label / f"seed-{seed}")
@@ -106,7 +109,7 @@ def _entry_defaults(entry: dict[str, Any]) -> dict[str, Any]:
     out = {k: entry[k] for k in MODEL_KEYS if k in entry}
     if out.get("single_category") is None:
         out["single_category"] = out.get("mode", "pooled") == "single"
-    for k in ("params", "train", "transfer", "grid"):
+    for k in ("params", "train", "transfer", "encoder", "grid"):
         out[k] = out.get(k) or {}
     return out
 

@@ -164,12 +164,16 @@ def test_positive_seen_earlier_stays_a_candidate():
 def test_slices(bundle):
     res = full(bundle).evaluate(Fixed(SCORES, bundle))
     books = res.table.filter(pl.col("category") == "books")
-    assert dict(zip(books["slice"], books["n_users"])) == {"all": 4, "warm": 3, "new_to_category": 1, "cold_item": 2}
+    assert dict(zip(books["slice"], books["n_users"])) == {"all": 4, "warm": 3, "new_to_category": 1, "cold_item": 2,
+                                                           "new_items": 2}
     assert res.metric("ndcg@2", "books", "warm") == pytest.approx((1 + L3 + L3 / (1 + L3)) / 3)
     assert res.metric("ndcg@2", "books", "new_to_category") == 0.0
     # cold slice: u1 positive 4 -> rank 1; u3 positive 3 only, item 2 masked: [.6,-inf,-inf,.6,0] -> 1
     assert res.metric("ndcg@2", "books", "cold_item") == pytest.approx(L3)
     assert res.metric("recall@2", "books", "cold_item") == 1.0
+    # new_items: the same units ranked among the items without training rows (books 3, 4) only:
+    # u1 [-inf,-inf,-inf,-inf(valid),.4] -> 0; u3 [-inf,-inf,-inf,.6,0] -> 0
+    assert res.metric("ndcg@2", "books", "new_items") == 1.0
     music = res.table.filter(pl.col("category") == "music")
     assert music["slice"].to_list() == ["all", "warm", "new_to_category"]  # no cold item: no row
     assert res.metric("ndcg@2", "music", "new_to_category") == 1.0

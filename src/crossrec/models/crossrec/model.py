@@ -25,9 +25,9 @@ Parameter groups (freezing policies): "shared" (embeddings, encoder, content pro
 and adversarial heads), "specific" (category-specific user embeddings), "heads" (item biases,
 per-category gates, learned loss weights).
 
-References: DIN (Zhou et al., KDD 2018) and SASRec (Kang & McAuley, ICDM 2018) for attention over
-a history; DTCDR (Zhu et al., CIKM 2019) for shared + domain-specific users; CDRIB-style contrastive
-alignment (Cao et al., SIGIR 2022); Kendall et al. (CVPR 2018); Koren (KDD 2008); docs/DESIGN.md.
+References: DIN (KDD 2018), SASRec (ICDM 2018) for attention over a history; DTCDR (CIKM 2019) for
+shared + domain-specific users; CDRIB-style alignment (SIGIR 2022); Kendall et al. (CVPR 2018);
+Koren (KDD 2008); DropoutNet (NeurIPS 2017) for cold items; docs/DESIGN.md.
 
 Example:
     >>> m = CrossRec(CrossRecConfig(dim=64), sizes); m.setup(bundle)   # doctest: +SKIP
@@ -50,7 +50,11 @@ from crossrec.models.crossrec.config import CrossRecConfig
 from crossrec.models.crossrec.content import ContentTerm
 from crossrec.models.crossrec.encoder import HistoryEncoder
 from crossrec.models.crossrec.neighbourhood import NeighbourhoodTerm
-from crossrec.models.crossrec.objective import CategoryWeighting, GradReverse
+from crossrec.models.crossrec.objective import (
+    CategoryWeighting,
+    GradReverse,
+    first_views,
+)
 from crossrec.models.crossrec.towers import ItemTower
 from crossrec.models.history import causal_history, history_index, history_matrix
 from crossrec.models.losses import l2_penalty, mse_loss, pair_loss, warm_start_bias
@@ -72,9 +76,8 @@ class CrossRec(nn.Module):
         c = config
         if not 0.0 <= c.history.category_dropout < 1.0:
             raise ValueError("crossrec.history.category_dropout must be in [0, 1)")
-        self.config, self.sizes = c, sizes
+        self.config, self.sizes, self.pad = c, sizes, sizes.n_items
         n_cat, d, pad = sizes.n_categories, c.dim, sizes.n_items
-        self.pad = pad
         # Built in a fixed order: it is the order the parameters draw their initial values in.
         self.items = ItemTower(sizes.n_items, d, c.init_std, c.item_tower, c.text)
         self.user_emb = nn.Embedding(sizes.n_users, d, sparse=True) if c.user_embedding else None
@@ -198,14 +201,22 @@ class CrossRec(nn.Module):
         cat = torch.full_like(users, category)
         return self._user(users, cat, self.history_[users] if self.encoder is not None else None)  # [B, d]
 
+    def _seen(self, items: Tensor) -> Tensor | None:
+        """[...] 1 for items with training interactions, else 0 (None without text+id): an item nobody
+        trained on is scored from its text alone, ID hidden, as ID dropout trained the tower to."""
+        if not (self.items.use_text and self.items.use_id):
+            return None
+        return (self.log_count_[items.clamp_max(self.sizes.n_items - 1)] > 0).float()
+
     def item_vectors(self, category: int) -> Tensor:
-        return self.items(self.index[category])  # [n_items(c), d]
+        idx = self.index[category]
+        return self.items(idx, self._seen(idx))  # [n_items(c), d]
 
     def extra_scores(self, users: Tensor, category: int) -> Tensor:
         """[B, n_items(c)] what `score` adds to the towers' dot product: item bias, neighbourhood
         term, and the global bias of rating prediction."""
         idx = self.index[category]
-        s = self.items.bias_of(idx).unsqueeze(0).expand(len(users), -1)
+        s = self.items.bias_of(idx, self._seen(idx)).unsqueeze(0).expand(len(users), -1)
         if self._reads_side:
             cat = torch.full_like(users, category)
             s = s + self._side(self.history_[users], cat, users, idx, leave_out=False)
@@ -216,15 +227,14 @@ class CrossRec(nn.Module):
     def score(self, users: Tensor, category: int) -> Tensor:
         return self.user_vectors(users, category) @ self.item_vectors(category).T + self.extra_scores(users, category)
 
-    @property
-    def predicts_ratings(self) -> bool:
-        return self.config.loss == "mse"
+    predicts_ratings = property(lambda self: self.config.loss == "mse")
 
     def predict_rating(self, users: Tensor, items: Tensor) -> Tensor:
         """[B] predicted ratings of aligned (user, item) pairs (meaningful with loss='mse')."""
         cat = self.item_category_[items]
         u = self._user(users, cat, self.history_[users] if self.encoder is not None else None)
-        pred = (u * self.items(items)).sum(-1) + self.items.bias_of(items) + self.global_bias
+        seen = self._seen(items)
+        pred = (u * self.items(items, seen)).sum(-1) + self.items.bias_of(items, seen) + self.global_bias
         if self._reads_side:
             pred = pred + self._side(self.history_[users], cat, users, items.unsqueeze(1), leave_out=False).squeeze(1)
         return pred
@@ -363,20 +373,9 @@ class CrossRec(nn.Module):
             total = total + obj.adversarial * self._adversarial_loss(users, cat)
         return total
 
-    def _first_views(self, users: Tensor, cat: Tensor, limit: int = 256) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """For the first row of each (user, category) in the batch (at most `limit`): the user's
-        stored history [n, L], its category [n] and masks of in-category / other items [n, L]."""
-        key = users * self.sizes.n_categories + cat
-        uniq, inv = torch.unique(key, return_inverse=True)
-        first = torch.full((len(uniq),), len(key), dtype=torch.int64, device=key.device)
-        rows = first.scatter_reduce(0, inv, torch.arange(len(key), device=key.device), reduce="amin")[:limit]
-        c, hist = cat[rows], self.history_[users[rows]]
-        real, hcat = hist != self.pad, self.item_category_[hist]
-        return hist, c, (hcat == c.unsqueeze(1)) & real, (hcat != c.unsqueeze(1)) & real
-
     def _transfer_loss(self, users: Tensor, cat: Tensor) -> Tensor:
         """InfoNCE between the encodings of a user's history inside and outside the target category."""
-        hist, c, in_cat, out_cat = self._first_views(users, cat)
+        hist, c, in_cat, out_cat = first_views(self.history_, users, cat, self.item_category_, self.pad)
         ok = in_cat.any(1) & out_cat.any(1)
         if int(ok.sum()) < 2:
             return torch.zeros((), device=users.device)
@@ -390,7 +389,7 @@ class CrossRec(nn.Module):
 
     def _adversarial_loss(self, users: Tensor, cat: Tensor) -> Tensor:
         """Category classifier behind gradient reversal, on the user's mean item embedding in c."""
-        hist, c, in_cat, _ = self._first_views(users, cat)
+        hist, c, in_cat, _ = first_views(self.history_, users, cat, self.item_category_, self.pad)
         w = in_cat.float()
         ok = w.sum(1) > 0
         if int(ok.sum()) < 2:

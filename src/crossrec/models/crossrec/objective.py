@@ -1,5 +1,6 @@
 """Pieces of the flagship's objective: the category weighting w_c of sum_c w_c L_c, and the
-gradient-reversal layer of the optional adversarial category classifier.
+gradient-reversal layer of the optional adversarial category classifier, and the per-user views
+that the transfer and adversarial losses read.
 
 w_c is `uniform` (every interaction counts the same), `inverse_frequency` (every category counts
 the same: w_c = n / (C_active * n_c)) or `learned` (homoscedastic uncertainty weighting,
@@ -62,3 +63,19 @@ class GradReverse(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
         return -ctx.scale * grad, None
+
+
+def first_views(history: Tensor, users: Tensor, cat: Tensor, item_category: Tensor, pad: int,
+                limit: int = 256) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """For the first row of each (user, category) in a batch (at most `limit`): the user's stored
+    history [n, L], its target category [n] and masks of in-category / other-category items [n, L].
+
+    `history` [n_users, L] (pad = `pad`), `item_category` [n_items + 1] (pad -> n_categories).
+    """
+    key = users * (int(item_category[-1]) + 1) + cat
+    uniq, inv = torch.unique(key, return_inverse=True)
+    first = torch.full((len(uniq),), len(key), dtype=torch.int64, device=key.device)
+    rows = first.scatter_reduce(0, inv, torch.arange(len(key), device=key.device), reduce="amin")[:limit]
+    c, hist = cat[rows], history[users[rows]]
+    real, hcat = hist != pad, item_category[hist]
+    return hist, c, (hcat == c.unsqueeze(1)) & real, (hcat != c.unsqueeze(1)) & real

@@ -1,0 +1,94 @@
+"""The flagship's text item tower: ID dropout, the content term, and how items nobody trained on
+are scored (text only)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from crossrec.data.batch import Sizes
+from crossrec.data.sampling import TrainSampler
+from crossrec.models.base import config_from_dict
+from crossrec.models.crossrec import CrossRec
+
+
+def make(bundle, **params) -> CrossRec:
+    torch.manual_seed(0)
+    model = CrossRec(config_from_dict("crossrec", {"dim": 16} | params), Sizes.from_bundle(bundle))
+    model.setup(bundle)
+    return model
+
+
+def first_batch(bundle, size=512):
+    return next(iter(TrainSampler(bundle, batch_size=size, n_negatives=2, seed=0)))
+
+
+def test_id_dropout_hides_the_ids_bias_and_neighbourhood_of_an_occurrence(tiny_bundle, tiny_text):
+    """An ID-dropped occurrence is scored as a cold item would be: text only, no ID embedding, ID
+    bias or co-occurrence (so changing those cannot change the loss)."""
+    tiny_bundle.text_vectors = tiny_text
+    model = make(tiny_bundle, item_tower="text+id", neighbourhood={"k": 10}, history={"dropout": 0.0, "category_dropout": 0.0})
+    batch = first_batch(tiny_bundle, size=128)
+    model.train()
+    model.items._id_keep = lambda items: torch.zeros(items.shape)  # every occurrence dropped
+    torch.manual_seed(1)
+    before = model.loss(batch)
+    with torch.no_grad():
+        model.neighbours.weight.mul_(3.0)
+        model.items.bias.normal_()
+        model.items.emb.weight.normal_()
+    torch.manual_seed(1)
+    assert torch.allclose(model.loss(batch), before, atol=1e-5)
+    del model.items._id_keep  # kept occurrences do read them
+    torch.manual_seed(1)
+    assert not torch.allclose(model.loss(batch), before, atol=1e-5)
+
+
+def test_content_term_is_the_weighted_text_profile_cosine(tiny_bundle, tiny_text):
+    tiny_bundle.text_vectors = tiny_text
+    model = make(tiny_bundle, item_tower="text+id", neighbourhood={"k": 0}, history={"length": 1000}).eval()
+    term = model.content_term
+    with torch.no_grad():
+        term.weight.uniform_(0.5, 2.0)
+        term.scale.uniform_(0.5, 2.0)
+    u, c = 3, 1
+    hist = model.history_[u]
+    hist = hist[hist != tiny_bundle.n_items]
+    text = torch.from_numpy(tiny_text)
+    cats = torch.from_numpy(tiny_bundle.item_category)
+    prof = (term.weight[c, cats[hist]].unsqueeze(1) * text[hist]).sum(0) / len(hist) * term.scale[c]
+    idx = torch.from_numpy(tiny_bundle.item_index(c))
+    want = prof @ text[idx].T
+    with torch.no_grad():
+        got = model.extra_scores(torch.tensor([u]), c)[0] - model.items.bias_of(idx, model._seen(idx))
+    assert torch.allclose(got, want, atol=1e-5)
+
+
+def test_an_item_nobody_trained_on_is_scored_from_its_text_alone(tiny_bundle, tiny_text):
+    """At inference an item without training interactions has its ID embedding and ID bias hidden
+    (they only ever learned to be a negative); items with interactions keep theirs."""
+    tiny_bundle.text_vectors = tiny_text
+    model = make(tiny_bundle, item_tower="text+id").eval()
+    c = 0
+    idx = torch.from_numpy(tiny_bundle.item_index(c))
+    counts = np.bincount(tiny_bundle.split("train")["item"].to_numpy(), minlength=tiny_bundle.n_items)
+    cold = idx[0]
+    with torch.no_grad():
+        model.log_count_[cold] = 0.0  # as if the item had no training interactions
+        warm = idx[torch.from_numpy(counts[idx.numpy()] > 0)][-1]
+        users = torch.arange(5)
+        before = model.score(users, c)
+        model.items.emb.weight[cold].normal_()
+        model.items.bias[cold] = 5.0
+        model.items.emb.weight[warm].normal_()
+        model.items.bias[warm] = 5.0
+        after = model.score(users, c)
+    pos = {int(j): m for m, j in enumerate(idx)}
+    assert torch.allclose(after[:, pos[int(cold)]], before[:, pos[int(cold)]], atol=1e-5)
+    assert not torch.allclose(after[:, pos[int(warm)]], before[:, pos[int(warm)]], atol=1e-5)
+    assert model._seen(idx).sum() < len(idx)
+
+
+def test_an_id_tower_keeps_every_items_id(tiny_bundle):
+    model = make(tiny_bundle)
+    assert model._seen(torch.arange(5)) is None
