@@ -73,6 +73,10 @@ class TextKNN(nn.Module):
     def score(self, users: Tensor, category: int) -> Tensor:
         return self.user_vectors(users, category) @ self.item_vectors(category).T
 
+    def score_text_items(self, users: Tensor, category: int, text: Tensor) -> Tensor:
+        """[B, n] scores of items known only by their text vectors [n, k] (added after training)."""
+        return self.user_vectors(users, category) @ F.normalize(text.float(), dim=1).T
+
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
         for name in ("text_", "profile_"):  # data-dependent shapes
             if prefix + name in state_dict:

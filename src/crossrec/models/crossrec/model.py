@@ -49,6 +49,7 @@ from crossrec.models.category_index import CategoryIndex
 from crossrec.models.crossrec.config import CrossRecConfig
 from crossrec.models.crossrec.content import ContentTerm
 from crossrec.models.crossrec.encoder import HistoryEncoder
+from crossrec.models.crossrec.inference import FlagshipInference
 from crossrec.models.crossrec.neighbourhood import NeighbourhoodTerm
 from crossrec.models.crossrec.objective import (
     CategoryWeighting,
@@ -64,7 +65,7 @@ if TYPE_CHECKING:
 
 
 @register("crossrec", CrossRecConfig, paper="crossrec flagship (docs/DESIGN.md); DIN/SASRec history attention, DTCDR shared+specific users")
-class CrossRec(nn.Module):
+class CrossRec(FlagshipInference, nn.Module):
     """Shared + category-specific + cross-category-history user tower; ID (+ content) item tower.
 
     Call `setup(bundle, categories)` before `loss`/`score` (the trainer does): it stores every

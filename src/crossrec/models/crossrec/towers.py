@@ -182,6 +182,24 @@ class ItemTower(nn.Module):
         gate = 2.0 * torch.sigmoid(self.fuse(stacked.flatten(-2))).view_as(stacked)
         return self.fused((gate * stacked).sum(-2))
 
+    def from_text(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Vectors [n, d] and biases [n] of items known by their text vectors [n, k] alone (items
+        added after training): the tower's output for an item whose ID part is hidden."""
+        if not self.has_text:
+            raise ValueError("this item tower does not read text")
+        x = x.float().to(self.bias.device)
+        parts = [self.adapter(x)]  # type: ignore[misc]
+        if self.use_id:
+            parts.insert(0, torch.zeros_like(parts[0]))
+        if self.content_proj is not None and self.content_.numel() > 0:
+            parts.append(torch.zeros_like(parts[0]))  # no image vector
+        if self.fuse is None or len(parts) == 1:
+            v = parts[0]
+        else:
+            stacked = torch.stack(parts, dim=-2)
+            v = (2.0 * torch.sigmoid(self.fuse(stacked.flatten(-2))).view_as(stacked) * stacked).sum(-2)
+        return v, self.text_bias(x).squeeze(-1)  # type: ignore[misc]
+
     def bias_of(self, items: Tensor, keep: Tensor | None = None) -> Tensor:
         """[...] item biases: the ID bias (masked like the ID part) plus the text bias."""
         safe = items.clamp_max(self.n_items - 1)

@@ -1,0 +1,99 @@
+"""What the service asks of the flagship beyond `score` (serving/service.py): the user-independent
+part of the extra terms (for the index), exact scores of a candidate pool (for the re-rank), and
+each history item's share of a score (for explanations).
+
+Contributions of a user's history items h to score(u, i), for target category c:
+    neighbourhood  w[c, cat(h)] exp(r[c, slot(h)]) cos(h, i)           (exact: the term is a sum over h)
+    content        a[c, cat(h)] s_c <t_h, t_i> / |history|              (exact, likewise)
+    encoder        attention weight of h * <Enc-value of h, v_i>        (a first-order reading)
+They are the model's own terms, so an explanation ("because you liked X in Books") names the
+history items that moved this item up, not ones picked after the fact.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+
+class FlagshipInference:
+    """Mixed into `CrossRec` (models/crossrec/model.py)."""
+
+    def index_bias(self: Any, category: int) -> Tensor:
+        """[n_items(c)] the part of `extra_scores` that does not depend on the user."""
+        idx = self.index[category]
+        b = self.items.bias_of(idx, self._seen(idx))
+        return b + self.global_bias if self.config.loss == "mse" else b
+
+    def score_items(self: Any, users: Tensor, category: int, items: Tensor) -> Tensor:
+        """[B, n] exact scores of each row's candidate items [B, n] (global ids of category c);
+        equal to `score(users, c)` at those items."""
+        cat = torch.full_like(users, category)
+        u = self.user_vectors(users, category)  # [B, d]
+        seen = self._seen(items)
+        s = (u.unsqueeze(1) * self.items(items, seen)).sum(-1) + self.items.bias_of(items, seen)
+        if self._reads_side:
+            s = s + self._side(self.history_[users], cat, users, items, leave_out=False)
+        return s + self.global_bias if self.config.loss == "mse" else s
+
+    def score_text_items(self: Any, users: Tensor, category: int, text: Tensor) -> Tensor:
+        """[B, n] scores of items known only by their text vectors [n, k] (added after training; a
+        text item tower only): what `score` would give them as items without training rows."""
+        v, b = self.items.from_text(text)
+        s = self.user_vectors(users, category) @ v.T + b
+        if self.content_term is not None:
+            hist = self.history_[users]
+            cat = torch.full_like(users, category)
+            s = s + self.content_term.profile(hist, cat, self.item_category_[hist], self.items.text_) @ text.float().T
+        return s + self.global_bias if self.config.loss == "mse" else s
+
+    def score_history(self: Any, hist: Tensor, category: int) -> Tensor:
+        """[B, n_items(c)] scores for users known only by a history [B, L] of item ids (pad =
+        n_items; a user who is not in the training data): the history encoder, the item bias and
+        the neighbourhood and content terms, without the per-user embeddings they do not have."""
+        cat = torch.full((len(hist),), category, dtype=torch.int64, device=hist.device)
+        s = self.index_bias(category).unsqueeze(0).expand(len(hist), -1)
+        if self.encoder is not None:
+            s = s + (self._encode(hist, cat) * self.cat_gate[cat]) @ self.item_vectors(category).T
+        if self._reads_side:
+            s = s + self._side(hist, cat, torch.zeros_like(cat), self.index[category], leave_out=False)
+        return s
+
+    def contributions(self: Any, user: int, category: int, item: int) -> tuple[Tensor, Tensor]:
+        """The user's stored history items [L'] (pad dropped) and each one's contribution [L'] to
+        score(user, item) in `category` (see the module docstring)."""
+        hist = self.history_[user]  # [L], oldest first
+        keep = hist != self.pad
+        length = len(hist)
+        single = torch.full((length, length), self.pad, dtype=hist.dtype, device=hist.device)
+        slots = torch.arange(length, device=hist.device)
+        single[slots, slots] = hist  # row l: only history item l, in its own recency slot
+        cat = torch.full((length,), category, dtype=torch.int64, device=hist.device)
+        users = torch.full((length,), user, dtype=torch.int64, device=hist.device)
+        target = torch.tensor([item], device=hist.device)
+        total = torch.zeros(length, device=hist.device)
+        if self.neighbours is not None:
+            total = total + self.neighbours.at(single, cat, users, target, leave_out=False)[:, 0]
+        if self.content_term is not None:
+            prof = self.content_term.profile(single, cat, self.item_category_[single], self.items.text_)
+            total = total + (prof @ self.items.text_[target].T)[:, 0] / keep.sum().clamp_min(1)
+        if self.encoder is not None:
+            total = total + self._encoder_shares(hist, category, item)
+        return hist[keep], total[keep]
+
+    def _encoder_shares(self: Any, hist: Tensor, category: int, item: int) -> Tensor:
+        """[L] each history item's first-order share of <Enc(history), v_item>: the encoder's
+        output with only that item present, minus its output with none, dotted with v_item."""
+        length = len(hist)
+        rows = torch.full((length + 1, length), self.pad, dtype=hist.dtype, device=hist.device)
+        slots = torch.arange(length, device=hist.device)
+        rows[slots, slots] = hist
+        enc = self._encode(rows, torch.full((length + 1,), category, dtype=torch.int64, device=hist.device))
+        v = self.items(torch.tensor([item], device=hist.device))[0] * self.cat_gate[category]
+        out = (enc[:-1] - enc[-1]) @ v
+        return out * (hist != self.pad)
+
+
+__all__ = ["FlagshipInference"]

@@ -1,0 +1,313 @@
+"""The service: what a shop asks a trained model, live, in raw ids. Framework-free (serving/api.py
+puts HTTP in front of it).
+
+    recommend(user, category, k, exclude_seen)   top-k items of a category, each with why
+    similar(item, k, category)                   items nearest to an item in the model's space
+    explain(user, item)                          the user's history items behind one score
+    add_item(item, category, title, ...)         a new item, live at once from its text
+    feedback(user, item, event, timestamp)       an event, durable when the call returns
+
+**Scoring.** A two-tower model's items sit in one FAISS index per category (serving/index.py), the
+item bias folded in, so an exact index returns `score`'s top-k. A model with terms that depend on
+user and item together (the flagship's neighbourhood and content terms) gets a candidate pool of
+`serve.rerank_pool` items from the index, re-ranked exactly (`score_items`); other models
+(popularity, ItemKNN) are scored in full. Items added while serving are scored exactly from their
+text (`score_text_items`) and merged in.
+
+**Users the model has not seen.** A user id that is not in the training data is served from their
+feedback (the items they touched, oldest first): through the model's own history path where it has
+one (the flagship's `score_history`), else by the mean of those items' vectors; a user with no
+feedback gets the category's most popular items. Every answer says which path served it (`source`).
+
+**Explanations.** Each recommended item names up to `serve.explain_top` of the user's history
+items, from any category, with the largest contribution to its score: the flagship's own terms
+(`contributions`), or for other two-tower models the cosine of item vectors.
+
+Errors are `ServingError`s that name the request field and carry an HTTP status (404 for an unknown
+user, item or category; 409 for what the served model cannot do; 422 for a bad value).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+import polars as pl
+import torch
+import torch.nn.functional as F
+
+from crossrec.data.bundle import Bundle
+from crossrec.encoders.config import EncoderConfig
+from crossrec.serving.artifact import Artifact, check_bundle
+from crossrec.serving.config import ServeConfig
+from crossrec.serving.index import ItemIndex
+from crossrec.serving.store import Store
+
+EVENT = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+
+
+class ServingError(ValueError):
+    """A request the service cannot answer: `field` is the request field, `status` the HTTP code."""
+
+    def __init__(self, message: str, field: str, status: int = 422) -> None:
+        super().__init__(message)
+        self.field, self.status = field, status
+
+
+class Service:
+    """A loaded artifact and its Bundle, answering in raw ids (see the module docstring)."""
+
+    def __init__(self, artifact: Artifact, bundle: Bundle, cfg: ServeConfig = ServeConfig(),
+                 store: Store | None = None, encoder: EncoderConfig | None = None) -> None:
+        check_bundle(artifact, bundle)
+        self.cfg, self.store, self.encoder = cfg, store, encoder or EncoderConfig()
+        self.model = artifact.model.eval()
+        self.version = str(artifact.meta.get("tensors_sha256", ""))[:12]
+        self.categories = list(bundle.categories)
+        self._cat = {name: i for i, name in enumerate(self.categories)}
+        self._users = {str(u): i for i, u in enumerate(bundle.raw_user_ids())}
+        self._raw_items = [str(i) for i in bundle.raw_item_ids()]
+        self._items = {raw: i for i, raw in enumerate(self._raw_items)}
+        self._titles = list(bundle.item_titles())
+        self._item_cat = [int(c) for c in bundle.item_category]
+        self._index_of = [torch.from_numpy(bundle.item_index(c)) for c in range(len(self.categories))]
+        self._seen = bundle.csr(("train", "valid", "test"))  # [n_users, n_items] everything the data says they touched
+        counts = np.bincount(bundle.interactions["item"].to_numpy().astype(np.int64), minlength=bundle.n_items)
+        self._popular = [self._index_of[c][np.argsort(-counts[self._index_of[c].numpy()], kind="stable")]
+                         for c in range(len(self.categories))]
+        self._pad = bundle.n_items
+        m = self.model
+        self.two_tower = all(hasattr(m, a) for a in ("user_vectors", "item_vectors"))
+        self.rerank = hasattr(m, "extra_scores")
+        self.reads_text = hasattr(m, "score_text_items")
+        self._lock = threading.Lock()
+        self._feedback: dict[str, list[int]] = defaultdict(list)  # raw user -> item ids, oldest first
+        self._new: dict[int, list[int]] = defaultdict(list)  # category -> ids of items added while serving
+        self._new_text: dict[int, torch.Tensor] = {}  # item id -> its text vector
+        self._text_model: Any = None
+        with torch.no_grad():
+            self._indexes = [self._build_index(c) for c in range(len(self.categories))] if self._indexable else []
+            self._vectors = self._all_vectors() if self.two_tower else None
+        if store is not None:
+            for row in store.items():
+                self._insert_item(row["item"], self._cat[row["category"]], row["title"], row["description"])
+            for user, item, _, _ in store.all_feedback():
+                if item in self._items:
+                    self._feedback[user].append(self._items[item])
+
+    # ------------------------------------------------------------------ set-up
+    @property
+    def _indexable(self) -> bool:
+        return self.two_tower and (not self.rerank or hasattr(self.model, "score_items"))
+
+    def _query(self, users: torch.Tensor, c: int) -> np.ndarray:
+        u = self.model.user_vectors(users, c)
+        if hasattr(self.model, "index_bias"):
+            u = torch.cat([u, torch.ones_like(u[:, :1])], 1)
+        return u.float().cpu().numpy()
+
+    def _build_index(self, c: int) -> ItemIndex:
+        v = self.model.item_vectors(c)
+        if hasattr(self.model, "index_bias"):
+            v = torch.cat([v, self.model.index_bias(c).unsqueeze(1)], 1)
+        return ItemIndex(v.float().cpu().numpy(), self._index_of[c].numpy(), self.cfg.index, self.cfg.hnsw_above)
+
+    def _all_vectors(self) -> torch.Tensor:
+        """[n_items, d] L2-normalised item vectors of every category (similar items, explanations)."""
+        out = torch.zeros(self._pad, 0)
+        for c, idx in enumerate(self._index_of):
+            v = F.normalize(self.model.item_vectors(c).float().cpu(), dim=1)
+            if out.shape[1] == 0:
+                out = torch.zeros(self._pad, v.shape[1])
+            out[idx] = v
+        return out
+
+    # ------------------------------------------------------------------ lookups
+    def _category(self, name: str | None, field: str = "category") -> int:
+        if name not in self._cat:
+            raise ServingError(f"unknown category {name!r}; known: {', '.join(self.categories)}", field, 404)
+        return self._cat[name]  # type: ignore[index]
+
+    def _item(self, raw: str, field: str = "item") -> int:
+        if raw not in self._items:
+            raise ServingError(f"unknown item {raw!r}", field, 404)
+        return self._items[raw]
+
+    def _k(self, k: int) -> int:
+        if not 1 <= int(k) <= self.cfg.max_k:
+            raise ServingError(f"k={k}; expected 1..{self.cfg.max_k}", "k")
+        return int(k)
+
+    def _describe(self, i: int) -> dict[str, Any]:
+        return {"item": self._raw_items[i], "title": self._titles[i], "category": self.categories[self._item_cat[i]]}
+
+    # ------------------------------------------------------------------ scoring
+    def _ranked(self, u: int, c: int, want: int) -> list[tuple[int, float]]:
+        """(item id, score) of the best `want` items of category c for a known user, best first."""
+        users = torch.tensor([u])
+        if self._indexable:
+            pool = max(want, self.cfg.rerank_pool) if self.rerank else want
+            scores, ids = self._indexes[c].search(self._query(users, c), pool)
+            ids, scores = ids[0][ids[0] >= 0], scores[0][ids[0] >= 0]
+            if self.rerank:
+                scores = self.model.score_items(users, c, torch.from_numpy(ids).unsqueeze(0))[0].numpy()
+            pairs = list(zip(ids.tolist(), scores.tolist()))
+        else:
+            s = self.model.score(users, c)[0].float()
+            top = torch.topk(s, min(want, len(s)))
+            pairs = list(zip(self._index_of[c][top.indices].tolist(), top.values.tolist()))
+        new = self._new.get(c)
+        if new and self.reads_text:
+            text = torch.stack([self._new_text[i] for i in new])
+            pairs += list(zip(new, self.model.score_text_items(users, c, text)[0].tolist()))
+        pairs.sort(key=lambda p: (-p[1], p[0]))
+        return pairs[:want]
+
+    def _from_history(self, user: str, c: int, want: int) -> tuple[list[tuple[int, float]], str]:
+        """A user the model has not seen: their feedback items through the model, else popularity."""
+        items = [i for i in self._feedback.get(user, []) if i < self._pad]  # items the model was trained with
+        if items and hasattr(self.model, "score_history"):
+            length = self.model.history_.shape[1]
+            hist = torch.full((1, length), self._pad, dtype=torch.int64)
+            recent = torch.tensor(items[-length:])
+            hist[0, length - len(recent):] = recent
+            s = self.model.score_history(hist, c)[0].float()
+            top = torch.topk(s, min(want, len(s)))
+            return list(zip(self._index_of[c][top.indices].tolist(), top.values.tolist())), "feedback history"
+        if items and self._vectors is not None:
+            q = F.normalize(self._vectors[torch.tensor(items)].mean(0), dim=0)
+            s = self._vectors[self._index_of[c]] @ q
+            top = torch.topk(s, min(want, len(s)))
+            return list(zip(self._index_of[c][top.indices].tolist(), top.values.tolist())), "feedback items"
+        ids = self._popular[c][:want].tolist()
+        return [(i, 0.0) for i in ids], "popularity"
+
+    # ------------------------------------------------------------------ requests
+    def recommend(self, user: str, category: str, k: int = 10, exclude_seen: bool = True) -> dict[str, Any]:
+        """Top-k items of `category` for `user`, each with its score and explanation."""
+        c, k = self._category(category), self._k(k)
+        u = self._users.get(str(user))
+        seen = set(self._feedback.get(str(user), []))
+        if u is not None and exclude_seen:
+            row = self._seen[u]
+            seen |= set(row.indices.tolist())
+        want = k + (len(seen) if exclude_seen else 0)
+        with torch.no_grad():
+            if u is not None:
+                pairs, source = self._ranked(u, c, want), "model"
+            else:
+                pairs, source = self._from_history(str(user), c, want)
+            pairs = [(i, s) for i, s in pairs if not (exclude_seen and i in seen)][:k]
+            items = [self._describe(i) | {"score": float(s), "because": self._because(u, str(user), i)} for i, s in pairs]
+        return {"user": str(user), "category": category, "source": source, "model_version": self.version, "items": items}
+
+    def similar(self, item: str, k: int = 10, category: str | None = None) -> dict[str, Any]:
+        """The k items nearest to `item` (cosine of the model's item vectors) in `category`
+        (default: the item's own), the item itself left out."""
+        i, k = self._item(item), self._k(k)
+        c = self._item_cat[i] if category is None else self._category(category)
+        if self._vectors is None:
+            raise ServingError("the served model has no item vectors (it is not a two-tower model)", "item", 409)
+        with torch.no_grad():
+            q = self._vector(i)
+            cand = self._index_of[c]
+            s = self._vectors[cand] @ q
+            ids, scores = cand.tolist(), s.tolist()
+            for j in self._new.get(c, []):
+                ids.append(j)
+                scores.append(float(self._vector(j) @ q))
+        order = sorted((p for p in zip(ids, scores) if p[0] != i), key=lambda p: (-p[1], p[0]))[:k]
+        return {"item": item, "category": self.categories[c], "items": [self._describe(j) | {"score": s} for j, s in order]}
+
+    def explain(self, user: str, item: str) -> dict[str, Any]:
+        """The user's history items behind the user's score for `item`."""
+        i = self._item(item)
+        u = self._users.get(str(user))
+        if u is None and str(user) not in self._feedback:
+            raise ServingError(f"unknown user {user!r} (no training data and no feedback)", "user", 404)
+        with torch.no_grad():
+            because = self._because(u, str(user), i)
+        return {"user": str(user), "item": self._describe(i), "because": because}
+
+    def _because(self, u: int | None, user: str, i: int) -> list[dict[str, Any]]:
+        """Up to `explain_top` history items with the largest positive contribution to (user, i)."""
+        if u is not None and hasattr(self.model, "contributions") and i < self._pad:
+            hist, w = self.model.contributions(u, self._item_cat[i], i)
+            pairs = list(zip(hist.tolist(), w.tolist()))
+        elif self._vectors is not None:
+            hist_ids = (self._seen[u].indices.tolist() if u is not None else []) + self._feedback.get(user, [])
+            hist_ids = [h for h in hist_ids if h < self._pad]
+            if not hist_ids:
+                return []
+            q = self._vector(i)
+            pairs = list(zip(hist_ids, (self._vectors[torch.tensor(hist_ids)] @ q).tolist()))
+        else:
+            return []
+        best: dict[int, float] = {}
+        for h, w in pairs:
+            if w > 0 and h != i:
+                best[h] = max(w, best.get(h, 0.0))
+        top = sorted(best.items(), key=lambda p: (-p[1], p[0]))[: self.cfg.explain_top]
+        return [self._describe(h) | {"weight": round(w, 6), "text": f"because you liked {self._titles[h] or self._raw_items[h]} "
+                                     f"in {self.categories[self._item_cat[h]]}"} for h, w in top]
+
+    def _vector(self, i: int) -> torch.Tensor:
+        """The normalised vector of a Bundle item or of an item added while serving."""
+        assert self._vectors is not None
+        if i < self._pad:
+            return self._vectors[i]
+        v, _ = self.model.items.from_text(self._new_text[i].unsqueeze(0)) if hasattr(self.model, "items") and \
+            hasattr(self.model.items, "from_text") else (self._new_text[i].unsqueeze(0), None)
+        return F.normalize(v[0].float(), dim=0)
+
+    # ------------------------------------------------------------------ writes
+    def feedback(self, user: str, item: str, event: str, timestamp: float) -> dict[str, Any]:
+        """Record an event (durable when this returns, with a store); the item must be known."""
+        i = self._item(item)
+        if not EVENT.match(event):
+            raise ServingError(f"event={event!r}; expected a lower-case word like click, purchase or view", "event")
+        if not np.isfinite(timestamp) or timestamp < 0:
+            raise ServingError(f"timestamp={timestamp}; expected seconds since the epoch", "timestamp")
+        fid = self.store.add_feedback(str(user), item, event, float(timestamp)) if self.store is not None else 0
+        with self._lock:
+            self._feedback[str(user)].append(i)
+        return {"id": fid, "stored": self.store is not None}
+
+    def add_item(self, item: str, category: str, title: str, description: str | None = None,
+                 image_vector: list[float] | None = None) -> dict[str, Any]:
+        """Add an item, recommendable at once from its text (a model that reads item text only)."""
+        c = self._category(category)
+        if item in self._items:
+            raise ServingError(f"item {item!r} exists already", "item", 409)
+        if not self.reads_text:
+            raise ServingError("the served model cannot score items from their text: train one with a text "
+                               "item_tower (crossrec) or textknn", "title", 409)
+        if not title.strip():
+            raise ServingError("title is empty", "title")
+        if self.store is not None:
+            self.store.add_item(item, category, title, description, image_vector)
+        self._insert_item(item, c, title, description)
+        return {"item": item, "category": category, "live": True}
+
+    def _insert_item(self, item: str, c: int, title: str, description: str | None) -> None:
+        from crossrec.encoders.text import encode_texts, item_texts, load_text_model
+
+        if self._text_model is None:
+            self._text_model = load_text_model(self.encoder)
+        row = pl.DataFrame({"item": [0], "category": [c], "title": [title], "description": [description or ""]})
+        text = item_texts(row, self.categories, self.encoder.template)
+        vec = torch.from_numpy(np.asarray(encode_texts(text, self.encoder, progress=False, model=self._text_model).vectors[0]))
+        with self._lock:
+            i = len(self._raw_items)
+            self._raw_items.append(item)
+            self._titles.append(title)
+            self._item_cat.append(c)
+            self._new_text[i] = vec.float()
+            self._items[item] = i
+            self._new[c] = self._new[c] + [i]  # a new list: readers keep a consistent snapshot
+
+
+__all__ = ["Service", "ServingError"]
