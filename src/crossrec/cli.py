@@ -1,4 +1,4 @@
-"""`crossrec prepare | train | evaluate | recommend | demo`: parse arguments, call pipeline functions.
+"""`crossrec prepare | encode | train | evaluate | recommend | serve | experiment | demo`: parse arguments, call pipeline functions.
 
 Every command takes an optional YAML preset and dotted overrides after it:
 
@@ -188,6 +188,22 @@ def recommend(
     for row in table.iter_rows():
         t.add_row(*[f"{v:.4f}" if isinstance(v, float) else str(v) for v in row])
     console.print(t)
+
+
+@app.command(context_settings=OVERRIDES)
+@_guard
+def serve(ctx: typer.Context, config: Optional[Path] = CONFIG_ARG) -> None:
+    """Serve the trained artifact (`out`) over HTTP: recommendations, similar items, explanations,
+    new items, feedback (see serving/api.py; `serve:` section for the index, store, host and port)."""
+    import uvicorn
+
+    from crossrec.pipeline import service_loader
+    from crossrec.serving.api import create_app
+
+    cfg = _config(config, ctx)
+    app_ = create_app(service_loader(cfg), cfg.serve)
+    console.print(f"serving {cfg.out} on http://{cfg.serve.host}:{cfg.serve.port} (API docs at /docs)")
+    uvicorn.run(app_, host=cfg.serve.host, port=cfg.serve.port, log_level="warning")
 
 
 @app.command(context_settings=OVERRIDES)

@@ -22,6 +22,7 @@ from typing import Any, Literal
 from crossrec.data.prepare import PrepareConfig
 from crossrec.encoders.config import EncoderConfig
 from crossrec.evaluation.config import EvalConfig
+from crossrec.serving.config import ServeConfig
 from crossrec.training.config import TrainConfig, TransferConfig
 from crossrec.typed import Checked, ConfigError, from_dict, load_yaml, read_config_file
 
@@ -75,6 +76,7 @@ class RunConfig:
     transfer: TransferConfig = field(default_factory=TransferConfig)  # pooled trainable models only
     eval: EvalConfig = field(default_factory=EvalConfig)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)  # item text -> vectors (models that read text)
+    serve: ServeConfig = field(default_factory=ServeConfig)  # `crossrec serve`: index, store, HTTP server
     out: str = "runs/model"  # (str) directory of the trained artifact
     seed: int = 0  # (int) global seed, set once by the CLI
 

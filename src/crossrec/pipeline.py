@@ -16,7 +16,7 @@ import logging
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import polars as pl
@@ -241,3 +241,21 @@ def recommend(
         }
     )
 
+
+def service_loader(cfg: RunConfig) -> Callable[[], Any]:
+    """A function that builds the Service of `cfg.out` (called at start and on reload): the newest
+    artifact there, its Bundle (with item text vectors when the model reads text), and the store
+    (`serve.store`, default <out>/serving/store.sqlite), opened once and shared across reloads."""
+    from crossrec.serving.service import Service
+    from crossrec.serving.store import SQLiteStore
+
+    store = SQLiteStore(cfg.serve.store or Path(cfg.out) / "serving" / "store.sqlite")
+
+    def load() -> Any:
+        art = load_artifact(cfg.out)
+        bundle = Bundle.load(cfg.data.bundle)
+        if reads_text(art.model):
+            attach_text(bundle, cfg.encoder, progress=False)
+        return Service(art, bundle, cfg.serve, store, cfg.encoder)
+
+    return load

@@ -1,1 +1,1 @@
-"""Serving: artifacts (safetensors + JSON), and later the index, service and API."""
+"""Serving: artifacts (safetensors + JSON), the item index, the service, its store and the HTTP API."""
