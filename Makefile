@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast bench experiments setup clean
+.PHONY: demo test test-fast bench experiments setup clean browser
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -21,7 +21,14 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/crossrec demo --out runs/demo
 
-test: $(STAMP)
+# The web page's browser test drives Debian's headless Chromium (installed here when missing).
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get install -y -q chromium chromium-driver >/dev/null || \
+	  { $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q chromium chromium-driver >/dev/null; }; }
+
+test: $(STAMP) browser
 	$(BIN)/python -m pytest -q -m "not gpu"
 
 test-fast: $(STAMP)

@@ -3,6 +3,8 @@
     GET  /recommend?user=&category=&k=&exclude_seen=   top-k items with explanations
     GET  /similar?item=&k=&category=                   nearest items
     GET  /explain?user=&item=                          the history behind one score
+    GET  /history?user=                                the user's items by category
+    GET  /                                             the web page (serving/page.html)
     POST /items      {item, category, title, description?, image_vector?}   (API key)
     POST /feedback   {user, item, event, timestamp?}                       (API key)
     POST /admin/reload                                  swap in the newest artifact (API key)
@@ -28,10 +30,11 @@ import hmac
 import os
 import threading
 import time
+from pathlib import Path
 from typing import Any, Callable, Optional
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from pydantic import BaseModel, Field
 
 from crossrec.serving.config import ServeConfig
@@ -39,6 +42,7 @@ from crossrec.serving.metrics import Metrics
 from crossrec.serving.service import Service, ServingError
 
 ID = Field(min_length=1, max_length=256)
+PAGE = (Path(__file__).with_name("page.html")).read_text(encoding="utf-8")
 
 
 class NewItem(BaseModel):
@@ -119,6 +123,14 @@ def create_app(load: Callable[[], Service], cfg: ServeConfig = ServeConfig(), ap
     def explain(user: str = Query(min_length=1, max_length=256), item: str = Query(min_length=1, max_length=256),
                 svc: Service = Depends(service)) -> dict[str, Any]:
         return svc.explain(user, item)
+
+    @app.get("/history")
+    def history(user: str = Query(min_length=1, max_length=256), svc: Service = Depends(service)) -> dict[str, Any]:
+        return svc.history(user)
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def page() -> str:
+        return PAGE
 
     @app.post("/items", dependencies=[Depends(require_key)], status_code=201)
     def add_item(body: NewItem, svc: Service = Depends(service)) -> dict[str, Any]:

@@ -232,6 +232,19 @@ class Service:
             because = self._because(u, str(user), i)
         return {"user": str(user), "item": self._describe(i), "because": because}
 
+    def history(self, user: str, limit: int = 50) -> dict[str, Any]:
+        """The user's items (the data's and their feedback), grouped by category, at most `limit` each."""
+        u = self._users.get(str(user))
+        if u is None and str(user) not in self._feedback:
+            raise ServingError(f"unknown user {user!r} (no training data and no feedback)", "user", 404)
+        ids = (self._seen[u].indices.tolist() if u is not None else []) + self._feedback.get(str(user), [])
+        groups: dict[str, list[dict[str, Any]]] = {name: [] for name in self.categories}
+        for i in dict.fromkeys(ids):  # distinct, first occurrence order
+            group = groups[self.categories[self._item_cat[i]]]
+            if len(group) < limit:
+                group.append(self._describe(i))
+        return {"user": str(user), "known": u is not None, "categories": {k: v for k, v in groups.items() if v}}
+
     def _because(self, u: int | None, user: str, i: int) -> list[dict[str, Any]]:
         """Up to `explain_top` history items with the largest positive contribution to (user, i)."""
         if u is not None and hasattr(self.model, "contributions") and i < self._pad:

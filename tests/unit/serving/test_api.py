@@ -127,3 +127,14 @@ def test_reload_swaps_the_service_and_metrics_count_requests(client, served):
     text = client.get("/metrics").text
     assert 'crossrec_requests_total{path="/health",status="200"}' in text
     assert "crossrec_request_seconds_bucket" in text and "crossrec_model_info" in text
+
+
+def test_history_and_the_page(client, served):
+    bundle = served[0]
+    user = str(bundle.raw_user_ids()[0])
+    hist = client.get("/history", params={"user": user}).json()
+    assert hist["known"] and set(hist["categories"]) <= set(bundle.categories) and hist["categories"]
+    assert client.get("/history", params={"user": "nobody-at-all"}).status_code == 404
+    page = client.get("/")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"] and 'id="lookup"' in page.text
+    assert "/" not in client.get("/openapi.json").json()["paths"]  # the page is not part of the API schema

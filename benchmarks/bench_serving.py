@@ -1,0 +1,188 @@
+"""Serving: the index against full scoring, and `/recommend` under load on loopback.
+
+1. A synthetic world with a 100,000-item category (`big`) beside a small one; BPR-MF (pooled, the
+   index alone) and the flagship (neighbourhood term on: index + exact re-rank) trained briefly.
+2. Exact index: share of 1,000 random users whose top-10 equals `score`'s. HNSW: recall@10
+   against exact. Flagship re-rank: share of users whose re-ranked top-10 equals full scoring, per
+   candidate pool size (the default `serve.rerank_pool` must reach 99%).
+3. Load: `crossrec serve`'s app under uvicorn (one process) on 127.0.0.1; N closed-loop clients
+   (httpx, asyncio) ask `/recommend` for random users in `big` for a fixed time; p50/p99 latency,
+   requests/s and errors at 16 and 64 clients, for MF and for the flagship. Client and server
+   share the machine's cores.
+
+    python benchmarks/bench_serving.py [--seconds 15 --users 20000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing as mp
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import write_results  # noqa: E402
+
+from crossrec.data.batch import Sizes  # noqa: E402
+from crossrec.data.prepare import PrepareConfig, prepare  # noqa: E402
+from crossrec.data.synthetic import SyntheticConfig, generate  # noqa: E402
+from crossrec.models.per_category import build  # noqa: E402
+from crossrec.serving.artifact import load_artifact, save_artifact  # noqa: E402
+from crossrec.serving.config import ServeConfig  # noqa: E402
+from crossrec.serving.index import ItemIndex, recall_against_exact  # noqa: E402
+from crossrec.serving.service import Service  # noqa: E402
+from crossrec.training.trainer import TrainConfig, Trainer  # noqa: E402
+
+PORT = 8791
+
+
+def world(root: Path, users: int):
+    cfg = SyntheticConfig(n_users=users, categories=("big", "small"), items_per_category=(100_000, 2_000),
+                          interactions_per_user=(12.0, 4.0), seed=0)
+    inter, items = generate(cfg)
+    return prepare(inter, items, PrepareConfig(), root / "bundle")
+
+
+def fit(bundle, root: Path, name: str, params: dict, epochs: int):
+    torch.manual_seed(0)
+    model = build(name, "pooled", params, Sizes.from_bundle(bundle))
+    Trainer(TrainConfig(epochs=epochs, batch_size=4096, lr=5e-3, progress=False, seed=0, patience=epochs)).fit(model, bundle)
+    save_artifact(root / name, model, name, "pooled", params, Sizes.from_bundle(bundle), bundle=bundle)
+    return load_artifact(root / name)
+
+
+def top10_agreement(svc: Service, art, bundle, users: np.ndarray) -> float:
+    same = 0
+    with torch.no_grad():
+        full = art.model.score(torch.from_numpy(users), 0)
+    ids = bundle.item_index(0)
+    raw = bundle.raw_item_ids()
+    for row, u in enumerate(users):
+        s = full[row].numpy()
+        order = np.lexsort((np.arange(len(s)), -s))[:10]
+        want = [str(raw[ids[j]]) for j in order]
+        got = [x["item"] for x in svc.recommend(str(raw_users[u]), "big", 10, exclude_seen=False)["items"]]
+        same += got == want
+    return same / len(users)
+
+
+def serve(art_root: str, bundle_root: str, pool: int) -> None:  # the server process
+    import uvicorn
+
+    from crossrec.data.bundle import Bundle
+    from crossrec.serving.api import create_app
+
+    torch.set_num_threads(1)
+    art, bundle = load_artifact(art_root), Bundle.load(bundle_root)
+    app = create_app(lambda: Service(art, bundle, ServeConfig(rerank_pool=pool)), ServeConfig(), api_key="bench")
+    uvicorn.run(app, host="127.0.0.1", port=PORT, log_level="error")
+
+
+async def load(users: list[str], clients: int, seconds: float) -> dict:
+    import httpx
+
+    lat: list[float] = []
+    errors = 0
+    stop = time.perf_counter() + seconds
+    rng = np.random.default_rng(clients)
+
+    async def client(c: httpx.AsyncClient) -> None:
+        nonlocal errors
+        while time.perf_counter() < stop:
+            u = users[int(rng.integers(len(users)))]
+            t0 = time.perf_counter()
+            r = await c.get(f"http://127.0.0.1:{PORT}/recommend", params={"user": u, "category": "big", "k": 10})
+            lat.append(time.perf_counter() - t0)
+            errors += r.status_code != 200
+
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(limits=limits, timeout=30.0) as c:
+        t0 = time.perf_counter()
+        await asyncio.gather(*(client(c) for _ in range(clients)))
+        wall = time.perf_counter() - t0
+    ms = np.array(lat) * 1000
+    return {"clients": clients, "requests": len(lat), "errors": errors, "rps": len(lat) / wall,
+            "p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99))}
+
+
+def wait_up() -> None:
+    import httpx
+
+    for _ in range(600):
+        try:
+            if httpx.get(f"http://127.0.0.1:{PORT}/health", timeout=1.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.5)
+    raise RuntimeError("the server did not come up")
+
+
+def main() -> None:
+    global raw_users
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seconds", type=float, default=15.0)
+    ap.add_argument("--users", type=int, default=20_000)
+    ap.add_argument("--epochs", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(2)
+    tmp = Path(tempfile.mkdtemp(prefix="bench-serving-"))
+    bundle = world(tmp, args.users)
+    raw_users = bundle.raw_user_ids()
+    rng = np.random.default_rng(0)
+    sample = rng.choice(bundle.n_users, 1000, replace=False).astype(np.int64)
+    out: dict = {"n_items_big": int(bundle.n_items_in(0)), "n_users": int(bundle.n_users)}
+    arts = {"mf": fit(bundle, tmp, "mf", {"dim": 64}, args.epochs),
+            "crossrec": fit(bundle, tmp, "crossrec", {"dim": 64, "neighbourhood": {"k": 50}}, 1)}
+    svc = Service(arts["mf"], bundle)
+    out["exact_top10_agreement_mf"] = top10_agreement(svc, arts["mf"], bundle, sample)
+    idx = svc._indexes[0]
+    vec = np.vstack([idx._index.reconstruct(i) for i in range(len(idx))])
+    hnsw = ItemIndex(vec, idx.ids, kind="hnsw")
+    q = svc._query(torch.from_numpy(sample), 0)
+    out["hnsw_recall@10"] = recall_against_exact(hnsw, idx, q)
+    out["rerank_agreement"] = {}
+    for pool in (50, 100, 200, 500, 1000):
+        s = Service(arts["crossrec"], bundle, ServeConfig(rerank_pool=pool))
+        out["rerank_agreement"][pool] = top10_agreement(s, arts["crossrec"], bundle, sample[:300])
+        print(f"re-rank pool {pool}: top-10 agreement {out['rerank_agreement'][pool]:.3f}", flush=True)
+    out["load"] = {}
+    for name in ("mf", "crossrec"):
+        proc = mp.get_context("spawn").Process(target=serve, args=(str(tmp / name), str(bundle.root), ServeConfig().rerank_pool))
+        proc.start()
+        try:
+            wait_up()
+            users = [str(u) for u in raw_users[:5000]]
+            asyncio.run(load(users, 4, 2.0))  # warm-up
+            out["load"][name] = [asyncio.run(load(users, n, args.seconds)) for n in (16, 64)]
+            print(name, out["load"][name], flush=True)
+        finally:
+            proc.terminate()
+            proc.join()
+    rows = [f"| {m} | {r['clients']} | {r['requests']} | {r['rps']:.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['errors']} |"
+            for m, rs in out["load"].items() for r in rs]
+    agree = " · ".join(f"{p}: {v:.1%}" for p, v in out["rerank_agreement"].items())
+    md = f"""# Serving benchmark
+
+A {out['n_items_big']:,}-item category, {out['n_users']:,} users (synthetic), 2 CPU cores shared by
+server (uvicorn, one process) and clients (httpx, closed loop), loopback, {args.seconds:.0f} s per row.
+`python benchmarks/bench_serving.py`.
+
+- Exact index top-10 = `score`'s top-10 (BPR-MF): {out['exact_top10_agreement_mf']:.1%} of 1,000 users.
+- HNSW (M 32, efSearch 128) recall@10 against exact: {out['hnsw_recall@10']:.3f}.
+- Flagship (neighbourhood re-rank): users whose top-10 equals full scoring, by candidate pool: {agree}.
+
+| model | clients | requests | req/s | p50 ms | p99 ms | errors |
+|---|---:|---:|---:|---:|---:|---:|
+""" + "\n".join(rows)
+    write_results("serving", out, md)
+    print(md)
+
+
+if __name__ == "__main__":
+    main()
