@@ -1,4 +1,4 @@
-"""`crossrec prepare | encode | train | evaluate | recommend | serve | experiment | demo`: parse arguments, call pipeline functions.
+"""`crossrec prepare | encode | train | evaluate | recommend | serve | update | experiment | demo`: parse arguments, call pipeline functions.
 
 Every command takes an optional YAML preset and dotted overrides after it:
 
@@ -204,6 +204,24 @@ def serve(ctx: typer.Context, config: Optional[Path] = CONFIG_ARG) -> None:
     app_ = create_app(service_loader(cfg), cfg.serve)
     console.print(f"serving {cfg.out} on http://{cfg.serve.host}:{cfg.serve.port} (API docs at /docs)")
     uvicorn.run(app_, host=cfg.serve.host, port=cfg.serve.port, log_level="warning")
+
+
+@app.command(context_settings=OVERRIDES)
+@_guard
+def update(ctx: typer.Context, config: Optional[Path] = CONFIG_ARG) -> None:
+    """Fine-tune the served model on its stored feedback into a new version under out/versions/
+    (the served one is never overwritten; POST /admin/reload swaps the new one in)."""
+    from crossrec.serving.update import update as run_update
+
+    cfg = _config(config, ctx)
+    done = run_update(cfg)
+    if not done["updated"]:
+        console.print(f"nothing to learn: {done['events']} feedback events, none new for known users and items; "
+                      f"serving stays at {done['version']}")
+        return
+    console.print(f"{done['version']}: {done['added']} new training rows from {done['events']} feedback events "
+                  f"(skipped: {done['negative']} negative, {done['unknown_user']} unknown users, "
+                  f"{done['unknown_item']} unknown items, {done['known_pair']} already known)")
 
 
 @app.command(context_settings=OVERRIDES)

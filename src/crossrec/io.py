@@ -43,7 +43,7 @@ KINDS: dict[str, tuple[tuple[str, ...], str]] = {
     "bundle": (("manifest.json", "interactions.parquet", "items.parquet", "users.parquet",
                 "image_vectors.safetensors"), "manifest.json"),
     "artifact": (("model.safetensors", "config.json", "ids.json", "checkpoint", "categories",
-                  "stage-*", "tensorboard", "*.lock"), "config.json"),
+                  "stage-*", "tensorboard", "serving", "versions", "*.lock"), "config.json"),
     "experiment": (("models", "runs", "tuning", "results.json", "results.md", "raw", "bundle", "*.lock"),
                    "results.json"),
 }

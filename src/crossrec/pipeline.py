@@ -244,16 +244,19 @@ def recommend(
 
 def service_loader(cfg: RunConfig) -> Callable[[], Any]:
     """A function that builds the Service of `cfg.out` (called at start and on reload): the newest
-    artifact there, its Bundle (with item text vectors when the model reads text), and the store
-    (`serve.store`, default <out>/serving/store.sqlite), opened once and shared across reloads."""
+    version there (`crossrec update` writes them; serving/update.py), its Bundle (with item text
+    vectors when the model reads text), and the store (`serve.store`, default
+    <out>/serving/store.sqlite), opened once and shared across reloads."""
     from crossrec.serving.service import Service
     from crossrec.serving.store import SQLiteStore
+    from crossrec.serving.update import newest_version
 
     store = SQLiteStore(cfg.serve.store or Path(cfg.out) / "serving" / "store.sqlite")
 
     def load() -> Any:
-        art = load_artifact(cfg.out)
-        bundle = Bundle.load(cfg.data.bundle)
+        art_dir, bundle_dir, _ = newest_version(cfg.out, cfg.data.bundle)
+        art = load_artifact(art_dir)
+        bundle = Bundle.load(bundle_dir)
         if reads_text(art.model):
             attach_text(bundle, cfg.encoder, progress=False)
         return Service(art, bundle, cfg.serve, store, cfg.encoder)

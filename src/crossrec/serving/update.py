@@ -1,0 +1,127 @@
+"""`crossrec update`: fine-tune the served model on the feedback it has collected, into a new
+versioned artifact, never touching the one being served.
+
+Versions live beside the original artifact:
+
+    <out>/                      the artifact `crossrec train` wrote (version 0)
+    <out>/versions/v0001/       bundle/ (the data it was trained on) + model/ (the artifact)
+    <out>/versions/v0002/       ...
+
+`newest_version(out)` is the highest complete version (its `model/config.json` exists; the model
+directory is written atomically after the bundle), else `out` itself; `crossrec serve` loads it
+and `POST /admin/reload` swaps it in.
+
+An update appends the store's feedback events as training interactions of the newest version's
+Bundle (each (user, item) once; events named in `NEGATIVE_EVENTS` are left out), keeps the
+validation and test splits as they are, and continues training the current weights with the
+`train:` section (its early stopping on the validation split included). Feedback on users or items
+the model has no row for is counted and skipped: a model's sizes are fixed when it is built, and
+new users and items reach it through the service's fallbacks until the next full `crossrec train`.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import polars as pl
+
+from crossrec.data.bundle import Bundle
+
+if TYPE_CHECKING:
+    from crossrec.config import RunConfig
+
+log = logging.getLogger(__name__)
+
+NEGATIVE_EVENTS = frozenset({"dislike", "skip", "hide", "dismiss", "remove", "return"})
+
+
+def _versions(out: Path) -> list[Path]:
+    root = out / "versions"
+    if not root.is_dir():
+        return []
+    done = [p for p in root.iterdir() if p.name.startswith("v") and p.name[1:].isdigit() and (p / "model" / "config.json").is_file()]
+    return sorted(done, key=lambda p: int(p.name[1:]))
+
+
+def newest_version(out: str | Path, bundle: str | Path) -> tuple[Path, Path, str]:
+    """(artifact dir, bundle dir, version name) of the newest complete version under `out`;
+    version 0 is `out` itself with the run config's `bundle`."""
+    out = Path(out)
+    done = _versions(out)
+    if not done:
+        return out, Path(bundle), "v0000"
+    return done[-1] / "model", done[-1] / "bundle", done[-1].name
+
+
+def feedback_rows(bundle: Bundle, feedback: list[tuple[str, str, str, float]]) -> tuple[pl.DataFrame, dict[str, int]]:
+    """New training rows (the Bundle's interaction schema) from (user, item, event, ts) events,
+    and counts of what was used and skipped."""
+    users = {str(u): i for i, u in enumerate(bundle.raw_user_ids())}
+    items = {str(i): j for j, i in enumerate(bundle.raw_item_ids())}
+    stats = {"events": len(feedback), "negative": 0, "unknown_user": 0, "unknown_item": 0, "known_pair": 0, "added": 0}
+    pairs: dict[tuple[int, int], float] = {}
+    for user, item, event, ts in feedback:
+        if event in NEGATIVE_EVENTS:
+            stats["negative"] += 1
+        elif user not in users:
+            stats["unknown_user"] += 1
+        elif item not in items:
+            stats["unknown_item"] += 1
+        else:
+            pairs.setdefault((users[user], items[item]), ts)
+    have = set(zip(bundle.interactions["user"].to_list(), bundle.interactions["item"].to_list()))
+    new = [(u, i, ts) for (u, i), ts in pairs.items() if (u, i) not in have]
+    stats["known_pair"] = len(pairs) - len(new)
+    stats["added"] = len(new)
+    schema = bundle.interactions.schema
+    start = int(bundle.interactions["order"].max() or 0) + 1 if bundle.interactions.height else 0
+    new.sort(key=lambda r: r[2])
+    u = np.array([r[0] for r in new], dtype=np.int64)
+    i = np.array([r[1] for r in new], dtype=np.int64)
+    cols: dict[str, Any] = {"user": u, "item": i, "category": bundle.item_category[i] if len(i) else np.zeros(0, np.int64),
+                            "order": np.arange(start, start + len(new)), "split": np.zeros(len(new), np.int64)}
+    frame = pl.DataFrame({name: cols[name] if name in cols else pl.Series(name, [None] * len(new)) for name in schema})
+    frame = frame.with_columns([pl.lit(False).alias(c) for c in ("new_to_category", "cold_item") if c in schema])
+    return frame.select([pl.col(name).cast(dtype) for name, dtype in schema.items()]), stats
+
+
+def update(cfg: RunConfig) -> dict[str, Any]:
+    """Train the next version on the stored feedback; returns what was done (see the module docstring)."""
+    from crossrec.models.base import reads_text
+    from crossrec.serving.artifact import check_bundle, load_artifact, save_artifact
+    from crossrec.serving.store import SQLiteStore
+    from crossrec.training.trainer import Trainer
+
+    out = Path(cfg.out)
+    art_dir, bundle_dir, version = newest_version(out, cfg.data.bundle)
+    art, bundle = load_artifact(art_dir), Bundle.load(bundle_dir)
+    check_bundle(art, bundle)
+    store = SQLiteStore(cfg.serve.store or out / "serving" / "store.sqlite")
+    rows, stats = feedback_rows(bundle, store.all_feedback())
+    if stats["added"] == 0:
+        return {"version": version, "updated": False, **stats}
+    nxt = out / "versions" / f"v{int(version[1:]) + 1:04d}"
+    nxt.mkdir(parents=True, exist_ok=True)
+    manifest = {k: v for k, v in bundle.manifest.items() if k != "fingerprint"}
+    manifest["updated_from"] = {"version": version, "feedback_rows": stats["added"]}
+    new = Bundle(pl.concat([bundle.interactions, rows]), bundle.items, bundle.users, manifest)
+    new.image_vectors, new.image_present = bundle.image_vectors, bundle.image_present
+    new.save(nxt / "bundle", "the update's bundle")
+    new = Bundle.load(nxt / "bundle")
+    model = art.model
+    if reads_text(model):
+        from crossrec.encoders.text import attach_text
+
+        attach_text(new, cfg.encoder, progress=False)
+    result = Trainer(cfg.train, nxt / "train").fit(model, new)
+    save_artifact(nxt / "model", model, art.name, art.mode, art.params, art.sizes,
+                  {"run_config": art.meta.get("run_config"), "train_result": result.to_json(),
+                   "updated_from": {"version": version, **stats}}, bundle=new)
+    log.info("update: %s -> %s with %d feedback rows", version, nxt.name, stats["added"])
+    return {"version": nxt.name, "updated": True, **stats}
+
+
+__all__ = ["NEGATIVE_EVENTS", "feedback_rows", "newest_version", "update"]
