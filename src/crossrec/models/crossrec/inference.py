@@ -5,7 +5,7 @@ each history item's share of a score (for explanations).
 Contributions of a user's history items h to score(u, i), for target category c:
     neighbourhood  w[c, cat(h)] exp(r[c, slot(h)]) cos(h, i)           (exact: the term is a sum over h)
     content        a[c, cat(h)] s_c <t_h, t_i> / |history|              (exact, likewise)
-    encoder        attention weight of h * <Enc-value of h, v_i>        (a first-order reading)
+    encoder        <Enc({h}) - Enc({}), v_i - mean_j v_j>                (a first-order reading)
 They are the model's own terms, so an explanation ("because you liked X in Books") names the
 history items that moved this item up, not ones picked after the fact.
 """
@@ -84,14 +84,17 @@ class FlagshipInference:
         return hist[keep], total[keep]
 
     def _encoder_shares(self: Any, hist: Tensor, category: int, item: int) -> Tensor:
-        """[L] each history item's first-order share of <Enc(history), v_item>: the encoder's
-        output with only that item present, minus its output with none, dotted with v_item."""
+        """[L] each history item's first-order share of what lifts `item` above the category's
+        average item: the encoder's output with only that item present, minus its output with
+        none, dotted with v_item - mean_j v_j (so the same history item does not explain every
+        recommendation equally)."""
         length = len(hist)
         rows = torch.full((length + 1, length), self.pad, dtype=hist.dtype, device=hist.device)
         slots = torch.arange(length, device=hist.device)
         rows[slots, slots] = hist
         enc = self._encode(rows, torch.full((length + 1,), category, dtype=torch.int64, device=hist.device))
-        v = self.items(torch.tensor([item], device=hist.device))[0] * self.cat_gate[category]
+        v = self.items(torch.tensor([item], device=hist.device))[0] - self.item_vectors(category).mean(0)
+        v = v * self.cat_gate[category]
         out = (enc[:-1] - enc[-1]) @ v
         return out * (hist != self.pad)
 
