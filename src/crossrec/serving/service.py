@@ -8,9 +8,12 @@ puts HTTP in front of it).
     feedback(user, item, event, timestamp)       an event, durable when the call returns
 
 **Scoring.** A two-tower model's items sit in one FAISS index per category (serving/index.py), the
-item bias folded in, so an exact index returns `score`'s top-k. A model with terms that depend on
-user and item together (the flagship's neighbourhood and content terms) gets a candidate pool of
-`serve.rerank_pool` items from the index, re-ranked exactly (`score_items`); other models
+item bias folded in, so an exact index returns `score`'s top-k. The flagship folds its content
+term in too (`index_item_columns` / `index_user_columns`: the text vectors and the user's content
+profile), and its one sparse term, the neighbourhood score, is non-zero only on the neighbours of
+the user's history items (`sparse_candidates`): those are re-scored exactly (`score_items`) with
+the index's top items outside them, so its top-k is exact as well. A model with other user-item
+terms gets a pool of `serve.rerank_pool` index candidates, re-ranked; models without vectors
 (popularity, ItemKNN) are scored in full. Items added while serving are scored exactly from their
 text (`score_text_items`) and merged in.
 
@@ -105,14 +108,14 @@ class Service:
 
     def _query(self, users: torch.Tensor, c: int) -> np.ndarray:
         u = self.model.user_vectors(users, c)
-        if hasattr(self.model, "index_bias"):
-            u = torch.cat([u, torch.ones_like(u[:, :1])], 1)
-        return u.float().cpu().numpy()
+        if hasattr(self.model, "index_user_columns"):
+            u = torch.cat([u, self.model.index_user_columns(users, c)], 1)
+        return u.detach().float().cpu().numpy()
 
     def _build_index(self, c: int) -> ItemIndex:
         v = self.model.item_vectors(c)
-        if hasattr(self.model, "index_bias"):
-            v = torch.cat([v, self.model.index_bias(c).unsqueeze(1)], 1)
+        if hasattr(self.model, "index_item_columns"):
+            v = torch.cat([v, self.model.index_item_columns(c)], 1)
         return ItemIndex(v.float().cpu().numpy(), self._index_of[c].numpy(), self.cfg.index, self.cfg.hnsw_above)
 
     def _all_vectors(self) -> torch.Tensor:
@@ -149,9 +152,16 @@ class Service:
         """(item id, score) of the best `want` items of category c for a known user, best first."""
         users = torch.tensor([u])
         if self._indexable:
-            pool = max(want, self.cfg.rerank_pool) if self.rerank else want
-            scores, ids = self._indexes[c].search(self._query(users, c), pool)
-            ids, scores = ids[0][ids[0] >= 0], scores[0][ids[0] >= 0]
+            sparse = self.model.sparse_candidates(users, c) if hasattr(self.model, "sparse_candidates") else None
+            if sparse is not None:  # exact: the index ranks every item outside `sparse` by its full score
+                extra = sparse.numpy()
+                scores, ids = self._indexes[c].search(self._query(users, c), want + len(extra))
+                ids = ids[0][ids[0] >= 0]
+                ids = np.concatenate([extra, ids[~np.isin(ids, extra)][:want]])
+            else:  # a pool from the index, re-ranked (exact when the index holds every term)
+                pool = max(want, self.cfg.rerank_pool) if self.rerank else want
+                scores, ids = self._indexes[c].search(self._query(users, c), pool)
+                ids, scores = ids[0][ids[0] >= 0], scores[0][ids[0] >= 0]
             if self.rerank:
                 scores = self.model.score_items(users, c, torch.from_numpy(ids).unsqueeze(0))[0].numpy()
             pairs = list(zip(ids.tolist(), scores.tolist()))

@@ -67,11 +67,12 @@ def test_the_exact_index_returns_scores_top10_for_1000_random_users(small_bundle
         assert got == score_top(art, small_bundle, user, c, 10), (user, c)
 
 
-def test_the_flagship_re_rank_agrees_with_full_scoring(flagship, tiny_bundle):
-    svc = Service(flagship, tiny_bundle, ServeConfig(rerank_pool=10_000))
+def test_the_flagship_index_and_sparse_re_rank_agree_with_full_scoring(flagship, tiny_bundle):
+    svc = Service(flagship, tiny_bundle, ServeConfig(rerank_pool=10))  # exact without a big pool
     for user in raw_users(tiny_bundle, 50):
-        got = [x["item"] for x in svc.recommend(user, tiny_bundle.categories[0], 10, exclude_seen=False)["items"]]
-        assert got == score_top(flagship, tiny_bundle, user, 0, 10)
+        for c, name in enumerate(tiny_bundle.categories):
+            got = [x["item"] for x in svc.recommend(user, name, 10, exclude_seen=False)["items"]]
+            assert got == score_top(flagship, tiny_bundle, user, c, 10), (user, name)
 
 
 def test_seen_items_are_left_out(mf, tiny_bundle):

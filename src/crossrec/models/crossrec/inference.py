@@ -27,6 +27,33 @@ class FlagshipInference:
         b = self.items.bias_of(idx, self._seen(idx))
         return b + self.global_bias if self.config.loss == "mse" else b
 
+    def index_item_columns(self: Any, category: int) -> Tensor:
+        """[n_items(c), e] item columns that, dotted with `index_user_columns`, give every term of
+        `score` except the sparse neighbourhood term: the bias, and the content term's text."""
+        cols = [self.index_bias(category).unsqueeze(1)]
+        if self.content_term is not None:
+            cols.append(self.items.text_[self.index[category]])
+        return torch.cat(cols, 1)
+
+    def index_user_columns(self: Any, users: Tensor, category: int) -> Tensor:
+        """[B, e] the user side of `index_item_columns`: 1 for the bias, the content profile."""
+        cols = [torch.ones(len(users), 1, device=users.device)]
+        if self.content_term is not None:
+            hist = self.history_[users]
+            cat = torch.full_like(users, category)
+            cols.append(self.content_term.profile(hist, cat, self.item_category_[hist], self.items.text_))
+        return torch.cat(cols, 1)
+
+    def sparse_candidates(self: Any, users: Tensor, category: int) -> Tensor | None:
+        """Global ids of the category's items whose neighbourhood score may be non-zero for these
+        users (the neighbours of their history items), or None without a neighbourhood term. Every
+        other item's score is exactly its index score."""
+        if self.neighbours is None:
+            return None
+        nb = self.neighbours.nbr_[self.history_[users]].flatten()
+        nb = torch.unique(nb[nb != self.pad])
+        return nb[self.item_category_[nb] == category]
+
     def score_items(self: Any, users: Tensor, category: int, items: Tensor) -> Tensor:
         """[B, n] exact scores of each row's candidate items [B, n] (global ids of category c);
         equal to `score(users, c)` at those items."""
