@@ -211,7 +211,8 @@ class Service:
             else:
                 pairs, source = self._from_history(str(user), c, want)
             pairs = [(i, s) for i, s in pairs if not (exclude_seen and i in seen)][:k]
-            items = [self._describe(i) | {"score": float(s), "because": self._because(u, str(user), i)} for i, s in pairs]
+            because = self._because(u, str(user), [i for i, _ in pairs])
+            items = [self._describe(i) | {"score": float(s), "because": b} for (i, s), b in zip(pairs, because)]
         return {"user": str(user), "category": category, "source": source, "model_version": self.version, "items": items}
 
     def similar(self, item: str, k: int = 10, category: str | None = None) -> dict[str, Any]:
@@ -239,7 +240,7 @@ class Service:
         if u is None and str(user) not in self._feedback:
             raise ServingError(f"unknown user {user!r} (no training data and no feedback)", "user", 404)
         with torch.no_grad():
-            because = self._because(u, str(user), i)
+            because = self._because(u, str(user), [i])[0]
         return {"user": str(user), "item": self._describe(i), "because": because}
 
     def history(self, user: str, limit: int = 50) -> dict[str, Any]:
@@ -255,27 +256,38 @@ class Service:
                 group.append(self._describe(i))
         return {"user": str(user), "known": u is not None, "categories": {k: v for k, v in groups.items() if v}}
 
-    def _because(self, u: int | None, user: str, i: int) -> list[dict[str, Any]]:
-        """Up to `explain_top` history items with the largest positive contribution to (user, i)."""
-        if u is not None and hasattr(self.model, "contributions") and i < self._pad:
-            hist, w = self.model.contributions(u, self._item_cat[i], i)
-            pairs = list(zip(hist.tolist(), w.tolist()))
-        elif self._vectors is not None:
-            hist_ids = (self._seen[u].indices.tolist() if u is not None else []) + self._feedback.get(user, [])
-            hist_ids = [h for h in hist_ids if h < self._pad]
-            if not hist_ids:
-                return []
-            q = self._vector(i)
-            pairs = list(zip(hist_ids, (self._vectors[torch.tensor(hist_ids)] @ q).tolist()))
-        else:
+    def _because(self, u: int | None, user: str, items: list[int]) -> list[list[dict[str, Any]]]:
+        """For each item, up to `explain_top` history items with the largest positive contribution
+        to (user, item): the flagship's own terms, else the cosine of item vectors."""
+        if not items:
             return []
-        best: dict[int, float] = {}
-        for h, w in pairs:
-            if w > 0 and h != i:
-                best[h] = max(w, best.get(h, 0.0))
-        top = sorted(best.items(), key=lambda p: (-p[1], p[0]))[: self.cfg.explain_top]
-        return [self._describe(h) | {"weight": round(w, 6), "text": f"because you liked {self._titles[h] or self._raw_items[h]} "
-                                     f"in {self.categories[self._item_cat[h]]}"} for h, w in top]
+        out: list[list[dict[str, Any]]] = []
+        trained = [i for i in items if i < self._pad]
+        shares: dict[int, list[tuple[int, float]]] = {}
+        if u is not None and hasattr(self.model, "contributions") and trained:
+            by_cat: dict[int, list[int]] = defaultdict(list)
+            for i in trained:
+                by_cat[self._item_cat[i]].append(i)
+            for c, ids in by_cat.items():
+                hist, w = self.model.contributions(u, c, torch.tensor(ids))
+                for col, i in enumerate(ids):
+                    shares[i] = list(zip(hist.tolist(), w[:, col].tolist()))
+        hist_ids = None
+        for i in items:
+            if i not in shares and self._vectors is not None:
+                if hist_ids is None:
+                    hist_ids = [h for h in (self._seen[u].indices.tolist() if u is not None else []) +
+                                self._feedback.get(user, []) if h < self._pad]
+                if hist_ids:
+                    shares[i] = list(zip(hist_ids, (self._vectors[torch.tensor(hist_ids)] @ self._vector(i)).tolist()))
+            best: dict[int, float] = {}
+            for h, w in shares.get(i, []):
+                if w > 0 and h != i:
+                    best[h] = max(w, best.get(h, 0.0))
+            top = sorted(best.items(), key=lambda p: (-p[1], p[0]))[: self.cfg.explain_top]
+            out.append([self._describe(h) | {"weight": round(w, 6), "text": f"because you liked "
+                        f"{self._titles[h] or self._raw_items[h]} in {self.categories[self._item_cat[h]]}"} for h, w in top])
+        return out
 
     def _vector(self, i: int) -> torch.Tensor:
         """The normalised vector of a Bundle item or of an item added while serving."""

@@ -88,42 +88,40 @@ class FlagshipInference:
             s = s + self._side(hist, cat, torch.zeros_like(cat), self.index[category], leave_out=False)
         return s
 
-    def contributions(self: Any, user: int, category: int, item: int) -> tuple[Tensor, Tensor]:
-        """The user's stored history items [L'] (pad dropped) and each one's contribution [L'] to
-        score(user, item) in `category` (see the module docstring)."""
+    def contributions(self: Any, user: int, category: int, items: Tensor) -> tuple[Tensor, Tensor]:
+        """The user's stored history items [L'] (pad dropped) and each one's contribution [L', n]
+        to score(user, i) for each of `items` [n] in `category` (see the module docstring)."""
         hist = self.history_[user]  # [L], oldest first
         keep = hist != self.pad
-        length = len(hist)
-        single = torch.full((length, length), self.pad, dtype=hist.dtype, device=hist.device)
-        slots = torch.arange(length, device=hist.device)
+        length, dev = len(hist), hist.device
+        single = torch.full((length, length), self.pad, dtype=hist.dtype, device=dev)
+        slots = torch.arange(length, device=dev)
         single[slots, slots] = hist  # row l: only history item l, in its own recency slot
-        cat = torch.full((length,), category, dtype=torch.int64, device=hist.device)
-        users = torch.full((length,), user, dtype=torch.int64, device=hist.device)
-        target = torch.tensor([item], device=hist.device)
-        total = torch.zeros(length, device=hist.device)
+        cat = torch.full((length,), category, dtype=torch.int64, device=dev)
+        items = items.to(dev)
+        total = torch.zeros(length, len(items), device=dev)
         if self.neighbours is not None:
-            total = total + self.neighbours.at(single, cat, users, target, leave_out=False)[:, 0]
+            users = torch.full((length,), user, dtype=torch.int64, device=dev)
+            total = total + self.neighbours.at(single, cat, users, items, leave_out=False)
         if self.content_term is not None:
             prof = self.content_term.profile(single, cat, self.item_category_[single], self.items.text_)
-            total = total + (prof @ self.items.text_[target].T)[:, 0] / keep.sum().clamp_min(1)
+            total = total + prof @ self.items.text_[items].T / keep.sum().clamp_min(1)
         if self.encoder is not None:
-            total = total + self._encoder_shares(hist, category, item)
+            total = total + self._encoder_shares(hist, category, items)
         return hist[keep], total[keep]
 
-    def _encoder_shares(self: Any, hist: Tensor, category: int, item: int) -> Tensor:
-        """[L] each history item's first-order share of what lifts `item` above the category's
-        average item: the encoder's output with only that item present, minus its output with
-        none, dotted with v_item - mean_j v_j (so the same history item does not explain every
-        recommendation equally)."""
+    def _encoder_shares(self: Any, hist: Tensor, category: int, items: Tensor) -> Tensor:
+        """[L, n] each history item's first-order share of what lifts each item above the
+        category's average item: the encoder's output with only that history item present, minus
+        its output with none, dotted with v_i - mean_j v_j (so the same history item does not
+        explain every recommendation equally)."""
         length = len(hist)
         rows = torch.full((length + 1, length), self.pad, dtype=hist.dtype, device=hist.device)
         slots = torch.arange(length, device=hist.device)
         rows[slots, slots] = hist
         enc = self._encode(rows, torch.full((length + 1,), category, dtype=torch.int64, device=hist.device))
-        v = self.items(torch.tensor([item], device=hist.device))[0] - self.item_vectors(category).mean(0)
-        v = v * self.cat_gate[category]
-        out = (enc[:-1] - enc[-1]) @ v
-        return out * (hist != self.pad)
+        v = (self.items(items) - self.item_vectors(category).mean(0)) * self.cat_gate[category]  # [n, d]
+        return ((enc[:-1] - enc[-1]) @ v.T) * (hist != self.pad).unsqueeze(1)
 
 
 __all__ = ["FlagshipInference"]
