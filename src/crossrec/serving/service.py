@@ -94,6 +94,8 @@ class Service:
         with torch.no_grad():
             self._indexes = [self._build_index(c) for c in range(len(self.categories))] if self._indexable else []
             self._vectors = self._all_vectors() if self.two_tower else None
+            self._centers = [self.model.item_vectors(c).mean(0) for c in range(len(self.categories))] \
+                if hasattr(m, "contributions") else []
         if store is not None:
             for row in store.items():
                 self._insert_item(row["item"], self._cat[row["category"]], row["title"], row["description"])
@@ -269,7 +271,7 @@ class Service:
             for i in trained:
                 by_cat[self._item_cat[i]].append(i)
             for c, ids in by_cat.items():
-                hist, w = self.model.contributions(u, c, torch.tensor(ids))
+                hist, w = self.model.contributions(u, c, torch.tensor(ids), self._centers[c])
                 for col, i in enumerate(ids):
                     shares[i] = list(zip(hist.tolist(), w[:, col].tolist()))
         hist_ids = None

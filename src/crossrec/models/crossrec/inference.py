@@ -88,9 +88,11 @@ class FlagshipInference:
             s = s + self._side(hist, cat, torch.zeros_like(cat), self.index[category], leave_out=False)
         return s
 
-    def contributions(self: Any, user: int, category: int, items: Tensor) -> tuple[Tensor, Tensor]:
+    def contributions(self: Any, user: int, category: int, items: Tensor,
+                      center: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """The user's stored history items [L'] (pad dropped) and each one's contribution [L', n]
-        to score(user, i) for each of `items` [n] in `category` (see the module docstring)."""
+        to score(user, i) for each of `items` [n] in `category` (see the module docstring).
+        `center`: the category's mean item vector, if the caller keeps it (a server does)."""
         hist = self.history_[user]  # [L], oldest first
         keep = hist != self.pad
         length, dev = len(hist), hist.device
@@ -107,10 +109,12 @@ class FlagshipInference:
             prof = self.content_term.profile(single, cat, self.item_category_[single], self.items.text_)
             total = total + prof @ self.items.text_[items].T / keep.sum().clamp_min(1)
         if self.encoder is not None:
-            total = total + self._encoder_shares(hist, category, items)
+            if center is None:
+                center = self.item_vectors(category).mean(0)
+            total = total + self._encoder_shares(hist, category, items, center)
         return hist[keep], total[keep]
 
-    def _encoder_shares(self: Any, hist: Tensor, category: int, items: Tensor) -> Tensor:
+    def _encoder_shares(self: Any, hist: Tensor, category: int, items: Tensor, center: Tensor) -> Tensor:
         """[L, n] each history item's first-order share of what lifts each item above the
         category's average item: the encoder's output with only that history item present, minus
         its output with none, dotted with v_i - mean_j v_j (so the same history item does not
@@ -120,7 +124,7 @@ class FlagshipInference:
         slots = torch.arange(length, device=hist.device)
         rows[slots, slots] = hist
         enc = self._encode(rows, torch.full((length + 1,), category, dtype=torch.int64, device=hist.device))
-        v = (self.items(items) - self.item_vectors(category).mean(0)) * self.cat_gate[category]  # [n, d]
+        v = (self.items(items) - center) * self.cat_gate[category]  # [n, d]
         return ((enc[:-1] - enc[-1]) @ v.T) * (hist != self.pad).unsqueeze(1)
 
 
