@@ -38,6 +38,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_speed.py
 	$(BIN)/python benchmarks/bench_datasets.py
 	$(BIN)/python benchmarks/bench_flagship.py
+	$(BIN)/python benchmarks/bench_serving.py --users 50000
 
 # The issue-4 experiments on ../shared/data (long: tens of minutes on 2 CPU cores).
 experiments: $(STAMP)
