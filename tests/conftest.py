@@ -45,6 +45,22 @@ def tiny_text(tiny_bundle, text_cache):
 
 
 @pytest.fixture(scope="session")
+def text_flagship(tiny_bundle, tiny_text, tmp_path_factory):
+    """The text+id flagship trained briefly on the tiny world, saved and loaded back as an
+    artifact: what the serving tests serve (each with its own store)."""
+    import torch
+
+    from tests.unit.serving.test_service import trained
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    tiny_bundle.text_vectors = tiny_text
+    art = trained(tiny_bundle, tmp_path_factory.mktemp("flagship") / "a", "crossrec", {"dim": 16, "item_tower": "text+id"})
+    torch.set_num_threads(old)
+    return art
+
+
+@pytest.fixture(scope="session")
 def small_bundle(tmp_path_factory):
     """The default synthetic world: big enough for quality floors, prepared once."""
     from crossrec.data.prepare import PrepareConfig, prepare

@@ -251,12 +251,15 @@ def service_loader(cfg: RunConfig) -> Callable[[], Any]:
     from crossrec.serving.store import SQLiteStore
     from crossrec.serving.update import newest_version
 
-    store = SQLiteStore(cfg.serve.store or Path(cfg.out) / "serving" / "store.sqlite")
+    stores: list[SQLiteStore] = []
 
     def load() -> Any:
         art_dir, bundle_dir, _ = newest_version(cfg.out, cfg.data.bundle)
-        art = load_artifact(art_dir)
+        art = load_artifact(art_dir)  # first: a wrong `out` must not get a store directory
         bundle = Bundle.load(bundle_dir)
+        if not stores:
+            stores.append(SQLiteStore(cfg.serve.store or Path(cfg.out) / "serving" / "store.sqlite"))
+        store = stores[0]
         if reads_text(art.model):
             attach_text(bundle, cfg.encoder, progress=False)
         return Service(art, bundle, cfg.serve, store, cfg.encoder)

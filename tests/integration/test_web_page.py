@@ -21,7 +21,6 @@ from crossrec.serving.api import create_app
 from crossrec.serving.config import ServeConfig
 from crossrec.serving.service import Service
 from crossrec.serving.store import SQLiteStore
-from tests.unit.serving.test_service import trained
 
 KEY = "page-key"
 
@@ -33,15 +32,12 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(tiny_bundle, tiny_text, tmp_path_factory):
+def server(tiny_bundle, text_flagship, tmp_path_factory):
     import uvicorn
 
     torch.set_num_threads(1)
-    tiny_bundle.text_vectors = tiny_text
-    root = tmp_path_factory.mktemp("page")
-    art = trained(tiny_bundle, root / "a", "crossrec", {"dim": 16, "item_tower": "text+id"})
-    store = SQLiteStore(root / "store.sqlite")
-    app = create_app(lambda: Service(art, tiny_bundle, store=store), ServeConfig(), api_key=KEY)
+    store = SQLiteStore(tmp_path_factory.mktemp("page") / "store.sqlite")
+    app = create_app(lambda: Service(text_flagship, tiny_bundle, store=store), ServeConfig(), api_key=KEY)
     port = free_port()
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
     thread = threading.Thread(target=srv.run, daemon=True)

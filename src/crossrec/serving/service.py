@@ -296,8 +296,9 @@ class Service:
         assert self._vectors is not None
         if i < self._pad:
             return self._vectors[i]
-        v, _ = self.model.items.from_text(self._new_text[i].unsqueeze(0)) if hasattr(self.model, "items") and \
-            hasattr(self.model.items, "from_text") else (self._new_text[i].unsqueeze(0), None)
+        text = self._new_text[i].unsqueeze(0)
+        tower = getattr(self.model, "items", None)
+        v = tower.from_text(text)[0] if hasattr(tower, "from_text") else text  # text-kNN: the text vector itself
         return F.normalize(v[0].float(), dim=0)
 
     # ------------------------------------------------------------------ writes

@@ -38,8 +38,8 @@ _SCHEMA = [
 ]
 
 
-class StoreError(RuntimeError):
-    """The store cannot be opened or used (a newer schema, a damaged file)."""
+class StoreError(ValueError):
+    """The store cannot be opened or used (a newer schema, a damaged file): bad input, exit 2."""
 
 
 class Store(Protocol):

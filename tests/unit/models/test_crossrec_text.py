@@ -6,21 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from crossrec.data.batch import Sizes
-from crossrec.data.sampling import TrainSampler
-from crossrec.models.base import config_from_dict
-from crossrec.models.crossrec import CrossRec
-
-
-def make(bundle, **params) -> CrossRec:
-    torch.manual_seed(0)
-    model = CrossRec(config_from_dict("crossrec", {"dim": 16} | params), Sizes.from_bundle(bundle))
-    model.setup(bundle)
-    return model
-
-
-def first_batch(bundle, size=512):
-    return next(iter(TrainSampler(bundle, batch_size=size, n_negatives=2, seed=0)))
+from tests.unit.models.test_crossrec import first_batch, make, one_thread  # noqa: F401  (one_thread: autouse)
 
 
 def test_id_dropout_hides_the_ids_bias_and_neighbourhood_of_an_occurrence(tiny_bundle, tiny_text):

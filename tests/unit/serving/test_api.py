@@ -11,7 +11,6 @@ from crossrec.serving.api import create_app
 from crossrec.serving.config import ServeConfig
 from crossrec.serving.service import Service
 from crossrec.serving.store import SQLiteStore
-from tests.unit.serving.test_service import trained
 
 KEY = "s3cret-key"
 WRITES = [
@@ -22,12 +21,9 @@ WRITES = [
 
 
 @pytest.fixture(scope="module")
-def served(tiny_bundle, tiny_text, tmp_path_factory):
+def served(tiny_bundle, text_flagship, tmp_path_factory):
     torch.set_num_threads(1)
-    tiny_bundle.text_vectors = tiny_text
-    root = tmp_path_factory.mktemp("api")
-    art = trained(tiny_bundle, root / "a", "crossrec", {"dim": 16, "item_tower": "text+id"})
-    store = SQLiteStore(root / "store.sqlite")
+    art, store = text_flagship, SQLiteStore(tmp_path_factory.mktemp("api") / "store.sqlite")
     loads = []
 
     def load():

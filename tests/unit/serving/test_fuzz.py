@@ -14,19 +14,15 @@ from crossrec.serving.api import create_app
 from crossrec.serving.config import ServeConfig
 from crossrec.serving.service import Service
 from crossrec.serving.store import SQLiteStore
-from tests.unit.serving.test_service import trained
 
 KEY = "fuzz-key"
 
 
 @pytest.fixture(scope="module")
-def app(tiny_bundle, tiny_text, tmp_path_factory):
+def app(tiny_bundle, text_flagship, tmp_path_factory):
     torch.set_num_threads(1)
-    tiny_bundle.text_vectors = tiny_text
-    root = tmp_path_factory.mktemp("fuzz")
-    art = trained(tiny_bundle, root / "a", "crossrec", {"dim": 16, "item_tower": "text+id"})
-    store = SQLiteStore(root / "store.sqlite")
-    return create_app(lambda: Service(art, tiny_bundle, store=store), ServeConfig(), api_key=KEY)
+    store = SQLiteStore(tmp_path_factory.mktemp("fuzz") / "store.sqlite")
+    return create_app(lambda: Service(text_flagship, tiny_bundle, store=store), ServeConfig(), api_key=KEY)
 
 
 def test_no_request_gets_a_500(app):

@@ -17,14 +17,7 @@ from crossrec.serving.index import ItemIndex, recall_against_exact
 from crossrec.serving.service import Service, ServingError
 from crossrec.serving.store import SQLiteStore
 from crossrec.training.trainer import TrainConfig, Trainer
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+from tests.unit.models.test_crossrec import one_thread  # noqa: F401  (autouse: one thread here too)
 
 
 def trained(bundle, root, name, params):
@@ -41,9 +34,8 @@ def mf(tiny_bundle, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def flagship(tiny_bundle, tiny_text, tmp_path_factory):
-    tiny_bundle.text_vectors = tiny_text
-    return trained(tiny_bundle, tmp_path_factory.mktemp("cr") / "a", "crossrec", {"dim": 16, "item_tower": "text+id"})
+def flagship(text_flagship):
+    return text_flagship
 
 
 def raw_users(bundle, n):
