@@ -8,14 +8,14 @@ puts HTTP in front of it).
     feedback(user, item, event, timestamp)       an event, durable when the call returns
 
 **Scoring.** A two-tower model's items sit in one FAISS index per category (serving/index.py), the
-item bias folded in, so an exact index returns `score`'s top-k. The flagship folds its content
-term in too (`index_item_columns` / `index_user_columns`: the text vectors and the user's content
-profile), and its one sparse term, the neighbourhood score, is non-zero only on the neighbours of
-the user's history items (`sparse_candidates`): those are re-scored exactly (`score_items`) with
-the index's top items outside them, so its top-k is exact as well. A model with other user-item
-terms gets a pool of `serve.rerank_pool` index candidates, re-ranked; models without vectors
-(popularity, ItemKNN) are scored in full. Items added while serving are scored exactly from their
-text (`score_text_items`) and merged in.
+item bias folded in, so an exact index returns `score`'s top-k. The flagship folds its content term
+in too (`index_item_columns` / `index_user_columns`), and its sparse neighbourhood term is non-zero
+only on the neighbours of the user's history (`sparse_candidates`): those are re-scored exactly
+(`score_items`) with the index's top items outside them, so its top-k is exact as well. Other
+models with user-item terms re-rank a pool of `serve.rerank_pool` index candidates; models without
+vectors (popularity, ItemKNN) are scored in full. Items added while serving are scored from their
+text (`score_text_items`) and merged in. `recommend_many` ranks the known users of one category in
+one batched search and re-rank (the HTTP API micro-batches concurrent requests into it).
 
 **Users the model has not seen.** A user id that is not in the training data is served from their
 feedback (the items they touched, oldest first): through the model's own history path where it has
@@ -150,33 +150,57 @@ class Service:
         return {"item": self._raw_items[i], "title": self._titles[i], "category": self.categories[self._item_cat[i]]}
 
     # ------------------------------------------------------------------ scoring
-    def _ranked(self, u: int, c: int, want: int) -> list[tuple[int, float]]:
-        """(item id, score) of the best `want` items of category c for a known user, best first."""
-        users = torch.tensor([u])
+    def _seen_ids(self, u: int) -> np.ndarray:  # the items the data says user u touched (a CSR row, cheaply)
+        return self._seen.indices[self._seen.indptr[u]:self._seen.indptr[u + 1]]
+
+    def _ranked_many(self, users: list[int], c: int, want: int) -> list[list[tuple[int, float]]]:
+        """For each known user, (item id, score) of the best `want` items of category c, best
+        first: one batched index search and one batched re-rank for all of them."""
+        us = torch.tensor(users, dtype=torch.int64)
         if self._indexable:
-            sparse = self.model.sparse_candidates(users, c) if hasattr(self.model, "sparse_candidates") else None
-            if sparse is not None:  # exact: the index ranks every item outside `sparse` by its full score
-                extra = sparse.numpy()
-                scores, ids = self._indexes[c].search(self._query(users, c), want + len(extra))
-                ids = ids[0][ids[0] >= 0]
-                ids = np.concatenate([extra, ids[~np.isin(ids, extra)][:want]])
+            has_sparse = hasattr(self.model, "sparse_candidates")
+            sparse = [self.model.sparse_candidates(us[j:j + 1], c) for j in range(len(users))] if has_sparse else []
+            if has_sparse and all(s is not None for s in sparse):
+                # exact: the index ranks every item outside a user's sparse candidates by its full score
+                extra = [s.numpy() for s in sparse]
+                _, ids = self._indexes[c].search(self._query(us, c), want + max(len(e) for e in extra))
+                rows = []
+                for e, r in zip(extra, ids):
+                    r = r[r >= 0]
+                    rows.append(np.concatenate([e, r[~np.isin(r, e)][:want]]))
+                vals: list[np.ndarray] = []
             else:  # a pool from the index, re-ranked (exact when the index holds every term)
                 pool = max(want, self.cfg.rerank_pool) if self.rerank else want
-                scores, ids = self._indexes[c].search(self._query(users, c), pool)
-                ids, scores = ids[0][ids[0] >= 0], scores[0][ids[0] >= 0]
+                scores, ids = self._indexes[c].search(self._query(us, c), pool)
+                rows = [r[r >= 0] for r in ids]
+                vals = [s[r >= 0] for s, r in zip(scores, ids)]
             if self.rerank:
-                scores = self.model.score_items(users, c, torch.from_numpy(ids).unsqueeze(0))[0].numpy()
-            pairs = list(zip(ids.tolist(), scores.tolist()))
+                vals = self._rescore(us, c, rows)
+            out = [list(zip(r.tolist(), v.tolist())) for r, v in zip(rows, vals)]
         else:
-            s = self.model.score(users, c)[0].float()
-            top = torch.topk(s, min(want, len(s)))
-            pairs = list(zip(self._index_of[c][top.indices].tolist(), top.values.tolist()))
+            s = self.model.score(us, c).float()
+            top = torch.topk(s, min(want, s.shape[1]), dim=1)
+            ids = self._index_of[c][top.indices]
+            out = [list(zip(i.tolist(), v.tolist())) for i, v in zip(ids, top.values)]
         new = self._new.get(c)
         if new and self.reads_text:
             text = torch.stack([self._new_text[i] for i in new])
-            pairs += list(zip(new, self.model.score_text_items(users, c, text)[0].tolist()))
-        pairs.sort(key=lambda p: (-p[1], p[0]))
-        return pairs[:want]
+            for pairs, s in zip(out, self.model.score_text_items(us, c, text).tolist()):
+                pairs += list(zip(new, s))
+        for pairs in out:
+            pairs.sort(key=lambda p: (-p[1], p[0]))
+            del pairs[want:]
+        return out
+
+    def _rescore(self, us: torch.Tensor, c: int, rows: list[np.ndarray]) -> list[np.ndarray]:
+        """Exact scores of each user's candidate row (rows padded to one width for one call)."""
+        if max(len(r) for r in rows) == 0:
+            return [np.zeros(0, np.float32) for _ in rows]
+        mat = np.full((len(rows), max(len(r) for r in rows)), next(r[0] for r in rows if len(r)), dtype=np.int64)
+        for j, r in enumerate(rows):
+            mat[j, :len(r)] = r
+        s = self.model.score_items(us, c, torch.from_numpy(mat)).float().numpy()
+        return [s[j, :len(r)] for j, r in enumerate(rows)]
 
     def _from_history(self, user: str, c: int, want: int) -> tuple[list[tuple[int, float]], str]:
         """A user the model has not seen: their feedback items through the model, else popularity."""
@@ -200,22 +224,46 @@ class Service:
     # ------------------------------------------------------------------ requests
     def recommend(self, user: str, category: str, k: int = 10, exclude_seen: bool = True) -> dict[str, Any]:
         """Top-k items of `category` for `user`, each with its score and explanation."""
-        c, k = self._category(category), self._k(k)
-        u = self._users.get(str(user))
-        seen = set(self._feedback.get(str(user), []))
-        if u is not None and exclude_seen:
-            row = self._seen[u]
-            seen |= set(row.indices.tolist())
-        want = k + (len(seen) if exclude_seen else 0)
+        out = self.recommend_many([(user, category, k, exclude_seen)])[0]
+        if isinstance(out, Exception):
+            raise out
+        return out
+
+    def recommend_many(self, requests: list[tuple[str, str, int, bool]]) -> list[dict[str, Any] | ServingError]:
+        """`recommend` for many (user, category, k, exclude_seen) requests at once: the known users
+        of each category are ranked by one batched search (serving/batcher.py feeds this). A bad
+        request gets its `ServingError` in its slot; the others are answered."""
+        out: list[Any] = [None] * len(requests)
+        plan: list[tuple[int, str, int | None, int, int, bool, set[int], int]] = []
+        for j, (user, category, k, exclude_seen) in enumerate(requests):
+            try:
+                c, k = self._category(category), self._k(k)
+            except ServingError as e:
+                out[j] = e
+                continue
+            u = self._users.get(str(user))
+            seen = set(self._feedback.get(str(user), []))
+            if u is not None and exclude_seen:
+                seen |= set(self._seen_ids(u).tolist())
+            plan.append((j, str(user), u, c, k, bool(exclude_seen), seen, k + (len(seen) if exclude_seen else 0)))
         with torch.no_grad():
-            if u is not None:
-                pairs, source = self._ranked(u, c, want), "model"
-            else:
-                pairs, source = self._from_history(str(user), c, want)
-            pairs = [(i, s) for i, s in pairs if not (exclude_seen and i in seen)][:k]
-            because = self._because(u, str(user), [i for i, _ in pairs])
-            items = [self._describe(i) | {"score": float(s), "because": b} for (i, s), b in zip(pairs, because)]
-        return {"user": str(user), "category": category, "source": source, "model_version": self.version, "items": items}
+            ranked: dict[int, tuple[list[tuple[int, float]], str]] = {}
+            groups: dict[int, list[tuple[int, int, int]]] = defaultdict(list)
+            for j, user, u, c, _, _, _, want in plan:
+                if u is None:
+                    ranked[j] = self._from_history(user, c, want)
+                else:
+                    groups[c].append((j, u, want))
+            for c, members in groups.items():
+                lists = self._ranked_many([u for _, u, _ in members], c, max(w for _, _, w in members))
+                ranked.update({j: (pairs[:want], "model") for (j, _, want), pairs in zip(members, lists)})
+            for j, user, u, c, k, exclude_seen, seen, _ in plan:
+                pairs = [(i, s) for i, s in ranked[j][0] if not (exclude_seen and i in seen)][:k]
+                because = self._because(u, user, [i for i, _ in pairs])
+                items = [self._describe(i) | {"score": float(s), "because": b} for (i, s), b in zip(pairs, because)]
+                out[j] = {"user": user, "category": self.categories[c], "source": ranked[j][1],
+                          "model_version": self.version, "items": items}
+        return out
 
     def similar(self, item: str, k: int = 10, category: str | None = None) -> dict[str, Any]:
         """The k items nearest to `item` (cosine of the model's item vectors) in `category`
@@ -250,7 +298,7 @@ class Service:
         u = self._users.get(str(user))
         if u is None and str(user) not in self._feedback:
             raise ServingError(f"unknown user {user!r} (no training data and no feedback)", "user", 404)
-        ids = (self._seen[u].indices.tolist() if u is not None else []) + self._feedback.get(str(user), [])
+        ids = (self._seen_ids(u).tolist() if u is not None else []) + self._feedback.get(str(user), [])
         groups: dict[str, list[dict[str, Any]]] = {name: [] for name in self.categories}
         for i in dict.fromkeys(ids):  # distinct, first occurrence order
             group = groups[self.categories[self._item_cat[i]]]
@@ -260,35 +308,36 @@ class Service:
 
     def _because(self, u: int | None, user: str, items: list[int]) -> list[list[dict[str, Any]]]:
         """For each item, up to `explain_top` history items with the largest positive contribution
-        to (user, item): the flagship's own terms, else the cosine of item vectors."""
-        if not items:
-            return []
-        out: list[list[dict[str, Any]]] = []
-        trained = [i for i in items if i < self._pad]
-        shares: dict[int, list[tuple[int, float]]] = {}
-        if u is not None and hasattr(self.model, "contributions") and trained:
+        to (user, item): the flagship's own terms, else the cosine of item vectors. Ties go to the
+        lower item id; an item never explains itself."""
+        shares: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # item -> (history ids [H], weights [H])
+        if u is not None and hasattr(self.model, "contributions"):
             by_cat: dict[int, list[int]] = defaultdict(list)
-            for i in trained:
+            for i in (i for i in items if i < self._pad):  # items added while serving have no stored terms
                 by_cat[self._item_cat[i]].append(i)
             for c, ids in by_cat.items():
                 hist, w = self.model.contributions(u, c, torch.tensor(ids), self._centers[c])
-                for col, i in enumerate(ids):
-                    shares[i] = list(zip(hist.tolist(), w[:, col].tolist()))
-        hist_ids = None
+                shares.update({i: (hist, w[:, col]) for col, i in enumerate(ids)})
+        rest = [i for i in items if i not in shares]
+        if rest and self._vectors is not None:  # one [H, d] x [d, n] product for the items left
+            hist_ids = [h for h in (self._seen_ids(u).tolist() if u is not None else []) +
+                        self._feedback.get(user, []) if h < self._pad]
+            if hist_ids:
+                hist = torch.tensor(hist_ids)
+                cos = self._vectors[hist] @ torch.stack([self._vector(i) for i in rest]).T
+                shares.update({i: (hist, cos[:, col]) for col, i in enumerate(rest)})
+        out: list[list[dict[str, Any]]] = []
         for i in items:
-            if i not in shares and self._vectors is not None:
-                if hist_ids is None:
-                    hist_ids = [h for h in (self._seen[u].indices.tolist() if u is not None else []) +
-                                self._feedback.get(user, []) if h < self._pad]
-                if hist_ids:
-                    shares[i] = list(zip(hist_ids, (self._vectors[torch.tensor(hist_ids)] @ self._vector(i)).tolist()))
-            best: dict[int, float] = {}
-            for h, w in shares.get(i, []):
-                if w > 0 and h != i:
-                    best[h] = max(w, best.get(h, 0.0))
-            top = sorted(best.items(), key=lambda p: (-p[1], p[0]))[: self.cfg.explain_top]
-            out.append([self._describe(h) | {"weight": round(w, 6), "text": f"because you liked "
-                        f"{self._titles[h] or self._raw_items[h]} in {self.categories[self._item_cat[h]]}"} for h, w in top])
+            top: list[tuple[int, float]] = []
+            if i in shares:
+                hist, w = shares[i]
+                uniq, inv = torch.unique(hist, return_inverse=True)  # a history item's best share (ascending ids)
+                best = torch.full((len(uniq),), -torch.inf).scatter_reduce(0, inv, w.float(), "amax")
+                best[(uniq == i) | ~(best > 0)] = -torch.inf
+                order = torch.sort(best, descending=True, stable=True).indices[: self.cfg.explain_top]
+                top = [(h, v) for h, v in zip(uniq[order].tolist(), best[order].tolist()) if v > 0]
+            out.append([self._describe(h) | {"weight": round(v, 6), "text": f"because you liked "
+                        f"{self._titles[h] or self._raw_items[h]} in {self.categories[self._item_cat[h]]}"} for h, v in top])
         return out
 
     def _vector(self, i: int) -> torch.Tensor:

@@ -1,0 +1,80 @@
+"""Micro-batching: concurrent requests share one batched call and get the answers a single call
+gives; one bad request fails alone."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from crossrec.serving.batcher import MicroBatcher
+from crossrec.serving.service import Service, ServingError
+from tests.unit.models.test_crossrec import one_thread  # noqa: F401  (autouse: one thread here too)
+from tests.unit.serving.test_service import flagship, mf, raw_users  # noqa: F401  (module fixtures)
+
+
+def test_results_come_back_in_order_and_a_burst_is_batched():
+    gate, sizes = threading.Event(), []
+
+    def double(xs):
+        gate.wait(5)  # the first batch holds the worker while the rest queue up
+        sizes.append(len(xs))
+        return [x * 2 for x in xs]
+
+    b = MicroBatcher(double, max_batch=8)
+    futures = [b.submit(i) for i in range(20)]
+    gate.set()
+    assert [f.result(5) for f in futures] == [i * 2 for i in range(20)]
+    b.close()
+    assert sum(sizes) == 20 and max(sizes) == 8 and len(sizes) < 20
+    assert b.batches == len(sizes) and b.requests == 20
+    with pytest.raises(RuntimeError, match="closed"):
+        b.submit(1)
+
+
+def test_one_failing_request_fails_alone_and_a_failing_call_fails_its_batch():
+    b = MicroBatcher(lambda xs: [ValueError(f"bad {x}") if x < 0 else x for x in xs])
+    good, bad = b.submit(3), b.submit(-1)
+    assert good.result(5) == 3
+    with pytest.raises(ValueError, match="bad -1"):
+        bad.result(5)
+    b.close()
+    boom = MicroBatcher(lambda xs: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        boom.submit(1).result(5)
+    assert boom.submit(2).exception(5) is not None  # the worker lives on
+    boom.close()
+    with pytest.raises(ValueError, match="max_batch"):
+        MicroBatcher(lambda xs: xs, max_batch=0)
+
+
+@pytest.mark.parametrize("which", ["mf", "flagship"])
+def test_recommend_many_equals_one_at_a_time(which, request, tiny_bundle):
+    svc = Service(request.getfixturevalue(which), tiny_bundle)
+    cats = tiny_bundle.categories
+    reqs = [(u, cats[n % len(cats)], 5 + n % 3, n % 2 == 0) for n, u in enumerate(raw_users(tiny_bundle, 24))]
+    reqs.insert(7, ("nobody-yet", cats[0], 5, True))  # an unknown user: popularity, in the same batch
+    reqs.insert(3, (reqs[0][0], "no-such-category", 5, True))  # a bad request in the middle
+    got = svc.recommend_many(reqs)
+    assert isinstance(got[3], ServingError) and got[3].field == "category"
+    for req, res in zip(reqs, got):
+        if req[1] != "no-such-category":  # the same answer, up to float rounding of batched products
+            one = svc.recommend(*req)
+            assert [x["item"] for x in res["items"]] == [x["item"] for x in one["items"]]
+            assert [x["score"] for x in res["items"]] == pytest.approx([x["score"] for x in one["items"]], rel=1e-5)
+            assert [x["because"] for x in res["items"]] == [x["because"] for x in one["items"]]
+            assert {k: v for k, v in res.items() if k != "items"} == {k: v for k, v in one.items() if k != "items"}
+    assert got[8]["source"] == "popularity"
+
+
+def test_concurrent_threads_get_their_own_answers(mf, tiny_bundle):
+    svc = Service(mf, tiny_bundle)
+    users, cat = raw_users(tiny_bundle, 40), tiny_bundle.categories[0]
+    want = {u: svc.recommend(u, cat, 10) for u in users}
+    b = MicroBatcher(svc.recommend_many, max_batch=16, max_wait_ms=2.0)
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(lambda u: b.submit((u, cat, 10, True)).result(10), users * 3))
+    b.close()
+    assert got == [want[u] for u in users * 3]
+    assert b.batches < len(got)  # some requests shared a batch
