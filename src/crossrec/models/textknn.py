@@ -73,8 +73,9 @@ class TextKNN(nn.Module):
     def score(self, users: Tensor, category: int) -> Tensor:
         return self.user_vectors(users, category) @ self.item_vectors(category).T
 
-    def score_text_items(self, users: Tensor, category: int, text: Tensor) -> Tensor:
-        """[B, n] scores of items known only by their text vectors [n, k] (added after training)."""
+    def score_text_items(self, users: Tensor, category: int, text: Tensor, image: Tensor | None = None) -> Tensor:
+        """[B, n] scores of items known only by their text vectors [n, k] (added after training;
+        text-kNN reads no image vectors)."""
         return self.user_vectors(users, category) @ F.normalize(text.float(), dim=1).T
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:

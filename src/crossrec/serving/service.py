@@ -24,7 +24,7 @@ feedback gets the category's most popular items. Every answer says which path se
 
 **Explanations.** Each recommended item names up to `serve.explain_top` of the user's history
 items, from any category, with the largest contribution to its score: the flagship's own terms
-(`contributions`), or for other two-tower models the cosine of item vectors.
+(`contributions`), or for other two-tower models the cosine of item vectors (serving/explain.py).
 
 Errors are `ServingError`s that name the request field and carry an HTTP status (404 for an unknown
 user, item or category; 409 for what the served model cannot do; 422 for a bad value).
@@ -46,21 +46,15 @@ from crossrec.data.bundle import Bundle
 from crossrec.encoders.config import EncoderConfig
 from crossrec.serving.artifact import Artifact, check_bundle
 from crossrec.serving.config import ServeConfig
+from crossrec.serving.errors import ServingError
+from crossrec.serving.explain import Explanations
 from crossrec.serving.index import ItemIndex
 from crossrec.serving.store import Store
 
 EVENT = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 
 
-class ServingError(ValueError):
-    """A request the service cannot answer: `field` is the request field, `status` the HTTP code."""
-
-    def __init__(self, message: str, field: str, status: int = 422) -> None:
-        super().__init__(message)
-        self.field, self.status = field, status
-
-
-class Service:
+class Service(Explanations):
     """A loaded artifact and its Bundle, answering in raw ids (see the module docstring)."""
 
     def __init__(self, artifact: Artifact, bundle: Bundle, cfg: ServeConfig = ServeConfig(),
@@ -90,6 +84,8 @@ class Service:
         self._feedback: dict[str, list[int]] = defaultdict(list)  # raw user -> item ids, oldest first
         self._new: dict[int, list[int]] = defaultdict(list)  # category -> ids of items added while serving
         self._new_text: dict[int, torch.Tensor] = {}  # item id -> its text vector
+        self._new_image: dict[int, torch.Tensor] = {}  # item id -> its image vector (models that read images)
+        self.image_dim = getattr(getattr(self.model, "items", None), "image_dim", None)
         self._text_model: Any = None
         with torch.no_grad():
             self._indexes = [self._build_index(c) for c in range(len(self.categories))] if self._indexable else []
@@ -98,7 +94,7 @@ class Service:
                 if hasattr(m, "contributions") else []
         if store is not None:
             for row in store.items():
-                self._insert_item(row["item"], self._cat[row["category"]], row["title"], row["description"])
+                self._insert_item(row["item"], self._cat[row["category"]], row["title"], row["description"], row["image"])
             for user, item, _, _ in store.all_feedback():
                 if item in self._items:
                     self._feedback[user].append(self._items[item])
@@ -184,8 +180,8 @@ class Service:
             out = [list(zip(i.tolist(), v.tolist())) for i, v in zip(ids, top.values)]
         new = self._new.get(c)
         if new and self.reads_text:
-            text = torch.stack([self._new_text[i] for i in new])
-            for pairs, s in zip(out, self.model.score_text_items(us, c, text).tolist()):
+            text, image = self._new_content(new)
+            for pairs, s in zip(out, self.model.score_text_items(us, c, text, image).tolist()):
                 pairs += list(zip(new, s))
         for pairs in out:
             pairs.sort(key=lambda p: (-p[1], p[0]))
@@ -283,16 +279,6 @@ class Service:
         order = sorted((p for p in zip(ids, scores) if p[0] != i), key=lambda p: (-p[1], p[0]))[:k]
         return {"item": item, "category": self.categories[c], "items": [self._describe(j) | {"score": s} for j, s in order]}
 
-    def explain(self, user: str, item: str) -> dict[str, Any]:
-        """The user's history items behind the user's score for `item`."""
-        i = self._item(item)
-        u = self._users.get(str(user))
-        if u is None and str(user) not in self._feedback:
-            raise ServingError(f"unknown user {user!r} (no training data and no feedback)", "user", 404)
-        with torch.no_grad():
-            because = self._because(u, str(user), [i])[0]
-        return {"user": str(user), "item": self._describe(i), "because": because}
-
     def history(self, user: str, limit: int = 50) -> dict[str, Any]:
         """The user's items (the data's and their feedback), grouped by category, at most `limit` each."""
         u = self._users.get(str(user))
@@ -306,48 +292,22 @@ class Service:
                 group.append(self._describe(i))
         return {"user": str(user), "known": u is not None, "categories": {k: v for k, v in groups.items() if v}}
 
-    def _because(self, u: int | None, user: str, items: list[int]) -> list[list[dict[str, Any]]]:
-        """For each item, up to `explain_top` history items with the largest positive contribution
-        to (user, item): the flagship's own terms, else the cosine of item vectors. Ties go to the
-        lower item id; an item never explains itself."""
-        shares: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # item -> (history ids [H], weights [H])
-        if u is not None and hasattr(self.model, "contributions"):
-            by_cat: dict[int, list[int]] = defaultdict(list)
-            for i in (i for i in items if i < self._pad):  # items added while serving have no stored terms
-                by_cat[self._item_cat[i]].append(i)
-            for c, ids in by_cat.items():
-                hist, w = self.model.contributions(u, c, torch.tensor(ids), self._centers[c])
-                shares.update({i: (hist, w[:, col]) for col, i in enumerate(ids)})
-        rest = [i for i in items if i not in shares]
-        if rest and self._vectors is not None:  # one [H, d] x [d, n] product for the items left
-            hist_ids = [h for h in (self._seen_ids(u).tolist() if u is not None else []) +
-                        self._feedback.get(user, []) if h < self._pad]
-            if hist_ids:
-                hist = torch.tensor(hist_ids)
-                cos = self._vectors[hist] @ torch.stack([self._vector(i) for i in rest]).T
-                shares.update({i: (hist, cos[:, col]) for col, i in enumerate(rest)})
-        out: list[list[dict[str, Any]]] = []
-        for i in items:
-            top: list[tuple[int, float]] = []
-            if i in shares:
-                hist, w = shares[i]
-                uniq, inv = torch.unique(hist, return_inverse=True)  # a history item's best share (ascending ids)
-                best = torch.full((len(uniq),), -torch.inf).scatter_reduce(0, inv, w.float(), "amax")
-                best[(uniq == i) | ~(best > 0)] = -torch.inf
-                order = torch.sort(best, descending=True, stable=True).indices[: self.cfg.explain_top]
-                top = [(h, v) for h, v in zip(uniq[order].tolist(), best[order].tolist()) if v > 0]
-            out.append([self._describe(h) | {"weight": round(v, 6), "text": f"because you liked "
-                        f"{self._titles[h] or self._raw_items[h]} in {self.categories[self._item_cat[h]]}"} for h, v in top])
-        return out
+    def _new_content(self, ids: list[int]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Text vectors [n, k] of items added while serving, and their image vectors [n, k'] (zero
+        rows: none) where the served model reads images."""
+        text = torch.stack([self._new_text[i] for i in ids])
+        if self.image_dim is None:
+            return text, None
+        return text, torch.stack([self._new_image.get(i, torch.zeros(self.image_dim)) for i in ids])
 
     def _vector(self, i: int) -> torch.Tensor:
         """The normalised vector of a Bundle item or of an item added while serving."""
         assert self._vectors is not None
         if i < self._pad:
             return self._vectors[i]
-        text = self._new_text[i].unsqueeze(0)
+        text, image = self._new_content([i])
         tower = getattr(self.model, "items", None)
-        v = tower.from_text(text)[0] if hasattr(tower, "from_text") else text  # text-kNN: the text vector itself
+        v = tower.from_text(text, image)[0] if hasattr(tower, "from_text") else text  # text-kNN: the text vector itself
         return F.normalize(v[0].float(), dim=0)
 
     # ------------------------------------------------------------------ writes
@@ -374,12 +334,16 @@ class Service:
                                "item_tower (crossrec) or textknn", "title", 409)
         if not title.strip():
             raise ServingError("title is empty", "title")
+        if image_vector is not None and (not np.all(np.isfinite(image_vector)) or
+                                         (self.image_dim is not None and len(image_vector) != self.image_dim)):
+            raise ServingError(f"image_vector: expected {self.image_dim or 'some'} finite numbers, got "
+                               f"{len(image_vector)}", "image_vector")
         if self.store is not None:
             self.store.add_item(item, category, title, description, image_vector)
-        self._insert_item(item, c, title, description)
+        self._insert_item(item, c, title, description, image_vector)
         return {"item": item, "category": category, "live": True}
 
-    def _insert_item(self, item: str, c: int, title: str, description: str | None) -> None:
+    def _insert_item(self, item: str, c: int, title: str, description: str | None, image: list[float] | None) -> None:
         from crossrec.encoders.text import encode_texts, item_texts, load_text_model
 
         if self._text_model is None:
@@ -393,6 +357,8 @@ class Service:
             self._titles.append(title)
             self._item_cat.append(c)
             self._new_text[i] = vec.float()
+            if image is not None and self.image_dim is not None and len(image) == self.image_dim:
+                self._new_image[i] = torch.tensor(image, dtype=torch.float32)
             self._items[item] = i
             self._new[c] = self._new[c] + [i]  # a new list: readers keep a consistent snapshot
 

@@ -65,10 +65,11 @@ class FlagshipInference:
             s = s + self._side(self.history_[users], cat, users, items, leave_out=False)
         return s + self.global_bias if self.config.loss == "mse" else s
 
-    def score_text_items(self: Any, users: Tensor, category: int, text: Tensor) -> Tensor:
+    def score_text_items(self: Any, users: Tensor, category: int, text: Tensor, image: Tensor | None = None) -> Tensor:
         """[B, n] scores of items known only by their text vectors [n, k] (added after training; a
-        text item tower only): what `score` would give them as items without training rows."""
-        v, b = self.items.from_text(text)
+        text item tower only), with image vectors [n, k'] where the tower reads them: what `score`
+        would give them as items without training rows."""
+        v, b = self.items.from_text(text, image)
         s = self.user_vectors(users, category) @ v.T + b
         if self.content_term is not None:
             hist = self.history_[users]

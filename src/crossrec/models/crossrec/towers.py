@@ -130,6 +130,11 @@ class ItemTower(nn.Module):
     def has_text(self) -> bool:
         return self.adapter is not None and self.text_.numel() > 0
 
+    @property
+    def image_dim(self) -> int | None:
+        """Width of the image vectors this tower reads, or None."""
+        return int(self.content_.shape[1]) if self.content_proj is not None and self.content_.numel() > 0 else None
+
     # ---------------------------------------------------------------- outputs
     def _id_keep(self, items: Tensor) -> Tensor | None:
         """[...] 1.0 where an item's ID part is used, 0.0 where dropped (training only)."""
@@ -182,9 +187,11 @@ class ItemTower(nn.Module):
         gate = 2.0 * torch.sigmoid(self.fuse(stacked.flatten(-2))).view_as(stacked)
         return self.fused((gate * stacked).sum(-2))
 
-    def from_text(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def from_text(self, x: Tensor, image: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Vectors [n, d] and biases [n] of items known by their text vectors [n, k] alone (items
-        added after training): the tower's output for an item whose ID part is hidden."""
+        added after training): the tower's output for an item whose ID part is hidden. `image`
+        [n, k'] (all-zero rows: none) joins through the image projection of a `text+id+image`
+        tower, as a Bundle item's image vector does."""
         if not self.has_text:
             raise ValueError("this item tower does not read text")
         x = x.float().to(self.bias.device)
@@ -192,7 +199,11 @@ class ItemTower(nn.Module):
         if self.use_id:
             parts.insert(0, torch.zeros_like(parts[0]))
         if self.content_proj is not None and self.content_.numel() > 0:
-            parts.append(torch.zeros_like(parts[0]))  # no image vector
+            if image is None:
+                parts.append(torch.zeros_like(parts[0]))  # no image vector
+            else:
+                img = F.normalize(image.float().to(self.bias.device), dim=1)
+                parts.append(self.content_proj(img) * (img.abs().sum(1, keepdim=True) > 0))
         if self.fuse is None or len(parts) == 1:
             v = parts[0]
         else:
