@@ -208,18 +208,26 @@ def serve(ctx: typer.Context, config: Optional[Path] = CONFIG_ARG) -> None:
 
 @app.command(context_settings=OVERRIDES)
 @_guard
-def update(ctx: typer.Context, config: Optional[Path] = CONFIG_ARG) -> None:
-    """Fine-tune the served model on its stored feedback into a new version under out/versions/
-    (the served one is never overwritten; POST /admin/reload swaps the new one in)."""
+def update(
+    ctx: typer.Context,
+    config: Optional[Path] = CONFIG_ARG,
+    interactions: Optional[list[Path]] = typer.Option(
+        None, "--interactions", help="New interaction file(s), read like data.interactions (repeatable)."),
+) -> None:
+    """Fine-tune the served model on its stored feedback and new interaction files into a new
+    version under out/versions/ (the served one is never overwritten; POST /admin/reload swaps the
+    new one in)."""
     from crossrec.serving.update import update as run_update
 
     cfg = _config(config, ctx)
-    done = run_update(cfg)
+    done = run_update(cfg, list(interactions or []))
     if not done["updated"]:
-        console.print(f"nothing to learn: {done['events']} feedback events, none new for known users and items; "
+        console.print(f"nothing to learn: {done['events']} events ({done['file_rows']} from files), none new for known "
+                      "users and items; "
                       f"serving stays at {done['version']}")
         return
-    console.print(f"{done['version']}: {done['added']} new training rows from {done['events']} feedback events "
+    console.print(f"{done['version']}: {done['added']} new training rows from {done['events']} events "
+                  f"({done['file_rows']} from files) "
                   f"(skipped: {done['negative']} negative, {done['unknown_user']} unknown users, "
                   f"{done['unknown_item']} unknown items, {done['known_pair']} already known)")
 

@@ -11,8 +11,11 @@ Versions live beside the original artifact:
 directory is written atomically after the bundle), else `out` itself; `crossrec serve` loads it
 and `POST /admin/reload` swaps it in.
 
-An update appends the store's feedback events as training interactions of the newest version's
-Bundle (each (user, item) once; events named in `NEGATIVE_EVENTS` are left out), keeps the
+An update appends the store's feedback events, and the rows of any new interaction files
+(`crossrec update CONFIG --interactions FILE ...`: CSV/TSV/Parquet/JSONL, gzip ok, read with the
+`data.columns` map, `data.format` and `data.sep` like `data.interactions`; each row an event named
+`interaction`), as training interactions of the newest version's Bundle (each (user, item) once;
+events named in `NEGATIVE_EVENTS` are left out), keeps the
 validation and test splits as they are, and continues training the current weights with the
 `train:` section (its early stopping on the validation split included). Feedback on users or items
 the model has no row for is counted and skipped: a model's sizes are fixed when it is built, and
@@ -22,6 +25,7 @@ new users and items reach it through the service's fallbacks until the next full
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -88,8 +92,25 @@ def feedback_rows(bundle: Bundle, feedback: list[tuple[str, str, str, float]]) -
     return frame.select([pl.col(name).cast(dtype) for name, dtype in schema.items()]), stats
 
 
-def update(cfg: RunConfig) -> dict[str, Any]:
-    """Train the next version on the stored feedback; returns what was done (see the module docstring)."""
+def file_events(cfg: RunConfig, paths: Sequence[str | Path]) -> list[tuple[str, str, str, float]]:
+    """(user, item, "interaction", timestamp) events from interaction files, read like
+    `data.interactions` (a bad file raises the readers' `DataError`, naming file, line and column)."""
+    from crossrec.data.readers import read_interactions
+    from crossrec.data.schema import ColumnMap
+    from crossrec.typed import from_dict
+
+    columns = from_dict(ColumnMap, cfg.data.columns, "data.columns.")
+    events: list[tuple[str, str, str, float]] = []
+    for path in paths:
+        df = read_interactions(path, columns, cfg.data.format, cfg.data.sep)
+        ts = df["timestamp"].fill_null(0).to_list() if "timestamp" in df.columns else [0.0] * df.height
+        events += [(u, i, "interaction", float(t)) for u, i, t in zip(df["user"].to_list(), df["item"].to_list(), ts)]
+    return events
+
+
+def update(cfg: RunConfig, interactions: Sequence[str | Path] = ()) -> dict[str, Any]:
+    """Train the next version on the stored feedback and the rows of the `interactions` files;
+    returns what was done (see the module docstring)."""
     from crossrec.models.base import reads_text
     from crossrec.serving.artifact import check_bundle, load_artifact, save_artifact
     from crossrec.serving.store import SQLiteStore
@@ -100,7 +121,9 @@ def update(cfg: RunConfig) -> dict[str, Any]:
     art, bundle = load_artifact(art_dir), Bundle.load(bundle_dir)
     check_bundle(art, bundle)
     store = SQLiteStore(cfg.serve.store or out / "serving" / "store.sqlite")
-    rows, stats = feedback_rows(bundle, store.all_feedback())
+    from_files = file_events(cfg, list(interactions))  # read (and checked) before anything is written
+    rows, stats = feedback_rows(bundle, store.all_feedback() + from_files)
+    stats["file_rows"] = len(from_files)
     if stats["added"] == 0:
         return {"version": version, "updated": False, **stats}
     nxt = out / "versions" / f"v{int(version[1:]) + 1:04d}"
@@ -124,4 +147,4 @@ def update(cfg: RunConfig) -> dict[str, Any]:
     return {"version": nxt.name, "updated": True, **stats}
 
 
-__all__ = ["NEGATIVE_EVENTS", "feedback_rows", "newest_version", "update"]
+__all__ = ["NEGATIVE_EVENTS", "feedback_rows", "file_events", "newest_version", "update"]

@@ -68,7 +68,7 @@ def test_recommend_many_equals_one_at_a_time(which, request, tiny_bundle):
     assert got[8]["source"] == "popularity"
 
 
-def test_concurrent_threads_get_their_own_answers(mf, tiny_bundle):
+def test_concurrent_threads_get_their_own_answers(mf, tiny_bundle):  # noqa: F811  (the imported fixture)
     svc = Service(mf, tiny_bundle)
     users, cat = raw_users(tiny_bundle, 40), tiny_bundle.categories[0]
     want = {u: svc.recommend(u, cat, 10) for u in users}
