@@ -73,7 +73,7 @@ def top10_agreement(svc: Service, art, bundle, users: np.ndarray) -> float:
     return same / len(users)
 
 
-def serve(art_root: str, bundle_root: str, pool: int) -> None:  # the server process
+def serve(art_root: str, bundle_root: str, index: str) -> None:  # the server process
     import uvicorn
 
     from crossrec.data.bundle import Bundle
@@ -81,7 +81,8 @@ def serve(art_root: str, bundle_root: str, pool: int) -> None:  # the server pro
 
     torch.set_num_threads(1)
     art, bundle = load_artifact(art_root), Bundle.load(bundle_root)
-    app = create_app(lambda: Service(art, bundle, ServeConfig(rerank_pool=pool)), ServeConfig(), api_key="bench")
+    cfg = ServeConfig(index=index)  # type: ignore[arg-type]
+    app = create_app(lambda: Service(art, bundle, cfg), cfg, api_key="bench")
     uvicorn.run(app, host="127.0.0.1", port=PORT, log_level="error")
 
 
@@ -185,8 +186,8 @@ def main() -> None:
         sizes = [len(arts["crossrec"].model.sparse_candidates(torch.tensor([int(u)]), 0)) for u in sample]
     out["flagship_sparse_candidates_mean"] = float(np.mean(sizes))
     out["load"] = {}
-    for name in ("mf", "crossrec"):
-        proc = mp.get_context("spawn").Process(target=serve, args=(str(tmp / name), str(bundle.root), ServeConfig().rerank_pool))
+    for name, model, index in (("mf", "mf", "exact"), ("mf hnsw", "mf", "hnsw"), ("crossrec", "crossrec", "exact")):
+        proc = mp.get_context("spawn").Process(target=serve, args=(str(tmp / model), str(bundle.root), index))
         proc.start()
         try:
             wait_up()

@@ -33,35 +33,33 @@ class Explanations:
         """For each item, up to `explain_top` history items with the largest positive contribution
         to (user, item): the flagship's own terms, else the cosine of item vectors. Ties go to the
         lower item id; an item never explains itself."""
-        shares: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # item -> (history ids [H], weights [H])
+        groups: list[tuple[list[int], torch.Tensor, torch.Tensor]] = []  # (items [n], history ids [H], weights [H, n])
+        done: set[int] = set()
         if u is not None and hasattr(self.model, "contributions"):
             by_cat: dict[int, list[int]] = defaultdict(list)
             for i in (i for i in items if i < self._pad):  # items added while serving have no stored terms
                 by_cat[self._item_cat[i]].append(i)
             for c, ids in by_cat.items():
-                hist, w = self.model.contributions(u, c, torch.tensor(ids), self._centers[c])
-                shares.update({i: (hist, w[:, col]) for col, i in enumerate(ids)})
-        rest = [i for i in items if i not in shares]
+                groups.append((ids, *self.model.contributions(u, c, torch.tensor(ids), self._centers[c])))
+                done.update(ids)
+        rest = [i for i in items if i not in done]
         if rest and self._vectors is not None:  # one [H, d] x [d, n] product for the items left
             hist_ids = [h for h in (self._seen_ids(u).tolist() if u is not None else []) +
                         self._feedback.get(user, []) if h < self._pad]
             if hist_ids:
                 hist = torch.tensor(hist_ids)
-                cos = self._vectors[hist] @ torch.stack([self._vector(i) for i in rest]).T
-                shares.update({i: (hist, cos[:, col]) for col, i in enumerate(rest)})
-        out: list[list[dict[str, Any]]] = []
-        for i in items:
-            top: list[tuple[int, float]] = []
-            if i in shares:
-                hist, w = shares[i]
-                uniq, inv = torch.unique(hist, return_inverse=True)  # a history item's best share (ascending ids)
-                best = torch.full((len(uniq),), -torch.inf).scatter_reduce(0, inv, w.float(), "amax")
-                best[(uniq == i) | ~(best > 0)] = -torch.inf
-                order = torch.sort(best, descending=True, stable=True).indices[: self.cfg.explain_top]
-                top = [(h, v) for h, v in zip(uniq[order].tolist(), best[order].tolist()) if v > 0]
-            out.append([self._describe(h) | {"weight": round(v, 6), "text": f"because you liked "
-                        f"{self._titles[h] or self._raw_items[h]} in {self.categories[self._item_cat[h]]}"} for h, v in top])
-        return out
+                groups.append((rest, hist, self._vectors[hist] @ torch.stack([self._vector(i) for i in rest]).T))
+        top: dict[int, list[tuple[int, float]]] = {}
+        for ids, hist, w in groups:  # per group: each history item's best share, the largest first
+            uniq, inv = torch.unique(hist, return_inverse=True)  # ascending ids: stable sorting puts lower ids first
+            best = torch.full((len(uniq), len(ids)), -torch.inf).scatter_reduce(
+                0, inv.unsqueeze(1).expand(-1, len(ids)), w.float(), "amax")
+            best[(uniq.unsqueeze(1) == torch.tensor(ids).unsqueeze(0)) | ~(best > 0)] = -torch.inf
+            order = torch.sort(best, dim=0, descending=True, stable=True).indices[: self.cfg.explain_top]
+            hs, vs = uniq[order].T.tolist(), best.gather(0, order).T.tolist()
+            top.update({i: [(h, v) for h, v in zip(hs[col], vs[col]) if v > 0] for col, i in enumerate(ids)})
+        return [[self._describe(h) | {"weight": round(v, 6), "text": f"because you liked {self._titles[h] or self._raw_items[h]} "
+                 f"in {self.categories[self._item_cat[h]]}"} for h, v in top.get(i, [])] for i in items]
 
 
 __all__ = ["Explanations"]
