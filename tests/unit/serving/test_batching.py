@@ -49,6 +49,14 @@ def test_one_failing_request_fails_alone_and_a_failing_call_fails_its_batch():
         MicroBatcher(lambda xs: xs, max_batch=0)
 
 
+def same_answer(a, b):
+    """The same recommendations, up to float rounding of batched products."""
+    assert [x["item"] for x in a["items"]] == [x["item"] for x in b["items"]]
+    assert [x["score"] for x in a["items"]] == pytest.approx([x["score"] for x in b["items"]], rel=1e-5, abs=1e-6)
+    assert [[h["item"] for h in x["because"]] for x in a["items"]] == [[h["item"] for h in x["because"]] for x in b["items"]]
+    assert {k: v for k, v in a.items() if k != "items"} == {k: v for k, v in b.items() if k != "items"}
+
+
 @pytest.mark.parametrize("which", ["mf", "flagship"])
 def test_recommend_many_equals_one_at_a_time(which, request, tiny_bundle):
     svc = Service(request.getfixturevalue(which), tiny_bundle)
@@ -59,12 +67,8 @@ def test_recommend_many_equals_one_at_a_time(which, request, tiny_bundle):
     got = svc.recommend_many(reqs)
     assert isinstance(got[3], ServingError) and got[3].field == "category"
     for req, res in zip(reqs, got):
-        if req[1] != "no-such-category":  # the same answer, up to float rounding of batched products
-            one = svc.recommend(*req)
-            assert [x["item"] for x in res["items"]] == [x["item"] for x in one["items"]]
-            assert [x["score"] for x in res["items"]] == pytest.approx([x["score"] for x in one["items"]], rel=1e-5)
-            assert [x["because"] for x in res["items"]] == [x["because"] for x in one["items"]]
-            assert {k: v for k, v in res.items() if k != "items"} == {k: v for k, v in one.items() if k != "items"}
+        if req[1] != "no-such-category":
+            same_answer(res, svc.recommend(*req))
     assert got[8]["source"] == "popularity"
 
 
@@ -76,5 +80,22 @@ def test_concurrent_threads_get_their_own_answers(mf, tiny_bundle):  # noqa: F81
     with ThreadPoolExecutor(8) as pool:
         got = list(pool.map(lambda u: b.submit((u, cat, 10, True)).result(10), users * 3))
     b.close()
-    assert got == [want[u] for u in users * 3]
+    for a, u in zip(got, users * 3):
+        same_answer(a, want[u])
     assert b.batches < len(got)  # some requests shared a batch
+
+
+def test_batched_exact_search_equals_one_query_at_a_time():
+    import numpy as np
+
+    from crossrec.serving.index import TORCH_BATCH, ItemIndex
+
+    rng = np.random.default_rng(0)
+    index = ItemIndex(rng.normal(size=(3000, 17)).astype(np.float32), np.arange(3000) + 100)
+    index.add(10 * rng.normal(size=(5, 17)).astype(np.float32), np.arange(5) + 9000)  # added while serving (long: they show)
+    queries = rng.normal(size=(TORCH_BATCH + 9, 17)).astype(np.float32)
+    scores, ids = index.search(queries, 40)  # torch
+    for q, s, i in zip(queries, scores, ids):
+        one_s, one_i = index.search(q, 40)  # FAISS
+        assert (one_i[0] == i).all() and np.allclose(one_s[0], s, atol=1e-4)
+    assert set(ids.ravel()) & set(range(9000, 9005))
