@@ -27,6 +27,7 @@ from crossrec.data.batch import Sizes
 from crossrec.data.bundle import Bundle
 from crossrec.data.prepare import prepare
 from crossrec.data.schema import ColumnMap, ItemColumnMap
+from crossrec.encoders.image import attach_images, reads_images
 from crossrec.encoders.text import attach_text
 from crossrec.evaluation.evaluator import EvalConfig, EvalResult, Evaluator
 from crossrec.io import OutputError, claim_output, read_json, write_marker
@@ -157,6 +158,9 @@ def _train(cfg: RunConfig, bundle: Bundle, out: Path, resume: bool) -> Artifact:
     model = build(spec.name, spec.mode, spec.params, sizes)
     if reads_text(model):
         attach_text(bundle, cfg.encoder, progress=cfg.train.progress)
+    if cfg.encoder.image_model and reads_images(model) and bundle.image_vectors is None:
+        attach_images(bundle, cfg.encoder, Path(cfg.data.items).parent if cfg.data.items else Path("."),
+                      progress=cfg.train.progress)
     if cfg.encoder.finetune != "frozen":
         _attach_live_encoder(model, bundle, cfg)
     # What a checkpoint must match to be resumed (the train options are compared separately).

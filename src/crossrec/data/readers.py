@@ -37,6 +37,7 @@ from crossrec.data import validate as v
 from crossrec.data.schema import (
     CATEGORY,
     DESCRIPTION,
+    IMAGE,
     ITEM,
     TITLE,
     ColumnMap,
@@ -161,7 +162,7 @@ def _interaction_fields(columns: ColumnMap) -> dict[str, tuple[str, str]]:
 
 def _item_fields(columns: ItemColumnMap) -> dict[str, tuple[str, str]]:
     pairs = {ITEM: (columns.item, "id"), CATEGORY: (columns.category, "id"),
-             TITLE: (columns.title, "text"), DESCRIPTION: (columns.description, "text")}
+             TITLE: (columns.title, "text"), DESCRIPTION: (columns.description, "text"), IMAGE: (columns.image, "text")}
     return {k: p for k, p in pairs.items() if p[0] is not None}
 
 

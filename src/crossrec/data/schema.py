@@ -26,6 +26,7 @@ SPLIT = "split"  # optional, a dataset's own split: "train" | "valid" | "test"
 # Canonical item-table columns.
 TITLE = "title"
 DESCRIPTION = "description"
+IMAGE = "image"
 
 SPLITS = ("train", "valid", "test")
 
@@ -109,3 +110,4 @@ class ItemColumnMap:
     category: str | None = "category"  # (str|None) the item's category
     title: str | None = "title"  # (str|None) item title
     description: str | None = None  # (str|None) longer text: description, attributes, reviews
+    image: str | None = None  # (str|None) path of the item's image file (read by encoder.image_model)

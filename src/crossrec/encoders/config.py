@@ -1,4 +1,5 @@
-"""The `encoder:` section of a run config: which local language model reads item text, and how.
+"""The `encoder:` section of a run config: which local language model reads item text (and which
+local image model reads item images), and how.
 
 torch-free, like the other config modules, so a config can be checked without loading a model.
 """
@@ -31,10 +32,13 @@ class EncoderConfig(Checked):
     lora_r: int = 8  # (int) finetune=lora: rank of the LoRA updates
     lora_alpha: float = 16.0  # (float) finetune=lora: LoRA scale numerator
     lr: float = 2e-5  # (float) learning rate of the encoder's trained weights (finetune != frozen)
+    image_model: str | None = None  # (str|None) a local sentence-transformers directory that reads images (e.g. a saved CLIP): encodes the image files named by data.item_columns.image for a text+id+image tower when data.image_vectors is not set
+    image_root: str | None = None  # (str|None) folder the item table's image paths are relative to; None = the item table's folder
+    image_batch_size: int = 32  # (int) images per encoder batch
     train_items: int = 256  # (int) finetune: distinct positive items per batch encoded afresh with gradients (the rest read the per-epoch cache)
 
     def validate(self) -> None:
-        for name in ("max_tokens", "batch_size", "top_layers", "lora_r", "train_items"):
+        for name in ("max_tokens", "batch_size", "image_batch_size", "top_layers", "lora_r", "train_items"):
             if getattr(self, name) < 1:
                 raise ValueError(f"encoder.{name}={getattr(self, name)}; expected >= 1")
         if not self.lr > 0 or not self.lora_alpha > 0:
