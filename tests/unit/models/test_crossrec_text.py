@@ -32,7 +32,8 @@ def test_id_dropout_hides_the_ids_bias_and_neighbourhood_of_an_occurrence(tiny_b
 
 def test_content_term_is_the_weighted_text_profile_cosine(tiny_bundle, tiny_text):
     tiny_bundle.text_vectors = tiny_text
-    model = make(tiny_bundle, item_tower="text+id", neighbourhood={"k": 0}, history={"length": 1000}).eval()
+    model = make(tiny_bundle, item_tower="text+id", neighbourhood={"k": 0}, history={"length": 1000},
+                 text={"content_term": True}).eval()
     term = model.content_term
     with torch.no_grad():
         term.weight.uniform_(0.5, 2.0)
