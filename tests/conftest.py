@@ -55,7 +55,9 @@ def text_flagship(tiny_bundle, tiny_text, tmp_path_factory):
     old = torch.get_num_threads()
     torch.set_num_threads(1)
     tiny_bundle.text_vectors = tiny_text
-    art = trained(tiny_bundle, tmp_path_factory.mktemp("flagship") / "a", "crossrec", {"dim": 16, "item_tower": "text+id"})
+    # the content term on: the serving tests cover its columns in the index and its explanations
+    art = trained(tiny_bundle, tmp_path_factory.mktemp("flagship") / "a", "crossrec",
+                  {"dim": 16, "item_tower": "text+id", "text": {"content_term": True}})
     torch.set_num_threads(old)
     return art
 
