@@ -6,8 +6,8 @@ adam/adamw, plain SGD for sgd), so a step costs O(batch) instead of O(table size
 move; their moments decay only when they are touched; bias correction by the global step), done
 on dense row blocks: the batch's distinct rows (`torch.unique`), their summed gradient
 (`index_add_`), and gathers/scatters of those rows of the moments and weights. SparseAdam builds
-sparse tensors for every moment update (`coalesce`, `sparse_mask`); on a BPR-MF epoch over 1M
-interactions it took 55% of the epoch (benchmarks/results/profile.md).
+sparse tensors for every moment update (`coalesce`, `sparse_mask`): about half of a BPR-MF epoch
+over 1M interactions; RowAdam makes that epoch 1.28x faster (benchmarks/results/profile.md).
 
 Sparse tables take no optimiser weight decay (PyTorch's sparse optimisers have none): regularise
 them through the model's own L2 on the batch's embeddings (`reg`), as every model here does.
