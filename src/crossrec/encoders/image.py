@@ -34,8 +34,14 @@ from typing import TYPE_CHECKING, Any, Protocol, Sequence, runtime_checkable
 import numpy as np
 
 from crossrec.encoders.config import EncoderConfig
-from crossrec.encoders.text import EncoderError, _lookup, cache_dir, resolve_model
-from crossrec.io import load_tensors, save_tensors
+from crossrec.encoders.text import (
+    EncoderError,
+    cache_dir,
+    lookup_rows,
+    read_cache,
+    resolve_model,
+    write_cache,
+)
 
 if TYPE_CHECKING:
     from crossrec.data.bundle import Bundle
@@ -118,11 +124,8 @@ def encode_images(paths: Sequence[Path | None], cfg: EncoderConfig, progress: bo
             missing.append(str(p))
     encoder = encoder if encoder is not None else SentenceTransformerImages(cfg)
     path = _cache_file(cfg, encoder.model_id)
-    stored_keys, stored_vecs = np.zeros((0, 32), np.uint8), None
-    if path.is_file():
-        stored = load_tensors(path)
-        stored_keys, stored_vecs = stored["hashes"].numpy(), stored["vectors"].numpy()
-    rows = _lookup(keys, stored_keys)
+    stored_keys, stored_vecs = read_cache(path)
+    rows = lookup_rows(keys, stored_keys)
     todo = np.flatnonzero(present & (rows < 0))
     encoded = 0
     if len(todo):
@@ -140,9 +143,9 @@ def encode_images(paths: Sequence[Path | None], cfg: EncoderConfig, progress: bo
             new = encoder.encode(images, progress=progress)
             stored_keys = np.concatenate([stored_keys, keys[ok]])
             stored_vecs = new if stored_vecs is None else np.concatenate([stored_vecs, new])
-            _save_cache(path, stored_keys, stored_vecs, encoder.model_id)
+            write_cache(path, stored_keys, stored_vecs, {"model_id": encoder.model_id})
             encoded = len(images)
-        rows = _lookup(keys, stored_keys)
+        rows = lookup_rows(keys, stored_keys)
     dim = stored_vecs.shape[1] if stored_vecs is not None else 0
     out = np.zeros((len(paths), dim), np.float32)
     ok_rows = present & (rows >= 0)
@@ -153,15 +156,6 @@ def encode_images(paths: Sequence[Path | None], cfg: EncoderConfig, progress: bo
                     len(missing), missing[0])
     return ImageVectors(out, ok_rows, encoder.model_id, encoded, int(ok_rows.sum()) - encoded, len(missing),
                         time.perf_counter() - t0)
-
-
-def _save_cache(path: Path, keys: np.ndarray, vecs: np.ndarray, model_id: str) -> None:
-    import torch
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_tensors(path, {"hashes": torch.from_numpy(np.ascontiguousarray(keys)),
-                        "vectors": torch.from_numpy(np.ascontiguousarray(vecs, dtype=np.float32))},
-                 {"model_id": model_id, "rows": str(len(keys))})
 
 
 def bundle_image_paths(bundle: Bundle, root: str | Path) -> list[Path | None]:

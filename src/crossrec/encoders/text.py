@@ -163,7 +163,7 @@ def _cache_file(cfg: EncoderConfig, model_id: str) -> Path:
     return cache_dir(cfg) / f"{key}.safetensors"
 
 
-def _lookup(keys: np.ndarray, table: np.ndarray) -> np.ndarray:
+def lookup_rows(keys: np.ndarray, table: np.ndarray) -> np.ndarray:
     """Row of each of `keys` [n, 32] in `table` [m, 32] (uint8), -1 where absent (vectorised)."""
     if len(table) == 0:
         return np.full(len(keys), -1, dtype=np.int64)
@@ -185,11 +185,8 @@ def encode_texts(texts: Sequence[str], cfg: EncoderConfig, progress: bool = True
     _, model_id = resolve_model(cfg.model)
     path = _cache_file(cfg, model_id)
     keys = text_hashes(texts)
-    stored_keys, stored_vecs = np.zeros((0, 32), np.uint8), None
-    if path.is_file():
-        stored = load_tensors(path)
-        stored_keys, stored_vecs = stored["hashes"].numpy(), stored["vectors"].numpy()
-    rows = _lookup(keys, stored_keys)
+    stored_keys, stored_vecs = read_cache(path)
+    rows = lookup_rows(keys, stored_keys)
     present = np.array([bool(t) for t in texts], dtype=bool)
     todo = np.flatnonzero((rows < 0) & present)
     uniq_idx: np.ndarray = np.zeros(0, dtype=np.int64)
@@ -204,8 +201,8 @@ def encode_texts(texts: Sequence[str], cfg: EncoderConfig, progress: bool = True
         dim = new.shape[1]
         stored_keys = np.concatenate([stored_keys, keys[uniq_idx]])
         stored_vecs = new if stored_vecs is None else np.concatenate([stored_vecs, new])
-        _save_cache(path, stored_keys, stored_vecs, model_id, cfg)
-        rows = _lookup(keys, stored_keys)
+        write_cache(path, stored_keys, stored_vecs, {"model_id": model_id, "max_tokens": str(cfg.max_tokens)})
+        rows = lookup_rows(keys, stored_keys)
     dim = stored_vecs.shape[1] if stored_vecs is not None else 0
     out = np.zeros((len(texts), dim), dtype=np.float32)
     ok = present & (rows >= 0)
@@ -215,13 +212,22 @@ def encode_texts(texts: Sequence[str], cfg: EncoderConfig, progress: bool = True
                        seconds=time.perf_counter() - t0)
 
 
-def _save_cache(path: Path, keys: np.ndarray, vecs: np.ndarray, model_id: str, cfg: EncoderConfig) -> None:
+def read_cache(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """([m, 32] uint8 row hashes, [m, d] vectors or None) of a vector cache file (empty if absent)."""
+    if not path.is_file():
+        return np.zeros((0, 32), np.uint8), None
+    stored = load_tensors(path)
+    return stored["hashes"].numpy(), stored["vectors"].numpy()
+
+
+def write_cache(path: Path, keys: np.ndarray, vecs: np.ndarray, meta: dict[str, str]) -> None:
+    """Write a vector cache file atomically (`save_tensors`); `meta` joins the row count."""
     import torch
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"model_id": model_id, "max_tokens": str(cfg.max_tokens), "rows": str(len(keys))}
     save_tensors(path, {"hashes": torch.from_numpy(np.ascontiguousarray(keys)),
-                        "vectors": torch.from_numpy(np.ascontiguousarray(vecs, dtype=np.float32))}, meta)
+                        "vectors": torch.from_numpy(np.ascontiguousarray(vecs, dtype=np.float32))},
+                 meta | {"rows": str(len(keys))})
 
 
 def bundle_texts(bundle: Bundle, cfg: EncoderConfig) -> list[str]:
