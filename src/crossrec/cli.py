@@ -135,14 +135,32 @@ def train(
     ctx: typer.Context,
     config: Optional[Path] = CONFIG_ARG,
     resume: bool = typer.Option(False, "--resume", help="Continue from the checkpoints in `out`."),
+    nproc: int = typer.Option(1, "--nproc", min=1,
+                              help="Train in N processes on this machine (torchrun; gloo on CPU, NCCL on GPU)."),
 ) -> None:
     """Train model.name (single or pooled) on the prepared Bundle; write the artifact to `out`."""
     from crossrec.pipeline import train as run_train
+    from crossrec.training import distributed
 
+    if nproc > 1 and not distributed.launched():
+        _torchrun(nproc, config, list(ctx.args) + (["--resume"] if resume else []))
+        return
     cfg = _config(config, ctx)
     art = run_train(cfg, resume=resume)
-    console.print(f"trained {art.name} ({art.mode}) -> {art.root}")
-    console.print(json.dumps(art.meta["train_result"], default=str)[:2000])
+    if distributed.is_main():
+        console.print(f"trained {art.name} ({art.mode}) -> {art.root}")
+        console.print(json.dumps(art.meta["train_result"], default=str)[:2000])
+
+
+def _torchrun(nproc: int, config: Optional[Path], args: list[str]) -> None:
+    """Re-run `train` under torchrun with `nproc` local processes; exit with its status."""
+    import subprocess
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           "-m", "crossrec.cli", "train", *([str(config)] if config is not None else []), *args]
+    code = subprocess.call(cmd)
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command(context_settings=OVERRIDES)

@@ -40,6 +40,7 @@ from crossrec.serving.artifact import (
     load_artifact,
     save_artifact,
 )
+from crossrec.training import distributed
 from crossrec.training.trainer import Trainer
 from crossrec.training.transfer import plan, run_stages, stage_summary
 from crossrec.typed import from_dict
@@ -144,9 +145,14 @@ def train(
     out = Path(out if out is not None else cfg.out)
     bundle = bundle if bundle is not None else Bundle.load(cfg.data.bundle)
     cfg.transfer.validate(bundle.categories if cfg.model.mode == "pooled" else None)  # before any write
+    distributed.init_from_env(cfg.train.device)  # one of several processes under torchrun
+    if not distributed.is_main():  # rank 0 owns `out`: lock, marker, checkpoints, artifact
+        distributed.barrier()  # until rank 0 has claimed it
+        return _train(cfg, bundle, out, resume)
     with claim_output(out, "artifact", "out"):
         out.mkdir(parents=True, exist_ok=True)
         write_marker(out, "artifact")  # checkpoints land here before the artifact does
+        distributed.barrier()
         return _train(cfg, bundle, out, resume)
 
 
@@ -188,7 +194,9 @@ def _train(cfg: RunConfig, bundle: Bundle, out: Path, resume: bool) -> Artifact:
         stages = plan(transfer, bundle.categories, counts.tolist())
         stage_results = run_stages(model, bundle, cfg.train, stages, out, resume=resume, identity=identity)
         results["stages"] = stage_summary(stages, stage_results, bundle.categories, cfg.train)
-    extra = {"run_config": to_dict(cfg), "train_result": results}
+    extra = {"run_config": to_dict(cfg), "train_result": results, "distributed": distributed.describe()}
+    if not distributed.is_main():  # the replicas are identical; rank 0 writes the one artifact
+        return Artifact(model, spec.name, spec.mode, dict(spec.params), sizes, extra, out)
     save_artifact(out, model, spec.name, spec.mode, spec.params, sizes, extra, bundle=bundle)
     meta = read_json(out / "config.json", "artifact config")
     return Artifact(model, spec.name, spec.mode, dict(spec.params), sizes, meta, out)

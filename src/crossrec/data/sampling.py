@@ -12,7 +12,9 @@ Example:
 
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+import queue
+import threading
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -31,6 +33,8 @@ class TrainSampler:
         categories: restrict to these category indices (None = all).
         seed: seed of the shuffling and negative draws.
         resample_rounds: redraw rounds for negatives that are training positives.
+        rank, world: multi-process training: every process draws the same global batches (same
+            seed) and yields rows `rank::world` of each (all of a batch smaller than `world`).
     """
 
     def __init__(
@@ -41,9 +45,14 @@ class TrainSampler:
         categories: Sequence[int] | None = None,
         seed: int = 0,
         resample_rounds: int = 3,
+        rank: int = 0,
+        world: int = 1,
     ) -> None:
         if batch_size < 1 or n_negatives < 1:
             raise ValueError("batch_size and n_negatives must be >= 1")
+        if not 0 <= rank < world:
+            raise ValueError(f"rank {rank} of world {world}")
+        self.rank, self.world = rank, world
         rows = bundle.rows("train", categories)
         self.users = torch.from_numpy(rows["user"].to_numpy().astype(np.int64))
         self.items = torch.from_numpy(rows["item"].to_numpy().astype(np.int64))
@@ -61,6 +70,7 @@ class TrainSampler:
         self.n_items = bundle.n_items
         # Sorted (user * n_items + item) keys of all training pairs, for membership tests.
         self.seen_keys = torch.unique(self.users * self.n_items + self.items)
+        self._filter_bits, self._filter = _bit_filter(self.seen_keys)
         self.batch_size = batch_size
         self.n_negatives = n_negatives
         self.resample_rounds = resample_rounds
@@ -74,9 +84,16 @@ class TrainSampler:
         return int(len(self.users))
 
     def _is_seen(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Exact membership of (user, item) in training: a one-probe bit filter rules out most
+        keys, and only the keys it lets through (the training pairs and ~1/16 of the rest) pay the
+        binary search over the sorted keys."""
         keys = users * self.n_items + items
-        pos = torch.searchsorted(self.seen_keys, keys).clamp_max(len(self.seen_keys) - 1)
-        return self.seen_keys[pos] == keys
+        maybe = _bit_test(self._filter, self._filter_bits, keys)
+        hit = torch.nonzero(maybe).squeeze(1)
+        k = keys[hit]
+        pos = torch.searchsorted(self.seen_keys, k).clamp_max(len(self.seen_keys) - 1)
+        maybe[hit] = self.seen_keys[pos] == k
+        return maybe
 
     def sample_negatives(self, users: torch.Tensor, category: torch.Tensor) -> torch.Tensor:
         """[B, n_negatives] global item ids drawn from each row's category."""
@@ -89,24 +106,108 @@ class TrainSampler:
             r = torch.rand(n, generator=self.generator)
             return self.cat_items[st + (r * sz).long().clamp_max(sz - 1)]
 
-        neg = draw(size.numel(), size.reshape(-1), start.reshape(-1)).view(shape)
+        size, start, u = size.reshape(-1), start.reshape(-1), u.reshape(-1)
+        neg = draw(size.numel(), size, start)
+        # Each round checks only the draws made in the round before it (all of them at first).
+        todo = torch.nonzero(self._is_seen(u, neg)).squeeze(1)
         for _ in range(self.resample_rounds):
-            bad = self._is_seen(u, neg)
-            n_bad = int(bad.sum())
-            if n_bad == 0:
+            if len(todo) == 0:
                 break
-            neg[bad] = draw(n_bad, size[bad], start[bad])
-        return neg
+            neg[todo] = draw(len(todo), size[todo], start[todo])
+            todo = todo[self._is_seen(u[todo], neg[todo])]
+        return neg.view(shape)
 
     def __iter__(self) -> Iterator[Batch]:
         perm = torch.randperm(len(self.users), generator=self.generator)
         for i in range(0, len(perm), self.batch_size):
             idx = perm[i : i + self.batch_size]
             users, cats = self.users[idx], self.category[idx]
+            neg = self.sample_negatives(users, cats)
+            if self.world > 1 and len(idx) >= self.world:  # this process's share of the global batch
+                mine = torch.arange(self.rank, len(idx), self.world)
+                idx, users, cats, neg = idx[mine], users[mine], cats[mine], neg[mine]
             yield Batch(
                 users=users,
                 pos_items=self.items[idx],
-                neg_items=self.sample_negatives(users, cats),
+                neg_items=neg,
                 category=cats,
                 ratings=None if self.ratings is None else self.ratings[idx],
             )
+
+
+_GOLDEN = -7046029254386353131  # 0x9E3779B97F4A7C15 as a signed int64: Fibonacci hashing
+
+
+def _slot(keys: torch.Tensor, bits: int) -> torch.Tensor:
+    """The top `bits` bits of a multiplicative hash of int64 keys (wrap-around multiply)."""
+    return (keys * _GOLDEN >> (64 - bits)) & ((1 << bits) - 1)
+
+
+def _bit_filter(keys: torch.Tensor, bits_per_key: int = 16, max_bits: int = 34) -> tuple[int, torch.Tensor]:
+    """A one-hash bit set of `keys` (about `bits_per_key` bits per key, packed in int64 words):
+    no false negatives; a key not in the set passes with probability ~1/bits_per_key."""
+    bits = max(6, min(max_bits, int(np.ceil(np.log2(max(1, len(keys)) * bits_per_key)))))
+    slots = torch.unique(_slot(keys, bits))  # distinct bits, so adding their words' values is an OR
+    words = torch.zeros(1 << (bits - 6), dtype=torch.int64)
+    words.scatter_add_(0, slots >> 6, torch.ones_like(slots) << (slots & 63))
+    return bits, words
+
+
+def _bit_test(words: torch.Tensor, bits: int, keys: torch.Tensor) -> torch.Tensor:
+    slots = _slot(keys, bits)
+    return ((words[slots >> 6] >> (slots & 63)) & 1).bool()
+
+
+class Prefetch:
+    """Iterate `batches` in a background thread, `depth` batches ahead of the consumer.
+
+    Sampling (random draws, the seen-item check) then overlaps the training step: torch releases
+    the GIL inside its ops. The sampler's generator is only touched by that thread, and one epoch's
+    iteration ends before anything reads its state (checkpoints are written between epochs).
+    Closing the iterator early (an exception in the loop) stops the thread.
+    """
+
+    _END = object()
+
+    def __init__(self, batches: Iterable[Any], depth: int = 2) -> None:
+        self.batches = batches
+        self.depth = depth
+
+    def __len__(self) -> int:
+        return len(self.batches)  # type: ignore[arg-type]
+
+    def __iter__(self) -> Iterator[Any]:
+        q: queue.Queue[Any] = queue.Queue(maxsize=self.depth)
+        stop = threading.Event()
+
+        def put(item: Any) -> bool:
+            while not stop.is_set():
+                try:
+                    q.put(item, timeout=0.1)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        def work() -> None:
+            try:
+                for item in self.batches:
+                    if not put(item):
+                        return
+                put(self._END)
+            except BaseException as e:  # handed to the consumer, raised there
+                put(e)
+
+        thread = threading.Thread(target=work, name="crossrec-prefetch", daemon=True)
+        thread.start()
+        try:
+            while True:
+                item = q.get()
+                if item is self._END:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            stop.set()
+            thread.join()

@@ -68,6 +68,7 @@ from crossrec.evaluation.tensors import (
     shares_storage,
 )
 from crossrec.models.base import RatingPredictor
+from crossrec.training import distributed
 
 __all__ = ["EvalConfig", "EvalResult", "Evaluator", "comparison_markdown", "evaluate_many"]
 
@@ -115,9 +116,12 @@ class Evaluator:
         cats = list(range(b.n_categories)) if categories is None else [b.category_id(c) for c in categories]
         device = device_of(model)
         parts: list[pl.DataFrame] = []
+        world, rank = distributed.world_size(), distributed.rank()
         with torch.no_grad(), eval_mode(model):
             for c in cats:
                 units = self._units(c)
+                if world > 1:  # multi-process training: this process scores every world-th unit
+                    units = units.take(np.arange(len(units.users)) % world == rank)
                 if len(units.users) == 0:
                     continue
                 if self.cfg.protocol == "full":
@@ -127,6 +131,9 @@ class Evaluator:
                     cold = {"cold_item": sampled_cold}
                 parts.append(self._unit_frame(b.categories[c], units, per_unit, cold))
             ratings = self._ratings(model, cats, device)
+        if world > 1:  # every process gets every unit's values, so all take the same decisions
+            gathered = distributed.gather_frame(pl.concat(parts) if parts else pl.DataFrame())
+            parts = [gathered] if gathered.height else []
         table = _aggregate(parts, ratings, self.cfg)
         return EvalResult(self.cfg.protocol, self.split, table, config=asdict(self.cfg))
 

@@ -77,6 +77,41 @@ class MF(nn.Module):
         p = (self.user_emb(users) * self.item_emb(items)).sum(-1)
         return p + self.item_bias[items] + self.user_bias[users] + self.global_bias
 
+    @torch.no_grad()
+    def manual_backward(self, batch: Batch) -> Tensor | None:
+        """BPR's gradients by hand, no autograd graph: sets the sparse `.grad` of both tables to
+        what `loss(batch).backward()` would (a test checks it step by step) and returns the detached
+        loss. None for the other losses (the trainer then uses autograd). A step is then one gather
+        per table, two dot products, a sigmoid and a few fused multiply-adds: no graph, no
+        intermediate [B, d] tensors beyond the gradients themselves (benchmarks/results/profile.md)."""
+        if self.config.loss != "bpr" or type(self).loss is not MF.loss:  # a subclass with its own loss
+            return None
+        users, neg = batch.users, batch.neg_items  # [B], [B, K]
+        n_b, n_k = neg.shape
+        items = torch.cat([batch.pos_items, neg.reshape(-1)])  # positives, then the negatives row-major
+        u = self.user_emb.weight.index_select(0, users)  # [B, d]
+        e = self.item_emb.weight.index_select(0, items)  # [B (1 + K), d]
+        p, n = e[:n_b], e[n_b:].view(n_b, n_k, -1)
+        x = torch.linalg.vecdot(u, p).unsqueeze(1) - torch.linalg.vecdot(u.unsqueeze(1), n)  # [B, K]
+        reg, r = self.config.reg, 2 * self.config.reg / n_b
+        loss = torch.nn.functional.softplus(-x).mean() + reg * (
+            torch.linalg.vector_norm(u).square() + torch.linalg.vector_norm(e).square()) / n_b
+        g = torch.sigmoid(-x).mul_(-1.0 / (n_b * n_k))  # d loss / d x
+        gsum = g.sum(1, keepdim=True)  # [B, 1]
+        if self.user_emb.weight.requires_grad:  # a frozen table (transfer freezing) gets no gradient
+            grad_u = torch.mul(u, r).addcmul_(p, gsum)
+            if n_k == 1:
+                grad_u.addcmul_(n.squeeze(1), g, value=-1)
+            else:
+                grad_u.sub_((g.unsqueeze(2) * n).sum(1))
+            self.user_emb.weight.grad = _row_grad(users, grad_u, self.user_emb.weight)
+        if self.item_emb.weight.requires_grad:
+            grad_e = torch.mul(e, r)
+            grad_e[:n_b].addcmul_(u, gsum)
+            grad_e[n_b:].view(n_b, n_k, -1).addcmul_(u.unsqueeze(1), g.unsqueeze(2), value=-1)
+            self.item_emb.weight.grad = _row_grad(items, grad_e, self.item_emb.weight)
+        return loss
+
     def loss(self, batch: Batch) -> Tensor:
         u = self.user_emb(batch.users)  # [B, d]
         p = self.item_emb(batch.pos_items)  # [B, d]
@@ -91,3 +126,8 @@ class MF(nn.Module):
         pos = (u * p).sum(-1)
         neg = (u.unsqueeze(1) * n).sum(-1)  # [B, n_neg]
         return pair_loss(self.config.loss, pos, neg) + reg + self.config.reg * l2_penalty(n)
+
+
+def _row_grad(rows: Tensor, values: Tensor, weight: Tensor) -> Tensor:
+    """The uncoalesced sparse row gradient an nn.Embedding(sparse=True) lookup would produce."""
+    return torch.sparse_coo_tensor(rows.unsqueeze(0), values, weight.shape, is_coalesced=False, check_invariants=False)

@@ -25,6 +25,8 @@ class TrainConfig(Checked):
     n_negatives: int = 1  # (int) in-category sampled negatives per positive
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"  # (str) adam | adamw | sgd
     lr: float = 1e-3  # (float) learning rate
+    sparse_optimizer: Literal["auto", "adam", "adagrad", "sgd"] = "auto"  # (str) sparse embedding tables: auto (follow optimizer) | adam (lazy) | adagrad (row-wise) | sgd
+    sparse_lr: float = 0.0  # (float) learning rate of the sparse embedding tables (0 = lr)
     weight_decay: float = 0.0  # (float) optimiser weight decay of dense parameters (decoupled for adamw)
     momentum: float = 0.9  # (float) sgd momentum
     scheduler: Literal["none", "cosine", "step", "exponential"] = "none"  # (str) none | cosine | step | exponential
@@ -41,6 +43,7 @@ class TrainConfig(Checked):
     checkpoint: bool = True  # (bool) write a resumable checkpoint after every epoch (needs out_dir)
     tensorboard: bool = False  # (bool) write TensorBoard scalars to out_dir/tensorboard
     progress: bool = True  # (bool) show a progress bar per epoch
+    prefetch: bool = False  # (bool) draw the next batches in a background thread while the model trains (pays on a GPU or many cores; not on 2 CPU cores)
     adv_eps: float = 0.0  # (float) APR adversarial perturbation size per embedding lookup (0 = off)
     adv_reg: float = 1.0  # (float) weight of the adversarial loss: optimise loss + adv_reg * adv_loss
     adv_start: int = 0  # (int) first epoch (0-based) with the adversarial loss; APR pretrains without it
@@ -49,12 +52,12 @@ class TrainConfig(Checked):
         for name in ("epochs", "batch_size", "n_negatives", "eval_every", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"train.{name} must be >= 1")
-        for name in ("lr", "weight_decay", "momentum", "gamma", "grad_clip", "min_delta", "adv_eps", "adv_reg"):
+        for name in ("lr", "sparse_lr", "weight_decay", "momentum", "gamma", "grad_clip", "min_delta", "adv_eps", "adv_reg"):
             if not math.isfinite(getattr(self, name)):
                 raise ValueError(f"train.{name}={getattr(self, name)}; expected a finite number")
         if self.lr <= 0:
             raise ValueError(f"train.lr={self.lr}; expected a number > 0")
-        for name in ("weight_decay", "momentum", "grad_clip", "min_delta", "adv_eps", "adv_reg", "adv_start",
+        for name in ("sparse_lr", "weight_decay", "momentum", "grad_clip", "min_delta", "adv_eps", "adv_reg", "adv_start",
                      "patience", "step_size"):
             if getattr(self, name) < 0:
                 raise ValueError(f"train.{name}={getattr(self, name)}; expected a value >= 0")

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from crossrec.data.bundle import Bundle
-from crossrec.data.sampling import TrainSampler
+from crossrec.data.sampling import Prefetch, TrainSampler
 from crossrec.evaluation.evaluator import EvalConfig, Evaluator
 from crossrec.evaluation.report import LOWER_IS_BETTER
 from crossrec.io import (
@@ -43,6 +43,7 @@ from crossrec.io import (
     write_json,
 )
 from crossrec.models.base import Fittable, HasSetup, Trainable, TrainsEncoder
+from crossrec.training import distributed
 from crossrec.training.adversarial import adversarial_loss, capture_lookups
 from crossrec.training.config import TrainConfig
 from crossrec.training.optim import Optimizers
@@ -52,7 +53,7 @@ log = logging.getLogger(__name__)
 
 # Options a resumed run may change: they steer the loop, not what one epoch computes.
 RESUMABLE = ("epochs", "patience", "min_delta", "eval_every", "eval_batch_size", "device", "checkpoint",
-             "tensorboard", "progress")
+             "tensorboard", "progress", "prefetch")
 
 
 class ResumeError(ConfigError):
@@ -148,7 +149,10 @@ class Trainer:
         if isinstance(model, HasSetup):  # data-derived structures (e.g. a graph) from this training data
             model.setup(bundle, self.categories)
         model.to(self.device)
-        sampler = TrainSampler(bundle, c.batch_size, c.n_negatives, self.categories, seed=c.seed)
+        world = distributed.world_size()
+        distributed.broadcast_state(model)  # replicas start from rank 0's weights
+        sampler = TrainSampler(bundle, c.batch_size, c.n_negatives, self.categories, seed=c.seed,
+                               rank=distributed.rank(), world=world)
         if sampler.n_rows == 0:
             raise ValueError(f"no training interactions in categories {self.categories}")
         opts = Optimizers(model, c)
@@ -165,7 +169,7 @@ class Trainer:
         start_epoch = 0
         writer = self._tensorboard()
 
-        if self._checkpoint_dir() is not None:
+        if self._checkpoint_dir() is not None and distributed.is_main():
             clean_temporaries(self._checkpoint_dir())  # what a killed checkpoint write left behind
         if resume and self._checkpoint_set() is not None:
             start_epoch, result, bad_rounds, best_state = self._load_checkpoint(model, opts, sampler)
@@ -173,11 +177,25 @@ class Trainer:
 
         for epoch in range(start_epoch, c.epochs):
             model.train()
+            epoch_t0 = time.perf_counter()
             adversarial = c.adv_eps > 0 and epoch >= c.adv_start
             total, adv_total, n = 0.0, 0.0, 0
             bar = self._progress(sampler, epoch)
+            manual = None if adversarial else getattr(model, "manual_backward", None)
             for batch in bar:
                 batch = batch.to(self.device)
+                if manual is not None:  # the model's own hand-written gradients (BPR-MF): no autograd
+                    opts.zero_grad()
+                    loss = manual(batch)
+                    if loss is not None:
+                        if not torch.isfinite(loss):
+                            raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch}; lower train.lr")
+                        distributed.average_gradients(model)
+                        opts.step()
+                        total += float(loss) * len(batch)
+                        n += len(batch)
+                        continue
+                    manual = None
                 if adversarial:
                     with capture_lookups(model) as lookups:
                         loss = model.loss(batch)
@@ -190,13 +208,15 @@ class Trainer:
                     raise FloatingPointError(f"loss became {objective.item()} at epoch {epoch}; lower train.lr")
                 opts.zero_grad()
                 objective.backward()
+                distributed.average_gradients(model)
                 opts.step()
                 total += float(loss.detach()) * len(batch)
                 n += len(batch)
             opts.epoch_end()
             if isinstance(model, TrainsEncoder):
                 model.epoch_end()  # re-encode the catalogue with the weights this epoch trained
-            logs = {"epoch": epoch, "loss": total / max(n, 1), "lr": opts.lr}
+            logs = {"epoch": epoch, "loss": total / max(n, 1), "lr": opts.lr,
+                    "train_seconds": time.perf_counter() - epoch_t0}
             if adversarial:
                 logs["adv_loss"] = adv_total / max(n, 1)
             stop = False
@@ -212,6 +232,7 @@ class Trainer:
                     bad_rounds += 1
                     stop = c.patience > 0 and bad_rounds >= c.patience
                 self._emit("on_validation", logs)
+            logs["elapsed_seconds"] = result.seconds + time.perf_counter() - t0  # since the (first) start
             result.history.append(logs)
             result.epochs_run = epoch + 1
             if writer is not None:
@@ -221,7 +242,9 @@ class Trainer:
             log.info("epoch %s", json.dumps({k: round(v, 5) for k, v in logs.items()}))
             self._emit("on_epoch_end", logs)
             if c.checkpoint and self._checkpoint_dir() is not None:
-                self._save_checkpoint(model, opts, sampler, result, bad_rounds, best_state)
+                if distributed.is_main():  # one writer; the others wait until the set is published
+                    self._save_checkpoint(model, opts, sampler, result, bad_rounds, best_state)
+                distributed.barrier()
             if stop:
                 log.info("early stop at epoch %d (best %d: %.5f)", epoch, result.best_epoch, result.best_metric)
                 break
@@ -238,14 +261,15 @@ class Trainer:
 
     # ------------------------------------------------------------------ helpers
     def _progress(self, sampler: TrainSampler, epoch: int) -> Any:
+        batches = Prefetch(sampler) if self.cfg.prefetch else sampler
         if not self.cfg.progress:
-            return sampler
+            return batches
         from tqdm.auto import tqdm
 
-        return tqdm(sampler, total=len(sampler), desc=f"epoch {epoch}", leave=False, mininterval=1.0)
+        return tqdm(batches, total=len(sampler), desc=f"epoch {epoch}", leave=False, mininterval=1.0)
 
     def _tensorboard(self) -> Any:
-        if not self.cfg.tensorboard or self.out_dir is None:
+        if not self.cfg.tensorboard or self.out_dir is None or not distributed.is_main():
             return None
         from torch.utils.tensorboard import SummaryWriter
 
