@@ -23,6 +23,9 @@ class EvalConfig:
         mask_seen: (bool) mask items the user interacted with in earlier splits (full protocol).
         seed: (int) seed of the sampled protocol's negatives.
         slices: (bool) also report the warm / new_to_category / cold_item slices.
+        auc: (bool) also report AUC. It needs every positive's rank among all items (a comparison
+            pass over every score); without it only the top max(ks) are ranked (`torch.topk`), with
+            the same tie rule, and the auc column is empty. Training's validation turns it off.
     """
 
     ks: tuple[int, ...] = (5, 10, 20)
@@ -32,6 +35,7 @@ class EvalConfig:
     mask_seen: bool = True
     seed: int = 0
     slices: bool = True
+    auc: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ks", tuple(int(k) for k in self.ks))

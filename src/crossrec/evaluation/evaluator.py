@@ -54,7 +54,14 @@ from torch import Tensor
 
 from crossrec.data.bundle import Bundle, split_code
 from crossrec.evaluation.config import EvalConfig
-from crossrec.evaluation.metrics import mae, rank_items, ranking_metrics, rmse
+from crossrec.evaluation.metrics import (
+    Ranking,
+    mae,
+    rank_items,
+    rank_items_top,
+    ranking_metrics,
+    rmse,
+)
 from crossrec.evaluation.report import EvalResult, comparison_markdown, protocol_label
 from crossrec.evaluation.tensors import (
     concat_chunks,
@@ -199,7 +206,7 @@ class Evaluator:
             pos = units.pos[lo:hi]
             if units.seen is not None:
                 scores[csr_coords(units.seen[lo:hi], device)] = float("-inf")  # sparse write, no dense mask
-            per_unit.append(ranking_metrics(rank_items(scores, *padded_rows(pos, device)), ks))
+            per_unit.append(ranking_metrics(self._rank(scores, *padded_rows(pos, device)), ks))
             cold = units.cold[lo:hi]
             rows = np.flatnonzero(np.diff(cold.indptr))
             if len(rows):
@@ -209,10 +216,16 @@ class Evaluator:
                 s = scores[torch.from_numpy(rows).to(device)]  # [rows, n_items(c)], a copy
                 s[csr_coords(other, device)] = float("-inf")
                 where = padded_rows(cold[rows], device)
-                cold_vals.append(ranking_metrics(rank_items(s, *where), ks))
+                cold_vals.append(ranking_metrics(self._rank(s, *where), ks))
                 s[:, trained] = float("-inf")
-                new_vals.append(ranking_metrics(rank_items(s, *where), ks))
+                new_vals.append(ranking_metrics(self._rank(s, *where), ks))
         return concat_chunks(per_unit), {"cold_item": concat_chunks(cold_vals), "new_items": concat_chunks(new_vals)}
+
+    def _rank(self, scores: Tensor, items: Tensor, valid: Tensor) -> Ranking:
+        """Every positive's rank (for AUC), or only those in the top max(ks) (`eval.auc: false`)."""
+        if self.cfg.auc:
+            return rank_items(scores, items, valid)
+        return rank_items_top(scores, items, valid, max(self.cfg.ks))
 
     # ------------------------------------------------------------------ sampled negatives
     def _sampled(

@@ -111,6 +111,30 @@ def rank_items(scores: Tensor, items: Tensor, valid: Tensor) -> Ranking:
     return Ranking(ranks, n_candidates)
 
 
+def rank_items_top(scores: Tensor, items: Tensor, valid: Tensor, k: int) -> Ranking:
+    """`rank_items` for the top `k` only: a positive ranked below `k` gets its exact rank (same
+    tie rule), any other the rank `k` (a miss at every cut-off up to k), a masked one `NOT_RANKED`.
+    One `torch.topk` per row instead of a comparison pass over every item; rows with a tie among
+    their top k + 1 scores take the exact path. `n_candidates` is -1 (AUC is undefined here)."""
+    b, n = scores.shape
+    if b == 0 or n <= k:
+        r = rank_items(scores, items, valid)
+        return Ranking(r.ranks.clamp_max(max(k, 0)).masked_fill(r.ranks == NOT_RANKED, NOT_RANKED)
+                       .masked_fill(r.ranks == PAD, PAD), torch.full_like(r.n_candidates, -1))
+    if torch.isnan(scores.amax()):
+        raise ValueError("scores contain NaN; a model must return finite scores (or -inf to mask)")
+    top_v, top_i = torch.topk(scores, k + 1, dim=1)  # [B, k + 1], descending
+    hit = top_i[:, :k].unsqueeze(1) == items.unsqueeze(2)  # [B, P, k]
+    ranks = torch.where(hit.any(2), hit.int().argmax(2), torch.full_like(items, k)).long()
+    tied = (top_v[:, 1:] == top_v[:, :-1]).any(1).nonzero().squeeze(1)  # order among equals: exact path
+    if len(tied):
+        exact = rank_items(scores[tied], items[tied], valid[tied]).ranks  # chunked, as for all rows
+        ranks[tied] = exact.clamp(0, k)
+    masked = scores.gather(1, items) == float("-inf")
+    ranks = ranks.masked_fill(masked, NOT_RANKED).masked_fill(~valid, PAD)
+    return Ranking(ranks, torch.full((b,), -1, dtype=torch.long, device=scores.device))
+
+
 def _ranks_by_comparison(scores: Tensor, items: Tensor) -> Tensor:
     # rank = #{j: s_j > s_i} + #{j: s_j == s_i, j < i}, counted for all P positives at once.
     # The index term is only computed for rows with a tie: with continuous scores that is rare,
@@ -234,7 +258,8 @@ def auc(ranks: Tensor, n_candidates: Tensor) -> Tensor:
 
 
 def ranking_metrics(ranking: Ranking, ks: tuple[int, ...]) -> dict[str, Tensor]:
-    """All ranking metrics at every cut-off, per row: {"recall@10": [B], ..., "auc": [B]}."""
+    """All ranking metrics at every cut-off, per row: {"recall@10": [B], ..., "auc": [B]}
+    (auc NaN for a `rank_items_top` ranking, whose n_candidates are -1)."""
     fns = {
         "recall": recall_at_k,
         "ndcg": ndcg_at_k,
@@ -244,7 +269,11 @@ def ranking_metrics(ranking: Ranking, ks: tuple[int, ...]) -> dict[str, Tensor]:
         "f1": f1_at_k,
     }
     out = {f"{name}@{k}": fn(ranking.ranks, k) for name, fn in fns.items() for k in ks}
-    out["auc"] = auc(ranking.ranks, ranking.n_candidates)
+    if bool((ranking.n_candidates < 0).any()):
+        out["auc"] = torch.full((ranking.ranks.shape[0],), float("nan"), dtype=torch.float64,
+                                device=ranking.ranks.device)
+    else:
+        out["auc"] = auc(ranking.ranks, ranking.n_candidates)
     return out
 
 
