@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from crossrec.data.batch import Sizes
+from crossrec.data.sampling import _bit_filter, _bit_test
 from crossrec.models.itemknn import binary_matrix, cosine_top_k
 
 if TYPE_CHECKING:
@@ -66,39 +67,72 @@ class NeighbourhoodTerm(nn.Module):
         self.nbr_co_ = torch.from_numpy(nbr_co).to(dev)
         self.item_users_ = torch.from_numpy(np.append(n, 0.0).astype(np.float32)).to(dev)
         self.train_keys_ = torch.from_numpy(np.unique(users * n_i + items)).to(dev)
+        self._key_filter = _bit_filter(self.train_keys_)  # one probe rules most keys out (sampling.py)
 
     def scores(self, hist: Tensor, category: Tensor, users: Tensor, candidates: Tensor, leave_out: bool) -> Tensor:
-        """[B, M] neighbourhood scores of candidate items [M] (distinct) for history rows [B, L].
+        """[B, M] neighbourhood scores of candidate items [M] (distinct) for history rows [B, L];
+        a candidate of another category than the row's scores 0 (no model reads such a cell).
 
         leave_out (training): when (u, j) is a training pair, cos(h, j) is recomputed without it,
         (co(h, j) - 1) / (sqrt(n_h (n_j - 1)) + shrink), as if j were the unseen held-out item.
         """
-        n_i, shrink = self.n_items, self.shrink
-        col_of = torch.full((n_i + 1,), -1, dtype=torch.int64, device=hist.device)
-        col_of[candidates] = torch.arange(len(candidates), device=hist.device)
-        nb = self.nbr_[hist]  # [B, L, k] (pad history rows have only pad neighbours)
-        col = col_of[nb]
-        r, l, k = torch.nonzero(col >= 0, as_tuple=True)
-        h, j = hist[r, l], nb[r, l, k]
-        co, n_h, n_j = self.nbr_co_[h, k], self.item_users_[h], self.item_users_[j]
+        n_i, shrink, dev = self.n_items, self.shrink, hist.device
+        # Candidate columns by (row category, item): an item scores only in its own category (a
+        # cross-category cell is never read: in-batch softmax masks it), so entries for another
+        # category's candidates are dropped before any per-entry work.
+        n_cat = self.n_categories
+        col_of = torch.full((n_cat, n_i + 1), -1, dtype=torch.int64, device=dev)
+        col_of[self.item_category_[candidates], candidates] = torch.arange(len(candidates), device=dev)
+        # Entries in (row, slot, neighbour) order, built with flat index_selects (advanced indexing
+        # is several times slower on CPU): real history items first, then their neighbours that
+        # are candidates of the row's category.
+        b, length = hist.shape
+        kk = self.nbr_.shape[1]
+        at = torch.nonzero(hist.reshape(-1) != n_i).squeeze(1)  # real (not pad) history entries
+        hr, hl = at // length, at % length
+        hv = hist.reshape(-1).index_select(0, at)
+        nb = self.nbr_.index_select(0, hv)  # [E, k]
+        base = (category.index_select(0, hr) * (n_i + 1)).unsqueeze(1)
+        col = col_of.view(-1).index_select(0, (base + nb).view(-1))  # [E * k]
+        q = torch.nonzero(col >= 0).squeeze(1)
+        e, k = q // kk, q % kk
+        r, l, h = hr.index_select(0, e), hl.index_select(0, e), hv.index_select(0, e)
+        j, col = nb.view(-1).index_select(0, q), col.index_select(0, q)
+        co = self.nbr_co_.view(-1).index_select(0, h * kk + k)
+        n_h, n_j = self.item_users_.index_select(0, h), self.item_users_.index_select(0, j)
         if leave_out and len(self.train_keys_):
-            key = users[r] * n_i + j
-            at = torch.searchsorted(self.train_keys_, key).clamp_max(len(self.train_keys_) - 1)
-            mine = (self.train_keys_[at] == key).float()
+            mine = self._trained(users.index_select(0, r) * n_i + j).float()
             co, n_j = co - mine, n_j - mine
         sim = co / (torch.sqrt(n_h * n_j) + shrink + 1e-8)
-        # Per-entry weights by embedding lookups and the sum by index_add: both have deterministic
-        # backward passes on CPU (advanced-indexing backward accumulates in a thread-dependent order).
-        c, n_cat, hl = category[r], self.n_categories, self.history_len
-        w = F.embedding(c * (n_cat + 1) + self.item_category_[h], self.weight.view(-1, 1)).squeeze(1)
-        w = w * torch.exp(F.embedding(c * hl + l + hl - hist.shape[1], self.recency.view(-1, 1)).squeeze(1))
+        # One weight per (target category, history item's category, recency slot): the small table
+        # w[c, cat(h)] exp(r[c, slot]) is built first, then looked up per entry. Lookups and the
+        # sum by index_add have deterministic backward passes on CPU (advanced-indexing backward
+        # accumulates in a thread-dependent order).
+        c, hlen = category.index_select(0, r), self.history_len
+        table = self.weight.unsqueeze(2) * torch.exp(self.recency).unsqueeze(1)  # [n_cat, n_cat + 1, hl]
+        slot = l + hlen - length
+        cat_h = self.item_category_.index_select(0, h)
+        w = F.embedding((c * (n_cat + 1) + cat_h) * hlen + slot, table.reshape(-1, 1)).squeeze(1)
         m = len(candidates)
-        out = torch.zeros(len(hist) * m, device=hist.device).index_add(0, r * m + col[r, l, k], w * sim)
-        return out.view(len(hist), m)
+        out = torch.zeros(b * m, device=dev).index_add(0, r * m + col, w * sim)
+        return out.view(b, m)
+
+    def _trained(self, keys: Tensor) -> Tensor:
+        """Which user * n_items + item keys are training pairs (exact)."""
+        filt = getattr(self, "_key_filter", None)
+        if filt is None or filt[1].device != keys.device:
+            at = torch.searchsorted(self.train_keys_, keys).clamp_max(len(self.train_keys_) - 1)
+            return self.train_keys_[at] == keys
+        maybe = _bit_test(filt[1], filt[0], keys)
+        hit = torch.nonzero(maybe).squeeze(1)
+        k = keys[hit]
+        at = torch.searchsorted(self.train_keys_, k).clamp_max(len(self.train_keys_) - 1)
+        maybe[hit] = self.train_keys_[at] == k
+        return maybe
 
     def at(self, hist: Tensor, category: Tensor, users: Tensor, items: Tensor, leave_out: bool) -> Tensor:
         """Scores of given items: items [M] -> [B, M] (every row the same columns), items [B, n] ->
         [B, n] (each row its own)."""
         uniq, inv = torch.unique(items, return_inverse=True)
         n = self.scores(hist, category, users, uniq, leave_out)
-        return n[:, inv] if items.dim() == 1 else n.gather(1, inv)
+        return n.index_select(1, inv) if items.dim() == 1 else n.gather(1, inv)
