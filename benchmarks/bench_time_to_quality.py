@@ -5,7 +5,7 @@ It reads finished `crossrec experiment` runs (seed 0) of the models `crossrec` a
 
     crossrec experiment configs/experiments/amazon-arts-office.yaml --only crossrec,ials-pooled --seeds=[0] --out=RUN_A
     crossrec experiment configs/experiments/anime-mal.yaml --only crossrec,ials-pooled --seeds=[0] --out=RUN_B
-    python benchmarks/bench_time_to_quality.py RUN_A RUN_B
+    python benchmarks/bench_time_to_quality.py RUN_A RUN_B      # DIR:ials-pooled takes one model from DIR
 
 `ials` time is its whole validation grid plus the final fit; the flagship's is its training loop
 with one validation per epoch, up to early stopping (`seconds to best`: until the epoch whose
@@ -29,11 +29,15 @@ def ndcg(results: dict, label: str, seed: int = 0, slice_: str = "all") -> float
     return float(rows[0]["ndcg@10"]) if rows else float("nan")
 
 
-def summarise(run: Path) -> list[dict]:
+def summarise(arg: str) -> list[dict]:
+    """Rows of one run directory; `DIR:label,...` keeps only those models' rows."""
+    run, _, only = arg.partition(":")
+    run = Path(run)
+    keep = set(only.split(",")) if only else {"ials-pooled", "crossrec"}
     res = json.loads((run / "results.json").read_text())
     name = res["name"]
     out = []
-    if "ials-pooled" in res["train_seconds"]:
+    if "ials-pooled" in res["train_seconds"] and "ials-pooled" in keep:
         grid = res.get("tuning", {}).get("ials-pooled", {})
         search = sum(p["seconds"] for p in grid.get("points", []))
         fit = res["train_seconds"]["ials-pooled"][0]
@@ -41,7 +45,7 @@ def summarise(run: Path) -> list[dict]:
                     "search_seconds": search, "epochs": None, "best_epoch": None, "seconds_to_best": search + fit,
                     "chosen": grid.get("chosen"), "ndcg@10": ndcg(res, "ials-pooled"),
                     "ndcg@10_new_to_category": ndcg(res, "ials-pooled", slice_="new_to_category")})
-    if "crossrec" in res["train_seconds"]:
+    if "crossrec" in res["train_seconds"] and "crossrec" in keep:
         art = json.loads((run / "models" / "crossrec" / "seed-0" / "config.json").read_text())
         tr = art["train_result"]["all"]
         hist = tr["history"]
@@ -58,7 +62,7 @@ def summarise(run: Path) -> list[dict]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("runs", nargs="+", type=Path)
+    ap.add_argument("runs", nargs="+", help="experiment out directories; DIR:ials-pooled keeps one model's rows")
     ap.add_argument("--note", default="", help="how the runs were made (threads, machine)")
     args = ap.parse_args()
     rows = [r for run in args.runs for r in summarise(run)]

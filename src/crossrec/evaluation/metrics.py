@@ -121,9 +121,9 @@ def rank_items_top(scores: Tensor, items: Tensor, valid: Tensor, k: int) -> Rank
         r = rank_items(scores, items, valid)
         return Ranking(r.ranks.clamp_max(max(k, 0)).masked_fill(r.ranks == NOT_RANKED, NOT_RANKED)
                        .masked_fill(r.ranks == PAD, PAD), torch.full_like(r.n_candidates, -1))
-    if torch.isnan(scores.amax()):
+    top_v, top_i = top_k_rows(scores, k + 1)  # [B, k + 1], descending
+    if torch.isnan(top_v).any():  # topk ranks NaN above every number: any NaN in a row shows here
         raise ValueError("scores contain NaN; a model must return finite scores (or -inf to mask)")
-    top_v, top_i = torch.topk(scores, k + 1, dim=1)  # [B, k + 1], descending
     hit = top_i[:, :k].unsqueeze(1) == items.unsqueeze(2)  # [B, P, k]
     ranks = torch.where(hit.any(2), hit.int().argmax(2), torch.full_like(items, k)).long()
     tied = (top_v[:, 1:] == top_v[:, :-1]).any(1).nonzero().squeeze(1)  # order among equals: exact path
@@ -133,6 +133,36 @@ def rank_items_top(scores: Tensor, items: Tensor, valid: Tensor, k: int) -> Rank
     masked = scores.gather(1, items) == float("-inf")
     ranks = ranks.masked_fill(masked, NOT_RANKED).masked_fill(~valid, PAD)
     return Ranking(ranks, torch.full((b,), -1, dtype=torch.long, device=scores.device))
+
+
+_GROUP = 64  # columns per group of top_k_rows
+
+
+def top_k_rows(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """`torch.topk(scores, k, dim=1)` (values descending, and their columns), in two cheap passes
+    instead of one selection over every score: the maximum of each group of 64 columns, then a
+    topk over the columns of the k groups with the highest maxima (plus the columns left over
+    after the last full group). Exact: the k largest values all lie in those groups, since every
+    other group's maximum is below the k-th group maximum; a row where that k-th group maximum
+    ties with the next one takes the plain topk. NaN propagates through the group maxima, so a
+    row with NaN has it among its values, as with torch.topk."""
+    b, n = scores.shape
+    g = n // _GROUP
+    if g < k + 1 or b == 0:
+        return torch.topk(scores, k, dim=1)
+    full = scores[:, : g * _GROUP].unflatten(1, (g, _GROUP))  # a view: [B, g, 64]
+    gmax = full.amax(2)  # [B, g]
+    gv, gi = torch.topk(gmax, k + 1, dim=1)
+    cols = (gi[:, :k].unsqueeze(2) * _GROUP + torch.arange(_GROUP, device=scores.device)).flatten(1)
+    rest = torch.arange(g * _GROUP, n, device=scores.device).expand(b, n - g * _GROUP)
+    cols = torch.cat([cols, rest], dim=1)  # [B, k * 64 + leftover]
+    v, j = torch.topk(scores.gather(1, cols), k, dim=1)
+    idx = cols.gather(1, j)
+    tie = (gv[:, k - 1] == gv[:, k]) | torch.isnan(gv[:, k - 1])
+    rows = tie.nonzero().squeeze(1)
+    if len(rows):
+        v[rows], idx[rows] = torch.topk(scores[rows], k, dim=1)
+    return v, idx
 
 
 def _ranks_by_comparison(scores: Tensor, items: Tensor) -> Tensor:

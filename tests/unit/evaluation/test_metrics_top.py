@@ -60,3 +60,23 @@ def test_evaluator_without_auc_gives_the_same_ranking_metrics(tiny_bundle):
     for col in ("ndcg@10", "recall@5", "mrr@10", "precision@10"):
         assert full[col].to_list() == pytest.approx(top[col].to_list()), col
     assert top["auc"].null_count() == top.height
+
+
+@pytest.mark.parametrize("n", [50, 130, 1000, 4099])
+def test_top_k_rows_equals_torch_topk(n):
+    from crossrec.evaluation.metrics import top_k_rows
+
+    g = torch.Generator().manual_seed(n)
+    scores = torch.randn(64, n, generator=g)
+    scores[:8] = torch.randint(0, 5, (8, n), generator=g).float()  # ties everywhere
+    scores[8:12, : n // 2] = float("-inf")
+    for k in (1, 5, 11):
+        v, i = top_k_rows(scores, k)
+        want_v, _ = torch.topk(scores, k, dim=1)
+        assert torch.equal(v, want_v)
+        assert torch.equal(scores.gather(1, i), v)  # the columns hold those values
+        assert (i.sort(1).values.diff(dim=1) > 0).all()  # distinct columns
+    bad = scores.clone()
+    bad[3, n - 1] = float("nan")
+    v, _ = top_k_rows(bad, 3)
+    assert torch.isnan(v[3]).any()

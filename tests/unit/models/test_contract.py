@@ -142,3 +142,26 @@ def test_registry_entry_has_config_dataclass_and_paper(name):
     import inspect
 
     assert "Reference" in inspect.getmodule(entry.cls).__doc__
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("name", NAMES)
+def test_trains_scores_and_evaluates_on_cuda(name, tiny_bundle):
+    """`train.device=auto` picks CUDA; the model trains, scores and is evaluated there."""
+    from crossrec.evaluation.evaluator import EvalConfig, Evaluator
+
+    torch.manual_seed(0)
+    model = build(name, "pooled", SMALL.get(name, {}), Sizes.from_bundle(tiny_bundle))
+    cfg = TrainConfig(epochs=2, batch_size=256, lr=1e-2, progress=False, checkpoint=False, device="auto")
+    trainer = Trainer(cfg)
+    assert trainer.device.type == "cuda"
+    trainer.fit(model, tiny_bundle)
+    model.to(trainer.device)
+    users = torch.arange(min(17, tiny_bundle.n_users), device=trainer.device)
+    with torch.no_grad():
+        s = model.score(users, 0)
+    assert s.device.type == "cuda" and s.shape == (len(users), tiny_bundle.n_items_in(0))
+    assert torch.isfinite(s).all()
+    result = Evaluator(tiny_bundle, EvalConfig(ks=(10,))).evaluate(model)
+    assert result.metric("ndcg@10") >= 0.0
