@@ -90,21 +90,22 @@ class TrainSampler:
         keys = users * self.n_items + items
         maybe = _bit_test(self._filter, self._filter_bits, keys)
         hit = torch.nonzero(maybe).squeeze(1)
-        k = keys[hit]
+        k = keys.index_select(0, hit)
         pos = torch.searchsorted(self.seen_keys, k).clamp_max(len(self.seen_keys) - 1)
-        maybe[hit] = self.seen_keys[pos] == k
+        maybe[hit] = self.seen_keys.index_select(0, pos) == k
         return maybe
 
     def sample_negatives(self, users: torch.Tensor, category: torch.Tensor) -> torch.Tensor:
         """[B, n_negatives] global item ids drawn from each row's category."""
         shape = (len(users), self.n_negatives)
-        size = self.cat_size[category].unsqueeze(1).expand(shape)
-        start = self.cat_start[category].unsqueeze(1).expand(shape)
+        # 1-D gathers are index_select: advanced indexing costs several times more on CPU.
+        size = self.cat_size.index_select(0, category).unsqueeze(1).expand(shape)
+        start = self.cat_start.index_select(0, category).unsqueeze(1).expand(shape)
         u = users.unsqueeze(1).expand(shape)
 
         def draw(n: int, sz: torch.Tensor, st: torch.Tensor) -> torch.Tensor:
             r = torch.rand(n, generator=self.generator)
-            return self.cat_items[st + (r * sz).long().clamp_max(sz - 1)]
+            return self.cat_items.index_select(0, st + (r * sz).long().clamp_max(sz - 1))
 
         size, start, u = size.reshape(-1), start.reshape(-1), u.reshape(-1)
         neg = draw(size.numel(), size, start)
@@ -113,25 +114,25 @@ class TrainSampler:
         for _ in range(self.resample_rounds):
             if len(todo) == 0:
                 break
-            neg[todo] = draw(len(todo), size[todo], start[todo])
-            todo = todo[self._is_seen(u[todo], neg[todo])]
+            neg[todo] = draw(len(todo), size.index_select(0, todo), start.index_select(0, todo))
+            todo = todo[self._is_seen(u.index_select(0, todo), neg.index_select(0, todo))]
         return neg.view(shape)
 
     def __iter__(self) -> Iterator[Batch]:
         perm = torch.randperm(len(self.users), generator=self.generator)
         for i in range(0, len(perm), self.batch_size):
             idx = perm[i : i + self.batch_size]
-            users, cats = self.users[idx], self.category[idx]
+            users, cats = self.users.index_select(0, idx), self.category.index_select(0, idx)
             neg = self.sample_negatives(users, cats)
             if self.world > 1 and len(idx) >= self.world:  # this process's share of the global batch
                 mine = torch.arange(self.rank, len(idx), self.world)
                 idx, users, cats, neg = idx[mine], users[mine], cats[mine], neg[mine]
             yield Batch(
                 users=users,
-                pos_items=self.items[idx],
+                pos_items=self.items.index_select(0, idx),
                 neg_items=neg,
                 category=cats,
-                ratings=None if self.ratings is None else self.ratings[idx],
+                ratings=None if self.ratings is None else self.ratings.index_select(0, idx),
             )
 
 
