@@ -263,7 +263,7 @@ class Trainer:
     # ------------------------------------------------------------------ helpers
     def _progress(self, sampler: TrainSampler, epoch: int) -> Any:
         batches = Prefetch(sampler) if self.cfg.prefetch else sampler
-        if not self.cfg.progress:
+        if not self.cfg.progress or not distributed.is_main():  # one bar, rank 0's
             return batches
         from tqdm.auto import tqdm
 
