@@ -1,6 +1,7 @@
 """One training epoch of the flagship (`crossrec`) against one BPR-MF epoch on the same data.
 
-Both run the same loop (the trainer's sampler, `loss`, backward, optimiser step; no validation) with
+Both run the trainer's step (its sampler; `manual_backward` where the model has one, else `loss` and
+backward; the optimiser step; no validation) with
 the same batch size and negatives, on amazon-arts-office from ../shared/data (leave-last-out) when
 it is there, else on the synthetic world. The flagship is timed with its default attention encoder
 (L_transfer off), with L_transfer on (alpha=0.1), and with the transformer encoder.
@@ -52,10 +53,11 @@ def epoch_seconds(name: str, params: dict, bundle, batch_size: int, n_neg: int, 
     times = []
     for _ in range(repeats):
         t = time.perf_counter()
+        manual = getattr(model, "manual_backward", None)  # as the trainer: BPR-MF's hand-written gradients
         for batch in sampler:
-            loss = model.loss(batch)
             opts.zero_grad()
-            loss.backward()
+            if manual is None or manual(batch) is None:
+                model.loss(batch).backward()
             opts.step()
         times.append(time.perf_counter() - t)
     return min(times)
@@ -67,6 +69,8 @@ def main() -> None:
     ap.add_argument("--negatives", type=int, default=4)
     ap.add_argument("--dim", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--baselines", action="store_true",
+                    help="also time the published cross-domain baselines (EMCDR, BiTGCF, CoNet; experiment options)")
     args = ap.parse_args()
     data, bundle = load_bundle()
     n = bundle.split("train").height
@@ -78,6 +82,12 @@ def main() -> None:
         "crossrec, attention, with L_transfer (alpha=0.1)": ("crossrec", {"dim": d, "objective": {"alpha": 0.1}}),
         "crossrec, transformer encoder (1 block)": ("crossrec", {"dim": d, "history": {"encoder": "transformer"}}),
     }
+    if args.baselines:
+        runs |= {
+            "EMCDR (dim 64)": ("emcdr", {"dim": d}),
+            "BiTGCF (dim 64, transfer: count)": ("bitgcf", {"dim": d, "transfer": "count"}),
+            "CoNet (dim 32)": ("conet", {"dim": 32}),
+        }
     results = {}
     for label, (name, params) in runs.items():
         sec = epoch_seconds(name, params, bundle, args.batch_size, args.negatives, args.repeats)
