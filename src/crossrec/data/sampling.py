@@ -69,8 +69,7 @@ class TrainSampler:
         self.cat_size = torch.from_numpy(np.diff(offsets).astype(np.int64))
         self.n_items = bundle.n_items
         # Sorted (user * n_items + item) keys of all training pairs, for membership tests.
-        self.seen_keys = torch.unique(self.users * self.n_items + self.items)
-        self._filter_bits, self._filter = _bit_filter(self.seen_keys)
+        self.seen = KeySet(self.users * self.n_items + self.items)
         self.batch_size = batch_size
         self.n_negatives = n_negatives
         self.resample_rounds = resample_rounds
@@ -84,16 +83,7 @@ class TrainSampler:
         return int(len(self.users))
 
     def _is_seen(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """Exact membership of (user, item) in training: a one-probe bit filter rules out most
-        keys, and only the keys it lets through (the training pairs and ~1/16 of the rest) pay the
-        binary search over the sorted keys."""
-        keys = users * self.n_items + items
-        maybe = _bit_test(self._filter, self._filter_bits, keys)
-        hit = torch.nonzero(maybe).squeeze(1)
-        k = keys.index_select(0, hit)
-        pos = torch.searchsorted(self.seen_keys, k).clamp_max(len(self.seen_keys) - 1)
-        maybe[hit] = self.seen_keys.index_select(0, pos) == k
-        return maybe
+        return self.seen.contains(users * self.n_items + items)
 
     def sample_negatives(self, users: torch.Tensor, category: torch.Tensor) -> torch.Tensor:
         """[B, n_negatives] global item ids drawn from each row's category."""
@@ -134,6 +124,33 @@ class TrainSampler:
                 category=cats,
                 ratings=None if self.ratings is None else self.ratings.index_select(0, idx),
             )
+
+
+class KeySet:
+    """Exact membership in a fixed set of int64 keys (e.g. user * n_items + item training pairs):
+    a one-probe bit filter rules out most keys, and only the keys it lets through (the members and
+    about 1/16 of the rest) pay the binary search over the sorted keys. The tensors follow the
+    queried keys' device on first use."""
+
+    def __init__(self, keys: torch.Tensor) -> None:
+        self.keys = torch.unique(keys)  # sorted
+        self.bits, self.words = _bit_filter(self.keys)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def contains(self, keys: torch.Tensor) -> torch.Tensor:
+        """[n] bool: which of `keys` are in the set."""
+        if self.words.device != keys.device:
+            self.keys, self.words = self.keys.to(keys.device), self.words.to(keys.device)
+        maybe = _bit_test(self.words, self.bits, keys)
+        if len(self.keys) == 0:
+            return maybe
+        hit = torch.nonzero(maybe).squeeze(1)
+        k = keys.index_select(0, hit)
+        pos = torch.searchsorted(self.keys, k).clamp_max(len(self.keys) - 1)
+        maybe[hit] = self.keys.index_select(0, pos) == k
+        return maybe
 
 
 _GOLDEN = -7046029254386353131  # 0x9E3779B97F4A7C15 as a signed int64: Fibonacci hashing

@@ -38,7 +38,26 @@ def split_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Para
     return [p for p in params if id(p) not in sparse_ids], [p for p in params if id(p) in sparse_ids]
 
 
-class RowAdam(torch.optim.Optimizer):
+class _RowOptimizer(torch.optim.Optimizer):
+    """The loop the row-sparse optimisers share: every parameter with a gradient must have a sparse
+    (row) gradient, whose uncoalesced row indices and rows go to `update`."""
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> None:  # type: ignore[override]
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if not p.grad.is_sparse:
+                    raise RuntimeError(f"{type(self).__name__} takes sparse gradients (nn.Embedding(sparse=True)); "
+                                       "use a dense optimiser for dense ones")
+                self.update(p, p.grad._indices()[0], p.grad._values(), group)
+
+    def update(self, p: torch.Tensor, rows: torch.Tensor, grads: torch.Tensor, group: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+
+class RowAdam(_RowOptimizer):
     """Lazy Adam for parameters with row-sparse gradients (sparse `nn.Embedding` weights): the
     update of `torch.optim.SparseAdam`, on dense blocks of the touched rows."""
 
@@ -47,38 +66,29 @@ class RowAdam(torch.optim.Optimizer):
             raise ValueError(f"RowAdam: lr={lr}, betas={betas}, eps={eps}")
         super().__init__(params, {"lr": lr, "betas": betas, "eps": eps})
 
-    @torch.no_grad()
-    def step(self, closure: Any = None) -> None:  # type: ignore[override]
-        for group in self.param_groups:
-            b1, b2 = group["betas"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                grad = p.grad
-                if not grad.is_sparse:
-                    raise RuntimeError("RowAdam takes sparse gradients (nn.Embedding(sparse=True)); use Adam for dense ones")
-                state = self.state[p]
-                if not state:
-                    state["step"] = 0
-                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                state["step"] += 1
-                idx, vals = grad._indices()[0], grad._values()
-                if idx.numel() == 0:
-                    continue
-                rows, inv = torch.unique(idx, return_inverse=True)
-                g = torch.zeros((len(rows),) + tuple(p.shape[1:]), dtype=vals.dtype, device=vals.device)
-                g.index_add_(0, inv, vals)
-                m = state["exp_avg"].index_select(0, rows).mul_(b1).add_(g, alpha=1 - b1)
-                v = state["exp_avg_sq"].index_select(0, rows).mul_(b2).addcmul_(g, g, value=1 - b2)
-                state["exp_avg"].index_copy_(0, rows, m)
-                state["exp_avg_sq"].index_copy_(0, rows, v)
-                step_size = group["lr"] * math.sqrt(1 - b2 ** state["step"]) / (1 - b1 ** state["step"])
-                # index_add_ with alpha= is ~3x slower than scaling first (torch 2.x on CPU)
-                p.index_add_(0, rows, m.div_(v.sqrt_().add_(group["eps"])).mul_(-step_size))
+    def update(self, p: torch.Tensor, idx: torch.Tensor, vals: torch.Tensor, group: dict[str, Any]) -> None:
+        b1, b2 = group["betas"]
+        state = self.state[p]
+        if not state:
+            state["step"] = 0
+            state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        state["step"] += 1
+        if idx.numel() == 0:
+            return
+        rows, inv = torch.unique(idx, return_inverse=True)
+        g = torch.zeros((len(rows),) + tuple(p.shape[1:]), dtype=vals.dtype, device=vals.device)
+        g.index_add_(0, inv, vals)
+        m = state["exp_avg"].index_select(0, rows).mul_(b1).add_(g, alpha=1 - b1)
+        v = state["exp_avg_sq"].index_select(0, rows).mul_(b2).addcmul_(g, g, value=1 - b2)
+        state["exp_avg"].index_copy_(0, rows, m)
+        state["exp_avg_sq"].index_copy_(0, rows, v)
+        step_size = group["lr"] * math.sqrt(1 - b2 ** state["step"]) / (1 - b1 ** state["step"])
+        # index_add_ with alpha= is ~3x slower than scaling first (torch 2.x on CPU)
+        p.index_add_(0, rows, m.div_(v.sqrt_().add_(group["eps"])).mul_(-step_size))
 
 
-class RowSGD(torch.optim.Optimizer):
+class RowSGD(_RowOptimizer):
     """Plain SGD for sparse embedding tables: `w.index_add_(rows, -lr * g)` on the uncoalesced
     gradient (repeated rows sum, exactly as SGD on the coalesced gradient), without the sort that
     adding a sparse tensor to a dense one costs."""
@@ -88,18 +98,11 @@ class RowSGD(torch.optim.Optimizer):
             raise ValueError(f"RowSGD: lr={lr}")
         super().__init__(params, {"lr": lr})
 
-    @torch.no_grad()
-    def step(self, closure: Any = None) -> None:  # type: ignore[override]
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                if not p.grad.is_sparse:
-                    raise RuntimeError("RowSGD takes sparse gradients (nn.Embedding(sparse=True))")
-                p.index_add_(0, p.grad._indices()[0], p.grad._values() * -group["lr"])
+    def update(self, p: torch.Tensor, rows: torch.Tensor, grads: torch.Tensor, group: dict[str, Any]) -> None:
+        p.index_add_(0, rows, grads * -group["lr"])
 
 
-class RowAdagrad(torch.optim.Optimizer):
+class RowAdagrad(_RowOptimizer):
     """Row-wise Adagrad for sparse embedding tables: one accumulator per row (not per entry), the
     mean squared gradient of the row, as in FBGEMM / TorchRec's embedding optimiser.
 
@@ -117,20 +120,7 @@ class RowAdagrad(torch.optim.Optimizer):
             raise ValueError(f"RowAdagrad: lr={lr}, eps={eps}, initial_accumulator={initial_accumulator}")
         super().__init__(params, {"lr": lr, "eps": eps, "initial_accumulator": initial_accumulator})
 
-    @torch.no_grad()
-    def step(self, closure: Any = None) -> None:  # type: ignore[override]
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                if not p.grad.is_sparse:
-                    raise RuntimeError("RowAdagrad takes sparse gradients (nn.Embedding(sparse=True))")
-                self.apply(p, p.grad._indices()[0], p.grad._values(), group)
-
-    @torch.no_grad()
-    def apply(self, p: torch.Tensor, rows: torch.Tensor, grads: torch.Tensor, group: dict[str, Any] | None = None) -> None:
-        """Update rows `rows` ([n], repeats allowed) of `p` by gradients `grads` ([n, ...])."""
-        group = group or self.param_groups[0]
+    def update(self, p: torch.Tensor, rows: torch.Tensor, grads: torch.Tensor, group: dict[str, Any]) -> None:
         state = self.state[p]
         if not state:
             state["sum"] = torch.full((p.shape[0],), float(group["initial_accumulator"]), dtype=p.dtype, device=p.device)

@@ -47,7 +47,7 @@ def test_seen_check_is_exact_behind_the_bit_filter(tiny_bundle):
     users = torch.cat([users, s.users])  # every training pair, plus random pairs
     items = torch.cat([items, s.items])
     keys = users * s.n_items + items
-    assert torch.equal(s._is_seen(users, items), torch.isin(keys, s.seen_keys))
+    assert torch.equal(s._is_seen(users, items), torch.isin(keys, s.seen.keys))
 
 
 def test_bit_filter_has_no_false_negatives_and_few_false_positives():

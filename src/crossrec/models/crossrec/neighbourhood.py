@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from crossrec.data.batch import Sizes
-from crossrec.data.sampling import _bit_filter, _bit_test
+from crossrec.data.sampling import KeySet
 from crossrec.models.itemknn import binary_matrix, cosine_top_k
 
 if TYPE_CHECKING:
@@ -41,7 +41,7 @@ class NeighbourhoodTerm(nn.Module):
         self.register_buffer("nbr_", torch.full((n_i + 1, k), n_i, dtype=torch.int64))  # pad row/entries
         self.register_buffer("nbr_co_", torch.zeros(n_i + 1, k))  # co-occurrence counts
         self.register_buffer("item_users_", torch.zeros(n_i + 1))  # training users per item
-        self.register_buffer("train_keys_", torch.zeros(0, dtype=torch.int64), persistent=False)  # sorted u*n_i+i
+        self.train_pairs: KeySet | None = None  # training (user * n_items + item) keys, from setup
         item_cat = torch.tensor(list(sizes.item_category) + [n_cat], dtype=torch.int64)
         self.register_buffer("item_category_", item_cat, persistent=False)  # [n_items + 1], pad -> n_cat
         self.weight = nn.Parameter(torch.ones(n_cat, n_cat + 1))  # [target c, history item's category]
@@ -66,8 +66,7 @@ class NeighbourhoodTerm(nn.Module):
         self.nbr_ = torch.from_numpy(nbr).to(dev)
         self.nbr_co_ = torch.from_numpy(nbr_co).to(dev)
         self.item_users_ = torch.from_numpy(np.append(n, 0.0).astype(np.float32)).to(dev)
-        self.train_keys_ = torch.from_numpy(np.unique(users * n_i + items)).to(dev)
-        self._key_filter = _bit_filter(self.train_keys_)  # one probe rules most keys out (sampling.py)
+        self.train_pairs = KeySet(torch.from_numpy(users * n_i + items).to(dev))
 
     def scores(self, hist: Tensor, category: Tensor, users: Tensor, candidates: Tensor, leave_out: bool) -> Tensor:
         """[B, M] neighbourhood scores of candidate items [M] (distinct) for history rows [B, L];
@@ -100,8 +99,8 @@ class NeighbourhoodTerm(nn.Module):
         j, col = nb.view(-1).index_select(0, q), col.index_select(0, q)
         co = self.nbr_co_.view(-1).index_select(0, h * kk + k)
         n_h, n_j = self.item_users_.index_select(0, h), self.item_users_.index_select(0, j)
-        if leave_out and len(self.train_keys_):
-            mine = self._trained(users.index_select(0, r) * n_i + j).float()
+        if leave_out and self.train_pairs is not None and len(self.train_pairs):
+            mine = self.train_pairs.contains(users.index_select(0, r) * n_i + j).float()
             co, n_j = co - mine, n_j - mine
         sim = co / (torch.sqrt(n_h * n_j) + shrink + 1e-8)
         # One weight per (target category, history item's category, recency slot): the small table
@@ -116,19 +115,6 @@ class NeighbourhoodTerm(nn.Module):
         m = len(candidates)
         out = torch.zeros(b * m, device=dev).index_add(0, r * m + col, w * sim)
         return out.view(b, m)
-
-    def _trained(self, keys: Tensor) -> Tensor:
-        """Which user * n_items + item keys are training pairs (exact)."""
-        filt = getattr(self, "_key_filter", None)
-        if filt is None or filt[1].device != keys.device:
-            at = torch.searchsorted(self.train_keys_, keys).clamp_max(len(self.train_keys_) - 1)
-            return self.train_keys_[at] == keys
-        maybe = _bit_test(filt[1], filt[0], keys)
-        hit = torch.nonzero(maybe).squeeze(1)
-        k = keys[hit]
-        at = torch.searchsorted(self.train_keys_, k).clamp_max(len(self.train_keys_) - 1)
-        maybe[hit] = self.train_keys_[at] == k
-        return maybe
 
     def at(self, hist: Tensor, category: Tensor, users: Tensor, items: Tensor, leave_out: bool) -> Tensor:
         """Scores of given items: items [M] -> [B, M] (every row the same columns), items [B, n] ->
