@@ -1,4 +1,4 @@
-"""`crossrec prepare | encode | train | evaluate | recommend | serve | update | experiment | demo`: parse arguments, call pipeline functions.
+"""`crossrec prepare | encode | train | evaluate | recommend | serve | update | experiment | tune | demo`: parse arguments, call pipeline functions.
 
 Every command takes an optional YAML preset and dotted overrides after it:
 
@@ -273,6 +273,34 @@ def experiment(
             f"{check['best_single_value']:.4f} ({check['rule']}): {mark}", markup=False, highlight=False,
         )
     console.print(f"wrote {Path(cfg.out) / 'results.md'} and results.json")
+
+
+@app.command(context_settings=OVERRIDES)
+@_guard
+def tune(
+    ctx: typer.Context,
+    config: Path = typer.Argument(..., help="Experiment YAML (models, optional search: spaces); dotted overrides may follow."),
+    only: Optional[str] = typer.Option(None, "--only", help="Comma-separated model labels to tune (default: all)."),
+    trials: int = typer.Option(20, "--trials", help="Finished trials per model (the same for every model)."),
+    timeout: float = typer.Option(0.0, "--timeout", help="Seconds of trial time per model (0 = no limit)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the sampler."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output directory (default: <experiment out>-tune)."),
+) -> None:
+    """Tune every model's options with Optuna on the validation split (TPE, median pruning); the
+    study lives in OUT/study.sqlite3, so rerunning the command resumes it. Writes OUT/best.yaml."""
+    from crossrec.experiment import load_experiment
+    from crossrec.experiment.tune import TuneBudget, tune_experiment
+
+    cfg = load_experiment(config, list(ctx.args))
+    labels = [x.strip() for x in only.split(",") if x.strip()] if only else None
+    result = tune_experiment(cfg, TuneBudget(trials=trials, timeout=timeout, seed=seed), out,
+                             progress=lambda s: console.print(s, markup=False, highlight=False), only=labels)
+    where = Path(out) if out is not None else Path(f"{cfg.out}-tune")
+    for label, t in result["models"].items():
+        best = t["best"]
+        text = "no complete trial" if best is None else f"valid {cfg.metrics[0]} {best['value']:.4f} {best['params']}"
+        console.print(f"{label}: {text}", markup=False, highlight=False)
+    console.print(f"wrote {where / 'tuning.md'}, tuning.json and best.yaml (crossrec experiment {where / 'best.yaml'})")
 
 
 @app.command()

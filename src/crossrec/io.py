@@ -46,6 +46,8 @@ KINDS: dict[str, tuple[tuple[str, ...], str]] = {
                   "stage-*", "tensorboard", "serving", "versions", "*.lock"), "config.json"),
     "experiment": (("models", "runs", "tuning", "results.json", "results.md", "raw", "bundle", "*.lock"),
                    "results.json"),
+    "tuning": (("study.sqlite3", "study.sqlite3-*", "trials", "tuning.json", "tuning.md", "best.yaml", "*.lock"),
+               "tuning.json"),
 }
 
 

@@ -19,7 +19,8 @@ its gain is measured against; default: the best single-category model of each ro
 (the model the report's acceptance check is about; default: false), optional `seeds` (a subset for
 an expensive baseline; its cells then say how many seeds), optional `grid` (model options -> lists
 of values: every combination is trained with the first seed and scored on the validation split, and
-the best one runs the seeds; `{label: ials, name: ials, grid: {factors: [64, 128]}}`); every other
+the best one runs the seeds; `{label: ials, name: ials, grid: {factors: [64, 128]}}`), optional
+`search` (`crossrec tune`'s search space, experiment/space.py; default: the model's); every other
 key is a model option.
 
 Example:
@@ -63,6 +64,7 @@ class ModelRun:
     encoder: dict[str, Any] = field(default_factory=dict)  # this model's `encoder:` options (e.g. finetune: lora)
     seeds: tuple[int, ...] | None = None  # this model's seeds (e.g. an expensive baseline: [0]); None = all
     grid: dict[str, list[Any]] = field(default_factory=dict)  # model options searched on the validation split before the seeds run
+    search: dict[str, Any] = field(default_factory=dict)  # `crossrec tune`'s search space (experiment/space.py); empty = the model's default
 
     def grid_points(self) -> list[dict[str, Any]]:
         """Every combination of the grid's values (the entry's own options fill the rest)."""
@@ -109,7 +111,7 @@ def _entry_defaults(entry: dict[str, Any]) -> dict[str, Any]:
     out = {k: entry[k] for k in MODEL_KEYS if k in entry}
     if out.get("single_category") is None:
         out["single_category"] = out.get("mode", "pooled") == "single"
-    for k in ("params", "train", "transfer", "encoder", "grid"):
+    for k in ("params", "train", "transfer", "encoder", "grid", "search"):
         out[k] = out.get(k) or {}
     return out
 
@@ -134,6 +136,12 @@ def _parse_model(i: int, entry: Any) -> ModelRun:
         raise ConfigError(f"{key} ({run.label}): {e}") from None
     if any(not isinstance(v, list) or not v for v in run.grid.values()):
         raise ConfigError(f"{key}.grid: every option maps to a non-empty list of values")
+    if run.search:
+        from crossrec.experiment.space import check_space, parse_space
+
+        if run.grid:
+            raise ConfigError(f"{key} ({run.label}): grid and search both pick options; give one")
+        check_space(run.name, params, parse_space(run.search, key), key)
     return replace(run, params=params)
 
 

@@ -18,11 +18,14 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import json
 import logging
 import math
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -54,6 +57,23 @@ log = logging.getLogger(__name__)
 # Options a resumed run may change: they steer the loop, not what one epoch computes.
 RESUMABLE = ("epochs", "patience", "min_delta", "eval_every", "eval_batch_size", "device", "checkpoint",
              "tensorboard", "progress", "prefetch")
+
+
+# Callbacks every Trainer created inside `observe(...)` gets: how a caller that does not build the
+# trainers itself (the tuner, around pipeline.train) watches their validation scores.
+_OBSERVERS: contextvars.ContextVar[tuple[tuple[str, Any], ...]] = contextvars.ContextVar("trainer_observers",
+                                                                                           default=())
+
+
+@contextlib.contextmanager
+def observe(event: str, fn: Any) -> Iterator[None]:
+    """Add `fn(trainer, logs)` on `event` (on_epoch_end | on_validation) to every Trainer built inside
+    the block (an exception it raises, e.g. optuna's TrialPruned, ends the fit)."""
+    token = _OBSERVERS.set(_OBSERVERS.get() + ((event, fn),))
+    try:
+        yield
+    finally:
+        _OBSERVERS.reset(token)
 
 
 class ResumeError(ConfigError):
@@ -120,6 +140,8 @@ class Trainer:
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.categories = None if categories is None else [int(c) for c in categories]
         self.callbacks: dict[str, list[Callback]] = {"on_epoch_end": [], "on_validation": []}
+        for event, fn in _OBSERVERS.get():
+            self.add_callback(event, fn)
         self.device = resolve_device(cfg.device)
 
     def add_callback(self, event: str, fn: Callback) -> None:

@@ -1,0 +1,348 @@
+"""`crossrec tune`: an Optuna search per model of an experiment, on the validation split, resumable.
+
+For every model of the experiment (or `--only` some), a TPE sampler draws options from the entry's
+`search:` space (or the model's default, experiment/space.py); each trial trains the model with the
+experiment's first seed and is scored by the experiment's first metric (ndcg@10) on the validation
+split, ALL categories, all users. The test split is never read: only validation evaluators are
+built, and the trainer's early stopping reads validation too.
+
+- **Pruning.** Every validation the trainer runs inside a trial is reported to Optuna (step = the
+  trainer's index within the trial x `train.epochs` + the epoch, so single-category models report
+  each category's curve on its own steps) and a median pruner stops trials that trail the median of
+  earlier trials at the same step (after 3 complete trials and 2 steps of warm-up).
+- **Budget.** The same for every model: `trials` finished trials (complete, pruned or failed) and
+  at most `timeout` seconds of trial time (0 = none), whichever comes first. A trial that started
+  inside the time budget runs to its end.
+- **Storage and resume.** Every model is one study in `OUT/study.sqlite3` (Optuna's RDB storage),
+  written as each trial starts and ends. Rerunning the same command continues: finished trials are
+  kept and counted against the budget; a trial that was running when the process died is marked
+  failed (`interrupted`) and its options are queued to run again, so no trial is lost and none
+  counts twice. The sampler is seeded per trial from the seed and the number of trials so far, so
+  the draws after a resume follow from the stored history.
+- **Start.** Trial 0 runs the entry's own options (where they lie inside the space), so a tuned
+  model is never worse on validation than the hand-set one.
+- **Failed trials.** A diverging loss (FloatingPointError) or an impossible combination of drawn
+  options (ConfigError) ends that trial as failed, with the message in its `error` attribute.
+
+Output in OUT (default `<experiment out>-tune`): `study.sqlite3`, `tuning.json` (every trial:
+options, value, state, seconds, validation curve; the best options per model), `tuning.md`, and
+`best.yaml`: the experiment with each tuned model's best options filled in (its `search:` dropped),
+ready for `crossrec experiment OUT/best.yaml`.
+
+Example:
+    >>> cfg = load_experiment("configs/experiments/anime-mal.yaml")          # doctest: +SKIP
+    >>> tune_experiment(cfg, TuneBudget(trials=20, timeout=900))            # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import yaml
+
+from crossrec.config import merge_dicts
+from crossrec.data.bundle import Bundle
+from crossrec.evaluation.evaluator import Evaluator
+from crossrec.experiment.space import Param, default_space, parse_space, split_point
+from crossrec.experiment.spec import ExperimentConfig, ModelRun
+from crossrec.io import claim_output, write_json, write_marker, write_text
+from crossrec.typed import ConfigError
+
+log = logging.getLogger(__name__)
+
+STORAGE = "study.sqlite3"
+
+
+@dataclass(frozen=True)
+class TuneBudget:
+    """What every model gets: `trials` finished trials and `timeout` seconds of trial time (0 = no
+    limit), whichever ends first; `seed` seeds the sampler."""
+
+    trials: int = 20
+    timeout: float = 0.0
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.trials < 1:
+            raise ConfigError(f"--trials {self.trials}: expected at least 1")
+        if not self.timeout >= 0:
+            raise ConfigError(f"--timeout {self.timeout}: expected seconds >= 0 (0 = no limit)")
+
+
+def space_of(m: ModelRun) -> dict[str, Param]:
+    """The entry's own `search:` space, else its model's default."""
+    return parse_space(m.search, m.label) if m.search else default_space(m.name)
+
+
+def _finished(trial: Any) -> bool:
+    from optuna.trial import TrialState
+
+    if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
+        return True
+    return trial.state == TrialState.FAIL and not trial.user_attrs.get("interrupted", False)
+
+
+def _recover(study: Any, say: Callable[[str], None]) -> None:
+    """Trials left RUNNING by a killed process: mark them failed (`interrupted`) and queue their
+    options again. Safe because the output directory's lock says no other tuner runs on this study."""
+    from optuna.trial import TrialState
+
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        storage = study._storage
+        storage.set_trial_user_attr(t._trial_id, "interrupted", True)
+        storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        if t.params:
+            study.enqueue_trial(dict(t.params), user_attrs={"retry_of": t.number})
+        say(f"{study.study_name}: trial {t.number} was interrupted; its options run again")
+
+
+class _Objective:
+    """One trial: draw the options, train on the first seed, score on validation (pruning as it goes)."""
+
+    def __init__(self, cfg: ExperimentConfig, m: ModelRun, space: dict[str, Param], bundle: Bundle, out: Path,
+                 valid: Evaluator) -> None:
+        self.cfg, self.m, self.space, self.bundle, self.out, self.valid = cfg, m, space, bundle, out, valid
+        self.metric = cfg.metrics[0]
+        self.seed = cfg.seeds[0]
+
+    def run_for(self, point: dict[str, Any]) -> ModelRun:
+        params, train = split_point(point)
+        return replace(self.m, params=merge_dicts(dict(self.m.params), params),
+                       train=merge_dicts(dict(self.m.train), train), search={}, grid={})
+
+    def __call__(self, trial: Any) -> float:
+        import optuna
+
+        from crossrec.pipeline import seed_everything, train
+        from crossrec.training.trainer import observe
+
+        t0 = time.perf_counter()
+        point = {k: p.suggest(trial, k) for k, p in self.space.items()}
+        work = self.out / "trials" / self.m.label / f"trial-{trial.number}"
+        trainers: list[int] = []
+        try:
+            run_cfg = replace(self.cfg.run_config(self.run_for(point), self.seed), out=str(work))
+            epochs = run_cfg.train.epochs
+
+            def report(trainer: Any, logs: dict[str, float]) -> None:
+                if id(trainer) not in trainers:
+                    trainers.append(id(trainer))
+                key = f"valid_{trainer.cfg.metric}"
+                if key not in logs:
+                    return
+                step = trainers.index(id(trainer)) * epochs + int(logs["epoch"])
+                trial.report(float(logs[key]), step)
+                if trial.should_prune():
+                    raise optuna.TrialPruned(f"valid {trainer.cfg.metric} {logs[key]:.4f} at step {step}")
+
+            seed_everything(self.seed)
+            with observe("on_validation", report):
+                art = train(run_cfg, self.bundle)
+            table = self.valid.evaluate(art.model).table
+            rows = table.filter(pl.col("slice") == "all")
+            per_cat = {str(r["category"]): float(r[self.metric]) for r in rows.iter_rows(named=True)}
+            trial.set_user_attr("valid_by_category", per_cat)
+            return per_cat.get("ALL", float("nan"))
+        except ConfigError as e:
+            trial.set_user_attr("error", str(e))
+            raise
+        except FloatingPointError as e:
+            trial.set_user_attr("error", str(e))
+            raise
+        finally:
+            trial.set_user_attr("seconds", time.perf_counter() - t0)
+            if work.exists():
+                shutil.rmtree(work)  # the trial's artifact: only its score is kept
+
+
+def _study(m: ModelRun, out: Path, create: bool) -> Any:
+    import optuna
+
+    storage = optuna.storages.RDBStorage(f"sqlite:///{(out / STORAGE).resolve()}")
+    if not create:
+        names = {x.study_name for x in optuna.get_all_study_summaries(storage)}
+        return optuna.load_study(study_name=m.label, storage=storage) if m.label in names else None
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2)
+    return optuna.create_study(study_name=m.label, storage=storage, direction="maximize", pruner=pruner,
+                               load_if_exists=True)
+
+
+def _configured_point(cfg: ExperimentConfig, m: ModelRun, space: dict[str, Param]) -> dict[str, Any]:
+    """The values the entry runs with (its options, else the defaults) of the searched options that
+    lie inside the space."""
+    from dataclasses import asdict
+
+    from crossrec.models.base import config_from_dict
+
+    run_cfg = cfg.run_config(m, cfg.seeds[0])
+    have = {"model": asdict(config_from_dict(m.name, m.params)), "train": asdict(run_cfg.train)}
+    point = {}
+    for key, p in space.items():
+        node: Any = have["train"] if key.startswith("train.") else have["model"]
+        for part in (key[len("train."):] if key.startswith("train.") else key).split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if p.choices and node in p.choices:
+            point[key] = node
+        elif not p.choices and isinstance(node, (int, float)) and not isinstance(node, bool) and p.low <= node <= p.high:
+            point[key] = int(node) if p.integer else float(node)
+    return point
+
+
+def _spent(study: Any) -> tuple[int, int, float]:
+    """(trials stored, trials finished, seconds of finished trials) of a study."""
+    trials = study.get_trials(deepcopy=False)
+    done = [t for t in trials if _finished(t)]
+    return len(trials), len(done), sum(float(t.user_attrs.get("seconds", 0.0)) for t in done)
+
+
+def _tune_model(cfg: ExperimentConfig, m: ModelRun, space: dict[str, Param], bundle: Bundle, out: Path,
+                budget: TuneBudget, valid: Evaluator, say: Callable[[str], None]) -> None:
+    import optuna
+
+    study = _study(m, out, create=True)
+    _recover(study, say)
+    if not study.get_trials(deepcopy=False):
+        start = _configured_point(cfg, m, space)
+        if start:  # the entry's own options are trial 0: tuning never ends below the hand-set run
+            study.enqueue_trial(start, user_attrs={"configured": True})
+    objective = _Objective(cfg, m, space, bundle, out, valid)
+    while True:
+        stored, done, spent = _spent(study)
+        if done >= budget.trials or (budget.timeout and spent >= budget.timeout):
+            break
+        study.sampler = optuna.samplers.TPESampler(seed=budget.seed + stored, multivariate=True)
+        study.optimize(objective, n_trials=1, catch=(FloatingPointError, ConfigError), gc_after_trial=True)
+        last = study.get_trials(deepcopy=False)[-1]
+        value = "" if last.value is None else f" valid {objective.metric} {last.value:.4f}"
+        say(f"{m.label} trial {last.number} {last.state.name.lower()}{value} "
+            f"({float(last.user_attrs.get('seconds', 0)):.0f}s) {last.params}")
+
+
+def _summary(study: Any, space: dict[str, Param], budget: TuneBudget, metric: str) -> dict[str, Any]:
+    from optuna.trial import TrialState
+
+    spent = _spent(study)[2]
+    trials = []
+    for t in study.get_trials(deepcopy=False):
+        trials.append({"number": t.number, "state": t.state.name.lower(), "value": t.value, "params": dict(t.params),
+                       "seconds": t.user_attrs.get("seconds"), "curve": {int(k): v for k, v in t.intermediate_values.items()},
+                       **{k: t.user_attrs[k] for k in ("configured", "retry_of", "interrupted", "error", "valid_by_category")
+                          if k in t.user_attrs}})
+    complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None]
+    best = max(complete, key=lambda t: (t.value, -t.number)) if complete else None
+    return {"space": {k: p.to_json() for k, p in space.items()}, "metric": f"valid {metric}",
+            "budget": {"trials": budget.trials, "timeout": budget.timeout}, "seconds": spent,
+            "trials": trials, "best": None if best is None else {"number": best.number, "value": best.value,
+                                                                 "params": dict(best.params)}}
+
+
+def _entry(m: ModelRun) -> dict[str, Any]:
+    """A ModelRun as an experiment YAML entry (the inverse of spec._parse_model)."""
+    out: dict[str, Any] = {"label": m.label, "name": m.name, "mode": m.mode}
+    for key in ("baseline", "single_category", "flagship"):
+        out[key] = getattr(m, key)
+    for key in ("train", "transfer", "encoder", "params", "grid"):
+        if getattr(m, key):
+            out[key] = getattr(m, key)
+    if m.seeds is not None:
+        out["seeds"] = list(m.seeds)
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def best_experiment(cfg: ExperimentConfig, tuned: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The experiment YAML with each tuned model's best options filled in (`search:` dropped)."""
+    models = []
+    for m in cfg.models:
+        best = (tuned.get(m.label) or {}).get("best")
+        if best is not None:
+            params, train = split_point(best["params"])
+            m = replace(m, params=merge_dicts(dict(m.params), params), train=merge_dicts(dict(m.train), train),
+                        grid={})
+        models.append(_entry(replace(m, search={})))
+    return {"name": f"{cfg.name}-tuned", **cfg.run, "seeds": list(cfg.seeds), "metrics": list(cfg.metrics),
+            "out": f"{cfg.out}-tuned", "models": models}
+
+
+def _markdown(cfg: ExperimentConfig, tuned: dict[str, dict[str, Any]], budget: TuneBudget) -> str:
+    limit = f", at most {budget.timeout:.0f}s of trial time" if budget.timeout else ""
+    lines = [f"# Tuning: {cfg.name}", "",
+             f"Budget per model: {budget.trials} finished trials{limit}; TPE sampler, median pruner; "
+             f"scored by validation {cfg.metrics[0]} (ALL categories), first seed ({cfg.seeds[0]}).", "",
+             f"| model | trials (complete / pruned / failed) | seconds | best valid {cfg.metrics[0]} | best options |",
+             "|---|---|---:|---:|---|"]
+    for label, t in tuned.items():
+        states = [x["state"] for x in t["trials"] if not x.get("interrupted")]
+        counts = f"{len(states)} ({states.count('complete')} / {states.count('pruned')} / {states.count('fail')})"
+        best = t["best"]
+        value = "" if best is None else f"{best['value']:.4f}"
+        opts = "" if best is None else ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(best["params"].items()))
+        lines.append(f"| {label} | {counts} | {t['seconds']:.0f} | {value} | {opts} |")
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def tune_experiment(cfg: ExperimentConfig, budget: TuneBudget = TuneBudget(), out: str | Path | None = None,
+                    bundle: Bundle | None = None, progress: Callable[[str], None] | None = None,
+                    only: list[str] | None = None) -> dict[str, Any]:
+    """Tune the models of `cfg` (or the labels in `only`) with `budget` (see the module docstring);
+    returns tuning.json's content, which covers every model of `cfg` with a study in `out` (earlier
+    `--only` runs included), as does best.yaml.
+
+    `out` (default `<cfg.out>-tune`) must be missing, empty or a tuning directory; it is locked while
+    the tuner runs, so two tuners never share a study."""
+    import optuna
+
+    budget.validate()
+    say = progress or (lambda s: log.info(s))
+    out = Path(out if out is not None else f"{cfg.out}-tune")
+    by_label = {m.label: m for m in cfg.models}
+    unknown = sorted(set(only or ()) - set(by_label))
+    if unknown:
+        raise ConfigError(f"--only: unknown model label(s) {unknown}; have {list(by_label)}")
+    chosen = list(cfg.models) if only is None else [by_label[label] for label in dict.fromkeys(only)]  # in that order
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    with claim_output(out, "tuning", "--out"):
+        out.mkdir(parents=True, exist_ok=True)
+        write_marker(out, "tuning")
+        if bundle is None:
+            from crossrec.pipeline import prepare_data
+
+            bundle = prepare_data(cfg.run_config(cfg.models[0], cfg.seeds[0]))
+        if bundle.split("valid").height == 0:
+            raise ConfigError("tuning needs a validation split (prepare.valid_ratio > 0 or a leave-out split)")
+        valid = Evaluator(bundle, cfg.run_config(cfg.models[0], cfg.seeds[0]).eval, split="valid")
+        for m in chosen:
+            space = space_of(m)
+            if not space:
+                say(f"{m.label}: nothing to tune ({m.name} has no options in its search space)")
+                continue
+            _tune_model(cfg, m, space, bundle, out, budget, valid, say)
+            _write(out, cfg, budget)  # after every model: a kill loses no finished study
+        return _write(out, cfg, budget)
+
+
+def _write(out: Path, cfg: ExperimentConfig, budget: TuneBudget) -> dict[str, Any]:
+    tuned: dict[str, dict[str, Any]] = {}
+    for m in cfg.models:
+        study = _study(m, out, create=False) if (out / STORAGE).exists() else None
+        if study is not None:
+            tuned[m.label] = _summary(study, space_of(m), budget, cfg.metrics[0])
+    result = {"experiment": cfg.name, "budget": {"trials": budget.trials, "timeout": budget.timeout,
+                                                  "seed": budget.seed}, "models": tuned}
+    write_json(out / "tuning.json", result)
+    write_text(out / "best.yaml", yaml.safe_dump(best_experiment(cfg, tuned), sort_keys=False))
+    write_text(out / "tuning.md", _markdown(cfg, tuned, budget))
+    return result
+
+
+__all__ = ["STORAGE", "TuneBudget", "best_experiment", "space_of", "tune_experiment"]

@@ -1,0 +1,143 @@
+"""`crossrec tune`: search spaces, validation only, pruning, resume after a kill, best.yaml."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from crossrec.data.bundle import Bundle
+from crossrec.experiment import load_experiment
+from crossrec.experiment.space import parse_space, split_point
+from crossrec.experiment.tune import TuneBudget, tune_experiment
+from crossrec.typed import ConfigError
+
+TRAIN = {"epochs": 3, "batch_size": 512, "lr": 0.01, "progress": False, "checkpoint": False}
+
+
+def _experiment(out, bundle_root, models):
+    return {"data": {"bundle": str(bundle_root)}, "train": TRAIN, "eval": {"ks": [10]}, "seeds": [0],
+            "out": str(out), "models": models}
+
+
+def test_search_spaces_parse_and_bad_ones_name_the_key(tmp_path):
+    space = parse_space({"dim": [8, 16], "reg": {"low": 1e-6, "high": 1e-2, "log": True},
+                         "history.length": {"low": 5, "high": 20}}, "models[0]")
+    assert space["dim"].choices == (8, 16)
+    assert space["reg"].log and not space["reg"].integer
+    assert space["history.length"].integer
+    assert split_point({"dim": 8, "train.lr": 0.1, "history.length": 5}) == (
+        {"dim": 8, "history": {"length": 5}}, {"lr": 0.1})
+    for bad, where in [({"reg": {"low": 0, "high": 1, "log": True}}, "log: true needs low > 0"),
+                       ({"reg": {"low": 2, "high": 1}}, "above high"),
+                       ({"reg": {"low": 1}}, "needs both low and high"),
+                       ({"reg": "big"}, "expected a list"),
+                       ({"reg": {"low": 0.1, "high": 1, "step": 2}}, "unknown key")]:
+        with pytest.raises(ConfigError, match=where):
+            parse_space(bad, "models[0]")
+    base = _experiment(tmp_path / "o", tmp_path / "b", [])
+    with pytest.raises(ConfigError, match=r"models\[0\]\.search\.dimm"):
+        load_experiment(data=base | {"models": [{"label": "a", "name": "mf", "search": {"dimm": [1, 2]}}]})
+    with pytest.raises(ConfigError, match="grid and search"):
+        load_experiment(data=base | {"models": [{"label": "a", "name": "mf", "grid": {"dim": [4]},
+                                                 "search": {"dim": [4, 8]}}]})
+
+
+def test_tune_reads_validation_only_and_writes_a_usable_best_yaml(tiny_bundle, tmp_path, monkeypatch):
+    seen: list[str] = []
+    for name in ("split", "rows", "csr"):
+        original = getattr(Bundle, name)
+
+        def spy(self, split, *a, _original=original, **k):
+            seen.extend([split] if isinstance(split, str) else list(split))
+            return _original(self, split, *a, **k)
+
+        monkeypatch.setattr(Bundle, name, spy)
+    cfg = load_experiment(data=_experiment(tmp_path / "exp", tiny_bundle.root, [
+        {"label": "pop", "name": "pop", "single_category": True},
+        {"label": "mf", "name": "mf", "dim": 8,
+         "search": {"dim": [8, 16], "train.lr": {"low": 0.001, "high": 0.05, "log": True}}},
+        {"label": "knn", "name": "itemknn", "mode": "single"},  # the default space
+    ]))
+    result = tune_experiment(cfg, TuneBudget(trials=3), tmp_path / "tune", bundle=tiny_bundle)
+    assert "test" not in seen and "valid" in seen  # the test split was never read while tuning
+    assert set(result["models"]) == {"mf", "knn"}  # pop has nothing to tune
+    mf = result["models"]["mf"]
+    assert len(mf["trials"]) == 3 and mf["best"]["value"] > 0
+    assert {t["params"]["dim"] for t in mf["trials"]} <= {8, 16}
+    best = max((t for t in mf["trials"] if t["state"] == "complete"), key=lambda t: t["value"])
+    assert mf["best"]["params"] == best["params"]
+    assert set(result["models"]["knn"]["space"]) == {"k", "shrink", "normalize_user"}
+    assert not any((tmp_path / "tune" / "trials").rglob("model.safetensors"))  # trial artifacts are removed
+    # best.yaml is an experiment with the best options filled in
+    tuned = load_experiment(tmp_path / "tune" / "best.yaml")
+    entry = {m.label: m for m in tuned.models}["mf"]
+    assert entry.params["dim"] == best["params"]["dim"] and not entry.search
+    assert entry.train["lr"] == pytest.approx(best["params"]["train.lr"])
+    assert json.loads((tmp_path / "tune" / "tuning.json").read_text())["models"]["mf"]["best"] == mf["best"]
+    assert "| mf | 3 (" in (tmp_path / "tune" / "tuning.md").read_text()
+    # a rerun with the budget already spent adds no trial
+    again = tune_experiment(cfg, TuneBudget(trials=3), tmp_path / "tune", bundle=tiny_bundle, only=["mf"])
+    assert len(again["models"]["mf"]["trials"]) == 3
+
+
+def test_pruning_reports_every_validation_and_stops_trailing_trials(tiny_bundle, tmp_path):
+    cfg = load_experiment(data=_experiment(tmp_path / "exp", tiny_bundle.root, [
+        {"label": "mf", "name": "mf", "dim": 8, "train": {"epochs": 5, "patience": 0},
+         "search": {"train.lr": {"low": 1e-5, "high": 0.05, "log": True}}}]))
+    result = tune_experiment(cfg, TuneBudget(trials=8), tmp_path / "tune", bundle=tiny_bundle)
+    trials = result["models"]["mf"]["trials"]
+    assert all(len(t["curve"]) >= 1 for t in trials)  # each validation was reported
+    complete = [t for t in trials if t["state"] == "complete"]
+    assert all(len(t["curve"]) == 5 for t in complete)
+    assert any(t["state"] == "pruned" for t in trials)  # lr ~1e-5 learns nothing in 5 epochs: pruned
+
+
+def _states(db: Path) -> list[tuple[int, str]]:
+    try:
+        with sqlite3.connect(db, timeout=1) as con:
+            return list(con.execute("select number, state from trials order by number"))
+    except sqlite3.Error:
+        return []
+
+
+def test_killed_mid_trial_resumes_without_losing_or_duplicating_a_trial(tmp_path):
+    exp = tmp_path / "exp.yaml"
+    exp.write_text(yaml.safe_dump({
+        "data": {"dataset": "synthetic", "bundle": str(tmp_path / "bundle")},
+        "prepare": {"split": "leave_last_out"}, "eval": {"ks": [10]}, "seeds": [0], "out": str(tmp_path / "exp"),
+        "train": {"epochs": 8, "patience": 0, "batch_size": 1024, "progress": False, "checkpoint": False},
+        "models": [{"label": "mf", "name": "mf", "search": {"dim": [16, 32, 64], "train.lr": {"low": 0.001, "high": 0.01}}}],
+    }))
+    cmd = [sys.executable, "-m", "crossrec.cli", "tune", str(exp), "--trials", "3", "--out", str(tmp_path / "tune")]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    db = tmp_path / "tune" / "study.sqlite3"
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and (1, "RUNNING") not in _states(db):
+        assert proc.poll() is None, proc.stdout.read().decode()
+        time.sleep(0.1)
+    time.sleep(1.0)  # well inside trial 1
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert (1, "RUNNING") in _states(db)  # killed mid-trial
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "trial 1 was interrupted" in done.stdout
+    trials = json.loads((tmp_path / "tune" / "tuning.json").read_text())["models"]["mf"]["trials"]
+    interrupted = [t for t in trials if t.get("interrupted")]
+    assert [t["number"] for t in interrupted] == [1]
+    finished = [t for t in trials if not t.get("interrupted")]
+    assert len(finished) == 3 and all(t["state"] in ("complete", "pruned") for t in finished)
+    retried = [t for t in finished if t.get("retry_of") == 1]
+    assert len(retried) == 1 and retried[0]["params"] == interrupted[0]["params"]  # rerun once, same options
+    assert finished[0]["number"] == 0  # trial 0 was kept, not rerun
+    assert len({json.dumps(t["params"], sort_keys=True) for t in finished}) == 3
