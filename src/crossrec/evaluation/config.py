@@ -26,6 +26,13 @@ class EvalConfig:
         auc: (bool) also report AUC. It needs every positive's rank among all items (a comparison
             pass over every score); without it only the top max(ks) are ranked (`torch.topk`), with
             the same tie rule, and the auc column is empty. Training's validation turns it off.
+        beyond: (bool) also report the beyond-accuracy columns (evaluation/beyond.py): coverage,
+            novelty, intra-list diversity per category, and the exposure each category gets when
+            the categories' lists are merged into one ranking (full protocol, all categories).
+        beyond_k: (int) list length of the beyond-accuracy columns.
+        rerank: (str) "none" or "category_exposure": the merged ranking is re-ranked toward each
+            category's share of the interactions (MMR-style; evaluation/beyond.py).
+        rerank_weight: (float) the re-ranker's lambda in [0, 1] (0 = no re-ranking).
     """
 
     ks: tuple[int, ...] = (5, 10, 20)
@@ -36,6 +43,10 @@ class EvalConfig:
     seed: int = 0
     slices: bool = True
     auc: bool = True
+    beyond: bool = True
+    beyond_k: int = 10
+    rerank: str = "none"
+    rerank_weight: float = 0.5
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ks", tuple(int(k) for k in self.ks))
@@ -46,3 +57,9 @@ class EvalConfig:
             raise ValueError(f"eval.n_negatives must be >= 1, got {self.n_negatives}")
         if self.batch_size < 1:
             raise ValueError(f"eval.batch_size must be >= 1, got {self.batch_size}")
+        if self.beyond_k < 1:
+            raise ValueError(f"eval.beyond_k must be >= 1, got {self.beyond_k}")
+        if self.rerank not in ("none", "category_exposure"):
+            raise ValueError(f"eval.rerank must be none or category_exposure, got {self.rerank!r}")
+        if not 0.0 <= self.rerank_weight <= 1.0:
+            raise ValueError(f"eval.rerank_weight must be in [0, 1], got {self.rerank_weight}")

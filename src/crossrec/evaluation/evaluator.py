@@ -142,6 +142,12 @@ class Evaluator:
             gathered = distributed.gather_frame(pl.concat(parts) if parts else pl.DataFrame())
             parts = [gathered] if gathered.height else []
         table = _aggregate(parts, ratings, self.cfg)
+        if self.cfg.beyond and self.cfg.protocol == "full" and categories is None and table.height:
+            from crossrec.evaluation.beyond import CrossLists, beyond_table
+
+            lists = CrossLists.build(model, b, self.split, self.cfg.beyond_k, self.cfg.batch_size, self.cfg.mask_seen)
+            extra = beyond_table(b, self.split, lists, self.cfg.rerank, self.cfg.rerank_weight)
+            table = table.join(extra, on=["category", "slice"], how="left", maintain_order="left")
         return EvalResult(self.cfg.protocol, self.split, table, config=asdict(self.cfg))
 
     # ------------------------------------------------------------------ units

@@ -90,6 +90,7 @@ class ExperimentResult:
             "bundle": self.bundle_info,
             "train_seconds": self.seconds,
             "summary": self.summary().to_dicts(),
+            "beyond": self.beyond_summary().to_dicts(),
             "runs": self.runs.to_dicts(),
         }
 
@@ -112,6 +113,7 @@ class ExperimentResult:
             "",
         ]
         lines += self._acceptance()
+        lines += self._beyond_markdown()
         for metric in cfg.metrics:
             for slc in self._slices():
                 lines += [f"## {metric}, slice `{slc}`", "", self.summary_table(metric, slc), ""]
@@ -122,6 +124,51 @@ class ExperimentResult:
         secs = " · ".join(f"{k} {np.mean(v):.1f}s" for k, v in self.seconds.items())
         lines += [f"Training seconds per run (mean over seeds): {secs}", ""]
         return "\n".join(lines)
+
+    # ------------------------------------------------------------------ beyond accuracy
+    BEYOND = ("coverage", "novelty", "ild", "exposure_gap", "cross_ndcg")
+
+    def beyond_columns(self) -> list[str]:
+        """The beyond-accuracy columns the runs have (evaluation/beyond.py), e.g. coverage@10."""
+        return [c for c in self.runs.columns if c.split("@")[0] in self.BEYOND + ("exposure", "reach")]
+
+    def beyond_summary(self) -> pl.DataFrame:
+        """Mean over seeds of the beyond-accuracy columns per (model, category), slice `all`."""
+        cols = self.beyond_columns() + (["interaction_share"] if "interaction_share" in self.runs.columns else [])
+        if not cols:
+            return pl.DataFrame()
+        return (self.runs.filter(pl.col("slice") == "all").group_by("model", "category", maintain_order=True)
+                .agg(*[pl.col(c).mean() for c in cols]))
+
+    def _beyond_markdown(self) -> list[str]:
+        summary = self.beyond_summary()
+        if summary.height == 0:
+            return []
+        cols = [c for c in self.beyond_columns() if c.split("@")[0] in self.BEYOND]
+        labels = [m.label for m in self.config.models]
+        overall = summary.filter(pl.col("category") == "ALL")
+        rows = []
+        for label in labels:
+            r = overall.filter(pl.col("model") == label)
+            rows.append([label, *[_num(r[c][0]) if r.height else "–" for c in cols]])
+        exp_col = next((c for c in self.beyond_columns() if c.startswith("exposure@")), None)
+        cats = [c for c in self._categories() if c != "ALL"]
+        lines = ["## Beyond accuracy (test, mean over seeds)", "",
+                 "Coverage, novelty (self-information, bits) and intra-list diversity (co-occurrence cosine distance) "
+                 "of each category's own top-K, averaged over categories' lists; exposure gap and cross NDCG of the "
+                 "top-K merged across categories (evaluation/beyond.py).", "",
+                 markdown_table(["model", *cols], rows), ""]
+        if exp_col is not None and cats:
+            share = summary.filter(pl.col("category").is_in(cats)).group_by("category").agg(pl.col("interaction_share").first())
+            target = dict(zip(share["category"].to_list(), share["interaction_share"].to_list()))
+            erows = [["training interactions", *[_num(target.get(c)) for c in cats]]]
+            for label in labels:
+                r = summary.filter(pl.col("model") == label)
+                got = dict(zip(r["category"].to_list(), r[exp_col].to_list()))
+                erows.append([label, *[_num(got.get(c)) for c in cats]])
+            lines += [f"Share of the merged top-K slots per category ({exp_col}) against its share of the training "
+                      "interactions:", "", markdown_table(["model", *cats], erows), ""]
+        return lines
 
     def _categories(self) -> list[str]:
         cats = list(dict.fromkeys(self.runs["category"].to_list()))
@@ -216,6 +263,10 @@ class ExperimentResult:
                  "yes" if c["passed"] else "**no**"] for c in checks]
         return ["## Flagship vs the best single-category model", "",
                 markdown_table(["model", "check", "rule", metric, "best single-category", "passed"], rows), ""]
+
+
+def _num(v: Any) -> str:
+    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4f}"
 
 
 __all__ = ["ExperimentResult"]

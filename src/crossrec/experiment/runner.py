@@ -93,7 +93,7 @@ def tune(cfg: ExperimentConfig, m: ModelRun, bundle: Bundle, seed: int, out: Pat
     metric = cfg.metrics[0]
     fingerprint = (bundle.manifest.get("fingerprint") or bundle.fingerprint())["bundle"]
     base = cfg.run_config(m, seed)
-    valid = Evaluator(bundle, base.eval, split="valid")
+    valid = Evaluator(bundle, replace(base.eval, beyond=False), split="valid")
     table = []
     for i, point in enumerate(m.grid_points()):
         trial = replace(m, params=merge_dicts(dict(m.params), point))

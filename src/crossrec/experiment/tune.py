@@ -320,7 +320,8 @@ def tune_experiment(cfg: ExperimentConfig, budget: TuneBudget = TuneBudget(), ou
             bundle = prepare_data(cfg.run_config(cfg.models[0], cfg.seeds[0]))
         if bundle.split("valid").height == 0:
             raise ConfigError("tuning needs a validation split (prepare.valid_ratio > 0 or a leave-out split)")
-        valid = Evaluator(bundle, cfg.run_config(cfg.models[0], cfg.seeds[0]).eval, split="valid")
+        valid_cfg = replace(cfg.run_config(cfg.models[0], cfg.seeds[0]).eval, beyond=False)  # the score only
+        valid = Evaluator(bundle, valid_cfg, split="valid")
         for m in chosen:
             space = space_of(m)
             if not space:

@@ -182,7 +182,7 @@ class Trainer:
         if self._has_valid(bundle):
             k = int(c.metric.split("@")[1]) if "@" in c.metric else 10
             # Only the top k are ranked (topk, no full comparison pass) unless the metric is AUC.
-            ecfg = EvalConfig(ks=(k,), batch_size=c.eval_batch_size, slices=False, auc=c.metric == "auc")
+            ecfg = EvalConfig(ks=(k,), batch_size=c.eval_batch_size, slices=False, auc=c.metric == "auc", beyond=False)
             evaluator = Evaluator(bundle, ecfg, split="valid")
         lower_better = c.metric in LOWER_IS_BETTER
         sign = -1.0 if lower_better else 1.0
