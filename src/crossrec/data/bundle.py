@@ -154,10 +154,29 @@ class Bundle:
     def _user_lookup(self) -> dict[str, int]:
         return {str(u): i for i, u in enumerate(self.users["raw_user"].to_list())}
 
+    @property
+    def pseudonymised(self) -> bool:
+        """User ids are keyed hashes (`prepare.pseudonymise`, data/pseudonym.py)."""
+        return "pseudonymised" in self.manifest
+
+    def user_key(self, raw: str) -> str:
+        """The id this Bundle stores for a raw user id: the raw id itself, or, in a pseudonymised
+        Bundle, its pseudonym under the key in $CROSSREC_PSEUDONYM_KEY (a pseudonym given as such is
+        kept). PseudonymKeyError when that key is missing or not the Bundle's."""
+        raw = str(raw)
+        if not self.pseudonymised:
+            return raw
+        from crossrec.data.pseudonym import checked_key, pseudonym
+
+        if "_key" not in self.__dict__:
+            self.__dict__["_key"] = checked_key(self.manifest["pseudonymised"])
+        hashed = pseudonym(raw, self.__dict__["_key"])
+        return raw if hashed not in self._user_lookup and raw in self._user_lookup else hashed
+
     def user_id(self, raw: str) -> int:
-        """Internal user index for a raw user id (as it appeared in the source)."""
+        """Internal user index for a raw user id (as it appeared in the source; see `user_key`)."""
         try:
-            return self._user_lookup[str(raw)]
+            return self._user_lookup[self.user_key(raw)]
         except KeyError:
             raise KeyError(f"unknown user {raw!r}") from None
 

@@ -43,6 +43,7 @@ import polars as pl
 from crossrec import __version__
 from crossrec.data import protocols
 from crossrec.data.bundle import SPLIT_CODES, Bundle
+from crossrec.data.pseudonym import key_from_env, manifest_entry, pseudonymise_users
 from crossrec.data.schema import SCHEMA_VERSION, DataError
 from crossrec.io import file_sha256
 from crossrec.typed import Checked
@@ -69,6 +70,7 @@ class PrepareConfig(Checked):
     zero_shot_category: str | None = None  # (str|None) zero-shot protocol: every interaction of this category goes to test
     keep_unused_items: bool = False  # (bool) keep catalogue items that have no interaction at all
     seed: int = 0  # (int) seed of the random split and the cold-start user draw
+    pseudonymise: bool = False  # (bool) replace raw user ids by HMAC-SHA256 under the key in $CROSSREC_PSEUDONYM_KEY (never stored; data/pseudonym.py)
 
     def validate(self) -> None:
         for name in ("test_ratio", "valid_ratio", "cold_user_fraction", "cold_item_fraction"):
@@ -105,6 +107,7 @@ def prepare(
     """
     cfg.validate()
     t0 = time.perf_counter()
+    key = key_from_env() if cfg.pseudonymise else None  # before any work: a missing key fails fast
     lf = interactions.lazy() if isinstance(interactions, pl.DataFrame) else interactions
     cols = lf.collect_schema().names()
     for need in ("user", "item", "category"):
@@ -132,6 +135,8 @@ def prepare(
     df = lf.collect()
     if df.height == 0:
         raise DataError("<interactions>", None, None, "at least one interaction")
+    if key is not None:
+        df = pseudonymise_users(df, key)
     _check_item_categories(df, items)
 
     if cfg.k_core > 0:
@@ -163,6 +168,8 @@ def prepare(
             "items_with_vector": int(bundle.image_present.sum()),
             "vectors_without_item": int(len(image_vectors[0]) - bundle.image_present.sum()),
         }
+    if key is not None:
+        bundle.manifest["pseudonymised"] = manifest_entry(key)
     bundle.manifest["prepare_seconds"] = round(time.perf_counter() - t0, 3)
     if out_dir is not None:
         bundle.save(out_dir)

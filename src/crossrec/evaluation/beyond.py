@@ -186,7 +186,7 @@ def _cross_ndcg(bundle: Bundle, split: str, users: np.ndarray, chosen: torch.Ten
 
 def cross_metrics(bundle: Bundle, split: str, lists: CrossLists, picks: torch.Tensor) -> dict[str, Any]:
     """Exposure, reach, gap and cross NDCG of the merged lists given by candidate positions `picks`."""
-    k, n_cat = lists.k, bundle.n_categories
+    n_cat = bundle.n_categories
     cats = lists.cats.gather(1, picks)
     chosen = lists.items.gather(1, picks)
     valid = chosen >= 0

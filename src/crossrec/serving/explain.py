@@ -22,11 +22,12 @@ class Explanations:
     def explain(self: Any, user: str, item: str) -> dict[str, Any]:
         """The user's history items behind the user's score for `item`."""
         i = self._item(item)
-        u = self._users.get(str(user))
-        if u is None and str(user) not in self._feedback:
+        key = self._key(user)
+        u = self._users.get(key)
+        if u is None and key not in self._feedback:
             raise ServingError(f"unknown user {user!r} (no training data and no feedback)", "user", 404)
         with torch.no_grad():
-            because = self._because(u, str(user), [i])[0]
+            because = self._because(u, key, [i])[0]
         return {"user": str(user), "item": self._describe(i), "because": because}
 
     def _because(self: Any, u: int | None, user: str, items: list[int]) -> list[list[dict[str, Any]]]:

@@ -66,6 +66,10 @@ class Service(Explanations):
         self.categories = list(bundle.categories)
         self._cat = {name: i for i, name in enumerate(self.categories)}
         self._users = {str(u): i for i, u in enumerate(bundle.raw_user_ids())}
+        # raw id -> the stored id (a pseudonym in a pseudonymised Bundle: the store never sees raw ids)
+        self._key = bundle.user_key
+        if bundle.pseudonymised:
+            bundle.user_key("")  # a missing or wrong key fails here, at start, not on a request
         self._raw_items = [str(i) for i in bundle.raw_item_ids()]
         self._items = {raw: i for i, raw in enumerate(self._raw_items)}
         self._titles = list(bundle.item_titles())
@@ -237,11 +241,12 @@ class Service(Explanations):
             except ServingError as e:
                 out[j] = e
                 continue
-            u = self._users.get(str(user))
-            seen = set(self._feedback.get(str(user), []))
+            key = self._key(user)
+            u = self._users.get(key)
+            seen = set(self._feedback.get(key, []))
             if u is not None and exclude_seen:
                 seen |= set(self._seen_ids(u).tolist())
-            plan.append((j, str(user), u, c, k, bool(exclude_seen), seen, k + (len(seen) if exclude_seen else 0)))
+            plan.append((j, key, u, c, k, bool(exclude_seen), seen, k + (len(seen) if exclude_seen else 0)))
         with torch.no_grad():
             ranked: dict[int, tuple[list[tuple[int, float]], str]] = {}
             groups: dict[int, list[tuple[int, int, int]]] = defaultdict(list)
@@ -257,7 +262,7 @@ class Service(Explanations):
                 pairs = [(i, s) for i, s in ranked[j][0] if not (exclude_seen and i in seen)][:k]
                 because = self._because(u, user, [i for i, _ in pairs])
                 items = [self._describe(i) | {"score": float(s), "because": b} for (i, s), b in zip(pairs, because)]
-                out[j] = {"user": user, "category": self.categories[c], "source": ranked[j][1],
+                out[j] = {"user": str(requests[j][0]), "category": self.categories[c], "source": ranked[j][1],
                           "model_version": self.version, "items": items}
         return out
 
@@ -281,10 +286,11 @@ class Service(Explanations):
 
     def history(self, user: str, limit: int = 50) -> dict[str, Any]:
         """The user's items (the data's and their feedback), grouped by category, at most `limit` each."""
-        u = self._users.get(str(user))
-        if u is None and str(user) not in self._feedback:
+        key = self._key(user)
+        u = self._users.get(key)
+        if u is None and key not in self._feedback:
             raise ServingError(f"unknown user {user!r} (no training data and no feedback)", "user", 404)
-        ids = (self._seen_ids(u).tolist() if u is not None else []) + self._feedback.get(str(user), [])
+        ids = (self._seen_ids(u).tolist() if u is not None else []) + self._feedback.get(key, [])
         groups: dict[str, list[dict[str, Any]]] = {name: [] for name in self.categories}
         for i in dict.fromkeys(ids):  # distinct, first occurrence order
             group = groups[self.categories[self._item_cat[i]]]
@@ -318,9 +324,10 @@ class Service(Explanations):
             raise ServingError(f"event={event!r}; expected a lower-case word like click, purchase or view", "event")
         if not np.isfinite(timestamp) or timestamp < 0:
             raise ServingError(f"timestamp={timestamp}; expected seconds since the epoch", "timestamp")
-        fid = self.store.add_feedback(str(user), item, event, float(timestamp)) if self.store is not None else 0
+        key = self._key(user)
+        fid = self.store.add_feedback(key, item, event, float(timestamp)) if self.store is not None else 0
         with self._lock:
-            self._feedback[str(user)].append(i)
+            self._feedback[key].append(i)
         return {"id": fid, "stored": self.store is not None}
 
     def add_item(self, item: str, category: str, title: str, description: str | None = None,

@@ -129,6 +129,9 @@ def update(cfg: RunConfig, interactions: Sequence[str | Path] = ()) -> dict[str,
     check_bundle(art, bundle)
     store = SQLiteStore(cfg.serve.store or out / "serving" / "store.sqlite")
     from_files = file_events(cfg, list(interactions))  # read (and checked) before anything is written
+    if bundle.pseudonymised and from_files.height:  # files carry raw ids; the Bundle and store, pseudonyms
+        keys = {u: bundle.user_key(u) for u in from_files["user"].unique().to_list()}
+        from_files = from_files.with_columns(pl.col("user").replace_strict(keys, return_dtype=pl.Utf8))
     rows, stats = feedback_rows(bundle, pl.concat([events_frame(store.all_feedback()), from_files]))
     stats["file_rows"] = from_files.height
     if stats["added"] == 0:
