@@ -1,4 +1,4 @@
-"""`crossrec prepare | encode | train | evaluate | recommend | serve | update | experiment | tune | demo`: parse arguments, call pipeline functions.
+"""`crossrec prepare | encode | train | evaluate | recommend | serve | update | experiment | tune | report | demo`: parse arguments, call pipeline functions.
 
 Every command takes an optional YAML preset and dotted overrides after it:
 
@@ -301,6 +301,22 @@ def tune(
         text = "no complete trial" if best is None else f"valid {cfg.metrics[0]} {best['value']:.4f} {best['params']}"
         console.print(f"{label}: {text}", markup=False, highlight=False)
     console.print(f"wrote {where / 'tuning.md'}, tuning.json and best.yaml (crossrec experiment {where / 'best.yaml'})")
+
+
+@app.command()
+@_guard
+def report(
+    run_dir: Path = typer.Argument(..., help="An experiment's output directory (results.json, results.md, models/)."),
+    tuning: Optional[Path] = typer.Option(None, "--tuning", help="The tuner's directory (default: <RUN_DIR>-tune)."),
+    exposure_curve: Optional[str] = typer.Option(
+        None, "--exposure-curve", help="Model label: also measure the category-exposure re-ranker's trade-off curve."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output directory (default: RUN_DIR/report)."),
+) -> None:
+    """Render an experiment as one self-contained HTML page plus PNGs (opens offline)."""
+    from crossrec.evaluation.html_report import write_report
+
+    path = write_report(run_dir, tuning, exposure_curve, out)
+    console.print(f"wrote {path} and its figures in {path.parent}")
 
 
 @app.command()

@@ -84,9 +84,11 @@ class ExperimentResult:
             "metrics": self.metric_names,
             "models": [
                 {"label": m.label, "name": m.name, "mode": m.mode, "params": m.params, "single_category": m.single_category,
-                 "baseline": m.baseline, "train": m.train, "transfer": m.transfer}
+                 "flagship": m.flagship, "baseline": m.baseline, "train": m.train, "transfer": m.transfer,
+                 "seeds": None if m.seeds is None else list(m.seeds)}
                 for m in self.config.models
             ],
+            "run": self.config.run,
             "bundle": self.bundle_info,
             "train_seconds": self.seconds,
             "summary": self.summary().to_dicts(),
