@@ -141,3 +141,29 @@ def test_killed_mid_trial_resumes_without_losing_or_duplicating_a_trial(tmp_path
     assert len(retried) == 1 and retried[0]["params"] == interrupted[0]["params"]  # rerun once, same options
     assert finished[0]["number"] == 0  # trial 0 was kept, not rerun
     assert len({json.dumps(t["params"], sort_keys=True) for t in finished}) == 3
+
+
+def test_ctrl_c_mid_trial_resumes_like_a_kill(tiny_bundle, tmp_path, monkeypatch):
+    import crossrec.pipeline as pipeline
+
+    cfg = load_experiment(data=_experiment(tmp_path / "exp", tiny_bundle.root, [
+        {"label": "mf", "name": "mf", "dim": 8, "search": {"dim": [4, 8, 16], "train.lr": {"low": 0.001, "high": 0.05}}}]))
+    real, calls = pipeline.train, []
+
+    def interrupted_second(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(pipeline, "train", interrupted_second)
+    with pytest.raises(KeyboardInterrupt):
+        tune_experiment(cfg, TuneBudget(trials=3), tmp_path / "tune", bundle=tiny_bundle)
+    monkeypatch.setattr(pipeline, "train", real)
+    said: list[str] = []
+    trials = tune_experiment(cfg, TuneBudget(trials=3), tmp_path / "tune", bundle=tiny_bundle,
+                             progress=said.append)["models"]["mf"]["trials"]
+    assert any("trial 1 was interrupted" in s for s in said)
+    finished = [t for t in trials if not t.get("interrupted")]
+    assert len(finished) == 3 and [t.get("retry_of") for t in finished].count(1) == 1
+    assert next(t for t in finished if t.get("retry_of") == 1)["params"] == trials[1]["params"]

@@ -90,14 +90,21 @@ def _finished(trial: Any) -> bool:
 
 
 def _recover(study: Any, say: Callable[[str], None]) -> None:
-    """Trials left RUNNING by a killed process: mark them failed (`interrupted`) and queue their
-    options again. Safe because the output directory's lock says no other tuner runs on this study."""
+    """Trials a previous process left unfinished: RUNNING ones (killed) and FAIL ones it marked
+    `interrupted` (Ctrl-C). Each is marked failed + `interrupted` and its options are queued once
+    more. Safe because the output directory's lock says no other tuner runs on this study."""
     from optuna.trial import TrialState
 
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        storage = study._storage
-        storage.set_trial_user_attr(t._trial_id, "interrupted", True)
-        storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+    trials = study.get_trials(deepcopy=False)
+    retried = {t.user_attrs.get("retry_of") for t in trials}
+    storage = study._storage
+    for t in trials:
+        stopped = t.state == TrialState.FAIL and t.user_attrs.get("interrupted") and t.number not in retried
+        if t.state != TrialState.RUNNING and not stopped:
+            continue
+        if t.state == TrialState.RUNNING:
+            storage.set_trial_user_attr(t._trial_id, "interrupted", True)
+            storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
         if t.params:
             study.enqueue_trial(dict(t.params), user_attrs={"retry_of": t.number})
         say(f"{study.study_name}: trial {t.number} was interrupted; its options run again")
@@ -155,6 +162,9 @@ class _Objective:
             raise
         except FloatingPointError as e:
             trial.set_user_attr("error", str(e))
+            raise
+        except KeyboardInterrupt:
+            trial.set_user_attr("interrupted", True)  # rerun by the next start (`_recover`)
             raise
         finally:
             trial.set_user_attr("seconds", time.perf_counter() - t0)
