@@ -9,7 +9,8 @@ built, and the trainer's early stopping reads validation too.
 - **Pruning.** Every validation the trainer runs inside a trial is reported to Optuna (step = the
   trainer's index within the trial x `train.epochs` + the epoch, so single-category models report
   each category's curve on its own steps) and a median pruner stops trials that trail the median of
-  earlier trials at the same step (after 3 complete trials and 2 steps of warm-up).
+  earlier trials at the same step, after 3 complete trials and never in a trainer's first 2 epochs
+  (`WARMUP_EPOCHS`; per trainer, so each category of a single-category model gets its warm-up).
 - **Budget.** The same for every model: `trials` finished trials (complete, pruned or failed) and
   at most `timeout` seconds of trial time (0 = none), whichever comes first. A trial that started
   inside the time budget runs to its end.
@@ -58,6 +59,7 @@ from crossrec.typed import ConfigError
 log = logging.getLogger(__name__)
 
 STORAGE = "study.sqlite3"
+WARMUP_EPOCHS = 2  # no trainer (each category's, each stage's) is pruned in its first epochs
 
 
 @dataclass(frozen=True)
@@ -146,7 +148,7 @@ class _Objective:
                     return
                 step = trainers.index(id(trainer)) * epochs + int(logs["epoch"])
                 trial.report(float(logs[key]), step)
-                if trial.should_prune():
+                if int(logs["epoch"]) >= WARMUP_EPOCHS and trial.should_prune():
                     raise optuna.TrialPruned(f"valid {trainer.cfg.metric} {logs[key]:.4f} at step {step}")
 
             seed_everything(self.seed)
@@ -179,7 +181,7 @@ def _study(m: ModelRun, out: Path, create: bool) -> Any:
     if not create:
         names = {x.study_name for x in optuna.get_all_study_summaries(storage)}
         return optuna.load_study(study_name=m.label, storage=storage) if m.label in names else None
-    pruner = optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2)
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=3)  # warm-up per trainer: WARMUP_EPOCHS
     return optuna.create_study(study_name=m.label, storage=storage, direction="maximize", pruner=pruner,
                                load_if_exists=True)
 
