@@ -167,3 +167,15 @@ def test_ctrl_c_mid_trial_resumes_like_a_kill(tiny_bundle, tmp_path, monkeypatch
     finished = [t for t in trials if not t.get("interrupted")]
     assert len(finished) == 3 and [t.get("retry_of") for t in finished].count(1) == 1
     assert next(t for t in finished if t.get("retry_of") == 1)["params"] == trials[1]["params"]
+
+
+def test_every_registered_model_has_a_valid_default_space():
+    from crossrec.experiment.space import check_space, default_space
+    from crossrec.models.base import REGISTRY, Fittable, Trainable
+
+    for name, entry in REGISTRY.items():
+        space = default_space(name)
+        check_space(name, {}, space, name)  # every searched option exists and both ends are valid
+        closed_form = issubclass(entry.cls, Fittable) and not issubclass(entry.cls, Trainable)
+        if issubclass(entry.cls, Trainable) and not closed_form:
+            assert "train.lr" in space, name  # every trained model searches its learning rate
