@@ -52,10 +52,13 @@ def _bundle_info(bundle: Bundle) -> dict[str, Any]:
 
 
 def _reusable(stored: dict[str, Any], run_config: dict[str, Any], options: dict[str, Any], bundle: str) -> bool:
-    """A finished run is reused when its run config, its resolved model options and the fingerprint
-    of the Bundle it ran on all match (a bundle re-prepared in place, e.g. with another split seed,
+    """A finished run is reused when its run config (but `out`: runs copied from another experiment
+    directory count), its resolved model options and the fingerprint of the Bundle it ran on all match (a bundle re-prepared in place, e.g. with another split seed,
     is other data: its runs are stale). Runs stored without a fingerprint are never reused."""
-    if stored.get("run_config") != run_config or stored.get("bundle_fingerprint") != bundle:
+    def same(a: Any) -> Any:  # where the artifact was written does not change the result
+        return {k: v for k, v in a.items() if k != "out"} if isinstance(a, dict) else a
+
+    if same(stored.get("run_config")) != same(run_config) or stored.get("bundle_fingerprint") != bundle:
         return False
     return stored.get("model_options", options) == options
 
