@@ -57,7 +57,11 @@ def main(dataset: str, tune_dir: str, run_dir: str) -> None:
         cells = []
         for label in labels:
             v, s = _mean(tuned, label, cat, slc), _std(tuned, label, cat, slc)
-            cells.append("–" if math.isnan(v) else f"{v:.4f} ± {s:.4f}")
+            n = next((r["n_seeds"] for r in tuned["summary"] if r["model"] == label and r["category"] == cat
+                      and r["slice"] == slc), 0)
+            closed = any(m["label"] == label and m["name"] in ("pop", "itemknn", "ials", "textknn") for m in tuned["models"])
+            spread = "" if closed else (f" ± {s:.4f}" if n > 1 else " (1 seed)")
+            cells.append("–" if math.isnan(v) else f"{v:.4f}{spread}")
         best, b = _best_single(tuned, cat, slc)
         best0, b0 = _best_single(before, cat, slc)
         g, g0 = _gain(_mean(tuned, flagship, cat, slc), b), _gain(_mean(before, flagship, cat, slc), b0)
