@@ -44,8 +44,9 @@ KINDS: dict[str, tuple[tuple[str, ...], str]] = {
                 "image_vectors.safetensors"), "manifest.json"),
     "artifact": (("model.safetensors", "config.json", "ids.json", "checkpoint", "categories",
                   "stage-*", "tensorboard", "serving", "versions", "*.lock"), "config.json"),
-    "experiment": (("models", "runs", "tuning", "results.json", "results.md", "raw", "bundle", "*.lock"),
+    "experiment": (("models", "runs", "tuning", "report", "results.json", "results.md", "raw", "bundle", "*.lock"),
                    "results.json"),
+    "report": (("report.html", "*.png", "exposure_curve.json", "*.lock"), "report.html"),
     "tuning": (("study.sqlite3", "study.sqlite3-*", "trials", "tuning.json", "tuning.md", "best.yaml", "*.lock"),
                "tuning.json"),
 }

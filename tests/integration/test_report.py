@@ -45,3 +45,10 @@ def test_report_renders_offline_with_the_results_numbers(tiny_bundle, tmp_path):
     curve = json.loads((run / "report" / "exposure_curve.json").read_text())
     assert curve["model"] == "flag" and [p["weight"] for p in curve["points"]][0] == 0.0
     assert "Tuning history" in page and "flag" in page
+    run_experiment(cfg, bundle=tiny_bundle)  # the experiment directory stays usable with its report inside
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    refused = CliRunner().invoke(app, ["report", str(run), "--out", str(mine)])
+    assert refused.exit_code == 2 and "did not write" in refused.output
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]

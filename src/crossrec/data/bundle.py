@@ -159,18 +159,26 @@ class Bundle:
         """User ids are keyed hashes (`prepare.pseudonymise`, data/pseudonym.py)."""
         return "pseudonymised" in self.manifest
 
+    @cached_property
+    def pseudonym_key(self) -> bytes | None:
+        """The key of a pseudonymised Bundle, from $CROSSREC_PSEUDONYM_KEY and checked against the
+        manifest (None: not pseudonymised); PseudonymKeyError when it is missing or not this Bundle's."""
+        if not self.pseudonymised:
+            return None
+        from crossrec.data.pseudonym import checked_key
+
+        return checked_key(self.manifest["pseudonymised"])
+
     def user_key(self, raw: str) -> str:
         """The id this Bundle stores for a raw user id: the raw id itself, or, in a pseudonymised
-        Bundle, its pseudonym under the key in $CROSSREC_PSEUDONYM_KEY (a pseudonym given as such is
-        kept). PseudonymKeyError when that key is missing or not the Bundle's."""
+        Bundle, its pseudonym under `pseudonym_key` (a pseudonym given as such is kept)."""
         raw = str(raw)
-        if not self.pseudonymised:
+        key = self.pseudonym_key
+        if key is None:
             return raw
-        from crossrec.data.pseudonym import checked_key, pseudonym
+        from crossrec.data.pseudonym import pseudonym
 
-        if "_key" not in self.__dict__:
-            self.__dict__["_key"] = checked_key(self.manifest["pseudonymised"])
-        hashed = pseudonym(raw, self.__dict__["_key"])
+        hashed = pseudonym(raw, key)
         return raw if hashed not in self._user_lookup and raw in self._user_lookup else hashed
 
     def user_id(self, raw: str) -> int:

@@ -159,12 +159,10 @@ def _ild(lists: np.ndarray, xn: sp.csr_matrix) -> float:
     if not ok.any():
         return float("nan")
     sim = np.asarray(xn[left[ok]].multiply(xn[right[ok]]).sum(1)).ravel()
-    # rows with no training users have a zero vector: distance 1 to everything
-    dist = np.zeros(len(left))
-    dist[ok] = 1.0 - sim
-    per_list = np.zeros(n)
-    np.add.at(per_list, np.repeat(np.arange(n), len(a))[ok], dist[ok])
-    pairs = np.bincount(np.repeat(np.arange(n), len(a))[ok], minlength=n)
+    # an item without training users has a zero vector: distance 1 to everything
+    owner = np.repeat(np.arange(n), len(a))[ok]
+    pairs = np.bincount(owner, minlength=n)
+    per_list = np.bincount(owner, weights=1.0 - sim, minlength=n)
     has = pairs > 0
     return float((per_list[has] / pairs[has]).mean()) if has.any() else float("nan")
 
@@ -184,8 +182,10 @@ def _cross_ndcg(bundle: Bundle, split: str, users: np.ndarray, chosen: torch.Ten
     return float((gains.sum(1) / ideal).mean())
 
 
-def cross_metrics(bundle: Bundle, split: str, lists: CrossLists, picks: torch.Tensor) -> dict[str, Any]:
-    """Exposure, reach, gap and cross NDCG of the merged lists given by candidate positions `picks`."""
+def cross_metrics(bundle: Bundle, split: str, lists: CrossLists, picks: torch.Tensor,
+                  target: torch.Tensor) -> dict[str, Any]:
+    """Exposure, reach, gap (against `target`, the interaction shares) and cross NDCG of the merged
+    lists given by candidate positions `picks`."""
     n_cat = bundle.n_categories
     cats = lists.cats.gather(1, picks)
     chosen = lists.items.gather(1, picks)
@@ -193,7 +193,6 @@ def cross_metrics(bundle: Bundle, split: str, lists: CrossLists, picks: torch.Te
     counts = torch.zeros(len(picks), n_cat).scatter_add_(1, cats, valid.float())  # [U, C]
     exposure = counts.sum(0) / counts.sum().clamp_min(1)
     reach = (counts > 0).float().mean(0)
-    target = interaction_shares(bundle)
     return {"exposure": exposure, "reach": reach, "target": target,
             "gap": float((exposure - target).abs().sum() / 2),
             "cross_ndcg": _cross_ndcg(bundle, split, lists.users, chosen)}
@@ -208,7 +207,7 @@ def beyond_table(bundle: Bundle, split: str, lists: CrossLists, rerank: str = "n
     xn = _cooccurrence(bundle)
     target = interaction_shares(bundle)
     picks = lists.reranked(target, weight) if rerank == "category_exposure" else lists.merged()
-    cross = cross_metrics(bundle, split, lists, picks)
+    cross = cross_metrics(bundle, split, lists, picks, target)
     rows, all_items, all_info, ild_parts = [], [], [], []
     for c, name in enumerate(bundle.categories):
         li = lists.category_lists(c).numpy()
@@ -235,7 +234,7 @@ def exposure_curve(bundle: Bundle, split: str, lists: CrossLists, weights: list[
     target = interaction_shares(bundle)
     out = []
     for w in weights:
-        m = cross_metrics(bundle, split, lists, lists.reranked(target, float(w)))
+        m = cross_metrics(bundle, split, lists, lists.reranked(target, float(w)), target)
         out.append({"weight": float(w), f"cross_ndcg@{lists.k}": m["cross_ndcg"], f"exposure_gap@{lists.k}": m["gap"],
                     **{f"exposure_{name}": float(m["exposure"][c]) for c, name in enumerate(bundle.categories)}})
     return pl.DataFrame(out)

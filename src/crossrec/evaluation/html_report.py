@@ -30,7 +30,7 @@ from typing import Any
 import yaml
 
 from crossrec.evaluation import plots
-from crossrec.io import read_json, write_json, write_text
+from crossrec.io import claim_output, read_json, write_json, write_marker, write_text
 
 CURVE_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0)
 
@@ -162,13 +162,22 @@ def _exposure_curve(run_dir: Path, res: dict[str, Any], label: str, k: int) -> l
 
 def write_report(run_dir: str | Path, tuning_dir: str | Path | None = None, exposure_label: str | None = None,
                  out_dir: str | Path | None = None) -> Path:
-    """Render RUN_DIR's experiment as RUN_DIR/report/report.html (+ PNGs); returns the HTML path."""
+    """Render RUN_DIR's experiment as RUN_DIR/report/report.html (+ PNGs); returns the HTML path.
+
+    The output directory must be missing, empty or a report directory (else `OutputError`)."""
     run_dir = Path(run_dir)
     res = read_json(run_dir / "results.json", "experiment results")
     md_path = run_dir / "results.md"
     md = md_path.read_text() if md_path.is_file() else ""
     out = Path(out_dir) if out_dir is not None else run_dir / "report"
-    out.mkdir(parents=True, exist_ok=True)
+    with claim_output(out, "report", "--out"):
+        out.mkdir(parents=True, exist_ok=True)
+        write_marker(out, "report")
+        return _render(run_dir, res, md, out, tuning_dir, exposure_label)
+
+
+def _render(run_dir: Path, res: dict[str, Any], md: str, out: Path, tuning_dir: str | Path | None,
+            exposure_label: str | None) -> Path:
     metric = res["metrics"][0]
     flagships = _flagships(res)
     colours = plots.model_colours(res["models"], flagships)

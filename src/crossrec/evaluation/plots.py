@@ -17,6 +17,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from crossrec.io import atomic_path  # noqa: E402
+
 FLAGSHIP = "#1f3b73"
 SINGLE = "#9a9a9a"
 PALETTE = ["#d95f02", "#1b9e77", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#17becf", "#bcbd22",
@@ -38,13 +40,10 @@ def model_colours(models: list[dict[str, Any]], flagships: set[str]) -> dict[str
 
 
 def _save(fig: Any, path: Path) -> Path:
-    """Write the PNG beside its final name, then rename: a reader never sees half a file."""
-    import os
-
-    tmp = path.with_name(f".{path.stem}.crossrec-tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    """Write the PNG atomically (`io.atomic_path`): a reader never sees half a file."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
-    os.replace(tmp, path)
     return path
 
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any
 
+from crossrec.config import merge_dicts
 from crossrec.models.base import Fittable, Trainable, config_from_dict, get_entry
 from crossrec.typed import ConfigError
 
@@ -117,8 +118,6 @@ def _nest(path: str, value: Any) -> dict[str, Any]:
 
 def split_point(point: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """A drawn point as (model options, train options), dotted paths nested into sections."""
-    from crossrec.config import merge_dicts
-
     params: dict[str, Any] = {}
     train: dict[str, Any] = {}
     for key, value in point.items():
@@ -190,8 +189,6 @@ def check_space(name: str, params: dict[str, Any], space: dict[str, Param], wher
         for value in ends:
             model_part, _ = split_point({key: int(value) if p.integer else value})
             try:
-                from crossrec.config import merge_dicts
-
                 config_from_dict(name, merge_dicts(dict(params), model_part))
             except ConfigError as e:
                 raise ConfigError(f"{where}.search.{key}={value!r}: {e}") from None

@@ -159,10 +159,7 @@ class _Objective:
             per_cat = {str(r["category"]): float(r[self.metric]) for r in rows.iter_rows(named=True)}
             trial.set_user_attr("valid_by_category", per_cat)
             return per_cat.get("ALL", float("nan"))
-        except ConfigError as e:
-            trial.set_user_attr("error", str(e))
-            raise
-        except FloatingPointError as e:
+        except (ConfigError, FloatingPointError) as e:  # a failed trial (`catch=` in _tune_model)
             trial.set_user_attr("error", str(e))
             raise
         except KeyboardInterrupt:
@@ -197,8 +194,9 @@ def _configured_point(cfg: ExperimentConfig, m: ModelRun, space: dict[str, Param
     have = {"model": asdict(config_from_dict(m.name, m.params)), "train": asdict(run_cfg.train)}
     point = {}
     for key, p in space.items():
-        node: Any = have["train"] if key.startswith("train.") else have["model"]
-        for part in (key[len("train."):] if key.startswith("train.") else key).split("."):
+        section, path = ("train", key[len("train."):]) if key.startswith("train.") else ("model", key)
+        node: Any = have[section]
+        for part in path.split("."):
             node = node.get(part) if isinstance(node, dict) else None
         if p.choices and node in p.choices:
             point[key] = node

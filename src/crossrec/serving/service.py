@@ -68,8 +68,7 @@ class Service(Explanations):
         self._users = {str(u): i for i, u in enumerate(bundle.raw_user_ids())}
         # raw id -> the stored id (a pseudonym in a pseudonymised Bundle: the store never sees raw ids)
         self._key = bundle.user_key
-        if bundle.pseudonymised:
-            bundle.user_key("")  # a missing or wrong key fails here, at start, not on a request
+        bundle.pseudonym_key  # noqa: B018 -- a missing or wrong key fails here, at start, not on a request
         self._raw_items = [str(i) for i in bundle.raw_item_ids()]
         self._items = {raw: i for i, raw in enumerate(self._raw_items)}
         self._titles = list(bundle.item_titles())
