@@ -41,11 +41,14 @@ def load_bundle():
     return "synthetic", prepare(inter, items, PrepareConfig())
 
 
-def epoch_seconds(name: str, params: dict, bundle, batch_size: int, n_neg: int, repeats: int) -> float:
+def epoch_seconds(name: str, params: dict, bundle, batch_size: int, n_neg: int, repeats: int,
+                  tensor_path: bool = False) -> float:
     torch.manual_seed(0)
     model = build(name, "pooled", params, Sizes.from_bundle(bundle))
     if hasattr(model, "setup"):
         model.setup(bundle, None)
+    if tensor_path and getattr(model, "neighbours", None) is not None:
+        model.neighbours.compiled = False  # the neighbourhood term by tensor ops (CUDA's path)
     cfg = TrainConfig(batch_size=batch_size, n_negatives=n_neg, lr=1e-3)
     opts = Optimizers(model, cfg)
     sampler = TrainSampler(bundle, batch_size, n_neg, seed=0)
@@ -78,6 +81,7 @@ def main() -> None:
     runs = {
         "BPR-MF (mf)": ("mf", {"dim": d}),
         "crossrec, default (attention encoder + neighbourhood term, k=50)": ("crossrec", {"dim": d}),
+        "crossrec, default, neighbourhood term by tensor ops (no compiled kernel)": ("crossrec", {"dim": d}),
         "crossrec, without the neighbourhood term (neighbourhood.k=0)": ("crossrec", {"dim": d, "neighbourhood": {"k": 0}}),
         "crossrec, attention, with L_transfer (alpha=0.1)": ("crossrec", {"dim": d, "objective": {"alpha": 0.1}}),
         "crossrec, transformer encoder (1 block)": ("crossrec", {"dim": d, "history": {"encoder": "transformer"}}),
@@ -90,7 +94,7 @@ def main() -> None:
         }
     results = {}
     for label, (name, params) in runs.items():
-        sec = epoch_seconds(name, params, bundle, args.batch_size, args.negatives, args.repeats)
+        sec = epoch_seconds(name, params, bundle, args.batch_size, args.negatives, args.repeats, "tensor ops" in label)
         results[label] = {"model": name, "params": params, "seconds": sec, "interactions_per_s": n / sec}
         print(f"{label}: {sec:.2f}s", flush=True)
     base = results["BPR-MF (mf)"]["seconds"]

@@ -52,7 +52,9 @@ import scipy.sparse as sp
 import torch
 
 from crossrec.data.bundle import Bundle
+from crossrec.evaluation.metrics import top_k_rows
 from crossrec.evaluation.tensors import csr_coords, device_of, eval_mode
+from crossrec.models.scoring import ScoreMemory
 
 EARLIER = {"train": (), "valid": ("train",), "test": ("train", "valid")}
 
@@ -85,14 +87,18 @@ class CrossLists:
                     seen = seen - seen.multiply(pos)  # a positive seen earlier stays a candidate
                     seen.eliminate_zeros()
                 it, sc = [], []
-                for lo in range(0, len(users), batch_size):
-                    hi = min(lo + batch_size, len(users))
-                    s = model.score(torch.from_numpy(users[lo:hi]).long().to(device), c).detach().float().clone()
-                    if seen is not None:
-                        s[csr_coords(seen[lo:hi], device)] = float("-inf")
-                    top = torch.topk(s, min(k, n), dim=1)
-                    it.append(top.indices.cpu())
-                    sc.append(top.values.cpu())
+                with ScoreMemory.active() as memory:  # one score buffer for every batch (models/scoring.py)
+                    for lo in range(0, len(users), batch_size):
+                        hi = min(lo + batch_size, len(users))
+                        s = model.score(torch.from_numpy(users[lo:hi]).long().to(device), c).detach().float()
+                        if not memory.lent(s):
+                            s = s.clone()  # masking writes in place: never into the model's storage
+                        if seen is not None:
+                            s[csr_coords(seen[lo:hi], device)] = float("-inf")
+                        values, local = top_k_rows(s, min(k, n))
+                        it.append(local.cpu())
+                        sc.append(values.cpu())
+                        memory.give_back(s)
                 loc, val = torch.cat(it), torch.cat(sc)
                 glob = torch.where(torch.isfinite(val), index[loc], torch.full_like(loc, -1))
                 if n < k:  # pad to k columns

@@ -75,6 +75,7 @@ from crossrec.evaluation.tensors import (
     shares_storage,
 )
 from crossrec.models.base import RatingPredictor
+from crossrec.models.scoring import ScoreMemory, lent_block
 from crossrec.training import distributed
 
 __all__ = ["EvalConfig", "EvalResult", "Evaluator", "comparison_markdown", "evaluate_many"]
@@ -191,7 +192,8 @@ class Evaluator:
             )
         out = scores.detach().float()
         # Masking writes in place; a view (Pop's expand) or the model's own storage must be copied.
-        if out.data_ptr() == scores.data_ptr() and (scores._base is not None or shares_storage(scores, model)):
+        if (out.data_ptr() == scores.data_ptr() and not lent_block(scores)
+                and (scores._base is not None or shares_storage(scores, model))):
             out = out.clone()
         return out
 
@@ -206,26 +208,33 @@ class Evaluator:
         cold_vals: list[dict[str, Tensor]] = []
         new_vals: list[dict[str, Tensor]] = []
         trained = torch.from_numpy(self.bundle.csr("train", c).getnnz(axis=0) > 0).to(device)  # [n_items(c)]
-        for lo in range(0, len(units.users), bs):
-            hi = min(lo + bs, len(units.users))
-            scores = self._score(model, units.users[lo:hi], c, device)  # [B, n_items(c)]
-            pos = units.pos[lo:hi]
-            if units.seen is not None:
-                scores[csr_coords(units.seen[lo:hi], device)] = float("-inf")  # sparse write, no dense mask
-            per_unit.append(ranking_metrics(self._rank(scores, *padded_rows(pos, device)), ks))
-            cold = units.cold[lo:hi]
-            rows = np.flatnonzero(np.diff(cold.indptr))
-            if len(rows):
-                # Cold slice: only the cold positives count; the other positives leave the list.
-                other = pos[rows] - cold[rows]  # cold positives are a subset of the positives
-                other.eliminate_zeros()
-                s = scores[torch.from_numpy(rows).to(device)]  # [rows, n_items(c)], a copy
-                s[csr_coords(other, device)] = float("-inf")
-                where = padded_rows(cold[rows], device)
-                cold_vals.append(ranking_metrics(self._rank(s, *where), ks))
-                s[:, trained] = float("-inf")
-                new_vals.append(ranking_metrics(self._rank(s, *where), ks))
+        with ScoreMemory.active() as memory:  # one score buffer for every batch (models/scoring.py)
+            for lo in range(0, len(units.users), bs):
+                scores = self._score(model, units.users[lo:lo + bs], c, device)  # [B, n_items(c)]
+                self._full_batch(scores, units, lo, ks, trained, device, per_unit, cold_vals, new_vals)
+                memory.give_back(scores)
         return concat_chunks(per_unit), {"cold_item": concat_chunks(cold_vals), "new_items": concat_chunks(new_vals)}
+
+    def _full_batch(self, scores: Tensor, units: _Units, lo: int, ks: Any, trained: Tensor, device: torch.device,
+                    per_unit: list, cold_vals: list, new_vals: list) -> None:
+        """The metrics of one batch of units (rows lo.. of `units`), appended to the three lists."""
+        hi = lo + len(scores)
+        pos = units.pos[lo:hi]
+        if units.seen is not None:
+            scores[csr_coords(units.seen[lo:hi], device)] = float("-inf")  # sparse write, no dense mask
+        per_unit.append(ranking_metrics(self._rank(scores, *padded_rows(pos, device)), ks))
+        cold = units.cold[lo:hi]
+        rows = np.flatnonzero(np.diff(cold.indptr))
+        if len(rows):
+            # Cold slice: only the cold positives count; the other positives leave the list.
+            other = pos[rows] - cold[rows]  # cold positives are a subset of the positives
+            other.eliminate_zeros()
+            s = scores[torch.from_numpy(rows).to(device)]  # [rows, n_items(c)], a copy
+            s[csr_coords(other, device)] = float("-inf")
+            where = padded_rows(cold[rows], device)
+            cold_vals.append(ranking_metrics(self._rank(s, *where), ks))
+            s[:, trained] = float("-inf")
+            new_vals.append(ranking_metrics(self._rank(s, *where), ks))
 
     def _rank(self, scores: Tensor, items: Tensor, valid: Tensor) -> Ranking:
         """Every positive's rank (for AUC), or only those in the top max(ks) (`eval.auc: false`)."""

@@ -32,6 +32,7 @@ from torch import Tensor, nn
 
 from crossrec.data.batch import Batch, Sizes
 from crossrec.models.category_index import CategoryIndex
+from crossrec.models.scoring import dot_scores
 from crossrec.typed import ConfigError, from_dict
 
 if TYPE_CHECKING:
@@ -96,8 +97,8 @@ class BiasedItems(nn.Module):
 
     def score(self, u: Tensor, category: int) -> Tensor:
         idx = self.index[category]
-        s = u @ self.emb.weight[idx].T
-        return s if self.bias is None else s + self.bias[idx]
+        s = dot_scores(u, self.emb.weight[idx])
+        return s if self.bias is None else s.add_(self.bias[idx])
 
 
 class BiasedDotModel(nn.Module):

@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from crossrec.data.batch import Sizes
 from crossrec.models.base import register
 from crossrec.models.category_index import CategoryIndex
+from crossrec.models.scoring import dot_scores
 
 if TYPE_CHECKING:
     from crossrec.data.bundle import Bundle
@@ -85,4 +86,4 @@ class IALS(nn.Module):
         return self.item_factors_[self.index[category]]
 
     def score(self, users: Tensor, category: int) -> Tensor:
-        return self.user_vectors(users, category) @ self.item_vectors(category).T
+        return dot_scores(self.user_vectors(users, category), self.item_vectors(category))

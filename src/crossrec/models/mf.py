@@ -22,6 +22,7 @@ from crossrec.data.batch import Batch, Sizes
 from crossrec.models.base import register
 from crossrec.models.category_index import CategoryIndex
 from crossrec.models.losses import l2_penalty, mse_loss, pair_loss, warm_start_bias
+from crossrec.models.scoring import dot_scores
 from crossrec.typed import Checked
 
 
@@ -62,9 +63,9 @@ class MF(nn.Module):
 
     def score(self, users: Tensor, category: int) -> Tensor:
         idx = self.index[category]
-        s = self.user_emb(users) @ self.item_emb.weight[idx].T  # [B, n_items(c)]
+        s = dot_scores(self.user_emb(users), self.item_emb.weight[idx])  # [B, n_items(c)]
         if self.config.loss == "mse":
-            s = s + self.item_bias[idx] + self.user_bias[users].unsqueeze(1) + self.global_bias
+            s = s.add_(self.item_bias[idx]).add_(self.user_bias[users].unsqueeze(1) + self.global_bias)
         return s
 
     @property
@@ -76,6 +77,13 @@ class MF(nn.Module):
         """[B] predicted ratings (meaningful with loss='mse')."""
         p = (self.user_emb(users) * self.item_emb(items)).sum(-1)
         return p + self.item_bias[items] + self.user_bias[users] + self.global_bias
+
+    def fused_tables(self) -> tuple[Tensor, Tensor, float] | None:
+        """(user table, item table, reg) for `train.fused` (training/fused.py), or None when the
+        loss is not BPR or a subclass has its own loss."""
+        if self.config.loss != "bpr" or type(self).loss is not MF.loss:
+            return None
+        return self.user_emb.weight, self.item_emb.weight, self.config.reg
 
     @torch.no_grad()
     def manual_backward(self, batch: Batch) -> Tensor | None:

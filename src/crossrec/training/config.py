@@ -43,6 +43,7 @@ class TrainConfig(Checked):
     checkpoint: bool = True  # (bool) write a resumable checkpoint after every epoch (needs out_dir)
     tensorboard: bool = False  # (bool) write TensorBoard scalars to out_dir/tensorboard
     progress: bool = True  # (bool) show a progress bar per epoch
+    fused: bool = False  # (bool) BPR-MF on CPU: one compiled Hogwild kernel per batch (needs sparse_optimizer adagrad | sgd; reproducible with 1 thread only)
     prefetch: bool = False  # (bool) draw the next batches in a background thread while the model trains (pays on a GPU or many cores; not on 2 CPU cores)
     adv_eps: float = 0.0  # (float) APR adversarial perturbation size per embedding lookup (0 = off)
     adv_reg: float = 1.0  # (float) weight of the adversarial loss: optimise loss + adv_reg * adv_loss

@@ -144,18 +144,16 @@ class Optimizers:
         groups += [{"params": ps, "lr": lr} for ps, lr in own]
         groups = [g for g in groups if g["params"]]
         self.opts: list[torch.optim.Optimizer] = []
+        self.sparse: torch.optim.Optimizer | None = None  # the row optimiser of the sparse tables
         if groups:
             self.opts.append(self._dense(groups, cfg))
         if sparse:
             kind = getattr(cfg, "sparse_optimizer", "auto")
             kind = {"adamw": "adam"}.get(cfg.optimizer, cfg.optimizer) if kind == "auto" else kind
             lr = getattr(cfg, "sparse_lr", 0.0) or cfg.lr
-            if kind == "sgd":
-                self.opts.append(RowSGD(sparse, lr=lr))
-            elif kind == "adagrad":
-                self.opts.append(RowAdagrad(sparse, lr=lr))
-            else:
-                self.opts.append(RowAdam(sparse, lr=lr))
+            rows = {"sgd": RowSGD, "adagrad": RowAdagrad}.get(kind, RowAdam)
+            self.sparse = rows(sparse, lr=lr)
+            self.opts.append(self.sparse)
         if not self.opts:
             raise ValueError("the model has no trainable parameters")
         self.scheds = [self._scheduler(o, cfg) for o in self.opts]

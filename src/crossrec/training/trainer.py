@@ -46,7 +46,7 @@ from crossrec.io import (
     write_json,
 )
 from crossrec.models.base import Fittable, HasSetup, Trainable, TrainsEncoder
-from crossrec.training import distributed
+from crossrec.training import distributed, fused
 from crossrec.training.adversarial import adversarial_loss, capture_lookups
 from crossrec.training.config import TrainConfig
 from crossrec.training.optim import Optimizers
@@ -191,6 +191,8 @@ class Trainer:
         bad_rounds = 0
         start_epoch = 0
         writer = self._tensorboard()
+        if c.fused:
+            fused.check(model, c, self.device, distributed.world_size())
 
         if self._checkpoint_dir() is not None and distributed.is_main():
             clean_temporaries(self._checkpoint_dir())  # what a killed checkpoint write left behind
@@ -207,9 +209,9 @@ class Trainer:
             manual = None if adversarial else getattr(model, "manual_backward", None)
             for batch in bar:
                 batch = batch.to(self.device)
-                if manual is not None:  # the model's own hand-written gradients (BPR-MF): no autograd
+                if c.fused or manual is not None:  # the model's own hand-written gradients (BPR-MF): no autograd
                     opts.zero_grad()
-                    loss = manual(batch)
+                    loss = fused.step(model, batch, opts.sparse) if c.fused else manual(batch)
                     if loss is not None:
                         if not torch.isfinite(loss):
                             raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch}; lower train.lr")

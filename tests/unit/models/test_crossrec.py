@@ -368,3 +368,28 @@ def test_neighbourhood_training_scores_leave_the_pair_out(tiny_bundle):
             if item_cat[j] != c:  # a candidate scores in its own category only; other cells stay 0
                 expected = 0.0
             assert got[r, m] == pytest.approx(expected, rel=1e-4, abs=1e-5), (r, j)
+
+
+@pytest.mark.parametrize("leave_out", [True, False])
+def test_neighbourhood_compiled_kernels_equal_the_tensor_path(tiny_bundle, leave_out):
+    """The CPU kernels (crossrec/kernels.py) give the tensor path's scores and weight gradients."""
+    model = make(tiny_bundle, neighbourhood={"k": 10}, history={"length": 8, "dropout": 0.0, "category_dropout": 0.0})
+    batch = first_batch(tiny_bundle, size=64)
+    cand = torch.unique(torch.cat([batch.pos_items, batch.neg_items.flatten()]))
+    hist, _ = model._training_history(batch.users, batch.pos_items, batch.category)
+    term = model.neighbours
+    with torch.no_grad():
+        term.weight.uniform_(0.5, 2.0)
+        term.recency.uniform_(-1.0, 1.0)
+    upstream = torch.randn(len(batch), len(cand))
+    results = []
+    for compiled in (True, False):
+        term.compiled = compiled
+        term.zero_grad()
+        out = term.scores(hist, batch.category, batch.users, cand, leave_out=leave_out)
+        (out * upstream).sum().backward()
+        results.append((out.detach(), term.weight.grad.clone(), term.recency.grad.clone()))
+    term.compiled = True
+    assert results[0][0].abs().sum() > 0
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)

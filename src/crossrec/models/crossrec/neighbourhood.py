@@ -15,13 +15,14 @@ Example:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from crossrec import kernels
 from crossrec.data.batch import Sizes
 from crossrec.data.sampling import KeySet
 from crossrec.models.itemknn import binary_matrix, cosine_top_k
@@ -46,6 +47,7 @@ class NeighbourhoodTerm(nn.Module):
         self.register_buffer("item_category_", item_cat, persistent=False)  # [n_items + 1], pad -> n_cat
         self.weight = nn.Parameter(torch.ones(n_cat, n_cat + 1))  # [target c, history item's category]
         self.recency = nn.Parameter(torch.zeros(n_cat, history_len))  # [target c, slot]
+        self.compiled = True  # on CPU, the compiled kernels (the tensor path is the reference, and CUDA's)
 
     def setup(self, bundle: Bundle) -> None:
         """Top-k cosine neighbours (all categories) of every item over the training co-occurrence."""
@@ -82,6 +84,10 @@ class NeighbourhoodTerm(nn.Module):
         n_cat = self.n_categories
         col_of = torch.full((n_cat, n_i + 1), -1, dtype=torch.int64, device=dev)
         col_of[self.item_category_[candidates], candidates] = torch.arange(len(candidates), device=dev)
+        table = self.weight.unsqueeze(2) * torch.exp(self.recency).unsqueeze(1)  # [n_cat, n_cat + 1, hl]
+        if dev.type == "cpu" and self.compiled:  # the same sum, walked row by row (crossrec/kernels.py)
+            keys = self.train_pairs.keys if leave_out and self.train_pairs is not None else hist.new_zeros(0)
+            return _Compiled.apply(table.reshape(-1), hist, category, users, col_of, self, keys, len(candidates))
         # Entries in (row, slot, neighbour) order, built with flat index_selects (advanced indexing
         # is several times slower on CPU): real history items first, then their neighbours that
         # are candidates of the row's category.
@@ -108,7 +114,6 @@ class NeighbourhoodTerm(nn.Module):
         # sum by index_add have deterministic backward passes on CPU (advanced-indexing backward
         # accumulates in a thread-dependent order).
         c, hlen = category.index_select(0, r), self.history_len
-        table = self.weight.unsqueeze(2) * torch.exp(self.recency).unsqueeze(1)  # [n_cat, n_cat + 1, hl]
         slot = l + hlen - length
         cat_h = self.item_category_.index_select(0, h)
         w = F.embedding((c * (n_cat + 1) + cat_h) * hlen + slot, table.reshape(-1, 1)).squeeze(1)
@@ -122,3 +127,30 @@ class NeighbourhoodTerm(nn.Module):
         uniq, inv = torch.unique(items, return_inverse=True)
         n = self.scores(hist, category, users, uniq, leave_out)
         return n.index_select(1, inv) if items.dim() == 1 else n.gather(1, inv)
+
+
+class _Compiled(torch.autograd.Function):
+    """`NeighbourhoodTerm.scores` by the compiled kernels: the output is linear in the weight
+    table, so the backward walks the same entries and sums grad_out * cos per weight."""
+
+    @staticmethod
+    def forward(ctx: Any, table: Tensor, hist: Tensor, category: Tensor, users: Tensor, col_of: Tensor,
+                term: NeighbourhoodTerm, keys: Tensor, m: int) -> Tensor:
+        kernels.threads()
+        args = (hist.numpy(), category.numpy(), users.numpy(), col_of.numpy(), term.nbr_.numpy(),
+                term.nbr_co_.numpy(), term.item_users_.numpy(), term.item_category_.numpy(), keys.numpy(),
+                len(keys) > 0)
+        consts = (float(term.shrink), term.history_len, term.n_categories, term.n_items)
+        ctx.args, ctx.consts, ctx.n_table = args, consts, table.numel()
+        out = kernels.get("neighbourhood_forward")(table.detach().numpy(), *args, m, *consts)
+        return torch.from_numpy(out)
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
+        grad = None
+        if ctx.needs_input_grad[0]:
+            n_b = ctx.args[0].shape[0]
+            g = grad_out.contiguous().float().numpy()
+            grad = torch.from_numpy(kernels.get("neighbourhood_backward")(
+                g, ctx.n_table, *ctx.args, *ctx.consts, min(kernels.threads() * 4, max(n_b, 1))))
+        return (grad,) + (None,) * 7

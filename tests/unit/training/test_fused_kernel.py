@@ -1,0 +1,106 @@
+"""`train.fused`: the compiled BPR-MF step equals the batched step where their semantics meet,
+trains a model that beats popularity, and refuses the jobs it cannot run."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from crossrec.data.batch import Batch, Sizes
+from crossrec.models.mf import MF, MFConfig
+from crossrec.training import fused
+from crossrec.training.optim import Optimizers
+from crossrec.training.trainer import TrainConfig
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One kernel thread: the updates are then in a fixed order (reproducible)."""
+    old = torch.get_num_threads()
+    yield
+    torch.set_num_threads(old)
+
+
+def _sizes(n_users: int, n_items: int) -> Sizes:
+    return Sizes(n_users, n_items, (0,) * n_items, tuple(range(n_items)), ("all",))
+
+
+def _pair(**mf):
+    sizes = _sizes(64, 200)
+    torch.manual_seed(0)
+    a = MF(MFConfig(dim=8, reg=1e-2, init_std=0.3, **mf), sizes)
+    b = MF(MFConfig(dim=8, reg=1e-2, init_std=0.3, **mf), sizes)
+    b.load_state_dict(a.state_dict())
+    return a, b
+
+
+def _distinct_batch(gen: torch.Generator, n_neg: int) -> Batch:
+    """Every user and every item at most once in the batch: sequential = batched updates."""
+    users = torch.randperm(64, generator=gen)[:16]
+    items = torch.randperm(200, generator=gen)[: 16 * (1 + n_neg)]
+    return Batch(users=users, pos_items=items[:16], neg_items=items[16:].view(16, n_neg),
+                 category=torch.zeros(16, dtype=torch.long))
+
+
+@pytest.mark.parametrize("n_neg", [1, 3])
+@pytest.mark.parametrize("kind", ["adagrad", "sgd"])
+def test_fused_step_equals_the_batched_step_on_distinct_rows(n_neg, kind):
+    a, b = _pair()
+    cfg = TrainConfig(lr=0.05, sparse_optimizer=kind, checkpoint=False, progress=False)
+    oa, ob = Optimizers(a, cfg), Optimizers(b, cfg)
+    gen = torch.Generator().manual_seed(1)
+    for step in range(10):
+        batch = _distinct_batch(gen, n_neg)
+        oa.zero_grad()
+        la = a.manual_backward(batch)
+        oa.step()
+        lb = fused.step(b, batch, ob.sparse)
+        assert torch.allclose(la, lb.float(), atol=1e-5), step
+        assert torch.allclose(a.user_emb.weight, b.user_emb.weight, atol=1e-5), step
+        assert torch.allclose(a.item_emb.weight, b.item_emb.weight, atol=1e-5), step
+    if kind == "adagrad":  # the accumulators are RowAdagrad's state: checkpoints carry them
+        for wa, wb in ((a.user_emb.weight, b.user_emb.weight), (a.item_emb.weight, b.item_emb.weight)):
+            assert torch.allclose(oa.sparse.state[wa]["sum"], ob.sparse.state[wb]["sum"], rtol=1e-4)
+
+
+def test_fused_step_leaves_a_frozen_table_alone():
+    a, _ = _pair()
+    a.user_emb.weight.requires_grad_(False)
+    opt = Optimizers(a, TrainConfig(lr=0.05, sparse_optimizer="adagrad", checkpoint=False, progress=False))
+    before_u, before_i = a.user_emb.weight.clone(), a.item_emb.weight.clone()
+    fused.step(a, _distinct_batch(torch.Generator().manual_seed(0), 1), opt.sparse)
+    assert torch.equal(a.user_emb.weight, before_u)
+    assert not torch.equal(a.item_emb.weight, before_i)
+
+
+def test_fused_training_beats_popularity(tiny_bundle):
+    from crossrec.evaluation.evaluator import EvalConfig, Evaluator
+    from crossrec.models.pop import Pop, PopConfig
+    from crossrec.training.trainer import Trainer
+
+    torch.manual_seed(0)
+    mf = MF(MFConfig(dim=16), Sizes.from_bundle(tiny_bundle))
+    cfg = TrainConfig(epochs=30, batch_size=256, sparse_optimizer="adagrad", sparse_lr=0.1, fused=True,
+                      checkpoint=False, progress=False, patience=0)
+    result = Trainer(cfg).fit(mf, tiny_bundle)
+    assert all(torch.isfinite(torch.tensor(h["loss"])) for h in result.history)
+    assert result.history[-1]["loss"] < result.history[0]["loss"]
+    ev = Evaluator(tiny_bundle, EvalConfig(ks=(10,), slices=False, beyond=False), split="test")
+    pop = Pop(PopConfig(), Sizes.from_bundle(tiny_bundle))
+    pop.fit(tiny_bundle)
+    assert ev.evaluate(mf).metric("ndcg@10") > ev.evaluate(pop).metric("ndcg@10")
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"sparse_optimizer": "adam"}, "sparse_optimizer"),
+    ({"sparse_optimizer": "adagrad", "adv_eps": 0.1}, "APR"),
+])
+def test_fused_refuses_what_it_cannot_run(options, message):
+    mf = MF(MFConfig(dim=4), _sizes(3, 4))
+    with pytest.raises(ValueError, match=message):
+        fused.check(mf, TrainConfig(fused=True, **options), torch.device("cpu"), 1)
+    with pytest.raises(ValueError, match="no fused step"):
+        fused.check(MF(MFConfig(dim=4, loss="bce"), _sizes(3, 4)), TrainConfig(fused=True, sparse_optimizer="sgd"),
+                    torch.device("cpu"), 1)
+    with pytest.raises(ValueError, match="multi-process"):
+        fused.check(mf, TrainConfig(fused=True, sparse_optimizer="sgd"), torch.device("cpu"), 2)
