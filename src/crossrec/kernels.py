@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from typing import Any
 
 import numpy as np
@@ -47,8 +48,24 @@ def get(name: str) -> Any:
             # numba's own thread pool, not OpenMP: an OpenMP team shared with torch's left torch's
             # next parallel ops (scatter_add_, ...) up to 25x slower on a busy machine (measured).
             numba.config.THREADING_LAYER = "workqueue"
-        _COMPILED.update(_compile())
+        _COMPILED.update({k: _serialised(f) for k, f in _compile().items()})
     return _COMPILED[name]
+
+
+_LAUNCH = threading.Lock()
+
+
+def _serialised(kernel: Any) -> Any:
+    """The kernel, launched by one Python thread at a time: the workqueue pool is not thread-safe
+    (two concurrent launches abort the process), and the service scores from a thread pool. Each
+    launch already uses every kernel thread, so waiting costs nothing."""
+
+    def launch(*args: Any) -> Any:
+        with _LAUNCH:
+            return kernel(*args)
+
+    launch.__name__ = getattr(kernel, "__name__", "kernel")
+    return launch
 
 
 def _compile() -> dict[str, Any]:  # pragma: no cover - the bodies run compiled (tests call them)

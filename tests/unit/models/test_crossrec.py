@@ -393,3 +393,23 @@ def test_neighbourhood_compiled_kernels_equal_the_tensor_path(tiny_bundle, leave
     assert results[0][0].abs().sum() > 0
     for a, b in zip(*results):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_neighbourhood_kernels_launched_from_many_threads_at_once(tiny_bundle):
+    """The service scores from a thread pool: concurrent launches must neither crash (numba's
+    workqueue pool aborts on them) nor mix up results."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    model = make(tiny_bundle, neighbourhood={"k": 10}, history={"length": 8})
+    model.eval()
+    users = torch.arange(tiny_bundle.n_users)
+    with torch.no_grad():
+        expected = [model.score(users, c) for c in range(tiny_bundle.n_categories)]
+
+    def run(i: int) -> bool:
+        c = i % tiny_bundle.n_categories
+        with torch.no_grad():
+            return torch.equal(model.score(users, c), expected[c])
+
+    with ThreadPoolExecutor(8) as pool:
+        assert all(pool.map(run, range(64)))
