@@ -18,7 +18,6 @@ Example:
 from __future__ import annotations
 
 import math
-import os
 import threading
 from typing import Any
 
@@ -30,24 +29,35 @@ _COMPILED: dict[str, Any] = {}
 
 def threads() -> int:
     """Set the kernels' thread count to torch's (within numba's limit) and return it."""
-    import numba as nb
-
-    n = max(1, min(torch.get_num_threads(), nb.config.NUMBA_NUM_THREADS))
-    nb.set_num_threads(n)
+    nb = _numba()
+    want = torch.get_num_threads()
+    n = max(1, min(want, nb.config.NUMBA_NUM_THREADS))
+    nb.set_num_threads(n)  # starts numba's pool on first use
+    _keep_torch_threads(want)
     return n
+
+
+def _keep_torch_threads(want: int) -> None:
+    """numba's OpenMP pool (its default on Linux) shares torch's OpenMP runtime, and starting it
+    resets the calling thread's OpenMP thread count: torch then ran 2 threads where it was told 1
+    (runs were not reproducible, and on a busy machine its next parallel ops were up to 25x slower,
+    measured). Put torch's count back."""
+    if torch.get_num_threads() != want:
+        torch.set_num_threads(want)
+
+
+def _numba() -> Any:
+    try:
+        import numba
+    except ImportError as e:  # pragma: no cover - a pinned dependency, imported only where a kernel runs
+        raise RuntimeError("crossrec's compiled kernels need numba (pip install numba)") from e
+    return numba
 
 
 def get(name: str) -> Any:
     """The compiled kernel `name` (compiled, or loaded from numba's cache, on first use)."""
     if name not in _COMPILED:
-        try:
-            import numba
-        except ImportError as e:  # pragma: no cover - a pinned dependency, imported only where a kernel runs
-            raise RuntimeError(f"the compiled kernel {name!r} needs numba (pip install numba)") from e
-        if "NUMBA_THREADING_LAYER" not in os.environ:
-            # numba's own thread pool, not OpenMP: an OpenMP team shared with torch's left torch's
-            # next parallel ops (scatter_add_, ...) up to 25x slower on a busy machine (measured).
-            numba.config.THREADING_LAYER = "workqueue"
+        _numba()
         _COMPILED.update({k: _serialised(f) for k, f in _compile().items()})
     return _COMPILED[name]
 
@@ -56,20 +66,23 @@ _LAUNCH = threading.Lock()
 
 
 def _serialised(kernel: Any) -> Any:
-    """The kernel, launched by one Python thread at a time: the workqueue pool is not thread-safe
-    (two concurrent launches abort the process), and the service scores from a thread pool. Each
-    launch already uses every kernel thread, so waiting costs nothing."""
+    """The kernel, launched by one Python thread at a time (the service scores from a thread pool;
+    numba's pools are not all safe for concurrent launches, and each launch already uses every
+    kernel thread, so waiting costs nothing), with torch's thread count kept."""
 
     def launch(*args: Any) -> Any:
+        want = torch.get_num_threads()
         with _LAUNCH:
-            return kernel(*args)
+            out = kernel(*args)
+        _keep_torch_threads(want)
+        return out
 
     launch.__name__ = getattr(kernel, "__name__", "kernel")
     return launch
 
 
 def _compile() -> dict[str, Any]:  # pragma: no cover - the bodies run compiled (tests call them)
-    import numba as nb
+    nb = _numba()
 
     jit = nb.njit(parallel=True, fastmath=True, nogil=True, cache=True)
 

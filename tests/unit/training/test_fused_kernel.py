@@ -17,6 +17,7 @@ from crossrec.training.trainer import TrainConfig
 def _one_thread():
     """One kernel thread: the updates are then in a fixed order (reproducible)."""
     old = torch.get_num_threads()
+    torch.set_num_threads(1)
     yield
     torch.set_num_threads(old)
 
@@ -104,3 +105,54 @@ def test_fused_refuses_what_it_cannot_run(options, message):
                     torch.device("cpu"), 1)
     with pytest.raises(ValueError, match="multi-process"):
         fused.check(mf, TrainConfig(fused=True, sparse_optimizer="sgd"), torch.device("cpu"), 2)
+
+
+def test_fused_training_resumes_exactly_from_a_checkpoint(tiny_bundle, tmp_path):
+    """The kernel's Adagrad accumulators live in RowAdagrad's state, so a checkpoint carries them:
+    2 epochs + resume to 4 equals 4 straight epochs (one thread: a fixed update order)."""
+    from crossrec.training.trainer import Trainer
+
+    def model(seed=0):
+        torch.manual_seed(seed)
+        return MF(MFConfig(dim=8), Sizes.from_bundle(tiny_bundle))
+
+    def cfg(**kw):
+        return TrainConfig(**({"epochs": 4, "batch_size": 256, "sparse_optimizer": "adagrad", "sparse_lr": 0.05,
+                               "fused": True, "progress": False, "patience": 0, "seed": 0} | kw))
+
+    straight = model()
+    Trainer(cfg(checkpoint=False)).fit(straight, tiny_bundle)
+    Trainer(cfg(epochs=2), out_dir=tmp_path).fit(model(), tiny_bundle)
+    resumed = model(seed=123)
+    Trainer(cfg(), out_dir=tmp_path).fit(resumed, tiny_bundle, resume=True)
+    for k, v in straight.state_dict().items():
+        assert torch.allclose(v, resumed.state_dict()[k], atol=1e-6), k
+
+
+def test_a_kernel_launch_leaves_torch_threads_alone():
+    """numba's OpenMP pool shares torch's OpenMP runtime: starting it reset torch's thread count
+    (1 -> 2, so "one thread" runs were not reproducible, and torch's parallel ops slowed down on a
+    busy machine). A fresh process: the pool starts once per process."""
+    import subprocess
+    import sys
+
+    code = """
+import torch
+torch.set_num_threads(1)
+from crossrec.data.batch import Batch, Sizes
+from crossrec.models.mf import MF, MFConfig
+from crossrec.training import fused
+from crossrec.training.optim import Optimizers
+from crossrec.training.trainer import TrainConfig
+sizes = Sizes(500, 600, (0,) * 600, tuple(range(600)), ("all",))
+m = MF(MFConfig(dim=8), sizes)
+o = Optimizers(m, TrainConfig(sparse_optimizer="adagrad"))
+b = Batch(users=torch.randint(0, 500, (256,)), pos_items=torch.randint(0, 600, (256,)),
+          neg_items=torch.randint(0, 600, (256, 1)), category=torch.zeros(256, dtype=torch.long))
+fused.step(m, b, o.sparse)
+import numba
+print(torch.get_num_threads(), numba.get_num_threads())
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["1", "1"]
