@@ -78,10 +78,11 @@ def main() -> None:
     data, bundle = load_bundle()
     n = bundle.split("train").height
     d = args.dim
+    tensor_ops = "crossrec, default, neighbourhood term by tensor ops (no compiled kernel)"
     runs = {
         "BPR-MF (mf)": ("mf", {"dim": d}),
         "crossrec, default (attention encoder + neighbourhood term, k=50)": ("crossrec", {"dim": d}),
-        "crossrec, default, neighbourhood term by tensor ops (no compiled kernel)": ("crossrec", {"dim": d}),
+        tensor_ops: ("crossrec", {"dim": d}),
         "crossrec, without the neighbourhood term (neighbourhood.k=0)": ("crossrec", {"dim": d, "neighbourhood": {"k": 0}}),
         "crossrec, attention, with L_transfer (alpha=0.1)": ("crossrec", {"dim": d, "objective": {"alpha": 0.1}}),
         "crossrec, transformer encoder (1 block)": ("crossrec", {"dim": d, "history": {"encoder": "transformer"}}),
@@ -94,7 +95,7 @@ def main() -> None:
         }
     results = {}
     for label, (name, params) in runs.items():
-        sec = epoch_seconds(name, params, bundle, args.batch_size, args.negatives, args.repeats, "tensor ops" in label)
+        sec = epoch_seconds(name, params, bundle, args.batch_size, args.negatives, args.repeats, label == tensor_ops)
         results[label] = {"model": name, "params": params, "seconds": sec, "interactions_per_s": n / sec}
         print(f"{label}: {sec:.2f}s", flush=True)
     base = results["BPR-MF (mf)"]["seconds"]

@@ -72,6 +72,21 @@ def small_bundle(tmp_path_factory):
     return prepare(inter, items, PrepareConfig(cold_user_fraction=0.2), tmp_path_factory.mktemp("small") / "bundle")
 
 
+@pytest.fixture
+def one_thread():
+    """One intra-op thread while a test runs (restored after). The tensors in these tests are
+    small, so a second thread buys little; on a shared, loaded CPU, OpenMP's spinning worker threads
+    made training 10-100x slower (measured); and the compiled kernels (crossrec/kernels.py) apply
+    their updates in a fixed order only with one thread. Modules opt in with
+    `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Tests that train on the default synthetic world (`small_bundle`, several epochs each) are
     `slow`: `make test-fast` skips them, `make test` (CI) runs them."""

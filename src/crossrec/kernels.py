@@ -86,6 +86,21 @@ def _compile() -> dict[str, Any]:  # pragma: no cover - the bodies run compiled 
 
     jit = nb.njit(parallel=True, fastmath=True, nogil=True, cache=True)
 
+    @nb.njit(fastmath=True, nogil=True, cache=True, inline="always")
+    def _move_row(W, acc, row, grad, lr, eps, adagrad):
+        """W[row] -= lr * grad (SGD), or scaled by the row's Adagrad accumulator after adding
+        the gradient's mean square to it."""
+        d = W.shape[1]
+        scale = np.float32(lr)
+        if adagrad:
+            g2 = np.float32(0.0)
+            for j in range(d):
+                g2 += grad[j] * grad[j]
+            acc[row] += g2 / d
+            scale = np.float32(lr / (math.sqrt(acc[row]) + eps))
+        for j in range(d):
+            W[row, j] -= scale * grad[j]
+
     @jit
     def bpr_step(U, V, su, sv, users, pos, neg, lr, reg, eps, adagrad, upd_u, upd_v, n_chunks):
         n_b, n_k = neg.shape
@@ -97,6 +112,7 @@ def _compile() -> dict[str, Any]:  # pragma: no cover - the bodies run compiled 
         for c in nb.prange(n_chunks):
             gu = np.empty(d, dtype=np.float32)
             gp = np.empty(d, dtype=np.float32)
+            gn = np.empty(d, dtype=np.float32)
             gk = np.empty(n_k, dtype=np.float32)
             acc = 0.0
             norms = 0.0
@@ -128,40 +144,17 @@ def _compile() -> dict[str, Any]:  # pragma: no cover - the bodies run compiled 
                 for k in range(n_k):
                     n = neg[b, k]
                     g = gk[k]
-                    g2 = np.float32(0.0)
                     for j in range(d):
                         vn = V[n, j]
                         sq += vn * vn
                         gu[j] -= g * vn
-                        gn = r * vn - g * U[u, j]
-                        g2 += gn * gn
+                        gn[j] = r * vn - g * U[u, j]
                     if upd_v:
-                        scale = np.float32(lr)
-                        if adagrad:
-                            sv[n] += g2 / d
-                            scale = np.float32(lr / (math.sqrt(sv[n]) + eps))
-                        for j in range(d):
-                            V[n, j] -= scale * (r * V[n, j] - g * U[u, j])
+                        _move_row(V, sv, n, gn, lr, eps, adagrad)
                 if upd_v:
-                    scale = np.float32(lr)
-                    if adagrad:
-                        g2 = np.float32(0.0)
-                        for j in range(d):
-                            g2 += gp[j] * gp[j]
-                        sv[p] += g2 / d
-                        scale = np.float32(lr / (math.sqrt(sv[p]) + eps))
-                    for j in range(d):
-                        V[p, j] -= scale * gp[j]
+                    _move_row(V, sv, p, gp, lr, eps, adagrad)
                 if upd_u:
-                    scale = np.float32(lr)
-                    if adagrad:
-                        g2 = np.float32(0.0)
-                        for j in range(d):
-                            g2 += gu[j] * gu[j]
-                        su[u] += g2 / d
-                        scale = np.float32(lr / (math.sqrt(su[u]) + eps))
-                    for j in range(d):
-                        U[u, j] -= scale * gu[j]
+                    _move_row(U, su, u, gu, lr, eps, adagrad)
                 norms += sq
             loss[c, 0] = acc
             loss[c, 1] = norms

@@ -403,6 +403,7 @@ def test_a_config_cannot_blow_up(tmp_path):
     ("--eval.ks=[0]", "eval.ks"),
     ("--train.epochs=0", "train.epochs"),
     ("--train.device=cuda:7", "train.device"),
+    ("--train.fused=true", "train.fused"),  # with lazy Adam, which has no fused form
     ("--model.name=nosuchmodel", "nosuchmodel"),
     ("--prepare.k_core=-1", "prepare.k_core"),
     ("--data.sep=;;", "data.sep"),

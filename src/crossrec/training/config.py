@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Literal, Sequence
+from typing import Any, Literal, Sequence
 
 from crossrec.typed import Checked, ConfigError
 
@@ -64,6 +64,11 @@ class TrainConfig(Checked):
                 raise ValueError(f"train.{name}={getattr(self, name)}; expected a value >= 0")
         if not 0 < self.gamma <= 1:
             raise ValueError(f"train.gamma={self.gamma}; expected a value in (0, 1]")
+        if self.fused and sparse_kind(self) not in ("adagrad", "sgd"):
+            raise ValueError(f"train.fused=true needs train.sparse_optimizer adagrad or sgd (here {sparse_kind(self)!r}: "
+                             "lazy Adam has no per-row form)")
+        if self.fused and self.adv_eps > 0:
+            raise ValueError("train.fused=true cannot run APR (train.adv_eps > 0): adversarial training needs autograd")
         if self.device not in ("cpu", "auto") and not (self.device == "cuda" or self.device.startswith("cuda:")):
             raise ValueError(f"train.device={self.device!r}; expected cpu, cuda, cuda:<n> or auto")
         name = self.metric.split("@")[0]
@@ -71,6 +76,12 @@ class TrainConfig(Checked):
             raise ValueError(f"train.metric={self.metric!r}; expected e.g. ndcg@10, recall@20, auc or rmse")
         if name in ("recall", "ndcg", "hr", "mrr", "precision", "f1") and not self.metric.split("@")[-1].isdigit():
             raise ValueError(f"train.metric={self.metric!r} needs a cut-off, e.g. {name}@10")
+
+
+def sparse_kind(cfg: Any) -> str:
+    """The sparse tables' optimiser that `cfg` (a TrainConfig) picks: adam (lazy), adagrad or sgd."""
+    kind = getattr(cfg, "sparse_optimizer", "auto")
+    return {"adamw": "adam"}.get(cfg.optimizer, cfg.optimizer) if kind == "auto" else kind
 
 
 PARADIGMS = ("joint", "source_target", "sequential")

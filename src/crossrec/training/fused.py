@@ -35,8 +35,9 @@ from crossrec import kernels
 from crossrec.training.optim import RowAdagrad
 
 
-def check(model: Any, cfg: Any, device: torch.device, world: int) -> None:
-    """Raise a ValueError naming the option when `train.fused` cannot run this job."""
+def check(model: Any, device: torch.device, world: int) -> None:
+    """Raise a ValueError naming the option when `train.fused` cannot run this job (the options it
+    needs of `train:` itself are checked by TrainConfig)."""
     why = None
     if not callable(getattr(model, "fused_tables", None)) or model.fused_tables() is None:
         why = f"{type(model).__name__} has no fused step (BPR-MF with loss 'bpr' has)"
@@ -44,18 +45,8 @@ def check(model: Any, cfg: Any, device: torch.device, world: int) -> None:
         why = f"it is a CPU kernel and train.device is {device.type}"
     elif world > 1:
         why = "multi-process training averages gradients, which a fused step never forms"
-    elif cfg.adv_eps > 0:
-        why = "APR (train.adv_eps > 0) needs autograd"
-    elif _kind(cfg) not in ("adagrad", "sgd"):
-        why = (f"its sparse optimiser is {_kind(cfg)!r}; set train.sparse_optimizer to adagrad or sgd "
-               "(lazy Adam has no per-row form)")
     if why:
         raise ValueError(f"train.fused: true cannot be used: {why}")
-
-
-def _kind(cfg: Any) -> str:
-    kind = cfg.sparse_optimizer
-    return {"adamw": "adam"}.get(cfg.optimizer, cfg.optimizer) if kind == "auto" else kind
 
 
 def step(model: Any, batch: Any, opt: torch.optim.Optimizer) -> Tensor:
@@ -65,12 +56,8 @@ def step(model: Any, batch: Any, opt: torch.optim.Optimizer) -> Tensor:
     users_w, items_w, reg = model.fused_tables()
     group = opt.param_groups[0]
     adagrad = isinstance(opt, RowAdagrad)
-    state = []
-    for w in (users_w, items_w):
-        st = opt.state[w]
-        if adagrad and "sum" not in st:
-            st["sum"] = torch.full((w.shape[0],), float(group["initial_accumulator"]), dtype=w.dtype)
-        state.append(st["sum"].numpy() if adagrad else np.zeros(1, dtype=np.float32))
+    unused = np.zeros(1, dtype=np.float32)  # SGD keeps no accumulator
+    state = [opt.accumulator(w).numpy() if adagrad else unused for w in (users_w, items_w)]
     n_threads = kernels.threads()
     neg = batch.neg_items
     n_b = len(batch.users)

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from crossrec.io import optimizer_state_from_tensors, optimizer_state_to_tensors
+from crossrec.training.config import sparse_kind
 
 
 def split_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
@@ -120,15 +121,21 @@ class RowAdagrad(_RowOptimizer):
             raise ValueError(f"RowAdagrad: lr={lr}, eps={eps}, initial_accumulator={initial_accumulator}")
         super().__init__(params, {"lr": lr, "eps": eps, "initial_accumulator": initial_accumulator})
 
-    def update(self, p: torch.Tensor, rows: torch.Tensor, grads: torch.Tensor, group: dict[str, Any]) -> None:
+    def accumulator(self, p: torch.Tensor) -> torch.Tensor:
+        """[rows] the accumulator of table `p` (created on first use; `train.fused` updates it in place)."""
         state = self.state[p]
-        if not state:
-            state["sum"] = torch.full((p.shape[0],), float(group["initial_accumulator"]), dtype=p.dtype, device=p.device)
+        if "sum" not in state:
+            init = float(self.param_groups[0]["initial_accumulator"])
+            state["sum"] = torch.full((p.shape[0],), init, dtype=p.dtype, device=p.device)
+        return state["sum"]
+
+    def update(self, p: torch.Tensor, rows: torch.Tensor, grads: torch.Tensor, group: dict[str, Any]) -> None:
+        acc = self.accumulator(p)
         if rows.numel() == 0:
             return
         flat = grads.reshape(len(rows), -1)
-        state["sum"].index_add_(0, rows, torch.linalg.vector_norm(flat, dim=1).square_().div_(flat.shape[1]))
-        scale = state["sum"].index_select(0, rows).sqrt_().add_(group["eps"]).reciprocal_().mul_(-group["lr"])
+        acc.index_add_(0, rows, torch.linalg.vector_norm(flat, dim=1).square_().div_(flat.shape[1]))
+        scale = acc.index_select(0, rows).sqrt_().add_(group["eps"]).reciprocal_().mul_(-group["lr"])
         p.index_add_(0, rows, (flat * scale.unsqueeze(1)).view_as(grads))
 
 
@@ -148,10 +155,8 @@ class Optimizers:
         if groups:
             self.opts.append(self._dense(groups, cfg))
         if sparse:
-            kind = getattr(cfg, "sparse_optimizer", "auto")
-            kind = {"adamw": "adam"}.get(cfg.optimizer, cfg.optimizer) if kind == "auto" else kind
             lr = getattr(cfg, "sparse_lr", 0.0) or cfg.lr
-            rows = {"sgd": RowSGD, "adagrad": RowAdagrad}.get(kind, RowAdam)
+            rows = {"sgd": RowSGD, "adagrad": RowAdagrad}.get(sparse_kind(cfg), RowAdam)
             self.sparse = rows(sparse, lr=lr)
             self.opts.append(self.sparse)
         if not self.opts:

@@ -192,7 +192,7 @@ class Trainer:
         start_epoch = 0
         writer = self._tensorboard()
         if c.fused:
-            fused.check(model, c, self.device, distributed.world_size())
+            fused.check(model, self.device, distributed.world_size())
 
         if self._checkpoint_dir() is not None and distributed.is_main():
             clean_temporaries(self._checkpoint_dir())  # what a killed checkpoint write left behind

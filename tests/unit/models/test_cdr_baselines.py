@@ -33,14 +33,7 @@ CONFIGS = [
 ]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """These models are small: a second thread buys little, and on a shared, loaded machine
-    PyTorch's spinning worker threads made training about 10x slower (measured)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def toy_sizes(n_cat: int, per_cat: int = 5, n_users: int = 7) -> Sizes:

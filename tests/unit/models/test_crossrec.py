@@ -18,14 +18,7 @@ from crossrec.serving.artifact import load_artifact, save_artifact
 from crossrec.training.trainer import TrainConfig, Trainer
 from crossrec.typed import ConfigError
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Small tensors: one thread avoids OpenMP spin contention on shared CPUs.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make(bundle, **params) -> CrossRec:

@@ -4,9 +4,12 @@ are scored (text only)."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
-from tests.unit.models.test_crossrec import first_batch, make, one_thread  # noqa: F401  (one_thread: autouse)
+from tests.unit.models.test_crossrec import first_batch, make
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_id_dropout_hides_the_ids_bias_and_neighbourhood_of_an_occurrence(tiny_bundle, tiny_text):

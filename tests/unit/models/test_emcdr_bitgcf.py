@@ -23,14 +23,7 @@ EMCDR_SMALL = {"dim": 8, "map_hidden": [16]}
 BITGCF_SMALL = {"dim": 8, "n_layers": 2}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread while this module runs (restored after): the tensors here are small, and on
-    a shared, oversubscribed CPU OpenMP's spinning threads made training ~100x slower (measured)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def train_activity(bundle, categories=None) -> np.ndarray:

@@ -10,8 +10,9 @@ import pytest
 
 from crossrec.serving.batcher import MicroBatcher
 from crossrec.serving.service import Service, ServingError
-from tests.unit.models.test_crossrec import one_thread  # noqa: F401  (autouse: one thread here too)
 from tests.unit.serving.test_service import flagship, mf, raw_users  # noqa: F401  (module fixtures)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_results_come_back_in_order_and_a_burst_is_batched():

@@ -12,8 +12,9 @@ import torch
 from crossrec.serving.config import ServeConfig
 from crossrec.serving.service import Service, ServingError
 from crossrec.serving.store import SQLiteStore
-from tests.unit.models.test_crossrec import one_thread  # noqa: F401  (autouse: one thread here too)
 from tests.unit.serving.test_service import raw_users, trained
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,8 @@ from crossrec.serving.index import ItemIndex, recall_against_exact
 from crossrec.serving.service import Service, ServingError
 from crossrec.serving.store import SQLiteStore
 from crossrec.training.trainer import TrainConfig, Trainer
-from tests.unit.models.test_crossrec import one_thread  # noqa: F401  (autouse: one thread here too)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def trained(bundle, root, name, params):

@@ -12,14 +12,7 @@ from crossrec.training import fused
 from crossrec.training.optim import Optimizers
 from crossrec.training.trainer import TrainConfig
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One kernel thread: the updates are then in a fixed order (reproducible)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _sizes(n_users: int, n_items: int) -> Sizes:
@@ -94,17 +87,23 @@ def test_fused_training_beats_popularity(tiny_bundle):
 
 @pytest.mark.parametrize(("options", "message"), [
     ({"sparse_optimizer": "adam"}, "sparse_optimizer"),
+    ({"optimizer": "adamw"}, "sparse_optimizer"),  # auto follows the optimiser: lazy Adam
     ({"sparse_optimizer": "adagrad", "adv_eps": 0.1}, "APR"),
 ])
-def test_fused_refuses_what_it_cannot_run(options, message):
-    mf = MF(MFConfig(dim=4), _sizes(3, 4))
+def test_fused_refuses_options_it_cannot_run(options, message):
     with pytest.raises(ValueError, match=message):
-        fused.check(mf, TrainConfig(fused=True, **options), torch.device("cpu"), 1)
+        TrainConfig(fused=True, **options).validate()
+
+
+def test_fused_refuses_models_and_jobs_it_cannot_run():
+    mf = MF(MFConfig(dim=4), _sizes(3, 4))
+    fused.check(mf, torch.device("cpu"), 1)  # BPR-MF on one CPU process: fine
     with pytest.raises(ValueError, match="no fused step"):
-        fused.check(MF(MFConfig(dim=4, loss="bce"), _sizes(3, 4)), TrainConfig(fused=True, sparse_optimizer="sgd"),
-                    torch.device("cpu"), 1)
+        fused.check(MF(MFConfig(dim=4, loss="bce"), _sizes(3, 4)), torch.device("cpu"), 1)
     with pytest.raises(ValueError, match="multi-process"):
-        fused.check(mf, TrainConfig(fused=True, sparse_optimizer="sgd"), torch.device("cpu"), 2)
+        fused.check(mf, torch.device("cpu"), 2)
+    with pytest.raises(ValueError, match="CPU kernel"):
+        fused.check(mf, torch.device("meta"), 1)
 
 
 def test_fused_training_resumes_exactly_from_a_checkpoint(tiny_bundle, tmp_path):
