@@ -51,8 +51,9 @@ def profiled_epoch(bundle, dim: int, batch: int, options: dict | None = None, to
             "top": [{"what": name, "seconds": sec, "share": sec / total} for sec, name in rows[:top]]}
 
 
-def flagship_ops(top: int = 12, batches: int = 10) -> dict | None:
-    """torch.profiler self time by op over `batches` flagship training steps on amazon-arts-office."""
+def flagship_ops(top: int = 12, batches: int = 10, compiled: bool = True) -> dict | None:
+    """torch.profiler self time by op over `batches` flagship training steps on amazon-arts-office;
+    `compiled=False`: every compiled kernel off (the tensor path, as before them)."""
     if not (SHARED_DATA / "amazon-arts-office").exists():
         return None
     from bench_flagship import load_bundle
@@ -67,6 +68,7 @@ def flagship_ops(top: int = 12, batches: int = 10) -> dict | None:
     model = build("crossrec", "pooled", {"dim": 64}, Sizes.from_bundle(bundle))
     model.setup(bundle, None)
     opts = Optimizers(model, TrainConfig(batch_size=2048, n_negatives=4, lr=1e-3))
+    model.compiled = model.encoder.compiled = model.neighbours.compiled = opts.sparse.compiled = compiled
     sampler = TrainSampler(bundle, 2048, 4, seed=0)
     todo = [b for _, b in zip(range(batches + 2), sampler)]
     model.train()
@@ -110,7 +112,17 @@ def main() -> None:
     optim.RowAdam = row_adam  # type: ignore[misc]
     stages["autograd + RowAdam"] = profiled_epoch(bundle, args.dim, args.batch)
     MF.manual_backward = hand  # type: ignore[method-assign]
-    stages["hand-written gradients + RowAdam (default)"] = profiled_epoch(bundle, args.dim, args.batch)
+
+    def tensor_row_adam(params, lr):  # RowAdam on tensor ops (before kernels/optim.py)
+        opt = row_adam(params, lr=lr)
+        opt.compiled = False
+        return opt
+
+    optim.RowAdam = tensor_row_adam  # type: ignore[assignment,misc]
+    stages["hand-written gradients + RowAdam on tensor ops"] = profiled_epoch(bundle, args.dim, args.batch)
+    optim.RowAdam = row_adam  # type: ignore[misc]
+    stages["hand-written gradients + RowAdam, one compiled kernel per table (default)"] = profiled_epoch(
+        bundle, args.dim, args.batch)
     stages["hand-written gradients + row-wise Adagrad"] = profiled_epoch(
         bundle, args.dim, args.batch, {"sparse_optimizer": "adagrad", "sparse_lr": 0.05})
     fused = {"sparse_optimizer": "adagrad", "sparse_lr": 0.02, "fused": True}
@@ -118,6 +130,7 @@ def main() -> None:
     stages["`train.fused`: one compiled kernel per batch (row-wise Adagrad)"] = profiled_epoch(
         bundle, args.dim, args.batch, fused)
     flag = flagship_ops()
+    flag_tensor = flagship_ops(compiled=False)
     base = next(iter(stages.values()))["seconds"]
     md = ["# Profile: one BPR-MF epoch, and the flagship's training step (CPU)\n",
           f"{bundle.split('train').height:,} training interactions, {args.users:,} users x {args.items:,} items, "
@@ -130,13 +143,16 @@ def main() -> None:
         md += [f"## {name}\n", "| own time of | seconds | share |", "|---|---:|---:|"]
         md += [f"| `{x['what']}` | {x['seconds']:.2f} | {x['share']:.0%} |" for x in r["top"]]
         md.append("")
-    if flag is not None:
+    if flag is not None and flag_tensor is not None:
         md += ["## The flagship's training step (amazon-arts-office, batch 2048, 1 thread)\n",
-               f"{flag['seconds_per_batch']:.3f} s per batch x {flag['batches_per_epoch']} batches per epoch; "
-               "torch.profiler self time by op:\n",
+               f"{flag['seconds_per_batch']:.3f} s per batch with the compiled kernels (crossrec/kernels/: "
+               f"neighbourhood term, history attention, in-batch softmax logits, RowAdam), "
+               f"{flag_tensor['seconds_per_batch']:.3f} s on tensor ops alone "
+               f"({flag_tensor['seconds_per_batch'] / flag['seconds_per_batch']:.2f}x); "
+               f"{flag['batches_per_epoch']} batches per epoch; torch.profiler self time by op, with the kernels:\n",
                "| op | calls per batch | share |", "|---|---:|---:|"]
         md += [f"| `{x['what']}` | {x['calls_per_batch']:.0f} | {x['share']:.0%} |" for x in flag["top"]]
-    write_results("profile", {"setup": vars(args), "stages": stages, "flagship": flag}, "\n".join(md))
+    write_results("profile", {"setup": vars(args), "stages": stages, "flagship": flag, "flagship_tensor_ops": flag_tensor}, "\n".join(md))
     print("\n".join(md))
 
 

@@ -76,7 +76,7 @@ def small_bundle(tmp_path_factory):
 def one_thread():
     """One intra-op thread while a test runs (restored after). The tensors in these tests are
     small, so a second thread buys little; on a shared, loaded CPU, OpenMP's spinning worker threads
-    made training 10-100x slower (measured); and the compiled kernels (crossrec/kernels.py) apply
+    made training 10-100x slower (measured); and the compiled kernels (crossrec/kernels/) apply
     their updates in a fixed order only with one thread. Modules opt in with
     `pytestmark = pytest.mark.usefixtures("one_thread")`."""
     import torch

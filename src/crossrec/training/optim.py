@@ -23,9 +23,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
+from crossrec import kernels
 from crossrec.io import optimizer_state_from_tensors, optimizer_state_to_tensors
 from crossrec.training.config import sparse_kind
 
@@ -66,6 +68,12 @@ class RowAdam(_RowOptimizer):
         if not lr > 0 or not 0 <= betas[0] < 1 or not 0 <= betas[1] < 1 or not eps > 0:
             raise ValueError(f"RowAdam: lr={lr}, betas={betas}, eps={eps}")
         super().__init__(params, {"lr": lr, "betas": betas, "eps": eps})
+        self.compiled = True  # on CPU, the step by one compiled kernel (kernels/optim.py); the tensor path is the reference
+        self._slots: dict[int, np.ndarray] = {}  # the kernel's scratch, per table
+
+    def _compiled(self, p: torch.Tensor, vals: torch.Tensor, state: dict[str, Any]) -> bool:
+        return (self.compiled and p.device.type == "cpu" and p.dtype == vals.dtype == torch.float32
+                and p.is_contiguous() and all(state[k].is_contiguous() for k in ("exp_avg", "exp_avg_sq")))
 
     def update(self, p: torch.Tensor, idx: torch.Tensor, vals: torch.Tensor, group: dict[str, Any]) -> None:
         b1, b2 = group["betas"]
@@ -77,6 +85,16 @@ class RowAdam(_RowOptimizer):
         state["step"] += 1
         if idx.numel() == 0:
             return
+        step_size = group["lr"] * math.sqrt(1 - b2 ** state["step"]) / (1 - b1 ** state["step"])
+        if self._compiled(p, vals, state):
+            kernels.threads()
+            slot = self._slots.get(id(p))
+            if slot is None or len(slot) != p.shape[0]:
+                slot = self._slots[id(p)] = np.full(p.shape[0], -1, dtype=np.int64)
+            kernels.get("row_adam")(p.detach().view(p.shape[0], -1).numpy(), state["exp_avg"].view(p.shape[0], -1).numpy(),
+                                    state["exp_avg_sq"].view(p.shape[0], -1).numpy(), idx.contiguous().numpy(),
+                                    vals.contiguous().view(len(idx), -1).numpy(), slot, step_size, b1, b2, group["eps"])
+            return
         rows, inv = torch.unique(idx, return_inverse=True)
         g = torch.zeros((len(rows),) + tuple(p.shape[1:]), dtype=vals.dtype, device=vals.device)
         g.index_add_(0, inv, vals)
@@ -84,7 +102,6 @@ class RowAdam(_RowOptimizer):
         v = state["exp_avg_sq"].index_select(0, rows).mul_(b2).addcmul_(g, g, value=1 - b2)
         state["exp_avg"].index_copy_(0, rows, m)
         state["exp_avg_sq"].index_copy_(0, rows, v)
-        step_size = group["lr"] * math.sqrt(1 - b2 ** state["step"]) / (1 - b1 ** state["step"])
         # index_add_ with alpha= is ~3x slower than scaling first (torch 2.x on CPU)
         p.index_add_(0, rows, m.div_(v.sqrt_().add_(group["eps"])).mul_(-step_size))
 

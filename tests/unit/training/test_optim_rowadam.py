@@ -9,12 +9,15 @@ from torch import nn
 from crossrec.training.optim import RowAdam
 
 
-def test_row_adam_follows_sparse_adam_step_by_step():
+@pytest.mark.parametrize("compiled", [True, False])
+def test_row_adam_follows_sparse_adam_step_by_step(compiled):
+    """Both paths: the compiled kernel (kernels/optim.py, CPU's default) and the tensor ops."""
     torch.manual_seed(0)
     a = nn.Embedding(50, 6, sparse=True, padding_idx=49)
     b = nn.Embedding(50, 6, sparse=True, padding_idx=49)
     b.load_state_dict(a.state_dict())
     oa, ob = torch.optim.SparseAdam(a.parameters(), lr=0.01), RowAdam(b.parameters(), lr=0.01)
+    ob.compiled = compiled
     for step in range(30):
         idx = torch.randint(0, 50, (40,))  # repeated rows and the padding row included
         target = torch.randn(40, 6)

@@ -15,10 +15,12 @@ Example:
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 from torch import Tensor, nn
+
+from crossrec import kernels
 
 if TYPE_CHECKING:
     from crossrec.models.crossrec.config import HistoryConfig
@@ -48,6 +50,7 @@ class HistoryEncoder(nn.Module):
         self.value = nn.Linear(d, d, bias=False)
         nn.init.eye_(self.value.weight)
         self.blocks: nn.TransformerEncoder | None = None
+        self.compiled = True  # on CPU, attention pooling by the compiled kernels (the tensor path is the reference, and CUDA's)
         if c.encoder == "transformer":
             if d % c.n_heads:
                 raise ValueError(f"crossrec.dim={d} must be divisible by history.n_heads={c.n_heads}")
@@ -60,6 +63,12 @@ class HistoryEncoder(nn.Module):
             )
             self.blocks = nn.TransformerEncoder(layer, c.n_layers, enable_nested_tensor=False)
 
+    def _compiled_path(self, hist: Tensor, extra: Tensor | None) -> bool:
+        """Attention pooling by the compiled kernels (kernels/attention.py): on CPU, over the separate
+        history table alone, when nothing hooks its lookups (adversarial training perturbs them)."""
+        return (self.compiled and self.kind == "attention" and self.hist_emb is not None and extra is None
+                and hist.device.type == "cpu" and not self.hist_emb._forward_hooks)
+
     def forward(
         self, hist: Tensor, hist_category: Tensor, category: Tensor, items: Callable[[Tensor], Tensor],
         content: Callable[[Tensor], Tensor | None] | None = None,
@@ -69,11 +78,16 @@ class HistoryEncoder(nn.Module):
         the tower's text/image part of an item, added to the separate table's rows (so history
         items speak through what they are about, not only their IDs)."""
         valid = hist != self.pad  # [B, L]
+        extra = content(hist) if content is not None and self.hist_emb is not None else None
+        if self._compiled_path(hist, extra):
+            assert self.hist_emb is not None
+            q = self.key(self.query[category])  # [B, d]
+            bias = self.cat_affinity[category.unsqueeze(1), hist_category] + self.recency[category][:, -hist.shape[1]:]
+            return self.value(_AttentionPool.apply(self.hist_emb.weight, hist, q, bias, self.pad, 1.0 / math.sqrt(self.dim)))
         if self.hist_emb is None:
             x = items(hist)  # [B, L, d]
         else:
             x = self.hist_emb(hist)
-            extra = content(hist) if content is not None else None
             if extra is not None:
                 x = x + extra
         if self.kind == "mean":
@@ -95,3 +109,31 @@ class HistoryEncoder(nn.Module):
         logits = torch.cat([logits, torch.zeros_like(logits[:, :1])], dim=1)
         att = torch.softmax(logits, dim=1)[:, :-1]  # [B, L]
         return self.value((att.unsqueeze(-1) * x).sum(1))
+
+
+class _AttentionPool(torch.autograd.Function):
+    """sum_l softmax(E[h_l] . q * scale + bias_l, 0)_l E[h_l] by the compiled kernels; the table's
+    gradient is row-sparse, as `nn.Embedding(sparse=True)` gives it (pad entries carry none)."""
+
+    @staticmethod
+    def forward(ctx: Any, weight: Tensor, hist: Tensor, q: Tensor, bias: Tensor, pad: int, scale: float) -> Tensor:  # type: ignore[override]
+        kernels.threads()
+        w, h = weight.detach().numpy(), hist.contiguous().numpy()
+        qn, bn = q.detach().contiguous().float().numpy(), bias.detach().contiguous().float().numpy()
+        out, att = kernels.get("attention_forward")(w, h, qn, bn, pad, scale)
+        ctx.arrays, ctx.pad, ctx.scale, ctx.shape = (w, h, qn, att, out), pad, scale, weight.shape
+        return torch.from_numpy(out)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        w, h, qn, att, out = ctx.arrays
+        counts = (torch.from_numpy(h) != ctx.pad).sum(1)
+        offsets = torch.zeros(len(counts) + 1, dtype=torch.int64)
+        offsets[1:] = counts.cumsum(0)
+        rows, d_e, d_q, d_bias = kernels.get("attention_backward")(
+            grad.contiguous().float().numpy(), w, h, qn, att, out, offsets.numpy(), ctx.pad, ctx.scale)
+        d_w = None
+        if ctx.needs_input_grad[0]:
+            d_w = torch.sparse_coo_tensor(torch.from_numpy(rows).unsqueeze(0), torch.from_numpy(d_e), ctx.shape,
+                                          check_invariants=False)
+        return d_w, None, torch.from_numpy(d_q), torch.from_numpy(d_bias), None, None

@@ -35,12 +35,10 @@ Example:
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from crossrec.data.batch import Batch, Sizes
@@ -52,16 +50,18 @@ from crossrec.models.crossrec.encoder import HistoryEncoder
 from crossrec.models.crossrec.inference import FlagshipInference
 from crossrec.models.crossrec.neighbourhood import NeighbourhoodTerm
 from crossrec.models.crossrec.objective import AuxiliaryLosses, CategoryWeighting
+from crossrec.models.crossrec.softmax import SoftmaxLosses
 from crossrec.models.crossrec.towers import ItemTower
 from crossrec.models.history import causal_history, history_index, history_matrix
 from crossrec.models.losses import l2_penalty, mse_loss, pair_loss, warm_start_bias
+from crossrec.models.scoring import dot_scores
 
 if TYPE_CHECKING:
     from crossrec.data.bundle import Bundle
 
 
 @register("crossrec", CrossRecConfig, paper="crossrec flagship (docs/DESIGN.md); DIN/SASRec history attention, DTCDR shared+specific users")
-class CrossRec(FlagshipInference, AuxiliaryLosses, nn.Module):
+class CrossRec(FlagshipInference, AuxiliaryLosses, SoftmaxLosses, nn.Module):
     """Shared + category-specific + cross-category-history user tower; ID (+ content) item tower.
 
     Call `setup(bundle, categories)` before `loss`/`score` (the trainer does): it stores every
@@ -93,6 +93,7 @@ class CrossRec(FlagshipInference, AuxiliaryLosses, nn.Module):
         self.neighbours = NeighbourhoodTerm(sizes, nb.k, nb.shrink, c.history.length) if nb.k else None
         self.content_term = ContentTerm(n_cat, sizes.n_items) if "text" in c.item_tower and c.text.content_term else None
         self.index = CategoryIndex(sizes)
+        self.compiled = True  # on CPU, the in-batch softmax by compiled kernels (models/crossrec/softmax.py)
         # ---- data-derived buffers (setup)
         self.register_buffer("history_", torch.full((sizes.n_users, c.history.length), pad, dtype=torch.int64))
         # history='causal': every training sequence, flat (training-only state, rebuilt by setup, not saved)
@@ -209,20 +210,29 @@ class CrossRec(FlagshipInference, AuxiliaryLosses, nn.Module):
         idx = self.index[category]
         return self.items(idx, self._seen(idx))  # [n_items(c), d]
 
-    def extra_scores(self, users: Tensor, category: int) -> Tensor:
+    def extra_scores(self, users: Tensor, category: int, into: Tensor | None = None) -> Tensor:
         """[B, n_items(c)] what `score` adds to the towers' dot product: item bias, neighbourhood
-        term, and the global bias of rating prediction."""
+        term, and the global bias of rating prediction. `into` [B, n_items(c)] (autograd off):
+        added into that block in place, which is returned."""
         idx = self.index[category]
-        s = self.items.bias_of(idx, self._seen(idx)).unsqueeze(0).expand(len(users), -1)
+        bias = self.items.bias_of(idx, self._seen(idx))
+        s = bias.unsqueeze(0).expand(len(users), -1) if into is None else into.add_(bias)
         if self._reads_side:
             cat = torch.full_like(users, category)
-            s = s + self._side(self.history_[users], cat, users, idx, leave_out=False)
+            if into is None:
+                s = s + self._side(self.history_[users], cat, users, idx, leave_out=False)
+            else:
+                self._side(self.history_[users], cat, users, idx, leave_out=False, into=s)
         if self.config.loss == "mse":
-            s = s + self.global_bias
+            s = s + self.global_bias if into is None else s.add_(self.global_bias)
         return s
 
     def score(self, users: Tensor, category: int) -> Tensor:
-        return self.user_vectors(users, category) @ self.item_vectors(category).T + self.extra_scores(users, category)
+        u, v = self.user_vectors(users, category), self.item_vectors(category)
+        if torch.is_grad_enabled():
+            return u @ v.T + self.extra_scores(users, category)
+        # Inference: one [B, n] block (reused memory inside the evaluator), the other terms added into it
+        return self.extra_scores(users, category, into=dot_scores(u, v))
 
     predicts_ratings = property(lambda self: self.config.loss == "mse")
 
@@ -242,20 +252,25 @@ class CrossRec(FlagshipInference, AuxiliaryLosses, nn.Module):
         return self.neighbours is not None or self.content_term is not None
 
     def _side(self, hist: Tensor, category: Tensor, users: Tensor, items: Tensor, keep: Tensor | None = None,
-              leave_out: bool | None = None) -> Tensor:
+              leave_out: bool | None = None, into: Tensor | None = None) -> Tensor:
         """The terms scored from the user's history: the neighbourhood term (co-occurrence; the
         row's own pair left out in training unless ablated; zero where `keep` drops the item's
-        ID signals) plus the content term (text). items [M] -> [B, M]; items [B, n] -> [B, n]."""
-        out: Tensor | None = None
+        ID signals) plus the content term (text). items [M] -> [B, M]; items [B, n] -> [B, n].
+        `into` (autograd off, no `keep`): added into that block in place, which is returned."""
+        out: Tensor | None = into
         if self.neighbours is not None:
             lo = self.config.neighbourhood.leave_out if leave_out is None else leave_out
-            n = self.neighbours.at(hist, category, users, items, leave_out=lo)
-            out = n if keep is None else n * keep
+            if into is not None and keep is None:
+                self.neighbours.at(hist, category, users, items, leave_out=lo, out=into)
+            else:
+                n = self.neighbours.at(hist, category, users, items, leave_out=lo)
+                n = n if keep is None else n * keep
+                out = n if out is None else out.add_(n)
         if self.content_term is not None:
             prof = self.content_term.profile(hist, category, self.item_category_[hist], self.items.text_)
             t = self.items.text_[items]
             c = prof @ t.T if items.dim() == 1 else (prof.unsqueeze(1) * t).sum(-1)
-            out = c if out is None else out + c
+            out = c if out is None else (out.add_(c) if out is into else out + c)
         assert out is not None
         return out
 
@@ -265,64 +280,6 @@ class CrossRec(FlagshipInference, AuxiliaryLosses, nn.Module):
         score together, as a cold item has none of them (DropoutNet's idea)."""
         keep = self.items._id_keep(items)
         return self.items(items, keep, fresh), self.items.bias_of(items, keep), keep
-
-    def _mixed_softmax(self, u: Tensor, p: Tensor, pb: Tensor, batch: Batch, hist: Tensor | None = None,
-                       pk: Tensor | None = None) -> Tensor:
-        """[B] softmax loss of each positive against the batch's other positives of the same category
-        and the row's uniformly sampled negatives (mixed negative sampling, Yang et al., WWW 2020).
-
-        Every logit is corrected by -log(expected draws of that item) (the logQ correction of
-        sampled softmax, Yi et al., RecSys 2019): in-batch items are drawn by popularity within the
-        category (B_c * n_j / N_c), sampled ones uniformly (n_neg / n_items(c)).
-
-        The in-batch logits are computed per category, one [B_c, B_c] block each: a row never
-        competes with another category's positives, so the rest of the [B, B] matrix would only be
-        masked (with C categories this does about 1/C of the work).
-        """
-        items, cat = batch.pos_items, batch.category
-        rows_per_cat = torch.bincount(cat, minlength=self.sizes.n_categories).clamp_min(1).float()
-        row_log = rows_per_cat.log()[cat] - self.log_cat_rows_[cat]  # [B]: log(B_c / N_c)
-        col_bias = pb - self.log_count_[items]  # [B]
-        neg = None
-        if self.config.objective.mixed_negatives:
-            neg_items = batch.neg_items
-            nv, nb, nk = self._items(neg_items)
-            neg = (u.unsqueeze(1) * nv).sum(-1) + nb  # [B, n_neg]
-            if hist is not None:
-                neg = neg + self._side(hist, cat, batch.users, neg_items, nk)
-            neg = neg - (math.log(neg_items.shape[1]) - self.log_cat_items_[cat]).unsqueeze(1)
-            neg = neg.masked_fill(neg_items == items.unsqueeze(1), float("-inf"))
-        rows_all, losses = [], []
-        for c in torch.unique(cat).tolist():
-            rows = torch.nonzero(cat == c).squeeze(1)
-            it = items.index_select(0, rows)
-            logits = u.index_select(0, rows) @ p.index_select(0, rows).T  # [B_c, B_c]
-            logits = logits + col_bias.index_select(0, rows).unsqueeze(0) - row_log.index_select(0, rows).unsqueeze(1)
-            if hist is not None:
-                keep = None if pk is None else pk.index_select(0, rows)
-                logits = logits + self._side(hist.index_select(0, rows), cat.index_select(0, rows),
-                                             batch.users.index_select(0, rows), it, keep)  # column j: item j
-            dup = it.unsqueeze(1) == it.unsqueeze(0)  # the row's own positive, wherever it repeats
-            eye = torch.eye(len(rows), dtype=torch.bool, device=items.device)
-            logits = logits.masked_fill(dup & ~eye, float("-inf"))
-            full = logits if neg is None else torch.cat([logits, neg.index_select(0, rows)], dim=1)
-            losses.append(torch.logsumexp(full, dim=1) - torch.diagonal(logits))
-            rows_all.append(rows)
-        return torch.zeros(len(items), device=u.device).index_put((torch.cat(rows_all),), torch.cat(losses))
-
-    def _full_softmax(self, u: Tensor, batch: Batch, hist: Tensor | None = None) -> Tensor:
-        """[B] exact softmax loss of each positive against every item of its category."""
-        items, cat = batch.pos_items, batch.category
-        out = torch.zeros(len(items), device=u.device)
-        for k in torch.unique(cat).tolist():
-            rows = torch.nonzero(cat == k).squeeze(1)
-            idx = self.index[int(k)]
-            iv, ib, ik = self._items(idx)
-            logits = u[rows] @ iv.T + ib  # [B_k, n_items(k)]
-            if hist is not None:
-                logits = logits + self._side(hist[rows], cat[rows], batch.users[rows], idx, ik)
-            out = out.index_put((rows,), F.cross_entropy(logits, self.index.local[items[rows]], reduction="none"))
-        return out
 
     def _training_history(self, users: Tensor, pos_items: Tensor, cat: Tensor) -> tuple[Tensor, Tensor | None]:
         """[B, L] the history a training row reads (never its target; dropout and category dropout in

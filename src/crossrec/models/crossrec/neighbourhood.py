@@ -43,6 +43,7 @@ class NeighbourhoodTerm(nn.Module):
         self.register_buffer("nbr_co_", torch.zeros(n_i + 1, k))  # co-occurrence counts
         self.register_buffer("item_users_", torch.zeros(n_i + 1))  # training users per item
         self.train_pairs: KeySet | None = None  # training (user * n_items + item) keys, from setup
+        self.user_starts = np.zeros(0, dtype=np.int64)  # [n_users + 1] each user's first key in train_pairs
         item_cat = torch.tensor(list(sizes.item_category) + [n_cat], dtype=torch.int64)
         self.register_buffer("item_category_", item_cat, persistent=False)  # [n_items + 1], pad -> n_cat
         self.weight = nn.Parameter(torch.ones(n_cat, n_cat + 1))  # [target c, history item's category]
@@ -69,10 +70,22 @@ class NeighbourhoodTerm(nn.Module):
         self.nbr_co_ = torch.from_numpy(nbr_co).to(dev)
         self.item_users_ = torch.from_numpy(np.append(n, 0.0).astype(np.float32)).to(dev)
         self.train_pairs = KeySet(torch.from_numpy(users * n_i + items).to(dev))
+        # Where each user's keys start in the sorted keys (the kernels search one user's range)
+        self.user_starts = np.searchsorted(self.train_pairs.keys.cpu().numpy(), np.arange(self.n_users + 1) * n_i)
 
-    def scores(self, hist: Tensor, category: Tensor, users: Tensor, candidates: Tensor, leave_out: bool) -> Tensor:
+    def neighbours32(self) -> np.ndarray:
+        """`nbr_` as int32 (the kernels' copy: half the memory traffic of the row walks), made once
+        per table (setup and loading replace the buffer)."""
+        if getattr(self, "_nbr32", (None, None))[0] is not self.nbr_:
+            self._nbr32 = (self.nbr_, self.nbr_.numpy().astype(np.int32))
+        return self._nbr32[1]
+
+    def scores(self, hist: Tensor, category: Tensor, users: Tensor, candidates: Tensor, leave_out: bool,
+               out: Tensor | None = None) -> Tensor:
         """[B, M] neighbourhood scores of candidate items [M] (distinct) for history rows [B, L];
         a candidate of another category than the row's scores 0 (no model reads such a cell).
+        `out` [B, M] (autograd off): the scores are added into it, and it is returned (a full-ranking
+        block needs no second block of its size).
 
         leave_out (training): when (u, j) is a training pair, cos(h, j) is recomputed without it,
         (co(h, j) - 1) / (sqrt(n_h (n_j - 1)) + shrink), as if j were the unseen held-out item.
@@ -82,12 +95,16 @@ class NeighbourhoodTerm(nn.Module):
         # cross-category cell is never read: in-batch softmax masks it), so entries for another
         # category's candidates are dropped before any per-entry work.
         n_cat = self.n_categories
-        col_of = torch.full((n_cat, n_i + 1), -1, dtype=torch.int64, device=dev)
-        col_of[self.item_category_[candidates], candidates] = torch.arange(len(candidates), device=dev)
+        col_of = torch.full((n_cat, n_i + 1), -1, dtype=torch.int32, device=dev)
+        col_of[self.item_category_[candidates], candidates] = torch.arange(len(candidates), device=dev, dtype=torch.int32)
         table = self.weight.unsqueeze(2) * torch.exp(self.recency).unsqueeze(1)  # [n_cat, n_cat + 1, hl]
-        if dev.type == "cpu" and self.compiled:  # the same sum, walked row by row (crossrec/kernels.py)
+        if dev.type == "cpu" and self.compiled:  # the same sum, walked row by row (crossrec/kernels/)
             keys = self.train_pairs.keys if leave_out and self.train_pairs is not None else hist.new_zeros(0)
-            return _Compiled.apply(table.reshape(-1), hist, category, users, col_of, self, keys, len(candidates))
+            if out is not None and not torch.is_grad_enabled() and out.dtype == torch.float32 and out.is_contiguous():
+                _walk(self, table, hist, category, users, col_of, keys, out.numpy())
+                return out
+            n = _Compiled.apply(table.reshape(-1), hist, category, users, col_of, self, keys, len(candidates))
+            return n if out is None else out.add_(n)
         # Entries in (row, slot, neighbour) order, built with flat index_selects (advanced indexing
         # is several times slower on CPU): real history items first, then their neighbours that
         # are candidates of the row's category.
@@ -98,7 +115,7 @@ class NeighbourhoodTerm(nn.Module):
         hv = hist.reshape(-1).index_select(0, at)
         nb = self.nbr_.index_select(0, hv)  # [E, k]
         base = (category.index_select(0, hr) * (n_i + 1)).unsqueeze(1)
-        col = col_of.view(-1).index_select(0, (base + nb).view(-1))  # [E * k]
+        col = col_of.view(-1).index_select(0, (base + nb).view(-1)).long()  # [E * k]
         q = torch.nonzero(col >= 0).squeeze(1)
         e, k = q // kk, q % kk
         r, l, h = hr.index_select(0, e), hl.index_select(0, e), hv.index_select(0, e)
@@ -118,15 +135,31 @@ class NeighbourhoodTerm(nn.Module):
         cat_h = self.item_category_.index_select(0, h)
         w = F.embedding((c * (n_cat + 1) + cat_h) * hlen + slot, table.reshape(-1, 1)).squeeze(1)
         m = len(candidates)
-        out = torch.zeros(b * m, device=dev).index_add(0, r * m + col, w * sim)
-        return out.view(b, m)
+        n = torch.zeros(b * m, device=dev).index_add(0, r * m + col, w * sim).view(b, m)
+        return n if out is None else out.add_(n)
 
-    def at(self, hist: Tensor, category: Tensor, users: Tensor, items: Tensor, leave_out: bool) -> Tensor:
+    def at(self, hist: Tensor, category: Tensor, users: Tensor, items: Tensor, leave_out: bool,
+           out: Tensor | None = None) -> Tensor:
         """Scores of given items: items [M] -> [B, M] (every row the same columns), items [B, n] ->
-        [B, n] (each row its own)."""
+        [B, n] (each row its own); with `out`, added into it (see `scores`)."""
+        if items.dim() == 1 and bool((items[1:] > items[:-1]).all()):  # already distinct (a category's catalogue)
+            return self.scores(hist, category, users, items, leave_out, out)
         uniq, inv = torch.unique(items, return_inverse=True)
         n = self.scores(hist, category, users, uniq, leave_out)
-        return n.index_select(1, inv) if items.dim() == 1 else n.gather(1, inv)
+        n = n.index_select(1, inv) if items.dim() == 1 else n.gather(1, inv)
+        return n if out is None else out.add_(n)
+
+
+def _walk(term: NeighbourhoodTerm, table: Tensor, hist: Tensor, category: Tensor, users: Tensor, col_of: Tensor,
+          keys: Tensor, out: np.ndarray, starts: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
+    """Run the forward kernel, adding the scores into `out` [B, M]; with `starts`, record the hits
+    (returned: column, weight index, cosine, count per row) for the backward."""
+    kernels.threads()
+    return kernels.get("neighbourhood_forward")(
+        table.detach().reshape(-1).numpy(), hist.numpy(), category.numpy(), users.numpy(), col_of.numpy(),
+        term.neighbours32(), term.nbr_co_.numpy(), term.item_users_.numpy(), term.item_category_.numpy(), keys.numpy(),
+        term.user_starts, float(term.shrink), term.history_len, term.n_categories, term.n_items,
+        np.zeros(0, dtype=np.int64) if starts is None else starts, out)
 
 
 class _Compiled(torch.autograd.Function):
@@ -136,21 +169,22 @@ class _Compiled(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, table: Tensor, hist: Tensor, category: Tensor, users: Tensor, col_of: Tensor,
                 term: NeighbourhoodTerm, keys: Tensor, m: int) -> Tensor:
-        kernels.threads()
-        args = (hist.numpy(), category.numpy(), users.numpy(), col_of.numpy(), term.nbr_.numpy(),
-                term.nbr_co_.numpy(), term.item_users_.numpy(), term.item_category_.numpy(), keys.numpy(),
-                len(keys) > 0)
-        consts = (float(term.shrink), term.history_len, term.n_categories, term.n_items)
-        ctx.args, ctx.consts, ctx.n_table = args, consts, table.numel()
-        out = kernels.get("neighbourhood_forward")(table.detach().numpy(), *args, m, *consts)
+        starts = None
+        if ctx.needs_input_grad[0]:  # room for every real history item's k neighbours, per row
+            starts = np.zeros(len(hist) + 1, dtype=np.int64)
+            starts[1:] = ((hist != term.n_items).sum(1) * term.nbr_.shape[1]).cumsum(0).numpy()
+        out = np.zeros((len(hist), m), dtype=np.float32)
+        ctx.hits = _walk(term, table, hist, category, users, col_of, keys, out, starts)
+        ctx.starts, ctx.n_table = starts, table.numel()
         return torch.from_numpy(out)
 
     @staticmethod
     def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
         grad = None
         if ctx.needs_input_grad[0]:
-            n_b = ctx.args[0].shape[0]
-            g = grad_out.contiguous().float().numpy()
+            col, w_at, sim, n_hits = ctx.hits
+            n_b = len(n_hits)
             grad = torch.from_numpy(kernels.get("neighbourhood_backward")(
-                g, ctx.n_table, *ctx.args, *ctx.consts, min(kernels.threads() * 4, max(n_b, 1))))
+                grad_out.contiguous().float().numpy(), ctx.n_table, ctx.starts, n_hits, col, w_at, sim,
+                min(kernels.threads() * 4, max(n_b, 1))))
         return (grad,) + (None,) * 7

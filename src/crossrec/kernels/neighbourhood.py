@@ -1,0 +1,95 @@
+"""`neighbourhood_forward` / `neighbourhood_backward`: the flagship's neighbourhood term
+(models/crossrec/neighbourhood.py) without materialising its B x L x k entries: each row walks its
+history items' neighbours, keeps those that are candidates of its category and adds
+w[c, cat(h), slot] * cos(h, j) to its own output row. With gradients on, the forward also records
+its hits (the neighbours that were candidates: about 5% of the entries on amazon-arts-office), so
+the backward sums grad * cos per weight over the hits alone (one small partial table per thread)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+
+def build(nb: Any) -> dict[str, Any]:  # pragma: no cover - the bodies run compiled (tests call them)
+    jit = nb.njit(parallel=True, fastmath=True, nogil=True, cache=True)
+
+    @nb.njit(fastmath=True, nogil=True, cache=True, inline="always")
+    def _similarity(h, kk, j, mine, nbr_co, item_users, n_i, shrink):
+        """Shrunk cosine of (h, j); `mine` = the row user's training keys (user * n_i + item, sorted):
+        when (user, j) is one of them, the pair leaves the count (leave-out)."""
+        co = nbr_co[h, kk]
+        n_j = item_users[j]
+        if len(mine) > 0:
+            key = mine[0] - mine[0] % n_i + j
+            at = np.searchsorted(mine, key)
+            if at < len(mine) and mine[at] == key:
+                co -= 1.0
+                n_j -= 1.0
+        return co / (math.sqrt(item_users[h] * n_j) + shrink + 1e-8)
+
+    @jit
+    def neighbourhood_forward(table, hist, category, users, col_of, nbr, nbr_co, item_users, item_cat, keys,
+                              user_starts, shrink, hlen, n_cat, n_i, starts, out):
+        """Adds the scores into out [B, m]; with `starts` (each row's first slot in the hit lists,
+        [B + 1]: k per real history item) returns the hits (column, weight index, cosine) and their
+        count per row, which are all the backward needs."""
+        n_b, length = hist.shape
+        kk_n = nbr.shape[1]
+        record = len(starts) > 0
+        cap = starts[n_b] if record else 0
+        hit_col = np.empty(cap, dtype=np.int32)
+        hit_w = np.empty(cap, dtype=np.int32)
+        hit_sim = np.empty(cap, dtype=np.float32)
+        n_hits = np.zeros(n_b, dtype=np.int64)
+        # One bit per (category, item) that is a candidate: 4 KB per category, in L1, where col_of
+        # (4 bytes per item) is not; col_of is read for the hits alone.
+        words = (col_of.shape[1] + 63) // 64
+        bits = np.zeros((col_of.shape[0], words), dtype=np.uint64)
+        for cc in range(col_of.shape[0]):
+            for j in range(col_of.shape[1]):
+                if col_of[cc, j] >= 0:
+                    bits[cc, j >> 6] |= np.uint64(1) << np.uint64(j & 63)
+        for r in nb.prange(n_b):
+            c = category[r]
+            at = starts[r] if record else 0
+            mine = keys[:0]
+            if len(keys) > 0:  # leave-out: the user's own keys, a short range searched per hit
+                mine = keys[user_starts[users[r]]:user_starts[users[r] + 1]]
+            for sl in range(length):
+                h = hist[r, sl]
+                if h == n_i:
+                    continue
+                w_at = ((c * (n_cat + 1) + item_cat[h]) * hlen + sl + hlen - length)
+                w = table[w_at]
+                for kk in range(kk_n):
+                    j = nbr[h, kk]
+                    if not (bits[c, j >> 6] >> np.uint64(j & 63)) & np.uint64(1):
+                        continue
+                    col = col_of[c, j]
+                    sim = _similarity(h, kk, j, mine, nbr_co, item_users, n_i, shrink)
+                    out[r, col] += w * sim
+                    if record:
+                        hit_col[at] = col
+                        hit_w[at] = w_at
+                        hit_sim[at] = sim
+                        at += 1
+            if record:
+                n_hits[r] = at - starts[r]
+        return hit_col, hit_w, hit_sim, n_hits
+
+    @jit
+    def neighbourhood_backward(grad_out, n_table, starts, n_hits, hit_col, hit_w, hit_sim, n_chunks):
+        """d table [n_table]: sum over the forward's hits of grad_out[row, column] * cosine, per weight."""
+        n_b = grad_out.shape[0]
+        part = np.zeros((n_chunks, n_table), dtype=np.float64)
+        step = (n_b + n_chunks - 1) // n_chunks
+        for ch in nb.prange(n_chunks):
+            for r in range(ch * step, min((ch + 1) * step, n_b)):
+                for i in range(starts[r], starts[r] + n_hits[r]):
+                    part[ch, hit_w[i]] += grad_out[r, hit_col[i]] * hit_sim[i]
+        return part.sum(0).astype(np.float32)
+
+    return {"neighbourhood_forward": neighbourhood_forward, "neighbourhood_backward": neighbourhood_backward}

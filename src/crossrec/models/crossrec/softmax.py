@@ -1,0 +1,139 @@
+"""The flagship's softmax losses (`SoftmaxLosses`, a mixin of `CrossRec`): the in-batch softmax
+over one category's rows, each row's positive against the other rows' positives (the row's own
+item masked where it repeats), with the logQ correction folded into a column bias and a row term
+(`in_batch_loss`), optionally mixed with sampled negatives; and the full softmax over a category.
+
+On CPU the block's elementwise passes run as one compiled kernel each way (kernels/softmax.py)
+around the matmuls; elsewhere (CUDA, or `compiled = False`: the reference in tests) as tensor ops.
+
+Example:
+    >>> loss = in_batch_loss(u, p, col_bias, row_log, side, items)   # [n] per-row losses  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from crossrec import kernels
+from crossrec.data.batch import Batch
+
+
+def in_batch_loss(u: Tensor, p: Tensor, col_bias: Tensor, row_log: Tensor, side: Tensor | None, items: Tensor,
+                  compiled: bool = True) -> Tensor:
+    """[n] softmax loss of row r's positive p_r among the block's positives: u [n, d], p [n, d],
+    col_bias [n] (added to column j), row_log [n] (subtracted from row r), side [n, n] or None (added),
+    items [n] (a repeat of row r's item in another column is masked)."""
+    if compiled and u.device.type == "cpu" and u.dtype == torch.float32:
+        return _InBatch.apply(u, p, col_bias, row_log, side, items)
+    logits = u @ p.T + col_bias.unsqueeze(0) - row_log.unsqueeze(1)
+    if side is not None:
+        logits = logits + side
+    dup = items.unsqueeze(1) == items.unsqueeze(0)
+    eye = torch.eye(len(items), dtype=torch.bool, device=items.device)
+    logits = logits.masked_fill(dup & ~eye, float("-inf"))
+    return torch.logsumexp(logits, dim=1) - torch.diagonal(logits)
+
+
+class SoftmaxLosses:
+    """The flagship's softmax losses (a mixin of `CrossRec`, which owns the towers they read)."""
+
+    def _mixed_softmax(self, u: Tensor, p: Tensor, pb: Tensor, batch: Batch, hist: Tensor | None = None,
+                       pk: Tensor | None = None) -> Tensor:
+        """[B] softmax loss of each positive against the batch's other positives of the same category
+        and the row's uniformly sampled negatives (mixed negative sampling, Yang et al., WWW 2020).
+
+        Every logit is corrected by -log(expected draws of that item) (the logQ correction of
+        sampled softmax, Yi et al., RecSys 2019): in-batch items are drawn by popularity within the
+        category (B_c * n_j / N_c), sampled ones uniformly (n_neg / n_items(c)).
+
+        The in-batch logits are computed per category, one [B_c, B_c] block each: a row never
+        competes with another category's positives, so the rest of the [B, B] matrix would only be
+        masked (with C categories this does about 1/C of the work).
+        """
+        items, cat = batch.pos_items, batch.category
+        rows_per_cat = torch.bincount(cat, minlength=self.sizes.n_categories).clamp_min(1).float()
+        row_log = rows_per_cat.log()[cat] - self.log_cat_rows_[cat]  # [B]: log(B_c / N_c)
+        col_bias = pb - self.log_count_[items]  # [B]
+        neg = None
+        if self.config.objective.mixed_negatives:
+            neg_items = batch.neg_items
+            nv, nb, nk = self._items(neg_items)
+            neg = (u.unsqueeze(1) * nv).sum(-1) + nb  # [B, n_neg]
+            if hist is not None:
+                neg = neg + self._side(hist, cat, batch.users, neg_items, nk)
+            neg = neg - (math.log(neg_items.shape[1]) - self.log_cat_items_[cat]).unsqueeze(1)
+            neg = neg.masked_fill(neg_items == items.unsqueeze(1), float("-inf"))
+        rows_all, losses = [], []
+        for c in torch.unique(cat).tolist():
+            rows = torch.nonzero(cat == c).squeeze(1)
+            it = items.index_select(0, rows)
+            side = None
+            if hist is not None:
+                keep = None if pk is None else pk.index_select(0, rows)
+                side = self._side(hist.index_select(0, rows), cat.index_select(0, rows),
+                                  batch.users.index_select(0, rows), it, keep)  # [B_c, B_c], column j: item j
+            u_c, p_c = u.index_select(0, rows), p.index_select(0, rows)
+            cb, rl = col_bias.index_select(0, rows), row_log.index_select(0, rows)
+            if neg is None:
+                losses.append(in_batch_loss(u_c, p_c, cb, rl, side, it, self.compiled))
+            else:
+                logits = u_c @ p_c.T + cb.unsqueeze(0) - rl.unsqueeze(1)  # [B_c, B_c]
+                logits = logits if side is None else logits + side
+                dup = it.unsqueeze(1) == it.unsqueeze(0)  # the row's own positive, wherever it repeats
+                eye = torch.eye(len(rows), dtype=torch.bool, device=items.device)
+                logits = logits.masked_fill(dup & ~eye, float("-inf"))
+                full = torch.cat([logits, neg.index_select(0, rows)], dim=1)
+                losses.append(torch.logsumexp(full, dim=1) - torch.diagonal(logits))
+            rows_all.append(rows)
+        return torch.zeros(len(items), device=u.device).index_put((torch.cat(rows_all),), torch.cat(losses))
+
+    def _full_softmax(self, u: Tensor, batch: Batch, hist: Tensor | None = None) -> Tensor:
+        """[B] exact softmax loss of each positive against every item of its category."""
+        items, cat = batch.pos_items, batch.category
+        out = torch.zeros(len(items), device=u.device)
+        for k in torch.unique(cat).tolist():
+            rows = torch.nonzero(cat == k).squeeze(1)
+            idx = self.index[int(k)]
+            iv, ib, ik = self._items(idx)
+            logits = u[rows] @ iv.T + ib  # [B_k, n_items(k)]
+            if hist is not None:
+                logits = logits + self._side(hist[rows], cat[rows], batch.users[rows], idx, ik)
+            out = out.index_put((rows,), F.cross_entropy(logits, self.index.local[items[rows]], reduction="none"))
+        return out
+
+
+class _InBatch(torch.autograd.Function):
+    """Forward: logits by the kernel, then logsumexp; backward: dL/dz = g (softmax - onehot), in
+    place on the saved logits, then the matmuls and sums of the inputs' gradients."""
+
+    @staticmethod
+    def forward(ctx: Any, u: Tensor, p: Tensor, col_bias: Tensor, row_log: Tensor, side: Tensor | None,  # type: ignore[override]
+                items: Tensor) -> Tensor:
+        kernels.threads()
+        z = (u.detach() @ p.detach().T).contiguous()
+        s = side.detach().contiguous().float() if side is not None else z.new_zeros(0, 0)
+        kernels.get("in_batch_logits")(z.numpy(), col_bias.detach().contiguous().float().numpy(),
+                                       row_log.detach().contiguous().float().numpy(), s.numpy(), items.contiguous().numpy())
+        lse = torch.logsumexp(z, dim=1)
+        ctx.save_for_backward(u, p)
+        ctx.z, ctx.lse, ctx.has_side = z, lse, side is not None
+        return lse - torch.diagonal(z)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        u, p = ctx.saved_tensors
+        z = ctx.z.sub_(ctx.lse.unsqueeze(1)).exp_().mul_(grad.unsqueeze(1))  # dL/dz, over the logits
+        z.diagonal().sub_(grad)
+        need = ctx.needs_input_grad
+        d_u = z @ p if need[0] else None
+        d_p = z.T @ u if need[1] else None
+        d_col = z.sum(0) if need[2] else None
+        d_row = -z.sum(1) if need[3] else None
+        d_side = z if ctx.has_side and need[4] else None
+        ctx.z = ctx.lse = None
+        return d_u, d_p, d_col, d_row, d_side, None
