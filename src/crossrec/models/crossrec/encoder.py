@@ -63,6 +63,15 @@ class HistoryEncoder(nn.Module):
             )
             self.blocks = nn.TransformerEncoder(layer, c.n_layers, enable_nested_tensor=False)
 
+    def _bias(self, hist_category: Tensor, category: Tensor) -> Tensor:
+        """[B, L] affinity[c, history item's category] + recency[c, slot]. Lookups by index_select,
+        whose backward is an index_add_: advanced indexing's backward (index_put_ with accumulate)
+        was the step's costliest op, tens of thousands of entries landing on a few cells."""
+        b, length = hist_category.shape
+        at = (category.unsqueeze(1) * self.cat_affinity.shape[1] + hist_category).view(-1)
+        affinity = self.cat_affinity.view(-1).index_select(0, at).view(b, length)
+        return affinity + self.recency.index_select(0, category)[:, -length:]
+
     def _compiled_path(self, hist: Tensor, extra: Tensor | None) -> bool:
         """Attention pooling by the compiled kernels (kernels/attention.py): on CPU, over the separate
         history table alone, when nothing hooks its lookups (adversarial training perturbs them)."""
@@ -81,9 +90,9 @@ class HistoryEncoder(nn.Module):
         extra = content(hist) if content is not None and self.hist_emb is not None else None
         if self._compiled_path(hist, extra):
             assert self.hist_emb is not None
-            q = self.key(self.query[category])  # [B, d]
-            bias = self.cat_affinity[category.unsqueeze(1), hist_category] + self.recency[category][:, -hist.shape[1]:]
-            return self.value(_AttentionPool.apply(self.hist_emb.weight, hist, q, bias, self.pad, 1.0 / math.sqrt(self.dim)))
+            q = self.key(self.query.index_select(0, category))  # [B, d]
+            return self.value(_AttentionPool.apply(self.hist_emb.weight, hist, q, self._bias(hist_category, category),
+                                                   self.pad, 1.0 / math.sqrt(self.dim)))
         if self.hist_emb is None:
             x = items(hist)  # [B, L, d]
         else:
@@ -98,12 +107,11 @@ class HistoryEncoder(nn.Module):
             mask = ~valid
             mask[:, -1] = False  # keep one key per row, so empty histories stay finite
             x = self.blocks(x, src_key_padding_mask=mask)
-        q = self.key(self.query[category])  # [B, d]
+        q = self.key(self.query.index_select(0, category))  # [B, d]
         # Batched matrix-vector products as multiply + sum: bmm of [L, d] x [d, 1] blocks is several
         # times slower on CPU (benchmarks/results/profile.md).
         logits = (x * q.unsqueeze(1)).sum(-1) / math.sqrt(self.dim)  # [B, L]
-        logits = logits + self.cat_affinity[category.unsqueeze(1), hist_category]
-        logits = logits + self.recency[category][:, -hist.shape[1]:]
+        logits = logits + self._bias(hist_category, category)
         logits = logits.masked_fill(~valid, float("-inf"))
         # A zero "nothing seen" slot: empty histories pool to 0 and attention can decline to attend.
         logits = torch.cat([logits, torch.zeros_like(logits[:, :1])], dim=1)

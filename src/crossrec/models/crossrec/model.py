@@ -193,7 +193,7 @@ class CrossRec(FlagshipInference, AuxiliaryLosses, SoftmaxLosses, nn.Module):
             u = u + s
         if self.encoder is not None and hist is not None:
             u = u + self._encode(hist, category)
-        return u * self.cat_gate[category]
+        return u * self.cat_gate.index_select(0, category)  # index_select: its backward is an index_add_
 
     def user_vectors(self, users: Tensor, category: int) -> Tensor:
         cat = torch.full_like(users, category)
@@ -290,14 +290,15 @@ class CrossRec(FlagshipInference, AuxiliaryLosses, SoftmaxLosses, nn.Module):
             index = {"items": self.seq_items_, "starts": self.seq_starts_, "keys": self.seq_keys_, "positions": self.seq_positions_}
             hist = causal_history(index, users, pos_items, c.length, self.pad, self.sizes.n_items)
         else:
-            hist = self.history_[users].clone()  # [B, L]
-        hist[hist == pos_items.unsqueeze(1)] = self.pad  # never read the target itself
+            hist = self.history_[users]  # [B, L], a copy
+        # masked_fill_, not hist[mask] = pad: a boolean index is a nonzero + scatter, several times slower
+        hist.masked_fill_(hist == pos_items.unsqueeze(1), self.pad)  # never read the target itself
         if self.training and c.dropout > 0:  # drop whole history items
-            hist[torch.rand(hist.shape, device=hist.device) < c.dropout] = self.pad
+            hist.masked_fill_(torch.rand(hist.shape, device=hist.device) < c.dropout, self.pad)
         if self.training and c.category_dropout > 0:
             hide = torch.rand(len(users), device=users.device) < c.category_dropout
             in_cat = self.item_category_[hist] == cat.unsqueeze(1)
-            hist[in_cat & hide.unsqueeze(1)] = self.pad
+            hist.masked_fill_(in_cat & hide.unsqueeze(1), self.pad)
         return hist, hide
 
     def loss(self, batch: Batch) -> Tensor:

@@ -214,7 +214,7 @@ class ItemTower(nn.Module):
     def bias_of(self, items: Tensor, keep: Tensor | None = None) -> Tensor:
         """[...] item biases: the ID bias (masked like the ID part) plus the text bias."""
         safe = items.clamp_max(self.n_items - 1)
-        b = self.bias[safe] if self.use_id else torch.zeros(items.shape, device=items.device)
+        b = self.bias.index_select(0, safe.reshape(-1)).view(items.shape) if self.use_id else torch.zeros(items.shape, device=items.device)
         if keep is not None and self.use_id:
             b = b * keep
         if self.has_text:
