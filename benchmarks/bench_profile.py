@@ -1,6 +1,8 @@
 """Where one BPR-MF training epoch's time goes (cProfile, by own time), stage by stage: autograd
-with `torch.optim.SparseAdam`, autograd with `RowAdam`, hand-written BPR gradients with `RowAdam`
-(the default), and with row-wise Adagrad; then the flagship's training step by op (torch.profiler).
+with `torch.optim.SparseAdam`, autograd with `RowAdam` on tensor ops, hand-written BPR gradients
+with it, with `RowAdam` as one compiled kernel per table (the default), with row-wise Adagrad, and
+`train.fused`; then the flagship's training step by op (torch.profiler), with and without the
+compiled kernels.
 
 Same data as bench_speed.py: 50,000 users x 50,000 items, about 1M training interactions, dim 64,
 batch 8192, one torch thread. Writes benchmarks/results/profile.{json,md}.
@@ -109,9 +111,6 @@ def main() -> None:
     MF.manual_backward = lambda self, batch: None  # type: ignore[method-assign]  # autograd, as before
     optim.RowAdam = lambda params, lr: torch.optim.SparseAdam(params, lr=lr)  # type: ignore[assignment,misc]
     stages["autograd + torch.optim.SparseAdam"] = profiled_epoch(bundle, args.dim, args.batch)
-    optim.RowAdam = row_adam  # type: ignore[misc]
-    stages["autograd + RowAdam"] = profiled_epoch(bundle, args.dim, args.batch)
-    MF.manual_backward = hand  # type: ignore[method-assign]
 
     def tensor_row_adam(params, lr):  # RowAdam on tensor ops (before kernels/optim.py)
         opt = row_adam(params, lr=lr)
@@ -119,6 +118,8 @@ def main() -> None:
         return opt
 
     optim.RowAdam = tensor_row_adam  # type: ignore[assignment,misc]
+    stages["autograd + RowAdam on tensor ops"] = profiled_epoch(bundle, args.dim, args.batch)
+    MF.manual_backward = hand  # type: ignore[method-assign]
     stages["hand-written gradients + RowAdam on tensor ops"] = profiled_epoch(bundle, args.dim, args.batch)
     optim.RowAdam = row_adam  # type: ignore[misc]
     stages["hand-written gradients + RowAdam, one compiled kernel per table (default)"] = profiled_epoch(
