@@ -1,7 +1,8 @@
 """`neighbourhood_forward` / `neighbourhood_backward`: the flagship's neighbourhood term
 (models/crossrec/neighbourhood.py) without materialising its B x L x k entries: each row walks its
 history items' neighbours, keeps those that are candidates of its category and adds
-w[c, cat(h), slot] * cos(h, j) to its own output row. With gradients on, the forward also records
+w[c, cat(h), slot] * cos(h, j) to its own output row (neighbour lists are grouped by category, so
+a row walks only its own category's part). With gradients on, the forward also records
 its hits (the neighbours that were candidates: about 5% of the entries on amazon-arts-office), so
 the backward sums grad * cos per weight over the hits alone (one small partial table per thread)."""
 
@@ -17,27 +18,25 @@ def build(nb: Any) -> dict[str, Any]:  # pragma: no cover - the bodies run compi
     jit = nb.njit(parallel=True, fastmath=True, nogil=True, cache=True)
 
     @nb.njit(fastmath=True, nogil=True, cache=True, inline="always")
-    def _similarity(h, kk, j, mine, nbr_co, item_users, n_i, shrink):
-        """Shrunk cosine of (h, j); `mine` = the row user's training keys (user * n_i + item, sorted):
-        when (user, j) is one of them, the pair leaves the count (leave-out)."""
+    def _similarity(h, kk, j, seen, leave_out, nbr_co, item_users, shrink):
+        """Shrunk cosine of (h, j); with `leave_out`, when j is one of the row user's training items
+        (a bit of `seen`), the pair leaves the count."""
         co = nbr_co[h, kk]
         n_j = item_users[j]
-        if len(mine) > 0:
-            key = mine[0] - mine[0] % n_i + j
-            at = np.searchsorted(mine, key)
-            if at < len(mine) and mine[at] == key:
-                co -= 1.0
-                n_j -= 1.0
+        if leave_out and (seen[j >> 6] >> np.uint64(j & 63)) & np.uint64(1):
+            co -= 1.0
+            n_j -= 1.0
         return co / (math.sqrt(item_users[h] * n_j) + shrink + 1e-8)
 
     @jit
-    def neighbourhood_forward(table, hist, category, users, col_of, nbr, nbr_co, item_users, item_cat, keys,
-                              user_starts, shrink, hlen, n_cat, n_i, starts, out):
+    def neighbourhood_forward(table, hist, category, users, col_of, nbr, nbr_co, nbr_off, item_users, item_cat, keys,
+                              user_starts, shrink, hlen, n_cat, n_i, starts, out, n_chunks):
         """Adds the scores into out [B, m]; with `starts` (each row's first slot in the hit lists,
         [B + 1]: k per real history item) returns the hits (column, weight index, cosine) and their
-        count per row, which are all the backward needs."""
+        count per row, which are all the backward needs. `nbr` / `nbr_co` hold each item's
+        neighbours grouped by category, `nbr_off[h, c]:nbr_off[h, c + 1]` those in category c: a row
+        walks only its own category's."""
         n_b, length = hist.shape
-        kk_n = nbr.shape[1]
         record = len(starts) > 0
         cap = starts[n_b] if record else 0
         hit_col = np.empty(cap, dtype=np.int32)
@@ -52,32 +51,41 @@ def build(nb: Any) -> dict[str, Any]:  # pragma: no cover - the bodies run compi
             for j in range(col_of.shape[1]):
                 if col_of[cc, j] >= 0:
                     bits[cc, j >> 6] |= np.uint64(1) << np.uint64(j & 63)
-        for r in nb.prange(n_b):
-            c = category[r]
-            at = starts[r] if record else 0
-            mine = keys[:0]
-            if len(keys) > 0:  # leave-out: the user's own keys, a short range searched per hit
-                mine = keys[user_starts[users[r]]:user_starts[users[r] + 1]]
-            for sl in range(length):
-                h = hist[r, sl]
-                if h == n_i:
-                    continue
-                w_at = ((c * (n_cat + 1) + item_cat[h]) * hlen + sl + hlen - length)
-                w = table[w_at]
-                for kk in range(kk_n):
-                    j = nbr[h, kk]
-                    if not (bits[c, j >> 6] >> np.uint64(j & 63)) & np.uint64(1):
+        leave_out = len(keys) > 0
+        step = (n_b + n_chunks - 1) // n_chunks
+        for ch in nb.prange(n_chunks):
+            seen = np.zeros(words, dtype=np.uint64)  # the row user's training items (leave-out), one bit each
+            for r in range(ch * step, min((ch + 1) * step, n_b)):
+                c = category[r]
+                at = starts[r] if record else 0
+                if leave_out:
+                    base = users[r] * n_i
+                    for q in range(user_starts[users[r]], user_starts[users[r] + 1]):
+                        j = keys[q] - base
+                        seen[j >> 6] |= np.uint64(1) << np.uint64(j & 63)
+                for sl in range(length):
+                    h = hist[r, sl]
+                    if h == n_i:
                         continue
-                    col = col_of[c, j]
-                    sim = _similarity(h, kk, j, mine, nbr_co, item_users, n_i, shrink)
-                    out[r, col] += w * sim
-                    if record:
-                        hit_col[at] = col
-                        hit_w[at] = w_at
-                        hit_sim[at] = sim
-                        at += 1
-            if record:
-                n_hits[r] = at - starts[r]
+                    w_at = ((c * (n_cat + 1) + item_cat[h]) * hlen + sl + hlen - length)
+                    w = table[w_at]
+                    for kk in range(nbr_off[h, c], nbr_off[h, c + 1]):
+                        j = nbr[h, kk]
+                        if not (bits[c, j >> 6] >> np.uint64(j & 63)) & np.uint64(1):
+                            continue
+                        col = col_of[c, j]
+                        sim = _similarity(h, kk, j, seen, leave_out, nbr_co, item_users, shrink)
+                        out[r, col] += w * sim
+                        if record:
+                            hit_col[at] = col
+                            hit_w[at] = w_at
+                            hit_sim[at] = sim
+                            at += 1
+                if record:
+                    n_hits[r] = at - starts[r]
+                if leave_out:
+                    for q in range(user_starts[users[r]], user_starts[users[r] + 1]):
+                        seen[(keys[q] - users[r] * n_i) >> 6] = np.uint64(0)
         return hit_col, hit_w, hit_sim, n_hits
 
     @jit

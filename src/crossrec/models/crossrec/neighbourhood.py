@@ -73,12 +73,24 @@ class NeighbourhoodTerm(nn.Module):
         # Where each user's keys start in the sorted keys (the kernels search one user's range)
         self.user_starts = np.searchsorted(self.train_pairs.keys.cpu().numpy(), np.arange(self.n_users + 1) * n_i)
 
-    def neighbours32(self) -> np.ndarray:
-        """`nbr_` as int32 (the kernels' copy: half the memory traffic of the row walks), made once
-        per table (setup and loading replace the buffer)."""
-        if getattr(self, "_nbr32", (None, None))[0] is not self.nbr_:
-            self._nbr32 = (self.nbr_, self.nbr_.numpy().astype(np.int32))
-        return self._nbr32[1]
+    def kernel_tables(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The kernels' copy of the neighbour lists: each item's neighbours grouped by category
+        (int32 ids, their co-occurrence counts) and offsets [n_items + 1, n_categories + 2] with
+        `off[h, c]:off[h, c + 1]` the neighbours of h in category c (pads last). Made once per table
+        (setup and loading replace or rewrite the buffers)."""
+        key = (id(self.nbr_), self.nbr_._version, id(self.nbr_co_), self.nbr_co_._version)
+        cached = getattr(self, "_kernel_tables", None)
+        if cached is None or cached[0] != key:
+            nbr, co = self.nbr_.cpu().numpy(), self.nbr_co_.cpu().numpy()
+            cat = self.item_category_.cpu().numpy()[nbr]  # [n_items + 1, k]; pads -> n_categories
+            order = np.argsort(cat, axis=1, kind="stable")
+            off = np.zeros((len(nbr), self.n_categories + 2), dtype=np.int64)
+            for c in range(self.n_categories + 1):
+                off[:, c + 1] = (cat <= c).sum(1)
+            tables = (np.take_along_axis(nbr, order, 1).astype(np.int32),
+                      np.ascontiguousarray(np.take_along_axis(co, order, 1)), off)
+            self._kernel_tables = (key, tables)
+        return self._kernel_tables[1]
 
     def scores(self, hist: Tensor, category: Tensor, users: Tensor, candidates: Tensor, leave_out: bool,
                out: Tensor | None = None) -> Tensor:
@@ -154,12 +166,13 @@ def _walk(term: NeighbourhoodTerm, table: Tensor, hist: Tensor, category: Tensor
           keys: Tensor, out: np.ndarray, starts: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
     """Run the forward kernel, adding the scores into `out` [B, M]; with `starts`, record the hits
     (returned: column, weight index, cosine, count per row) for the backward."""
-    kernels.threads()
+    n_threads = kernels.threads()
+    nbr, co, off = term.kernel_tables()
     return kernels.get("neighbourhood_forward")(
         table.detach().reshape(-1).numpy(), hist.numpy(), category.numpy(), users.numpy(), col_of.numpy(),
-        term.neighbours32(), term.nbr_co_.numpy(), term.item_users_.numpy(), term.item_category_.numpy(), keys.numpy(),
-        term.user_starts, float(term.shrink), term.history_len, term.n_categories, term.n_items,
-        np.zeros(0, dtype=np.int64) if starts is None else starts, out)
+        nbr, co, off, term.item_users_.numpy(), term.item_category_.numpy(), keys.numpy(), term.user_starts,
+        float(term.shrink), term.history_len, term.n_categories, term.n_items,
+        np.zeros(0, dtype=np.int64) if starts is None else starts, out, min(n_threads * 4, max(len(hist), 1)))
 
 
 class _Compiled(torch.autograd.Function):
