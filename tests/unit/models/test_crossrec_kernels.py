@@ -114,13 +114,16 @@ def test_in_batch_softmax_compiled_equals_the_tensor_path(with_side):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
-def test_flagship_training_step_compiled_equals_the_tensor_path(tiny_bundle):
-    """One optimiser step of the default flagship (every compiled kernel on) against the same step
-    on tensor ops: the same loss and the same parameters after the step."""
+@pytest.mark.parametrize("tower", ["id", "text+id"])
+def test_flagship_training_step_compiled_equals_the_tensor_path(tiny_bundle, tiny_text, tower):
+    """One optimiser step of the flagship (every compiled kernel on; with the text tower the
+    attention kernel also reads each history item's text part) against the same step on tensor
+    ops: the same loss and the same parameters after the step."""
+    tiny_bundle.text_vectors = tiny_text
     batch = first_batch(tiny_bundle, size=256)
     states = []
     for compiled in (True, False):
-        model = make(tiny_bundle, neighbourhood={"k": 10}, history={"length": 8})
+        model = make(tiny_bundle, item_tower=tower, neighbourhood={"k": 10}, history={"length": 8})
         model.compiled = model.encoder.compiled = model.neighbours.compiled = compiled
         opts = Optimizers(model, TrainConfig(batch_size=256, lr=1e-2))
         opts.sparse.compiled = compiled

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any, Callable
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -74,9 +75,11 @@ class HistoryEncoder(nn.Module):
 
     def _compiled_path(self, hist: Tensor, extra: Tensor | None) -> bool:
         """Attention pooling by the compiled kernels (kernels/attention.py): on CPU, over the separate
-        history table alone, when nothing hooks its lookups (adversarial training perturbs them)."""
-        return (self.compiled and self.kind == "attention" and self.hist_emb is not None and extra is None
-                and hist.device.type == "cpu" and not self.hist_emb._forward_hooks)
+        history table (plus the item tower's text part, `extra`), when nothing hooks its lookups
+        (adversarial training perturbs them)."""
+        return (self.compiled and self.kind == "attention" and self.hist_emb is not None
+                and hist.device.type == "cpu" and not self.hist_emb._forward_hooks
+                and (extra is None or extra.dtype == torch.float32))
 
     def forward(
         self, hist: Tensor, hist_category: Tensor, category: Tensor, items: Callable[[Tensor], Tensor],
@@ -92,7 +95,7 @@ class HistoryEncoder(nn.Module):
             assert self.hist_emb is not None
             q = self.key(self.query.index_select(0, category))  # [B, d]
             return self.value(_AttentionPool.apply(self.hist_emb.weight, hist, q, self._bias(hist_category, category),
-                                                   self.pad, 1.0 / math.sqrt(self.dim)))
+                                                   extra, self.pad, 1.0 / math.sqrt(self.dim)))
         if self.hist_emb is None:
             x = items(hist)  # [B, L, d]
         else:
@@ -120,28 +123,33 @@ class HistoryEncoder(nn.Module):
 
 
 class _AttentionPool(torch.autograd.Function):
-    """sum_l softmax(E[h_l] . q * scale + bias_l, 0)_l E[h_l] by the compiled kernels; the table's
-    gradient is row-sparse, as `nn.Embedding(sparse=True)` gives it (pad entries carry none)."""
+    """sum_l softmax(x_l . q * scale + bias_l, 0)_l x_l with x_l = E[h_l] (+ extra_l) by the compiled
+    kernels; the table's gradient is row-sparse, as `nn.Embedding(sparse=True)` gives it (pad
+    entries carry none); `extra`'s is dense [B, L, d]."""
 
     @staticmethod
-    def forward(ctx: Any, weight: Tensor, hist: Tensor, q: Tensor, bias: Tensor, pad: int, scale: float) -> Tensor:  # type: ignore[override]
+    def forward(ctx: Any, weight: Tensor, hist: Tensor, q: Tensor, bias: Tensor, extra: Tensor | None,  # type: ignore[override]
+                pad: int, scale: float) -> Tensor:
         kernels.threads()
         w, h = weight.detach().numpy(), hist.contiguous().numpy()
         qn, bn = q.detach().contiguous().float().numpy(), bias.detach().contiguous().float().numpy()
-        out, att = kernels.get("attention_forward")(w, h, qn, bn, pad, scale)
-        ctx.arrays, ctx.pad, ctx.scale, ctx.shape = (w, h, qn, att, out), pad, scale, weight.shape
+        x = extra.detach().contiguous().numpy() if extra is not None else np.zeros((0, 0, 0), dtype=np.float32)
+        out, att = kernels.get("attention_forward")(w, h, qn, bn, x, pad, scale)
+        ctx.arrays, ctx.pad, ctx.scale, ctx.shape = (w, h, qn, x, att, out), pad, scale, weight.shape
         return torch.from_numpy(out)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
-        w, h, qn, att, out = ctx.arrays
+        w, h, qn, x, att, out = ctx.arrays
         counts = (torch.from_numpy(h) != ctx.pad).sum(1)
         offsets = torch.zeros(len(counts) + 1, dtype=torch.int64)
         offsets[1:] = counts.cumsum(0)
-        rows, d_e, d_q, d_bias = kernels.get("attention_backward")(
-            grad.contiguous().float().numpy(), w, h, qn, att, out, offsets.numpy(), ctx.pad, ctx.scale)
+        rows, d_e, d_x, d_q, d_bias = kernels.get("attention_backward")(
+            grad.contiguous().float().numpy(), w, h, qn, x, att, out, offsets.numpy(), ctx.pad, ctx.scale)
+        need = ctx.needs_input_grad
         d_w = None
-        if ctx.needs_input_grad[0]:
+        if need[0]:
             d_w = torch.sparse_coo_tensor(torch.from_numpy(rows).unsqueeze(0), torch.from_numpy(d_e), ctx.shape,
                                           check_invariants=False)
-        return d_w, None, torch.from_numpy(d_q), torch.from_numpy(d_bias), None, None
+        d_extra = torch.from_numpy(d_x) if need[4] else None
+        return d_w, None, torch.from_numpy(d_q), torch.from_numpy(d_bias), d_extra, None, None
