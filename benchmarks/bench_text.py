@@ -34,11 +34,11 @@ from crossrec.encoders.config import EncoderConfig  # noqa: E402
 from crossrec.encoders.finetune import LiveTextEncoder  # noqa: E402
 from crossrec.encoders.text import (  # noqa: E402
     _cache_file,
-    _save_cache,
     bundle_texts,
     encode_texts,
     resolve_model,
     text_hashes,
+    write_cache,
 )
 from crossrec.models.base import config_from_dict  # noqa: E402
 from crossrec.models.crossrec import CrossRec  # noqa: E402
@@ -70,8 +70,8 @@ def cache_hit_100k(cache: Path) -> dict:
     texts = [f"item {i}: a product title with a few words, number {i * 7919 % 100003}" for i in range(100_000)]
     _, model_id = resolve_model(cfg.model)
     rng = np.random.default_rng(0)
-    _save_cache(_cache_file(cfg, model_id), text_hashes(texts), rng.standard_normal((len(texts), 384)).astype(np.float32),
-                model_id, cfg)
+    write_cache(_cache_file(cfg, model_id), text_hashes(texts), rng.standard_normal((len(texts), 384)).astype(np.float32),
+                {"model_id": model_id, "max_tokens": str(cfg.max_tokens)})
     t = time.perf_counter()
     tv = encode_texts(texts, cfg, progress=False)
     sec = time.perf_counter() - t
