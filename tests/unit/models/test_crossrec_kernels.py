@@ -161,3 +161,26 @@ def test_inference_scores_built_in_one_block_equal_the_sum_of_blocks(tiny_bundle
                 torch.testing.assert_close(block, expected)
                 mem.give_back(block)
                 torch.testing.assert_close(model.score(users, c), expected)  # into the reused buffer
+
+
+def test_adversarial_training_of_the_flagship_runs_on_the_kernels(tiny_bundle):
+    """APR backpropagates through the clean loss twice (the gradient w.r.t. the lookups on a
+    retained graph, then the total loss): the kernels' backward passes must survive that and give
+    the tensor path's losses and gradients."""
+    from crossrec.training.adversarial import adversarial_loss, capture_lookups
+
+    batch = first_batch(tiny_bundle, size=256)
+    results = []
+    for compiled in (True, False):
+        model = make(tiny_bundle, neighbourhood={"k": 10}, history={"length": 8})
+        model.compiled = model.encoder.compiled = model.neighbours.compiled = compiled
+        model.train()
+        torch.manual_seed(1)
+        with capture_lookups(model) as lookups:
+            loss = model.loss(batch)
+        adv = adversarial_loss(model, batch, loss, eps=0.5, lookups=lookups)
+        (loss + adv).backward()
+        results.append([loss.detach(), adv.detach(), model.neighbours.weight.grad.clone(),
+                        model.items.bias.grad.clone(), model.user_emb.weight.grad.to_dense()])
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)

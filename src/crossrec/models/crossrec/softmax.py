@@ -108,8 +108,8 @@ class SoftmaxLosses:
 
 
 class _InBatch(torch.autograd.Function):
-    """Forward: logits by the kernel, then logsumexp; backward: dL/dz = g (softmax - onehot), in
-    place on the saved logits, then the matmuls and sums of the inputs' gradients."""
+    """Forward: logits by the kernel, then logsumexp; backward: dL/dz = g (softmax - onehot), then
+    the matmuls and sums of the inputs' gradients."""
 
     @staticmethod
     def forward(ctx: Any, u: Tensor, p: Tensor, col_bias: Tensor, row_log: Tensor, side: Tensor | None,  # type: ignore[override]
@@ -127,7 +127,9 @@ class _InBatch(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
         u, p = ctx.saved_tensors
-        z = ctx.z.sub_(ctx.lse.unsqueeze(1)).exp_().mul_(grad.unsqueeze(1))  # dL/dz, over the logits
+        # dL/dz into a new block: the saved logits must survive a second backward pass through a
+        # retained graph (APR takes the gradient of the clean loss first, then backpropagates it again)
+        z = (ctx.z - ctx.lse.unsqueeze(1)).exp_().mul_(grad.unsqueeze(1))
         z.diagonal().sub_(grad)
         need = ctx.needs_input_grad
         d_u = z @ p if need[0] else None
@@ -135,5 +137,4 @@ class _InBatch(torch.autograd.Function):
         d_col = z.sum(0) if need[2] else None
         d_row = -z.sum(1) if need[3] else None
         d_side = z if ctx.has_side and need[4] else None
-        ctx.z = ctx.lse = None
         return d_u, d_p, d_col, d_row, d_side, None
