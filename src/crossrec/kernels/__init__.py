@@ -9,7 +9,7 @@ threads, each thread owning whole output rows (no locks, no atomics).
   materialising its B x L x k entries, forward and backward.
 - `attention.py`: the flagship's history attention pooling (models/crossrec/encoder.py) read
   straight from the history table, forward and backward.
-- `softmax.py`: the flagship's in-batch softmax over a category's logit block, forward and backward.
+- `softmax.py`: the flagship's in-batch softmax logits over a category's block, built in one pass.
 - `optim.py`: `row_adam`, one lazy-Adam step of a sparse table (training/optim.py `RowAdam`).
 
 Example:

@@ -5,7 +5,7 @@ blocks per batch: gathers, dot products, the sigmoid, gradient blocks, the optim
 Here one pass per row does it all in registers, the way implicit's Cython BPR does: read the
 user's and the items' rows, compute x = <u, p - n_k>, and update the rows in place (row-wise
 Adagrad or SGD), rows spread over the threads with no locks (Hogwild; Recht et al., NIPS 2011).
-The kernel (`crossrec.kernels.bpr_step`) releases the GIL and is compiled once per machine
+The kernel (`bpr_step`, crossrec/kernels/bpr.py) releases the GIL and is compiled once per machine
 (numba's on-disk cache).
 
 Semantics, next to the batched step on the same batch:

@@ -8,7 +8,9 @@ move; their moments decay only when they are touched; bias correction by the glo
 on dense row blocks: the batch's distinct rows (`torch.unique`), their summed gradient
 (`index_add_`), and gathers/scatters of those rows of the moments and weights. SparseAdam builds
 sparse tensors for every moment update (`coalesce`, `sparse_mask`): about half of a BPR-MF epoch
-over 1M interactions; RowAdam makes that epoch 1.28x faster (benchmarks/results/profile.md).
+over 1M interactions. On CPU the whole step is one compiled kernel per table (kernels/optim.py:
+distinct rows through a scratch slot per table row, no sort), which halves that epoch again; the
+tensor ops above remain CUDA's path and the tests' reference (benchmarks/results/profile.md).
 
 Sparse tables take no optimiser weight decay (PyTorch's sparse optimisers have none): regularise
 them through the model's own L2 on the batch's embeddings (`reg`), as every model here does.

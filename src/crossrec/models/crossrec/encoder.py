@@ -89,13 +89,13 @@ class HistoryEncoder(nn.Module):
         `items` embeds ids with the item tower (used when history.items=shared); `content` gives
         the tower's text/image part of an item, added to the separate table's rows (so history
         items speak through what they are about, not only their IDs)."""
-        valid = hist != self.pad  # [B, L]
         extra = content(hist) if content is not None and self.hist_emb is not None else None
         if self._compiled_path(hist, extra):
             assert self.hist_emb is not None
             q = self.key(self.query.index_select(0, category))  # [B, d]
             return self.value(_AttentionPool.apply(self.hist_emb.weight, hist, q, self._bias(hist_category, category),
                                                    extra, self.pad, 1.0 / math.sqrt(self.dim)))
+        valid = hist != self.pad  # [B, L]
         if self.hist_emb is None:
             x = items(hist)  # [B, L, d]
         else:

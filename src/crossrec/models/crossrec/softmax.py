@@ -3,8 +3,9 @@ over one category's rows, each row's positive against the other rows' positives 
 item masked where it repeats), with the logQ correction folded into a column bias and a row term
 (`in_batch_loss`), optionally mixed with sampled negatives; and the full softmax over a category.
 
-On CPU the block's elementwise passes run as one compiled kernel each way (kernels/softmax.py)
-around the matmuls; elsewhere (CUDA, or `compiled = False`: the reference in tests) as tensor ops.
+On CPU (without sampled negatives) the block's logits are built by one compiled kernel
+(kernels/softmax.py) around torch's matmuls and exps; elsewhere (CUDA, mixed negatives, or
+`compiled = False`: the reference in tests) by tensor ops.
 
 Example:
     >>> loss = in_batch_loss(u, p, col_bias, row_log, side, items)   # [n] per-row losses  # doctest: +SKIP
@@ -24,19 +25,21 @@ from crossrec.data.batch import Batch
 
 
 def in_batch_loss(u: Tensor, p: Tensor, col_bias: Tensor, row_log: Tensor, side: Tensor | None, items: Tensor,
-                  compiled: bool = True) -> Tensor:
+                  compiled: bool = True, extra: Tensor | None = None) -> Tensor:
     """[n] softmax loss of row r's positive p_r among the block's positives: u [n, d], p [n, d],
     col_bias [n] (added to column j), row_log [n] (subtracted from row r), side [n, n] or None (added),
-    items [n] (a repeat of row r's item in another column is masked)."""
-    if compiled and u.device.type == "cpu" and u.dtype == torch.float32:
+    items [n] (a repeat of row r's item in another column is masked); `extra` [n, m]: more logits
+    per row that join the softmax (sampled negatives, already corrected)."""
+    if compiled and extra is None and u.device.type == "cpu" and u.dtype == torch.float32:
         return _InBatch.apply(u, p, col_bias, row_log, side, items)
     logits = u @ p.T + col_bias.unsqueeze(0) - row_log.unsqueeze(1)
     if side is not None:
         logits = logits + side
-    dup = items.unsqueeze(1) == items.unsqueeze(0)
+    dup = items.unsqueeze(1) == items.unsqueeze(0)  # the row's own positive, wherever it repeats
     eye = torch.eye(len(items), dtype=torch.bool, device=items.device)
     logits = logits.masked_fill(dup & ~eye, float("-inf"))
-    return torch.logsumexp(logits, dim=1) - torch.diagonal(logits)
+    full = logits if extra is None else torch.cat([logits, extra], dim=1)
+    return torch.logsumexp(full, dim=1) - torch.diagonal(logits)
 
 
 class SoftmaxLosses:
@@ -77,18 +80,9 @@ class SoftmaxLosses:
                 keep = None if pk is None else pk.index_select(0, rows)
                 side = self._side(hist.index_select(0, rows), cat.index_select(0, rows),
                                   batch.users.index_select(0, rows), it, keep)  # [B_c, B_c], column j: item j
-            u_c, p_c = u.index_select(0, rows), p.index_select(0, rows)
-            cb, rl = col_bias.index_select(0, rows), row_log.index_select(0, rows)
-            if neg is None:
-                losses.append(in_batch_loss(u_c, p_c, cb, rl, side, it, self.compiled))
-            else:
-                logits = u_c @ p_c.T + cb.unsqueeze(0) - rl.unsqueeze(1)  # [B_c, B_c]
-                logits = logits if side is None else logits + side
-                dup = it.unsqueeze(1) == it.unsqueeze(0)  # the row's own positive, wherever it repeats
-                eye = torch.eye(len(rows), dtype=torch.bool, device=items.device)
-                logits = logits.masked_fill(dup & ~eye, float("-inf"))
-                full = torch.cat([logits, neg.index_select(0, rows)], dim=1)
-                losses.append(torch.logsumexp(full, dim=1) - torch.diagonal(logits))
+            losses.append(in_batch_loss(u.index_select(0, rows), p.index_select(0, rows), col_bias.index_select(0, rows),
+                                        row_log.index_select(0, rows), side, it, self.compiled,
+                                        None if neg is None else neg.index_select(0, rows)))
             rows_all.append(rows)
         return torch.zeros(len(items), device=u.device).index_put((torch.cat(rows_all),), torch.cat(losses))
 
