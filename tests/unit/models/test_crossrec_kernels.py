@@ -10,7 +10,6 @@ import torch
 from crossrec.models.crossrec.softmax import in_batch_loss
 from crossrec.training.optim import Optimizers
 from crossrec.training.trainer import TrainConfig
-
 from tests.unit.models.test_crossrec import first_batch, make
 
 pytestmark = pytest.mark.usefixtures("one_thread")
