@@ -15,7 +15,10 @@ Split strategies (`PrepareConfig.split`):
 - `given`: the dataset's own `split` column, kept as is.
 
 The **cold-start item protocol** (`cold_item_fraction > 0`): a seeded fraction of the items lose
-every interaction to test, so the `cold_item` slice is large enough to measure. The **zero-shot
+every interaction, so the `cold_item` slice is large enough to measure. With a validation split, a
+share `cold_item_valid_share` (default half) of those items go to validation and the rest to test
+(disjoint items, as DropoutNet and CLCRec split theirs): validation then holds items nobody
+trained on, as test does, so models are tuned and calibrated for them on validation. The **zero-shot
 category protocol** (`zero_shot_category: NAME`): every interaction of that category goes to test;
 models train on the other categories and recommend there from item text and users' other
 categories.
@@ -66,14 +69,15 @@ class PrepareConfig(Checked):
     dedupe: Literal["last", "first", "none"] = "last"  # (str) repeated (user, item): keep "last" | "first" | "none"
     cold_user_fraction: float = 0.0  # (float) cold-start user protocol: share of multi-category users
     cold_user_category: str | None = None  # (str|None) target category of that protocol; None = random
-    cold_item_fraction: float = 0.0  # (float) cold-start item protocol: share of items whose every interaction goes to test
+    cold_item_fraction: float = 0.0  # (float) cold-start item protocol: share of items whose every interaction goes to test (or valid: next option)
+    cold_item_valid_share: float = 0.5  # (float) share of those cold items whose interactions go to validation instead of test (with a validation split; 0 = all to test): what a model is tuned and calibrated on
     zero_shot_category: str | None = None  # (str|None) zero-shot protocol: every interaction of this category goes to test
     keep_unused_items: bool = False  # (bool) keep catalogue items that have no interaction at all
     seed: int = 0  # (int) seed of the random split and the cold-start user draw
     pseudonymise: bool = False  # (bool) replace raw user ids by HMAC-SHA256 under the key in $CROSSREC_PSEUDONYM_KEY (never stored; data/pseudonym.py)
 
     def validate(self) -> None:
-        for name in ("test_ratio", "valid_ratio", "cold_user_fraction", "cold_item_fraction"):
+        for name in ("test_ratio", "valid_ratio", "cold_user_fraction", "cold_item_fraction", "cold_item_valid_share"):
             v = getattr(self, name)
             if not 0.0 <= v < 1.0:
                 raise ValueError(f"prepare.{name}={v}; expected a value in [0, 1)")

@@ -2,7 +2,10 @@
 
 - cold-start users (`cold_user_fraction`, after EMCDR/PTUPCDR): a seeded fraction of the users
   active in two or more categories lose all their rows in one category;
-- cold-start items (`cold_item_fraction`): a seeded fraction of the items lose every row;
+- cold-start items (`cold_item_fraction`): a seeded fraction of the items lose every row, to test
+  or (a share `cold_item_valid_share` of them, with a validation split) to validation, so that a
+  model can be tuned and calibrated for items nobody trained on, as DropoutNet and CLCRec split
+  their cold items;
 - a zero-shot category (`zero_shot_category`): every row of that category.
 """
 
@@ -46,10 +49,19 @@ def cold_user_protocol(df: pl.DataFrame, cfg: PrepareConfig, categories: list[st
 
 
 def cold_item_protocol(df: pl.DataFrame, cfg: PrepareConfig) -> pl.DataFrame:
-    """Move every interaction of a seeded fraction of the items to test (they become cold items)."""
+    """Move every interaction of a seeded fraction of the items to test (they become cold items);
+    with a validation split, a seeded share `cold_item_valid_share` of those items go to validation
+    instead (disjoint item sets: no item is cold in both)."""
     items = df.select("item").unique().sort("item")
     chosen = items.sample(fraction=cfg.cold_item_fraction, seed=cfg.seed + 2, shuffle=False)["item"]
-    return _to_test(df, pl.col("item").is_in(chosen.implode()))
+    share = cfg.cold_item_valid_share if cfg.valid else 0.0
+    if share <= 0 or len(chosen) == 0:
+        return _to_test(df, pl.col("item").is_in(chosen.implode()))
+    to_valid = chosen.sample(fraction=share, seed=cfg.seed + 3, shuffle=False)
+    to_test = chosen.filter(~chosen.is_in(to_valid.implode()))
+    df = _to_test(df, pl.col("item").is_in(to_test.implode()))
+    return df.with_columns(pl.when(pl.col("item").is_in(to_valid.implode()))
+                           .then(pl.lit(SPLIT_CODES["valid"], pl.Int8)).otherwise(pl.col("split")).alias("split"))
 
 
 def zero_shot_protocol(df: pl.DataFrame, cfg: PrepareConfig, categories: list[str]) -> pl.DataFrame:

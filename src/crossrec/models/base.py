@@ -200,6 +200,14 @@ class ReadsText(Protocol):
 
 
 @runtime_checkable
+class Calibrates(Protocol):
+    """A trainable model with post-hoc parameters fitted on the validation split once training
+    has ended and the best weights are restored (the flagship's cold offset)."""
+
+    def calibrate(self, bundle: Bundle, categories: Sequence[int] | None = None) -> None: ...
+
+
+@runtime_checkable
 class TrainsEncoder(Protocol):
     """A model that trains a language model inside the loop (`encoder.finetune`): the trainer gives
     those weights their own learning rate, calls `epoch_end()` after every epoch (re-encode the

@@ -45,7 +45,13 @@ from crossrec.io import (
     save_tensors,
     write_json,
 )
-from crossrec.models.base import Fittable, HasSetup, Trainable, TrainsEncoder
+from crossrec.models.base import (
+    Calibrates,
+    Fittable,
+    HasSetup,
+    Trainable,
+    TrainsEncoder,
+)
 from crossrec.training import distributed, fused
 from crossrec.training.adversarial import adversarial_loss, capture_lookups
 from crossrec.training.config import TrainConfig
@@ -278,6 +284,9 @@ class Trainer:
             model.load_state_dict(best_state)
         if isinstance(model, TrainsEncoder):
             model.fit_end()
+        if evaluator is not None and isinstance(model, Calibrates):
+            model.eval()
+            model.calibrate(bundle, self.categories)  # post-hoc, on validation (the flagship's cold offset)
         if writer is not None:
             writer.close()
         model.eval()

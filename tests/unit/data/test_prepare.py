@@ -238,7 +238,7 @@ def test_cold_item_protocol_moves_every_row_of_a_seeded_item_share_to_test():
     # Each user's last two items rotate, so without the protocol every item has training rows.
     rows = [(f"u{u}", f"{c}{k}", c, (k + u) % 10) for u in range(60) for c in ("a", "b") for k in range(10)]
     assert not prepare(frame(rows), None, PrepareConfig()).interactions["cold_item"].any()
-    cfg = PrepareConfig(cold_item_fraction=0.2, seed=1)
+    cfg = PrepareConfig(cold_item_fraction=0.2, cold_item_valid_share=0.0, seed=1)
     b = prepare(frame(rows), None, cfg)
     d = b.interactions
     cold = d.filter(pl.col("cold_item"))["item"].unique()
@@ -247,6 +247,22 @@ def test_cold_item_protocol_moves_every_row_of_a_seeded_item_share_to_test():
     assert not d.filter(~pl.col("item").is_in(cold.implode()))["cold_item"].any()
     assert prepare(frame(rows), None, cfg).interactions.equals(d)  # seeded
     assert b.manifest["counts"]["a"]["test_cold_item_rows"] + b.manifest["counts"]["b"]["test_cold_item_rows"] == 4 * 60
+
+
+def test_cold_items_are_shared_between_validation_and_test_by_item():
+    rows = [(f"u{u}", f"{c}{k}", c, (k + u) % 10) for u in range(60) for c in ("a", "b") for k in range(10)]
+    d = prepare(frame(rows), None, PrepareConfig(cold_item_fraction=0.4, seed=1)).interactions  # default share 0.5
+    cold = d.filter(pl.col("cold_item"))
+    assert cold["item"].n_unique() == 8  # the same 40% of the 20 items lose their training rows
+    per_item = cold.group_by("item").agg(pl.col("split").unique())
+    assert all(len(s) == 1 for s in per_item["split"])  # every row of a cold item in one split
+    splits = per_item["split"].list.first()
+    assert (splits == VALID).sum() == 4 and (splits == TEST).sum() == 4
+    # without a validation split they all go to test
+    no_valid = prepare(frame(rows), None, PrepareConfig(cold_item_fraction=0.4, seed=1, valid=False)).interactions
+    assert (no_valid.filter(pl.col("cold_item"))["split"] == TEST).all()
+    with pytest.raises(ValueError, match="cold_item_valid_share"):
+        prepare(frame(rows), None, PrepareConfig(cold_item_fraction=0.4, cold_item_valid_share=1.5))
 
 
 def test_zero_shot_category_has_no_training_rows():

@@ -24,7 +24,7 @@ class FlagshipInference:
     def index_bias(self: Any, category: int) -> Tensor:
         """[n_items(c)] the part of `extra_scores` that does not depend on the user."""
         idx = self.index[category]
-        b = self.items.bias_of(idx, self._seen(idx))
+        b = self._item_bias(idx, self._seen(idx), category)
         return b + self.global_bias if self.config.loss == "mse" else b
 
     def index_item_columns(self: Any, category: int) -> Tensor:
@@ -60,7 +60,7 @@ class FlagshipInference:
         cat = torch.full_like(users, category)
         u = self.user_vectors(users, category)  # [B, d]
         seen = self._seen(items)
-        s = (u.unsqueeze(1) * self.items(items, seen)).sum(-1) + self.items.bias_of(items, seen)
+        s = (u.unsqueeze(1) * self.items(items, seen)).sum(-1) + self._item_bias(items, seen, category)
         if self._reads_side:
             s = s + self._side(self.history_[users], cat, users, items, leave_out=False)
         return s + self.global_bias if self.config.loss == "mse" else s
@@ -70,6 +70,8 @@ class FlagshipInference:
         text item tower only), with image vectors [n, k'] where the tower reads them: what `score`
         would give them as items without training rows."""
         v, b = self.items.from_text(text, image)
+        if self.items.use_id:  # scored from text alone, as an item without training rows
+            b = b + self.cold_offset_[category]
         s = self.user_vectors(users, category) @ v.T + b
         if self.content_term is not None:
             hist = self.history_[users]

@@ -104,6 +104,8 @@ class CrossRec(FlagshipInference, AuxiliaryLosses, SoftmaxLosses, nn.Module):
         self.register_buffer("log_cat_rows_", torch.zeros(n_cat))
         self.register_buffer("log_cat_items_", torch.log(torch.bincount(torch.tensor(list(sizes.item_category)), minlength=n_cat).clamp_min(1).float()))
         self.register_buffer("bias_ready_", torch.zeros((), dtype=torch.bool))
+        # text+id: per category, what items without training interactions get added (calibrate)
+        self.register_buffer("cold_offset_", torch.zeros(n_cat))
         item_cat = torch.tensor(list(sizes.item_category) + [n_cat], dtype=torch.int64)
         self.register_buffer("item_category_", item_cat, persistent=False)  # [n_items + 1], pad -> n_cat
 
@@ -156,6 +158,25 @@ class CrossRec(FlagshipInference, AuxiliaryLosses, SoftmaxLosses, nn.Module):
 
     def fit_end(self) -> None:
         self.items.live = None  # the artifact keeps the final vectors (text_), not the language model
+
+    def calibrate(self, bundle: Bundle, categories: Sequence[int] | None = None) -> None:
+        """After training (the trainer calls it): fit `cold_offset_` on the validation split
+        (models/crossrec/calibration.py); a no-op unless items are scored from text alone
+        (`text+id`, `text.calibrate_cold`) and validation has positives on untrained items."""
+        if not (self.items.use_text and self.items.use_id and self.config.text.calibrate_cold) or self.config.loss == "mse":
+            return
+        from crossrec.models.crossrec.calibration import fit_cold_offsets
+
+        was = self.training
+        self.eval()
+        self.cold_offset_.zero_()
+        self.cold_offset_.copy_(fit_cold_offsets(self, bundle, categories).to(self.cold_offset_.device))
+        self.train(was)
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args, **kwargs) -> None:  # type: ignore[override]
+        # artifacts written before the cold offset existed load with none
+        state_dict.setdefault(prefix + "cold_offset_", torch.zeros_like(self.cold_offset_))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @property
     def uses_text(self) -> bool:
@@ -210,12 +231,21 @@ class CrossRec(FlagshipInference, AuxiliaryLosses, SoftmaxLosses, nn.Module):
         idx = self.index[category]
         return self.items(idx, self._seen(idx))  # [n_items(c), d]
 
+    def _item_bias(self, items: Tensor, seen: Tensor | None, category: Tensor | int) -> Tensor:
+        """[...] the items' biases at scoring time: the tower's, plus the category's cold offset
+        for items scored from text alone (`seen` 0)."""
+        b = self.items.bias_of(items, seen)
+        if seen is None:
+            return b
+        off = self.cold_offset_[category] if isinstance(category, int) else self.cold_offset_.index_select(0, category.reshape(-1)).view(category.shape)
+        return b + (1.0 - seen) * off
+
     def extra_scores(self, users: Tensor, category: int, into: Tensor | None = None) -> Tensor:
         """[B, n_items(c)] what `score` adds to the towers' dot product: item bias, neighbourhood
         term, and the global bias of rating prediction. `into` [B, n_items(c)] (autograd off):
         added into that block in place, which is returned."""
         idx = self.index[category]
-        bias = self.items.bias_of(idx, self._seen(idx))
+        bias = self._item_bias(idx, self._seen(idx), category)
         s = bias.unsqueeze(0).expand(len(users), -1) if into is None else into.add_(bias)
         if self._reads_side:
             cat = torch.full_like(users, category)
