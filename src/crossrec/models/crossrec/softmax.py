@@ -102,8 +102,8 @@ class SoftmaxLosses:
 
 
 class _InBatch(torch.autograd.Function):
-    """Forward: logits by the kernel, then logsumexp; backward: dL/dz = g (softmax - onehot), then
-    the matmuls and sums of the inputs' gradients."""
+    """Forward: shifted logits by the kernel, exp in place, one sum; backward: dL/dz = g (softmax -
+    onehot) from the saved exponentials, then the matmuls and sums of the inputs' gradients."""
 
     @staticmethod
     def forward(ctx: Any, u: Tensor, p: Tensor, col_bias: Tensor, row_log: Tensor, side: Tensor | None,  # type: ignore[override]
@@ -111,19 +111,23 @@ class _InBatch(torch.autograd.Function):
         kernels.threads()
         z = (u.detach() @ p.detach().T).contiguous()
         s = side.detach().contiguous().float() if side is not None else z.new_zeros(0, 0)
+        top = z.new_empty(len(z))
         kernels.get("in_batch_logits")(z.numpy(), col_bias.detach().contiguous().float().numpy(),
-                                       row_log.detach().contiguous().float().numpy(), s.numpy(), items.contiguous().numpy())
-        lse = torch.logsumexp(z, dim=1)
+                                       row_log.detach().contiguous().float().numpy(), s.numpy(), items.contiguous().numpy(),
+                                       top.numpy())
+        diag = torch.diagonal(z).clone()  # z_rr - max_r
+        e = z.exp_()  # exp(z - max), in place
+        total = e.sum(1)
         ctx.save_for_backward(u, p)
-        ctx.z, ctx.lse, ctx.has_side = z, lse, side is not None
-        return lse - torch.diagonal(z)
+        ctx.e, ctx.total, ctx.has_side = e, total, side is not None
+        return total.log() - diag  # logsumexp_r - z_rr
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
         u, p = ctx.saved_tensors
-        # dL/dz into a new block: the saved logits must survive a second backward pass through a
-        # retained graph (APR takes the gradient of the clean loss first, then backpropagates it again)
-        z = (ctx.z - ctx.lse.unsqueeze(1)).exp_().mul_(grad.unsqueeze(1))
+        # dL/dz into a new block: the saved exponentials must survive a second backward pass through
+        # a retained graph (APR takes the gradient of the clean loss first, then backpropagates it again)
+        z = ctx.e * (grad / ctx.total).unsqueeze(1)
         z.diagonal().sub_(grad)
         need = ctx.needs_input_grad
         d_u = z @ p if need[0] else None
