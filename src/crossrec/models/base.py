@@ -201,8 +201,9 @@ class ReadsText(Protocol):
 
 @runtime_checkable
 class Calibrates(Protocol):
-    """A trainable model with post-hoc parameters fitted on the validation split once training
-    has ended and the best weights are restored (the flagship's cold offset)."""
+    """A trainable model with post-hoc parameters set once training has ended and the best weights
+    are restored (the flagship's borrowed ID parts; its cold offset, fitted on the validation split
+    where there is one)."""
 
     def calibrate(self, bundle: Bundle, categories: Sequence[int] | None = None) -> None: ...
 

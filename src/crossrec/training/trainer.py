@@ -284,9 +284,9 @@ class Trainer:
             model.load_state_dict(best_state)
         if isinstance(model, TrainsEncoder):
             model.fit_end()
-        if evaluator is not None and isinstance(model, Calibrates):
+        if isinstance(model, Calibrates):  # post-hoc: the flagship's borrowed ID parts, cold offset (on validation)
             model.eval()
-            model.calibrate(bundle, self.categories)  # post-hoc, on validation (the flagship's cold offset)
+            model.calibrate(bundle, self.categories)
         if writer is not None:
             writer.close()
         model.eval()

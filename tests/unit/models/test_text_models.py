@@ -120,3 +120,87 @@ def test_no_offset_without_untrained_items_in_validation():
     bundle = prepare(pl.DataFrame({"user": u, "item": i, "category": c, "timestamp": t}), None, PrepareConfig())
     assert bundle.split("valid").height > 0
     assert (fit_cold_offsets(None, bundle) == 0).all()  # nothing to fit on: no scoring pass at all
+
+
+def _untrained_with_text(bundle, model):
+    return torch.nonzero((model.log_count_ == 0) & (model.items.text_.abs().sum(1) > 0)).squeeze(1)
+
+
+def test_untrained_items_borrow_their_nearest_trained_texts_id_parts(cold_world, trained):
+    model = trained["crossrec-text"]
+    cold = _untrained_with_text(cold_world, model)
+    assert len(cold) > 0
+    assert torch.equal(torch.nonzero(model.borrow_row_ >= 0).squeeze(1), cold)  # exactly the untrained items
+    k = model.config.text.borrow
+    assert model.borrow_nbr_.shape == (len(cold), k)
+    assert bool((model.log_count_[model.borrow_nbr_] > 0).all())  # every lender trained
+    assert torch.allclose(model.borrow_w_.sum(1), torch.ones(len(cold)))
+    j, row = int(cold[0]), int(model.borrow_row_[cold[0]])
+    text = torch.nn.functional.normalize(model.items.text_, dim=1)
+    sims = text @ text[j]
+    sims[model.log_count_ == 0] = -2.0
+    assert set(model.borrow_nbr_[row].tolist()) == set(sims.topk(k).indices.tolist())  # the k nearest by cosine
+    w = torch.softmax(sims[model.borrow_nbr_[row]] / model.config.text.borrow_temperature, 0)
+    assert torch.allclose(model.borrow_w_[row], w, atol=1e-5)
+    nbr = model.borrow_nbr_[row]
+    assert torch.allclose(model.items.emb.weight[j], (w.unsqueeze(1) * model.items.emb.weight[nbr]).sum(0), atol=1e-5)
+    assert torch.allclose(model.items.bias[j], (w * model.items.bias[nbr]).sum(), atol=1e-5)
+
+
+def test_a_borrowed_items_neighbourhood_score_is_its_lenders(cold_world, trained):
+    from crossrec.models.crossrec.borrow import borrowed_neighbourhood
+
+    model = trained["crossrec-text"]
+    users = torch.arange(16)
+    hist = model.history_[users]
+    row = model.borrow_row_[_untrained_with_text(cold_world, model)[:3]]
+    nbr, w = model.borrow_nbr_[row], model.borrow_w_[row]
+    with torch.no_grad():
+        got = borrowed_neighbourhood(model.neighbours, hist, users, nbr, w)
+        want = torch.zeros(16, 3)
+        for j in range(3):
+            for n, wn in zip(nbr[j].tolist(), w[j].tolist()):
+                c = torch.full_like(users, int(model.item_category_[n]))
+                want[:, j] += wn * model.neighbours.at(hist, c, users, torch.tensor([n]), leave_out=False)[:, 0]
+    assert torch.allclose(got, want, atol=1e-5)
+
+
+def test_every_scoring_path_agrees_on_borrowed_items(cold_world, trained, tmp_path):
+    from crossrec.serving.artifact import load_artifact, save_artifact
+
+    model = trained["crossrec-text"]
+    users, c = torch.arange(12), 0
+    idx = model.index[c]
+    local = torch.nonzero(model._borrowed(idx)).squeeze(1)[:5]
+    assert len(local) > 0
+    with torch.no_grad():
+        full = model.score(users, c).clone()
+        # the service's re-rank: exact scores of candidate pools; the sparse candidates include them
+        score_items = model.score_items(users, c, idx[local].expand(len(users), -1))
+        assert torch.allclose(score_items, full[:, local], atol=1e-4)
+        assert set(idx[local].tolist()) <= set(model.sparse_candidates(users, c).tolist())
+        # an item added after training with the same text is scored as the bundle's untrained item
+        by_text = model.score_text_items(users, c, model.items.text_[idx[local]])
+        assert torch.allclose(by_text, full[:, local], atol=1e-4)
+    save_artifact(tmp_path / "m", model, "crossrec", "pooled", {"dim": 32, "item_tower": "text+id"},
+                  Sizes.from_bundle(cold_world))
+    loaded = load_artifact(tmp_path / "m").model
+    with torch.no_grad():
+        assert torch.allclose(loaded.score(users, c), full, atol=1e-5)
+
+
+def test_borrowing_off_leaves_untrained_items_to_their_text(cold_world, trained):
+    model = trained["crossrec-text"]
+    saved = (model.borrow_row_.clone(), model.borrow_nbr_, model.borrow_w_, model.items.emb.weight.detach().clone())
+    object.__setattr__(model.config.text, "borrow", 0)
+    try:
+        model.borrow_row_.fill_(-1)
+        model.borrow_nbr_, model.borrow_w_ = model.borrow_nbr_[:0], model.borrow_w_[:0]
+        model.borrow()
+        assert not bool(model._borrowed(model.index[0]).any())
+        seen = model._seen(model.index[0])
+        untrained = model._untrained(model.index[0])
+        assert torch.equal(seen.bool(), ~untrained)  # their ID part hidden again
+    finally:
+        object.__setattr__(model.config.text, "borrow", 20)
+        model.borrow_row_, model.borrow_nbr_, model.borrow_w_ = saved[0], saved[1], saved[2]

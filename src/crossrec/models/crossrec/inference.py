@@ -17,6 +17,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from crossrec.models.crossrec.borrow import borrowed_neighbourhood, text_neighbours
+
 
 class FlagshipInference:
     """Mixed into `CrossRec` (models/crossrec/model.py)."""
@@ -51,7 +53,9 @@ class FlagshipInference:
         if self.neighbours is None:
             return None
         nb = self.neighbours.nbr_[self.history_[users]].flatten()
-        nb = torch.unique(nb[nb != self.pad])
+        idx = self.index[category]
+        nb = torch.cat([nb[nb != self.pad], idx[self._borrowed(idx)]])  # borrowed items: their lenders' terms
+        nb = torch.unique(nb)
         return nb[self.item_category_[nb] == category]
 
     def score_items(self: Any, users: Tensor, category: int, items: Tensor) -> Tensor:
@@ -69,15 +73,29 @@ class FlagshipInference:
         """[B, n] scores of items known only by their text vectors [n, k] (added after training; a
         text item tower only), with image vectors [n, k'] where the tower reads them: what `score`
         would give them as items without training rows."""
-        v, b = self.items.from_text(text, image)
-        if self.items.use_id:  # scored from text alone, as an item without training rows
-            b = b + self.cold_offset_[category]
+        lent = self._lend(text)  # (lenders, weights, their ID vectors and biases) or None
+        v, b = self.items.from_text(text, image, None if lent is None else lent[2])
+        if self.items.use_id:  # scored as an item without training rows
+            b = b + self.cold_offset_[category] + (0.0 if lent is None else lent[3])
         s = self.user_vectors(users, category) @ v.T + b
+        if lent is not None and self.neighbours is not None:
+            s = s + borrowed_neighbourhood(self.neighbours, self.history_[users], users, lent[0], lent[1])
         if self.content_term is not None:
             hist = self.history_[users]
             cat = torch.full_like(users, category)
             s = s + self.content_term.profile(hist, cat, self.item_category_[hist], self.items.text_) @ text.float().T
         return s + self.global_bias if self.config.loss == "mse" else s
+
+    def _lend(self: Any, text: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor] | None:
+        """For items known by their text vectors [n, k]: their lenders [n, m], weights [n, m] and
+        the borrowed ID vectors [n, d] and biases [n] (borrow.py), or None where nothing is borrowed."""
+        if not (self.items.use_id and self.borrow_nbr_.numel()):
+            return None
+        cfg = self.config.text
+        nbr, w = text_neighbours(self.items.text_, self._lenders(), text.to(self.log_count_.device),
+                                 cfg.borrow, cfg.borrow_temperature)
+        vec = (w.unsqueeze(-1) * self.items.emb.weight[nbr]).sum(1)
+        return nbr, w, vec, (w * self.items.bias[nbr]).sum(1)
 
     def score_history(self: Any, hist: Tensor, category: int) -> Tensor:
         """[B, n_items(c)] scores for users known only by a history [B, L] of item ids (pad =

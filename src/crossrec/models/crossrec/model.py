@@ -44,6 +44,7 @@ from torch import Tensor, nn
 from crossrec.data.batch import Batch, Sizes
 from crossrec.models.base import register
 from crossrec.models.category_index import CategoryIndex
+from crossrec.models.crossrec.borrow import Borrowing
 from crossrec.models.crossrec.config import CrossRecConfig
 from crossrec.models.crossrec.content import ContentTerm
 from crossrec.models.crossrec.encoder import HistoryEncoder
@@ -61,7 +62,7 @@ if TYPE_CHECKING:
 
 
 @register("crossrec", CrossRecConfig, paper="crossrec flagship (docs/DESIGN.md); DIN/SASRec history attention, DTCDR shared+specific users")
-class CrossRec(FlagshipInference, AuxiliaryLosses, SoftmaxLosses, nn.Module):
+class CrossRec(FlagshipInference, Borrowing, AuxiliaryLosses, SoftmaxLosses, nn.Module):
     """Shared + category-specific + cross-category-history user tower; ID (+ content) item tower.
 
     Call `setup(bundle, categories)` before `loss`/`score` (the trainer does): it stores every
@@ -73,6 +74,8 @@ class CrossRec(FlagshipInference, AuxiliaryLosses, SoftmaxLosses, nn.Module):
         c = config
         if not 0.0 <= c.history.category_dropout < 1.0:
             raise ValueError("crossrec.history.category_dropout must be in [0, 1)")
+        if c.text.borrow < 0 or not c.text.borrow_temperature > 0:
+            raise ValueError("crossrec.text.borrow must be >= 0 and crossrec.text.borrow_temperature > 0")
         self.config, self.sizes, self.pad = c, sizes, sizes.n_items
         n_cat, d, pad = sizes.n_categories, c.dim, sizes.n_items
         # Built in a fixed order: it is the order the parameters draw their initial values in.
@@ -106,6 +109,10 @@ class CrossRec(FlagshipInference, AuxiliaryLosses, SoftmaxLosses, nn.Module):
         self.register_buffer("bias_ready_", torch.zeros((), dtype=torch.bool))
         # text+id: per category, what items without training interactions get added (calibrate)
         self.register_buffer("cold_offset_", torch.zeros(n_cat))
+        # text+id: ID parts lent to untrained items by their text neighbours (borrow.py; calibrate)
+        self.register_buffer("borrow_row_", torch.full((sizes.n_items,), -1, dtype=torch.int64))
+        self.register_buffer("borrow_nbr_", torch.zeros(0, 0, dtype=torch.int64))
+        self.register_buffer("borrow_w_", torch.zeros(0, 0))
         item_cat = torch.tensor(list(sizes.item_category) + [n_cat], dtype=torch.int64)
         self.register_buffer("item_category_", item_cat, persistent=False)  # [n_items + 1], pad -> n_cat
 
@@ -160,9 +167,11 @@ class CrossRec(FlagshipInference, AuxiliaryLosses, SoftmaxLosses, nn.Module):
         self.items.live = None  # the artifact keeps the final vectors (text_), not the language model
 
     def calibrate(self, bundle: Bundle, categories: Sequence[int] | None = None) -> None:
-        """After training (the trainer calls it): fit `cold_offset_` on the validation split
-        (models/crossrec/calibration.py); a no-op unless items are scored from text alone
-        (`text+id`, `text.calibrate_cold`) and validation has positives on untrained items."""
+        """After training (the trainer calls it): lend untrained items their text neighbours' ID
+        parts (borrow.py, `text.borrow`), then fit `cold_offset_` on the validation split
+        (models/crossrec/calibration.py; `text.calibrate_cold`, where validation has positives on
+        untrained items). A no-op unless the tower reads text and IDs (`text+id`)."""
+        self.borrow()  # first: the offset is fitted on the scores with the borrowed parts
         if not (self.items.use_text and self.items.use_id and self.config.text.calibrate_cold) or self.config.loss == "mse":
             return
         from crossrec.models.crossrec.calibration import fit_cold_offsets
@@ -176,6 +185,10 @@ class CrossRec(FlagshipInference, AuxiliaryLosses, SoftmaxLosses, nn.Module):
     def _load_from_state_dict(self, state_dict: dict, prefix: str, *args, **kwargs) -> None:  # type: ignore[override]
         # artifacts written before the cold offset existed load with none
         state_dict.setdefault(prefix + "cold_offset_", torch.zeros_like(self.cold_offset_))
+        state_dict.setdefault(prefix + "borrow_row_", torch.full_like(self.borrow_row_, -1))
+        for name in ("borrow_nbr_", "borrow_w_"):  # data-dependent shapes: adopt the stored ones
+            stored = state_dict.setdefault(prefix + name, getattr(self, name)[:0])
+            self._buffers[name] = torch.empty_like(stored, device=self.borrow_row_.device)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @property
@@ -220,12 +233,17 @@ class CrossRec(FlagshipInference, AuxiliaryLosses, SoftmaxLosses, nn.Module):
         cat = torch.full_like(users, category)
         return self._user(users, cat, self.history_[users] if self.encoder is not None else None)  # [B, d]
 
+    def _untrained(self, items: Tensor) -> Tensor:
+        """[...] True for items without training interactions."""
+        return self.log_count_[items.clamp_max(self.sizes.n_items - 1)] == 0
+
     def _seen(self, items: Tensor) -> Tensor | None:
-        """[...] 1 for items with training interactions, else 0 (None without text+id): an item nobody
-        trained on is scored from its text alone, ID hidden, as ID dropout trained the tower to."""
+        """[...] 1 where an item's ID part is read: it has training interactions, or its text
+        neighbours lent it theirs (borrow.py); else 0, and it is scored from its text alone, ID
+        hidden, as ID dropout trained the tower to. None without text+id."""
         if not (self.items.use_text and self.items.use_id):
             return None
-        return (self.log_count_[items.clamp_max(self.sizes.n_items - 1)] > 0).float()
+        return (~self._untrained(items) | self._borrowed(items)).float()
 
     def item_vectors(self, category: int) -> Tensor:
         idx = self.index[category]
@@ -233,12 +251,12 @@ class CrossRec(FlagshipInference, AuxiliaryLosses, SoftmaxLosses, nn.Module):
 
     def _item_bias(self, items: Tensor, seen: Tensor | None, category: Tensor | int) -> Tensor:
         """[...] the items' biases at scoring time: the tower's, plus the category's cold offset
-        for items scored from text alone (`seen` 0)."""
+        for items without training interactions."""
         b = self.items.bias_of(items, seen)
         if seen is None:
             return b
         off = self.cold_offset_[category] if isinstance(category, int) else self.cold_offset_.index_select(0, category.reshape(-1)).view(category.shape)
-        return b + (1.0 - seen) * off
+        return b + self._untrained(items).float() * off
 
     def extra_scores(self, users: Tensor, category: int, into: Tensor | None = None) -> Tensor:
         """[B, n_items(c)] what `score` adds to the towers' dot product: item bias, neighbourhood
@@ -302,7 +320,7 @@ class CrossRec(FlagshipInference, AuxiliaryLosses, SoftmaxLosses, nn.Module):
             c = prof @ t.T if items.dim() == 1 else (prof.unsqueeze(1) * t).sum(-1)
             out = c if out is None else (out.add_(c) if out is into else out + c)
         assert out is not None
-        return out
+        return self._borrowed_side(hist, users, items, out)
 
     def _items(self, items: Tensor, fresh: bool = False) -> tuple[Tensor, Tensor, Tensor | None]:
         """Training-time item vectors [..., d], biases [...] and the ID-dropout mask [...] (None

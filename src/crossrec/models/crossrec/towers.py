@@ -192,9 +192,10 @@ class ItemTower(nn.Module):
         gate = 2.0 * torch.sigmoid(self.fuse(stacked.flatten(-2))).view_as(stacked)
         return self.fused((gate * stacked).sum(-2))
 
-    def from_text(self, x: Tensor, image: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def from_text(self, x: Tensor, image: Tensor | None = None, id_part: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Vectors [n, d] and biases [n] of items known by their text vectors [n, k] alone (items
-        added after training): the tower's output for an item whose ID part is hidden. `image`
+        added after training): the tower's output for an item whose ID part is hidden, or is
+        `id_part` [n, d] (one borrowed from its text neighbours: models/crossrec/borrow.py). `image`
         [n, k'] (all-zero rows: none) joins through the image projection of a `text+id+image`
         tower, as a Bundle item's image vector does."""
         if not self.has_text:
@@ -202,7 +203,7 @@ class ItemTower(nn.Module):
         x = x.float().to(self.bias.device)
         parts = [self.adapter(x)]  # type: ignore[misc]
         if self.use_id:
-            parts.insert(0, torch.zeros_like(parts[0]))
+            parts.insert(0, torch.zeros_like(parts[0]) if id_part is None else id_part.to(parts[0]))
         if self.content_proj is not None and self.content_.numel() > 0:
             if image is None:
                 parts.append(torch.zeros_like(parts[0]))  # no image vector
