@@ -312,7 +312,10 @@ class Service(Explanations):
             return self._vectors[i]
         text, image = self._new_content([i])
         tower = getattr(self.model, "items", None)
-        v = tower.from_text(text, image)[0] if hasattr(tower, "from_text") else text  # text-kNN: the text vector itself
+        if not hasattr(tower, "from_text"):  # text-kNN: the text vector itself
+            return F.normalize(text[0].float(), dim=0)
+        lent = self.model.borrowed_parts(text) if hasattr(self.model, "borrowed_parts") else None  # the flagship's borrowed ID part
+        v = tower.from_text(text, image, None if lent is None else lent[2])[0]
         return F.normalize(v[0].float(), dim=0)
 
     # ------------------------------------------------------------------ writes

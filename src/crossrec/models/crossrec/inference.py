@@ -73,7 +73,7 @@ class FlagshipInference:
         """[B, n] scores of items known only by their text vectors [n, k] (added after training; a
         text item tower only), with image vectors [n, k'] where the tower reads them: what `score`
         would give them as items without training rows."""
-        lent = self._lend(text)  # (lenders, weights, their ID vectors and biases) or None
+        lent = self.borrowed_parts(text)  # (lenders, weights, their ID vectors and biases) or None
         v, b = self.items.from_text(text, image, None if lent is None else lent[2])
         if self.items.use_id:  # scored as an item without training rows
             b = b + self.cold_offset_[category] + (0.0 if lent is None else lent[3])
@@ -86,7 +86,7 @@ class FlagshipInference:
             s = s + self.content_term.profile(hist, cat, self.item_category_[hist], self.items.text_) @ text.float().T
         return s + self.global_bias if self.config.loss == "mse" else s
 
-    def _lend(self: Any, text: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor] | None:
+    def borrowed_parts(self: Any, text: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor] | None:
         """For items known by their text vectors [n, k]: their lenders [n, m], weights [n, m] and
         the borrowed ID vectors [n, d] and biases [n] (borrow.py), or None where nothing is borrowed."""
         if not (self.items.use_id and self.borrow_nbr_.numel()):
