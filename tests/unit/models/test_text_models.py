@@ -204,3 +204,44 @@ def test_borrowing_off_leaves_untrained_items_to_their_text(cold_world, trained)
     finally:
         object.__setattr__(model.config.text, "borrow", 20)
         model.borrow_row_, model.borrow_nbr_, model.borrow_w_ = saved[0], saved[1], saved[2]
+
+
+@pytest.fixture(scope="module")
+def zero_shot(tmp_path_factory, text_cache):
+    inter, items = generate(SyntheticConfig(seed=1))
+    bundle = prepare(inter, items, PrepareConfig(zero_shot_category="garden"), tmp_path_factory.mktemp("zs") / "bundle")
+    attach_text(bundle, EncoderConfig(), progress=False)
+    torch.manual_seed(0)
+    model = build("crossrec", "pooled", {"dim": 32, "item_tower": "text+id"}, Sizes.from_bundle(bundle))
+    Trainer(TrainConfig(epochs=4, batch_size=1024, lr=3e-3, patience=2, progress=False, seed=0)).fit(model, bundle)
+    return bundle, model
+
+
+def test_a_zero_shot_categorys_items_score_as_their_lenders_in_their_own_categories(zero_shot):
+    bundle, model = zero_shot
+    c = bundle.category_id("garden")
+    idx = model.index[c]
+    assert bundle.split("train", c).height == 0 and bool(model._borrowed(idx).all())
+    users = torch.arange(10)
+    with torch.no_grad():
+        got = model.score(users, c)
+        rows = model.borrow_row_[idx[:4]]
+        want = torch.zeros(10, 4)
+        for j in range(4):
+            for n, wn in zip(model.borrow_nbr_[rows[j]].tolist(), model.borrow_w_[rows[j]].tolist()):
+                cn = int(model.item_category_[n])
+                col = int(torch.nonzero(model.index[cn] == n))
+                want[:, j] += wn * model.score(users, cn)[:, col]
+        assert torch.allclose(got[:, :4], want + model.cold_offset_[c], atol=1e-4)
+        # the other scoring paths agree: the re-rank's exact scores and an item added by its text
+        assert torch.allclose(model.score_items(users, c, idx[:6].expand(10, -1)), got[:, :6], atol=1e-4)
+        assert torch.allclose(model.score_text_items(users, c, model.items.text_[idx[:6]]), got[:, :6], atol=1e-4)
+
+
+def test_the_zero_shot_category_is_recommended_above_text_knn(zero_shot):
+    bundle, model = zero_shot
+    ev = Evaluator(bundle, EvalConfig(ks=(10,)), split="test")
+    res = ev.evaluate(model)
+    textknn = build("textknn", "pooled", {}, Sizes.from_bundle(bundle))
+    Trainer(TrainConfig(epochs=1, progress=False)).fit(textknn, bundle)
+    assert res.metric("ndcg@10", "garden", "all") > ev.evaluate(textknn).metric("ndcg@10", "garden", "all")

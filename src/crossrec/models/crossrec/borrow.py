@@ -125,5 +125,51 @@ class Borrowing:
         pos[mine] = inv
         return out + vals.gather(1, pos) * mine
 
+    # ---------------------------------------------------------------- categories nobody trained on
+    def _lender_scores(self: Any, users: Tensor, nbr: Tensor, w: Tensor) -> Tensor:
+        """[B, J] sum_n w_jn score_cat(n)(u, n): each lender scored in its own category (towers,
+        bias and history terms, as `score` gives it). nbr, w [J, k]."""
+        uniq, inv = torch.unique(nbr, return_inverse=True)
+        vals = torch.zeros(len(users), len(uniq), device=users.device)
+        cats = self.item_category_.index_select(0, uniq)
+        hist = self.history_[users]
+        for c in torch.unique(cats).tolist():
+            cols = torch.nonzero(cats == c).squeeze(1)
+            items = uniq.index_select(0, cols)
+            seen = self._seen(items)
+            s = self.user_vectors(users, c) @ self.items(items, seen).T + self._item_bias(items, seen, c)
+            if self._reads_side:
+                s = s + self._side(hist, torch.full_like(users, c), users, items, leave_out=False)
+            vals[:, cols] = s
+        return (vals.index_select(1, inv.reshape(-1)).view(len(users), *nbr.shape) * w).sum(-1)
+
+    def _untrained_category(self: Any, category: int) -> bool:
+        """No training interactions in the category (a zero-shot category): its users' category
+        parts (specific embedding, gate, attention query) never trained."""
+        return bool(self.borrow_nbr_.numel()) and float(self.log_cat_rows_[category]) == 0.0
+
+    def _zero_shot(self: Any, users: Tensor, category: int, items: Tensor, s: Tensor) -> Tensor:
+        """In a category without training interactions, a borrowed item's score is its lenders'
+        scores, each read in its own category (module docstring), plus the cold offset: the
+        user's representation there is untrained. items [M] -> s [B, M], items [B, n] -> s [B, n];
+        `s` is returned, changed in place when autograd is off."""
+        if not self._untrained_category(category):
+            return s
+        mine = self._borrowed(items)
+        if not bool(mine.any()):
+            return s
+        uniq, inv = torch.unique(items[mine], return_inverse=True)
+        rows = self.borrow_row_.index_select(0, uniq)
+        lent = self._lender_scores(users, self.borrow_nbr_[rows], self.borrow_w_[rows]) + self.cold_offset_[category]
+        if items.dim() == 1:
+            cols = torch.nonzero(mine).squeeze(1)
+            if torch.is_grad_enabled():
+                return s.index_copy(1, cols, lent.index_select(1, inv))
+            s[:, cols] = lent.index_select(1, inv)
+            return s
+        pos = torch.zeros(items.shape, dtype=torch.int64, device=items.device)
+        pos[mine] = inv
+        return torch.where(mine, lent.gather(1, pos), s)
+
 
 __all__ = ["text_neighbours", "borrowed_neighbourhood", "Borrowing"]

@@ -67,6 +67,7 @@ class FlagshipInference:
         s = (u.unsqueeze(1) * self.items(items, seen)).sum(-1) + self._item_bias(items, seen, category)
         if self._reads_side:
             s = s + self._side(self.history_[users], cat, users, items, leave_out=False)
+        s = self._zero_shot(users, category, items, s)
         return s + self.global_bias if self.config.loss == "mse" else s
 
     def score_text_items(self: Any, users: Tensor, category: int, text: Tensor, image: Tensor | None = None) -> Tensor:
@@ -80,6 +81,8 @@ class FlagshipInference:
         s = self.user_vectors(users, category) @ v.T + b
         if lent is not None and self.neighbours is not None:
             s = s + borrowed_neighbourhood(self.neighbours, self.history_[users], users, lent[0], lent[1])
+        if lent is not None and self._untrained_category(category):  # as `score` there (borrow.py)
+            return self._lender_scores(users, lent[0], lent[1]) + self.cold_offset_[category]
         if self.content_term is not None:
             hist = self.history_[users]
             cat = torch.full_like(users, category)

@@ -278,9 +278,10 @@ class CrossRec(FlagshipInference, Borrowing, AuxiliaryLosses, SoftmaxLosses, nn.
     def score(self, users: Tensor, category: int) -> Tensor:
         u, v = self.user_vectors(users, category), self.item_vectors(category)
         if torch.is_grad_enabled():
-            return u @ v.T + self.extra_scores(users, category)
-        # Inference: one [B, n] block (reused memory inside the evaluator), the other terms added into it
-        return self.extra_scores(users, category, into=dot_scores(u, v))
+            s = u @ v.T + self.extra_scores(users, category)
+        else:  # inference: one [B, n] block (reused memory inside the evaluator), the other terms added into it
+            s = self.extra_scores(users, category, into=dot_scores(u, v))
+        return self._zero_shot(users, category, self.index[category], s)  # a category nobody trained on (borrow.py)
 
     predicts_ratings = property(lambda self: self.config.loss == "mse")
 
