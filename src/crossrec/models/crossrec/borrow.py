@@ -50,7 +50,7 @@ def text_neighbours(text: Tensor, trained: Tensor, query: Tensor, k: int, temper
     pool = torch.nonzero(trained).squeeze(1)
     k = min(k, len(pool))
     if k == 0 or len(query) == 0:
-        return torch.zeros(len(query), 0, dtype=torch.int64), torch.zeros(len(query), 0)
+        return torch.zeros(len(query), 0, dtype=torch.int64, device=text.device), torch.zeros(len(query), 0, device=text.device)
     keys = F.normalize(text.index_select(0, pool).float(), dim=1)
     nbr, wts = [], []
     for lo in range(0, len(query), chunk):  # [chunk, n_trained] at a time
@@ -71,8 +71,6 @@ def borrowed_neighbourhood(term: torch.nn.Module, hist: Tensor, users: Tensor, n
         cols = torch.nonzero(cats == c).squeeze(1)  # ascending ids: distinct, as `scores` wants
         vals[:, cols] = term.scores(hist, torch.full_like(users, c), users, uniq.index_select(0, cols), leave_out=False)
     return (vals.index_select(1, inv.reshape(-1)).view(len(hist), *nbr.shape) * w).sum(-1)
-
-
 
 
 class Borrowing:
