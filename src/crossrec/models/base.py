@@ -267,6 +267,7 @@ def register(name: str, config_cls: type, paper: str = "") -> Callable[[M], M]:
 # Model options that must be at least 1 (sizes and counts), as dotted paths inside the model's
 # config; other integer options may be 0 (off).
 POSITIVE_OPTIONS = frozenset({"dim", "k", "history.length", "history.n_heads", "n_heads", "max_len", "n_neg", "score_chunk", "text.experts"})
+NONZERO_OPTIONS = frozenset({"objective.tau", "text.borrow_temperature"})  # temperatures: divided by
 
 
 def _migrate_hook(cls: type, data: dict[str, Any]) -> dict[str, Any]:
@@ -292,6 +293,8 @@ def _check_values(cfg: Any, prefix: str = "") -> None:
             raise ConfigError(f"{key}={value}; expected a value >= 0")
         if path in POSITIVE_OPTIONS and value < 1:
             raise ConfigError(f"{key}={value}; expected a value >= 1")
+        if path in NONZERO_OPTIONS and value == 0:
+            raise ConfigError(f"{key}={value}; expected a value > 0")
         if "dropout" in f.name and value >= 1:
             raise ConfigError(f"{key}={value}; expected a share in [0, 1)")
 
@@ -300,7 +303,8 @@ def config_from_dict(name: str, params: dict[str, Any]) -> Any:
     """Build a model's config dataclass (sections nest) from a plain dict.
 
     Unknown keys, wrong types and impossible values are `ConfigError`s: every number must be
-    finite and >= 0, sizes and counts (`POSITIVE_OPTIONS`) >= 1, dropouts in [0, 1).
+    finite and >= 0, sizes and counts (`POSITIVE_OPTIONS`) >= 1, temperatures (`NONZERO_OPTIONS`) > 0,
+    dropouts in [0, 1).
     """
     cfg = from_dict(get_entry(name).config_cls, params, prefix="model.", hook=_migrate_hook)
     _check_values(cfg)

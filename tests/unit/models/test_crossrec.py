@@ -204,6 +204,11 @@ def test_bad_options_are_errors(tiny_bundle):
             CrossRec(config_from_dict("crossrec", bad), sizes)
     with pytest.raises(ValueError, match="expected one of"):  # a section built directly is checked too
         CrossRecConfig(history=HistoryConfig(encoder="lstm"))  # type: ignore[arg-type]
+    for bad, msg in (({"text": {"borrow": -1}}, "model.text.borrow=-1; expected a value >= 0"),
+                     ({"text": {"borrow_temperature": 0.0}}, "model.text.borrow_temperature=0.0; expected a value > 0"),
+                     ({"objective": {"tau": 0.0}}, "model.objective.tau=0.0; expected a value > 0")):
+        with pytest.raises(ValueError, match=msg.replace(".", r"\.")):
+            config_from_dict("crossrec", bad)
 
 
 def test_flat_options_name_their_new_section():

@@ -35,7 +35,7 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -92,13 +92,12 @@ class Borrowing:
         cold = torch.nonzero((self.log_count_ == 0) & has_text).squeeze(1)
         nbr, w = text_neighbours(tower.text_, self._lenders(), tower.text_.index_select(0, cold), cfg.borrow, cfg.borrow_temperature)
         dev = self.log_count_.device
-        with torch.no_grad():
-            if nbr.shape[1]:
+        row = torch.full((n,), -1, dtype=torch.int64, device=dev)
+        if nbr.shape[1]:
+            with torch.no_grad():
                 tower.emb.weight[cold] = (w.unsqueeze(-1) * tower.emb.weight[nbr]).sum(1)
                 tower.bias[cold] = (w * tower.bias[nbr]).sum(1)
-            row = torch.full((n,), -1, dtype=torch.int64, device=dev)
-            if nbr.shape[1]:
-                row[cold] = torch.arange(len(cold), device=dev)
+            row[cold] = torch.arange(len(cold), device=dev)
         self.borrow_row_, self.borrow_nbr_, self.borrow_w_ = row, nbr.to(dev), w.to(dev)
 
     def _lenders(self: Any) -> Tensor:
@@ -111,23 +110,35 @@ class Borrowing:
             return torch.zeros(items.shape, dtype=torch.bool, device=items.device)
         return (self.borrow_row_.index_select(0, items.clamp_max(self.sizes.n_items - 1).reshape(-1)).view(items.shape) >= 0) & (items < self.pad)
 
-    def _borrowed_side(self: Any, hist: Tensor, users: Tensor, items: Tensor, out: Tensor) -> Tensor:
-        """Add the borrowed items' neighbourhood term into `out` (inference; items [M] -> out [B, M],
-        items [B, n] -> out [B, n]); returns `out`."""
-        if self.neighbours is None or self.training or not self.borrow_nbr_.numel():
-            return out
+    def _at_borrowed(self: Any, items: Tensor, values: Callable[[Tensor, Tensor], Tensor]) -> tuple[Tensor, Tensor] | None:
+        """`values(lenders [U, k], weights [U, k]) -> [B, U]`, computed once per distinct borrowed
+        item among `items`, and where those cells are: items [M] -> (columns [J], values [B, J]);
+        items [B, n] -> (mask [B, n], values [B, n], meaningful where the mask is set). None: no
+        borrowed item."""
         mine = self._borrowed(items)
         if not bool(mine.any()):
-            return out
+            return None
         uniq, inv = torch.unique(items[mine], return_inverse=True)
         rows = self.borrow_row_.index_select(0, uniq)
-        vals = borrowed_neighbourhood(self.neighbours, hist, users, self.borrow_nbr_[rows], self.borrow_w_[rows])  # [B, U]
+        vals = values(self.borrow_nbr_[rows], self.borrow_w_[rows])  # [B, U]
         if items.dim() == 1:
-            cols = torch.nonzero(mine).squeeze(1)
-            return out.index_add_(1, cols, vals.index_select(1, inv)) if not torch.is_grad_enabled() else out.index_add(1, cols, vals.index_select(1, inv))
+            return torch.nonzero(mine).squeeze(1), vals.index_select(1, inv)
         pos = torch.zeros(items.shape, dtype=torch.int64, device=items.device)
         pos[mine] = inv
-        return out + vals.gather(1, pos) * mine
+        return mine, vals.gather(1, pos)
+
+    def _borrowed_side(self: Any, hist: Tensor, users: Tensor, items: Tensor, out: Tensor) -> Tensor:
+        """Add the borrowed items' neighbourhood term into `out` (inference; items [M] -> out [B, M],
+        items [B, n] -> out [B, n]); returns `out`, changed in place when autograd is off."""
+        if self.neighbours is None or self.training:
+            return out
+        got = self._at_borrowed(items, lambda nbr, w: borrowed_neighbourhood(self.neighbours, hist, users, nbr, w))
+        if got is None:
+            return out
+        where, vals = got
+        if items.dim() == 2:
+            return out + vals * where
+        return out.index_add(1, where, vals) if torch.is_grad_enabled() else out.index_add_(1, where, vals)
 
     # ---------------------------------------------------------------- categories nobody trained on
     def _lender_scores(self: Any, users: Tensor, nbr: Tensor, w: Tensor) -> Tensor:
@@ -159,21 +170,16 @@ class Borrowing:
         `s` is returned, changed in place when autograd is off."""
         if not self._untrained_category(category):
             return s
-        mine = self._borrowed(items)
-        if not bool(mine.any()):
+        got = self._at_borrowed(items, lambda nbr, w: self._lender_scores(users, nbr, w) + self.cold_offset_[category])
+        if got is None:
             return s
-        uniq, inv = torch.unique(items[mine], return_inverse=True)
-        rows = self.borrow_row_.index_select(0, uniq)
-        lent = self._lender_scores(users, self.borrow_nbr_[rows], self.borrow_w_[rows]) + self.cold_offset_[category]
-        if items.dim() == 1:
-            cols = torch.nonzero(mine).squeeze(1)
-            if torch.is_grad_enabled():
-                return s.index_copy(1, cols, lent.index_select(1, inv))
-            s[:, cols] = lent.index_select(1, inv)
-            return s
-        pos = torch.zeros(items.shape, dtype=torch.int64, device=items.device)
-        pos[mine] = inv
-        return torch.where(mine, lent.gather(1, pos), s)
+        where, lent = got
+        if items.dim() == 2:
+            return torch.where(where, lent, s)
+        if torch.is_grad_enabled():
+            return s.index_copy(1, where, lent)
+        s[:, where] = lent
+        return s
 
 
 __all__ = ["text_neighbours", "borrowed_neighbourhood", "Borrowing"]

@@ -75,14 +75,14 @@ class FlagshipInference:
         text item tower only), with image vectors [n, k'] where the tower reads them: what `score`
         would give them as items without training rows."""
         lent = self.borrowed_parts(text)  # (lenders, weights, their ID vectors and biases) or None
+        if lent is not None and self._untrained_category(category):  # as `score` there (borrow.py)
+            return self._lender_scores(users, lent[0], lent[1]) + self.cold_offset_[category]
         v, b = self.items.from_text(text, image, None if lent is None else lent[2])
         if self.items.use_id:  # scored as an item without training rows
             b = b + self.cold_offset_[category] + (0.0 if lent is None else lent[3])
         s = self.user_vectors(users, category) @ v.T + b
         if lent is not None and self.neighbours is not None:
             s = s + borrowed_neighbourhood(self.neighbours, self.history_[users], users, lent[0], lent[1])
-        if lent is not None and self._untrained_category(category):  # as `score` there (borrow.py)
-            return self._lender_scores(users, lent[0], lent[1]) + self.cold_offset_[category]
         if self.content_term is not None:
             hist = self.history_[users]
             cat = torch.full_like(users, category)

@@ -74,8 +74,6 @@ class CrossRec(FlagshipInference, Borrowing, AuxiliaryLosses, SoftmaxLosses, nn.
         c = config
         if not 0.0 <= c.history.category_dropout < 1.0:
             raise ValueError("crossrec.history.category_dropout must be in [0, 1)")
-        if c.text.borrow < 0 or not c.text.borrow_temperature > 0:
-            raise ValueError("crossrec.text.borrow must be >= 0 and crossrec.text.borrow_temperature > 0")
         self.config, self.sizes, self.pad = c, sizes, sizes.n_items
         n_cat, d, pad = sizes.n_categories, c.dim, sizes.n_items
         # Built in a fixed order: it is the order the parameters draw their initial values in.
