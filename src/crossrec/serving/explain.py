@@ -3,7 +3,9 @@
 Each recommended item names up to `serve.explain_top` history items with the largest positive
 contribution to its score: the flagship's own terms (`contributions`: neighbourhood, content and a
 first-order reading of its history encoder), or for other two-tower models the cosine of item
-vectors. Rendered as "because you liked <title> in <category>".
+vectors. Rendered as "because you liked <title> in <category>". An item without interactions of
+its own that borrowed its ID parts from its nearest trained items by text (the flagship's
+`text.borrow`) also names those lenders, heaviest first: "like <title> in <category>".
 """
 
 from __future__ import annotations
@@ -28,7 +30,17 @@ class Explanations:
             raise ServingError(f"unknown user {user!r} (no training data and no feedback)", "user", 404)
         with torch.no_grad():
             because = self._because(u, key, [i])[0]
-        return {"user": str(user), "item": self._describe(i), "because": because}
+        return {"user": str(user), "item": self._describe(i), "because": because} | self._like(i)
+
+    def _like(self: Any, i: int) -> dict[str, Any]:
+        """{"like": [...]}: up to `explain_top` trained items whose ID parts item i borrowed, with
+        their weights; {} when it borrowed nothing."""
+        lenders = getattr(self.model, "lenders", None)
+        pairs = lenders(i)[: self.cfg.explain_top] if lenders is not None and i < self._pad else []
+        if not pairs:
+            return {}
+        return {"like": [self._describe(n) | {"weight": round(w, 6), "text": f"like {self._titles[n] or self._raw_items[n]} "
+                         f"in {self.categories[self._item_cat[n]]}"} for n, w in pairs]}
 
     def _because(self: Any, u: int | None, user: str, items: list[int]) -> list[list[dict[str, Any]]]:
         """For each item, up to `explain_top` history items with the largest positive contribution

@@ -260,7 +260,7 @@ class Service(Explanations):
             for j, user, u, c, k, exclude_seen, seen, _ in plan:
                 pairs = [(i, s) for i, s in ranked[j][0] if not (exclude_seen and i in seen)][:k]
                 because = self._because(u, user, [i for i, _ in pairs])
-                items = [self._describe(i) | {"score": float(s), "because": b} for (i, s), b in zip(pairs, because)]
+                items = [self._describe(i) | {"score": float(s), "because": b} | self._like(i) for (i, s), b in zip(pairs, because)]
                 out[j] = {"user": str(requests[j][0]), "category": self.categories[c], "source": ranked[j][1],
                           "model_version": self.version, "items": items}
         return out

@@ -189,6 +189,35 @@ def test_every_scoring_path_agrees_on_borrowed_items(cold_world, trained, tmp_pa
         assert torch.allclose(loaded.score(users, c), full, atol=1e-5)
 
 
+def test_explanations_name_a_borrowed_items_lenders_and_their_terms(cold_world, trained, tmp_path):
+    from crossrec.serving.artifact import load_artifact, save_artifact
+    from crossrec.serving.service import Service
+
+    model = trained["crossrec-text"]
+    idx = model.index[0]
+    j = int(idx[torch.nonzero(model._borrowed(idx)).squeeze(1)[0]])
+    lenders = model.lenders(j)
+    row = int(model.borrow_row_[j])
+    assert [n for n, _ in lenders] == model.borrow_nbr_[row][torch.argsort(model.borrow_w_[row], descending=True, stable=True)].tolist()
+    assert model.lenders(int(idx[model.log_count_[idx] > 0][0])) == []  # a trained item borrowed nothing
+    # each history item's share of the borrowed neighbourhood term sums to the term itself
+    user = 3
+    with torch.no_grad():
+        hist, shares = model.contributions(user, 0, torch.tensor([j]), torch.zeros(model.config.dim))
+        enc = model._encoder_shares(model.history_[user], 0, torch.tensor([j]), torch.zeros(model.config.dim))
+        side = model._side(model.history_[[user]], torch.tensor([0]), torch.tensor([user]), torch.tensor([j]), leave_out=False)
+    assert torch.allclose(shares.sum(0) - enc[model.history_[user] != model.pad].sum(0), side[0], atol=1e-5)
+    save_artifact(tmp_path / "m", model, "crossrec", "pooled", {"dim": 32, "item_tower": "text+id"},
+                  Sizes.from_bundle(cold_world), bundle=cold_world)
+    svc = Service(load_artifact(tmp_path / "m"), cold_world)
+    out = svc.explain(str(cold_world.raw_user_ids()[user]), str(cold_world.raw_item_ids()[j]))
+    raw = cold_world.raw_item_ids()
+    assert [str(x["item"]) for x in out["like"]] == [str(raw[n]) for n, _ in lenders[: svc.cfg.explain_top]]
+    assert out["like"][0]["text"].startswith("like ") and out["like"][0]["weight"] == round(lenders[0][1], 6)
+    warm = int(idx[model.log_count_[idx] > 0][0])
+    assert "like" not in svc.explain(str(cold_world.raw_user_ids()[user]), str(raw[warm]))
+
+
 def test_borrowing_off_leaves_untrained_items_to_their_text(cold_world, trained):
     model = trained["crossrec-text"]
     saved = (model.borrow_row_.clone(), model.borrow_nbr_, model.borrow_w_, model.items.emb.weight.detach().clone())

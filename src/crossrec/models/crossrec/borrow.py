@@ -100,6 +100,15 @@ class Borrowing:
             row[cold] = torch.arange(len(cold), device=dev)
         self.borrow_row_, self.borrow_nbr_, self.borrow_w_ = row, nbr.to(dev), w.to(dev)
 
+    def lenders(self: Any, item: int) -> list[tuple[int, float]]:
+        """The trained items (global ids) whose ID parts `item` borrowed, with their weights,
+        heaviest first; empty for an item that borrowed nothing (explanations name them)."""
+        if not self.borrow_nbr_.numel() or not 0 <= item < self.sizes.n_items or int(self.borrow_row_[item]) < 0:
+            return []
+        row = int(self.borrow_row_[item])
+        w, order = torch.sort(self.borrow_w_[row], descending=True, stable=True)
+        return list(zip(self.borrow_nbr_[row][order].tolist(), w.tolist()))
+
     def _lenders(self: Any) -> Tensor:
         """[n_items] True for the items that lend: training interactions and text."""
         return (self.log_count_ > 0) & (self.items.text_.abs().sum(1) > 0)

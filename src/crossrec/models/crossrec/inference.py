@@ -3,7 +3,9 @@ part of the extra terms (for the index), exact scores of a candidate pool (for t
 each history item's share of a score (for explanations).
 
 Contributions of a user's history items h to score(u, i), for target category c:
-    neighbourhood  w[c, cat(h)] exp(r[c, slot(h)]) cos(h, i)           (exact: the term is a sum over h)
+    neighbourhood  w[c, cat(h)] exp(r[c, slot(h)]) cos(h, i)           (exact: the term is a sum over h;
+                   for an item that borrowed its ID parts, the weighted sum over its lenders n of
+                   the same with cos(h, n), each in n's category: borrow.py)
     content        a[c, cat(h)] s_c <t_h, t_i> / |history|              (exact, likewise)
     encoder        <Enc({h}) - Enc({}), v_i - mean_j v_j>                (a first-order reading)
 They are the model's own terms, so an explanation ("because you liked X in Books") names the
@@ -129,6 +131,7 @@ class FlagshipInference:
         if self.neighbours is not None:
             users = torch.full((length,), user, dtype=torch.int64, device=dev)
             total = total + self.neighbours.at(single, cat, users, items, leave_out=False)
+            total = self._borrowed_side(single, users, items, total)  # a borrowed item: its lenders' terms
         if self.content_term is not None:
             prof = self.content_term.profile(single, cat, self.item_category_[single], self.items.text_)
             total = total + prof @ self.items.text_[items].T / keep.sum().clamp_min(1)
