@@ -4,6 +4,8 @@ a committed experiment table: the committed `benchmarks/results/experiment_<name
 back as one table by the same report code (`ExperimentResult`).
 
     python benchmarks/merge_experiment.py configs/experiments/amazon-arts-office.yaml RUN/results.json ...
+    python benchmarks/merge_experiment.py configs/experiments/anime-mal-cold-items.yaml RUN/results.json \
+        --name text_anime-mal-cold-items     # a table committed under another name
 """
 
 from __future__ import annotations
@@ -27,9 +29,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("config", type=Path)
     ap.add_argument("new", nargs="+", type=Path, help="results.json of the runs to add")
+    ap.add_argument("--name", help="the committed table's name in benchmarks/results (default: experiment_<config name>)")
     args = ap.parse_args()
     cfg = load_experiment(args.config)
-    base = json.loads((RESULTS / f"experiment_{cfg.name}.json").read_text())
+    name = args.name or f"experiment_{cfg.name}"
+    base = json.loads((RESULTS / f"{name}.json").read_text())
     runs, seconds = list(base["runs"]), dict(base["train_seconds"])
     for path in args.new:
         new = json.loads(path.read_text())
@@ -42,7 +46,7 @@ def main() -> None:
     cfg = replace(cfg, models=tuple(m for m in cfg.models if m.label in present))
     result = ExperimentResult(cfg, pl.DataFrame(runs, infer_schema_length=None), base["bundle"], seconds)
     data = result.to_json() | {"acceptance": result.acceptance()}
-    write_results(f"experiment_{cfg.name}", data, result.to_markdown())
+    write_results(name, data, result.to_markdown())
     print(result.to_markdown()[:3000])
 
 

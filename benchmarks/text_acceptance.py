@@ -59,7 +59,7 @@ def main() -> None:
     md = [f"# Item text acceptance: {args.name}\n",
           "NDCG@10, full ranking, test split; mean ± std over seeds 0, 1, 2 (models fitted in closed form: one run).",
           "`crossrec-text`: the flagship with `item_tower: text+id` and the text defaults picked on validation",
-          "(`text.id_dropout` 0.2, no content term). The other columns are the committed experiment's runs",
+          "(`text.id_dropout` 0, no content term). The other columns are the committed experiment's runs",
           f"(`experiment_{args.name}.md`) and the runs of `ials-pooled` (18-point grid on validation) and `textknn`."]
     md += [f"\n{n}" for n in notes]
     for slice_, title in SLICES.items():
