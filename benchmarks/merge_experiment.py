@@ -33,6 +33,8 @@ def main() -> None:
     args = ap.parse_args()
     cfg = load_experiment(args.config)
     name = args.name or f"experiment_{cfg.name}"
+    if not (RESULTS / f"{name}.json").exists():
+        raise SystemExit(f"no committed table {RESULTS / (name + '.json')} (--name: a table in benchmarks/results)")
     base = json.loads((RESULTS / f"{name}.json").read_text())
     runs, seconds = list(base["runs"]), dict(base["train_seconds"])
     for path in args.new:

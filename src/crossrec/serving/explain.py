@@ -36,7 +36,7 @@ class Explanations:
         """{"like": [...]}: up to `explain_top` trained items whose ID parts item i borrowed, with
         their weights; {} when it borrowed nothing."""
         lenders = getattr(self.model, "lenders", None)
-        pairs = lenders(i)[: self.cfg.explain_top] if lenders is not None and i < self._pad else []
+        pairs = lenders(i)[: self.cfg.explain_top] if lenders is not None else []  # [] past the trained catalogue
         if not pairs:
             return {}
         return {"like": [self._describe(n) | {"weight": round(w, 6), "text": f"like {self._titles[n] or self._raw_items[n]} "

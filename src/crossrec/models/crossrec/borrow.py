@@ -103,9 +103,9 @@ class Borrowing:
     def lenders(self: Any, item: int) -> list[tuple[int, float]]:
         """The trained items (global ids) whose ID parts `item` borrowed, with their weights,
         heaviest first; empty for an item that borrowed nothing (explanations name them)."""
-        if not self.borrow_nbr_.numel() or not 0 <= item < self.sizes.n_items or int(self.borrow_row_[item]) < 0:
+        row = int(self.borrow_row_[item]) if self.borrow_nbr_.numel() and 0 <= item < self.sizes.n_items else -1
+        if row < 0:
             return []
-        row = int(self.borrow_row_[item])
         w, order = torch.sort(self.borrow_w_[row], descending=True, stable=True)
         return list(zip(self.borrow_nbr_[row][order].tolist(), w.tolist()))
 
