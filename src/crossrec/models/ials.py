@@ -58,26 +58,9 @@ class IALS(nn.Module):
         self.index = CategoryIndex(sizes)
 
     def fit(self, bundle: Bundle, categories: Sequence[int] | None = None) -> None:
-        try:
-            from implicit.cpu.als import AlternatingLeastSquares
-        except ImportError as e:  # pragma: no cover - a pinned dependency
-            raise ImportError("the ials model needs the PyPI package `implicit` (pip install implicit==0.7.3)") from e
         c = self.config
-        rows = bundle.rows("train", categories)
-        users, items = rows["user"].to_numpy().astype(np.int64), rows["item"].to_numpy().astype(np.int64)
-        m = sp.csr_matrix((np.ones(len(users), dtype=np.float32), (users, items)),
-                          shape=(self.sizes.n_users, self.sizes.n_items))
-        m.sum_duplicates()
-        m.data[:] = 1.0
-        from threadpoolctl import threadpool_limits
-
-        with threadpool_limits(1, "blas"):  # implicit parallelises itself; a BLAS pool on top oversubscribes
-            model = AlternatingLeastSquares(factors=c.factors, regularization=c.regularization, alpha=c.alpha,
-                                            iterations=c.iterations, random_state=c.seed,
-                                            num_threads=torch.get_num_threads())
-            model.fit(m, show_progress=False)
-        self.user_factors_ = torch.from_numpy(np.ascontiguousarray(model.user_factors, dtype=np.float32))
-        self.item_factors_ = torch.from_numpy(np.ascontiguousarray(model.item_factors, dtype=np.float32))
+        users, items = fit_factors(bundle, self.sizes.n_users, self.sizes.n_items, c, categories)
+        self.user_factors_, self.item_factors_ = torch.from_numpy(users), torch.from_numpy(items)
 
     def user_vectors(self, users: Tensor, category: int) -> Tensor:
         return self.user_factors_[users]
@@ -87,3 +70,27 @@ class IALS(nn.Module):
 
     def score(self, users: Tensor, category: int) -> Tensor:
         return dot_scores(self.user_vectors(users, category), self.item_vectors(category))
+
+
+def fit_factors(bundle: Bundle, n_users: int, n_items: int, c: IALSConfig,
+                categories: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """iALS user [n_users, factors] and item [n_items, factors] factors (float32) of the binary
+    user x item matrix of the training rows in `categories` (None: all), fitted by `implicit`."""
+    try:
+        from implicit.cpu.als import AlternatingLeastSquares
+    except ImportError as e:  # pragma: no cover - a pinned dependency
+        raise ImportError("iALS needs the PyPI package `implicit` (pip install implicit==0.7.3)") from e
+    from threadpoolctl import threadpool_limits
+
+    rows = bundle.rows("train", categories)
+    users, items = rows["user"].to_numpy().astype(np.int64), rows["item"].to_numpy().astype(np.int64)
+    m = sp.csr_matrix((np.ones(len(users), dtype=np.float32), (users, items)), shape=(n_users, n_items))
+    m.sum_duplicates()
+    m.data[:] = 1.0
+    with threadpool_limits(1, "blas"):  # implicit parallelises itself; a BLAS pool on top oversubscribes
+        model = AlternatingLeastSquares(factors=c.factors, regularization=c.regularization, alpha=c.alpha,
+                                        iterations=c.iterations, random_state=c.seed,
+                                        num_threads=torch.get_num_threads())
+        model.fit(m, show_progress=False)
+    return (np.ascontiguousarray(model.user_factors, dtype=np.float32),
+            np.ascontiguousarray(model.item_factors, dtype=np.float32))

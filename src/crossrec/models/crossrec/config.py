@@ -2,7 +2,8 @@
 
 Top level: the embedding size and init, the in-category loss and L2, which user-tower parts
 exist, and what the item tower reads (`item_tower`; `text`: its text adapter). `history`: the history encoder (`HistoryEncoder`) and how training rows read a history.
-`neighbourhood`: the co-occurrence term (`NeighbourhoodTerm`). `objective`: negatives, category
+`neighbourhood`: the co-occurrence term (`NeighbourhoodTerm`). `warm_start`: where the ID
+embeddings start (warm.py). `objective`: negatives, category
 weights and the transfer / adversarial terms. In YAML a section is a mapping
 (`history: {encoder: mean}`); on the command line a dotted key (`--model.neighbourhood.k=0`).
 
@@ -64,6 +65,17 @@ class TextTowerConfig(Checked):
 
 
 @dataclass(frozen=True)
+class WarmStartConfig(Checked):
+    section: ClassVar[str] = "model.warm_start"
+    method: Literal["ials", "none"] = "ials"  # (str) ials: the shared user and item ID embeddings start from iALS factors fitted on the training rows (models/crossrec/warm.py) | none: random normal (init_std)
+    scale: float = 0.3  # (float) multiplier of the iALS factors
+    regularization: float = 0.1  # (float) iALS L2 weight
+    alpha: float = 10.0  # (float) iALS confidence of an observed interaction: 1 + alpha
+    iterations: int = 15  # (int) iALS sweeps
+    history: float = 1.0  # (float) > 0: the history encoder's separate item table starts from the iALS item factors times this; 0 = random normal (history.init_std)
+
+
+@dataclass(frozen=True)
 class CrossRecConfig(Checked):
     dim: int = 64  # (int) embedding size of users, items and the encoder
     init_std: float = 0.01  # (float) normal init std of the ID embeddings
@@ -76,6 +88,7 @@ class CrossRecConfig(Checked):
     neighbourhood: NeighbourhoodConfig = field(default_factory=NeighbourhoodConfig)  # (section) the neighbourhood term
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)  # (section) negatives, weights, transfer terms
     text: TextTowerConfig = field(default_factory=TextTowerConfig)  # (section) the text adapter (item_tower with text)
+    warm_start: WarmStartConfig = field(default_factory=WarmStartConfig)  # (section) initialisation of the ID embeddings
 
     @classmethod
     def migrate_check(cls, data: dict[str, Any]) -> None:

@@ -53,6 +53,7 @@ from crossrec.models.crossrec.neighbourhood import NeighbourhoodTerm
 from crossrec.models.crossrec.objective import AuxiliaryLosses, CategoryWeighting
 from crossrec.models.crossrec.softmax import SoftmaxLosses
 from crossrec.models.crossrec.towers import ItemTower
+from crossrec.models.crossrec.warm import warm_start
 from crossrec.models.history import causal_history, history_index, history_matrix
 from crossrec.models.losses import l2_penalty, mse_loss, pair_loss, warm_start_bias
 from crossrec.models.scoring import dot_scores
@@ -94,6 +95,7 @@ class CrossRec(FlagshipInference, Borrowing, AuxiliaryLosses, SoftmaxLosses, nn.
         self.neighbours = NeighbourhoodTerm(sizes, nb.k, nb.shrink, c.history.length) if nb.k else None
         self.content_term = ContentTerm(n_cat, sizes.n_items) if "text" in c.item_tower and c.text.content_term else None
         self.index = CategoryIndex(sizes)
+        self.warmed = False  # warm_start (warm.py) runs at the first setup only
         self.compiled = True  # on CPU, the in-batch softmax by compiled kernels (models/crossrec/softmax.py)
         # ---- data-derived buffers (setup)
         self.register_buffer("history_", torch.full((sizes.n_users, c.history.length), pad, dtype=torch.int64))
@@ -136,6 +138,9 @@ class CrossRec(FlagshipInference, Borrowing, AuxiliaryLosses, SoftmaxLosses, nn.
         self.log_cat_rows_ = torch.from_numpy(np.log(counts + 1.0).astype(np.float32)).to(dev)
         if self.neighbours is not None:
             self.neighbours.setup(bundle)
+        if not self.warmed:
+            self.warmed = True
+            warm_start(self, bundle, categories)
         if "image" in self.config.item_tower and getattr(bundle, "image_vectors", None) is not None:
             self.set_content(torch.from_numpy(bundle.image_vectors), torch.from_numpy(bundle.image_present))
         if self.uses_text:
