@@ -138,9 +138,6 @@ class CrossRec(FlagshipInference, Borrowing, AuxiliaryLosses, SoftmaxLosses, nn.
         self.log_cat_rows_ = torch.from_numpy(np.log(counts + 1.0).astype(np.float32)).to(dev)
         if self.neighbours is not None:
             self.neighbours.setup(bundle)
-        if not self.warmed:
-            self.warmed = True
-            warm_start(self, bundle, categories)
         if "image" in self.config.item_tower and getattr(bundle, "image_vectors", None) is not None:
             self.set_content(torch.from_numpy(bundle.image_vectors), torch.from_numpy(bundle.image_present))
         if self.uses_text:
@@ -149,6 +146,9 @@ class CrossRec(FlagshipInference, Borrowing, AuxiliaryLosses, SoftmaxLosses, nn.
                 raise ValueError(f"crossrec.item_tower={self.config.item_tower!r} needs item text vectors: train through "
                                  "the pipeline (it encodes them with the `encoder:` section) or set bundle.text_vectors")
             self.items.set_text(torch.from_numpy(text))
+        if not self.warmed:  # last: it reads the text adapter built above
+            self.warmed = True
+            warm_start(self, bundle, categories)
 
     # ------------------------------------------------------------------ a trainable text encoder
     def attach_encoder(self, live: nn.Module, lr: float, train_items: int) -> None:
