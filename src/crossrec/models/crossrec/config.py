@@ -72,7 +72,6 @@ class WarmStartConfig(Checked):
     regularization: float = 0.1  # (float) iALS L2 weight
     alpha: float = 10.0  # (float) iALS confidence of an observed interaction: 1 + alpha
     iterations: int = 15  # (int) iALS sweeps
-    text: bool = False  # (bool) with a text item tower: the text adapter starts as the ridge map from text vectors to the warm ID embeddings, the ID part of a trained item as the remainder (warm.py)
     history: float = 1.0  # (float) > 0: the history encoder's separate item table starts from the iALS item factors times this; 0 = random normal (history.init_std)
 
 

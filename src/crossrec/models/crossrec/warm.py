@@ -24,7 +24,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
-from torch import Tensor
 
 if TYPE_CHECKING:
     from crossrec.data.bundle import Bundle
@@ -50,30 +49,8 @@ def warm_start(model: Any, bundle: Bundle, categories: Sequence[int] | None = No
         emb = items.emb.weight
         emb[: model.sizes.n_items].copy_(torch.from_numpy(item_f).to(emb.device) * w.scale)
         model.user_emb.weight.copy_(torch.from_numpy(users).to(emb.device) * w.scale)
-        if w.text and items.adapter is not None and items.has_text:
-            trained = torch.from_numpy(item_f).abs().sum(1).to(emb.device) > 0
-            _map_text(items, emb[: model.sizes.n_items], trained)
         hist = getattr(model.encoder, "hist_emb", None)
         if w.history > 0 and hist is not None:
             hist.weight[: model.sizes.n_items].copy_(torch.from_numpy(item_f).to(emb.device) * w.history)
     return True
 
-
-def _map_text(items: Any, ids: Tensor, trained: Tensor) -> None:
-    """Start the text adapter as the ridge map from the items' text vectors to their warm ID
-    embeddings `ids` [n_items, d] (fitted on the trained items), and the ID part of each trained
-    item as what the map leaves over: a trained item's fused vector stays its iALS factors, and an
-    item nobody trained on starts from its text's estimate of them (content -> CF, as in CB2CF)."""
-    x, y = items.text_[trained], ids[trained]  # [n, k], [n, d]
-    if len(x) == 0:
-        return
-    gram = x.T @ x
-    ridge = gram.diagonal().mean().clamp_min(1e-6)  # the mean feature energy: scale-free
-    w = torch.linalg.solve(gram + ridge * torch.eye(len(gram), device=gram.device), x.T @ y)  # [k, d]
-    adapter = items.adapter
-    adapter.center.zero_()
-    # every expert is the map plus a tenth of its own random init (rescaled), so the experts differ
-    noise = adapter.proj * (0.1 * w.std() / adapter.proj.std().clamp_min(1e-12))
-    adapter.proj.copy_(w.unsqueeze(0) + noise)
-    rows = torch.nonzero(trained).squeeze(1)
-    ids.index_copy_(0, rows, y - adapter(x))
