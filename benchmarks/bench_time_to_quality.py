@@ -83,9 +83,10 @@ def main() -> None:
            "- **Stop sooner.** The flagship keeps its weights from an early epoch, and patience 3 spends another "
            "three epochs confirming it, about a third of the run (see `epochs (best)`). A smaller patience, or a "
            "validation metric smoothed over epochs, cuts that. Validation itself is cheap now: top-K only.",
-           "- **Warm start.** Initialise the user and item embeddings from a fitted iALS, which takes seconds, so "
-           "the flagship's epochs go to what iALS cannot learn: the history encoder, the neighbourhood weights and "
-           "the category-specific parts.",
+           "- **Warm start** (built: `warm_start`, on by default since 2026-12-01, models/crossrec/warm.py). The "
+           "user and item embeddings start from a fitted iALS, which takes seconds, so the flagship's epochs go to "
+           "what iALS cannot learn: the history encoder, the neighbourhood weights and the category-specific parts. "
+           "It raised NDCG@10 on both datasets; the rows above include its fit in the flagship's seconds.",
            "- **Larger batches with a scaled learning rate.** The step's cost is per-entry work on the in-batch "
            "softmax blocks and the neighbourhood entries, not per-step overhead, so larger batches mainly mean "
            "fewer optimiser steps. Whether that keeps quality is untested.",
