@@ -78,3 +78,17 @@ def test_warm_started_flagship_trains_and_beats_popularity(small_bundle):
     assert f.metric("ndcg@10", "ALL", "new_to_category") > p.metric("ndcg@10", "ALL", "new_to_category")
 
 
+
+
+def test_loaded_weights_are_never_warm_started(tiny_bundle):
+    """`crossrec update` trains a loaded artifact further: its trained embeddings must survive the
+    trainer's setup (a fresh model with loaded state is not warm-started)."""
+    trained = make(tiny_bundle, warm_start={"method": "ials"})
+    with torch.no_grad():
+        trained.items.emb.weight.add_(1.0)
+    torch.manual_seed(5)
+    loaded = CrossRec(trained.config, trained.sizes)
+    loaded.load_state_dict(trained.state_dict())
+    loaded.setup(tiny_bundle)
+    assert torch.equal(loaded.items.emb.weight, trained.items.emb.weight)
+    assert torch.equal(loaded.user_emb.weight, trained.user_emb.weight)

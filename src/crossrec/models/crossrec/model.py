@@ -186,6 +186,7 @@ class CrossRec(FlagshipInference, Borrowing, AuxiliaryLosses, SoftmaxLosses, nn.
         self.train(was)
 
     def _load_from_state_dict(self, state_dict: dict, prefix: str, *args, **kwargs) -> None:  # type: ignore[override]
+        self.warmed = True  # loaded weights are trained ones: a later setup (`crossrec update`) must keep them
         # artifacts written before the cold offset existed load with none
         state_dict.setdefault(prefix + "cold_offset_", torch.zeros_like(self.cold_offset_))
         state_dict.setdefault(prefix + "borrow_row_", torch.full_like(self.borrow_row_, -1))
