@@ -14,15 +14,9 @@ from crossrec.models.crossrec import CrossRec
 from crossrec.models.per_category import build
 from crossrec.training.trainer import TrainConfig, Trainer
 from crossrec.typed import ConfigError
+from tests.unit.models.test_crossrec import make
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def make(bundle, **params) -> CrossRec:
-    torch.manual_seed(0)
-    model = CrossRec(config_from_dict("crossrec", {"dim": 16} | params), Sizes.from_bundle(bundle))
-    model.setup(bundle)
-    return model
 
 
 def _train_auc(model, bundle) -> float:
@@ -62,6 +56,9 @@ def test_warm_start_runs_once(tiny_bundle):
 def test_warm_start_options_are_checked():
     with pytest.raises(ConfigError, match="warm_start"):
         config_from_dict("crossrec", {"warm_start": {"method": "als"}})
+    for bad in ({"scale": 0.0}, {"iterations": 0}, {"regularization": -1.0}):
+        with pytest.raises(ConfigError, match="warm_start"):
+            config_from_dict("crossrec", {"warm_start": bad})
 
 
 def test_warm_started_flagship_trains_and_beats_popularity(small_bundle):
@@ -76,8 +73,6 @@ def test_warm_started_flagship_trains_and_beats_popularity(small_bundle):
     f, p = ev.evaluate(flagship), ev.evaluate(pop)
     assert f.metric("ndcg@10") > 1.5 * p.metric("ndcg@10")
     assert f.metric("ndcg@10", "ALL", "new_to_category") > p.metric("ndcg@10", "ALL", "new_to_category")
-
-
 
 
 def test_loaded_weights_are_never_warm_started(tiny_bundle):

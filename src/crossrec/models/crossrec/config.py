@@ -74,6 +74,13 @@ class WarmStartConfig(Checked):
     iterations: int = 15  # (int) iALS sweeps
     history: float = 1.0  # (float) > 0: the history encoder's separate item table starts from the iALS item factors times this; 0 = random normal (history.init_std)
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not (self.scale > 0 and self.alpha >= 0 and self.regularization >= 0 and self.history >= 0 and self.iterations >= 1):
+            raise ConfigError(f"{self.section}: expected scale > 0, alpha, regularization and history >= 0, iterations >= 1; "
+                              f"got scale={self.scale}, alpha={self.alpha}, regularization={self.regularization}, "
+                              f"history={self.history}, iterations={self.iterations}")
+
 
 @dataclass(frozen=True)
 class CrossRecConfig(Checked):

@@ -3,8 +3,9 @@
 Before the first epoch, iALS (Hu, Koren & Volinsky, ICDM 2008; fitted by the PyPI `implicit` in
 seconds) is fitted on the first stage's training rows, pooled over its categories, with `dim`
 factors; its user factors become the shared user embeddings p_u and its item factors the item
-tower's ID embeddings, times `scale`. Everything else (the category-specific user embeddings, the
-history encoder, the neighbourhood weights, the text adapter) starts as before.
+tower's ID embeddings, times `scale`, and the history encoder's separate item table, times
+`history`. Everything else (the category-specific user embeddings, the encoder's attention, the
+neighbourhood weights, the text adapter) starts as before.
 
 Why: the softmax objective then starts from the co-occurrence structure a closed-form solver
 finds in seconds, and spends its epochs on what iALS cannot learn (the history encoder, the
@@ -13,7 +14,8 @@ validation and test NDCG@10, docs/DESIGN.md): better models in fewer epochs. The
 were picked on the validation splits of both shared datasets, one choice for both.
 
 The fit reads only training rows (never validation or test) and runs once per model: a later
-stage of a staged paradigm (source -> target) keeps what the earlier stage learnt.
+stage of a staged paradigm (source -> target) keeps what the earlier stage learnt, and a model
+whose weights were loaded (`crossrec update` trains one further) is never warm-started.
 
 Example:
     >>> warm_start(model, bundle, categories=None)   # the trainer's first setup calls it  # doctest: +SKIP
@@ -53,4 +55,3 @@ def warm_start(model: Any, bundle: Bundle, categories: Sequence[int] | None = No
         if w.history > 0 and hist is not None:
             hist.weight[: model.sizes.n_items].copy_(torch.from_numpy(item_f).to(emb.device) * w.history)
     return True
-
