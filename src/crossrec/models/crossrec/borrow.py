@@ -162,6 +162,8 @@ class Borrowing:
             items = uniq.index_select(0, cols)
             seen = self._seen(items)
             s = self.user_vectors(users, c) @ self.items(items, seen).T + self._item_bias(items, seen, c)
+            if self.new_prior is not None:
+                s = s + self.prior_scores(self.prior_weight(users, c), items)
             if self._reads_side:
                 s = s + self._side(hist, torch.full_like(users, c), users, items, leave_out=False)
             vals[:, cols] = s

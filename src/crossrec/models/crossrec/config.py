@@ -90,6 +90,7 @@ class CrossRecConfig(Checked):
     reg: float = 1e-4  # (float) L2 on the batch's embeddings (lambda)
     user_embedding: bool = True  # (bool) shared user ID embedding p_u
     category_user: bool = True  # (bool) category-specific user embedding s_{u,c}
+    new_user_prior: bool = True  # (bool) users new to a category: a learned per-category weight on the items' log training count (models/crossrec/prior.py; trained on the rows category dropout hides)
     item_tower: Literal["id", "id+image", "text", "text+id", "text+id+image"] = "id"  # (str) what an item vector is made of: id | id+image | text (inductive) | text+id | text+id+image
     history: HistoryConfig = field(default_factory=HistoryConfig)  # (section) the history encoder
     neighbourhood: NeighbourhoodConfig = field(default_factory=NeighbourhoodConfig)  # (section) the neighbourhood term

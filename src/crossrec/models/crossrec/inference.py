@@ -33,15 +33,20 @@ class FlagshipInference:
 
     def index_item_columns(self: Any, category: int) -> Tensor:
         """[n_items(c), e] item columns that, dotted with `index_user_columns`, give every term of
-        `score` except the sparse neighbourhood term: the bias, and the content term's text."""
+        `score` except the sparse neighbourhood term: the bias, the new-user prior's log counts
+        (prior.py), and the content term's text."""
         cols = [self.index_bias(category).unsqueeze(1)]
+        if self.new_prior is not None:
+            cols.append(self.log_count_.index_select(0, self.index[category]).unsqueeze(1))
         if self.content_term is not None:
             cols.append(self.items.text_[self.index[category]])
         return torch.cat(cols, 1)
 
     def index_user_columns(self: Any, users: Tensor, category: int) -> Tensor:
-        """[B, e] the user side of `index_item_columns`: 1 for the bias, the content profile."""
+        """[B, e] the user side of `index_item_columns`: 1 for the bias, the prior's weight, the content profile."""
         cols = [torch.ones(len(users), 1, device=users.device)]
+        if self.new_prior is not None:
+            cols.append(self.prior_weight(users, category).unsqueeze(1))
         if self.content_term is not None:
             hist = self.history_[users]
             cat = torch.full_like(users, category)
@@ -67,6 +72,8 @@ class FlagshipInference:
         u = self.user_vectors(users, category)  # [B, d]
         seen = self._seen(items)
         s = (u.unsqueeze(1) * self.items(items, seen)).sum(-1) + self._item_bias(items, seen, category)
+        if self.new_prior is not None:
+            s = s + self.prior_scores(self.prior_weight(users, category), items)
         if self._reads_side:
             s = s + self._side(self.history_[users], cat, users, items, leave_out=False)
         s = self._zero_shot(users, category, items, s)
@@ -105,9 +112,13 @@ class FlagshipInference:
     def score_history(self: Any, hist: Tensor, category: int) -> Tensor:
         """[B, n_items(c)] scores for users known only by a history [B, L] of item ids (pad =
         n_items; a user who is not in the training data): the history encoder, the item bias and
-        the neighbourhood and content terms, without the per-user embeddings they do not have."""
+        the neighbourhood and content terms, without the per-user embeddings they do not have;
+        the new-user prior where no history item is in the category."""
         cat = torch.full((len(hist),), category, dtype=torch.int64, device=hist.device)
         s = self.index_bias(category).unsqueeze(0).expand(len(hist), -1)
+        if self.new_prior is not None:
+            new = ~(self.item_category_[hist] == category).any(1)
+            s = s + self.prior_scores(new.float() * self.new_prior[category], self.index[category])
         if self.encoder is not None:
             s = s + (self._encode(hist, cat) * self.cat_gate[cat]) @ self.item_vectors(category).T
         if self._reads_side:

@@ -51,8 +51,9 @@ from crossrec.models.crossrec.encoder import HistoryEncoder
 from crossrec.models.crossrec.inference import FlagshipInference
 from crossrec.models.crossrec.neighbourhood import NeighbourhoodTerm
 from crossrec.models.crossrec.objective import AuxiliaryLosses, CategoryWeighting
+from crossrec.models.crossrec.prior import NewUserPrior
 from crossrec.models.crossrec.softmax import SoftmaxLosses
-from crossrec.models.crossrec.towers import ItemTower
+from crossrec.models.crossrec.towers import ItemTower, TrainsTextEncoder
 from crossrec.models.crossrec.warm import warm_start
 from crossrec.models.history import causal_history, history_index, history_matrix
 from crossrec.models.losses import l2_penalty, mse_loss, pair_loss, warm_start_bias
@@ -63,7 +64,7 @@ if TYPE_CHECKING:
 
 
 @register("crossrec", CrossRecConfig, paper="crossrec flagship (docs/DESIGN.md); DIN/SASRec history attention, DTCDR shared+specific users")
-class CrossRec(FlagshipInference, Borrowing, AuxiliaryLosses, SoftmaxLosses, nn.Module):
+class CrossRec(FlagshipInference, Borrowing, NewUserPrior, TrainsTextEncoder, AuxiliaryLosses, SoftmaxLosses, nn.Module):
     """Shared + category-specific + cross-category-history user tower; ID (+ content) item tower.
 
     Call `setup(bundle, categories)` before `loss`/`score` (the trainer does): it stores every
@@ -91,6 +92,7 @@ class CrossRec(FlagshipInference, Borrowing, AuxiliaryLosses, SoftmaxLosses, nn.
         self.cat_gate = nn.Parameter(torch.ones(n_cat, d))
         self.weighting = CategoryWeighting(c.objective.category_weights, n_cat)
         self.global_bias = nn.Parameter(torch.zeros(()))  # mse: the mean rating
+        self.new_prior = nn.Parameter(torch.zeros(n_cat)) if c.new_user_prior and c.loss != "mse" else None  # prior.py
         nb = c.neighbourhood
         self.neighbours = NeighbourhoodTerm(sizes, nb.k, nb.shrink, c.history.length) if nb.k else None
         self.content_term = ContentTerm(n_cat, sizes.n_items) if "text" in c.item_tower and c.text.content_term else None
@@ -107,6 +109,7 @@ class CrossRec(FlagshipInference, Borrowing, AuxiliaryLosses, SoftmaxLosses, nn.
         self.register_buffer("log_cat_rows_", torch.zeros(n_cat))
         self.register_buffer("log_cat_items_", torch.log(torch.bincount(torch.tensor(list(sizes.item_category)), minlength=n_cat).clamp_min(1).float()))
         self.register_buffer("bias_ready_", torch.zeros((), dtype=torch.bool))
+        self.register_buffer("user_cats_", torch.ones(sizes.n_users, n_cat, dtype=torch.bool))  # training rows in c (prior.py)
         # text+id: per category, what items without training interactions get added (calibrate)
         self.register_buffer("cold_offset_", torch.zeros(n_cat))
         # text+id: ID parts lent to untrained items by their text neighbours (borrow.py; calibrate)
@@ -136,6 +139,7 @@ class CrossRec(FlagshipInference, Borrowing, AuxiliaryLosses, SoftmaxLosses, nn.
         item_counts = np.bincount(bundle.split("train")["item"].to_numpy().astype(np.int64), minlength=self.sizes.n_items)
         self.log_count_ = torch.from_numpy(np.log(item_counts + 1.0).astype(np.float32)).to(dev)
         self.log_cat_rows_ = torch.from_numpy(np.log(counts + 1.0).astype(np.float32)).to(dev)
+        self._setup_prior(bundle)
         if self.neighbours is not None:
             self.neighbours.setup(bundle)
         if "image" in self.config.item_tower and getattr(bundle, "image_vectors", None) is not None:
@@ -149,25 +153,6 @@ class CrossRec(FlagshipInference, Borrowing, AuxiliaryLosses, SoftmaxLosses, nn.
         if not self.warmed:  # last: it reads the text adapter built above
             self.warmed = True
             warm_start(self, bundle, categories)
-
-    # ------------------------------------------------------------------ a trainable text encoder
-    def attach_encoder(self, live: nn.Module, lr: float, train_items: int) -> None:
-        """Train the language model with the rest (encoders/finetune.py): positives encoded afresh
-        each batch, the catalogue re-encoded each epoch (`epoch_end`), the model dropped at `fit_end`."""
-        if not self.items.has_text:
-            raise ValueError("crossrec: attach a text encoder after setup, to a text item_tower")
-        self.items.live, self.items.train_items, self._encoder_lr = live.to(self.items.bias.device), train_items, lr
-
-    def own_lr(self) -> list[tuple[list[nn.Parameter], float]]:
-        live = self.items.live
-        return [([p for p in live.parameters() if p.requires_grad], self._encoder_lr)] if live is not None else []
-
-    def epoch_end(self) -> None:
-        if self.items.live is not None:
-            self.items.text_ = self.items.live.encode_all().detach()  # type: ignore[operator]
-
-    def fit_end(self) -> None:
-        self.items.live = None  # the artifact keeps the final vectors (text_), not the language model
 
     def calibrate(self, bundle: Bundle, categories: Sequence[int] | None = None) -> None:
         """After training (the trainer calls it): lend untrained items their text neighbours' ID
@@ -189,6 +174,9 @@ class CrossRec(FlagshipInference, Borrowing, AuxiliaryLosses, SoftmaxLosses, nn.
         self.warmed = True  # loaded weights are trained ones: a later setup (`crossrec update`) must keep them
         # artifacts written before the cold offset existed load with none
         state_dict.setdefault(prefix + "cold_offset_", torch.zeros_like(self.cold_offset_))
+        state_dict.setdefault(prefix + "user_cats_", torch.ones_like(self.user_cats_))  # before the prior: nobody is new
+        if self.new_prior is not None:
+            state_dict.setdefault(prefix + "new_prior", torch.zeros_like(self.new_prior))
         state_dict.setdefault(prefix + "borrow_row_", torch.full_like(self.borrow_row_, -1))
         for name in ("borrow_nbr_", "borrow_w_"):  # data-dependent shapes: adopt the stored ones
             stored = state_dict.setdefault(prefix + name, getattr(self, name)[:0])
@@ -263,12 +251,15 @@ class CrossRec(FlagshipInference, Borrowing, AuxiliaryLosses, SoftmaxLosses, nn.
         return b + self._untrained(items).float() * off
 
     def extra_scores(self, users: Tensor, category: int, into: Tensor | None = None) -> Tensor:
-        """[B, n_items(c)] what `score` adds to the towers' dot product: item bias, neighbourhood
-        term, and the global bias of rating prediction. `into` [B, n_items(c)] (autograd off):
-        added into that block in place, which is returned."""
+        """[B, n_items(c)] what `score` adds to the towers' dot product: item bias, the prior of
+        users new to c (prior.py), neighbourhood term, and the global bias of rating prediction.
+        `into` [B, n_items(c)] (autograd off): added into that block in place, which is returned."""
         idx = self.index[category]
         bias = self._item_bias(idx, self._seen(idx), category)
         s = bias.unsqueeze(0).expand(len(users), -1) if into is None else into.add_(bias)
+        if self.new_prior is not None:
+            w = self.prior_weight(users, category)
+            s = s + self.prior_scores(w, idx) if into is None else s.addr_(w, self.log_count_.index_select(0, idx))
         if self._reads_side:
             cat = torch.full_like(users, category)
             if into is None:
@@ -364,6 +355,7 @@ class CrossRec(FlagshipInference, Borrowing, AuxiliaryLosses, SoftmaxLosses, nn.
         p, pb, pk = self._items(pos_items, fresh=True)  # [B, d], [B]; a live text encoder reads the positives
         nhist = hist if self._reads_side else None  # the neighbourhood and content terms read the same history
         reg = l2_penalty(u, p)
+        pw = self.row_prior(cat, hide)  # [B] or None: the prior of rows read as new to their category (prior.py)
         if c.loss == "mse":
             if batch.ratings is None:
                 raise ValueError("crossrec.loss='mse' needs explicit ratings in the data")
@@ -376,9 +368,9 @@ class CrossRec(FlagshipInference, Borrowing, AuxiliaryLosses, SoftmaxLosses, nn.
             row[ok] = (pred[ok] - batch.ratings[ok]) ** 2
             main = self.weighting(row, cat) if bool(ok.any()) else mse_loss(pred, batch.ratings)
         elif c.loss == "softmax" and obj.full_softmax:
-            main = self.weighting(self._full_softmax(u, batch, nhist), cat)
+            main = self.weighting(self._full_softmax(u, batch, nhist, pw), cat)
         elif c.loss == "softmax" and obj.in_batch:
-            main = self.weighting(self._mixed_softmax(u, p, pb, batch, nhist, pk), cat)
+            main = self.weighting(self._mixed_softmax(u, p, pb, batch, nhist, pk, pw), cat)
         else:
             n, nb, nk = self._items(batch.neg_items)  # [B, n_neg, d], [B, n_neg]
             pos = (u * p).sum(-1) + pb
@@ -386,6 +378,8 @@ class CrossRec(FlagshipInference, Borrowing, AuxiliaryLosses, SoftmaxLosses, nn.
             if nhist is not None:
                 pos = pos + self._side(nhist, cat, users, pos_items.unsqueeze(1), None if pk is None else pk.unsqueeze(1)).squeeze(1)
                 neg = neg + self._side(nhist, cat, users, batch.neg_items, nk)
+            if pw is not None:
+                pos, neg = pos + pw * self.log_count_.index_select(0, pos_items), neg + self.prior_scores(pw, batch.neg_items)
             main = self.weighting(pair_loss(c.loss, pos, neg, reduction="none"), cat)
             reg = reg + l2_penalty(n)
         total = main + c.reg * reg

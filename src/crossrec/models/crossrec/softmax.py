@@ -46,13 +46,14 @@ class SoftmaxLosses:
     """The flagship's softmax losses (a mixin of `CrossRec`, which owns the towers they read)."""
 
     def _mixed_softmax(self, u: Tensor, p: Tensor, pb: Tensor, batch: Batch, hist: Tensor | None = None,
-                       pk: Tensor | None = None) -> Tensor:
+                       pk: Tensor | None = None, prior: Tensor | None = None) -> Tensor:
         """[B] softmax loss of each positive against the batch's other positives of the same category
         and the row's uniformly sampled negatives (mixed negative sampling, Yang et al., WWW 2020).
 
         Every logit is corrected by -log(expected draws of that item) (the logQ correction of
         sampled softmax, Yi et al., RecSys 2019): in-batch items are drawn by popularity within the
-        category (B_c * n_j / N_c), sampled ones uniformly (n_neg / n_items(c)).
+        category (B_c * n_j / N_c), sampled ones uniformly (n_neg / n_items(c)). `prior` [B]: the
+        rows' weights of the new-user prior (prior.py) on the items' log counts, or None.
 
         The in-batch logits are computed per category, one [B_c, B_c] block each: a row never
         competes with another category's positives, so the rest of the [B, B] matrix would only be
@@ -69,6 +70,8 @@ class SoftmaxLosses:
             neg = (u.unsqueeze(1) * nv).sum(-1) + nb  # [B, n_neg]
             if hist is not None:
                 neg = neg + self._side(hist, cat, batch.users, neg_items, nk)
+            if prior is not None:
+                neg = neg + self.prior_scores(prior, neg_items)
             neg = neg - (math.log(neg_items.shape[1]) - self.log_cat_items_[cat]).unsqueeze(1)
             neg = neg.masked_fill(neg_items == items.unsqueeze(1), float("-inf"))
         rows_all, losses = [], []
@@ -80,13 +83,16 @@ class SoftmaxLosses:
                 keep = None if pk is None else pk.index_select(0, rows)
                 side = self._side(hist.index_select(0, rows), cat.index_select(0, rows),
                                   batch.users.index_select(0, rows), it, keep)  # [B_c, B_c], column j: item j
+            if prior is not None:  # rank one: row r's weight times column j's log count
+                pri = self.prior_scores(prior.index_select(0, rows), it)
+                side = pri if side is None else side + pri
             losses.append(in_batch_loss(u.index_select(0, rows), p.index_select(0, rows), col_bias.index_select(0, rows),
                                         row_log.index_select(0, rows), side, it, self.compiled,
                                         None if neg is None else neg.index_select(0, rows)))
             rows_all.append(rows)
         return torch.zeros(len(items), device=u.device).index_put((torch.cat(rows_all),), torch.cat(losses))
 
-    def _full_softmax(self, u: Tensor, batch: Batch, hist: Tensor | None = None) -> Tensor:
+    def _full_softmax(self, u: Tensor, batch: Batch, hist: Tensor | None = None, prior: Tensor | None = None) -> Tensor:
         """[B] exact softmax loss of each positive against every item of its category."""
         items, cat = batch.pos_items, batch.category
         out = torch.zeros(len(items), device=u.device)
@@ -97,6 +103,8 @@ class SoftmaxLosses:
             logits = u[rows] @ iv.T + ib  # [B_k, n_items(k)]
             if hist is not None:
                 logits = logits + self._side(hist[rows], cat[rows], batch.users[rows], idx, ik)
+            if prior is not None:
+                logits = logits + self.prior_scores(prior[rows], idx)
             out = out.index_put((rows,), F.cross_entropy(logits, self.index.local[items[rows]], reduction="none"))
         return out
 
