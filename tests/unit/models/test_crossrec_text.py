@@ -33,6 +33,31 @@ def test_id_dropout_hides_the_ids_bias_and_neighbourhood_of_an_occurrence(tiny_b
     assert not torch.allclose(model.loss(batch), before, atol=1e-5)
 
 
+def test_text_dropout_hides_the_text_part_of_a_share_of_training_occurrences(tiny_bundle, tiny_text):
+    """In training a share `text_dropout` of item occurrences lose their text part (the rest, and
+    every occurrence at scoring time, read it); 0 changes nothing."""
+    tiny_bundle.text_vectors = tiny_text
+    items = torch.arange(20).repeat(100)  # 2,000 occurrences
+    for rate in (0.0, 0.5):
+        tower = make(tiny_bundle, item_tower="text+id", text={"text_dropout": rate}).items
+        with torch.no_grad():
+            tower.eval()
+            full = tower(items)
+            tower.train()
+            torch.manual_seed(3)
+            got = tower(items)
+        same = torch.isclose(got, full, atol=1e-6).all(1).float().mean()
+        assert float(same) == pytest.approx(1.0 - rate, abs=0.05)
+        with torch.no_grad():  # a dropped occurrence is the tower's output with a zero text part
+            tower.train()
+            torch.manual_seed(3)
+            tower._content_parts = lambda its, fresh=False: [torch.zeros(*its.shape, tower.dim)]
+            no_text = tower(items)
+            del tower._content_parts
+        dropped = ~torch.isclose(got, full, atol=1e-6).all(1)
+        assert torch.allclose(got[dropped], no_text[dropped], atol=1e-6)
+
+
 def test_content_term_is_the_weighted_text_profile_cosine(tiny_bundle, tiny_text):
     tiny_bundle.text_vectors = tiny_text
     model = make(tiny_bundle, item_tower="text+id", neighbourhood={"k": 0}, history={"length": 1000},

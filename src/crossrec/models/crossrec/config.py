@@ -58,6 +58,7 @@ class TextTowerConfig(Checked):
     section: ClassVar[str] = "model.text"
     experts: int = 4  # (int) parametric-whitening experts of the text adapter (UniSRec uses 8)
     id_dropout: float = 0.0  # (float) share of training item occurrences whose ID part (embedding, bias, neighbourhood score) is hidden: teaches scoring from text alone (DropoutNet). Off by default since cold items borrow their text neighbours' ID parts (`borrow`): 0 beat 0.1 and 0.2 on the mean of both shared datasets' validation splits
+    text_dropout: float = 0.25  # (float) text+id: share of training item occurrences whose text part is hidden, so the ID part must score alone and the text part adds to it: 0.25 beat 0 and 0.5 on both shared datasets' validation splits (benchmarks/results/text_dropout_grid.md)
     calibrate_cold: bool = True  # (bool) text+id: after training, fit per category the offset added to items scored from text alone (no training interactions) on the validation split's positives on such items (models/crossrec/calibration.py); no-op when validation has none
     borrow: int = 20  # (int) text+id: after training, an item without training interactions takes the ID parts (embedding, bias, neighbourhood term) of its `borrow` nearest trained items by text cosine (models/crossrec/borrow.py); 0 = off
     borrow_temperature: float = 0.05  # (float) softmax temperature of the lenders' weights over their text cosines

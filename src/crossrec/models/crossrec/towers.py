@@ -9,7 +9,10 @@ Text enters as frozen language-model vectors (encoders/text.py) through UniSRec'
 x. With text, the sources are fused by a learned gate, `v = sum_s g_s(sources) * s` (per item and
 dimension, `g = 2 sigmoid(.)`, starting at 1 = a plain sum), and a text bias joins the ID bias.
 `text.id_dropout` hides an item's ID part (embedding and bias) on a share of training
-occurrences, so the tower learns to score an item from its text alone, as it must for cold items.
+occurrences, so the tower learns to score an item from its text alone, as it must for cold items;
+`text.text_dropout` hides the text part of a share of occurrences (text+id), so the ID part must
+score alone and the text part learns what adds to it (on validation it kept the text tower from
+overfitting sooner than the ID one: docs/DESIGN.md).
 
 Example:
     >>> tower = ItemTower(n_items=100, dim=16, init_std=0.01)   # doctest: +SKIP
@@ -65,6 +68,7 @@ class ItemTower(nn.Module):
         self.n_items, self.dim, self.pad, self.mode = n_items, dim, n_items, mode
         self.use_id, self.use_text = "id" in mode, "text" in mode
         self.id_dropout = float(getattr(text, "id_dropout", 0.0)) if self.use_text else 0.0
+        self.text_dropout = float(getattr(text, "text_dropout", 0.0)) if self.use_text and self.use_id else 0.0
         self.experts = int(getattr(text, "experts", 4))
         self.emb = nn.Embedding(n_items + 1, dim, padding_idx=n_items, sparse=True)
         nn.init.normal_(self.emb.weight, std=init_std)
@@ -181,6 +185,8 @@ class ItemTower(nn.Module):
             return v if extra is None else v + extra
         keep = keep if keep is not None else self._id_keep(items)
         parts = self._content_parts(items, fresh)
+        if self.training and self.text_dropout > 0 and self.has_text:  # hide the text part of some occurrences
+            parts[0] = parts[0] * (torch.rand(items.shape, device=items.device) >= self.text_dropout).unsqueeze(-1)
         if self.use_id:
             e = self.emb(items)
             parts.insert(0, e if keep is None else e * keep.unsqueeze(-1))
