@@ -11,9 +11,10 @@ A user with no history in c is served from the other categories (the attention f
 in-category items), and training teaches that case: with probability `category_dropout` a row's
 in-category history and its category-specific embedding are hidden.
 
-score(u, i) = <u_c, v_i> + b_i + N_c(u, i) + T_c(u, i): the two towers (`user_vectors`,
-`item_vectors`) plus `extra_scores` (item bias, the neighbourhood term N_c, the content term T_c
-with a text item tower, and the global bias of rating prediction).
+score(u, i) = <u_c, v_i> + b_i + P_c(u, i) + N_c(u, i) + T_c(u, i): the two towers (`user_vectors`,
+`item_vectors`) plus `extra_scores` (item bias, the popularity prior P_c of users new to c
+(prior.py), the neighbourhood term N_c, the content term T_c with a text item tower, and the
+global bias of rating prediction).
 
 Objective (per batch): sum_c w_c L_c + alpha * L_transfer + beta * L_adv + lambda * L2, where L_c
 is the in-category loss (sampled softmax with in-batch negatives and logQ correction, full
