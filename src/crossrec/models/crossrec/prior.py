@@ -48,9 +48,8 @@ class NewUserPrior:
         self.user_cats_ = seen.to(self.log_count_.device)
 
     def new_to(self: Any, users: Tensor, category: int) -> Tensor:
-        """[B] True where the user has no training interaction in `category`."""
-        if self.user_cats_.shape[0] != self.sizes.n_users:  # an artifact written before the prior existed
-            return torch.zeros(len(users), dtype=torch.bool, device=users.device)
+        """[B] True where the user has no training interaction in `category` (nobody before
+        `setup`, and in an artifact written before the prior existed)."""
         return ~self.user_cats_[users, category]
 
     def prior_weight(self: Any, users: Tensor, category: int) -> Tensor:
