@@ -58,6 +58,15 @@ def test_text_dropout_hides_the_text_part_of_a_share_of_training_occurrences(tin
         assert torch.allclose(got[dropped], no_text[dropped], atol=1e-6)
 
 
+def test_dropout_shares_out_of_range_are_config_errors():
+    from crossrec.models.base import config_from_dict
+    from crossrec.typed import ConfigError
+
+    for bad in ({"text_dropout": 1.0}, {"text_dropout": -0.1}, {"id_dropout": 1.5}):
+        with pytest.raises(ConfigError, match="model.text"):
+            config_from_dict("crossrec", {"item_tower": "text+id", "text": bad})
+
+
 def test_content_term_is_the_weighted_text_profile_cosine(tiny_bundle, tiny_text):
     tiny_bundle.text_vectors = tiny_text
     model = make(tiny_bundle, item_tower="text+id", neighbourhood={"k": 0}, history={"length": 1000},

@@ -64,6 +64,12 @@ class TextTowerConfig(Checked):
     borrow_temperature: float = 0.05  # (float) softmax temperature of the lenders' weights over their text cosines
     content_term: bool = False  # (bool) the content term: the history's text vectors vote for a candidate by cosine (learned weights per category pair); helps cold items, costs warm accuracy
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not (0.0 <= self.id_dropout <= 1.0 and 0.0 <= self.text_dropout < 1.0):
+            raise ConfigError(f"{self.section}: expected id_dropout in [0, 1] and text_dropout in [0, 1); "
+                              f"got id_dropout={self.id_dropout}, text_dropout={self.text_dropout}")
+
 
 @dataclass(frozen=True)
 class WarmStartConfig(Checked):

@@ -380,7 +380,7 @@ class CrossRec(FlagshipInference, Borrowing, NewUserPrior, TrainsTextEncoder, Au
                 pos = pos + self._side(nhist, cat, users, pos_items.unsqueeze(1), None if pk is None else pk.unsqueeze(1)).squeeze(1)
                 neg = neg + self._side(nhist, cat, users, batch.neg_items, nk)
             if pw is not None:
-                pos, neg = pos + pw * self.log_count_.index_select(0, pos_items), neg + self.prior_scores(pw, batch.neg_items)
+                pos, neg = pos + self.prior_scores(pw, pos_items.unsqueeze(1)).squeeze(1), neg + self.prior_scores(pw, batch.neg_items)
             main = self.weighting(pair_loss(c.loss, pos, neg, reduction="none"), cat)
             reg = reg + l2_penalty(n)
         total = main + c.reg * reg

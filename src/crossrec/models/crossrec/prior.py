@@ -14,7 +14,7 @@ new to c: no in-category history, no category-specific embedding), and scoring a
 users with no training row in c (`user_cats_`, from setup). It is a rank-1 term, so the serving
 index carries it as one more column (inference.py).
 
-Measured before adoption: docs/DESIGN.md ("Users new to a category").
+Measured before adoption: docs/DESIGN.md ("The popularity prior of users new to a category").
 
 Example:
     >>> w = model.prior_weight(users, category)      # [B]: beta_c where the user is new to c  # doctest: +SKIP
