@@ -25,7 +25,10 @@ categories.
 
 The **cold-start user protocol** (`cold_user_fraction > 0`, after EMCDR/PTUPCDR): a seeded fraction
 of the users active in two or more categories have all of their interactions in one target category
-moved to test, so they are served from their other categories only.
+moved to test, so they are served from their other categories only. With a validation split,
+`cold_user_valid_fraction` draws a further share of those users (after the test draw, which it
+leaves as it was) whose rows in one category go to validation instead: new-to-category users to tune
+and calibrate on, as the cold items of `cold_item_valid_share` are.
 
 Example:
     >>> bundle = prepare(interactions, items, PrepareConfig(k_core=5), "runs/b")  # doctest: +SKIP
@@ -69,6 +72,7 @@ class PrepareConfig(Checked):
     dedupe: Literal["last", "first", "none"] = "last"  # (str) repeated (user, item): keep "last" | "first" | "none"
     cold_user_fraction: float = 0.0  # (float) cold-start user protocol: share of multi-category users
     cold_user_category: str | None = None  # (str|None) target category of that protocol; None = random
+    cold_user_valid_fraction: float = 0.0  # (float) with a validation split: a further share of multi-category users (not those of the test draw) whose rows in one category go to validation, so new-to-category users are tuned and calibrated on (the new-user prior's weight: models/crossrec/prior.py)
     cold_item_fraction: float = 0.0  # (float) cold-start item protocol: share of items whose every interaction goes to test (or valid: next option)
     cold_item_valid_share: float = 0.5  # (float) share of those cold items whose interactions go to validation instead of test (with a validation split; 0 = all to test): what a model is tuned and calibrated on
     zero_shot_category: str | None = None  # (str|None) zero-shot protocol: every interaction of this category goes to test
@@ -77,12 +81,15 @@ class PrepareConfig(Checked):
     pseudonymise: bool = False  # (bool) replace raw user ids by HMAC-SHA256 under the key in $CROSSREC_PSEUDONYM_KEY (never stored; data/pseudonym.py)
 
     def validate(self) -> None:
-        for name in ("test_ratio", "valid_ratio", "cold_user_fraction", "cold_item_fraction", "cold_item_valid_share"):
+        for name in ("test_ratio", "valid_ratio", "cold_user_fraction", "cold_user_valid_fraction", "cold_item_fraction",
+                     "cold_item_valid_share"):
             v = getattr(self, name)
             if not 0.0 <= v < 1.0:
                 raise ValueError(f"prepare.{name}={v}; expected a value in [0, 1)")
         if self.test_ratio + self.valid_ratio >= 1.0:
             raise ValueError("prepare.test_ratio + prepare.valid_ratio must be < 1")
+        if self.cold_user_fraction + self.cold_user_valid_fraction >= 1.0:
+            raise ValueError("prepare.cold_user_fraction + prepare.cold_user_valid_fraction must be < 1")
         if self.k_core < 0:
             raise ValueError(f"prepare.k_core={self.k_core}; expected >= 0")
 
@@ -150,7 +157,7 @@ def prepare(
 
     df, users, items_out, categories = _map_ids(df, items, cfg.keep_unused_items)
     df = _split(df, cfg)
-    if cfg.cold_user_fraction > 0:
+    if cfg.cold_user_fraction > 0 or cfg.cold_user_valid_fraction > 0:
         df = protocols.cold_user_protocol(df, cfg, categories)
     if cfg.cold_item_fraction > 0:
         df = protocols.cold_item_protocol(df, cfg)

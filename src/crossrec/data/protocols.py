@@ -26,7 +26,9 @@ def _to_test(df: pl.DataFrame, rows: pl.Expr) -> pl.DataFrame:
 
 
 def cold_user_protocol(df: pl.DataFrame, cfg: PrepareConfig, categories: list[str]) -> pl.DataFrame:
-    """Move all of a seeded fraction of multi-category users' rows in one category to test."""
+    """Move all of a seeded fraction of multi-category users' rows in one category to test; with a
+    validation split, a further seeded `cold_user_valid_fraction` of them (other users, drawn after
+    the test users, so the test draw does not depend on it) have theirs moved to validation."""
     active = df.select("user", "category").unique().sort("user", "category")
     multi = active.filter(pl.len().over("user") >= 2)
     if cfg.cold_user_category is not None:
@@ -43,9 +45,15 @@ def cold_user_protocol(df: pl.DataFrame, cfg: PrepareConfig, categories: list[st
             .drop("_k")
         )
     chosen = multi.sample(fraction=cfg.cold_user_fraction, seed=cfg.seed, shuffle=False)
-    chosen = chosen.with_columns(pl.lit(True).alias("_cold"))
-    df = df.join(chosen, on=["user", "category"], how="left")
-    return _to_test(df, pl.col("_cold").fill_null(False)).drop("_cold")
+    to_valid = multi.head(0)
+    n_valid = int(round(cfg.cold_user_valid_fraction * multi.height)) if cfg.valid else 0
+    if n_valid > 0:
+        rest = multi.join(chosen, on="user", how="anti")
+        to_valid = rest.sample(n=min(n_valid, rest.height), seed=cfg.seed + 4, shuffle=False)
+    marks = pl.concat([chosen.with_columns(pl.lit(SPLIT_CODES["test"], pl.Int8).alias("_to")),
+                       to_valid.with_columns(pl.lit(SPLIT_CODES["valid"], pl.Int8).alias("_to"))])
+    df = df.join(marks, on=["user", "category"], how="left")
+    return df.with_columns(pl.coalesce("_to", "split").alias("split")).drop("_to")
 
 
 def cold_item_protocol(df: pl.DataFrame, cfg: PrepareConfig) -> pl.DataFrame:

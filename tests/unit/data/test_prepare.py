@@ -161,6 +161,28 @@ def test_cold_user_protocol_fraction_and_seed():
     assert again.interactions.equals(b.interactions)
 
 
+def test_cold_user_valid_fraction_leaves_the_test_draw_alone():
+    """A further share of the multi-category users lose one category to validation instead; the test
+    draw (who, which category) is the one without the option, and nobody is new in both splits."""
+    rows = [(f"u{u}", f"{c}{k}", c, k) for u in range(200) for c in ("a", "b") for k in range(4)]
+    base = prepare(frame(rows), None, PrepareConfig(cold_user_fraction=0.2, seed=3))
+    b = prepare(frame(rows), None, PrepareConfig(cold_user_fraction=0.2, cold_user_valid_fraction=0.25, seed=3))
+    new = b.interactions.filter(pl.col("new_to_category"))
+    units = {s: new.filter(pl.col("split") == SPLIT_CODES[s]).select("user", "category").unique() for s in ("valid", "test")}
+    base_test = base.interactions.filter(pl.col("new_to_category")).select("user", "category").unique()
+    assert units["test"].sort("user", "category").equals(base_test.sort("user", "category"))
+    assert units["valid"].height == 50 and units["valid"]["user"].n_unique() == 50  # a quarter of the 200
+    assert not set(units["valid"]["user"].to_list()) & set(units["test"]["user"].to_list())
+    # every row of a validation-cold unit is in validation: the user has no train row there
+    moved = b.interactions.join(units["valid"], on=["user", "category"])
+    assert moved.height == 50 * 4 and (moved["split"] == SPLIT_CODES["valid"]).all()
+    # without a validation split the option does nothing; out of range is an error
+    plain = prepare(frame(rows), None, PrepareConfig(cold_user_fraction=0.2, cold_user_valid_fraction=0.25, valid=False, seed=3))
+    assert plain.interactions.equals(prepare(frame(rows), None, PrepareConfig(cold_user_fraction=0.2, valid=False, seed=3)).interactions)
+    with pytest.raises(ValueError, match="cold_user_valid_fraction"):
+        prepare(frame(rows), None, PrepareConfig(cold_user_fraction=0.2, cold_user_valid_fraction=1.0))
+
+
 def test_item_in_two_categories_is_an_error():
     df = frame([("u", "x", "books", 1), ("v", "x", "music", 2)])
     with pytest.raises(DataError, match="one category per item"):

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from crossrec.evaluation.evaluator import EvalConfig, Evaluator
+from crossrec.models.crossrec.prior import GRID, MIN_USERS, pick
 from crossrec.training.trainer import TrainConfig, Trainer
 from tests.unit.models.test_crossrec import first_batch, make
 
@@ -116,3 +117,56 @@ def test_prior_lifts_new_to_category_users(small_bundle):
         res = Evaluator(small_bundle, EvalConfig(ks=(10,)), split="test").evaluate(model)
         scores[on] = res.metric("ndcg@10", category="ALL", slice="new_to_category")
     assert scores[True] >= scores[False] * 0.98
+
+
+@pytest.fixture(scope="module")
+def cold_valid_bundle(tmp_path_factory):
+    """The small synthetic world with validation users new to a category (prepare.cold_user_valid_fraction)."""
+    from crossrec.data.prepare import PrepareConfig, prepare
+    from crossrec.data.synthetic import SyntheticConfig, generate
+
+    inter, items = generate(SyntheticConfig(seed=0))
+    cfg = PrepareConfig(cold_user_fraction=0.2, cold_user_valid_fraction=0.2)
+    return prepare(inter, items, cfg, tmp_path_factory.mktemp("cold-valid") / "bundle")
+
+
+def test_pick_takes_the_smoothed_maximum():
+    curve = np.zeros(len(GRID))
+    spike, plateau = 3, int(np.flatnonzero(GRID == 1.0)[0])
+    curve[spike] = 5.0  # one noisy value alone
+    curve[plateau - 1:plateau + 2] = 4.0  # a broad optimum
+    assert pick(curve) == 1.0
+    assert pick(np.arange(len(GRID), dtype=float)) == GRID[-1]
+
+
+def test_fit_prior_picks_on_the_validation_ndcg_of_new_users(cold_valid_bundle):
+    """After training, beta_c is picked where validation holds users new to c. The curve it picks on
+    is the Evaluator's validation NDCG@10 of those users at each value, and the pick is its smoothed
+    maximum (per category with enough users, else pooled)."""
+    b = cold_valid_bundle
+    cfg = TrainConfig(epochs=2, batch_size=1024, lr=0.01, progress=False, checkpoint=False, patience=0)
+    model = make(b, dim=32)
+    Trainer(cfg).fit(model, b)
+    plain = make(b, dim=32, prior_fit=False)
+    Trainer(cfg).fit(plain, b)
+    assert not torch.allclose(model.new_prior.detach(), plain.new_prior.detach())
+    curves = {c: plain._prior_curve(b, c, 64) for c in range(b.n_categories)}
+    pooled = pick(sum(v for v, _ in curves.values()))
+    ev = Evaluator(b, EvalConfig(ks=(10,)), split="valid")
+    for c, (curve, n) in curves.items():
+        expected = pick(curve) if n >= MIN_USERS else pooled
+        assert float(model.new_prior.detach()[c]) == pytest.approx(expected)
+        for g in (0, len(GRID) // 2):
+            with torch.no_grad():
+                plain.new_prior[c] = float(GRID[g])
+            res = ev.evaluate(plain, [c])
+            assert curve[g] / n == pytest.approx(res.metric("ndcg@10", category=b.categories[c], slice="new_to_category"), abs=1e-9)
+
+
+def test_fit_prior_is_a_no_op_without_new_users_in_validation(small_bundle):
+    model = make(small_bundle)
+    with torch.no_grad():
+        model.new_prior.fill_(0.7)
+    model.eval()
+    model.fit_prior(small_bundle)
+    assert torch.allclose(model.new_prior.detach(), torch.full_like(model.new_prior, 0.7))

@@ -98,6 +98,7 @@ class CrossRecConfig(Checked):
     user_embedding: bool = True  # (bool) shared user ID embedding p_u
     category_user: bool = True  # (bool) category-specific user embedding s_{u,c}
     new_user_prior: bool = True  # (bool) users new to a category: a learned per-category weight on the items' log training count (models/crossrec/prior.py; trained on the rows category dropout hides)
+    prior_fit: bool = True  # (bool) after training, pick that weight again per category on the validation NDCG@10 of the users new to it (prepare.cold_user_valid_fraction; models/crossrec/prior.py); no-op without them
     item_tower: Literal["id", "id+image", "text", "text+id", "text+id+image"] = "id"  # (str) what an item vector is made of: id | id+image | text (inductive) | text+id | text+id+image
     history: HistoryConfig = field(default_factory=HistoryConfig)  # (section) the history encoder
     neighbourhood: NeighbourhoodConfig = field(default_factory=NeighbourhoodConfig)  # (section) the neighbourhood term

@@ -159,16 +159,18 @@ class CrossRec(FlagshipInference, Borrowing, NewUserPrior, TrainsTextEncoder, Au
         """After training (the trainer calls it): lend untrained items their text neighbours' ID
         parts (borrow.py, `text.borrow`), then fit `cold_offset_` on the validation split
         (models/crossrec/calibration.py; `text.calibrate_cold`, where validation has positives on
-        untrained items). A no-op unless the tower reads text and IDs (`text+id`)."""
+        untrained items), then refit the new-user prior on validation's users new to a category
+        (prior.py, `prior_fit`, where validation has them)."""
         self.borrow()  # first: the offset is fitted on the scores with the borrowed parts
-        if not (self.items.use_text and self.items.use_id and self.config.text.calibrate_cold) or self.config.loss == "mse":
-            return
-        from crossrec.models.crossrec.calibration import fit_cold_offsets
-
         was = self.training
         self.eval()
-        self.cold_offset_.zero_()
-        self.cold_offset_.copy_(fit_cold_offsets(self, bundle, categories).to(self.cold_offset_.device))
+        if self.items.use_text and self.items.use_id and self.config.text.calibrate_cold and self.config.loss != "mse":
+            from crossrec.models.crossrec.calibration import fit_cold_offsets
+
+            self.cold_offset_.zero_()
+            self.cold_offset_.copy_(fit_cold_offsets(self, bundle, categories).to(self.cold_offset_.device))
+        if self.config.prior_fit:  # last: on the scores with the offset (prior.py)
+            self.fit_prior(bundle, categories)
         self.train(was)
 
     def _load_from_state_dict(self, state_dict: dict, prefix: str, *args, **kwargs) -> None:  # type: ignore[override]
