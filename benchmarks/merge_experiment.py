@@ -6,6 +6,8 @@ back as one table by the same report code (`ExperimentResult`).
     python benchmarks/merge_experiment.py configs/experiments/amazon-arts-office.yaml RUN/results.json ...
     python benchmarks/merge_experiment.py configs/experiments/anime-mal-cold-items.yaml RUN/results.json \
         --name text_anime-mal-cold-items     # a table committed under another name
+    python benchmarks/merge_experiment.py configs/experiments/anime-mal.yaml A/results.json B/results.json \
+        --fresh      # the split changed: the table is these runs alone (the first one's Bundle)
 """
 
 from __future__ import annotations
@@ -30,12 +32,17 @@ def main() -> None:
     ap.add_argument("config", type=Path)
     ap.add_argument("new", nargs="+", type=Path, help="results.json of the runs to add")
     ap.add_argument("--name", help="the committed table's name in benchmarks/results (default: experiment_<config name>)")
+    ap.add_argument("--fresh", action="store_true",
+                    help="replace the committed table by these runs alone (after a change of the split)")
     args = ap.parse_args()
     cfg = load_experiment(args.config)
     name = args.name or f"experiment_{cfg.name}"
-    if not (RESULTS / f"{name}.json").exists():
+    if args.fresh:
+        base = json.loads(args.new[0].read_text()) | {"runs": [], "train_seconds": {}}
+    elif not (RESULTS / f"{name}.json").exists():
         raise SystemExit(f"no committed table {RESULTS / (name + '.json')} (--name: a table in benchmarks/results)")
-    base = json.loads((RESULTS / f"{name}.json").read_text())
+    else:
+        base = json.loads((RESULTS / f"{name}.json").read_text())
     runs, seconds = list(base["runs"]), dict(base["train_seconds"])
     for path in args.new:
         new = json.loads(path.read_text())

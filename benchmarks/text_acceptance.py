@@ -4,6 +4,7 @@ over the seeds of `RUN/runs/<label>/seed-*.json` (what `crossrec experiment ... 
 writes), per category and slice. The other columns are kept as committed.
 
     python benchmarks/text_acceptance.py anime-mal RUN [--label crossrec-text] [--note "..."]
+    python benchmarks/text_acceptance.py anime-mal RUN --all --note "..."   # every column from RUN
 """
 
 from __future__ import annotations
@@ -49,10 +50,16 @@ def main() -> None:
     ap.add_argument("run", type=Path)
     ap.add_argument("--label", default="crossrec-text")
     ap.add_argument("--note", default="", help="a line on what changed, kept in the table's header")
+    ap.add_argument("--all", action="store_true",
+                    help="refresh every column from RUN and start the notes afresh (after a change of the split)")
     args = ap.parse_args()
     path = RESULTS / f"text_acceptance_{args.name}.json"
     data = json.loads(path.read_text())
-    summary = [r for r in data["summary"] if r["model"] != args.label] + seed_cells(args.run, args.label)
+    labels = COLUMNS if args.all else [args.label]
+    if args.all:
+        data["notes"] = []
+    summary = [r for r in data["summary"] if r["model"] not in labels] + [
+        c for label in labels for c in seed_cells(args.run, label)]
     rows = {(r["model"], r["category"], r["slice"]): r for r in summary}
     cats = [c for c in dict.fromkeys(r["category"] for r in summary if r["model"] == "crossrec") if c != "ALL"] + ["ALL"]
     notes = data.get("notes", []) + ([args.note] if args.note else [])

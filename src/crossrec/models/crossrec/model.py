@@ -157,20 +157,20 @@ class CrossRec(FlagshipInference, Borrowing, NewUserPrior, TrainsTextEncoder, Au
 
     def calibrate(self, bundle: Bundle, categories: Sequence[int] | None = None) -> None:
         """After training (the trainer calls it): lend untrained items their text neighbours' ID
-        parts (borrow.py, `text.borrow`), then fit `cold_offset_` on the validation split
-        (models/crossrec/calibration.py; `text.calibrate_cold`, where validation has positives on
-        untrained items), then refit the new-user prior on validation's users new to a category
-        (prior.py, `prior_fit`, where validation has them)."""
+        parts (borrow.py, `text.borrow`), pick the new-user prior again on validation's users new
+        to a category (prior.py, `prior_fit`, where validation has them), then fit `cold_offset_`
+        on the validation split (models/crossrec/calibration.py; `text.calibrate_cold`, where
+        validation has positives on untrained items)."""
         self.borrow()  # first: the offset is fitted on the scores with the borrowed parts
         was = self.training
         self.eval()
+        if self.config.prior_fit:  # before the offset, which is fitted on the final scores (prior.py)
+            self.fit_prior(bundle, categories)
         if self.items.use_text and self.items.use_id and self.config.text.calibrate_cold and self.config.loss != "mse":
             from crossrec.models.crossrec.calibration import fit_cold_offsets
 
             self.cold_offset_.zero_()
             self.cold_offset_.copy_(fit_cold_offsets(self, bundle, categories).to(self.cold_offset_.device))
-        if self.config.prior_fit:  # last: on the scores with the offset (prior.py)
-            self.fit_prior(bundle, categories)
         self.train(was)
 
     def _load_from_state_dict(self, state_dict: dict, prefix: str, *args, **kwargs) -> None:  # type: ignore[override]
