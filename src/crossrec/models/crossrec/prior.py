@@ -118,7 +118,7 @@ class NewUserPrior:
     def _prior_curve(self: Any, bundle: Bundle, c: int, batch_size: int) -> tuple[np.ndarray, int] | None:
         """Summed validation NDCG@K of the users new to c at each value of `GRID`, and their number;
         None where there are none."""
-        valid, train = bundle.csr("valid", c), bundle.csr("train", c)
+        valid = bundle.csr("valid", c)  # (users new to c have no training item in c to mask)
         users = np.flatnonzero(np.diff(valid.indptr))
         users = users[self.new_to(torch.from_numpy(users).to(self.user_cats_.device), c).cpu().numpy()]
         if len(users) == 0:
@@ -132,9 +132,7 @@ class NewUserPrior:
                 for lo in range(0, len(users), batch_size):
                     part = users[lo:lo + batch_size]
                     s = self.score(torch.from_numpy(part).long().to(self.user_cats_.device), c).detach().float().cpu()
-                    seen, pos = train[part], valid[part]
-                    s[torch.from_numpy(np.repeat(np.arange(len(part)), np.diff(seen.indptr))),
-                      torch.from_numpy(seen.indices.astype(np.int64))] = float("-inf")
+                    pos = valid[part]
                     rel = torch.zeros(s.shape, dtype=torch.bool)
                     rel[torch.from_numpy(np.repeat(np.arange(len(part)), np.diff(pos.indptr))),
                         torch.from_numpy(pos.indices.astype(np.int64))] = True
