@@ -62,6 +62,7 @@ class TextTowerConfig(Checked):
     calibrate_cold: bool = True  # (bool) text+id: after training, fit per category the offset added to items scored from text alone (no training interactions) on the validation split's positives on such items (models/crossrec/calibration.py); no-op when validation has none
     borrow: int = 20  # (int) text+id: after training, an item without training interactions takes the ID parts (embedding, bias, neighbourhood term) of its `borrow` nearest trained items by text cosine (models/crossrec/borrow.py); 0 = off
     borrow_temperature: float = 0.05  # (float) softmax temperature of the lenders' weights over their text cosines
+    shrink: bool = True  # (bool) text+id: after training, shrink each trained item's ID embedding and bias toward its `borrow` nearest same-category trained items' by text, as (n e + kappa ebar) / (n + kappa) with n its training interactions, kappa picked per category on validation NDCG@10 (models/crossrec/shrink.py)
     content_term: bool = False  # (bool) the content term: the history's text vectors vote for a candidate by cosine (learned weights per category pair); helps cold items, costs warm accuracy
 
     def __post_init__(self) -> None:

@@ -53,6 +53,7 @@ from crossrec.models.crossrec.inference import FlagshipInference
 from crossrec.models.crossrec.neighbourhood import NeighbourhoodTerm
 from crossrec.models.crossrec.objective import AuxiliaryLosses, CategoryWeighting
 from crossrec.models.crossrec.prior import NewUserPrior
+from crossrec.models.crossrec.shrink import TextShrinkage
 from crossrec.models.crossrec.softmax import SoftmaxLosses
 from crossrec.models.crossrec.towers import ItemTower, TrainsTextEncoder
 from crossrec.models.crossrec.warm import warm_start
@@ -65,7 +66,7 @@ if TYPE_CHECKING:
 
 
 @register("crossrec", CrossRecConfig, paper="crossrec flagship (docs/DESIGN.md); DIN/SASRec history attention, DTCDR shared+specific users")
-class CrossRec(FlagshipInference, Borrowing, NewUserPrior, TrainsTextEncoder, AuxiliaryLosses, SoftmaxLosses, nn.Module):
+class CrossRec(FlagshipInference, Borrowing, TextShrinkage, NewUserPrior, TrainsTextEncoder, AuxiliaryLosses, SoftmaxLosses, nn.Module):
     """Shared + category-specific + cross-category-history user tower; ID (+ content) item tower.
 
     Call `setup(bundle, categories)` before `loss`/`score` (the trainer does): it stores every
@@ -113,6 +114,7 @@ class CrossRec(FlagshipInference, Borrowing, NewUserPrior, TrainsTextEncoder, Au
         self.register_buffer("user_cats_", torch.ones(sizes.n_users, n_cat, dtype=torch.bool))  # training rows in c (prior.py)
         # text+id: per category, what items without training interactions get added (calibrate)
         self.register_buffer("cold_offset_", torch.zeros(n_cat))
+        self.register_buffer("shrink_kappa_", torch.zeros(n_cat))  # text shrinkage picked per category (shrink.py)
         # text+id: ID parts lent to untrained items by their text neighbours (borrow.py; calibrate)
         self.register_buffer("borrow_row_", torch.full((sizes.n_items,), -1, dtype=torch.int64))
         self.register_buffer("borrow_nbr_", torch.zeros(0, 0, dtype=torch.int64))
@@ -157,13 +159,15 @@ class CrossRec(FlagshipInference, Borrowing, NewUserPrior, TrainsTextEncoder, Au
 
     def calibrate(self, bundle: Bundle, categories: Sequence[int] | None = None) -> None:
         """After training (the trainer calls it): lend untrained items their text neighbours' ID
-        parts (borrow.py, `text.borrow`), pick the new-user prior again on validation's users new
+        parts (borrow.py, `text.borrow`), shrink trained items' ID parts toward their text
+        neighbours' (shrink.py, `text.shrink`), pick the new-user prior again on validation's users new
         to a category (prior.py, `prior_fit`, where validation has them), then fit `cold_offset_`
         on the validation split (models/crossrec/calibration.py; `text.calibrate_cold`, where
         validation has positives on untrained items)."""
         self.borrow()  # first: the offset is fitted on the scores with the borrowed parts
         was = self.training
         self.eval()
+        self.shrink_to_text(bundle, categories)  # trained items' ID parts toward their text neighbours' (shrink.py)
         if self.config.prior_fit:  # before the offset, which is fitted on the final scores (prior.py)
             self.fit_prior(bundle, categories)
         if self.items.use_text and self.items.use_id and self.config.text.calibrate_cold and self.config.loss != "mse":
@@ -177,6 +181,7 @@ class CrossRec(FlagshipInference, Borrowing, NewUserPrior, TrainsTextEncoder, Au
         self.warmed = True  # loaded weights are trained ones: a later setup (`crossrec update`) must keep them
         # artifacts written before the cold offset existed load with none
         state_dict.setdefault(prefix + "cold_offset_", torch.zeros_like(self.cold_offset_))
+        state_dict.setdefault(prefix + "shrink_kappa_", torch.zeros_like(self.shrink_kappa_))
         state_dict.setdefault(prefix + "user_cats_", torch.ones_like(self.user_cats_))  # before the prior: nobody is new
         if self.new_prior is not None:
             state_dict.setdefault(prefix + "new_prior", torch.zeros_like(self.new_prior))

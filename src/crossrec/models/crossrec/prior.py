@@ -145,11 +145,11 @@ class NewUserPrior:
         return total, len(users)
 
 
-def pick(curve: np.ndarray) -> float:
-    """The value of `GRID` where `curve` (summed NDCG at each value), averaged with its neighbours, is highest."""
+def pick(curve: np.ndarray, grid: np.ndarray = GRID) -> float:
+    """The value of `grid` where `curve` (summed NDCG at each value), averaged with its neighbours, is highest."""
     padded = np.concatenate([curve[:1], curve, curve[-1:]])
     smooth = (padded[:-2] + padded[1:-1] + padded[2:]) / 3.0
-    return float(GRID[int(np.argmax(smooth))])
+    return float(grid[int(np.argmax(smooth))])
 
 
 __all__ = ["NewUserPrior", "pick", "GRID"]

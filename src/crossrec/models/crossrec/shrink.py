@@ -1,0 +1,131 @@
+"""Text shrinkage of trained items' ID parts (`text.shrink`), a mixin of `CrossRec`.
+
+An item with few training interactions has a noisy ID embedding and bias: a handful of positives
+moved them, in whatever direction the batches happened to push. Its text says what it resembles,
+and the ID parts of the trained items it resembles say where such items sit. After training, a
+`text+id` tower replaces every trained item's ID embedding and bias with
+
+    e_j <- (n_j e_j + kappa_c ebar_j) / (n_j + kappa_c)        (the same for the bias b_j)
+
+where n_j is the item's training interactions and ebar_j the softmax-weighted mean of the ID parts
+of its `text.borrow` nearest trained items of the same category by text cosine (itself excluded;
+the kernel of text-neighbour borrowing, borrow.py). This is the posterior mean of the item's
+vector under a prior centred on its text neighbours with the weight of kappa interactions: the
+item offset of collaborative topic regression (Wang & Blei, KDD 2011), with a kernel over text in
+place of the topic model. A popular item keeps its own vector; an item seen twice moves most of the
+way to its neighbours'. kappa_c is picked per category after training on the validation split's
+NDCG@10 (all its users, the Evaluator's own ranking), the best of `KAPPAS` with the curve smoothed
+over neighbouring values; a category with fewer than `MIN_USERS` validation users takes the value
+picked on all categories together. kappa = 0 is in the grid, so a category where the text
+neighbours do not help keeps its vectors. `calibrate` runs it after borrowing (borrow.py) and then
+borrows again, so an untrained item's parts are its lenders' as they end up, as they are for an
+item added later by its text.
+
+Measured before adoption: docs/DESIGN.md ("Text shrinkage").
+
+Example:
+    >>> model.shrink_to_text(bundle)     # `calibrate` calls it after borrowing  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from crossrec.models.crossrec.borrow import text_neighbours
+from crossrec.models.crossrec.prior import pick
+
+if TYPE_CHECKING:
+    from crossrec.data.bundle import Bundle
+
+log = logging.getLogger(__name__)
+KAPPAS = np.array([0.0, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0])  # the values of kappa tried
+MIN_USERS = 200  # validation users a category needs for its own pick (else the pooled one)
+
+
+class TextShrinkage:
+    """Mixed into `CrossRec` (models/crossrec/model.py): `shrink_to_text`, run by `calibrate`."""
+
+    def _shrink_targets(self: Any) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor] | None:
+        """The trained items with text (global ids), their training counts, categories, and the
+        weighted mean ID embedding and bias of their same-category text neighbours."""
+        tower = self.items
+        n = self.sizes.n_items
+        has_text = tower.text_.abs().sum(1) > 0
+        count = torch.expm1(self.log_count_).round()
+        trained = (count > 0) & has_text
+        ids = torch.nonzero(trained).squeeze(1)
+        if len(ids) == 0:
+            return None
+        cats = self.item_category_[:n].index_select(0, ids)
+        k = self.config.text.borrow + 1  # + 1: the item itself is its own nearest neighbour
+        ebar = torch.zeros(len(ids), tower.emb.weight.shape[1], device=ids.device)
+        bbar = torch.zeros(len(ids), device=ids.device)
+        emb, bias = tower.emb.weight.detach(), tower.bias.detach()
+        for c in torch.unique(cats).tolist():
+            sel = torch.nonzero(cats == c).squeeze(1)
+            mine = ids.index_select(0, sel)
+            nbr, w = text_neighbours(tower.text_, trained & (self.item_category_[:n] == c), tower.text_.index_select(0, mine),
+                                     k, self.config.text.borrow_temperature)
+            w = w.masked_fill(nbr == mine.unsqueeze(1), 0.0)
+            total = w.sum(1, keepdim=True)
+            w = torch.where(total > 0, w / total.clamp_min(1e-12), w)  # an item alone in its category keeps a zero prior weight
+            ebar[sel] = (w.unsqueeze(-1) * emb[nbr]).sum(1)
+            bbar[sel] = (w * bias[nbr]).sum(1)
+            alone = (total.squeeze(1) == 0)
+            ebar[sel[alone]] = emb[mine[alone]]  # no neighbour: the prior is the item itself (no change)
+            bbar[sel[alone]] = bias[mine[alone]]
+        return ids, count.index_select(0, ids), cats, ebar, bbar
+
+    def _apply_shrink(self: Any, targets: tuple[Tensor, ...], kappa: Tensor, emb0: Tensor, bias0: Tensor) -> None:
+        """Write the shrunk rows: kappa [n_categories], read at each item's category."""
+        ids, count, cats, ebar, bbar = targets
+        k = kappa.to(count.device).index_select(0, cats)
+        with torch.no_grad():
+            self.items.emb.weight[ids] = (count.unsqueeze(1) * emb0 + k.unsqueeze(1) * ebar) / (count + k).unsqueeze(1)
+            self.items.bias[ids] = (count * bias0 + k * bbar) / (count + k)
+
+    def shrink_to_text(self: Any, bundle: Bundle, categories: Sequence[int] | None = None) -> None:
+        """Pick kappa per category on validation NDCG@10 and shrink the trained items' ID parts
+        toward their text neighbours' (module docstring); a no-op unless the tower reads text and
+        IDs, `text.shrink` is on and validation has users."""
+        from crossrec.evaluation.config import EvalConfig
+        from crossrec.evaluation.evaluator import Evaluator
+
+        tower = self.items
+        if not (self.config.text.shrink and tower.use_text and tower.use_id and tower.has_text) or self.config.loss == "mse":
+            return
+        if bundle.split("valid").height == 0:
+            return
+        targets = self._shrink_targets()
+        if targets is None:
+            return
+        ids = targets[0]
+        emb0, bias0 = tower.emb.weight.detach()[ids].clone(), tower.bias.detach()[ids].clone()
+        n_cat = self.sizes.n_categories  # (the curve's borrowed items keep the unshrunk lenders' parts: re-borrowed at the end)
+        cats = list(range(n_cat)) if categories is None else list(categories)
+        evaluator = Evaluator(bundle, EvalConfig(ks=(10,), slices=False, auc=False, beyond=False), split="valid")
+        curves, users = np.zeros((n_cat, len(KAPPAS))), np.zeros(n_cat)
+        for g, kappa in enumerate(KAPPAS):
+            self._apply_shrink(targets, torch.full((n_cat,), float(kappa)), emb0, bias0)
+            for row in evaluator.evaluate(self, cats).table.to_dicts():
+                if row["category"] in bundle.categories and row.get("slice", "all") == "all" and row["n_users"]:
+                    c = bundle.categories.index(row["category"])
+                    curves[c, g] = float(row["ndcg@10"]) * row["n_users"]
+                    users[c] = row["n_users"]
+        pooled = pick(curves[cats].sum(0), KAPPAS)
+        chosen = torch.zeros(n_cat)
+        for c in cats:
+            chosen[c] = pick(curves[c], KAPPAS) if users[c] >= MIN_USERS else pooled
+        self._apply_shrink(targets, chosen, emb0, bias0)
+        self.shrink_kappa_ = chosen.to(self.shrink_kappa_.device)
+        self.borrow()  # again: the untrained items' borrowed parts are their lenders' as they are now
+        log.info("text shrinkage picked on validation: %s", ", ".join(
+            f"{bundle.categories[c]}: kappa {chosen[c].item():g} ({int(users[c])} users)" for c in cats))
+
+
+__all__ = ["TextShrinkage", "KAPPAS", "MIN_USERS"]
