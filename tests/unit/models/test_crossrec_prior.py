@@ -139,10 +139,11 @@ def test_pick_takes_the_smoothed_maximum():
     assert pick(np.arange(len(GRID), dtype=float)) == GRID[-1]
 
 
-def test_fit_prior_picks_on_the_validation_ndcg_of_new_users(cold_valid_bundle):
+def test_fit_prior_picks_on_the_validation_ndcg_of_new_users(cold_valid_bundle, monkeypatch):
     """After training, beta_c is picked where validation holds users new to c. The curve it picks on
-    is the Evaluator's validation NDCG@10 of those users at each value, and the pick is its smoothed
-    maximum (per category with enough users, else pooled)."""
+    is the Evaluator's validation NDCG@10 of those users at each value, counting their positives on
+    trained items only (untrained ones are the cold offset's), and the pick is its smoothed maximum
+    (per category with enough users, else pooled)."""
     b = cold_valid_bundle
     cfg = TrainConfig(epochs=2, batch_size=1024, lr=0.01, progress=False, checkpoint=False, patience=0)
     model = make(b, dim=32)
@@ -152,6 +153,19 @@ def test_fit_prior_picks_on_the_validation_ndcg_of_new_users(cold_valid_bundle):
     assert not torch.allclose(model.new_prior.detach(), plain.new_prior.detach())
     curves = {c: plain._prior_curve(b, c, 64) for c in range(b.n_categories)}
     pooled = pick(sum(v for v, _ in curves.values()))
+    csr = b.csr
+
+    def trained_positives(split, c):  # validation as the pick reads it: positives on trained items only
+        m = csr(split, c)
+        if split != "valid":
+            return m
+        m = m.multiply((csr("train", c).getnnz(axis=0) > 0)[None, :].astype(m.dtype)).tocsr()
+        m.eliminate_zeros()
+        return m
+
+    assert any(csr("valid", c).nnz > trained_positives("valid", c).nnz for c in range(b.n_categories)), \
+        "the world has validation positives on untrained items"
+    monkeypatch.setattr(b, "csr", trained_positives)
     ev = Evaluator(b, EvalConfig(ks=(10,)), split="valid")
     for c, (curve, n) in curves.items():
         expected = pick(curve) if n >= MIN_USERS else pooled

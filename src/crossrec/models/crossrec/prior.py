@@ -119,6 +119,12 @@ class NewUserPrior:
         """Summed validation NDCG@K of the users new to c at each value of `GRID`, and their number;
         None where there are none."""
         valid = bundle.csr("valid", c)  # (users new to c have no training item in c to mask)
+        # only positives on trained items: untrained ones (log count 0) are the cold offset's job
+        # (calibration.py), and counting them made the pick favour unpopular items (docs/DESIGN.md)
+        trained = (self.log_count_.index_select(0, self.index[c]) > 0).cpu().numpy()
+        if not trained.all():
+            valid = valid.multiply(trained[None, :].astype(valid.dtype)).tocsr()
+            valid.eliminate_zeros()
         users = np.flatnonzero(np.diff(valid.indptr))
         users = users[self.new_to(torch.from_numpy(users).to(self.user_cats_.device), c).cpu().numpy()]
         if len(users) == 0:
