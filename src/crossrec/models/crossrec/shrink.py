@@ -37,14 +37,13 @@ import torch
 from torch import Tensor
 
 from crossrec.models.crossrec.borrow import text_neighbours
-from crossrec.models.crossrec.prior import pick
+from crossrec.models.crossrec.prior import MIN_USERS, pick
 
 if TYPE_CHECKING:
     from crossrec.data.bundle import Bundle
 
 log = logging.getLogger(__name__)
 KAPPAS = np.array([0.0, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0])  # the values of kappa tried
-MIN_USERS = 200  # validation users a category needs for its own pick (else the pooled one)
 
 
 class TextShrinkage:
@@ -73,11 +72,11 @@ class TextShrinkage:
                                      k, self.config.text.borrow_temperature)
             w = w.masked_fill(nbr == mine.unsqueeze(1), 0.0)
             total = w.sum(1, keepdim=True)
-            w = torch.where(total > 0, w / total.clamp_min(1e-12), w)  # an item alone in its category keeps a zero prior weight
+            w = w / total.clamp_min(1e-12)
             ebar[sel] = (w.unsqueeze(-1) * emb[nbr]).sum(1)
             bbar[sel] = (w * bias[nbr]).sum(1)
-            alone = (total.squeeze(1) == 0)
-            ebar[sel[alone]] = emb[mine[alone]]  # no neighbour: the prior is the item itself (no change)
+            alone = total.squeeze(1) == 0  # alone in its category: the prior is the item itself (no change)
+            ebar[sel[alone]] = emb[mine[alone]]
             bbar[sel[alone]] = bias[mine[alone]]
         return ids, count.index_select(0, ids), cats, ebar, bbar
 
