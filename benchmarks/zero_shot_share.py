@@ -10,9 +10,13 @@ Bundle's own test rows of the category, with the warm protocol's candidates (eac
 train + validation items there masked, as for the warm model), through `Remapped`
 (evaluation/remap.py), and reports both readings.
 
-    python benchmarks/zero_shot_share.py DATASET CATEGORY WARM_BUNDLE WARM_MODEL ZS_BUNDLE ZS_MODEL
+    python benchmarks/zero_shot_share.py DATASET CATEGORY WARM_BUNDLE WARM_MODEL ZS_BUNDLE ZS_MODEL \
+        [--textknn ZS_TEXTKNN] [--pop WARM_POP]
 
-WARM_MODEL and ZS_MODEL are artifact directories (`RUN/models/<label>/seed-0`). Rows are kept in
+WARM_MODEL and ZS_MODEL are artifact directories (`RUN/models/<label>/seed-0`). Two references
+may join them: the zero-shot run's text-kNN on the same rows, and the warm run's popularity (how
+much of the warm figure is the category's popularity, which no model can know without its
+interactions). Rows are kept in
 benchmarks/results/text_zero-shot_like-for-like.{json,md}, one per (dataset, category), replaced
 when re-run.
 """
@@ -52,6 +56,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     for a in ["dataset", "category", "warm_bundle", "warm_model", "zs_bundle", "zs_model"]:
         ap.add_argument(a)
+    ap.add_argument("--textknn", help="the zero-shot run's text-kNN artifact")
+    ap.add_argument("--pop", help="the warm run's popularity artifact")
     args = ap.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     warm_b, zs_b = Bundle.load(args.warm_bundle), Bundle.load(args.zs_bundle)
@@ -66,6 +72,10 @@ def main() -> None:
         "zero_shot_same_rows": ndcg(warm_b, Remapped(zs, zs_b, warm_b), args.category),
         "zero_shot_own_protocol": ndcg(zs_b, zs, args.category),
     }
+    if args.textknn:
+        row["textknn_same_rows"] = ndcg(warm_b, Remapped(load_artifact(args.textknn).model, zs_b, warm_b), args.category)
+    if args.pop:
+        row["warm_pop"] = ndcg(warm_b, load_artifact(args.pop).model, args.category)
     path = RESULTS / f"{NAME}.json"
     rows = json.loads(path.read_text())["rows"] if path.exists() else []
     rows = [r for r in rows if (r["dataset"], r["category"]) != (args.dataset, args.category)] + [row]
@@ -78,13 +88,21 @@ def main() -> None:
         "flagship trained without the category, graded on the warm table's test rows and candidates.",
         "*Zero-shot, own protocol*: the same model on its own test split, where every interaction of the",
         "category is a positive (the number the zero-shot tables show; not comparable with the warm one).",
+        "*text-kNN, same rows*: the zero-shot run's text-kNN on the warm rows. *Warm popularity*: the",
+        "warm run's popularity, for how much of the warm figure the category's own popularity carries.",
         "",
-        "| dataset | held-out category | warm | zero-shot, same rows | share | zero-shot, own protocol | share (own protocol) |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+        "| dataset | held-out category | warm | zero-shot, same rows | share | text-kNN, same rows | warm popularity "
+        "| zero-shot, own protocol | share (own protocol) |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
+
+    def opt(r: dict, key: str) -> str:
+        return f"{r[key]['all']:.4f}" if key in r else "–"
+
     for r in rows:
         w, s, o = r["warm"]["all"], r["zero_shot_same_rows"]["all"], r["zero_shot_own_protocol"]["all"]
-        lines.append(f"| {r['dataset']} | {r['category']} | {w:.4f} | {s:.4f} | {s / w:.0%} | {o:.4f} | {o / w:.0%} |")
+        lines.append(f"| {r['dataset']} | {r['category']} | {w:.4f} | {s:.4f} | {s / w:.0%} | {opt(r, 'textknn_same_rows')} "
+                     f"| {opt(r, 'warm_pop')} | {o:.4f} | {o / w:.0%} |")
     write_results(NAME, {"rows": rows}, "\n".join(lines))
     w, s = row["warm"]["all"], row["zero_shot_same_rows"]["all"]
     print(f"{args.dataset} {args.category}: warm {w:.4f}, zero-shot on the same rows {s:.4f} ({s / w:.0%}), "

@@ -36,6 +36,7 @@ class Remapped(nn.Module):
     def __init__(self, model: Any, source: Bundle, target: Bundle) -> None:
         super().__init__()
         self.model = model
+        self.train(bool(getattr(model, "training", False)))  # the Evaluator restores this mode, on the model too
         missing = [c for c in target.categories if c not in source.categories]
         if missing:
             raise ValueError(f"categories {missing} of the target Bundle are not in the model's Bundle")

@@ -68,8 +68,26 @@ def test_shrinkage_is_the_posterior_mean_toward_same_category_text_neighbours(ti
     assert torch.allclose(model.items.bias.detach()[ids], bias0)
 
 
-def test_kappa_is_picked_per_category_on_the_evaluators_validation_ndcg(tiny_bundle, tiny_text):
+class TrainedOnly(torch.nn.Module):
+    """The model's scores with its untrained items at -inf, written out for the test."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+        self.train(model.training)
+
+    def score(self, users, category):
+        s = self.model.score(users, category).clone()
+        s[:, self.model.log_count_[self.model.index[category]] == 0] = float("-inf")
+        return s
+
+
+def test_kappa_is_picked_per_category_on_the_evaluators_validation_ndcg_of_trained_items(tiny_bundle, tiny_text):
     model = text_model(tiny_bundle, tiny_text)
+    with torch.no_grad():  # some untrained items, scored above every trained one: out of the pick's ranking
+        for c in range(tiny_bundle.n_categories):
+            model.log_count_[model.index[c][:12]] = 0.0
+        model.cold_offset_.fill_(100.0)  # what lifts untrained items (calibration.py)
     targets = model._shrink_targets()
     ids = targets[0]
     emb0, bias0 = model.items.emb.weight.detach()[ids].clone(), model.items.bias.detach()[ids].clone()
@@ -78,10 +96,11 @@ def test_kappa_is_picked_per_category_on_the_evaluators_validation_ndcg(tiny_bun
     curves, users = np.zeros((n_cat, len(KAPPAS))), np.zeros(n_cat)
     for g, kappa in enumerate(KAPPAS):
         model._apply_shrink(targets, torch.full((n_cat,), float(kappa)), emb0, bias0)
-        for row in evaluator.evaluate(model).table.to_dicts():
+        for row in evaluator.evaluate(TrainedOnly(model)).table.to_dicts():
             if row["category"] in tiny_bundle.categories and row["n_users"]:
                 c = tiny_bundle.categories.index(row["category"])
                 curves[c, g], users[c] = row["ndcg@10"] * row["n_users"], row["n_users"]
+    assert curves.sum(0).max() > curves.sum(0).min()  # the trained items' ranking moves with kappa
     model._apply_shrink(targets, torch.zeros(n_cat), emb0, bias0)
     model.shrink_to_text(tiny_bundle)
     pooled = pick(curves.sum(0), KAPPAS)
@@ -90,6 +109,15 @@ def test_kappa_is_picked_per_category_on_the_evaluators_validation_ndcg(tiny_bun
     final = model.items.emb.weight.detach()[ids].clone()
     model._apply_shrink(targets, want.float(), emb0, bias0)
     assert torch.allclose(model.items.emb.weight.detach()[ids], final)
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_picking_kappa_leaves_the_models_mode_as_it_was(tiny_bundle, tiny_text, training):
+    # a mode flipped to training would leave dropout on in the picks that follow (prior, cold offset)
+    model = text_model(tiny_bundle, tiny_text)
+    model.train(training)
+    model.shrink_to_text(tiny_bundle)
+    assert all(m.training == training for m in model.modules())
 
 
 def test_shrinkage_is_a_no_op_without_text_or_when_off(tiny_bundle, tiny_text):

@@ -14,8 +14,9 @@ vector under a prior centred on its text neighbours with the weight of kappa int
 item offset of collaborative topic regression (Wang & Blei, KDD 2011), with a kernel over text in
 place of the topic model. A popular item keeps its own vector; an item seen twice moves most of the
 way to its neighbours'. kappa_c is picked per category after training on the validation split's
-NDCG@10 (all its users, the Evaluator's own ranking), the best of `KAPPAS` with the curve smoothed
-over neighbouring values; a category with fewer than `MIN_USERS` validation users takes the value
+NDCG@10 (all its users, the Evaluator's own ranking of the trained items: shrinkage moves only
+those, and untrained items' scores are not yet calibrated against them, calibration.py), the best
+of `KAPPAS` with the curve smoothed over neighbouring values; a category with fewer than `MIN_USERS` validation users takes the value
 picked on all categories together. kappa = 0 is in the grid, so a category where the text
 neighbours do not help keeps its vectors. `calibrate` runs it after borrowing (borrow.py) and then
 borrows again, so an untrained item's parts are its lenders' as they end up, as they are for an
@@ -34,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from crossrec.models.crossrec.borrow import text_neighbours
 from crossrec.models.crossrec.prior import MIN_USERS, pick
@@ -44,6 +45,24 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 KAPPAS = np.array([0.0, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0])  # the values of kappa tried
+
+
+class _TrainedOnly(nn.Module):
+    """A model's scores with its untrained items out of the ranking (-inf): what kappa is picked on.
+    The cold offset that places untrained items among trained ones is fitted after shrinkage, so
+    here their scores would rank against trained items uncalibrated, and on the cold-item protocol
+    (a tenth of the items untrained, their positives in validation) the pick then chose kappa for
+    the balance between the two kinds (100-300 on anime, 0-30 otherwise: docs/DESIGN.md)."""
+
+    def __init__(self, model: nn.Module, trained: Tensor) -> None:
+        super().__init__()
+        self.model, self.trained = model, trained
+        self.train(model.training)  # the Evaluator restores this module's mode, and with it the model's
+
+    def score(self, users: Tensor, category: int) -> Tensor:
+        s = self.model.score(users, category)
+        keep = self.trained.index_select(0, self.model.index[category])
+        return s if bool(keep.all()) else s.masked_fill(~keep, float("-inf"))
 
 
 class TextShrinkage:
@@ -108,10 +127,11 @@ class TextShrinkage:
         n_cat = self.sizes.n_categories  # (the curve's borrowed items keep the unshrunk lenders' parts: re-borrowed at the end)
         cats = list(range(n_cat)) if categories is None else list(categories)
         evaluator = Evaluator(bundle, EvalConfig(ks=(10,), slices=False, auc=False, beyond=False), split="valid")
+        ranked = _TrainedOnly(self, ~self._untrained(torch.arange(self.sizes.n_items, device=ids.device)))
         curves, users = np.zeros((n_cat, len(KAPPAS))), np.zeros(n_cat)
         for g, kappa in enumerate(KAPPAS):
             self._apply_shrink(targets, torch.full((n_cat,), float(kappa)), emb0, bias0)
-            for row in evaluator.evaluate(self, cats).table.to_dicts():
+            for row in evaluator.evaluate(ranked, cats).table.to_dicts():
                 if row["category"] in bundle.categories and row.get("slice", "all") == "all" and row["n_users"]:
                     c = bundle.categories.index(row["category"])
                     curves[c, g] = float(row["ndcg@10"]) * row["n_users"]
