@@ -28,8 +28,6 @@ import json
 import sys
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, write_results  # noqa: E402
 
@@ -53,13 +51,20 @@ def ndcg(bundle: Bundle, model: object, category: str) -> dict[str, float | int]
 
 
 def main() -> None:
+    try:
+        run()
+    except (FileNotFoundError, KeyError, ValueError) as e:  # a missing artifact or Bundle, an unknown category
+        print(f"zero_shot_share: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def run() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     for a in ["dataset", "category", "warm_bundle", "warm_model", "zs_bundle", "zs_model"]:
         ap.add_argument(a)
     ap.add_argument("--textknn", help="the zero-shot run's text-kNN artifact")
     ap.add_argument("--pop", help="the warm run's popularity artifact")
     args = ap.parse_args()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     warm_b, zs_b = Bundle.load(args.warm_bundle), Bundle.load(args.zs_bundle)
     if zs_b.split("train", args.category).height:
         raise SystemExit(f"{args.zs_bundle}: category {args.category!r} has training rows; not a zero-shot Bundle")

@@ -36,12 +36,11 @@ class Remapped(nn.Module):
     def __init__(self, model: Any, source: Bundle, target: Bundle) -> None:
         super().__init__()
         self.model = model
-        self.train(bool(getattr(model, "training", False)))  # the Evaluator restores this mode, on the model too
         missing = [c for c in target.categories if c not in source.categories]
         if missing:
             raise ValueError(f"categories {missing} of the target Bundle are not in the model's Bundle")
         self.cats = [source.category_id(c) for c in target.categories]
-        src_user = source._user_lookup
+        src_user = {str(u): i for i, u in enumerate(source.raw_user_ids())}
         raw_users = [str(u) for u in target.raw_user_ids()]
         lost = [u for u in raw_users if u not in src_user]
         if lost:

@@ -97,12 +97,17 @@ def device_of(model: Any) -> torch.device:
 
 @contextmanager
 def eval_mode(model: Any) -> Iterator[None]:
-    """Put an nn.Module in eval mode for the duration, then restore its previous mode."""
-    was = getattr(model, "training", None)
-    if isinstance(model, nn.Module):
-        model.eval()
+    """Put an nn.Module in eval mode for the duration, then give every submodule back the mode it
+    had (not the outer module's: a wrapper built for one evaluation, in training mode as a fresh
+    module is, must not switch the model inside it to training)."""
+    if not isinstance(model, nn.Module):
+        yield
+        return
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
     try:
         yield
     finally:
-        if isinstance(model, nn.Module) and was is not None:
-            model.train(was)
+        for m, was in modes:  # parents first: a train() call sets its subtree, the entries after it mend theirs
+            if m.training != was:
+                m.train(was)  # through train(), which models may override (LightGCN clears its cache)

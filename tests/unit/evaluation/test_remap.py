@@ -67,3 +67,18 @@ def test_users_the_model_never_saw_are_a_clear_error(pair):
     full, part = pair
     with pytest.raises(ValueError, match="users of the target Bundle are not in the model's Bundle"):
         Remapped(Coded(part), part, full)
+
+
+def test_evaluating_a_wrapper_gives_each_module_back_its_mode():
+    """A fresh wrapper is in training mode; evaluating it must not switch the model inside to
+    training (dropout on for whatever runs next), nor a submodule kept in eval mode."""
+    from crossrec.evaluation.tensors import eval_mode
+
+    inner = torch.nn.Sequential(torch.nn.Dropout(0.5), torch.nn.Linear(2, 2))
+    inner.eval()
+    outer = torch.nn.Sequential(torch.nn.Dropout(0.5), inner)
+    assert outer.training and not inner.training
+    with eval_mode(outer):
+        assert not any(m.training for m in outer.modules())
+    assert outer.training and outer[0].training
+    assert not any(m.training for m in inner.modules())

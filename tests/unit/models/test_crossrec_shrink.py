@@ -74,7 +74,6 @@ class TrainedOnly(torch.nn.Module):
     def __init__(self, model):
         super().__init__()
         self.model = model
-        self.train(model.training)
 
     def score(self, users, category):
         s = self.model.score(users, category).clone()

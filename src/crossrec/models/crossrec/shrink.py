@@ -57,7 +57,6 @@ class _TrainedOnly(nn.Module):
     def __init__(self, model: nn.Module, trained: Tensor) -> None:
         super().__init__()
         self.model, self.trained = model, trained
-        self.train(model.training)  # the Evaluator restores this module's mode, and with it the model's
 
     def score(self, users: Tensor, category: int) -> Tensor:
         s = self.model.score(users, category)
