@@ -57,16 +57,31 @@ def _message(err: BaseException) -> str:
     return str(err)
 
 
-def _fail(err: BaseException, code: int = 2) -> None:
+MAX_ERROR_CHARS = 300  # an error is one line of at most this many characters, "error: " included
+
+
+def _one_line(text: str, limit: int = MAX_ERROR_CHARS - len("error: ")) -> str:
+    """`text` on one line (every run of white space, newlines included, becomes one space), cut to
+    `limit` characters with an ellipsis: a message that echoes data can never flood the terminal."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _print_error(text: str) -> None:
     from rich.markup import escape
 
+    err_console.print(f"[bold red]error:[/] {escape(_one_line(text))}", highlight=False)  # brackets stay literal
+
+
+def _fail(err: BaseException, code: int = 2) -> None:
     if os.environ.get("CROSSREC_DEBUG"):
         traceback.print_exception(err, file=sys.stderr)
-    text = _message(err) if code == 2 else (
-        f"internal error ({type(err).__name__}: {_message(err)}); please report it. "
-        "CROSSREC_DEBUG=1 shows the traceback"
-    )
-    err_console.print(f"[bold red]error:[/] {escape(text)}", highlight=False)  # brackets stay literal
+    if code == 2:
+        text = _message(err)
+    else:  # the report-it hint comes first, so the cut to one line never loses it
+        text = (f"internal error, please report it (CROSSREC_DEBUG=1 shows the traceback): "
+                f"{type(err).__name__}: {_message(err)}")
+    _print_error(text)
     raise typer.Exit(code=code)
 
 
@@ -85,7 +100,7 @@ def _guard(fn):
         except (typer.Exit, typer.Abort, SystemExit):
             raise
         except KeyboardInterrupt:
-            err_console.print("[bold red]error:[/] interrupted", highlight=False)
+            _print_error("interrupted")
             raise typer.Exit(code=130) from None
         except USER_ERRORS as e:
             _fail(e)
@@ -173,14 +188,16 @@ def evaluate(
 ) -> None:
     """Evaluate the artifact in `out` on data.bundle (full ranking by default; see eval.*)."""
     from crossrec.data.bundle import Bundle
-    from crossrec.io import write_json
+    from crossrec.io import check_output_file, write_output_json
     from crossrec.pipeline import evaluate as run_eval
 
+    if json_out is not None:  # before the work: a refused path fails fast
+        check_output_file(json_out, "evaluation", "--json")
     cfg = _config(config, ctx)
     result = run_eval(cfg.out, Bundle.load(cfg.data.bundle), cfg.eval, split)
     console.print(result.to_markdown(), markup=False)
     if json_out is not None:
-        write_json(json_out, result.to_json())
+        write_output_json(json_out, "evaluation", result.to_json(), "--json")
 
 
 @app.command(context_settings=OVERRIDES)
@@ -213,15 +230,38 @@ def recommend(
 def serve(ctx: typer.Context, config: Optional[Path] = CONFIG_ARG) -> None:
     """Serve the trained artifact (`out`) over HTTP: recommendations, similar items, explanations,
     new items, feedback (see serving/api.py; `serve:` section for the index, store, host and port)."""
+    import socket
+
     import uvicorn
 
     from crossrec.pipeline import service_loader
     from crossrec.serving.api import create_app
 
     cfg = _config(config, ctx)
-    app_ = create_app(service_loader(cfg), cfg.serve)
-    console.print(f"serving {cfg.out} on http://{cfg.serve.host}:{cfg.serve.port} (API docs at /docs)")
-    uvicorn.run(app_, host=cfg.serve.host, port=cfg.serve.port, log_level="warning")
+    host, port = cfg.serve.host, cfg.serve.port
+    # the socket is bound here, before the model loads, and handed to uvicorn (no window for another
+    # process to take the port): a busy port or a bad host is one line and exit 2
+    sock: Optional[socket.socket] = None
+    try:
+        family, _, _, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: a listening port still refuses
+        sock.bind(addr)
+    except OSError as e:
+        if sock is not None:
+            sock.close()
+        reason = (e.strerror or str(e)).lower()
+        raise ValueError(f"cannot listen on {host}:{port}: {reason} (is another server using it? "
+                         "choose another with --serve.port)") from None
+    try:
+        app_ = create_app(service_loader(cfg), cfg.serve)
+        console.print(f"serving {cfg.out} on http://{host}:{port} (API docs at /docs)")
+        server = uvicorn.Server(uvicorn.Config(app_, host=host, port=port, log_level="warning"))
+        server.run(sockets=[sock])
+        if not server.started:
+            raise RuntimeError(f"the server on {host}:{port} did not start (see the lines above)")
+    finally:
+        sock.close()
 
 
 @app.command(context_settings=OVERRIDES)
@@ -332,5 +372,26 @@ def demo(
     run_demo(out, seed=seed, epochs=epochs, console=console)
 
 
+def run() -> None:
+    """The `crossrec` command: the app, with click's usage errors (unknown option, missing or
+    unreadable argument, a value of the wrong type) as one `error:` line and exit 2 like every
+    other bad input, instead of click's boxed usage text."""
+    try:
+        code = app(standalone_mode=False)
+    except typer.TyperException as e:  # click's ClickException family, as typer vendors it
+        ctx = getattr(e, "ctx", None)
+        if type(e).__name__ == "NoArgsIsHelpError" and ctx is not None:  # bare `crossrec`: the help
+            console.print(ctx.get_help(), markup=False, highlight=False)
+            sys.exit(0)
+        where = f"{ctx.command_path}: " if ctx is not None else ""
+        message = e.format_message() if callable(getattr(e, "format_message", None)) else str(e)
+        _print_error(f"{where}{message} (--help lists the options)")
+        code = 2
+    except typer.Abort:
+        _print_error("interrupted")
+        code = 130
+    sys.exit(code if isinstance(code, int) else 0)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(app())
+    run()

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from crossrec.data.prepare import PrepareConfig
+from crossrec.data.schema import Limits
 from crossrec.encoders.config import EncoderConfig
 from crossrec.evaluation.config import EvalConfig
 from crossrec.serving.config import ServeConfig
@@ -48,6 +49,14 @@ class DataConfig(Checked):
     columns: dict[str, str] = field(default_factory=dict)  # (dict) ColumnMap overrides: user/item/...
     item_columns: dict[str, str] = field(default_factory=dict)  # (dict) ItemColumnMap overrides
     bundle: str = "runs/bundle"  # (str) directory of the prepared Bundle
+    max_line_bytes: int = 1 << 20  # (int) longest line a CSV/TSV/JSONL file may have, bytes (1 MiB); longer: refused
+    max_header_bytes: int = 64 << 10  # (int) longest CSV/TSV header line (Parquet: all column names), bytes (64 KiB)
+    max_cell_bytes: int = 64 << 10  # (int) longest single value (CSV field, JSON string, Parquet string), bytes (64 KiB)
+
+    def limits(self) -> Limits:
+        """The readers' bounds (`crossrec.data.schema.Limits`) from this section, e.g.
+        `read_interactions(path, columns, fmt, sep, limits=cfg.data.limits())`."""
+        return Limits(self.max_line_bytes, self.max_header_bytes, self.max_cell_bytes)
 
 
 @dataclass(frozen=True)
@@ -179,6 +188,7 @@ def validate_run_config(cfg: RunConfig) -> None:
         from_dict(ItemColumnMap, cfg.data.item_columns, "data.item_columns.")
         if cfg.data.sep is not None and len(cfg.data.sep) != 1:
             raise ConfigError(f"data.sep={cfg.data.sep!r}; expected one character")
+        cfg.data.limits()  # each bound an integer >= 1
         config_from_dict(cfg.model.name, cfg.model.params)
         cfg.prepare.validate()
         cfg.encoder.validate()

@@ -25,6 +25,7 @@ import fnmatch
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from contextlib import contextmanager
@@ -41,8 +42,8 @@ TMP_TAG = ".crossrec-tmp-"  # every temporary sibling's name contains this
 # file that identifies a directory written before markers existed.
 KINDS: dict[str, tuple[tuple[str, ...], str]] = {
     "bundle": (("manifest.json", "interactions.parquet", "items.parquet", "users.parquet",
-                "image_vectors.safetensors"), "manifest.json"),
-    "artifact": (("model.safetensors", "config.json", "ids.json", "checkpoint", "categories",
+                "image_vectors.safetensors", "checksums.json"), "manifest.json"),
+    "artifact": (("model.safetensors", "config.json", "ids.json", "checksums.json", "checkpoint", "categories",
                   "stage-*", "tensorboard", "serving", "versions", "*.lock"), "config.json"),
     "experiment": (("models", "runs", "tuning", "report", "results.json", "results.md", "raw", "bundle", "*.lock"),
                    "results.json"),
@@ -204,6 +205,59 @@ def check_output(root: str | Path, kind: str, what: str) -> Path:
 
 def _a(noun: str) -> str:
     return ("an " if noun[0] in "aeiou" else "a ") + noun
+
+
+FILE_MARK = "written_by"  # the key that marks a single JSON output file as crossrec's
+
+
+def check_output_file(path: str | Path, kind: str, what: str) -> Path:
+    """Raise `OutputError` unless `path` may receive a single-file output of `kind`.
+
+    The parent directory must exist (a typo in it is an error, not a new tree), and an existing
+    `path` must be a JSON file crossrec wrote for the same `kind` (key `written_by`); anything
+    else -- your own file, a directory, a link to elsewhere -- is refused and left untouched.
+    """
+    path = Path(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise OutputError(f"{what}={_clip(path)}: its directory {_clip(parent)} does not exist; create it first")
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        raise OutputError(f"{what}={_clip(path)} is not a regular file; choose a new file name")
+    if path.exists():
+        try:
+            mark = json.loads(path.read_bytes()[: 1 << 24]).get(FILE_MARK, {})
+        except (OSError, ValueError, AttributeError):
+            mark = {}
+        if not isinstance(mark, dict) or mark.get("kind") != kind:
+            raise OutputError(f"{what}={_clip(path)} is a file crossrec did not write; refusing to replace it: "
+                              "choose a new file name")
+    return path
+
+
+def write_output_json(path: str | Path, kind: str, data: dict[str, Any], what: str) -> Path:
+    """Write `data` as the single-file output `path` (checked by `check_output_file`), atomically,
+    with the `written_by` mark that lets a later run replace it."""
+    from crossrec import __version__
+
+    path = check_output_file(path, kind, what)
+    write_json(path, {FILE_MARK: {"kind": kind, "crossrec_version": __version__}, **data})
+    return path
+
+
+def _clip(path: Path, width: int = 120) -> str:
+    text = repr(str(path))
+    return text if len(text) <= width else text[: width - 4] + "...'"
+
+
+def name_slug(index: int, name: str, width: int = 40) -> str:
+    """A directory name crossrec makes for the `index`-th thing called `name` (a category, a stage).
+
+    Names from the data are never paths: `../x`, `/abs`, `..`, NUL or 300 characters all become
+    `<index>-<ascii letters, digits, . _ ->` of at most `width` characters after the index, so
+    the name cannot climb out of its parent, and the index keeps two names that slug alike apart.
+    """
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", name)[:width].lstrip(".") or "_"
+    return f"{index}-{slug}"
 
 
 def write_marker(root: str | Path, kind: str) -> None:
@@ -392,3 +446,77 @@ def optimizer_state_from_tensors(tensors: dict[str, torch.Tensor], meta: dict[st
         _, idx, name = key.split(".", 2)
         state.setdefault(int(idx), {})[name] = value
     return {"state": state, "param_groups": meta["param_groups"]}
+
+
+# ------------------------------------------------------------------ per-file checksums
+# Every directory crossrec writes and later reads back (a Bundle, an artifact, a checkpoint set, a
+# finished transfer stage) records the SHA-256 of each of its files in `checksums.json`, written
+# last, and verifies them before it parses anything: one flipped byte anywhere is an error that
+# names the file. `checksums.json` also records the SHA-256 of its own `files` map (canonical
+# JSON), so damage inside it is reported as checksums.json being damaged.
+CHECKSUMS = "checksums.json"
+
+
+def _files_sha256(files: dict[str, str]) -> str:
+    return hashlib.sha256(json.dumps(files, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def write_checksums(root: str | Path, names: list[str], known: dict[str, str] | None = None) -> dict[str, str]:
+    """Record the SHA-256 of the files `names` in `root` (plus `known`: name -> SHA-256 of files
+    written after this) in `root/checksums.json`, atomically; returns the recorded map."""
+    root = Path(root)
+    files = {name: file_sha256(root / name) for name in names} | dict(known or {})
+    write_json(root / CHECKSUMS, {"files": dict(sorted(files.items())), "sha256": _files_sha256(files)})
+    return files
+
+
+def verify_checksums(root: str | Path, what: str, required: bool = True, remedy: str = "") -> dict[str, str] | None:
+    """Check every file recorded in `root/checksums.json` (streamed hashes; other files are ignored).
+
+    Args:
+        root: the directory.
+        what: what it is, for the messages ("artifact", "checkpoint set", ...).
+        required: a missing checksums.json is an error (else None is returned: written by an
+            older crossrec, the caller checks what it can).
+        remedy: what to do about damage, appended to the messages ("prepare it again").
+
+    Returns:
+        The recorded map (file name -> SHA-256), or None when there is no checksums.json.
+
+    Raises:
+        FileNotFoundError: a recorded file is missing.
+        CorruptFileError: a file differs from its recorded checksum, checksums.json is damaged, or
+            (`required`) there is no checksums.json.
+    """
+    root = Path(root)
+    path = root / CHECKSUMS
+    tail = f"; {remedy}" if remedy else ""
+    if not path.is_file():
+        if not required:
+            return None
+        raise CorruptFileError(f"{path} not found: the {what} was written by an older crossrec "
+                               f"(or damaged){tail}")
+    record = read_json(path, "checksum list")
+    files = record.get("files") if isinstance(record, dict) else None
+    ok = isinstance(files, dict) and all(
+        isinstance(k, str) and k and "/" not in k and k not in (".", "..") and isinstance(v, str)
+        for k, v in files.items()
+    )
+    if not ok or record.get("sha256") != _files_sha256(files):
+        raise CorruptFileError(f"{path}: damaged (its own checksum does not match its content){tail}")
+    for name, sha in files.items():
+        file = root / name
+        if not file.is_file():
+            raise FileNotFoundError(f"{file} not found; the {what} is incomplete{tail}")
+        if file_sha256(file) != sha:
+            where, why = str(file), ""
+            if name.endswith(".json"):  # say where a damaged JSON file breaks, if it does
+                try:
+                    json.loads(file.read_bytes())
+                except UnicodeDecodeError:
+                    why = " (not UTF-8)"
+                except json.JSONDecodeError as e:
+                    where, why = f"{file}:{e.lineno}", f" (not JSON: {e.msg} at column {e.colno})"
+            raise CorruptFileError(f"{where}: no longer matches the checksum in {CHECKSUMS}{why}: the {what} "
+                                   f"was changed or damaged since it was written{tail}")
+    return files

@@ -30,7 +30,7 @@ from crossrec.data.schema import ColumnMap, ItemColumnMap
 from crossrec.encoders.image import attach_images, reads_images
 from crossrec.encoders.text import attach_text
 from crossrec.evaluation.evaluator import EvalConfig, EvalResult, Evaluator
-from crossrec.io import OutputError, claim_output, read_json, write_marker
+from crossrec.io import OutputError, claim_output, name_slug, read_json, write_marker
 from crossrec.models.base import Trainable, TrainsEncoder, reads_text
 from crossrec.models.per_category import PerCategory, build
 from crossrec.serving.artifact import (
@@ -73,7 +73,7 @@ def load_raw(cfg: RunConfig) -> RawData:
     raw = _load_tables(cfg, readers)
     if d.image_vectors is None:
         return raw
-    vectors = readers.read_image_vectors(d.image_vectors)
+    vectors = readers.read_image_vectors(d.image_vectors, limits=d.limits())
     return RawData(raw.interactions, raw.items, raw.sources + (Path(d.image_vectors),), vectors)
 
 
@@ -89,12 +89,14 @@ def _load_tables(cfg: RunConfig, readers: Any) -> RawData:
             raise ValueError(f"data.dataset={d.dataset!r} needs data.root (the dataset's folder)")
         from crossrec.data.datasets import read_dataset
 
-        raw = read_dataset(d.dataset, d.root)
+        raw = read_dataset(d.dataset, d.root, limits=d.limits())
         return RawData(raw.interactions, raw.items, tuple(raw.sources))
     if d.interactions is None:
         raise ValueError("set data.dataset (+ data.root) or data.interactions (+ data.items)")
-    inter = readers.read_interactions(d.interactions, from_dict(ColumnMap, d.columns, "data.columns."), d.format, d.sep)
-    items = (readers.read_items(d.items, from_dict(ItemColumnMap, d.item_columns, "data.item_columns."), d.format, d.sep)
+    inter = readers.read_interactions(d.interactions, from_dict(ColumnMap, d.columns, "data.columns."), d.format, d.sep,
+                                     limits=d.limits())
+    items = (readers.read_items(d.items, from_dict(ItemColumnMap, d.item_columns, "data.item_columns."), d.format,
+                                 d.sep, limits=d.limits())
              if d.items else None)
     sources = (Path(d.interactions),) + ((Path(d.items),) if d.items else ())
     return RawData(inter, items, sources)
@@ -182,7 +184,9 @@ def _train(cfg: RunConfig, bundle: Bundle, out: Path, resume: bool) -> Artifact:
             if bundle.split("train", c).height == 0:
                 log.warning("category %s has no training data; its model stays untrained", bundle.categories[c])
                 continue
-            trainer = Trainer(cfg.train, out / "categories" / bundle.categories[c], categories=[c], identity=identity)
+            # The directory is a name crossrec makes (index + slug), never the raw name from the data.
+            trainer = Trainer(cfg.train, out / "categories" / name_slug(c, bundle.categories[c]), categories=[c],
+                              identity=identity)
             results[bundle.categories[c]] = trainer.fit(sub, bundle, resume=resume).to_json()
     elif transfer.paradigm == "joint" or not isinstance(model, Trainable):
         if transfer.paradigm != "joint":
@@ -195,6 +199,8 @@ def _train(cfg: RunConfig, bundle: Bundle, out: Path, resume: bool) -> Artifact:
         stage_results = run_stages(model, bundle, cfg.train, stages, out, resume=resume, identity=identity)
         results["stages"] = stage_summary(stages, stage_results, bundle.categories, cfg.train)
     extra = {"run_config": to_dict(cfg), "train_result": results, "distributed": distributed.describe()}
+    if isinstance(model, PerCategory):  # where each category's checkpoints and logs are, by name
+        extra["category_dirs"] = {name: f"categories/{name_slug(c, name)}" for c, name in enumerate(bundle.categories)}
     if not distributed.is_main():  # the replicas are identical; rank 0 writes the one artifact
         return Artifact(model, spec.name, spec.mode, dict(spec.params), sizes, extra, out)
     save_artifact(out, model, spec.name, spec.mode, spec.params, sizes, extra, bundle=bundle)
@@ -237,6 +243,11 @@ def recommend(
     u = bundle.user_id(user)
     with torch.no_grad():
         scores = art.model.score(torch.tensor([u]), c)[0].float().clone()  # [n_items(c)]
+    bad = int((torch.isnan(scores) | (scores == torch.inf)).sum())  # -inf is a model's mask; NaN, +inf are broken
+    if bad:
+        raise ArithmeticError(f"model {art.name!r} in {str(art.root)!r} gave {bad} non-finite scores for user "
+                              f"{user[:60]!r} in category {str(category)[:60]!r}; the artifact is damaged or its "
+                              "training diverged: train it again")
     if exclude_seen:
         seen = bundle.csr(("train", "valid", "test"), c)
         scores[torch.from_numpy(seen[u].indices.astype(np.int64))] = -torch.inf

@@ -55,10 +55,11 @@ def load_yaml(text: str, source: str) -> Any:
     """Parse YAML config text safely: no Python objects, no aliases, bounded size.
 
     Anchors and aliases (`&a` / `*a`) are refused, so a small file cannot expand into a huge
-    structure ("billion laughs"). Errors name `source` and the line.
+    structure ("billion laughs"), and so is a key repeated in one mapping (YAML would silently
+    keep the last). Errors name `source` and the line.
 
     Raises:
-        ConfigError: too large, not valid YAML, or using an alias.
+        ConfigError: too large, not valid YAML, using an alias, or repeating a key.
     """
     import yaml
 
@@ -71,6 +72,24 @@ def load_yaml(text: str, source: str) -> Any:
                 mark = self.peek_event().start_mark
                 raise ConfigError(f"{source}:{mark.line + 1}: YAML aliases (*name) are not allowed in configs")
             return super().compose_node(parent, index)
+
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            if isinstance(node, yaml.MappingNode):
+                seen: dict[Any, int] = {}
+                for key_node, _ in node.value:
+                    if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                        continue  # a complex key or `<<`: the constructor handles it as usual
+                    key = self.construct_object(key_node)
+                    line = key_node.start_mark.line + 1
+                    try:
+                        first = seen.get(key)
+                    except TypeError:  # unhashable: the constructor says so
+                        continue
+                    if first is not None:
+                        shown = repr(key) if len(repr(key)) <= 60 else repr(key)[:56] + "..."
+                        raise ConfigError(f"{source}:{line}: duplicate key {shown} (first at line {first})")
+                    seen[key] = line
+            return super().construct_mapping(node, deep)
 
     try:
         return yaml.load(text, Loader=NoAliasLoader)  # noqa: S506 - a SafeLoader subclass

@@ -437,14 +437,16 @@ def test_unreadable_inputs_name_the_file(tmp_path, monkeypatch):
     assert_clean_error(invoke("prepare", cfg, f"--data.interactions={folder}"), "adir.csv", "a directory")
     assert_clean_error(invoke("prepare", cfg, f"--data.interactions={tmp_path / 'gone.csv'}"), "gone.csv")
 
-    real = Path.read_bytes
+    import builtins
 
-    def denied(self):
-        if self.name == "interactions.csv.gz":
-            raise PermissionError(13, "Permission denied", str(self))
-        return real(self)
+    real = builtins.open
 
-    monkeypatch.setattr(Path, "read_bytes", denied)  # root ignores chmod, so deny at the call
+    def denied(file, *args, **kwargs):
+        if Path(str(file)).name == "interactions.csv.gz":
+            raise PermissionError(13, "Permission denied", str(file))
+        return real(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", denied)  # root ignores chmod, so deny at the call (readers stream)
     assert_clean_error(invoke("prepare", cfg), "interactions.csv.gz", "permission denied")
 
 

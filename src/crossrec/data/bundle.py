@@ -42,6 +42,8 @@ from crossrec.io import (
     atomic_dir,
     check_output,
     read_json,
+    verify_checksums,
+    write_checksums,
     write_marker,
 )
 
@@ -259,8 +261,10 @@ class Bundle:
         Raises:
             DataError: not a Bundle directory, or another schema version.
             FileNotFoundError: a file of the Bundle is missing.
-            CorruptFileError: a file is damaged, or its content differs from the manifest's
-                fingerprint (edited after prepare).
+            CorruptFileError: a file differs from the SHA-256 recorded in checksums.json (or that
+                file is damaged), or its content differs from the manifest's fingerprint (edited after
+                prepare). A Bundle written before checksums.json existed is checked by its
+                fingerprint only.
         """
         root = Path(root)
         manifest_path = root / "manifest.json"
@@ -269,6 +273,7 @@ class Bundle:
                             "a file" if root.exists() else "no such directory")
         if not manifest_path.is_file():
             raise DataError(root, None, None, "a prepared bundle directory with manifest.json")
+        verify_checksums(root, "bundle", required=False, remedy="prepare it again")
         manifest = read_json(manifest_path, "bundle manifest")
         if not isinstance(manifest, dict) or manifest.get("schema_version") != SCHEMA_VERSION:
             got = manifest.get("schema_version") if isinstance(manifest, dict) else manifest
@@ -350,6 +355,8 @@ class Bundle:
                 arrays = {"vectors": np.ascontiguousarray(self.image_vectors, dtype=np.float32),
                           "present": present.astype(np.uint8)}
                 save_file(arrays, str(tmp / IMAGE_FILE))
+            # last: the SHA-256 of every file above, verified by `load` before it parses them
+            write_checksums(tmp, sorted(p.name for p in tmp.iterdir() if p.is_file()))
             write_marker(tmp, "bundle")
         self.root = root
         return root

@@ -30,6 +30,7 @@ from crossrec.data.schema import (
     TITLE,
     ColumnMap,
     ItemColumnMap,
+    Limits,
 )
 
 
@@ -53,6 +54,7 @@ def read_amazon_reviews(
     files: Mapping[str, tuple[str | Path, str | Path | None]],
     text: bool = False,
     shared_items: Literal["error", "first"] = "error",
+    limits: Limits | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Read Amazon review dumps (McAuley lab 2014 / 2018 or 2023 formats), one category per file.
 
@@ -67,6 +69,7 @@ def read_amazon_reviews(
         text: keep the review text as a `text` column.
         shared_items: an item found in two categories raises ("error"), or stays in the first
             category listed and loses its rows elsewhere ("first").
+        limits: bounds on line and value sizes, as in `readers.read_interactions`.
 
     Returns:
         (interactions: user, item, category, rating, timestamp [, text];
@@ -79,25 +82,25 @@ def read_amazon_reviews(
         raise ValueError(f"shared_items={shared_items!r}; expected 'error' or 'first'")
     inters, metas, review_files, meta_files = [], [], [], []
     for category, (reviews, meta) in files.items():
-        new = bool(_first_keys(reviews) & {"user_id", "parent_asin"})  # the 2023 release
+        new = bool(_first_keys(reviews, limits) & {"user_id", "parent_asin"})  # the 2023 release
         names = ("user_id", "parent_asin", "rating", "timestamp", "text") if new else (
             "reviewerID", "asin", "overall", "unixReviewTime", "reviewText")
         fields = {"user": (names[0], "id"), "item": (names[1], "id"), "category": (category, "const"),
                   "rating": (names[2], "rating"), "timestamp": (names[3], "timestamp_ms" if new else "timestamp")}
         if text:
             fields["text"] = (names[4], "text")
-        df = _read_fields(reviews, fields, "jsonl", None, frozenset({names[4]}))  # 2023: milliseconds
+        df = _read_fields(reviews, fields, "jsonl", None, frozenset({names[4]}), limits)  # 2023: milliseconds
         inters.append(df.with_columns(pl.lit(len(review_files), pl.UInt32).alias(v.FILE)))
         review_files.append(str(reviews))
         if meta is not None:
-            keys = _first_keys(meta)
+            keys = _first_keys(meta, limits)
             item_fields = {
                 ITEM: ("parent_asin" if "parent_asin" in keys else "asin", "id"),
                 CATEGORY: (category, "const"),
                 TITLE: (TITLE, "text"),
                 DESCRIPTION: (DESCRIPTION, "text"),
             }
-            df = _read_fields(meta, item_fields, "jsonl", None, frozenset({TITLE, DESCRIPTION}))
+            df = _read_fields(meta, item_fields, "jsonl", None, frozenset({TITLE, DESCRIPTION}), limits=limits)
             try:
                 df = df.with_columns(_join_json_lists(pl.col(DESCRIPTION)))
             except pl.exceptions.PolarsError:  # text that only looks like a JSON list: keep it
@@ -117,7 +120,7 @@ def read_amazon_reviews(
     return inter.drop(v.LINE, v.FILE), items.drop(v.LINE, v.FILE, strict=False)
 
 
-def read_amazon_arts_office(root: str | Path) -> RawDataset:
+def read_amazon_arts_office(root: str | Path, limits: Limits | None = None) -> RawDataset:
     """Read `amazon-arts-office` (Amazon Arts_Crafts_and_Sewing + Office_Products, URLLM).
 
     It has no ratings and no timestamps; `order` is the source's `seq_pos` (each user's two
@@ -130,14 +133,14 @@ def read_amazon_arts_office(root: str | Path) -> RawDataset:
     inter = _read_fields(inter_path, {
         "user": ("user_id", "id"), "item": ("item_id", "id"), "category": ("category", "id"),
         "order": ("seq_pos", "order"), "source_split": ("split", "split"),
-    }, None, None)
+    }, None, None, limits=limits)
     v.check_one_category(inter, [str(inter_path)], "category")
-    items = read_items(items_path, ItemColumnMap(item="item_id", title="title", description="attributes"))
+    items = read_items(items_path, ItemColumnMap(item="item_id", title="title", description="attributes"), limits=limits)
     defaults = {"split": "leave_last_out", "order": "order"}
     return RawDataset(inter.drop(v.LINE), items, (inter_path, items_path), defaults)
 
 
-def read_anime_mal(root: str | Path) -> RawDataset:
+def read_anime_mal(root: str | Path, limits: Limits | None = None) -> RawDataset:
     """Read `anime-mal` (MyAnimeList; categories = TV / Movie / OVA / Special / ONA / Music).
 
     Ratings are 1-10, blank = on the list but unrated (null, implicit). No timestamps and no
@@ -145,40 +148,46 @@ def read_anime_mal(root: str | Path) -> RawDataset:
     """
     root = Path(root)
     inter_path, items_path = _need(root, "interactions.csv.gz"), _need(root, "items.csv.gz")
-    inter = read_interactions(inter_path, ColumnMap(user="user_id", item="item_id", rating="rating"))
+    inter = read_interactions(inter_path, ColumnMap(user="user_id", item="item_id", rating="rating"), limits=limits)
     items = _read_fields(items_path, {
         "item": ("item_id", "id"), "category": ("category", "id"),
         "title": ("title", "text"), "genres": ("genres", "text"),
-    }, None, None)
+    }, None, None, limits=limits)
     v.check_one_category(items, [str(items_path)], "category")
     items = items.drop(v.LINE).unique(ITEM, keep="first", maintain_order=True)
     defaults = {"split": "random", "test_ratio": 0.2, "valid_ratio": 0.1, "seed": 2024}
     return RawDataset(inter, items, (inter_path, items_path), defaults)
 
 
-DATASETS: dict[str, Callable[[str | Path], RawDataset]] = {
+DATASETS: dict[str, Callable[..., RawDataset]] = {  # (root, limits=None) -> RawDataset
     "amazon-arts-office": read_amazon_arts_office,
     "anime-mal": read_anime_mal,
 }
 
 
-def read_dataset(name: str, root: str | Path) -> RawDataset:
-    """Read a built-in dataset by name from its folder (see `DATASETS`)."""
+def read_dataset(name: str, root: str | Path, limits: Limits | None = None) -> RawDataset:
+    """Read a built-in dataset by name from its folder (see `DATASETS`); `limits` as in
+    `readers.read_interactions`."""
     if name not in DATASETS:
         raise KeyError(f"unknown dataset {name!r}; known datasets: {', '.join(sorted(DATASETS))}")
-    return DATASETS[name](root)
+    return DATASETS[name](root, limits=limits)
 
 
-def _first_keys(path: str | Path) -> set[str]:
-    """Keys of a JSONL file's first record, reading only its start."""
-    with (gzip.open(path, "rb") if _is_gzip(path) else open(path, "rb")) as f:
-        for raw in f:
-            if raw.strip():
-                try:
-                    record = json.loads(raw)
-                except ValueError:  # reported with its line when the file is read
+def _first_keys(path: str | Path, limits: Limits | None = None) -> set[str]:
+    """Keys of a JSONL file's first record, reading only its start (at most one bounded line: a
+    longer one, or anything unreadable, is reported with its line when the file is read)."""
+    cap = (limits or Limits()).max_line_bytes + 1
+    try:
+        with (gzip.open(path, "rb") if _is_gzip(path) else open(path, "rb")) as f:
+            for _ in range(1000):  # blank lines before the first record
+                raw = f.readline(cap)
+                if not raw or (len(raw) == cap and not raw.endswith(b"\n")):
                     return set()
-                return set(record) if isinstance(record, dict) else set()
+                if raw.strip():
+                    record = json.loads(raw)
+                    return set(record) if isinstance(record, dict) else set()
+    except (OSError, EOFError, ValueError, RecursionError):
+        return set()
     return set()
 
 

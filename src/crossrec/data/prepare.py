@@ -50,7 +50,8 @@ from crossrec import __version__
 from crossrec.data import protocols
 from crossrec.data.bundle import SPLIT_CODES, Bundle
 from crossrec.data.pseudonym import key_from_env, manifest_entry, pseudonymise_users
-from crossrec.data.schema import SCHEMA_VERSION, DataError
+from crossrec.data.schema import CATEGORY_RULE, SCHEMA_VERSION, DataError, category_name_problem
+from crossrec.data.validate import show
 from crossrec.io import file_sha256
 from crossrec.typed import Checked
 
@@ -148,6 +149,7 @@ def prepare(
         raise DataError("<interactions>", None, None, "at least one interaction")
     if key is not None:
         df = pseudonymise_users(df, key)
+    _check_category_names(df, items)
     _check_item_categories(df, items)
 
     if cfg.k_core > 0:
@@ -157,6 +159,7 @@ def prepare(
 
     df, users, items_out, categories = _map_ids(df, items, cfg.keep_unused_items)
     df = _split(df, cfg)
+    _check_split(df, cfg)
     if cfg.cold_user_fraction > 0 or cfg.cold_user_valid_fraction > 0:
         df = protocols.cold_user_protocol(df, cfg, categories)
     if cfg.cold_item_fraction > 0:
@@ -198,6 +201,18 @@ def _align_vectors(items: pl.DataFrame, ids: Sequence[str], vectors: np.ndarray)
     out = np.zeros((items.height, vectors.shape[1]), dtype=np.float32)
     out[present] = vectors[rows.drop_nulls().to_numpy()]
     return out, present
+
+
+def _check_category_names(df: pl.DataFrame, items: pl.DataFrame | None) -> None:
+    """Refuse a category name that could not be one (schema.CATEGORY_RULE): the readers check
+    it with file and line; this covers tables built in Python."""
+    for table, what in ((df, "<interactions>"), (items, "<items>")):
+        if table is None or "category" not in table.columns:
+            continue
+        for name in table["category"].unique().to_list():
+            problem = category_name_problem(name)
+            if problem is not None:
+                raise DataError(what, None, "category", CATEGORY_RULE, f"{problem} ({show(name, 40)})")
 
 
 def _check_item_categories(df: pl.DataFrame, items: pl.DataFrame | None) -> None:
@@ -320,6 +335,37 @@ def _split(df: pl.DataFrame, cfg: PrepareConfig) -> pl.DataFrame:
     n_valid = (n * v_ratio).round().cast(pl.Int64).clip(0, (n - 1 - n_test).clip(0))
     code = pl.when(pos < n_test).then(test).when(pos < n_test + n_valid).then(valid).otherwise(train)
     return df.with_columns(code.cast(pl.Int8).alias("split")).drop("_key")
+
+
+def _check_split(df: pl.DataFrame, cfg: PrepareConfig) -> None:
+    """Refuse, in one line, a split that left nothing to test on (or to train on) although the
+    settings ask for both: data too small to split. A dataset's own split (`given`) and
+    `test_ratio=0` are taken as they are."""
+    if cfg.split == "given" or (cfg.split != "leave_last_out" and cfg.test_ratio == 0):
+        return
+    codes = df["split"]
+    n_test, n_train = int((codes == SPLIT_CODES["test"]).sum()), int((codes == SPLIT_CODES["train"]).sum())
+    if n_test and n_train:
+        return
+    size = f"after filtering{f' (prepare.k_core={cfg.k_core})' if cfg.k_core else ''}, {df.height} interactions of " \
+           f"{df['user'].n_unique()} users"
+    if n_train == 0:
+        raise ValueError(f"too little data to split: {size}, and prepare.split={cfg.split} left none for training")
+    per_group = df.group_by("user", "category").len()["len"]
+    most = int(per_group.max() or 0)
+    if cfg.split == "leave_last_out":
+        why = (f"no user has 2 or more interactions in one category (the most is {most}), which "
+               f"prepare.split=leave_last_out needs to hold one out")
+    elif cfg.split == "random":
+        n = pl.Series(range(2, 100_002))
+        ok = ((n * cfg.test_ratio).round() >= 1).arg_true()
+        need = f"at least {int(n[int(ok[0])])}" if len(ok) else "more"
+        why = (f"prepare.split=random with test_ratio={cfg.test_ratio:g} needs a user with {need} interactions in a "
+               f"category; the most is {most}")
+    else:
+        why = (f"prepare.split=temporal found no interaction after the {1 - cfg.test_ratio:g} quantile of time "
+               f"({df['order'].n_unique()} distinct times)")
+    raise ValueError(f"too little data to split: {size}, none for test: {why}")
 
 
 def _slices(df: pl.DataFrame) -> pl.DataFrame:

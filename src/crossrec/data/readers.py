@@ -23,9 +23,9 @@ Example:
 
 from __future__ import annotations
 
-import gzip
 import io
 import json
+import typing
 import zlib
 from pathlib import Path
 from typing import Mapping
@@ -43,6 +43,7 @@ from crossrec.data.schema import (
     ColumnMap,
     DataError,
     ItemColumnMap,
+    Limits,
 )
 
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".parquet": "parquet", ".pq": "parquet",
@@ -52,7 +53,11 @@ _KINDS = {"user": "id", "item": "id", "category": "id", "rating": "rating", "tim
 
 
 def read_interactions(
-    path: str | Path, columns: ColumnMap = ColumnMap(), fmt: str | None = None, sep: str | None = None
+    path: str | Path,
+    columns: ColumnMap = ColumnMap(),
+    fmt: str | None = None,
+    sep: str | None = None,
+    limits: Limits | None = None,
 ) -> pl.DataFrame:
     """Read an interaction file into the canonical interaction table.
 
@@ -61,22 +66,31 @@ def read_interactions(
         columns: which source column holds each canonical field.
         fmt: "csv", "tsv", "parquet" or "jsonl"; None = from the extension.
         sep: the CSV delimiter; None = "," for CSV and tab for TSV.
+        limits: bounds on line, header and cell sizes (`Limits`: 1 MiB, 64 KiB, 64 KiB by
+            default; `data.max_line_bytes`, `data.max_header_bytes`, `data.max_cell_bytes`).
 
     Returns:
         `user`, `item`, `category` (Utf8), then where mapped `rating` (Float64, null = implicit),
         `timestamp` (Int64 unix seconds), `order` (Int64) and `split` (train/valid/test).
 
     Raises:
-        DataError: for an empty file, a missing column, a bad value, or an item in two categories.
+        DataError: for an empty file, a missing column, a bad value, or an item in two categories;
+            for binary data (NUL bytes, bytes that are not UTF-8, a compressed or Parquet file
+            under a text name) or a line, header or cell over its bound, found while streaming
+            the file, before it is parsed (see `Limits`).
     """
-    df = _read_fields(path, _interaction_fields(columns), fmt, sep)
+    df = _read_fields(path, _interaction_fields(columns), fmt, sep, limits=limits)
     if columns.category_value is None:
         v.check_one_category(df, [str(path)], columns.category)
     return df.drop(v.LINE)
 
 
 def read_items(
-    path: str | Path, columns: ItemColumnMap = ItemColumnMap(), fmt: str | None = None, sep: str | None = None
+    path: str | Path,
+    columns: ItemColumnMap = ItemColumnMap(),
+    fmt: str | None = None,
+    sep: str | None = None,
+    limits: Limits | None = None,
 ) -> pl.DataFrame:
     """Read an item table: one row per item (repeated rows keep the first).
 
@@ -86,6 +100,7 @@ def read_items(
             left out of the result.
         fmt: as in `read_interactions`.
         sep: as in `read_interactions`.
+        limits: as in `read_interactions`.
 
     Returns:
         `item`, then `category`, `title`, `description` where mapped (all Utf8).
@@ -93,13 +108,15 @@ def read_items(
     Raises:
         DataError: as in `read_interactions`; also for an item listed under two categories.
     """
-    df = _read_fields(path, _item_fields(columns), fmt, sep)
+    df = _read_fields(path, _item_fields(columns), fmt, sep, limits=limits)
     if columns.category is not None:
         v.check_one_category(df, [str(path)], columns.category)
     return df.drop(v.LINE).unique(ITEM, keep="first", maintain_order=True)
 
 
-def read_image_vectors(path: str | Path, id_column: str | None = None) -> tuple[list[str], np.ndarray]:
+def read_image_vectors(
+    path: str | Path, id_column: str | None = None, limits: Limits | None = None
+) -> tuple[list[str], np.ndarray]:
     """Read per-item vectors (e.g. image embeddings) keyed by item id.
 
     Args:
@@ -107,6 +124,7 @@ def read_image_vectors(path: str | Path, id_column: str | None = None) -> tuple[
             Parquet / CSV / TSV / JSONL table with an id column and either float columns (one per
             dimension) or one list column holding each vector.
         id_column: the id column of a table; None = `item_id`, else `item`, else the first column.
+        limits: as in `read_interactions` (tables only).
 
     Returns:
         (item ids as strings, vectors as float32 [n_items, dim]).
@@ -130,11 +148,11 @@ def read_image_vectors(path: str | Path, id_column: str | None = None) -> tuple[
         key, names = "item_ids", ["vectors"] * vectors.shape[1]
         table = pl.DataFrame({"item": ids.astype(str), v.LINE: np.arange(1, len(ids) + 1, dtype=np.int64)})
     else:
-        raw, header_line = _load(path, None, None, None)
+        raw, header_line = _load(path, None, None, None, limits=limits)
         cols = [c for c in raw.columns if c != v.LINE]
         key = id_column or next((c for c in ("item_id", "item") if c in cols), cols[0])
         if key not in cols:
-            raise DataError(file, header_line, key, "an item id column", f"columns {cols}")
+            raise DataError(file, header_line, key, "an item id column", f"columns {_names(cols)}")
         table = v.convert(raw, {"item": (key, "id")}, [file])
         names, vectors = _vector_columns(raw, [c for c in cols if c != key], file)
     if len(vectors) == 0 or vectors.shape[1] == 0:
@@ -172,13 +190,14 @@ def _read_fields(
     fmt: str | None,
     sep: str | None,
     optional: frozenset[str] = frozenset(),
+    limits: Limits | None = None,
 ) -> pl.DataFrame:
     """Load the source columns `fields` needs, check them, convert; keeps `_line`.
 
     `optional` names JSON fields that may be absent from every record (read as nulls).
     """
     needed = {src: out for out, (src, kind) in fields.items() if kind != "const"}
-    raw, _ = _load(path, fmt, sep, needed, optional)
+    raw, _ = _load(path, fmt, sep, needed, optional, limits)
     return v.convert(raw, fields, [str(path)])
 
 
@@ -188,29 +207,43 @@ def _load(
     sep: str | None,
     needed: Mapping[str, str] | None,
     optional: frozenset[str] = frozenset(),
+    limits: Limits | None = None,
 ) -> tuple[pl.DataFrame, int | None]:
     """Read a file's needed source columns (all, if None) plus `_line`.
 
     Text formats give String columns. Returns the frame and the header's line (1 for CSV/TSV,
     None otherwise), and raises for an empty file, bad encoding, bad structure or missing columns.
+    Text is streamed through `validate.TextScan` (binary data, over-long lines) before polars
+    parses it; string values over `limits.max_cell_bytes` are refused after.
     """
     file = str(path)
     fmt = _format(path, fmt)
-    data = _read_bytes(path)
+    limits = limits or Limits()
+    if fmt in ("csv", "tsv"):
+        sep = sep or ("\t" if fmt == "tsv" else ",")
+        if len(sep) != 1 or sep in ('"', "\n", "\r"):
+            raise ValueError(f"data.sep={sep!r}; expected one delimiter character (not a quote or newline)")
+    data = _read_bytes(path, fmt, sep, limits)
     if not data.strip():
         raise DataError(file, None, None, "at least one data row", "an empty file")
     if fmt == "parquet":
         try:
-            df = pl.read_parquet(io.BytesIO(data))
+            names = list(pl.read_parquet_schema(io.BytesIO(data)))
+            if sum(len(n.encode()) + 1 for n in names) - 1 > limits.max_header_bytes:
+                expected = f"column names of at most {limits.max_header_bytes} bytes together (data.max_header_bytes)"
+                raise DataError(file, None, None, expected, f"{len(names)} columns ({_names(names)})")
+            _check_columns(file, None, names, needed)
+            df = pl.read_parquet(io.BytesIO(data), columns=list(needed) if needed is not None else None)
+        except DataError:
+            raise
         except Exception as e:  # polars raises several error types for a damaged file
             raise DataError(file, None, None, "a readable Parquet file", v.show(str(e), 200)) from e
-        _check_columns(file, None, df.columns, needed)
         if df.height == 0:
             raise DataError(file, None, None, "at least one data row", "a table with 0 rows")
-        df = df.select(list(needed) if needed is not None else df.columns)
-        return df.with_columns(pl.int_range(1, df.height + 1, dtype=pl.Int64).alias(v.LINE)), None
+        df = df.with_columns(pl.int_range(1, df.height + 1, dtype=pl.Int64).alias(v.LINE))
+        v.check_cells(df, [file], limits.max_cell_bytes)
+        return df, None
     if fmt == "jsonl":
-        v.check_utf8(data, file)
         keys = set(_first_keys_of(data))
         try:
             schema = {c: pl.String for c in needed} if needed is not None else None
@@ -223,11 +256,10 @@ def _load(
         lines = v.jsonl_row_lines(data)
         if len(lines) != df.height:  # cannot happen for files polars read; keep going, roughly
             lines = np.arange(1, df.height + 1)
-        return df.with_columns(pl.Series(v.LINE, lines, dtype=pl.Int64)), None
-    sep = sep or ("\t" if fmt == "tsv" else ",")
-    if len(sep) != 1 or sep in ('"', "\n", "\r"):
-        raise ValueError(f"data.sep={sep!r}; expected one delimiter character (not a quote or newline)")
-    v.check_utf8(data, file, sep)
+        df = df.with_columns(pl.Series(v.LINE, lines, dtype=pl.Int64))
+        v.check_cells(df, [file], limits.max_cell_bytes)
+        return df, None
+    assert sep is not None
     lines, keep = v.csv_row_lines(data, sep, file)
     _check_header_names(data, sep, file)
     try:
@@ -242,6 +274,7 @@ def _load(
     df = df.with_columns(pl.Series(v.LINE, lines, dtype=pl.Int64)).filter(pl.Series(keep))
     if df.height == 0:
         raise DataError(file, 1, None, "at least one data row", "only a header")
+    v.check_cells(df, [file], limits.max_cell_bytes)
     return df, 1
 
 
@@ -259,7 +292,20 @@ def _check_columns(file: str, line: int | None, available: list[str], needed: Ma
     for src, out in (needed or {}).items():
         if src not in available:
             kind = "header" if line is not None else "records"
-            raise DataError(file, line, src, f"a column {src!r} for `{out}` in the {kind}", f"columns {available}")
+            raise DataError(file, line, src, f"this column for `{out}` in the {kind}", f"columns {_names(available)}")
+
+
+def _names(columns: list[str], budget: int = 90) -> str:
+    """A header's column names for an error message: as many as fit in `budget` characters
+    (at least one), each shortened, then how many more there are."""
+    shown: list[str] = []
+    for c in columns:
+        name = v.show(c, 24)
+        if shown and sum(len(s) + 2 for s in shown) + len(name) > budget:
+            break
+        shown.append(name)
+    more = f", ... ({len(columns) - len(shown)} more)" if len(columns) > len(shown) else ""
+    return f"[{', '.join(shown)}{more}]"
 
 
 def _format(path: str | Path, fmt: str | None) -> str:
@@ -280,25 +326,78 @@ def _format(path: str | Path, fmt: str | None) -> str:
     return FORMATS[suffixes[-1]]
 
 
-def _read_bytes(path: str | Path) -> bytes:
-    """The file's bytes, gunzipped when they start with the gzip magic number."""
-    file = Path(path)
+_TEXT_KINDS = {"csv": "CSV", "tsv": "TSV", "jsonl": "JSON lines"}
+_READ = 1 << 20  # compressed bytes read per step of the gzip stream
+
+
+def _read_bytes(path: str | Path, fmt: str, sep: str | None, limits: Limits) -> bytes:
+    """The file's bytes, gunzipped when they start with the gzip magic number (the name must
+    then end in .gz). Text formats are streamed through `validate.TextScan` first (while
+    decompressing, for gzip), so binary data and over-long lines are refused in bounded memory
+    before the whole file is held."""
+    file, name = Path(path), str(path)
     if file.is_dir():
-        raise DataError(str(path), None, None, "a data file", "a directory")
+        raise DataError(name, None, None, "a data file", "a directory")
     if not file.exists():
-        raise FileNotFoundError(f"no such file: {str(path)!r}")
+        raise FileNotFoundError(f"no such file: {name!r}")
+    scan = None
+    if fmt in _TEXT_KINDS:
+        scan = v.TextScan(name, _TEXT_KINDS[fmt], sep if fmt != "jsonl" else None,
+                          limits.max_line_bytes, limits.max_header_bytes)
     try:
-        data = file.read_bytes()
+        with open(file, "rb") as f:
+            if f.read(2) != b"\x1f\x8b":
+                f.seek(0)
+                if scan is not None:
+                    for block in iter(lambda: f.read(v._CHUNK), b""):
+                        scan.feed(block)
+                    scan.finish()
+                    f.seek(0)
+                return f.read()
+            if not name.lower().endswith(".gz"):
+                got = "gzip-compressed data (name the file .gz to have it decompressed)"
+                raise DataError(name, 1, None, f"{_TEXT_KINDS.get(fmt, 'Parquet')} data as the name says", got, 1)
+            f.seek(0)
+            return _gunzip(f, name, scan)
     except PermissionError:
-        raise DataError(str(path), None, None, "a readable file", "permission denied") from None
+        raise DataError(name, None, None, "a readable file", "permission denied") from None
     except OSError as e:
-        raise DataError(str(path), None, None, "a readable file", e.strerror or str(e)) from None
-    if data[:2] == b"\x1f\x8b":
-        try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError, zlib.error) as e:
-            raise DataError(str(path), None, None, "a complete gzip file", str(e)) from e
-    return data
+        raise DataError(name, None, None, "a readable file", e.strerror or str(e)) from None
+
+
+def _gunzip(f: typing.BinaryIO, name: str, scan: v.TextScan | None) -> bytes:
+    """A gzip stream (maybe several members) decompressed block by block, each block scanned
+    as it comes, so a gzip bomb is refused at its first over-long line."""
+    parts: list[bytes] = []
+    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    buf, inside = f.read(_READ), False  # inside: a member has started and not ended
+    try:
+        while buf:
+            inside = True
+            part = d.decompress(buf, v._CHUNK)  # at most one block of output per step
+            if part:
+                if scan is not None:
+                    scan.feed(part)
+                parts.append(part)
+            if d.eof:
+                inside, buf = False, d.unused_data
+                if buf.strip(b"\x00") == b"":  # padding after the last member, as gzip allows
+                    buf = f.read(_READ)
+                    if buf.strip(b"\x00") == b"":
+                        break
+                d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            else:
+                buf = d.unconsumed_tail or f.read(_READ)
+        if inside:  # the input ended inside a member: flush what zlib holds, then it is truncated
+            part = d.flush()
+            if part and scan is not None:
+                scan.feed(part)
+            raise DataError(name, None, None, "a complete gzip file", "a file that ends inside the compressed data")
+    except zlib.error as e:
+        raise DataError(name, None, None, "a complete gzip file", v.show(str(e), 100)) from None
+    if scan is not None:
+        scan.finish()
+    return b"".join(parts)
 
 
 def _vector_columns(raw: pl.DataFrame, cols: list[str], file: str) -> tuple[list[str], np.ndarray]:

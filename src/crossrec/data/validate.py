@@ -29,15 +29,15 @@ from typing import Mapping, Sequence
 import numpy as np
 import polars as pl
 
-from crossrec.data.schema import SPLITS, DataError
+from crossrec.data.schema import ALL_CATEGORIES, CATEGORY_RULE, MAX_CATEGORY_CHARS, SPLITS, DataError
 
 LINE = "_line"  # physical line (or row number) of each row, carried until the checks are done
 FILE = "_file"  # index into the list of source files, when tables were concatenated
 KINDS = ("id", "rating", "timestamp", "timestamp_ms", "order", "split", "text", "const")
 
 CONTROL_CHARS = r"[\x00-\x1f\x7f]"  # refused inside ids
-TIME_MIN, TIME_MAX = 0, 4_102_444_800  # plausible unix seconds: 1970-01-01 .. 2100-01-01
-_CHUNK = 1 << 24  # bytes per step of the incremental UTF-8 decoder
+TIME_MIN, TIME_MAX = 0, 4_133_980_800  # plausible unix seconds: 1970-01-01 up to (not incl.) 2101-01-01
+_CHUNK = 1 << 22  # bytes per step of the byte scan, the incremental UTF-8 decoder and the CSV structure pass
 _NL, _QUOTE = 0x0A, 0x22
 _ISO_FORMATS = (  # tried in turn after "T" replaced the date/time space; %.f makes fractions optional
     "%Y-%m-%dT%H:%M:%S%.f",
@@ -102,6 +102,147 @@ def header_names(data: bytes, sep: str) -> list[str]:
         return next(csv.reader([text], delimiter=sep), [])
     except csv.Error:  # e.g. a bare carriage return inside the header
         return text.split(sep)
+
+
+_MAGIC = (  # binary formats found under a text file's name: (signature, what it is)
+    (b"\x1f\x8b", "gzip-compressed data (a gzip file must be named .gz)"),
+    (b"PAR1", "a Parquet file (name it .parquet or set data.format=parquet)"),
+    (b"PK\x03\x04", "a zip archive (unzip it first)"),
+    (b"\xfd7zXZ\x00", "xz-compressed data (decompress it first)"),
+    (b"\x28\xb5\x2f\xfd", "zstd-compressed data (decompress it first)"),
+    (b"\xff\xfe", "UTF-16 text (re-save the file as UTF-8)"),
+    (b"\xfe\xff", "UTF-16 text (re-save the file as UTF-8)"),
+)
+
+
+class TextScan:
+    """Streaming checks on a text file's (decompressed) bytes, fed block by block before parsing.
+
+    Finds, in file order, the first of: a binary signature at the start (gzip, Parquet, zip, xz,
+    zstd, bzip2, UTF-16), a NUL byte, a byte that is not UTF-8, a line longer than `max_line`
+    bytes, or (CSV/TSV) a header line longer than `max_header` bytes, and raises `DataError` with
+    `file:line:offset` (offset = 1-based byte position in the line) and, for a bad byte in a
+    CSV/TSV data line, the header name of its field. Between blocks it keeps only the current
+    line's bytes, which the line bound caps, so memory stays bounded whatever the input.
+
+    Args:
+        file: name for errors.
+        kind: "CSV", "TSV" or "JSON lines", for messages.
+        sep: the CSV/TSV delimiter (line 1 is then a header); None for JSONL.
+        max_line: the longest line allowed, bytes.
+        max_header: the longest CSV/TSV header line allowed, bytes.
+    """
+
+    def __init__(self, file: str, kind: str, sep: str | None, max_line: int, max_header: int) -> None:
+        self.file, self.kind, self.sep = file, kind, sep
+        self.max_line, self.max_header = max_line, max_header
+        self.line = 1  # physical line at the start of the next block
+        self.tail = b""  # the current (unfinished) line's bytes so far: at most max_line
+        self.header: bytes | None = None  # the CSV/TSV header line, once complete
+        self.total = 0  # bytes fed so far
+        self._head = b""  # the first 16 bytes, for the binary signatures
+        self._decoder = codecs.getincrementaldecoder("utf-8")()
+
+    def feed(self, block: bytes) -> None:
+        """Check the next block of bytes; raise `DataError` at the first problem in it."""
+        if not block:
+            return
+        if self.total < 16:
+            self._head = (self._head + block)[:16]
+            self._check_magic()
+        hits = []  # (position in the block, kind of problem); negative = in the kept tail
+        nul = block.find(b"\x00")
+        if nul >= 0:
+            hits.append((nul, "nul"))
+        bad = self._utf8(block, final=False)
+        if bad is not None:
+            hits.append((bad, "utf8"))
+        nl = np.flatnonzero(np.frombuffer(block, dtype=np.uint8) == _NL)
+        starts = np.concatenate(([-len(self.tail)], nl + 1))  # line starts, block coordinates
+        limits = np.full(len(starts), self.max_line, dtype=np.int64)
+        if self.line == 1 and self.sep is not None:
+            limits[0] = self.max_header
+        over = np.flatnonzero(np.append(nl, len(block)) - starts > limits)
+        if len(over):
+            hits.append((int(starts[over[0]] + limits[over[0]]), "long"))
+        if hits:
+            self._raise(block, nl, starts, *min(hits))
+        if len(nl):
+            if self.line == 1:
+                self.header = self.tail + block[: nl[0]]
+            self.tail = block[nl[-1] + 1 :]
+        else:
+            self.tail += block
+        self.line += len(nl)
+        self.total += len(block)
+
+    def finish(self) -> None:
+        """Check the end of the file (a multi-byte character cut off; a short binary signature)."""
+        self._check_magic()
+        bad = self._utf8(b"", final=True)
+        if bad is not None:
+            self._raise(b"", np.zeros(0, dtype=np.int64), np.array([-len(self.tail)]), bad, "utf8")
+        if self.line == 1:
+            self.header = self.tail
+
+    def _check_magic(self) -> None:
+        head = self._head
+        found = next((what for magic, what in _MAGIC if head.startswith(magic)), None)
+        if head.startswith(b"BZh") and head[4:10] == b"1AY&SY":
+            found = "bzip2-compressed data (decompress it first)"
+        if found is not None:
+            raise DataError(self.file, 1, None, f"{self.kind} text", found, 1)
+
+    def _utf8(self, block: bytes, final: bool) -> int | None:
+        """Position in `block` of the first byte that is not UTF-8 (negative: in the kept tail)."""
+        pending = len(self._decoder.getstate()[0])  # bytes of a split character from the last block
+        if not pending and not final and block.isascii():
+            return None
+        try:
+            self._decoder.decode(block, final=final)
+        except UnicodeDecodeError as e:
+            return e.start - pending
+        return None
+
+    def _raise(self, block: bytes, nl: np.ndarray, starts: np.ndarray, pos: int, what: str) -> None:
+        k = int(np.searchsorted(nl, pos))  # newlines in the block before pos
+        line, start = self.line + k, int(starts[k])
+        offset = pos - start + 1
+        if what == "long":
+            if line == 1 and self.sep is not None:
+                expected = f"a header line of at most {self.max_header} bytes (data.max_header_bytes)"
+                raise DataError(self.file, 1, None, expected, "a longer one", offset)
+            expected = f"lines of at most {self.max_line} bytes (data.max_line_bytes)"
+            raise DataError(self.file, line, None, expected, "a longer line (binary data?)", offset)
+        prefix = (self.tail + block[: max(pos, 0)])[: len(self.tail) + pos] if k == 0 else block[start:pos]
+        column = None
+        if self.sep is not None and line > 1:
+            header = self.header if self.header is not None else self.tail + block[: int(nl[0])]
+            # Field index = delimiters before the bad byte on its line, outside double quotes.
+            index = sum(part.count(self.sep.encode()) for part in prefix.split(b'"')[::2])
+            names = header_names(header, self.sep)
+            column = names[index] if index < len(names) else None
+        if what == "nul":
+            expected = f"{self.kind} text without control characters such as NUL (is it a binary file?)"
+            raise DataError(self.file, line, column, expected, "a NUL byte", offset)
+        byte = block[pos] if pos >= 0 else self.tail[pos]
+        got = f"the byte 0x{byte:02x}, which is not UTF-8 (re-save the file as UTF-8)"
+        raise DataError(self.file, line, column, "UTF-8 text", got, offset)
+
+
+def check_cells(df: pl.DataFrame, files: Sequence[str], max_bytes: int) -> None:
+    """Raise at the first string value longer than `max_bytes` bytes (`data.max_cell_bytes`)."""
+    cols = [c for c, t in df.schema.items() if t == pl.String and c not in (LINE, FILE)]
+    if not cols or df.height == 0:
+        return
+    lengths = [pl.col(c).str.len_bytes() for c in cols]
+    firsts = df.select([(n > max_bytes).arg_true().first().alias(str(i)) for i, n in enumerate(lengths)]).row(0)
+    hits = [(row, i) for i, row in enumerate(firsts) if row is not None]
+    if hits:
+        row, i = min(hits)
+        value = df[cols[i]][row]
+        got = f"{len(value.encode())} bytes ({show(value, 30)})"
+        raise error_at(df, row, files, cols[i], f"a value of at most {max_bytes} bytes (data.max_cell_bytes)", got)
 
 
 def csv_row_lines(data: bytes, sep: str, file: str) -> tuple[np.ndarray, np.ndarray]:
@@ -219,7 +360,7 @@ def convert(df: pl.DataFrame, fields: Mapping[str, tuple[str, str]], files: Sequ
         df: source columns (any dtype; text formats give strings) plus `_line` (and `_file`).
         fields: output name -> (source column, kind). Kinds: "id" (non-blank string), "rating"
             (finite float; blank = null), "timestamp" (int seconds or ISO-8601 -> int64 seconds,
-            1970..2100), "timestamp_ms" (the same from int milliseconds),
+            the years 1970..2100, 2100-12-31 included), "timestamp_ms" (the same from int milliseconds),
             "order" (int64), "split" (train/valid/test), "text" (string, nulls allowed; lists
             joined with spaces), "const" (the source entry is the constant string value itself).
         files: the file names `_file` indexes (one name when there is no `_file`).
@@ -288,9 +429,11 @@ def _parse(kind: str, out: str, src: str, dtype: pl.DataType, file: str) -> tupl
         # Ids are stripped of leading/trailing whitespace (" u1" is "u1"); blank ids and ids with
         # control characters (NUL, tab, newline, ...) left inside are refused.
         value = col.cast(pl.String).str.strip_chars()
-        noun = "category" if out == "category" else f"{out} id"
         bad = value.is_null() | (value == "") | value.str.contains(CONTROL_CHARS)
-        return value, bad, f"a non-blank {noun} without control characters"
+        if out == "category":  # names are data, never paths; ALL names the all-categories rows
+            bad = bad | (value.str.len_chars() > MAX_CATEGORY_CHARS) | (value == ALL_CATEGORIES)
+            return value, bad, CATEGORY_RULE
+        return value, bad, f"a non-blank {out} id without control characters"
     if kind == "text":
         if isinstance(dtype, (pl.List, pl.Array)):
             return col.cast(pl.List(pl.String)).list.join(" "), None, ""
@@ -329,7 +472,8 @@ def _parse(kind: str, out: str, src: str, dtype: pl.DataType, file: str) -> tupl
         else:
             value, bad, _ = _integer(col, text, dtype, src, file, expected)
             value = value // 1000 if kind == "timestamp_ms" else value
-        # 1970 to 2100: anything else is almost certainly a unit mistake (milliseconds as seconds).
+        # The years 1970 to 2100 (2100-12-31 included): anything else is almost certainly a unit
+        # mistake (milliseconds as seconds).
         implausible = ((value < TIME_MIN) | (value >= TIME_MAX)).fill_null(False)
         return value, bad | implausible, f"{expected} between 1970 and 2100 (in {unit})"
     raise ValueError(f"unknown field kind {kind!r}; expected one of {KINDS}")

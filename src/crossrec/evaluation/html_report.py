@@ -30,7 +30,7 @@ from typing import Any
 import yaml
 
 from crossrec.evaluation import plots
-from crossrec.io import claim_output, read_json, write_json, write_marker, write_text
+from crossrec.io import OutputError, claim_output, read_json, write_json, write_marker, write_text
 
 CURVE_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0)
 
@@ -170,6 +170,8 @@ def write_report(run_dir: str | Path, tuning_dir: str | Path | None = None, expo
     md_path = run_dir / "results.md"
     md = md_path.read_text() if md_path.is_file() else ""
     out = Path(out_dir) if out_dir is not None else run_dir / "report"
+    if not out.parent.is_dir():  # a typo in the parent is an error, not a new tree
+        raise OutputError(f"--out={str(out)!r}: its directory {str(out.parent)!r} does not exist; create it first")
     with claim_output(out, "report", "--out"):
         out.mkdir(parents=True, exist_ok=True)
         write_marker(out, "report")

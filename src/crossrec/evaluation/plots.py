@@ -8,6 +8,7 @@ outlined; error bars are the standard deviation over seeds.
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from crossrec.io import atomic_path  # noqa: E402
+
+# Category names are any unicode: a glyph the font lacks draws as a box, not a warning per figure.
+warnings.filterwarnings("ignore", message=r"Glyph \d+ .* missing from font", category=UserWarning)
 
 FLAGSHIP = "#1f3b73"
 SINGLE = "#9a9a9a"

@@ -31,6 +31,7 @@ Example:
 from __future__ import annotations
 
 import itertools
+import re
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -46,6 +47,7 @@ from crossrec.models.base import Fittable, Trainable, config_from_dict, get_entr
 from crossrec.typed import ConfigError, check_type, from_dict, read_config_file
 
 RUN_SECTIONS = ("data", "prepare", "train", "eval", "transfer", "encoder")
+LABEL = r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}"  # a model label, also a folder name
 
 
 @dataclass(frozen=True)
@@ -124,6 +126,9 @@ def _parse_model(i: int, entry: Any) -> ModelRun:
         if req not in entry:
             raise ConfigError(f"{key}: missing '{req}'")
     run: ModelRun = from_dict(ModelRun, _entry_defaults(entry), f"{key}.")  # types (and mode's choices) of the entry keys
+    if not re.fullmatch(LABEL, run.label):  # a label names folders (models/<label>/seed-<n>): never a path
+        raise ConfigError(f"{key}.label={run.label[:60]!r}: expected letters, digits, '.', '_', '-' "
+                          "(at most 64, not starting with '.')")
     get_entry(run.name)  # unknown model names fail here, listing the registry
     # Model options: the entry's other keys, plus an explicit `params` mapping for options whose name
     # is an entry key (e.g. BiTGCF's own `transfer` option).

@@ -289,10 +289,10 @@ def _check_values(cfg: Any, prefix: str = "") -> None:
         key = f"model.{path}"
         if isinstance(value, float) and not math.isfinite(value):
             raise ConfigError(f"{key}={value}; expected a finite number")
+        if path in POSITIVE_OPTIONS and value < 1:  # before the >= 0 check: a size must say >= 1
+            raise ConfigError(f"{key}={value}; expected an integer >= 1")
         if value < 0:
             raise ConfigError(f"{key}={value}; expected a value >= 0")
-        if path in POSITIVE_OPTIONS and value < 1:
-            raise ConfigError(f"{key}={value}; expected a value >= 1")
         if path in NONZERO_OPTIONS and value == 0:
             raise ConfigError(f"{key}={value}; expected a value > 0")
         if "dropout" in f.name and value >= 1:

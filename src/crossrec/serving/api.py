@@ -12,9 +12,16 @@
 
 Write and admin endpoints need the `X-API-Key` header to equal the key in `$CROSSREC_API_KEY`
 (`serve.api_key_env`), compared in constant time; with no key configured they refuse (403), and a
-wrong or missing key is 401. A bad value is 422 naming the field (FastAPI's error shape, also for
-the service's own checks); an unknown user, item or category is 404; a request body over
-`serve.max_body_bytes` is 413. Strings, k and vectors are bounded.
+wrong or missing key is 401; the key is checked before the body is read (a refused write never has
+its body read or parsed). A bad value is 422 naming the field (FastAPI's error shape, also for the
+service's own checks); JSON bodies are parsed strictly: NaN, Infinity, numbers that overflow to
+infinity, lone surrogates (`"\ud800"`) and invalid UTF-8 are 422 naming the field. An unknown item
+or category is 404 (an unknown user too, except on /recommend, which serves them from their
+feedback or by popularity); a request body over `serve.max_body_bytes` is 413, by its
+Content-Length or, chunked or not, by the bytes received (the handler never gets more than the
+limit). A model whose scores for a request are not finite is 503 naming it; a reload whose newest
+version cannot be loaded is 503 and the running version keeps serving. Strings, k and vectors are
+bounded.
 
 `/recommend` requests that arrive together are answered by one batched call
 (`Service.recommend_many` through serving/batcher.py: one index search for the batch; at most
@@ -33,6 +40,9 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import json
+import logging
+import math
 import os
 import threading
 import time
@@ -41,7 +51,9 @@ from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Optional
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
-from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
 
 from crossrec.serving.batcher import MicroBatcher
@@ -49,7 +61,10 @@ from crossrec.serving.config import ServeConfig
 from crossrec.serving.metrics import Metrics
 from crossrec.serving.service import Service, ServingError
 
+log = logging.getLogger(__name__)
+
 ID = Field(min_length=1, max_length=256)
+WRITE_PATHS = frozenset({"/items", "/feedback", "/admin/reload"})  # need the API key, checked before the body is read
 PAGE = (Path(__file__).with_name("page.html")).read_text(encoding="utf-8")
 
 
@@ -72,29 +87,145 @@ def _field_error(status: int, field: str, msg: str, where: str = "query") -> JSO
     return JSONResponse(status_code=status, content={"detail": [{"loc": [where, field], "msg": msg}]})
 
 
-class _BoundedAndTimed:
-    """ASGI middleware: a body over `max_body_bytes` (by its Content-Length) is 413 before any
-    handler reads it; every request's status and latency go to `metrics` under its route."""
+def _text(x: Any, limit: int = 500) -> str:
+    """`x` as text that JSON-encodes as UTF-8 (lone surrogates escaped), at most `limit` chars."""
+    return str(x)[:limit].encode("utf-8", "backslashreplace").decode("utf-8")
 
-    def __init__(self, app: Any, max_body_bytes: int, metrics: Metrics) -> None:
-        self.app, self.max_body, self.metrics = app, max_body_bytes, metrics
+
+class _NonFinite:
+    """What the strict parser reads NaN, Infinity, -Infinity or an overflowing number as."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+def _finite_float(text: str) -> Any:
+    x = float(text)
+    return x if math.isfinite(x) else _NonFinite(text)
+
+
+def _body_error(loc: list[Any], msg: str) -> HTTPException:
+    return HTTPException(422, [{"type": "json_invalid", "loc": ["body", *loc], "msg": msg}])
+
+
+def strict_json(body: bytes) -> Any:
+    """Parse a JSON request body strictly: UTF-8 only (a leading BOM is allowed), finite numbers
+    only, no lone surrogates in any string or key. Raises json.JSONDecodeError for malformed JSON
+    and HTTPException(422) naming the field for the rest (FastAPI turns both into 422)."""
+    try:
+        text = body.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as e:
+        raise _body_error([], f"the body is not valid UTF-8 (byte {e.start})") from None
+    try:
+        value = json.loads(text, parse_constant=_NonFinite, parse_float=_finite_float)
+    except RecursionError:
+        raise _body_error([], "the body is nested too deeply") from None
+    except json.JSONDecodeError:
+        raise
+    except ValueError as e:  # an integer of more digits than Python converts
+        raise _body_error([], f"a number in the body is out of range ({_text(e, 100)})") from None
+    stack: list[tuple[list[Any], Any]] = [([], value)]  # iterative: depth is bounded by the parser only
+    while stack:
+        loc, v = stack.pop()
+        if isinstance(v, _NonFinite):
+            raise _body_error(loc, f"{v.text} is not a finite number (NaN and infinities are not JSON)")
+        if isinstance(v, str):
+            try:
+                v.encode("utf-8")
+            except UnicodeEncodeError:
+                raise _body_error(loc, "a lone surrogate (an unpaired \\ud800-\\udfff escape) is not text") from None
+        elif isinstance(v, dict):
+            for k, x in v.items():
+                try:
+                    k.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise _body_error(loc, "a key holds a lone surrogate (an unpaired \\ud800-\\udfff escape)") from None
+                stack.append(([*loc, k], x))
+        elif isinstance(v, list):
+            stack.extend(([*loc, j], x) for j, x in enumerate(v))
+    return value
+
+
+class _StrictRequest(Request):
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            self._json = strict_json(await self.body())
+        return self._json
+
+
+class _StrictJSONRoute(APIRoute):
+    """A route whose JSON body is parsed by `strict_json`."""
+
+    def get_route_handler(self) -> Callable[[Request], Any]:
+        handler = super().get_route_handler()
+
+        async def strict(request: Request) -> Response:
+            return await handler(_StrictRequest(request.scope, request.receive))
+
+        return strict
+
+
+class _BodyTooLarge(Exception):
+    """Raised to the app by receive() once the body it streamed passes the limit."""
+
+
+class _BoundedAndTimed:
+    """ASGI middleware, before any handler reads a body: a request to a write path
+    (`WRITE_PATHS`) without the right API key is refused (`refuse`: 401, or 403 with no key
+    configured); a body over `max_body_bytes` is 413, by its Content-Length or, with none
+    (chunked), by the bytes received so far: the handler never receives more than the limit.
+    Every request's status and latency go to `metrics` under its route."""
+
+    def __init__(self, app: Any, max_body_bytes: int, metrics: Metrics,
+                 refuse: Callable[[Optional[bytes]], Optional[Response]] = lambda _: None) -> None:
+        self.app, self.max_body, self.metrics, self.refuse = app, max_body_bytes, metrics, refuse
+
+    def _too_large(self) -> JSONResponse:
+        return _field_error(413, "body", f"request body over {self.max_body} bytes", "body")
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         t0 = time.perf_counter()
         status = [500]
+        over, started, got = [False], [False], [0]
 
         async def send_and_note(message: dict) -> None:
             if message["type"] == "http.response.start":
-                status[0] = message["status"]
+                started[0], status[0] = True, message["status"]
             await send(message)
 
-        size = dict(scope.get("headers") or []).get(b"content-length")
-        if size is not None and (not size.isdigit() or int(size) > self.max_body):
-            await _field_error(413, "body", f"request body over {self.max_body} bytes", "body")(scope, receive, send_and_note)
-        else:
-            await self.app(scope, receive, send_and_note)
+        async def from_app(message: dict) -> None:
+            if over[0] and not started[0]:
+                return  # the app's answer to a cut-off body (a 400 or 422) gives way to the 413
+            await send_and_note(message)
+
+        async def bounded_receive() -> dict:
+            message = await receive()
+            if message["type"] == "http.request":
+                got[0] += len(message.get("body", b""))
+                if got[0] > self.max_body:
+                    over[0] = True
+                    raise _BodyTooLarge(f"request body over {self.max_body} bytes")
+            return message
+
+        headers = dict(scope.get("headers") or [])
+        size = headers.get(b"content-length")
+        answer: Optional[Response] = None
+        if (scope.get("path") or "/").rstrip("/") in WRITE_PATHS:
+            answer = self.refuse(headers.get(b"x-api-key"))
+        if answer is None and size is not None and (not size.isdigit() or int(size) > self.max_body):
+            answer = self._too_large()
+        if answer is None:
+            try:
+                await self.app(scope, bounded_receive, from_app)
+            except Exception:
+                if not over[0]:
+                    raise
+            if over[0] and not started[0]:
+                answer = self._too_large()
+        if answer is not None:
+            await answer(scope, receive, send_and_note)
         self.metrics.observe(getattr(scope.get("route"), "path", "other"), status[0], time.perf_counter() - t0)
 
 
@@ -109,22 +240,41 @@ def create_app(load: Callable[[], Service], cfg: ServeConfig = ServeConfig(), ap
         batcher.close()
 
     app = FastAPI(title="crossrec", version="1", description="Cross-category recommendations, live.", lifespan=lifespan)
+    app.router.route_class = _StrictJSONRoute  # JSON bodies: finite numbers, UTF-8 text only
     app.state.service = load()
     metrics = Metrics()
     reload_lock = threading.Lock()
     # the batch runs on the service of its moment: a reload swaps it between batches
     batcher = MicroBatcher(lambda reqs: app.state.service.recommend_many(reqs), cfg.batch_max, cfg.batch_wait_ms)
     app.state.batcher = batcher
-    app.add_middleware(_BoundedAndTimed, max_body_bytes=cfg.max_body_bytes, metrics=metrics)
+
+    def refusal(x_api_key: Optional[str]) -> Optional[tuple[int, str]]:
+        if key is None:
+            return 403, f"write endpoints are disabled: no API key is configured (${cfg.api_key_env})"
+        if x_api_key is None or not hmac.compare_digest(x_api_key.encode("utf-8", "surrogateescape"), key.encode()):
+            return 401, "missing or wrong X-API-Key"
+        return None
+
+    def refuse(header: Optional[bytes]) -> Optional[Response]:  # in the middleware: before the body is read
+        no = refusal(None if header is None else header.decode("latin-1"))
+        return None if no is None else JSONResponse(status_code=no[0], content={"detail": no[1]})
+
+    app.add_middleware(_BoundedAndTimed, max_body_bytes=cfg.max_body_bytes, metrics=metrics, refuse=refuse)
 
     def service() -> Service:
         return app.state.service
 
     def require_key(x_api_key: Optional[str] = Header(default=None, max_length=256)) -> None:
-        if key is None:
-            raise HTTPException(403, f"write endpoints are disabled: no API key is configured (${cfg.api_key_env})")
-        if x_api_key is None or not hmac.compare_digest(x_api_key.encode(), key.encode()):
-            raise HTTPException(401, "missing or wrong X-API-Key")
+        no = refusal(x_api_key)  # the middleware refused already; this documents the header in the schema
+        if no is not None:
+            raise HTTPException(*no)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's shape, without the offending input (raw bytes or odd text cannot always be JSON)
+        detail = [{"type": _text(e.get("type", "")), "loc": [x if isinstance(x, int) else _text(x, 256) for x in e.get("loc", ())],
+                   "msg": _text(e.get("msg", ""))} for e in exc.errors()]
+        return JSONResponse(status_code=422, content={"detail": detail})
 
     @app.exception_handler(ServingError)
     async def serving_error(request: Request, exc: ServingError) -> JSONResponse:
@@ -180,10 +330,16 @@ def create_app(load: Callable[[], Service], cfg: ServeConfig = ServeConfig(), ap
         return svc.feedback(body.user, body.item, body.event, body.timestamp if body.timestamp is not None else time.time())
 
     @app.post("/admin/reload", dependencies=[Depends(require_key)])
-    def reload() -> dict[str, Any]:
+    def reload() -> Any:
         with reload_lock:
             old = app.state.service.version
-            app.state.service = load()  # built first; in-flight requests keep the one they hold
+            try:
+                new = load()  # built first; in-flight requests keep the one they hold
+            except Exception as e:  # a damaged or half-written version: keep serving the old one
+                log.warning("reload failed, still serving %s: %s: %s", old, type(e).__name__, e)
+                return _field_error(503, "model", f"the newest model version could not be loaded, still serving "
+                                    f"{old}: {type(e).__name__}: {_text(e)}", "body")
+            app.state.service = new
         return {"previous": old, "model_version": app.state.service.version}
 
     return app

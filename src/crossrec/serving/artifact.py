@@ -3,7 +3,9 @@
 `config.json` holds the format version, the registry name, mode and options of the model, the data
 sizes it was built for, the SHA-256 of `model.safetensors`, the **provenance** of the Bundle it was
 trained on (its fingerprint and prepare settings), the resolved run config and the training
-result. `ids.json` holds the raw user and item ids in the model's index order. Loading rebuilds the
+result. `ids.json` holds the raw user and item ids in the model's index order. `checksums.json`,
+written last, holds the SHA-256 of each of those files; loading verifies them all before it parses
+anything (an artifact written before it existed: only `tensors_sha256`). Loading rebuilds the
 model from the registry and reads tensors with safetensors after checking their checksum: nothing
 in the files can execute code, and a damaged or edited file is a clear error.
 
@@ -30,6 +32,8 @@ from crossrec.io import (
     load_tensors,
     read_json,
     save_tensors,
+    verify_checksums,
+    write_checksums,
     write_json,
     write_marker,
 )
@@ -110,6 +114,8 @@ def save_artifact(
                 "users": [str(u) for u in bundle.raw_user_ids()],
                 "items": [str(i) for i in bundle.raw_item_ids()],
             })
+        # last: the SHA-256 of every file above, verified by load_artifact before it parses them
+        write_checksums(tmp, [n for n in ("model.safetensors", "config.json", "ids.json") if (tmp / n).is_file()])
         if not (root / ".crossrec.json").exists():
             write_marker(tmp, "artifact")
     return root
@@ -119,13 +125,17 @@ def load_artifact(root: str | Path, device: str = "cpu") -> Artifact:
     """Rebuild a model from its artifact directory.
 
     Raises:
-        FileNotFoundError: `root` is not an artifact directory.
-        CorruptFileError: config.json or model.safetensors is damaged, edited, or does not fit.
+        FileNotFoundError: `root` is not an artifact directory, or a file of it is missing.
+        CorruptFileError: a file of it (model.safetensors, config.json, ids.json, checksums.json)
+            differs from the SHA-256 recorded in checksums.json, is damaged, or does not fit.
+            An artifact written before checksums.json existed has only its recorded
+            `tensors_sha256` of model.safetensors checked.
     """
     root = Path(root)
     cfg_path = root / "config.json"
     if not cfg_path.is_file():
         raise FileNotFoundError(f"{str(root)!r} is not a crossrec artifact (no config.json); train one with `crossrec train`")
+    checked = verify_checksums(root, "artifact", required=False, remedy="train it again") or {}
     meta = read_json(cfg_path, "artifact config")
     if not isinstance(meta, dict) or meta.get("format") != ARTIFACT_FORMAT:
         got = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
@@ -139,7 +149,8 @@ def load_artifact(root: str | Path, device: str = "cpu") -> Artifact:
         model = build(spec["name"], spec["mode"], spec["params"], sizes)
     except (KeyError, TypeError, ValueError) as e:
         raise CorruptFileError(f"{cfg_path}: expected a model spec and sizes crossrec can rebuild ({e})") from None
-    tensors = load_tensors(root / "model.safetensors", device, sha256=meta.get("tensors_sha256"))
+    sha = None if "model.safetensors" in checked else meta.get("tensors_sha256")  # verified above: hash once
+    tensors = load_tensors(root / "model.safetensors", device, sha256=sha)
     try:
         model.load_state_dict(tensors)
     except RuntimeError as e:
@@ -165,8 +176,8 @@ def check_bundle(art: Artifact, bundle: Bundle) -> None:
                                     bundle.manifest.get("settings"))
     if diffs or record["fingerprint"].get("bundle") != current.get("bundle"):
         trained_on = record.get("path") or "another bundle"
-        raise ProvenanceError(
-            f"{where} was trained on another bundle ({trained_on}, prepared {record.get('created')}) than "
-            f"{bundle.root or 'the given one'}: they differ in " + "; ".join(diffs or ["their fingerprint"])
-            + ". Evaluate and recommend with the bundle the model was trained on, or train on this one"
+        raise ProvenanceError(  # what differs first: a one-line error is cut at 300 characters
+            f"{where} was trained on another bundle: they differ in " + "; ".join(diffs or ["their fingerprint"])
+            + f". It was trained on {trained_on} (prepared {record.get('created')}), not "
+            f"{bundle.root or 'the given one'}: evaluate and recommend with that bundle, or train on this one"
         )

@@ -27,11 +27,14 @@ items, from any category, with the largest contribution to its score: the flagsh
 (`contributions`), or for other two-tower models the cosine of item vectors (serving/explain.py).
 
 Errors are `ServingError`s that name the request field and carry an HTTP status (404 for an unknown
-user, item or category; 409 for what the served model cannot do; 422 for a bad value).
+user, item or category; 409 for what the served model cannot do; 422 for a bad value; 503, field
+`model`, when the model's scores for a request are not finite: NaN or infinite weights rank nothing,
+so no list is answered from them).
 """
 
 from __future__ import annotations
 
+import math
 import re
 import threading
 from collections import defaultdict
@@ -62,6 +65,7 @@ class Service(Explanations):
         check_bundle(artifact, bundle)
         self.cfg, self.store, self.encoder = cfg, store, encoder or EncoderConfig()
         self.model = artifact.model.eval()
+        self.name = str(artifact.name)
         self.version = str(artifact.meta.get("tensors_sha256", ""))[:12]
         self.categories = list(bundle.categories)
         self._cat = {name: i for i, name in enumerate(self.categories)}
@@ -90,6 +94,7 @@ class Service(Explanations):
         self._new_image: dict[int, torch.Tensor] = {}  # item id -> its image vector (models that read images)
         self.image_dim = getattr(getattr(self.model, "items", None), "image_dim", None)
         self._text_model: Any = None
+        self._finite_index: dict[int, bool] = {}  # category -> its index vectors are all finite
         with torch.no_grad():
             self._indexes = [self._build_index(c) for c in range(len(self.categories))] if self._indexable else []
             self._vectors = self._all_vectors() if self.two_tower else None
@@ -117,7 +122,9 @@ class Service(Explanations):
         v = self.model.item_vectors(c)
         if hasattr(self.model, "index_item_columns"):
             v = torch.cat([v, self.model.index_item_columns(c)], 1)
-        return ItemIndex(v.float().cpu().numpy(), self._index_of[c].numpy(), self.cfg.index, self.cfg.hnsw_above)
+        v = v.float().cpu().numpy()
+        self._finite_index[c] = bool(np.isfinite(v).all())  # FAISS silently drops NaN scores: say so instead
+        return ItemIndex(v, self._index_of[c].numpy(), self.cfg.index, self.cfg.hnsw_above)
 
     def _all_vectors(self) -> torch.Tensor:
         """[n_items, d] L2-normalised item vectors of every category (similar items, explanations)."""
@@ -145,6 +152,20 @@ class Service(Explanations):
             raise ServingError(f"k={k}; expected 1..{self.cfg.max_k}", "k")
         return int(k)
 
+    def _not_finite(self) -> ServingError:
+        return ServingError(f"the served model ({self.name}, version {self.version}) gives non-finite scores (NaN or "
+                            "infinity) for this request, so it cannot rank; train again or reload a sound version",
+                            "model", 503)
+
+    @staticmethod
+    def _text(value: str, field: str) -> str:
+        """`value` if it is text that can be stored (no lone surrogates), else a 422 naming `field`."""
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ServingError(f"{field} holds a lone surrogate (not text)", field) from None
+        return value
+
     def _describe(self, i: int) -> dict[str, Any]:
         return {"item": self._raw_items[i], "title": self._titles[i], "category": self.categories[self._item_cat[i]]}
 
@@ -152,17 +173,21 @@ class Service(Explanations):
     def _seen_ids(self, u: int) -> np.ndarray:  # the items the data says user u touched (a CSR row, cheaply)
         return self._seen.indices[self._seen.indptr[u]:self._seen.indptr[u + 1]]
 
-    def _ranked_many(self, users: list[int], c: int, want: int) -> list[list[tuple[int, float]]]:
+    def _ranked_many(self, users: list[int], c: int, want: int) -> list[list[tuple[int, float]] | None]:
         """For each known user, (item id, score) of the best `want` items of category c, best
-        first: one batched index search and one batched re-rank for all of them."""
+        first: one batched index search and one batched re-rank for all of them. None for a user
+        whose scores are not all finite (a NaN weight: FAISS would drop those items silently)."""
         us = torch.tensor(users, dtype=torch.int64)
+        bad = np.zeros(len(users), dtype=bool)
         if self._indexable:
+            query = self._query(us, c)
+            bad |= ~np.isfinite(query).all(1) | (not self._finite_index.get(c, True))
             has_sparse = hasattr(self.model, "sparse_candidates")
             sparse = [self.model.sparse_candidates(us[j:j + 1], c) for j in range(len(users))] if has_sparse else []
             if has_sparse and all(s is not None for s in sparse):
                 # exact: the index ranks every item outside a user's sparse candidates by its full score
                 extra = [s.numpy() for s in sparse]
-                _, ids = self._indexes[c].search(self._query(us, c), want + max(len(e) for e in extra))
+                _, ids = self._indexes[c].search(query, want + max(len(e) for e in extra))
                 rows = []
                 for e, r in zip(extra, ids):
                     r = r[r >= 0]
@@ -170,7 +195,7 @@ class Service(Explanations):
                 vals: list[np.ndarray] = []
             else:  # a pool from the index, re-ranked (exact when the index holds every term)
                 pool = max(want, self.cfg.rerank_pool) if self.rerank else want
-                scores, ids = self._indexes[c].search(self._query(us, c), pool)
+                scores, ids = self._indexes[c].search(query, pool)
                 rows = [r[r >= 0] for r in ids]
                 vals = [s[r >= 0] for s, r in zip(scores, ids)]
             if self.rerank:
@@ -189,7 +214,7 @@ class Service(Explanations):
         for pairs in out:
             pairs.sort(key=lambda p: (-p[1], p[0]))
             del pairs[want:]
-        return out
+        return [None if b or not all(math.isfinite(s) for _, s in pairs) else pairs for b, pairs in zip(bad.tolist(), out)]
 
     def _rescore(self, us: torch.Tensor, c: int, rows: list[np.ndarray]) -> list[np.ndarray]:
         """Exact scores of each user's candidate row (rows padded to one width for one call)."""
@@ -201,7 +226,7 @@ class Service(Explanations):
         s = self.model.score_items(us, c, torch.from_numpy(mat)).float().numpy()
         return [s[j, :len(r)] for j, r in enumerate(rows)]
 
-    def _from_history(self, user: str, c: int, want: int) -> tuple[list[tuple[int, float]], str]:
+    def _from_history(self, user: str, c: int, want: int) -> tuple[list[tuple[int, float]] | None, str]:
         """A user the model has not seen: their feedback items through the model, else popularity."""
         items = [i for i in self._feedback.get(user, []) if i < self._pad]  # items the model was trained with
         if items and hasattr(self.model, "score_history"):
@@ -210,11 +235,15 @@ class Service(Explanations):
             recent = torch.tensor(items[-length:])
             hist[0, length - len(recent):] = recent
             s = self.model.score_history(hist, c)[0].float()
+            if not torch.isfinite(s).all():
+                return None, "feedback history"
             top = torch.topk(s, min(want, len(s)))
             return list(zip(self._index_of[c][top.indices].tolist(), top.values.tolist())), "feedback history"
         if items and self._vectors is not None:
             q = F.normalize(self._vectors[torch.tensor(items)].mean(0), dim=0)
             s = self._vectors[self._index_of[c]] @ q
+            if not torch.isfinite(s).all():
+                return None, "feedback items"
             top = torch.topk(s, min(want, len(s)))
             return list(zip(self._index_of[c][top.indices].tolist(), top.values.tolist())), "feedback items"
         ids = self._popular[c][:want].tolist()
@@ -247,7 +276,7 @@ class Service(Explanations):
                 seen |= set(self._seen_ids(u).tolist())
             plan.append((j, key, u, c, k, bool(exclude_seen), seen, k + (len(seen) if exclude_seen else 0)))
         with torch.no_grad():
-            ranked: dict[int, tuple[list[tuple[int, float]], str]] = {}
+            ranked: dict[int, tuple[list[tuple[int, float]] | None, str]] = {}
             groups: dict[int, list[tuple[int, int, int]]] = defaultdict(list)
             for j, user, u, c, _, _, _, want in plan:
                 if u is None:
@@ -256,8 +285,11 @@ class Service(Explanations):
                     groups[c].append((j, u, want))
             for c, members in groups.items():
                 lists = self._ranked_many([u for _, u, _ in members], c, max(w for _, _, w in members))
-                ranked.update({j: (pairs[:want], "model") for (j, _, want), pairs in zip(members, lists)})
+                ranked.update({j: (None if pairs is None else pairs[:want], "model") for (j, _, want), pairs in zip(members, lists)})
             for j, user, u, c, k, exclude_seen, seen, _ in plan:
+                if ranked[j][0] is None:
+                    out[j] = self._not_finite()
+                    continue
                 pairs = [(i, s) for i, s in ranked[j][0] if not (exclude_seen and i in seen)][:k]
                 because = self._because(u, user, [i for i, _ in pairs])
                 items = [self._describe(i) | {"score": float(s), "because": b} | self._like(i) for (i, s), b in zip(pairs, because)]
@@ -280,8 +312,23 @@ class Service(Explanations):
             for j in self._new.get(c, []):
                 ids.append(j)
                 scores.append(float(self._vector(j) @ q))
+        if not all(math.isfinite(x) for x in scores):
+            raise self._not_finite()
         order = sorted((p for p in zip(ids, scores) if p[0] != i), key=lambda p: (-p[1], p[0]))[:k]
         return {"item": item, "category": self.categories[c], "items": [self._describe(j) | {"score": s} for j, s in order]}
+
+    def explain(self, user: str, item: str) -> dict[str, Any]:
+        """The user's history items behind the user's score for `item` (serving/explain.py); 503
+        when the model's vectors for that user or item are not finite."""
+        i = self._item(item)
+        u = self._users.get(self._key(user))
+        with torch.no_grad():
+            parts = [self._vector(i)] if self._vectors is not None else []
+            if u is not None and self.two_tower:
+                parts.append(self.model.user_vectors(torch.tensor([u]), self._item_cat[i]).float())
+            if not all(bool(torch.isfinite(p).all()) for p in parts):
+                raise self._not_finite()
+        return super().explain(user, item)
 
     def history(self, user: str, limit: int = 50) -> dict[str, Any]:
         """The user's items (the data's and their feedback), grouped by category, at most `limit` each."""
@@ -322,6 +369,7 @@ class Service(Explanations):
     def feedback(self, user: str, item: str, event: str, timestamp: float) -> dict[str, Any]:
         """Record an event (durable when this returns, with a store); the item must be known."""
         i = self._item(item)
+        user = self._text(user, "user")
         if not EVENT.match(event):
             raise ServingError(f"event={event!r}; expected a lower-case word like click, purchase or view", "event")
         if not np.isfinite(timestamp) or timestamp < 0:
@@ -336,6 +384,8 @@ class Service(Explanations):
                  image_vector: list[float] | None = None) -> dict[str, Any]:
         """Add an item, recommendable at once from its text (a model that reads item text only)."""
         c = self._category(category)
+        item, title = self._text(item, "item"), self._text(title, "title")
+        description = None if description is None else self._text(description, "description")
         if item in self._items:
             raise ServingError(f"item {item!r} exists already", "item", 409)
         if not self.reads_text:

@@ -109,7 +109,7 @@ def file_events(cfg: RunConfig, paths: Sequence[str | Path]) -> pl.DataFrame:
     columns = from_dict(ColumnMap, cfg.data.columns, "data.columns.")
     frames = [events_frame([])]
     for path in paths:
-        df = read_interactions(path, columns, cfg.data.format, cfg.data.sep)
+        df = read_interactions(path, columns, cfg.data.format, cfg.data.sep, limits=cfg.data.limits())
         ts = pl.col("timestamp").fill_null(0) if "timestamp" in df.columns else pl.lit(0.0)
         frames.append(events_frame(df.select("user", "item", pl.lit("interaction").alias("event"), ts.alias("timestamp"))))
     return pl.concat(frames)

@@ -5,10 +5,11 @@ validation metric (full ranking on the valid split) with patience and restores t
 Checkpoints (model + best weights + optimiser + sampler RNG + counters) are one atomic set: each is
 written into its own directory `checkpoint/set-<epoch>` and then published by atomically replacing
 the pointer `checkpoint/current.json`, so a kill at any instant leaves the previous set or the new
-one, never a mix. `resume=True` continues an interrupted run exactly where it stopped; options that
-change the result (lr, batch size, the model, the data, ...) must match the checkpoint's or the
-resume is refused (`ResumeError`), while the others (`RESUMABLE`: epochs, patience, ...) are applied
-and recorded in the result's `resumes`.
+one, never a mix; the set's `checksums.json` (written last) holds the SHA-256 of each of its files,
+and a resume verifies them all before it loads anything. `resume=True` continues an interrupted
+run exactly where it stopped; options that change the result (lr, batch size, the model, the
+data, ...) must match the checkpoint's or the resume is refused (`ResumeError`), while the others
+(`RESUMABLE`: epochs, patience, ...) are applied and recorded in the result's `resumes`.
 
 Example:
     >>> trainer = Trainer(TrainConfig(epochs=20, lr=1e-3), out_dir="runs/mf")   # doctest: +SKIP
@@ -43,6 +44,8 @@ from crossrec.io import (
     load_tensors,
     read_json,
     save_tensors,
+    verify_checksums,
+    write_checksums,
     write_json,
 )
 from crossrec.models.base import (
@@ -348,6 +351,7 @@ class Trainer:
                     "identity": self.identity,
                 },
             )
+            write_checksums(tmp, sorted(p.name for p in tmp.iterdir() if p.is_file()))  # last
         write_json(d / "current.json", {"set": name})  # the atomic switch to the new set
         for old in d.iterdir():  # older sets (and pre-set-layout files) are no longer needed
             if old.name not in (name, "current.json") and not old.name.startswith("."):
@@ -380,6 +384,8 @@ class Trainer:
     def _load_checkpoint(self, model, opts, sampler):
         d = self._checkpoint_set()
         assert d is not None
+        # every file of the set, before anything is read (a set written before checksums: refused)
+        verify_checksums(d, "checkpoint set", remedy="train without --resume")
         state = read_json(d / "state.json", "checkpoint state")
         applied = self._check_resume(state, d)
         model.load_state_dict(load_tensors(d / "model.safetensors", str(self.device)))

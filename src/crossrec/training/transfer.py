@@ -33,9 +33,9 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
-import re
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -44,7 +44,15 @@ from typing import Any, Iterator, Sequence
 from torch import nn
 
 from crossrec.data.bundle import Bundle
-from crossrec.io import load_tensors, read_json, save_tensors, write_json
+from crossrec.io import (
+    load_tensors,
+    name_slug,
+    read_json,
+    save_tensors,
+    verify_checksums,
+    write_checksums,
+    write_text,
+)
 from crossrec.models.base import HasParameterGroups, Trainable
 from crossrec.training.config import (
     FREEZE_POLICIES,
@@ -146,8 +154,8 @@ def frozen(model: nn.Module, policy: str) -> Iterator[list[nn.Parameter]]:
 
 
 def stage_dir(out_dir: str | Path, i: int, stage: Stage) -> Path:
-    """out_dir/stage-<i>-<name> (the name made file-system safe)."""
-    return Path(out_dir) / f"stage-{i}-{re.sub(r'[^A-Za-z0-9._-]+', '_', stage.name)}"
+    """out_dir/stage-<i>-<name> (the name made file-system safe and short: `io.name_slug`)."""
+    return Path(out_dir) / f"stage-{name_slug(i, stage.name)}"
 
 
 def run_stages(
@@ -164,8 +172,9 @@ def run_stages(
     Each stage runs `Trainer(replace(train_cfg, lr=lr * stage.lr_scale, epochs=...),
     out_dir/stage-<i>-<name>, categories=stage.categories).fit(model, bundle)` with the stage's
     groups frozen. With checkpoints on, a finished stage leaves `result.json` and its final weights
-    (`final.safetensors`) in its directory; `resume=True` skips the leading finished stages (loading
-    their final weights), resumes the first unfinished one from its checkpoint, and trains every
+    (`final.safetensors`) in its directory, with `checksums.json` (their SHA-256, verified before
+    a resume uses them); `resume=True` skips the leading finished stages (loading their final
+    weights), resumes the first unfinished one from its checkpoint, and trains every
     stage after it from scratch (whatever an older run left there is stale by then). `identity`
     (model spec, Bundle fingerprint) is recorded with every stage: a finished stage is only
     skipped, and a checkpoint only resumed, when it matches (else `ResumeError`).
@@ -176,6 +185,7 @@ def run_stages(
         d = None if out_dir is None else stage_dir(out_dir, i, stage)
         ident = json.loads(json.dumps({**(identity or {}), "stage": asdict(stage)}, default=str))
         if skipping and d is not None and (d / "result.json").exists() and (d / "final.safetensors").exists():
+            verify_checksums(d, f"stage {i}", remedy="train without --resume")  # before reading either
             done = read_json(d / "result.json", "stage result")
             if done.pop("identity", None) != ident:
                 raise ResumeError(f"--resume: stage {i} in {d} was trained with another model, bundle or "
@@ -211,7 +221,10 @@ def run_stages(
         results.append(result)
         if d is not None and train_cfg.checkpoint:
             save_tensors(d / "final.safetensors", model.state_dict())
-            write_json(d / "result.json", result.to_json() | {"identity": ident})  # last: marks it finished
+            text = json.dumps(result.to_json() | {"identity": ident}, indent=2, default=str) + "\n"
+            # the checksums of both files, then result.json: written last, it marks the stage finished
+            write_checksums(d, ["final.safetensors"], {"result.json": hashlib.sha256(text.encode()).hexdigest()})
+            write_text(d / "result.json", text)
     return results
 
 

@@ -244,7 +244,8 @@ def test_image_vectors_aligned_to_item_ids_and_round_trip(tmp_path):
     df = frame([("u1", "m1", "music", 1), ("u1", "b1", "books", 2), ("u2", "b2", "books", 3), ("u2", "m1", "music", 4)])
     ids = ["m1", "zz", "b2"]  # "zz" is not in the data; b1 has no vector
     vecs = np.array([[1.0, 1.0], [9.0, 9.0], [2.0, 2.0]], dtype=np.float32)
-    b = prepare(df, None, PrepareConfig(valid=False), tmp_path / "b", image_vectors=(ids, vecs))
+    b = prepare(df, None, PrepareConfig(valid=False, split="random", test_ratio=0.0), tmp_path / "b",
+                image_vectors=(ids, vecs))
     raw = list(b.raw_item_ids())
     assert b.image_vectors[raw.index("m1")].tolist() == [1.0, 1.0]
     assert b.image_vectors[raw.index("b2")].tolist() == [2.0, 2.0]
