@@ -30,7 +30,8 @@ app = typer.Typer(
     no_args_is_help=True,
     help="crossrec: cross-category recommendation (prepare, train, evaluate, recommend, demo).",
 )
-console = Console(soft_wrap=True)  # no hard wrapping of long lines in logs and pipes
+# no hard wrapping of long lines in logs and pipes; no emoji codes: a `:-1:` in a name stays text
+console = Console(soft_wrap=True, emoji=False)
 OVERRIDES = {"allow_extra_args": True, "ignore_unknown_options": True}
 CONFIG_ARG = typer.Argument(None, help="YAML preset; dotted overrides (--section.key=value) may follow.")
 
@@ -44,7 +45,7 @@ def _config(path: Optional[Path], ctx: typer.Context):
     return cfg
 
 
-err_console = Console(stderr=True, soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True, emoji=False)
 
 
 def _message(err: BaseException) -> str:

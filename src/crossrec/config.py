@@ -195,6 +195,7 @@ def validate_run_config(cfg: RunConfig) -> None:
         cfg.train.validate()
         resolve_device(cfg.train.device)  # a CUDA device that is not there
         cfg.transfer.validate(None)
+        cfg.serve.validate()  # every command: a config that could not be served fails before work
     except KeyError as e:  # an unknown model name
         raise ConfigError(str(e.args[0]) if e.args else str(e)) from None
     except ConfigError:

@@ -13,7 +13,9 @@ Example:
 from __future__ import annotations
 
 import logging
+import os
 import random
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -30,7 +32,7 @@ from crossrec.data.schema import ColumnMap, ItemColumnMap
 from crossrec.encoders.image import attach_images, reads_images
 from crossrec.encoders.text import attach_text
 from crossrec.evaluation.evaluator import EvalConfig, EvalResult, Evaluator
-from crossrec.io import OutputError, claim_output, name_slug, read_json, write_marker
+from crossrec.io import TMP_TAG, OutputError, claim_output, name_slug, read_json, write_marker
 from crossrec.models.base import Trainable, TrainsEncoder, reads_text
 from crossrec.models.per_category import PerCategory, build
 from crossrec.serving.artifact import (
@@ -204,8 +206,25 @@ def _train(cfg: RunConfig, bundle: Bundle, out: Path, resume: bool) -> Artifact:
     if not distributed.is_main():  # the replicas are identical; rank 0 writes the one artifact
         return Artifact(model, spec.name, spec.mode, dict(spec.params), sizes, extra, out)
     save_artifact(out, model, spec.name, spec.mode, spec.params, sizes, extra, bundle=bundle)
+    _drop_stale_versions(out)
     meta = read_json(out / "config.json", "artifact config")
     return Artifact(model, spec.name, spec.mode, dict(spec.params), sizes, meta, out)
+
+
+def _drop_stale_versions(out: Path) -> None:
+    """`crossrec update` fine-tunes the model in `out` into out/versions/vNNNN, and `serve` serves
+    the newest version. A model trained anew into `out` replaces what those versions came from, so
+    they go with it (renamed out of the way first, so a reload sees them whole or not at all); the
+    feedback store stays, and the next `update` learns from it again on the new model."""
+    versions = out / "versions"
+    if not versions.is_dir():
+        return
+    n = sum(1 for _ in versions.iterdir())
+    gone = out / f".versions{TMP_TAG}stale"
+    shutil.rmtree(gone, ignore_errors=True)
+    os.replace(versions, gone)
+    shutil.rmtree(gone, ignore_errors=True)
+    log.warning("removed %d served version(s) under %s: they were updates of the model this run replaced", n, versions)
 
 
 def _attach_live_encoder(model: Any, bundle: Bundle, cfg: RunConfig) -> None:

@@ -59,7 +59,7 @@ def load_yaml(text: str, source: str) -> Any:
     keep the last). Errors name `source` and the line.
 
     Raises:
-        ConfigError: too large, not valid YAML, using an alias, or repeating a key.
+        ConfigError: too large, not valid YAML, using an alias or a merge key (`<<`), or repeating a key.
     """
     import yaml
 
@@ -77,8 +77,11 @@ def load_yaml(text: str, source: str) -> Any:
             if isinstance(node, yaml.MappingNode):
                 seen: dict[Any, int] = {}
                 for key_node, _ in node.value:
-                    if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
-                        continue  # a complex key or `<<`: the constructor handles it as usual
+                    if key_node.tag == "tag:yaml.org,2002:merge":  # kin to aliases: keys from elsewhere
+                        raise ConfigError(f"{source}:{key_node.start_mark.line + 1}: YAML merge keys (<<) are not "
+                                          "allowed in configs; write the keys out")
+                    if not isinstance(key_node, yaml.ScalarNode):
+                        continue  # a complex key: the constructor handles it as usual
                     key = self.construct_object(key_node)
                     line = key_node.start_mark.line + 1
                     try:
@@ -111,8 +114,11 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: no such config file")
     if path.is_dir():
         raise ConfigError(f"{path}: is a directory; expected a YAML config file")
+    if not path.is_file():  # a device (/dev/zero), a FIFO, a socket: never read without end
+        raise ConfigError(f"{path}: is not a regular file; expected a YAML config file")
     try:
-        raw = path.read_bytes()[: MAX_CONFIG_BYTES + 1]
+        with path.open("rb") as f:  # at most one byte over the cap: a huge file is never read whole
+            raw = f.read(MAX_CONFIG_BYTES + 1)
     except OSError as e:
         raise ConfigError(f"{path}: cannot read ({e.strerror or e})") from None
     try:

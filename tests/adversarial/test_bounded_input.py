@@ -75,6 +75,11 @@ def _gzip_bomb(path: Path) -> None:  # 512 MB of one line in about half a megaby
         f.write(z.compress(b"\n") + z.flush())
 
 
+def _deep_jsonl(path: Path) -> None:  # one short line nested 400,000 deep: Python's json recurses
+    path.write_text('{"user_id": "u1", "item_id": "i1", "category": "b", "x": ' + "[" * 400_000 + "]" * 400_000
+                    + "}\n")
+
+
 # kind: (file name, writer, expected line, byte position in the line or None, needle in the message)
 JUNK = {
     "urandom": ("junk.csv", _urandom, None, True, "UTF-8"),
@@ -85,6 +90,7 @@ JUNK = {
     "long-header": ("header.csv", _long_header, 1, (64 << 10) + 1, "max_header_bytes"),
     "long-cell": ("cell.csv", _long_cell, 3, None, "max_cell_bytes"),
     "gzip-bomb": ("bomb.csv.gz", _gzip_bomb, 2, MIB + 1, "max_line_bytes"),
+    "deep-jsonl": ("deep.jsonl", _deep_jsonl, 1, None, "one JSON object per line"),
 }
 
 PROBE = r"""
@@ -195,3 +201,14 @@ def test_prepare_refuses_junk_with_exit_2_and_one_short_line(tmp_path, kind):
     assert len(lines) == 1 and len(lines[0]) <= 300, p.stderr[-2000:]
     assert re.match(rf"error: {re.escape(str(junk))}:1:\d+: ", lines[0]), lines[0]  # file:line:offset
     assert not (tmp_path / "b").exists()
+
+
+def test_a_parquet_bomb_is_refused_from_its_footer(tmp_path):
+    """A few compressed kilobytes holding a 150 MB cell: refused before anything is decoded."""
+    path = tmp_path / "bomb.parquet"
+    pl.DataFrame({"user_id": ["u1", "u2"], "item_id": ["x" * (150 * MIB), "i2"], "category": ["b", "b"]}).write_parquet(
+        path, compression="zstd")
+    assert path.stat().st_size < MIB
+    out = probe(path)
+    assert out["error"] == "DataError" and "max_cell_bytes" in out["message"] and "item_id" in out["message"], out
+    assert out["rss_mb"] < RSS_BOUND_MB, f"{out['rss_mb']:.0f} MB extra peak memory"

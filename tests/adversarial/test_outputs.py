@@ -143,3 +143,40 @@ def test_a_long_message_is_cut_to_one_line(tmp_path):
     cfg.write_text("data:\n  ? " + "k" * 5000 + "\n  : 1\n")  # an explicit key: YAML caps implicit ones
     line = one_error_line(cli("prepare", str(cfg)))
     assert "unknown key" in line and line.endswith("...")
+
+
+def test_training_anew_drops_the_versions_of_the_model_it_replaces(trained, tmp_path):
+    """`update` writes out/versions/vNNNN from the model in `out`; `serve` serves the newest. A new
+    model trained into that `out` takes the stale versions with it, so serve and recommend agree."""
+    import shutil
+
+    from crossrec.config import load_config
+    from crossrec.pipeline import service_loader
+    from crossrec.serving.update import newest_version
+
+    root, cfg = trained
+    out = tmp_path / "model"
+    shutil.copytree(root / "model", out)
+    (out / "versions" / "v0001").mkdir(parents=True)
+    shutil.copytree(root / "model", out / "versions" / "v0001" / "model")
+    shutil.copytree(root / "bundle", out / "versions" / "v0001" / "bundle")
+    assert newest_version(out, root / "bundle")[2] == "v0001"
+    r = cli("train", str(cfg), f"--out={out}", "--model.name=pop")
+    assert r.returncode == 0, r.stderr
+    assert not (out / "versions").exists() and newest_version(out, root / "bundle")[2] == "v0000"
+    served = service_loader(load_config(cfg, [f"--out={out}"]))()
+    assert served.name == "pop"  # the new model, not the stale v0001 (an mf)
+    assert not [p for p in out.iterdir() if "crossrec-tmp" in p.name]
+
+
+def test_a_store_item_of_an_unknown_category_is_a_clear_error(trained, tmp_path):
+    from crossrec.data.bundle import Bundle
+    from crossrec.serving.artifact import load_artifact
+    from crossrec.serving.service import Service
+    from crossrec.serving.store import SQLiteStore, StoreError
+
+    root, _ = trained
+    store = SQLiteStore(tmp_path / "store.sqlite")
+    store.add_item("n1", "gone", "a title", None, None)
+    with pytest.raises(StoreError, match=r"store\.sqlite: item 'n1' is in category 'gone'"):
+        Service(load_artifact(root / "model"), Bundle.load(root / "bundle"), store=store)

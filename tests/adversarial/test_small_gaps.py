@@ -76,3 +76,43 @@ def test_dim_below_one_from_the_command_line():
 
     with pytest.raises(ConfigError, match=r"model\.dim=-3; expected an integer >= 1"):
         load_config(None, ["--model.dim=-3"])
+
+
+@pytest.mark.parametrize("override", ["--serve.port=99999", "--serve.port=0", "--serve.batch_wait_ms=inf",
+                                      "--serve.batch_wait_ms=1e13", "--serve.batch_wait_ms=nan",
+                                      "--serve.max_body_bytes=0"])
+def test_serve_settings_are_checked_when_the_config_loads(override):
+    """A port out of range, a batch wait that kills the batcher's worker: refused before any work."""
+    from crossrec.config import load_config
+    from crossrec.typed import ConfigError
+
+    with pytest.raises(ConfigError, match=override.split("=")[0].lstrip("-").replace(".", r"\.")):
+        load_config(None, [override])
+
+
+def test_a_config_that_is_a_device_is_refused_without_reading_it(tmp_path):
+    from crossrec.typed import ConfigError, read_config_file
+
+    link = tmp_path / "zero.yaml"
+    link.symlink_to("/dev/zero")
+    with pytest.raises(ConfigError, match="not a regular file"):
+        read_config_file(link)
+
+
+def test_a_yaml_merge_key_is_refused(tmp_path):
+    from crossrec.typed import ConfigError, read_config_file
+
+    cfg = tmp_path / "m.yaml"
+    cfg.write_text("train:\n  <<: {epochs: 1}\n")
+    with pytest.raises(ConfigError, match=r"m\.yaml:2: YAML merge keys"):
+        read_config_file(cfg)
+
+
+def test_an_error_line_prints_names_as_they_are(tmp_path):
+    """rich would turn `:-1:` into an emoji: names from the user or the data are printed as text."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "crossrec.cli", "train", ":-1:.yaml"], capture_output=True, text=True,
+                       cwd=tmp_path, timeout=120)
+    assert r.returncode == 2 and ":-1:.yaml" in r.stderr, r.stderr

@@ -233,6 +233,7 @@ def _load(
                 expected = f"column names of at most {limits.max_header_bytes} bytes together (data.max_header_bytes)"
                 raise DataError(file, None, None, expected, f"{len(names)} columns ({_names(names)})")
             _check_columns(file, None, names, needed)
+            _check_parquet_sizes(data, file, needed, limits)
             df = pl.read_parquet(io.BytesIO(data), columns=list(needed) if needed is not None else None)
         except DataError:
             raise
@@ -426,13 +427,33 @@ def _vector_columns(raw: pl.DataFrame, cols: list[str], file: str) -> tuple[list
     return cols, raw.select(exprs).to_numpy()
 
 
+def _check_parquet_sizes(data: bytes, file: str, needed: typing.Any, limits: Limits) -> None:
+    """Refuse, from the footer alone, a column chunk that decodes to more than its values may hold
+    (`max_cell_bytes` each, plus 1 MiB): a few compressed kilobytes cannot expand into gigabytes
+    before the cell check sees them. Memory stays bounded by rows x `max_cell_bytes`."""
+    import pyarrow.parquet as pq
+
+    meta = pq.ParquetFile(io.BytesIO(data)).metadata
+    for g in range(meta.num_row_groups):
+        group = meta.row_group(g)
+        for j in range(group.num_columns):
+            chunk = group.column(j)
+            name = chunk.path_in_schema
+            if needed is not None and name not in needed:
+                continue
+            bound = chunk.num_values * limits.max_cell_bytes + (1 << 20)
+            if chunk.total_uncompressed_size > bound:
+                raise DataError(file, None, name, f"values of at most {limits.max_cell_bytes} bytes (data.max_cell_bytes)",
+                                f"{chunk.total_uncompressed_size} bytes for {chunk.num_values} values in row group {g}")
+
+
 def _first_keys_of(data: bytes) -> list[str]:
     """The keys of the first JSON record (for error messages and format detection)."""
     for raw in io.BytesIO(data):
         if raw.strip():
             try:
                 record = json.loads(raw)
-            except ValueError:
+            except (ValueError, RecursionError):  # the reader reports the line (nested too deeply, ...)
                 return []
             return list(record) if isinstance(record, dict) else []
     return []

@@ -21,7 +21,7 @@ class ServeConfig(Checked):
     hnsw_above: int = 200_000  # (int) index=auto: categories with more items get an HNSW index
     rerank_pool: int = 200  # (int) candidates the index returns for the exact re-rank of models with user-item terms (the flagship's neighbourhood)
     batch_max: int = 64  # (int) most /recommend requests answered by one batched search (micro-batching)
-    batch_wait_ms: float = 0.0  # (float) how long a lone /recommend request waits for others to batch with (0: answered at once; a burst batches by itself)
+    batch_wait_ms: float = 0.0  # (float) how long a lone /recommend request waits for others to batch with, 0..10000 (0: answered at once; a burst batches by itself)
     max_k: int = 100  # (int) the largest k a request may ask for
     explain_top: int = 3  # (int) history items named per explanation
     store: str | None = None  # (str|None) feedback / new-item database; None = <out>/serving/store.sqlite
@@ -31,8 +31,8 @@ class ServeConfig(Checked):
     max_body_bytes: int = 65_536  # (int) largest request body accepted
 
     def validate(self) -> None:
-        if self.batch_wait_ms < 0:
-            raise ValueError(f"serve.batch_wait_ms={self.batch_wait_ms}; expected >= 0")
+        if not 0 <= self.batch_wait_ms <= 10_000:  # NaN fails too; a lone request never waits over 10 s
+            raise ValueError(f"serve.batch_wait_ms={self.batch_wait_ms}; expected 0..10000 (milliseconds)")
         for name in ("hnsw_above", "rerank_pool", "batch_max", "max_k", "explain_top", "max_body_bytes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"serve.{name}={getattr(self, name)}; expected >= 1")

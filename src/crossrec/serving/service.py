@@ -52,7 +52,7 @@ from crossrec.serving.config import ServeConfig
 from crossrec.serving.errors import ServingError
 from crossrec.serving.explain import Explanations
 from crossrec.serving.index import ItemIndex
-from crossrec.serving.store import Store
+from crossrec.serving.store import Store, StoreError
 
 EVENT = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 
@@ -102,6 +102,11 @@ class Service(Explanations):
                 if hasattr(m, "contributions") else []
         if store is not None:
             for row in store.items():
+                if row["category"] not in self._cat:  # a store shared with, or kept from, other data
+                    where = getattr(store, "path", "the store")
+                    raise StoreError(f"{where}: item {str(row['item'])[:60]!r} is in category "
+                                     f"{str(row['category'])[:60]!r}, which the served model does not have; "
+                                     "serve with the store of this model (serve.store)")
                 self._insert_item(row["item"], self._cat[row["category"]], row["title"], row["description"], row["image"])
             for user, item, _, _ in store.all_feedback():
                 if item in self._items:
