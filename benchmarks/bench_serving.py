@@ -34,7 +34,7 @@ from crossrec.data.batch import Sizes  # noqa: E402
 from crossrec.data.prepare import PrepareConfig, prepare  # noqa: E402
 from crossrec.data.synthetic import SyntheticConfig, generate  # noqa: E402
 from crossrec.models.per_category import build  # noqa: E402
-from crossrec.serving.artifact import load_artifact, save_artifact  # noqa: E402
+from crossrec.artifact import load_artifact, save_artifact  # noqa: E402
 from crossrec.serving.config import ServeConfig  # noqa: E402
 from crossrec.serving.index import ItemIndex, recall_against_exact  # noqa: E402
 from crossrec.serving.service import Service  # noqa: E402

@@ -23,7 +23,7 @@ import polars as pl
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, write_results  # noqa: E402
 
-from crossrec.evaluation.experiment_report import ExperimentResult  # noqa: E402
+from crossrec.experiment.results import ExperimentResult  # noqa: E402
 from crossrec.experiment.spec import load_experiment  # noqa: E402
 
 

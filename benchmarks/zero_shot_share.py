@@ -35,7 +35,7 @@ from crossrec.data.bundle import Bundle  # noqa: E402
 from crossrec.evaluation.config import EvalConfig  # noqa: E402
 from crossrec.evaluation.evaluator import Evaluator  # noqa: E402
 from crossrec.evaluation.remap import Remapped  # noqa: E402
-from crossrec.serving.artifact import load_artifact  # noqa: E402
+from crossrec.artifact import load_artifact  # noqa: E402
 
 NAME = "text_zero-shot_like-for-like"
 

@@ -86,9 +86,22 @@ def _fail(err: BaseException, code: int = 2) -> None:
     raise typer.Exit(code=code)
 
 
-# Bad input: data, config, paths, damaged files (ValueError covers DataError, ConfigError,
-# OutputError, CorruptFileError, ProvenanceError); a diverging loss is an ArithmeticError.
-USER_ERRORS = (ValueError, KeyError, OSError, ArithmeticError)
+from errno import EDQUOT, ENOSPC  # noqa: E402
+
+from crossrec.errors import CrossrecError  # noqa: E402  (imports nothing from crossrec: cheap)
+
+# Bad input, exit 2: every CrossrecError (errors.py: data, config, stored files, outputs, requests,
+# a diverging loss), and an OSError about a path (one that names its file: not found, permission
+# denied, is a directory...) or a full disk. Anything else, a ValueError or KeyError included, is a
+# bug in crossrec: exit 1, "internal error, please report it".
+USER_ERRORS = (CrossrecError,)
+_DISK_FULL = (ENOSPC, EDQUOT)  # the machine's state, not crossrec's fault
+
+
+def _is_user_error(err: BaseException) -> bool:
+    if isinstance(err, USER_ERRORS):
+        return True
+    return isinstance(err, OSError) and (err.filename is not None or err.errno in _DISK_FULL)
 
 
 def _guard(fn):
@@ -103,10 +116,8 @@ def _guard(fn):
         except KeyboardInterrupt:
             _print_error("interrupted")
             raise typer.Exit(code=130) from None
-        except USER_ERRORS as e:
-            _fail(e)
-        except Exception as e:  # a bug: still one line, with the type for the report
-            _fail(e, code=1)
+        except Exception as e:  # bad input: exit 2; a bug: exit 1, still one line, with the type for the report
+            _fail(e, code=2 if _is_user_error(e) else 1)
 
     return run
 
@@ -156,7 +167,7 @@ def train(
 ) -> None:
     """Train model.name (single or pooled) on the prepared Bundle; write the artifact to `out`."""
     from crossrec.pipeline import train as run_train
-    from crossrec.training import distributed
+    from crossrec import distributed
 
     if nproc > 1 and not distributed.launched():
         _torchrun(nproc, config, list(ctx.args) + (["--resume"] if resume else []))
@@ -235,7 +246,7 @@ def serve(ctx: typer.Context, config: Optional[Path] = CONFIG_ARG) -> None:
 
     import uvicorn
 
-    from crossrec.pipeline import service_loader
+    from crossrec.serving.loader import service_loader
     from crossrec.serving.api import create_app
 
     cfg = _config(config, ctx)
@@ -252,7 +263,9 @@ def serve(ctx: typer.Context, config: Optional[Path] = CONFIG_ARG) -> None:
         if sock is not None:
             sock.close()
         reason = (e.strerror or str(e)).lower()
-        raise ValueError(f"cannot listen on {host}:{port}: {reason} (is another server using it? "
+        from crossrec.errors import ConfigError
+
+        raise ConfigError(f"cannot listen on {host}:{port}: {reason} (is another server using it? "
                          "choose another with --serve.port)") from None
     try:
         app_ = create_app(service_loader(cfg), cfg.serve)
@@ -276,10 +289,11 @@ def update(
     """Fine-tune the served model on its stored feedback and new interaction files into a new
     version under out/versions/ (the served one is never overwritten; POST /admin/reload swaps the
     new one in)."""
-    from crossrec.serving.update import update as run_update
+    from crossrec.serving.loader import stored_feedback
+    from crossrec.update import update as run_update
 
     cfg = _config(config, ctx)
-    done = run_update(cfg, list(interactions or []))
+    done = run_update(cfg, list(interactions or []), stored_feedback(cfg))
     if not done["updated"]:
         console.print(f"nothing to learn: {done['events']} events ({done['file_rows']} from files), none new for known "
                       "users and items; "
@@ -354,7 +368,7 @@ def report(
     out: Optional[Path] = typer.Option(None, "--out", help="Output directory (default: RUN_DIR/report)."),
 ) -> None:
     """Render an experiment as one self-contained HTML page plus PNGs (opens offline)."""
-    from crossrec.evaluation.html_report import write_report
+    from crossrec.experiment.html_report import write_report
 
     path = write_report(run_dir, tuning, exposure_curve, out)
     console.print(f"wrote {path} and its figures in {path.parent}")

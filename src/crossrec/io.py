@@ -32,6 +32,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
+from crossrec.errors import ArtifactError, MissingArtifactError, MissingInputError, OutputError  # noqa: F401
+
 if TYPE_CHECKING:  # torch is imported where tensors are handled, so data code can use this module
     import torch
 
@@ -54,10 +56,6 @@ KINDS: dict[str, tuple[tuple[str, ...], str]] = {
 
 
 _HELD: dict[str, int] = {}  # lock files this process holds -> nesting depth
-
-
-class OutputError(ValueError):
-    """An output path crossrec will not write to (not its own, or busy with another run)."""
 
 
 def _umask() -> int:
@@ -347,7 +345,7 @@ def claim_output(root: str | Path, kind: str, what: str) -> Iterator[Path]:
         yield root
 
 
-class CorruptFileError(ValueError):
+class CorruptFileError(ArtifactError):
     """A file crossrec wrote earlier that cannot be read back (truncated, edited, wrong checksum)."""
 
 
@@ -367,7 +365,7 @@ def read_json(path: str | Path, what: str = "JSON file") -> Any:
     """Read a JSON file crossrec wrote; a missing, unreadable or damaged file is a clear error."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{str(path)!r} not found; expected {_a(what)}")
+        raise MissingArtifactError(f"{str(path)!r} not found; expected {_a(what)}")
     try:
         return json.loads(path.read_text())
     except UnicodeDecodeError as e:
@@ -410,7 +408,7 @@ def load_tensors(path: str | Path, device: str = "cpu", sha256: str | None = Non
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{str(path)!r} not found")
+        raise MissingArtifactError(f"{str(path)!r} not found")
     if sha256 is not None:
         got = file_sha256(path)
         if got != sha256:
@@ -507,7 +505,7 @@ def verify_checksums(root: str | Path, what: str, required: bool = True, remedy:
     for name, sha in files.items():
         file = root / name
         if not file.is_file():
-            raise FileNotFoundError(f"{file} not found; the {what} is incomplete{tail}")
+            raise MissingArtifactError(f"{file} not found; the {what} is incomplete{tail}")
         if file_sha256(file) != sha:
             where, why = str(file), ""
             if name.endswith(".json"):  # say where a damaged JSON file breaks, if it does

@@ -18,7 +18,7 @@ import random
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -29,20 +29,21 @@ from crossrec.data.batch import Sizes
 from crossrec.data.bundle import Bundle
 from crossrec.data.prepare import prepare
 from crossrec.data.schema import ColumnMap, ItemColumnMap
-from crossrec.encoders.image import attach_images, reads_images
+from crossrec.encoders.image import attach_images
 from crossrec.encoders.text import attach_text
+from crossrec.errors import ConfigError, NumericError
 from crossrec.evaluation.evaluator import EvalConfig, EvalResult, Evaluator
 from crossrec.io import TMP_TAG, OutputError, claim_output, name_slug, read_json, write_marker
-from crossrec.models.base import Trainable, TrainsEncoder, reads_text
+from crossrec.models.base import Trainable, TrainsEncoder, reads_images, reads_text
 from crossrec.models.per_category import PerCategory, build
-from crossrec.serving.artifact import (
+from crossrec.artifact import (
     Artifact,
     bundle_provenance,
     check_bundle,
     load_artifact,
     save_artifact,
 )
-from crossrec.training import distributed
+from crossrec import distributed
 from crossrec.training.trainer import Trainer
 from crossrec.training.transfer import plan, run_stages, stage_summary
 from crossrec.typed import from_dict
@@ -88,13 +89,13 @@ def _load_tables(cfg: RunConfig, readers: Any) -> RawData:
         return RawData(inter, items, ())
     if d.dataset is not None:
         if d.root is None:
-            raise ValueError(f"data.dataset={d.dataset!r} needs data.root (the dataset's folder)")
+            raise ConfigError(f"data.dataset={d.dataset!r} needs data.root (the dataset's folder)")
         from crossrec.data.datasets import read_dataset
 
         raw = read_dataset(d.dataset, d.root, limits=d.limits())
         return RawData(raw.interactions, raw.items, tuple(raw.sources))
     if d.interactions is None:
-        raise ValueError("set data.dataset (+ data.root) or data.interactions (+ data.items)")
+        raise ConfigError("set data.dataset (+ data.root) or data.interactions (+ data.items)")
     inter = readers.read_interactions(d.interactions, from_dict(ColumnMap, d.columns, "data.columns."), d.format, d.sep,
                                      limits=d.limits())
     items = (readers.read_items(d.items, from_dict(ItemColumnMap, d.item_columns, "data.item_columns."), d.format,
@@ -230,7 +231,7 @@ def _drop_stale_versions(out: Path) -> None:
 def _attach_live_encoder(model: Any, bundle: Bundle, cfg: RunConfig) -> None:
     """encoder.finetune: the model trains the language model too (set up first: it needs the cache)."""
     if not isinstance(model, TrainsEncoder) or isinstance(model, PerCategory) or not reads_text(model):
-        raise ValueError(f"encoder.finetune={cfg.encoder.finetune!r}: model {cfg.model.name!r} ({cfg.model.mode}) "
+        raise ConfigError(f"encoder.finetune={cfg.encoder.finetune!r}: model {cfg.model.name!r} ({cfg.model.mode}) "
                          "does not train a text encoder; the pooled crossrec with a text item_tower does")
     from crossrec.encoders.finetune import LiveTextEncoder
     from crossrec.encoders.text import bundle_texts
@@ -255,7 +256,7 @@ def recommend(
 ) -> pl.DataFrame:
     """Top-k items of one category for one raw user id, with titles and scores."""
     if k < 1:
-        raise ValueError(f"-k {k}: expected at least 1 item")
+        raise ConfigError(f"-k {k}: expected at least 1 item")
     art = artifact if isinstance(artifact, Artifact) else load_artifact(artifact)
     check_bundle(art, bundle)
     c = bundle.category_id(category)
@@ -264,7 +265,7 @@ def recommend(
         scores = art.model.score(torch.tensor([u]), c)[0].float().clone()  # [n_items(c)]
     bad = int((torch.isnan(scores) | (scores == torch.inf)).sum())  # -inf is a model's mask; NaN, +inf are broken
     if bad:
-        raise ArithmeticError(f"model {art.name!r} in {str(art.root)!r} gave {bad} non-finite scores for user "
+        raise NumericError(f"model {art.name!r} in {str(art.root)!r} gave {bad} non-finite scores for user "
                               f"{user[:60]!r} in category {str(category)[:60]!r}; the artifact is damaged or its "
                               "training diverged: train it again")
     if exclude_seen:
@@ -282,28 +283,3 @@ def recommend(
             "score": top.values.numpy(),
         }
     )
-
-
-def service_loader(cfg: RunConfig) -> Callable[[], Any]:
-    """A function that builds the Service of `cfg.out` (called at start and on reload): the newest
-    version there (`crossrec update` writes them; serving/update.py), its Bundle (with item text
-    vectors when the model reads text), and the store (`serve.store`, default
-    <out>/serving/store.sqlite), opened once and shared across reloads."""
-    from crossrec.serving.service import Service
-    from crossrec.serving.store import SQLiteStore
-    from crossrec.serving.update import newest_version
-
-    stores: list[SQLiteStore] = []
-
-    def load() -> Any:
-        art_dir, bundle_dir, _ = newest_version(cfg.out, cfg.data.bundle)
-        art = load_artifact(art_dir)  # first: a wrong `out` must not get a store directory
-        bundle = Bundle.load(bundle_dir)
-        if not stores:
-            stores.append(SQLiteStore(cfg.serve.store or Path(cfg.out) / "serving" / "store.sqlite"))
-        store = stores[0]
-        if reads_text(art.model):
-            attach_text(bundle, cfg.encoder, progress=False)
-        return Service(art, bundle, cfg.serve, store, cfg.encoder)
-
-    return load

@@ -13,9 +13,7 @@ from dataclasses import fields, is_dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-
-class ConfigError(ValueError):
-    """A configuration key or value that is unknown or of the wrong type."""
+from crossrec.errors import ConfigError  # defined there; importable from here too
 
 
 _LITERALS: dict[type, list[tuple[str, Any]]] = {}

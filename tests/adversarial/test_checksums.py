@@ -129,7 +129,7 @@ def test_an_artifact_records_every_file(run):
 @pytest.mark.parametrize("how", HOW)
 @pytest.mark.parametrize("name", ARTIFACT_FILES)
 def test_a_flipped_byte_in_an_artifact_is_an_error_naming_the_file(run, tmp_path, name, how):
-    from crossrec.serving.artifact import load_artifact
+    from crossrec.artifact import load_artifact
 
     tmp, cfg = run
     art = tmp_path / "model"
@@ -143,7 +143,7 @@ def test_a_flipped_byte_in_an_artifact_is_an_error_naming_the_file(run, tmp_path
 
 def test_an_artifact_without_checksums_still_checks_its_tensors(run, tmp_path):
     """Written before checksums.json existed: its recorded tensors_sha256 is still verified."""
-    from crossrec.serving.artifact import load_artifact
+    from crossrec.artifact import load_artifact
 
     tmp, _ = run
     art = tmp_path / "model"

@@ -17,9 +17,9 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from crossrec.config import load_config
-from crossrec.pipeline import service_loader
+from crossrec.serving.loader import service_loader
 from crossrec.serving.api import create_app
-from crossrec.serving.artifact import load_artifact
+from crossrec.artifact import load_artifact
 from crossrec.serving.config import ServeConfig
 from crossrec.serving.service import Service
 from tests.unit.serving.test_service import trained

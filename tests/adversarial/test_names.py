@@ -149,7 +149,7 @@ def test_serve_every_hostile_category(hostile):
 
 
 def test_experiment_and_report_with_hostile_categories(hostile, tmp_path):
-    from crossrec.evaluation.html_report import write_report
+    from crossrec.experiment.html_report import write_report
     from crossrec.experiment import load_experiment, run_experiment
 
     root, work, names, bundle, *_ = hostile

@@ -151,8 +151,8 @@ def test_training_anew_drops_the_versions_of_the_model_it_replaces(trained, tmp_
     import shutil
 
     from crossrec.config import load_config
-    from crossrec.pipeline import service_loader
-    from crossrec.serving.update import newest_version
+    from crossrec.serving.loader import service_loader
+    from crossrec.update import newest_version
 
     root, cfg = trained
     out = tmp_path / "model"
@@ -171,7 +171,7 @@ def test_training_anew_drops_the_versions_of_the_model_it_replaces(trained, tmp_
 
 def test_a_store_item_of_an_unknown_category_is_a_clear_error(trained, tmp_path):
     from crossrec.data.bundle import Bundle
-    from crossrec.serving.artifact import load_artifact
+    from crossrec.artifact import load_artifact
     from crossrec.serving.service import Service
     from crossrec.serving.store import SQLiteStore, StoreError
 

@@ -31,7 +31,7 @@ SERVER = textwrap.dedent("""
     import sys, torch, uvicorn
     from crossrec.data.bundle import Bundle
     from crossrec.serving.api import create_app
-    from crossrec.serving.artifact import load_artifact
+    from crossrec.artifact import load_artifact
     from crossrec.serving.service import Service
     from crossrec.serving.store import SQLiteStore
     torch.set_num_threads(1)

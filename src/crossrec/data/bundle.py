@@ -37,6 +37,7 @@ import polars as pl
 import scipy.sparse as sp
 
 from crossrec.data.schema import SCHEMA_VERSION, DataError
+from crossrec.errors import MissingArtifactError, UnknownNameError
 from crossrec.io import (
     CorruptFileError,
     atomic_dir,
@@ -56,7 +57,7 @@ def split_code(split: str) -> int:
     try:
         return SPLIT_CODES[split]
     except KeyError:
-        raise ValueError(f"unknown split {split!r}; expected one of {list(SPLIT_CODES)}") from None
+        raise UnknownNameError(f"unknown split {split!r}; expected one of {list(SPLIT_CODES)}") from None
 
 
 @dataclass(eq=False)
@@ -100,9 +101,9 @@ class Bundle:
             try:
                 return self.categories.index(category)
             except ValueError:
-                raise KeyError(f"unknown category {category!r}; have {self.categories}") from None
+                raise UnknownNameError(f"unknown category {category!r}; have {self.categories}") from None
         if not 0 <= int(category) < self.n_categories:
-            raise KeyError(f"category index {category} out of range 0..{self.n_categories - 1}")
+            raise UnknownNameError(f"category index {category} out of range 0..{self.n_categories - 1}")
         return int(category)
 
     @cached_property
@@ -188,7 +189,7 @@ class Bundle:
         try:
             return self._user_lookup[self.user_key(raw)]
         except KeyError:
-            raise KeyError(f"unknown user {raw!r}") from None
+            raise UnknownNameError(f"unknown user {raw!r}") from None
 
     def item_titles(self) -> list[str]:
         """[n_items] titles (empty string where the source had none)."""
@@ -367,7 +368,7 @@ INTERACTION_COLUMNS = ("user", "item", "category", "split")
 
 def _read_parquet(path: Path, need: tuple[str, ...]) -> pl.DataFrame:
     if not path.is_file():
-        raise FileNotFoundError(f"{str(path)!r} not found; the bundle is incomplete: prepare it again")
+        raise MissingArtifactError(f"{str(path)!r} not found; the bundle is incomplete: prepare it again")
     try:
         df = pl.read_parquet(path)
     except Exception as e:  # polars raises several error types for a damaged file

@@ -32,6 +32,7 @@ from crossrec.data.schema import (
     ItemColumnMap,
     Limits,
 )
+from crossrec.errors import ConfigError, MissingInputError, UnknownNameError
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,7 @@ def read_amazon_reviews(
         DataError: as in `read_interactions`, at the file and line of the bad row.
     """
     if shared_items not in ("error", "first"):
-        raise ValueError(f"shared_items={shared_items!r}; expected 'error' or 'first'")
+        raise ConfigError(f"shared_items={shared_items!r}; expected 'error' or 'first'")
     inters, metas, review_files, meta_files = [], [], [], []
     for category, (reviews, meta) in files.items():
         new = bool(_first_keys(reviews, limits) & {"user_id", "parent_asin"})  # the 2023 release
@@ -169,7 +170,7 @@ def read_dataset(name: str, root: str | Path, limits: Limits | None = None) -> R
     """Read a built-in dataset by name from its folder (see `DATASETS`); `limits` as in
     `readers.read_interactions`."""
     if name not in DATASETS:
-        raise KeyError(f"unknown dataset {name!r}; known datasets: {', '.join(sorted(DATASETS))}")
+        raise UnknownNameError(f"unknown dataset {name!r}; known datasets: {', '.join(sorted(DATASETS))}")
     return DATASETS[name](root, limits=limits)
 
 
@@ -206,5 +207,5 @@ def _join_json_lists(col: pl.Expr) -> pl.Expr:
 def _need(root: Path, name: str) -> Path:
     path = root / name
     if not path.is_file():
-        raise FileNotFoundError(f"{str(path)!r} not found; expected the dataset folder with {name}")
+        raise MissingInputError(f"{str(path)!r} not found; expected the dataset folder with {name}")
     return path

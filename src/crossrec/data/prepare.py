@@ -39,9 +39,9 @@ Example:
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Sequence
 
 import numpy as np
 import polars as pl
@@ -49,51 +49,12 @@ import polars as pl
 from crossrec import __version__
 from crossrec.data import protocols
 from crossrec.data.bundle import SPLIT_CODES, Bundle
+from crossrec.data.config import SPLIT_STRATEGIES, PrepareConfig  # noqa: F401  (PrepareConfig: its home for users)
 from crossrec.data.pseudonym import key_from_env, manifest_entry, pseudonymise_users
 from crossrec.data.schema import CATEGORY_RULE, SCHEMA_VERSION, DataError, category_name_problem
 from crossrec.data.validate import show
+from crossrec.errors import InputDataError
 from crossrec.io import file_sha256
-from crossrec.typed import Checked
-
-SPLIT_STRATEGIES = ("leave_last_out", "temporal", "random", "given")
-
-
-@dataclass(frozen=True)
-class PrepareConfig(Checked):
-    """How raw interactions become a Bundle."""
-
-    section = "prepare"
-
-    split: Literal["leave_last_out", "temporal", "random", "given"] = "leave_last_out"  # (str) leave_last_out | temporal | random | given
-    valid: bool = True  # (bool) hold out a validation split (for early stopping)
-    test_ratio: float = 0.2  # (float) temporal / random: share of interactions in test
-    valid_ratio: float = 0.1  # (float) temporal / random: share of interactions in valid
-    k_core: int = 0  # (int) keep users and items with >= k interactions (0 = off); iterated
-    k_core_scope: Literal["global", "category"] = "global"  # (str) global: counts over all categories | category: within each
-    dedupe: Literal["last", "first", "none"] = "last"  # (str) repeated (user, item): keep "last" | "first" | "none"
-    cold_user_fraction: float = 0.0  # (float) cold-start user protocol: share of multi-category users
-    cold_user_category: str | None = None  # (str|None) target category of that protocol; None = random
-    cold_user_valid_fraction: float = 0.0  # (float) with a validation split: a further share of multi-category users (not those of the test draw) whose rows in one category go to validation, so new-to-category users are tuned and calibrated on (the new-user prior's weight: models/crossrec/prior.py)
-    cold_item_fraction: float = 0.0  # (float) cold-start item protocol: share of items whose every interaction goes to test (or valid: next option)
-    cold_item_valid_share: float = 0.5  # (float) share of those cold items whose interactions go to validation instead of test (with a validation split; 0 = all to test): what a model is tuned and calibrated on
-    zero_shot_category: str | None = None  # (str|None) zero-shot protocol: every interaction of this category goes to test
-    keep_unused_items: bool = False  # (bool) keep catalogue items that have no interaction at all
-    seed: int = 0  # (int) seed of the random split and the cold-start user draw
-    pseudonymise: bool = False  # (bool) replace raw user ids by HMAC-SHA256 under the key in $CROSSREC_PSEUDONYM_KEY (never stored; data/pseudonym.py)
-
-    def validate(self) -> None:
-        for name in ("test_ratio", "valid_ratio", "cold_user_fraction", "cold_user_valid_fraction", "cold_item_fraction",
-                     "cold_item_valid_share"):
-            v = getattr(self, name)
-            if not 0.0 <= v < 1.0:
-                raise ValueError(f"prepare.{name}={v}; expected a value in [0, 1)")
-        if self.test_ratio + self.valid_ratio >= 1.0:
-            raise ValueError("prepare.test_ratio + prepare.valid_ratio must be < 1")
-        if self.cold_user_fraction + self.cold_user_valid_fraction >= 1.0:
-            raise ValueError("prepare.cold_user_fraction + prepare.cold_user_valid_fraction must be < 1")
-        if self.k_core < 0:
-            raise ValueError(f"prepare.k_core={self.k_core}; expected >= 0")
-
 
 def prepare(
     interactions: pl.DataFrame | pl.LazyFrame,
@@ -155,7 +116,7 @@ def prepare(
     if cfg.k_core > 0:
         df = _k_core(df, cfg.k_core, cfg.k_core_scope)
         if df.height == 0:
-            raise ValueError(f"k_core={cfg.k_core} removed every interaction; lower prepare.k_core")
+            raise InputDataError(f"k_core={cfg.k_core} removed every interaction; lower prepare.k_core")
 
     df, users, items_out, categories = _map_ids(df, items, cfg.keep_unused_items)
     df = _split(df, cfg)
@@ -194,7 +155,7 @@ def _align_vectors(items: pl.DataFrame, ids: Sequence[str], vectors: np.ndarray)
     """Rows of `vectors` reordered to the Bundle's item ids: ([n_items, d], present [n_items])."""
     vectors = np.asarray(vectors, dtype=np.float32)
     if vectors.ndim != 2 or len(vectors) != len(ids):
-        raise ValueError(f"image vectors: expected [{len(ids)}, d] for {len(ids)} ids, got {vectors.shape}")
+        raise InputDataError(f"image vectors: expected [{len(ids)}, d] for {len(ids)} ids, got {vectors.shape}")
     keyed = pl.DataFrame({"raw_item": [str(i) for i in ids], "_row": np.arange(len(ids), dtype=np.int64)})
     rows = items.select("item", "raw_item").join(keyed, on="raw_item", how="left").sort("item")["_row"]
     present = rows.is_not_null().to_numpy()
@@ -350,7 +311,7 @@ def _check_split(df: pl.DataFrame, cfg: PrepareConfig) -> None:
     size = f"after filtering{f' (prepare.k_core={cfg.k_core})' if cfg.k_core else ''}, {df.height} interactions of " \
            f"{df['user'].n_unique()} users"
     if n_train == 0:
-        raise ValueError(f"too little data to split: {size}, and prepare.split={cfg.split} left none for training")
+        raise InputDataError(f"too little data to split: {size}, and prepare.split={cfg.split} left none for training")
     per_group = df.group_by("user", "category").len()["len"]
     most = int(per_group.max() or 0)
     if cfg.split == "leave_last_out":
@@ -365,7 +326,7 @@ def _check_split(df: pl.DataFrame, cfg: PrepareConfig) -> None:
     else:
         why = (f"prepare.split=temporal found no interaction after the {1 - cfg.test_ratio:g} quantile of time "
                f"({df['order'].n_unique()} distinct times)")
-    raise ValueError(f"too little data to split: {size}, none for test: {why}")
+    raise InputDataError(f"too little data to split: {size}, none for test: {why}")
 
 
 def _slices(df: pl.DataFrame) -> pl.DataFrame:

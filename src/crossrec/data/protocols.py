@@ -16,9 +16,10 @@ from typing import TYPE_CHECKING
 import polars as pl
 
 from crossrec.data.bundle import SPLIT_CODES
+from crossrec.errors import ConfigError
 
 if TYPE_CHECKING:
-    from crossrec.data.prepare import PrepareConfig
+    from crossrec.data.config import PrepareConfig
 
 
 def _to_test(df: pl.DataFrame, rows: pl.Expr) -> pl.DataFrame:
@@ -33,7 +34,7 @@ def cold_user_protocol(df: pl.DataFrame, cfg: PrepareConfig, categories: list[st
     multi = active.filter(pl.len().over("user") >= 2)
     if cfg.cold_user_category is not None:
         if cfg.cold_user_category not in categories:
-            raise ValueError(f"prepare.cold_user_category={cfg.cold_user_category!r} not in {categories}")
+            raise ConfigError(f"prepare.cold_user_category={cfg.cold_user_category!r} not in {categories}")
         target = categories.index(cfg.cold_user_category)
         multi = multi.filter(pl.col("category") == target)
     else:
@@ -75,5 +76,5 @@ def cold_item_protocol(df: pl.DataFrame, cfg: PrepareConfig) -> pl.DataFrame:
 def zero_shot_protocol(df: pl.DataFrame, cfg: PrepareConfig, categories: list[str]) -> pl.DataFrame:
     """Move every interaction of one category to test: models train on the others only."""
     if cfg.zero_shot_category not in categories:
-        raise ValueError(f"prepare.zero_shot_category={cfg.zero_shot_category!r} not in {categories}")
+        raise ConfigError(f"prepare.zero_shot_category={cfg.zero_shot_category!r} not in {categories}")
     return _to_test(df, pl.col("category") == categories.index(cfg.zero_shot_category))

@@ -22,12 +22,14 @@ import os
 
 import polars as pl
 
+from crossrec.errors import ConfigError
+
 KEY_ENV = "CROSSREC_PSEUDONYM_KEY"
 MIN_KEY = 16
 _CHECK_LABEL = b"crossrec pseudonym key check"
 
 
-class PseudonymKeyError(ValueError):
+class PseudonymKeyError(ConfigError):
     """The pseudonymisation key is missing, too short, or not the one a Bundle was prepared with."""
 
 

@@ -45,6 +45,7 @@ from crossrec.data.schema import (
     ItemColumnMap,
     Limits,
 )
+from crossrec.errors import ConfigError, MissingInputError
 
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".parquet": "parquet", ".pq": "parquet",
            ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl"}
@@ -222,7 +223,7 @@ def _load(
     if fmt in ("csv", "tsv"):
         sep = sep or ("\t" if fmt == "tsv" else ",")
         if len(sep) != 1 or sep in ('"', "\n", "\r"):
-            raise ValueError(f"data.sep={sep!r}; expected one delimiter character (not a quote or newline)")
+            raise ConfigError(f"data.sep={sep!r}; expected one delimiter character (not a quote or newline)")
     data = _read_bytes(path, fmt, sep, limits)
     if not data.strip():
         raise DataError(file, None, None, "at least one data row", "an empty file")
@@ -313,14 +314,14 @@ def _format(path: str | Path, fmt: str | None) -> str:
     if fmt is not None:
         fmt = {"json": "jsonl", "ndjson": "jsonl"}.get(fmt, fmt)
         if fmt not in set(FORMATS.values()):
-            raise ValueError(f"data.format={fmt!r}; expected one of {sorted(set(FORMATS.values()))}")
+            raise ConfigError(f"data.format={fmt!r}; expected one of {sorted(set(FORMATS.values()))}")
         return fmt
     suffixes = [s.lower() for s in Path(path).suffixes]
     if suffixes and suffixes[-1] == ".gz":
         suffixes.pop()
     if not suffixes or suffixes[-1] not in FORMATS:
         known = sorted(set(FORMATS.values()))
-        raise ValueError(
+        raise ConfigError(
             f"cannot tell the format of {str(path)!r} from its extension; set data.format (fmt= in Python) "
             f"to one of {known}"
         )
@@ -340,7 +341,7 @@ def _read_bytes(path: str | Path, fmt: str, sep: str | None, limits: Limits) -> 
     if file.is_dir():
         raise DataError(name, None, None, "a data file", "a directory")
     if not file.exists():
-        raise FileNotFoundError(f"no such file: {name!r}")
+        raise MissingInputError(f"no such file: {name!r}")
     scan = None
     if fmt in _TEXT_KINDS:
         scan = v.TextScan(name, _TEXT_KINDS[fmt], sep if fmt != "jsonl" else None,

@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from crossrec.errors import ConfigError, InputDataError
+
 # Canonical interaction columns (raw, before id mapping).
 USER = "user"
 ITEM = "item"
@@ -54,7 +56,7 @@ def category_name_problem(name: object) -> str | None:
 SCHEMA_VERSION = 1
 
 
-class DataError(ValueError):
+class DataError(InputDataError):
     """Bad input data, located precisely.
 
     Args:
@@ -140,7 +142,7 @@ class Limits:
         for name in ("max_line_bytes", "max_header_bytes", "max_cell_bytes"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"data.{name}={value!r}; expected an integer >= 1")
+                raise ConfigError(f"data.{name}={value!r}; expected an integer >= 1")
 
 
 @dataclass(frozen=True)
@@ -166,7 +168,7 @@ class ColumnMap:
         out = {USER: self.user, ITEM: self.item}
         if self.category_value is None:
             if self.category is None:
-                raise ValueError("ColumnMap needs either `category` or `category_value`")
+                raise ConfigError("ColumnMap needs either `category` or `category_value`")
             out[CATEGORY] = self.category
         return out
 

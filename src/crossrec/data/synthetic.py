@@ -40,6 +40,7 @@ from crossrec.data.schema import (
     TITLE,
     USER,
 )
+from crossrec.errors import ConfigError
 from crossrec.io import atomic_path
 
 T_START = 1_577_836_800  # 2020-01-01: first possible interaction
@@ -127,18 +128,18 @@ class SyntheticConfig:
     def __post_init__(self) -> None:
         n = len(self.categories)
         if n == 0 or len(set(self.categories)) != n:
-            raise ValueError(f"synthetic.categories={self.categories!r}; expected distinct names")
+            raise ConfigError(f"synthetic.categories={self.categories!r}; expected distinct names")
         if len(self.items_per_category) != n or len(self.interactions_per_user) != n:
-            raise ValueError(
+            raise ConfigError(
                 f"synthetic: {n} categories but {len(self.items_per_category)} items_per_category "
                 f"and {len(self.interactions_per_user)} interactions_per_user; expected one per category"
             )
         if self.n_users < 1 or min(self.items_per_category) < 4 or self.dim < 2:
-            raise ValueError("synthetic: expected n_users >= 1, items_per_category >= 4 and dim >= 2")
+            raise ConfigError("synthetic: expected n_users >= 1, items_per_category >= 4 and dim >= 2")
         if min(self.interactions_per_user) <= 0 or self.temperature <= 0:
-            raise ValueError("synthetic: expected interactions_per_user > 0 and temperature > 0")
+            raise ConfigError("synthetic: expected interactions_per_user > 0 and temperature > 0")
         if not 0.0 <= self.shared_weight <= 1.0 or not 0.0 <= self.new_item_fraction < 0.5:
-            raise ValueError("synthetic: expected shared_weight in [0, 1] and new_item_fraction in [0, 0.5)")
+            raise ConfigError("synthetic: expected shared_weight in [0, 1] and new_item_fraction in [0, 0.5)")
 
 
 def tiny_config(seed: int = 0) -> SyntheticConfig:

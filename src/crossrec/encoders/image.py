@@ -177,10 +177,5 @@ def attach_images(bundle: Bundle, cfg: EncoderConfig, root: str | Path, progress
     return iv
 
 
-def reads_images(model: Any) -> bool:
-    """True for a model whose item tower reads image vectors (`item_tower` naming `image`)."""
-    return "image" in str(getattr(getattr(model, "config", None), "item_tower", ""))
-
-
 __all__ = ["ImageEncoder", "ImageVectors", "SentenceTransformerImages", "attach_images", "bundle_image_paths",
-           "encode_images", "reads_images"]
+           "encode_images"]

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from crossrec.encoders.config import EncoderConfig
+from crossrec.errors import ConfigError
 from crossrec.io import load_tensors, save_tensors
 
 if TYPE_CHECKING:
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class EncoderError(ValueError):
+class EncoderError(ConfigError):
     """A text encoder that cannot be loaded (not installed, not a model directory)."""
 
 
@@ -75,7 +76,7 @@ def item_texts(items: pl.DataFrame, categories: Sequence[str], template: str) ->
     names = [n for _, n in parts if n]
     have = set(items.columns) | {"category"}
     if not any(n in have for n in names):
-        raise ValueError(f"encoder.template={template!r}: none of its fields {names} is an item column "
+        raise ConfigError(f"encoder.template={template!r}: none of its fields {names} is an item column "
                          f"(have: {sorted(have)})")
     cols: dict[str, list[str]] = {}
     for n in dict.fromkeys(names):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from crossrec.errors import ConfigError
 from crossrec.evaluation.report import protocol_label
 
 
@@ -51,15 +52,15 @@ class EvalConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "ks", tuple(int(k) for k in self.ks))
         if not self.ks or min(self.ks) < 1:
-            raise ValueError(f"eval.ks must be positive cut-offs, got {self.ks}")
+            raise ConfigError(f"eval.ks must be positive cut-offs, got {self.ks}")
         protocol_label(self.protocol, self.n_negatives)  # raises on an unknown protocol
         if self.n_negatives < 1:
-            raise ValueError(f"eval.n_negatives must be >= 1, got {self.n_negatives}")
+            raise ConfigError(f"eval.n_negatives must be >= 1, got {self.n_negatives}")
         if self.batch_size < 1:
-            raise ValueError(f"eval.batch_size must be >= 1, got {self.batch_size}")
+            raise ConfigError(f"eval.batch_size must be >= 1, got {self.batch_size}")
         if self.beyond_k < 1:
-            raise ValueError(f"eval.beyond_k must be >= 1, got {self.beyond_k}")
+            raise ConfigError(f"eval.beyond_k must be >= 1, got {self.beyond_k}")
         if self.rerank not in ("none", "category_exposure"):
-            raise ValueError(f"eval.rerank must be none or category_exposure, got {self.rerank!r}")
+            raise ConfigError(f"eval.rerank must be none or category_exposure, got {self.rerank!r}")
         if not 0.0 <= self.rerank_weight <= 1.0:
-            raise ValueError(f"eval.rerank_weight must be in [0, 1], got {self.rerank_weight}")
+            raise ConfigError(f"eval.rerank_weight must be in [0, 1], got {self.rerank_weight}")

@@ -76,7 +76,7 @@ from crossrec.evaluation.tensors import (
 )
 from crossrec.models.base import RatingPredictor
 from crossrec.models.scoring import ScoreMemory, lent_block
-from crossrec.training import distributed
+from crossrec import collectives
 
 __all__ = ["EvalConfig", "EvalResult", "Evaluator", "comparison_markdown", "evaluate_many"]
 
@@ -124,7 +124,7 @@ class Evaluator:
         cats = list(range(b.n_categories)) if categories is None else [b.category_id(c) for c in categories]
         device = device_of(model)
         parts: list[pl.DataFrame] = []
-        world, rank = distributed.world_size(), distributed.rank()
+        world, rank = collectives.world_size(), collectives.rank()
         with torch.no_grad(), eval_mode(model):
             for c in cats:
                 units = self._units(c)
@@ -140,7 +140,7 @@ class Evaluator:
                 parts.append(self._unit_frame(b.categories[c], units, per_unit, cold))
             ratings = self._ratings(model, cats, device)
         if world > 1:  # every process gets every unit's values, so all take the same decisions
-            gathered = distributed.gather_frame(pl.concat(parts) if parts else pl.DataFrame())
+            gathered = collectives.gather_frame(pl.concat(parts) if parts else pl.DataFrame())
             parts = [gathered] if gathered.height else []
         table = _aggregate(parts, ratings, self.cfg)
         if self.cfg.beyond and self.cfg.protocol == "full" and categories is None and table.height:

@@ -33,6 +33,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from crossrec.errors import NumericError
+
 PAD = -1  # ranks[b, p] for p >= |P_b|
 NOT_RANKED = 2**62  # rank of a masked positive: a miss at every cut-off
 
@@ -103,7 +105,7 @@ def rank_items(scores: Tensor, items: Tensor, valid: Tensor) -> Ranking:
     for lo in range(0, b, step):
         s, it = scores[lo : lo + step], items[lo : lo + step]
         if torch.isnan(s.amax()):  # max propagates NaN: one cheap reduction instead of isnan().any()
-            raise ValueError("scores contain NaN; a model must return finite scores (or -inf to mask)")
+            raise NumericError("scores contain NaN; a model must return finite scores (or -inf to mask)")
         ranks[lo : lo + step] = _ranks_by_sort(s, it) if by_sort else _ranks_by_comparison(s, it)
         n_candidates[lo : lo + step] = (s > float("-inf")).sum(-1, dtype=torch.int32)
     masked = scores.gather(1, items) == float("-inf")
@@ -123,7 +125,7 @@ def rank_items_top(scores: Tensor, items: Tensor, valid: Tensor, k: int) -> Rank
                        .masked_fill(r.ranks == PAD, PAD), torch.full_like(r.n_candidates, -1))
     top_v, top_i = top_k_rows(scores, k + 1)  # [B, k + 1], descending
     if torch.isnan(top_v).any():  # topk ranks NaN above every number: any NaN in a row shows here
-        raise ValueError("scores contain NaN; a model must return finite scores (or -inf to mask)")
+        raise NumericError("scores contain NaN; a model must return finite scores (or -inf to mask)")
     hit = top_i[:, :k].unsqueeze(1) == items.unsqueeze(2)  # [B, P, k]
     ranks = torch.where(hit.any(2), hit.int().argmax(2), torch.full_like(items, k)).long()
     tied = (top_v[:, 1:] == top_v[:, :-1]).any(1).nonzero().squeeze(1)  # order among equals: exact path

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from crossrec.data.bundle import Bundle
+from crossrec.errors import ArtifactError
 
 
 class Remapped(nn.Module):
@@ -38,13 +39,13 @@ class Remapped(nn.Module):
         self.model = model
         missing = [c for c in target.categories if c not in source.categories]
         if missing:
-            raise ValueError(f"categories {missing} of the target Bundle are not in the model's Bundle")
+            raise ArtifactError(f"categories {missing} of the target Bundle are not in the model's Bundle")
         self.cats = [source.category_id(c) for c in target.categories]
         src_user = {str(u): i for i, u in enumerate(source.raw_user_ids())}
         raw_users = [str(u) for u in target.raw_user_ids()]
         lost = [u for u in raw_users if u not in src_user]
         if lost:
-            raise ValueError(f"{len(lost)} users of the target Bundle are not in the model's Bundle "
+            raise ArtifactError(f"{len(lost)} users of the target Bundle are not in the model's Bundle "
                              f"(first: {lost[0]!r}); both must come from the same data and pseudonym key")
         self.register_buffer("user_map", torch.tensor([src_user[u] for u in raw_users], dtype=torch.int64))
         src_item = {str(r): i for i, r in enumerate(source.raw_item_ids())}
@@ -54,11 +55,11 @@ class Remapped(nn.Module):
             raw = raw_items[target.item_index(c)]
             lost = [r for r in raw if r not in src_item]
             if lost:
-                raise ValueError(f"{len(lost)} items of category {name!r} are not in the model's Bundle (first: {lost[0]!r})")
+                raise ArtifactError(f"{len(lost)} items of category {name!r} are not in the model's Bundle (first: {lost[0]!r})")
             glob = np.array([src_item[r] for r in raw], dtype=np.int64)
             wrong = source.item_category[glob] != self.cats[c]
             if wrong.any():
-                raise ValueError(f"item {raw[np.flatnonzero(wrong)[0]]!r} is in category {name!r} here but not in the model's Bundle")
+                raise ArtifactError(f"item {raw[np.flatnonzero(wrong)[0]]!r} is in category {name!r} here but not in the model's Bundle")
             self.cols.append(torch.from_numpy(source.item_local[glob]))
 
     def score(self, users: Tensor, category: int) -> Tensor:

@@ -20,6 +20,8 @@ from typing import Any, Mapping
 
 import polars as pl
 
+from crossrec.errors import ConfigError, UnknownNameError
+
 KEY_COLUMNS = ("protocol", "category", "slice", "n_users")
 LOWER_IS_BETTER = ("rmse", "mae")
 
@@ -30,7 +32,7 @@ def protocol_label(protocol: str, n_negatives: int) -> str:
         return "full ranking"
     if protocol == "sampled":
         return f"sampled: 1 positive + {n_negatives} negatives"
-    raise ValueError(f"unknown protocol {protocol!r}; expected 'full' or 'sampled'")
+    raise ConfigError(f"unknown protocol {protocol!r}; expected 'full' or 'sampled'")
 
 
 @dataclass
@@ -59,11 +61,11 @@ class EvalResult:
     def metric(self, name: str, category: str = "ALL", slice: str = "all") -> float:
         """One number from the table, e.g. `metric("ndcg@10", "books", "warm")`."""
         if name not in self.metric_names:
-            raise KeyError(f"no metric {name!r}; have {self.metric_names}")
+            raise UnknownNameError(f"no metric {name!r}; have {self.metric_names}")
         rows = self.table.filter((pl.col("category") == category) & (pl.col("slice") == slice))
         if rows.height == 0:
             have = sorted({(r["category"], r["slice"]) for r in self.table.select("category", "slice").to_dicts()})
-            raise KeyError(f"no row for category {category!r}, slice {slice!r}; have {have}")
+            raise UnknownNameError(f"no row for category {category!r}, slice {slice!r}; have {have}")
         value = rows[name][0]
         return float("nan") if value is None else float(value)
 
@@ -125,7 +127,7 @@ def comparison_markdown(
         raise ValueError("no tables to compare")
     for name, t in tables.items():
         if metric not in t.columns:
-            raise KeyError(f"table of {name!r} has no metric {metric!r}")
+            raise UnknownNameError(f"table of {name!r} has no metric {metric!r}")
     labels = sorted({p for t in tables.values() if "protocol" in t.columns for p in t["protocol"].unique().to_list()})
     keys: dict[tuple[str, str], int | None] = {}  # (category, slice) -> n_users, in first-seen order
     values: dict[str, dict[tuple[str, str], Any]] = {}

@@ -7,7 +7,7 @@ Three parts:
   anything trains;
 - the runner (`crossrec.experiment.runner`): `run_experiment`: prepare once, train and evaluate
   every (model, seed), reuse finished runs, write `results.json` and `results.md`;
-- the report (`crossrec.evaluation.experiment_report`): `ExperimentResult`: mean ± std over seeds,
+- the report (`crossrec.experiment.results`): `ExperimentResult`: mean ± std over seeds,
   best single-category model, gains from transfer, the flagship's acceptance check, markdown.
 
 Example:
@@ -17,7 +17,7 @@ Example:
 
 from __future__ import annotations
 
-from crossrec.evaluation.experiment_report import ExperimentResult
+from crossrec.experiment.results import ExperimentResult
 from crossrec.experiment.runner import run_experiment
 from crossrec.experiment.spec import ExperimentConfig, ModelRun, load_experiment, select
 

@@ -6,7 +6,7 @@ depend on the seed) and evaluated on the test split with the configured protocol
 finished in `out` are reused (`_reusable`), so an interrupted experiment continues where it stopped.
 
 Output in `out`: `runs/<label>/seed-<s>.json` (each run's table), `results.json` (mean, std and
-every seed), `results.md` (see `crossrec.evaluation.experiment_report`).
+every seed), `results.md` (see `crossrec.experiment.results`).
 
 Example:
     >>> res = run_experiment(load_experiment("configs/experiments/anime-mal.yaml"))  # doctest: +SKIP
@@ -27,7 +27,7 @@ import polars as pl
 from crossrec.config import merge_dicts, to_dict
 from crossrec.data.bundle import Bundle
 from crossrec.evaluation.evaluator import Evaluator
-from crossrec.evaluation.experiment_report import ExperimentResult
+from crossrec.experiment.results import ExperimentResult
 from crossrec.experiment.spec import ExperimentConfig, ModelRun
 from crossrec.io import claim_output, read_json, write_json, write_marker, write_text
 from crossrec.models.base import config_from_dict

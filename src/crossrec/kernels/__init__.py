@@ -39,7 +39,7 @@ def threads() -> int:
 def _keep_torch_threads(want: int) -> None:
     """numba's OpenMP pool (its default on Linux) shares torch's OpenMP runtime, and starting it
     resets the calling thread's OpenMP thread count: torch then ran 2 threads where it was told 1
-    (runs were not reproducible, and on a busy machine its next parallel ops were up to 25x slower,
+    (runs were not reproducible, and on a busy machine its next parallel ops were far slower,
     measured). Put torch's count back."""
     if torch.get_num_threads() != want:
         torch.set_num_threads(want)

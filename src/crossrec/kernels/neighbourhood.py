@@ -3,7 +3,7 @@
 history items' neighbours, keeps those that are candidates of its category and adds
 w[c, cat(h), slot] * cos(h, j) to its own output row (neighbour lists are grouped by category, so
 a row walks only its own category's part). With gradients on, the forward also records
-its hits (the neighbours that were candidates: about 5% of the entries on amazon-arts-office), so
+its hits (the neighbours that were candidates: a small share of the entries), so
 the backward sums grad * cos per weight over the hits alone (one small partial table per thread)."""
 
 from __future__ import annotations

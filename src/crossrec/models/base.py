@@ -33,6 +33,7 @@ from torch import Tensor, nn
 from crossrec.data.batch import Batch, Sizes
 from crossrec.models.category_index import CategoryIndex
 from crossrec.models.scoring import dot_scores
+from crossrec.errors import UnknownNameError
 from crossrec.typed import ConfigError, from_dict
 
 if TYPE_CHECKING:
@@ -202,10 +203,28 @@ class ReadsText(Protocol):
 @runtime_checkable
 class Calibrates(Protocol):
     """A trainable model with post-hoc parameters set once training has ended and the best weights
-    are restored (the flagship's borrowed ID parts; its cold offset, fitted on the validation split
-    where there is one)."""
+    are restored (the flagship's borrowed ID parts; its text shrinkage and new-user prior, picked on
+    validation; its cold offset, fitted on the validation split where there is one). Models sit
+    below evaluation, so what the picks measure with comes in as `tools` (`PickTools`)."""
 
-    def calibrate(self, bundle: Bundle, categories: Sequence[int] | None = None) -> None: ...
+    def calibrate(self, bundle: Bundle, categories: Sequence[int] | None, tools: PickTools) -> None: ...
+
+
+@dataclass(frozen=True)
+class PickTools:
+    """What a post-training pick measures with, passed in by the trainer (training/picks.py
+    `pick_tools()` builds it from crossrec.evaluation): models never import the evaluator.
+
+    - `evaluator(bundle, k, split)`: an object whose `evaluate(model, categories)` gives the
+      Evaluator's result (NDCG@k per category, no slices);
+    - `pad_positives`, `rank_items_top`, `ndcg_at_k`: the Evaluator's ranking kernels, for a pick
+      that scores once and ranks many variants (the new-user prior's grid).
+    """
+
+    evaluator: Callable[[Bundle, int, str], Any]
+    pad_positives: Callable[..., Any]
+    rank_items_top: Callable[..., Any]
+    ndcg_at_k: Callable[..., Any]
 
 
 @runtime_checkable
@@ -223,11 +242,23 @@ class TrainsEncoder(Protocol):
 
 
 def reads_text(model: nn.Module) -> bool:
-    """True when `model` (or, for a per-category wrapper, any of its sub-models) reads item text."""
-    subs = getattr(model, "models", None)
-    if isinstance(subs, nn.ModuleList):
-        return any(reads_text(m) for m in subs)
+    """True when `model` reads item text (a per-category wrapper: when any of its sub-models does;
+    its `uses_text` says so)."""
     return isinstance(model, ReadsText) and bool(model.uses_text)
+
+
+@runtime_checkable
+class ReadsImages(Protocol):
+    """A model whose item tower may read image vectors of the items: `uses_images` says whether it
+    does (`item_tower` naming `image`), `image_dim` their width once attached (None: none)."""
+
+    uses_images: bool
+    image_dim: int | None
+
+
+def reads_images(model: nn.Module) -> bool:
+    """True for a model whose item tower reads image vectors (`item_tower` naming `image`)."""
+    return isinstance(model, ReadsImages) and bool(model.uses_images)
 
 
 @runtime_checkable
@@ -235,6 +266,105 @@ class HasParameterGroups(Protocol):
     """A model that names its parameter groups ("shared", "specific", "heads") for freezing."""
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]: ...
+
+
+# ---------------------------------------------------------------------------- training steps
+# (`ManualBackward`, the trainer's hand-written-gradient step, is below `Borrows`.)
+@runtime_checkable
+class FusedStep(Protocol):
+    """A model whose whole training step can run as one compiled kernel (`train.fused`,
+    training/fused.py): `fused_tables()` gives (user table, item table, reg), or None where the
+    configuration has no fused step."""
+
+    def fused_tables(self) -> tuple[Tensor, Tensor, float] | None: ...
+
+
+# ---------------------------------------------------------------------------- serving
+# What serving/service.py asks of a model beyond `score` (`TwoTower` for the index, `Decomposed`
+# for a re-rank); each is checked with isinstance at the call site and per model in the contract suite.
+@runtime_checkable
+class ScoresCandidates(Protocol):
+    """A model that scores a pool of candidate items exactly (the re-rank of index candidates)."""
+
+    def score_items(self, users: Tensor, category: int, items: Tensor) -> Tensor:
+        """[B, n] scores of each row's candidate items [B, n] (global ids of `category`)."""
+        ...
+
+
+@runtime_checkable
+class IndexColumns(Protocol):
+    """A model that folds user-independent terms of `score` into its index: extra item columns
+    [n_items(c), e] and the user columns [B, e] they are dotted with."""
+
+    def index_item_columns(self, category: int) -> Tensor: ...
+
+    def index_user_columns(self, users: Tensor, category: int) -> Tensor: ...
+
+
+@runtime_checkable
+class SparseCandidates(Protocol):
+    """A model whose index-free term is non-zero only on some items per user (the flagship's
+    neighbourhood term): `sparse_candidates` gives them (global ids), or None without such a term."""
+
+    def sparse_candidates(self, users: Tensor, category: int) -> Tensor | None: ...
+
+
+@runtime_checkable
+class ScoresText(Protocol):
+    """A model that scores items known only by their text vectors (items added while serving)."""
+
+    def score_text_items(self, users: Tensor, category: int, text: Tensor, image: Tensor | None = None) -> Tensor:
+        """[B, n] scores of items known by their text vectors [n, k] (and image vectors [n, k'])."""
+        ...
+
+
+@runtime_checkable
+class EmbedsText(ScoresText, Protocol):
+    """A text-scoring model with an item tower of its own for text: the vectors of items known by
+    their text alone (without it the text vector itself is the item's vector, as in text-kNN)."""
+
+    def text_item_vectors(self, text: Tensor, image: Tensor | None = None) -> Tensor:
+        """[n, d] item vectors of items known by their text vectors [n, k]."""
+        ...
+
+
+@runtime_checkable
+class ScoresHistory(Protocol):
+    """A model that scores users known only by a history of item ids (users not in the training
+    data); `history_` [n_users, L] is its stored histories (L: the length it reads)."""
+
+    history_: Tensor
+
+    def score_history(self, hist: Tensor, category: int) -> Tensor:
+        """[B, n_items(category)] scores for histories [B, L] (pad = n_items)."""
+        ...
+
+
+@runtime_checkable
+class Explains(Protocol):
+    """A model that names each history item's own contribution to a score (explanations)."""
+
+    def contributions(self, user: int, category: int, items: Tensor,
+                      center: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """The user's history items [H] and each one's contribution [H, n] to each of `items` [n]."""
+        ...
+
+
+@runtime_checkable
+class Borrows(Protocol):
+    """A model whose untrained items may borrow ID parts from trained ones: `lenders(item)` names
+    them with their weights (empty: nothing borrowed)."""
+
+    def lenders(self, item: int) -> list[tuple[int, float]]: ...
+
+
+@runtime_checkable
+class ManualBackward(Protocol):
+    """A model that writes its own gradients for a batch (BPR-MF): the trainer's `ManualStep` calls
+    `manual_backward(batch)` instead of autograd; it returns the batch loss, or None for a batch it
+    cannot take (that batch, and the rest of the epoch, go through autograd)."""
+
+    def manual_backward(self, batch: Any) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -315,7 +445,7 @@ def get_entry(name: str) -> ModelEntry:
     try:
         return REGISTRY[name]
     except KeyError:
-        raise KeyError(f"unknown model {name!r}; registered: {sorted(REGISTRY)}") from None
+        raise UnknownNameError(f"unknown model {name!r}; registered: {sorted(REGISTRY)}") from None
 
 
 def build_model(name: str, config: Any, sizes: Sizes) -> nn.Module:

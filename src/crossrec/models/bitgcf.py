@@ -48,6 +48,7 @@ import torch
 from torch import Tensor, nn
 
 from crossrec.data.batch import Batch, Sizes
+from crossrec.errors import ConfigError, InputDataError
 from crossrec.models.base import covered_training_rows, register
 from crossrec.models.category_index import CategoryIndex
 from crossrec.models.graph import (
@@ -90,9 +91,9 @@ class BiTGCF(nn.Module):
         super().__init__()
         c = config
         if not 0.0 <= c.lam <= 1.0:
-            raise ValueError(f"bitgcf.lam={c.lam}; expected a value in [0, 1]")
+            raise ConfigError(f"bitgcf.lam={c.lam}; expected a value in [0, 1]")
         if c.n_layers < 0:
-            raise ValueError(f"bitgcf.n_layers={c.n_layers}; expected >= 0")
+            raise ConfigError(f"bitgcf.n_layers={c.n_layers}; expected >= 0")
         self.config = c
         self.sizes = sizes
         n_cat = sizes.n_categories
@@ -120,7 +121,7 @@ class BiTGCF(nn.Module):
         items = rows["item"].to_numpy().astype(np.int64)
         cats = rows["category"].to_numpy().astype(np.int64)
         if len(users) == 0:
-            raise ValueError(f"bitgcf: no training interactions in categories {np.flatnonzero(covered).tolist()}")
+            raise InputDataError(f"bitgcf: no training interactions in categories {np.flatnonzero(covered).tolist()}")
         nodes = users * n_cat + cats
         adj = normalized_adjacency(nodes, items, n_users * n_cat, self.sizes.n_items)
         # n_{u,c}: distinct training items (the user node's degree).

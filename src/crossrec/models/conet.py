@@ -46,6 +46,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from crossrec.data.batch import Batch, Sizes
+from crossrec.errors import ConfigError
 from crossrec.models.base import register
 from crossrec.models.category_index import CategoryIndex
 from crossrec.models.losses import l2_penalty, pair_loss
@@ -85,9 +86,9 @@ class CoNet(nn.Module):
         super().__init__()
         c = config
         if len(c.layers) < 1 or any(w < 1 for w in c.layers):
-            raise ValueError(f"conet.layers={c.layers}; expected one or more widths >= 1")
+            raise ConfigError(f"conet.layers={c.layers}; expected one or more widths >= 1")
         if c.score_chunk < 1:
-            raise ValueError("conet.score_chunk must be >= 1")
+            raise ConfigError("conet.score_chunk must be >= 1")
         self.config = c
         self.sizes = sizes
         n_cat, d = sizes.n_categories, c.dim

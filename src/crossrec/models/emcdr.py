@@ -53,6 +53,7 @@ import torch
 from torch import Tensor, nn
 
 from crossrec.data.batch import Batch, Sizes
+from crossrec.errors import ConfigError
 from crossrec.models.base import covered_training_rows, register, user_item_tables
 from crossrec.models.category_index import CategoryIndex
 from crossrec.models.losses import l2_penalty, pair_loss
@@ -96,9 +97,9 @@ class EMCDR(nn.Module):
         super().__init__()
         c = config
         if any(w < 1 for w in c.map_hidden):
-            raise ValueError(f"emcdr.map_hidden={c.map_hidden}; widths must be >= 1")
+            raise ConfigError(f"emcdr.map_hidden={c.map_hidden}; widths must be >= 1")
         if c.map_weight < 0:
-            raise ValueError(f"emcdr.map_weight={c.map_weight}; expected >= 0")
+            raise ConfigError(f"emcdr.map_weight={c.map_weight}; expected >= 0")
         self.config = c
         self.sizes = sizes
         n_cat = sizes.n_categories

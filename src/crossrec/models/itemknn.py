@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from crossrec.data.batch import Sizes
+from crossrec.errors import ConfigError
 from crossrec.models.base import register
 from crossrec.models.category_index import CategoryIndex
 
@@ -88,7 +89,7 @@ class ItemKNN(nn.Module):
     def __init__(self, config: ItemKNNConfig, sizes: Sizes) -> None:
         super().__init__()
         if config.k < 1:
-            raise ValueError(f"itemknn.k={config.k}; expected >= 1")
+            raise ConfigError(f"itemknn.k={config.k}; expected >= 1")
         self.config = config
         self.sizes = sizes
         # Learned state: the similarity (items x items) and the training history (users x items),

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from crossrec.data.batch import Batch, Sizes
+from crossrec.errors import ConfigError, InputDataError
 from crossrec.models.base import register
 from crossrec.models.category_index import CategoryIndex
 from crossrec.models.graph import (
@@ -64,7 +65,7 @@ class LightGCN(nn.Module):
     def __init__(self, config: LightGCNConfig, sizes: Sizes) -> None:
         super().__init__()
         if config.n_layers < 0:
-            raise ValueError(f"lightgcn.n_layers={config.n_layers}; expected >= 0")
+            raise ConfigError(f"lightgcn.n_layers={config.n_layers}; expected >= 0")
         self.config = config
         self.sizes = sizes
         # Dense embeddings: propagation reads and writes gradients to every row, so sparse
@@ -87,7 +88,7 @@ class LightGCN(nn.Module):
         users = rows["user"].to_numpy().astype(np.int64)
         items = rows["item"].to_numpy().astype(np.int64)
         if len(users) == 0:
-            raise ValueError(f"lightgcn: no training interactions in categories {categories}")
+            raise InputDataError(f"lightgcn: no training interactions in categories {categories}")
         adj = normalized_adjacency(users, items, self.sizes.n_users, self.sizes.n_items)
         device = self.graph_values_.device
         self.graph_indices_ = torch.from_numpy(np.stack([adj.row, adj.col])).to(device)

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from crossrec.data.batch import Batch, Sizes
+from crossrec.errors import ConfigError
 from crossrec.models.base import register
 from crossrec.models.category_index import CategoryIndex
 from crossrec.models.losses import l2_penalty, mse_loss, pair_loss, warm_start_bias
@@ -126,7 +127,7 @@ class MF(nn.Module):
         reg = self.config.reg * l2_penalty(u, p)
         if self.config.loss == "mse":
             if batch.ratings is None:
-                raise ValueError("mf.loss='mse' needs explicit ratings in the data")
+                raise ConfigError("mf.loss='mse' needs explicit ratings in the data")
             warm_start_bias(self.global_bias, self.bias_ready, batch.ratings)
             bias_reg = self.config.reg * l2_penalty(self.user_bias[batch.users], self.item_bias[batch.pos_items])
             return mse_loss(self.predict_rating(batch.users, batch.pos_items), batch.ratings) + reg + bias_reg

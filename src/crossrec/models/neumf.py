@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from crossrec.data.batch import Batch, Sizes
+from crossrec.errors import ConfigError
 from crossrec.models.base import register
 from crossrec.models.category_index import CategoryIndex
 from crossrec.models.losses import l2_penalty, pair_loss
@@ -38,7 +39,7 @@ class NeuMF(nn.Module):
     def __init__(self, config: NeuMFConfig, sizes: Sizes) -> None:
         super().__init__()
         if len(config.layers) < 1 or config.layers[0] % 2:
-            raise ValueError(f"neumf.layers={config.layers}; the first width must be even")
+            raise ConfigError(f"neumf.layers={config.layers}; the first width must be even")
         self.config = config
         self.sizes = sizes
         half = config.layers[0] // 2

@@ -10,17 +10,34 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Self, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from crossrec.data.batch import Sizes
-from crossrec.models.base import build_model, config_from_dict
+from crossrec.errors import ConfigError
+from crossrec.models.base import (
+    RatingPredictor,
+    build_model,
+    config_from_dict,
+    reads_text,
+)
 
 
 class PerCategory(nn.Module):
-    """Holds one sub-model per category; `score(users, c)` is answered by sub-model c."""
+    """Holds one sub-model per category; `score(users, c)` is answered by sub-model c.
+
+    It declares what it forwards and no more (models/base.py's protocols): `Recommender`; a
+    `RatingPredictor` exactly when every sub-model is one (`PerCategory(...)` then gives a
+    `PerCategoryRatings`); `ReadsText` with `uses_text` true when any sub-model reads text. It is
+    never `TwoTower`: each category's vectors live in their own model's space, so they do not
+    compare across categories.
+    """
+
+    def __new__(cls, models: Sequence[nn.Module] = (), item_category: Sequence[int] = ()) -> Self:
+        ratings = cls is PerCategory and len(models) > 0 and all(isinstance(m, RatingPredictor) for m in models)
+        return super().__new__(PerCategoryRatings if ratings else cls)
 
     def __init__(self, models: Sequence[nn.Module], item_category: Sequence[int]) -> None:
         super().__init__()
@@ -31,8 +48,18 @@ class PerCategory(nn.Module):
         return self.models[category].score(users, category)
 
     @property
+    def uses_text(self) -> bool:
+        """Any sub-model reads item text (`ReadsText`: the pipeline encodes it for all of them)."""
+        return any(reads_text(m) for m in self.models)
+
+
+class PerCategoryRatings(PerCategory):
+    """A `PerCategory` of rating predictors: each (user, item) rating is answered by the item's
+    category model."""
+
+    @property
     def predicts_ratings(self) -> bool:
-        return all(getattr(m, "predicts_ratings", False) for m in self.models)
+        return all(m.predicts_ratings for m in self.models)
 
     def predict_rating(self, users: Tensor, items: Tensor) -> Tensor:
         """[B] ratings, each (user, item) pair answered by the item's category model."""
@@ -47,7 +74,7 @@ class PerCategory(nn.Module):
 def build(name: str, mode: str, params: dict[str, Any], sizes: Sizes) -> nn.Module:
     """Build a registered model; mode 'single' gives one independent model per category."""
     if mode not in ("single", "pooled"):
-        raise ValueError(f"model.mode={mode!r}; expected single or pooled")
+        raise ConfigError(f"model.mode={mode!r}; expected single or pooled")
     cfg = config_from_dict(name, params)
     if mode == "pooled":
         return build_model(name, cfg, sizes)

@@ -35,6 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from crossrec.data.batch import Batch, Sizes
+from crossrec.errors import ConfigError
 from crossrec.models.base import register
 from crossrec.models.category_index import CategoryIndex
 from crossrec.models.history import history_matrix
@@ -75,11 +76,11 @@ class SASRec(nn.Module):
         super().__init__()
         c = config
         if c.dim < 1 or c.n_heads < 1 or c.dim % c.n_heads:
-            raise ValueError(f"sasrec.dim={c.dim} must be a positive multiple of n_heads={c.n_heads}")
+            raise ConfigError(f"sasrec.dim={c.dim} must be a positive multiple of n_heads={c.n_heads}")
         if c.n_layers < 1 or c.max_len < 1 or c.n_neg < 1:
-            raise ValueError("sasrec.n_layers, sasrec.max_len and sasrec.n_neg must be >= 1")
+            raise ConfigError("sasrec.n_layers, sasrec.max_len and sasrec.n_neg must be >= 1")
         if not 0.0 <= c.dropout < 1.0:
-            raise ValueError(f"sasrec.dropout={c.dropout}; expected [0, 1)")
+            raise ConfigError(f"sasrec.dropout={c.dropout}; expected [0, 1)")
         self.config = c
         self.sizes = sizes
         self.pad = sizes.n_items

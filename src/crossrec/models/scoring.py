@@ -2,8 +2,8 @@
 
 A full-ranking block of 1,024 users x 50,000 items is 205 MB. Allocating a fresh one per batch
 costs more than computing it: blocks that large come straight from the kernel as new pages, and
-writing to fresh pages faults on every one of them (bench: `u @ V.T` for 16k users x 50k items,
-2 threads, 2.0 s into fresh memory, 0.87 s into reused memory). `ScoreMemory` lends one buffer to
+writing to fresh pages faults on every one of them (docs/DESIGN.md, `evaluation`).
+`ScoreMemory` lends one buffer to
 one score block at a time; the evaluator gives it back when it is done with the block, and the
 next `dot_scores` writes into it. Outside `ScoreMemory.active()` (training, serving) or with
 autograd on, `dot_scores` is a plain matmul, so nothing else changes.

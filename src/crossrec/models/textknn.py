@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from crossrec.data.batch import Sizes
+from crossrec.errors import ConfigError
 from crossrec.models.base import register
 from crossrec.models.category_index import CategoryIndex
 
@@ -51,7 +52,7 @@ class TextKNN(nn.Module):
 
     def fit(self, bundle: Bundle, categories: Sequence[int] | None = None) -> None:
         if bundle.text_vectors is None:
-            raise ValueError("textknn needs item text vectors: train through the pipeline (it encodes them "
+            raise ConfigError("textknn needs item text vectors: train through the pipeline (it encodes them "
                              "with the `encoder:` section) or set bundle.text_vectors")
         text = F.normalize(torch.from_numpy(np.asarray(bundle.text_vectors, dtype=np.float32)), dim=1)
         # The profile reads every category: that is how a user's other categories reach this one.

@@ -3,8 +3,10 @@ into an HTTP answer)."""
 
 from __future__ import annotations
 
+from crossrec.errors import RequestError
 
-class ServingError(ValueError):
+
+class ServingError(RequestError):
     """A request the service cannot answer: `field` is the request field, `status` the HTTP code."""
 
     def __init__(self, message: str, field: str, status: int = 422) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from crossrec.models.base import Borrows, Explains
 from crossrec.serving.errors import ServingError
 
 
@@ -35,8 +36,7 @@ class Explanations:
     def _like(self: Any, i: int) -> dict[str, Any]:
         """{"like": [...]}: up to `explain_top` trained items whose ID parts item i borrowed, with
         their weights; {} when it borrowed nothing."""
-        lenders = getattr(self.model, "lenders", None)
-        pairs = lenders(i)[: self.cfg.explain_top] if lenders is not None else []  # [] past the trained catalogue
+        pairs = self.model.lenders(i)[: self.cfg.explain_top] if isinstance(self.model, Borrows) else []  # [] past the trained catalogue
         if not pairs:
             return {}
         return {"like": [self._describe(n) | {"weight": round(w, 6), "text": f"like {self._titles[n] or self._raw_items[n]} "
@@ -48,7 +48,7 @@ class Explanations:
         lower item id; an item never explains itself."""
         groups: list[tuple[list[int], torch.Tensor, torch.Tensor]] = []  # (items [n], history ids [H], weights [H, n])
         done: set[int] = set()
-        if u is not None and hasattr(self.model, "contributions"):
+        if u is not None and isinstance(self.model, Explains):
             by_cat: dict[int, list[int]] = defaultdict(list)
             for i in (i for i in items if i < self._pad):  # items added while serving have no stored terms
                 by_cat[self._item_cat[i]].append(i)

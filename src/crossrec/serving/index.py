@@ -15,8 +15,8 @@ candidate pool with them (serving/service.py).
 Rows are item ids (global), so items added while serving (`add`) get their own ids.
 
 An exact index answers a batch of `TORCH_BATCH` or more queries (the service's micro-batches) with
-one torch matrix product and `topk` over the same vectors: measured on 2 cores with 107k items
-and 32 queries it is about 4x faster than FAISS's flat search at k = 30 or 310 (FAISS keeps a heap
+one torch matrix product and `topk` over the same vectors, which profiled faster than FAISS's
+flat search for batches (docs/DESIGN.md, `serving`; FAISS keeps a heap
 per query); single queries stay on FAISS. Both are exact; ties go to the lower row either way.
 
 Example:

@@ -47,7 +47,19 @@ import torch.nn.functional as F
 
 from crossrec.data.bundle import Bundle
 from crossrec.encoders.config import EncoderConfig
-from crossrec.serving.artifact import Artifact, check_bundle
+from crossrec.models.base import (
+    Decomposed,
+    EmbedsText,
+    Explains,
+    IndexColumns,
+    ReadsImages,
+    ScoresCandidates,
+    ScoresHistory,
+    ScoresText,
+    SparseCandidates,
+    TwoTower,
+)
+from crossrec.artifact import Artifact, check_bundle
 from crossrec.serving.config import ServeConfig
 from crossrec.serving.errors import ServingError
 from crossrec.serving.explain import Explanations
@@ -84,22 +96,22 @@ class Service(Explanations):
                          for c in range(len(self.categories))]
         self._pad = bundle.n_items
         m = self.model
-        self.two_tower = all(hasattr(m, a) for a in ("user_vectors", "item_vectors"))
-        self.rerank = hasattr(m, "extra_scores")
-        self.reads_text = hasattr(m, "score_text_items")
+        self.two_tower = isinstance(m, TwoTower)
+        self.rerank = isinstance(m, Decomposed)
+        self.reads_text = isinstance(m, ScoresText)
         self._lock = threading.Lock()
         self._feedback: dict[str, list[int]] = defaultdict(list)  # raw user -> item ids, oldest first
         self._new: dict[int, list[int]] = defaultdict(list)  # category -> ids of items added while serving
         self._new_text: dict[int, torch.Tensor] = {}  # item id -> its text vector
         self._new_image: dict[int, torch.Tensor] = {}  # item id -> its image vector (models that read images)
-        self.image_dim = getattr(getattr(self.model, "items", None), "image_dim", None)
+        self.image_dim = m.image_dim if isinstance(m, ReadsImages) else None
         self._text_model: Any = None
         self._finite_index: dict[int, bool] = {}  # category -> its index vectors are all finite
         with torch.no_grad():
             self._indexes = [self._build_index(c) for c in range(len(self.categories))] if self._indexable else []
             self._vectors = self._all_vectors() if self.two_tower else None
             self._centers = [self.model.item_vectors(c).mean(0) for c in range(len(self.categories))] \
-                if hasattr(m, "contributions") else []
+                if isinstance(m, Explains) else []
         if store is not None:
             for row in store.items():
                 if row["category"] not in self._cat:  # a store shared with, or kept from, other data
@@ -115,17 +127,17 @@ class Service(Explanations):
     # ------------------------------------------------------------------ set-up
     @property
     def _indexable(self) -> bool:
-        return self.two_tower and (not self.rerank or hasattr(self.model, "score_items"))
+        return self.two_tower and (not self.rerank or isinstance(self.model, ScoresCandidates))
 
     def _query(self, users: torch.Tensor, c: int) -> np.ndarray:
         u = self.model.user_vectors(users, c)
-        if hasattr(self.model, "index_user_columns"):
+        if isinstance(self.model, IndexColumns):
             u = torch.cat([u, self.model.index_user_columns(users, c)], 1)
         return u.detach().float().cpu().numpy()
 
     def _build_index(self, c: int) -> ItemIndex:
         v = self.model.item_vectors(c)
-        if hasattr(self.model, "index_item_columns"):
+        if isinstance(self.model, IndexColumns):
             v = torch.cat([v, self.model.index_item_columns(c)], 1)
         v = v.float().cpu().numpy()
         self._finite_index[c] = bool(np.isfinite(v).all())  # FAISS silently drops NaN scores: say so instead
@@ -187,7 +199,7 @@ class Service(Explanations):
         if self._indexable:
             query = self._query(us, c)
             bad |= ~np.isfinite(query).all(1) | (not self._finite_index.get(c, True))
-            has_sparse = hasattr(self.model, "sparse_candidates")
+            has_sparse = isinstance(self.model, SparseCandidates)
             sparse = [self.model.sparse_candidates(us[j:j + 1], c) for j in range(len(users))] if has_sparse else []
             if has_sparse and all(s is not None for s in sparse):
                 # exact: the index ranks every item outside a user's sparse candidates by its full score
@@ -234,7 +246,7 @@ class Service(Explanations):
     def _from_history(self, user: str, c: int, want: int) -> tuple[list[tuple[int, float]] | None, str]:
         """A user the model has not seen: their feedback items through the model, else popularity."""
         items = [i for i in self._feedback.get(user, []) if i < self._pad]  # items the model was trained with
-        if items and hasattr(self.model, "score_history"):
+        if items and isinstance(self.model, ScoresHistory):
             length = self.model.history_.shape[1]
             hist = torch.full((1, length), self._pad, dtype=torch.int64)
             recent = torch.tensor(items[-length:])
@@ -363,11 +375,9 @@ class Service(Explanations):
         if i < self._pad:
             return self._vectors[i]
         text, image = self._new_content([i])
-        tower = getattr(self.model, "items", None)
-        if not hasattr(tower, "from_text"):  # text-kNN: the text vector itself
+        if not isinstance(self.model, EmbedsText):  # text-kNN: the text vector itself
             return F.normalize(text[0].float(), dim=0)
-        lent = self.model.borrowed_parts(text) if hasattr(self.model, "borrowed_parts") else None  # the flagship's borrowed ID part
-        v = tower.from_text(text, image, None if lent is None else lent[2])[0]
+        v = self.model.text_item_vectors(text, image)  # the flagship's: with its borrowed ID part
         return F.normalize(v[0].float(), dim=0)
 
     # ------------------------------------------------------------------ writes

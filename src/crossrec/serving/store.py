@@ -25,6 +25,8 @@ import time
 from pathlib import Path
 from typing import Any, Protocol
 
+from crossrec.errors import ArtifactError
+
 SCHEMA_VERSION = 1
 _SCHEMA = [
     """CREATE TABLE IF NOT EXISTS feedback (
@@ -38,7 +40,7 @@ _SCHEMA = [
 ]
 
 
-class StoreError(ValueError):
+class StoreError(ArtifactError):
     """The store cannot be opened or used (a newer schema, a damaged file): bad input, exit 2."""
 
 

@@ -52,30 +52,30 @@ class TrainConfig(Checked):
     def validate(self) -> None:
         for name in ("epochs", "batch_size", "n_negatives", "eval_every", "eval_batch_size"):
             if getattr(self, name) < 1:
-                raise ValueError(f"train.{name} must be >= 1")
+                raise ConfigError(f"train.{name} must be >= 1")
         for name in ("lr", "sparse_lr", "weight_decay", "momentum", "gamma", "grad_clip", "min_delta", "adv_eps", "adv_reg"):
             if not math.isfinite(getattr(self, name)):
-                raise ValueError(f"train.{name}={getattr(self, name)}; expected a finite number")
+                raise ConfigError(f"train.{name}={getattr(self, name)}; expected a finite number")
         if self.lr <= 0:
-            raise ValueError(f"train.lr={self.lr}; expected a number > 0")
+            raise ConfigError(f"train.lr={self.lr}; expected a number > 0")
         for name in ("sparse_lr", "weight_decay", "momentum", "grad_clip", "min_delta", "adv_eps", "adv_reg", "adv_start",
                      "patience", "step_size"):
             if getattr(self, name) < 0:
-                raise ValueError(f"train.{name}={getattr(self, name)}; expected a value >= 0")
+                raise ConfigError(f"train.{name}={getattr(self, name)}; expected a value >= 0")
         if not 0 < self.gamma <= 1:
-            raise ValueError(f"train.gamma={self.gamma}; expected a value in (0, 1]")
+            raise ConfigError(f"train.gamma={self.gamma}; expected a value in (0, 1]")
         if self.fused and sparse_kind(self) not in ("adagrad", "sgd"):
-            raise ValueError(f"train.fused=true needs train.sparse_optimizer adagrad or sgd (here {sparse_kind(self)!r}: "
+            raise ConfigError(f"train.fused=true needs train.sparse_optimizer adagrad or sgd (here {sparse_kind(self)!r}: "
                              "lazy Adam has no per-row form)")
         if self.fused and self.adv_eps > 0:
-            raise ValueError("train.fused=true cannot run APR (train.adv_eps > 0): adversarial training needs autograd")
+            raise ConfigError("train.fused=true cannot run APR (train.adv_eps > 0): adversarial training needs autograd")
         if self.device not in ("cpu", "auto") and not (self.device == "cuda" or self.device.startswith("cuda:")):
-            raise ValueError(f"train.device={self.device!r}; expected cpu, cuda, cuda:<n> or auto")
+            raise ConfigError(f"train.device={self.device!r}; expected cpu, cuda, cuda:<n> or auto")
         name = self.metric.split("@")[0]
         if name not in ("recall", "ndcg", "hr", "mrr", "precision", "f1", "auc", "rmse", "mae"):
-            raise ValueError(f"train.metric={self.metric!r}; expected e.g. ndcg@10, recall@20, auc or rmse")
+            raise ConfigError(f"train.metric={self.metric!r}; expected e.g. ndcg@10, recall@20, auc or rmse")
         if name in ("recall", "ndcg", "hr", "mrr", "precision", "f1") and not self.metric.split("@")[-1].isdigit():
-            raise ValueError(f"train.metric={self.metric!r} needs a cut-off, e.g. {name}@10")
+            raise ConfigError(f"train.metric={self.metric!r} needs a cut-off, e.g. {name}@10")
 
 
 def sparse_kind(cfg: Any) -> str:

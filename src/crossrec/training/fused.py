@@ -32,6 +32,8 @@ import torch
 from torch import Tensor
 
 from crossrec import kernels
+from crossrec.errors import ConfigError
+from crossrec.models.base import FusedStep
 from crossrec.training.optim import RowAdagrad
 
 
@@ -39,14 +41,14 @@ def check(model: Any, device: torch.device, world: int) -> None:
     """Raise a ValueError naming the option when `train.fused` cannot run this job (the options it
     needs of `train:` itself are checked by TrainConfig)."""
     why = None
-    if not callable(getattr(model, "fused_tables", None)) or model.fused_tables() is None:
+    if not isinstance(model, FusedStep) or model.fused_tables() is None:
         why = f"{type(model).__name__} has no fused step (BPR-MF with loss 'bpr' has)"
     elif device.type != "cpu":
         why = f"it is a CPU kernel and train.device is {device.type}"
     elif world > 1:
         why = "multi-process training averages gradients, which a fused step never forms"
     if why:
-        raise ValueError(f"train.fused: true cannot be used: {why}")
+        raise ConfigError(f"train.fused: true cannot be used: {why}")
 
 
 def step(model: Any, batch: Any, opt: torch.optim.Optimizer) -> Tensor:

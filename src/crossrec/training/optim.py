@@ -31,16 +31,10 @@ from torch import nn
 
 from crossrec import kernels
 from crossrec.io import optimizer_state_from_tensors, optimizer_state_to_tensors
+from crossrec.models.base import TrainsEncoder
 from crossrec.training.config import sparse_kind
-
-
-def split_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
-    """(dense, sparse) trainable parameters; sparse = weights of nn.Embedding(sparse=True)."""
-    sparse_ids = {
-        id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding) and m.sparse and m.weight.requires_grad
-    }
-    params = [p for p in model.parameters() if p.requires_grad]
-    return [p for p in params if id(p) not in sparse_ids], [p for p in params if id(p) in sparse_ids]
+from crossrec.errors import ConfigError
+from crossrec.collectives import split_parameters  # noqa: F401  (named here too: the optimisers' split)
 
 
 class _RowOptimizer(torch.optim.Optimizer):
@@ -104,7 +98,7 @@ class RowAdam(_RowOptimizer):
         v = state["exp_avg_sq"].index_select(0, rows).mul_(b2).addcmul_(g, g, value=1 - b2)
         state["exp_avg"].index_copy_(0, rows, m)
         state["exp_avg_sq"].index_copy_(0, rows, v)
-        # index_add_ with alpha= is ~3x slower than scaling first (torch 2.x on CPU)
+        # index_add_ with alpha= is slower than scaling first (torch 2.x on CPU)
         p.index_add_(0, rows, m.div_(v.sqrt_().add_(group["eps"])).mul_(-step_size))
 
 
@@ -164,7 +158,7 @@ class Optimizers:
     def __init__(self, model: nn.Module, cfg: Any) -> None:
         dense, sparse = split_parameters(model)
         # Parameters with a learning rate of their own (a fine-tuned language model): extra groups.
-        own = [(ps, lr) for ps, lr in (model.own_lr() if hasattr(model, "own_lr") else []) if ps]
+        own = [(ps, lr) for ps, lr in (model.own_lr() if isinstance(model, TrainsEncoder) else []) if ps]
         taken = {id(p) for ps, _ in own for p in ps}
         groups: list[dict[str, Any]] = [{"params": [p for p in dense if id(p) not in taken]}]
         groups += [{"params": ps, "lr": lr} for ps, lr in own]
@@ -179,7 +173,7 @@ class Optimizers:
             self.sparse = rows(sparse, lr=lr)
             self.opts.append(self.sparse)
         if not self.opts:
-            raise ValueError("the model has no trainable parameters")
+            raise ConfigError("the model has no trainable parameters (every one is frozen: check transfer.freeze)")
         self.scheds = [self._scheduler(o, cfg) for o in self.opts]
         self.dense = dense
         self.grad_clip = cfg.grad_clip

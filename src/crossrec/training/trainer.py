@@ -23,11 +23,10 @@ import contextlib
 import contextvars
 import json
 import logging
-import math
 import shutil
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -55,10 +54,25 @@ from crossrec.models.base import (
     Trainable,
     TrainsEncoder,
 )
-from crossrec.training import distributed, fused
-from crossrec.training.adversarial import adversarial_loss, capture_lookups
+from crossrec import collectives
+from crossrec.training import fused
+from crossrec.training.callbacks import (  # noqa: F401  (TrainResult: named here too, where fit returns it)
+    Callback,
+    Checkpointing,
+    EarlyStopping,
+    History,
+    LogLine,
+    Observers,
+    Run,
+    TensorBoard,
+    TrainResult,
+    best_start,
+)
 from crossrec.training.config import TrainConfig
+from crossrec.training.picks import pick_tools
+from crossrec.training.steps import AdversarialStep, pick_step
 from crossrec.training.optim import Optimizers
+from crossrec.errors import InputDataError
 from crossrec.typed import ConfigError
 
 log = logging.getLogger(__name__)
@@ -89,22 +103,7 @@ class ResumeError(ConfigError):
     """`--resume` with options or data that differ from the checkpoint's."""
 
 
-@dataclass
-class TrainResult:
-    """What a fit produced: the best validation score and the per-epoch history."""
-
-    best_epoch: int = -1
-    best_metric: float = -math.inf
-    epochs_run: int = 0
-    seconds: float = 0.0
-    history: list[dict[str, float]] = field(default_factory=list)
-    resumes: list[dict[str, Any]] = field(default_factory=list)  # each --resume: epoch and applied changes
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-Callback = Callable[["Trainer", dict[str, float]], None]
+Observer = Callable[["Trainer", dict[str, float]], None]  # a user callback: fn(trainer, logs)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -148,12 +147,12 @@ class Trainer:
         self.identity = json.loads(json.dumps(identity or {}, default=str))  # as it reads back from JSON
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.categories = None if categories is None else [int(c) for c in categories]
-        self.callbacks: dict[str, list[Callback]] = {"on_epoch_end": [], "on_validation": []}
+        self.callbacks: dict[str, list[Observer]] = {"on_epoch_end": [], "on_validation": []}
         for event, fn in _OBSERVERS.get():
             self.add_callback(event, fn)
         self.device = resolve_device(cfg.device)
 
-    def add_callback(self, event: str, fn: Callback) -> None:
+    def add_callback(self, event: str, fn: Observer) -> None:
         if event not in self.callbacks:
             raise ValueError(f"unknown event {event!r}; expected {sorted(self.callbacks)}")
         self.callbacks[event].append(fn)
@@ -168,24 +167,45 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
     def fit(self, model: nn.Module, bundle: Bundle, resume: bool = False) -> TrainResult:
-        """Train `model` on the bundle's training split; returns the TrainResult."""
+        """Train `model` on the bundle's training split; returns the TrainResult.
+
+        The loop only trains: validation and early stopping, history, TensorBoard, logging,
+        observers and checkpoints are callbacks (training/callbacks.py) called after each epoch,
+        and how a batch becomes an optimiser step is a step strategy (training/steps.py)."""
         t0 = time.perf_counter()
         if isinstance(model, Fittable) and not isinstance(model, Trainable):
             model.fit(bundle, self.categories)
             return TrainResult(epochs_run=1, seconds=time.perf_counter() - t0)
         if not isinstance(model, Trainable):
             raise TypeError(f"{type(model).__name__} has neither loss(batch) nor fit(bundle)")
+        run = self._start(model, bundle, t0)
+        callbacks = self._callbacks(resume)
+        for cb in callbacks:
+            cb.on_fit_start(run)
+        for epoch in range(run.start_epoch, self.cfg.epochs):
+            logs = self._train_epoch(run, epoch)
+            for cb in callbacks:
+                cb.on_epoch_end(run, logs)
+            if run.stop:
+                log.info("early stop at epoch %d (best %d: %.5f)", epoch, run.result.best_epoch, run.result.best_metric)
+                break
+        for cb in callbacks:
+            cb.on_fit_end(run)
+        self._finish(run)
+        run.result.seconds = time.perf_counter() - t0
+        return run.result
 
+    def _start(self, model: nn.Module, bundle: Bundle, t0: float) -> Run:
+        """Set-up before the first epoch: the model's data structures, device, sampler, optimisers."""
         c = self.cfg
         if isinstance(model, HasSetup):  # data-derived structures (e.g. a graph) from this training data
             model.setup(bundle, self.categories)
         model.to(self.device)
-        world = distributed.world_size()
-        distributed.broadcast_state(model)  # replicas start from rank 0's weights
+        collectives.broadcast_state(model)  # replicas start from rank 0's weights
         sampler = TrainSampler(bundle, c.batch_size, c.n_negatives, self.categories, seed=c.seed,
-                               rank=distributed.rank(), world=world)
+                               rank=collectives.rank(), world=collectives.world_size())
         if sampler.n_rows == 0:
-            raise ValueError(f"no training interactions in categories {self.categories}")
+            raise InputDataError(f"no training interactions in categories {self.categories}")
         opts = Optimizers(model, c)
         evaluator = None
         if self._has_valid(bundle):
@@ -193,132 +213,82 @@ class Trainer:
             # Only the top k are ranked (topk, no full comparison pass) unless the metric is AUC.
             ecfg = EvalConfig(ks=(k,), batch_size=c.eval_batch_size, slices=False, auc=c.metric == "auc", beyond=False)
             evaluator = Evaluator(bundle, ecfg, split="valid")
-        lower_better = c.metric in LOWER_IS_BETTER
-        sign = -1.0 if lower_better else 1.0
-        result = TrainResult(best_metric=math.inf if lower_better else -math.inf)
-        best_state: dict[str, torch.Tensor] | None = None
-        bad_rounds = 0
-        start_epoch = 0
-        writer = self._tensorboard()
         if c.fused:
-            fused.check(model, self.device, distributed.world_size())
+            fused.check(model, self.device, collectives.world_size())
+        result = TrainResult(best_metric=best_start(c.metric in LOWER_IS_BETTER))
+        return Run(model, bundle, sampler, opts, result, t0, evaluator)
 
-        if self._checkpoint_dir() is not None and distributed.is_main():
-            clean_temporaries(self._checkpoint_dir())  # what a killed checkpoint write left behind
-        if resume and self._checkpoint_set() is not None:
-            start_epoch, result, bad_rounds, best_state = self._load_checkpoint(model, opts, sampler)
-            log.info("resumed from epoch %d", start_epoch)
+    def _callbacks(self, resume: bool) -> list[Callback]:
+        """The built-in callbacks in the order they run (training/callbacks.py)."""
+        c = self.cfg
+        out: list[Callback] = [
+            EarlyStopping(c, self.categories, c.metric in LOWER_IS_BETTER, lambda logs: self._emit("on_validation", logs)),
+            History(time.perf_counter),
+        ]
+        if c.tensorboard and self.out_dir is not None and collectives.is_main():
+            out.append(TensorBoard(self.out_dir / "tensorboard"))
+        out += [LogLine(), Observers(lambda logs: self._emit("on_epoch_end", logs))]
+        if self.out_dir is not None:
+            out.append(Checkpointing(Checkpoints(self), resume, save=c.checkpoint))
+        return out
 
-        for epoch in range(start_epoch, c.epochs):
-            model.train()
-            epoch_t0 = time.perf_counter()
-            adversarial = c.adv_eps > 0 and epoch >= c.adv_start
-            total, adv_total, n = 0.0, 0.0, 0
-            bar = self._progress(sampler, epoch)
-            manual = None if adversarial else getattr(model, "manual_backward", None)
-            for batch in bar:
-                batch = batch.to(self.device)
-                if c.fused or manual is not None:  # the model's own hand-written gradients (BPR-MF): no autograd
-                    opts.zero_grad()
-                    loss = fused.step(model, batch, opts.sparse) if c.fused else manual(batch)
-                    if loss is not None:
-                        if not torch.isfinite(loss):
-                            raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch}; lower train.lr")
-                        distributed.average_gradients(model)
-                        opts.step()
-                        total += float(loss) * len(batch)
-                        n += len(batch)
-                        continue
-                    manual = None
-                if adversarial:
-                    with capture_lookups(model) as lookups:
-                        loss = model.loss(batch)
-                    adv = adversarial_loss(model, batch, loss, c.adv_eps, lookups)
-                    objective = loss + c.adv_reg * adv
-                    adv_total += float(adv.detach()) * len(batch)
-                else:
-                    objective = loss = model.loss(batch)
-                if not torch.isfinite(objective):
-                    raise FloatingPointError(f"loss became {objective.item()} at epoch {epoch}; lower train.lr")
-                opts.zero_grad()
-                objective.backward()
-                distributed.average_gradients(model)
-                opts.step()
-                total += float(loss.detach()) * len(batch)
-                n += len(batch)
-            opts.epoch_end()
-            if isinstance(model, TrainsEncoder):
-                model.epoch_end()  # re-encode the catalogue with the weights this epoch trained
-            logs = {"epoch": epoch, "loss": total / max(n, 1), "lr": opts.lr,
-                    "train_seconds": time.perf_counter() - epoch_t0}
-            if adversarial:
-                logs["adv_loss"] = adv_total / max(n, 1)
-            stop = False
-            if evaluator is not None and ((epoch + 1) % c.eval_every == 0 or epoch + 1 == c.epochs):
-                model.eval()
-                res = evaluator.evaluate(model, self.categories)
-                value = res.metric(c.metric)
-                logs[f"valid_{c.metric}"] = value
-                if sign * value > sign * result.best_metric + c.min_delta:
-                    result.best_metric, result.best_epoch, bad_rounds = value, epoch, 0
-                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                else:
-                    bad_rounds += 1
-                    stop = c.patience > 0 and bad_rounds >= c.patience
-                self._emit("on_validation", logs)
-            logs["elapsed_seconds"] = result.seconds + time.perf_counter() - t0  # since the (first) start
-            result.history.append(logs)
-            result.epochs_run = epoch + 1
-            if writer is not None:
-                for key, value in logs.items():
-                    if key != "epoch":
-                        writer.add_scalar(key, value, epoch)
-            log.info("epoch %s", json.dumps({k: round(v, 5) for k, v in logs.items()}))
-            self._emit("on_epoch_end", logs)
-            if c.checkpoint and self._checkpoint_dir() is not None:
-                if distributed.is_main():  # one writer; the others wait until the set is published
-                    self._save_checkpoint(model, opts, sampler, result, bad_rounds, best_state)
-                distributed.barrier()
-            if stop:
-                log.info("early stop at epoch %d (best %d: %.5f)", epoch, result.best_epoch, result.best_metric)
-                break
+    def _train_epoch(self, run: Run, epoch: int) -> dict[str, float]:
+        """One pass over the training batches; returns the epoch's logs."""
+        model, opts = run.model, run.opts
+        model.train()
+        epoch_t0 = time.perf_counter()
+        step = pick_step(model, opts, self.cfg, epoch)
+        total, adv_total, n = 0.0, 0.0, 0
+        for batch in self._progress(run.sampler, epoch):
+            batch = batch.to(self.device)
+            loss, adv = step(batch)
+            total += float(loss) * len(batch)
+            n += len(batch)
+            if adv is not None:
+                adv_total += float(adv) * len(batch)
+        opts.epoch_end()
+        if isinstance(model, TrainsEncoder):
+            model.epoch_end()  # re-encode the catalogue with the weights this epoch trained
+        logs = {"epoch": epoch, "loss": total / max(n, 1), "lr": opts.lr, "train_seconds": time.perf_counter() - epoch_t0}
+        if isinstance(step, AdversarialStep):
+            logs["adv_loss"] = adv_total / max(n, 1)
+        return logs
 
-        if best_state is not None:
-            model.load_state_dict(best_state)
+    def _finish(self, run: Run) -> None:
+        """After the last epoch (the best weights are back): the models' post-training steps."""
+        model = run.model
         if isinstance(model, TrainsEncoder):
             model.fit_end()
         if isinstance(model, Calibrates):  # post-hoc: the flagship's borrowed ID parts, cold offset (on validation)
             model.eval()
-            model.calibrate(bundle, self.categories)
-        if writer is not None:
-            writer.close()
+            model.calibrate(run.bundle, self.categories, pick_tools())
         model.eval()
-        result.seconds = time.perf_counter() - t0
-        return result
 
     # ------------------------------------------------------------------ helpers
     def _progress(self, sampler: TrainSampler, epoch: int) -> Any:
         batches = Prefetch(sampler) if self.cfg.prefetch else sampler
-        if not self.cfg.progress or not distributed.is_main():  # one bar, rank 0's
+        if not self.cfg.progress or not collectives.is_main():  # one bar, rank 0's
             return batches
         from tqdm.auto import tqdm
 
         return tqdm(batches, total=len(sampler), desc=f"epoch {epoch}", leave=False, mininterval=1.0)
 
-    def _tensorboard(self) -> Any:
-        if not self.cfg.tensorboard or self.out_dir is None or not distributed.is_main():
-            return None
-        from torch.utils.tensorboard import SummaryWriter
 
-        return SummaryWriter(str(self.out_dir / "tensorboard"))
+class Checkpoints:
+    """A trainer's checkpoint sets under `out_dir/checkpoint` (see the module docstring)."""
 
-    def _checkpoint_dir(self) -> Path | None:
-        return None if self.out_dir is None else self.out_dir / "checkpoint"
+    def __init__(self, trainer: Trainer) -> None:
+        assert trainer.out_dir is not None  # the trainer adds checkpointing only with an out_dir
+        self.dir = trainer.out_dir / "checkpoint"
+        self.cfg, self.identity, self.device = trainer.cfg, trainer.identity, trainer.device
 
-    def _checkpoint_set(self) -> Path | None:
+    def clean(self) -> None:
+        clean_temporaries(self.dir)  # what a killed checkpoint write left behind
+
+    def current_set(self) -> Path | None:
         """The directory of the current checkpoint set, or None when there is none."""
-        d = self._checkpoint_dir()
-        if d is None or not (d / "current.json").is_file():
+        d = self.dir
+        if not (d / "current.json").is_file():
             return None
         pointer = read_json(d / "current.json", "checkpoint pointer")
         name = pointer.get("set") if isinstance(pointer, dict) else None
@@ -327,30 +297,22 @@ class Trainer:
                               "train without --resume")
         return d / name
 
-    def _save_checkpoint(self, model, opts, sampler, result, bad_rounds, best_state) -> None:
+    def save(self, run: Run) -> None:
         """Write model, best weights, optimiser and state as one set, then publish it atomically."""
-        d = self._checkpoint_dir()
-        assert d is not None  # guarded by the caller
+        d, result = self.dir, run.result
         name = f"set-{result.epochs_run:05d}"
         with atomic_dir(d / name) as tmp:
-            save_tensors(tmp / "model.safetensors", model.state_dict())
-            if best_state is not None:
-                save_tensors(tmp / "best.safetensors", best_state)
-            opt_tensors, opt_meta = opts.state()
-            opt_tensors["rng.sampler"] = sampler.generator.get_state()
+            save_tensors(tmp / "model.safetensors", run.model.state_dict())
+            if run.best_state is not None:
+                save_tensors(tmp / "best.safetensors", run.best_state)
+            opt_tensors, opt_meta = run.opts.state()
+            opt_tensors["rng.sampler"] = run.sampler.generator.get_state()
             save_tensors(tmp / "optimizer.safetensors", opt_tensors)
-            write_json(
-                tmp / "state.json",
-                {
-                    "epoch": result.epochs_run,
-                    "result": result.to_json(),
-                    "bad_rounds": bad_rounds,
-                    "has_best": best_state is not None,
-                    "optimizer": opt_meta,
-                    "train_config": asdict(self.cfg),
-                    "identity": self.identity,
-                },
-            )
+            write_json(tmp / "state.json", {
+                "epoch": result.epochs_run, "result": result.to_json(), "bad_rounds": run.bad_rounds,
+                "has_best": run.best_state is not None, "optimizer": opt_meta, "train_config": asdict(self.cfg),
+                "identity": self.identity,
+            })
             write_checksums(tmp, sorted(p.name for p in tmp.iterdir() if p.is_file()))  # last
         write_json(d / "current.json", {"set": name})  # the atomic switch to the new set
         for old in d.iterdir():  # older sets (and pre-set-layout files) are no longer needed
@@ -360,7 +322,7 @@ class Trainer:
                 else:
                     old.unlink(missing_ok=True)
 
-    def _check_resume(self, state: dict[str, Any], where: Path) -> list[dict[str, Any]]:
+    def check_resume(self, state: dict[str, Any], where: Path) -> list[dict[str, Any]]:
         """Refuse a resume whose identity or result-changing options differ; return applied changes."""
         if state.get("identity", {}) != self.identity:
             old, new = state.get("identity", {}), self.identity
@@ -381,22 +343,23 @@ class Trainer:
             )
         return [{"epoch": int(state["epoch"]), "changed": changed}] if changed else [{"epoch": int(state["epoch"])}]
 
-    def _load_checkpoint(self, model, opts, sampler):
-        d = self._checkpoint_set()
+    def load(self, run: Run) -> None:
+        """Restore the model, optimiser, sampler RNG and counters of the current set into `run`."""
+        d = self.current_set()
         assert d is not None
         # every file of the set, before anything is read (a set written before checksums: refused)
         verify_checksums(d, "checkpoint set", remedy="train without --resume")
         state = read_json(d / "state.json", "checkpoint state")
-        applied = self._check_resume(state, d)
-        model.load_state_dict(load_tensors(d / "model.safetensors", str(self.device)))
+        applied = self.check_resume(state, d)
+        run.model.load_state_dict(load_tensors(d / "model.safetensors", str(self.device)))
         tensors = load_tensors(d / "optimizer.safetensors")
-        sampler.generator.set_state(tensors.pop("rng.sampler"))
-        opts.load(tensors, state["optimizer"])
-        best = load_tensors(d / "best.safetensors") if state["has_best"] else None
+        run.sampler.generator.set_state(tensors.pop("rng.sampler"))
+        run.opts.load(tensors, state["optimizer"])
+        run.best_state = load_tensors(d / "best.safetensors") if state["has_best"] else None
         r = state["result"]
-        result = TrainResult(r["best_epoch"], r["best_metric"], r["epochs_run"], r["seconds"], r["history"],
-                             list(r.get("resumes", [])) + applied)
-        return int(state["epoch"]), result, int(state["bad_rounds"]), best
+        run.result = TrainResult(r["best_epoch"], r["best_metric"], r["epochs_run"], r["seconds"], r["history"],
+                                 list(r.get("resumes", [])) + applied)
+        run.start_epoch, run.bad_rounds = int(state["epoch"]), int(state["bad_rounds"])
 
 
 def _short(value: Any, width: int = 80) -> str:

@@ -44,6 +44,7 @@ from typing import Any, Iterator, Sequence
 from torch import nn
 
 from crossrec.data.bundle import Bundle
+from crossrec.errors import ConfigError, CrossrecError
 from crossrec.io import (
     load_tensors,
     name_slug,
@@ -140,7 +141,7 @@ def parameter_groups(model: nn.Module) -> dict[str, list[nn.Parameter]]:
 def frozen(model: nn.Module, policy: str) -> Iterator[list[nn.Parameter]]:
     """Freeze the groups `policy` names (requires_grad=False) for the block; flags restored on exit."""
     if policy not in FROZEN_GROUPS:
-        raise ValueError(f"freeze={policy!r}; expected one of {list(FREEZE_POLICIES)}")
+        raise ConfigError(f"freeze={policy!r}; expected one of {list(FREEZE_POLICIES)}")
     groups = parameter_groups(model)
     params = [p for g in FROZEN_GROUPS[policy] for p in groups[g]]
     saved = [(p, p.requires_grad) for p in params]
@@ -210,12 +211,15 @@ def run_stages(
                 hint = "" if isinstance(model, HasParameterGroups) else (
                     f" ({type(model).__name__} defines no parameter_groups(), so all of it counts as shared)"
                 )
-                raise ValueError(
+                raise ConfigError(
                     f"stage {i} ({stage.name}): freeze={stage.freeze!r} leaves no trainable parameters{hint}"
                 )
             log.info("stage %d: %d parameter tensors frozen", i, len(frozen_params))
             try:
                 result = trainer.fit(model, bundle, resume=resume_here)
+            except CrossrecError as e:  # bad input stays its kind (exit 2), with the stage in front
+                e.args = (f"stage {i} ({stage.name}): {e}", *e.args[1:])
+                raise
             except ValueError as e:
                 raise ValueError(f"stage {i} ({stage.name}): {e}") from e
         results.append(result)

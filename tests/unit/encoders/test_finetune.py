@@ -8,7 +8,7 @@ import torch
 
 from crossrec.config import load_config
 from crossrec.pipeline import evaluate, seed_everything, train
-from crossrec.serving.artifact import load_artifact
+from crossrec.artifact import load_artifact
 
 
 @pytest.mark.parametrize("mode", ["lora", "top_layers"])

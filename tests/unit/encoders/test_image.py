@@ -17,8 +17,8 @@ from crossrec.encoders.image import (
     EncoderError,
     attach_images,
     encode_images,
-    reads_images,
 )
+from crossrec.models.base import reads_images
 from tests.unit.encoders.test_text import no_network  # noqa: F401  (fixture)
 
 

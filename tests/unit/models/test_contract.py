@@ -15,7 +15,7 @@ from crossrec.data.batch import Sizes
 from crossrec.models import REGISTRY
 from crossrec.models.base import Decomposed, HasSetup, Trainable, TwoTower
 from crossrec.models.per_category import build
-from crossrec.serving.artifact import load_artifact, save_artifact
+from crossrec.artifact import load_artifact, save_artifact
 from crossrec.training.optim import Optimizers
 from crossrec.training.trainer import TrainConfig, Trainer
 
@@ -165,3 +165,86 @@ def test_trains_scores_and_evaluates_on_cuda(name, tiny_bundle):
     assert torch.isfinite(s).all()
     result = Evaluator(tiny_bundle, EvalConfig(ks=(10,))).evaluate(model)
     assert result.metric("ndcg@10") >= 0.0
+
+
+# ---------------------------------------------------------------------------- declared capabilities
+# What each registered model (and its "single" per-category wrapper) declares, as the runtime-checkable
+# protocols of models/base.py it satisfies. Callers dispatch on these with isinstance (no hasattr
+# probes: tests/unit/test_no_probes.py), so a model gaining or losing one must show up here.
+# A per-category wrapper forwards `score`, ratings where every sub-model predicts them, and whether
+# any sub-model reads text (`ReadsText`: its `uses_text`); never the vectors (one space per category).
+FLAGSHIP = {"Borrows", "Calibrates", "Decomposed", "EmbedsText", "Explains", "HasParameterGroups", "HasSetup",
+            "IndexColumns", "RatingPredictor", "ReadsImages", "ReadsText", "Recommender", "ScoresCandidates",
+            "ScoresHistory", "ScoresText", "SparseCandidates", "Trainable", "TrainsEncoder", "TwoTower"}
+SINGLE = {"ReadsText", "Recommender"}
+CAPABILITIES = {
+    ("bitgcf", "pooled"): {"HasParameterGroups", "HasSetup", "Recommender", "Trainable", "TwoTower"},
+    ("cmf", "pooled"): {"HasParameterGroups", "HasSetup", "Recommender", "Trainable", "TwoTower"},
+    ("conet", "pooled"): {"HasParameterGroups", "Recommender", "Trainable"},
+    ("crossrec", "pooled"): FLAGSHIP,
+    ("crossrec[text+id]", "pooled"): FLAGSHIP,
+    ("dtcdr", "pooled"): {"HasParameterGroups", "Recommender", "Trainable", "TwoTower"},
+    ("emcdr", "pooled"): {"HasParameterGroups", "HasSetup", "Recommender", "Trainable", "TwoTower"},
+    ("ials", "pooled"): {"Fittable", "Recommender", "TwoTower"},
+    ("itemknn", "pooled"): {"Fittable", "Recommender"},
+    ("lightgcn", "pooled"): {"HasSetup", "Recommender", "Trainable", "TwoTower"},
+    ("mf", "pooled"): {"FusedStep", "ManualBackward", "RatingPredictor", "Recommender", "Trainable", "TwoTower"},
+    ("neumf", "pooled"): {"Recommender", "Trainable"},
+    ("pop", "pooled"): {"Fittable", "Recommender"},
+    ("sasrec", "pooled"): {"HasParameterGroups", "HasSetup", "Recommender", "Trainable", "TwoTower"},
+    ("textknn", "pooled"): {"Fittable", "ReadsText", "Recommender", "ScoresText", "TwoTower"},
+    ("bitgcf", "single"): SINGLE,
+    ("cmf", "single"): SINGLE,
+    ("conet", "single"): SINGLE,
+    ("crossrec", "single"): SINGLE | {"RatingPredictor"},
+    ("dtcdr", "single"): SINGLE,
+    ("emcdr", "single"): SINGLE,
+    ("ials", "single"): SINGLE,
+    ("itemknn", "single"): SINGLE,
+    ("lightgcn", "single"): SINGLE,
+    ("mf", "single"): SINGLE | {"RatingPredictor"},
+    ("neumf", "single"): SINGLE,
+    ("pop", "single"): SINGLE,
+    ("sasrec", "single"): SINGLE,
+    ("textknn", "single"): SINGLE,
+}
+
+
+def _protocols() -> dict[str, type]:
+    """Every runtime-checkable protocol models/base.py declares, by name."""
+    import inspect
+
+    from crossrec.models import base
+
+    return {n: o for n, o in vars(base).items()
+            if inspect.isclass(o) and getattr(o, "_is_runtime_protocol", False) and o.__module__ == base.__name__}
+
+
+def test_the_capability_table_covers_every_model_and_mode():
+    assert {(n.split("[")[0], mode) for n, mode in CAPABILITIES} == {(n, mode) for n in NAMES for mode in ("pooled", "single")}
+    named = set().union(*CAPABILITIES.values())
+    assert named <= set(_protocols()), "the table names a protocol models/base.py does not declare"
+
+
+@pytest.mark.parametrize(("name", "mode"), sorted(CAPABILITIES))
+def test_declared_capabilities(name, mode, tiny_bundle):
+    """Each model satisfies exactly the protocols of its row (built, not trained: declarations
+    do not depend on the data)."""
+    text = name.endswith("[text+id]")
+    model = build(name.split("[")[0], mode, TEXT_VARIANT if text else SMALL.get(name, {}), Sizes.from_bundle(tiny_bundle))
+    got = {n for n, proto in _protocols().items() if isinstance(model, proto)}
+    assert got == CAPABILITIES[(name, mode)], f"{name} ({mode}): gained {sorted(got - CAPABILITIES[(name, mode)])}, " \
+                                              f"lost {sorted(CAPABILITIES[(name, mode)] - got)}"
+
+
+def test_a_per_category_wrapper_forwards_ratings_only_when_every_sub_model_predicts_them(tiny_bundle):
+    from crossrec.models.base import RatingPredictor, ReadsText, reads_text
+    from crossrec.models.per_category import PerCategory, PerCategoryRatings
+
+    sizes = Sizes.from_bundle(tiny_bundle)
+    mf, knn, text = (build(n, "single", SMALL.get(n, {}), sizes) for n in ("mf", "itemknn", "textknn"))
+    assert type(mf) is PerCategoryRatings and isinstance(mf, (PerCategory, RatingPredictor))
+    assert type(knn) is PerCategory and not isinstance(knn, RatingPredictor)
+    mixed = PerCategory([mf.models[0], *knn.models[1:]], sizes.item_category)
+    assert type(mixed) is PerCategory and not hasattr(mixed, "predict_rating")  # the claim under test
+    assert isinstance(text, ReadsText) and reads_text(text) and not reads_text(mf)

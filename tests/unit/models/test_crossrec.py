@@ -14,7 +14,7 @@ from crossrec.models.base import config_from_dict
 from crossrec.models.crossrec import CrossRec, CrossRecConfig
 from crossrec.models.crossrec.config import HistoryConfig
 from crossrec.models.per_category import build
-from crossrec.serving.artifact import load_artifact, save_artifact
+from crossrec.artifact import load_artifact, save_artifact
 from crossrec.training.trainer import TrainConfig, Trainer
 from crossrec.typed import ConfigError
 

@@ -11,6 +11,7 @@ import torch
 from crossrec.evaluation.evaluator import EvalConfig, Evaluator
 from crossrec.models.crossrec.prior import GRID, MIN_USERS, pick
 from crossrec.training.trainer import TrainConfig, Trainer
+from crossrec.training.picks import pick_tools
 from tests.unit.models.test_crossrec import first_batch, make
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -151,7 +152,7 @@ def test_fit_prior_picks_on_the_validation_ndcg_of_new_users(cold_valid_bundle, 
     plain = make(b, dim=32, prior_fit=False)
     Trainer(cfg).fit(plain, b)
     assert not torch.allclose(model.new_prior.detach(), plain.new_prior.detach())
-    curves = {c: plain._prior_curve(b, c, 64) for c in range(b.n_categories)}
+    curves = {c: plain._prior_curve(b, c, pick_tools(), 64) for c in range(b.n_categories)}
     pooled = pick(sum(v for v, _ in curves.values()))
     csr = b.csr
 
@@ -182,5 +183,5 @@ def test_fit_prior_is_a_no_op_without_new_users_in_validation(small_bundle):
     with torch.no_grad():
         model.new_prior.fill_(0.7)
     model.eval()
-    model.fit_prior(small_bundle)
+    model.fit_prior(small_bundle, None, pick_tools())
     assert torch.allclose(model.new_prior.detach(), torch.full_like(model.new_prior, 0.7))

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from crossrec.evaluation.evaluator import EvalConfig, Evaluator
 from crossrec.models.crossrec.prior import pick
 from crossrec.models.crossrec.shrink import KAPPAS, MIN_USERS
+from crossrec.training.picks import pick_tools
 from tests.unit.models.test_crossrec import make
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -101,7 +102,7 @@ def test_kappa_is_picked_per_category_on_the_evaluators_validation_ndcg_of_train
                 curves[c, g], users[c] = row["ndcg@10"] * row["n_users"], row["n_users"]
     assert curves.sum(0).max() > curves.sum(0).min()  # the trained items' ranking moves with kappa
     model._apply_shrink(targets, torch.zeros(n_cat), emb0, bias0)
-    model.shrink_to_text(tiny_bundle)
+    model.shrink_to_text(tiny_bundle, None, pick_tools())
     pooled = pick(curves.sum(0), KAPPAS)
     want = torch.tensor([pick(curves[c], KAPPAS) if users[c] >= MIN_USERS else pooled for c in range(n_cat)])
     assert torch.equal(model.shrink_kappa_, want.float())
@@ -115,7 +116,7 @@ def test_picking_kappa_leaves_the_models_mode_as_it_was(tiny_bundle, tiny_text, 
     # a mode flipped to training would leave dropout on in the picks that follow (prior, cold offset)
     model = text_model(tiny_bundle, tiny_text)
     model.train(training)
-    model.shrink_to_text(tiny_bundle)
+    model.shrink_to_text(tiny_bundle, None, pick_tools())
     assert all(m.training == training for m in model.modules())
 
 
@@ -123,7 +124,7 @@ def test_shrinkage_is_a_no_op_without_text_or_when_off(tiny_bundle, tiny_text):
     for model in (make(tiny_bundle), text_model(tiny_bundle, tiny_text, text={"shrink": False})):
         model.eval()
         before = model.items.emb.weight.detach().clone(), model.items.bias.detach().clone()
-        model.shrink_to_text(tiny_bundle)
+        model.shrink_to_text(tiny_bundle, None, pick_tools())
         assert torch.equal(model.items.emb.weight, before[0]) and torch.equal(model.items.bias, before[1])
         assert not model.shrink_kappa_.any()
 

@@ -11,7 +11,7 @@ from crossrec.data.batch import Sizes
 from crossrec.models.base import REGISTRY
 from crossrec.models.lightgcn import LightGCN, LightGCNConfig
 from crossrec.models.per_category import build
-from crossrec.serving.artifact import load_artifact, save_artifact
+from crossrec.artifact import load_artifact, save_artifact
 
 SMALL = {"dim": 16, "n_layers": 2}
 

@@ -166,7 +166,7 @@ def test_a_borrowed_items_neighbourhood_score_is_its_lenders(cold_world, trained
 
 
 def test_every_scoring_path_agrees_on_borrowed_items(cold_world, trained, tmp_path):
-    from crossrec.serving.artifact import load_artifact, save_artifact
+    from crossrec.artifact import load_artifact, save_artifact
 
     model = trained["crossrec-text"]
     users, c = torch.arange(12), 0
@@ -190,7 +190,7 @@ def test_every_scoring_path_agrees_on_borrowed_items(cold_world, trained, tmp_pa
 
 
 def test_explanations_name_a_borrowed_items_lenders_and_their_terms(cold_world, trained, tmp_path):
-    from crossrec.serving.artifact import load_artifact, save_artifact
+    from crossrec.artifact import load_artifact, save_artifact
     from crossrec.serving.service import Service
 
     model = trained["crossrec-text"]

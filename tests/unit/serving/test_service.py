@@ -11,7 +11,7 @@ import torch
 
 from crossrec.data.batch import Sizes
 from crossrec.models.per_category import build
-from crossrec.serving.artifact import load_artifact, save_artifact
+from crossrec.artifact import load_artifact, save_artifact
 from crossrec.serving.config import ServeConfig
 from crossrec.serving.index import ItemIndex, recall_against_exact
 from crossrec.serving.service import Service, ServingError

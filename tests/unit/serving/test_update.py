@@ -7,9 +7,9 @@ import torch
 
 from crossrec.config import load_config
 from crossrec.data.bundle import Bundle
-from crossrec.pipeline import service_loader
+from crossrec.serving.loader import service_loader, stored_feedback
 from crossrec.serving.store import SQLiteStore
-from crossrec.serving.update import feedback_rows, newest_version, update
+from crossrec.update import feedback_rows, newest_version, update
 from tests.unit.serving.test_service import trained
 
 
@@ -47,7 +47,7 @@ def test_update_writes_a_new_version_and_the_loader_serves_it(tiny_bundle, tmp_p
     pairs = [(u, j) for u in range(20) for j in range(0, tiny_bundle.n_items, 7) if (u, j) not in have][:60]
     for n, (u, j) in enumerate(pairs):
         store.add_feedback(str(tiny_bundle.raw_user_ids()[u]), str(tiny_bundle.raw_item_ids()[j]), "click", float(n))
-    done = update(cfg)
+    done = update(cfg, feedback=stored_feedback(cfg))  # what `crossrec update` reads and passes
     assert done["updated"] and done["version"] == "v0001" and done["added"] == len(pairs)
     assert (out / "model.safetensors").read_bytes() == before  # the served artifact is untouched
     art_dir, bundle_dir, version = newest_version(out, tiny_bundle.root)

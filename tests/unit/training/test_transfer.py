@@ -14,7 +14,7 @@ from crossrec.data.batch import Batch, Sizes
 from crossrec.models.losses import pair_loss
 from crossrec.models.mf import MF, MFConfig
 from crossrec.models.per_category import build
-from crossrec.serving.artifact import load_artifact
+from crossrec.artifact import load_artifact
 from crossrec.training.trainer import TrainConfig
 from crossrec.training.transfer import (
     Stage,

@@ -22,12 +22,10 @@ category. The item keeps its own text part, and stays `untrained` for the cold o
 (models/crossrec/calibration.py), which is fitted after the borrowing. The borrowed rows are written
 into the ID tables, so an item that later gets interactions starts training from them.
 
-Measured before adoption (seed 0, zero-shot protocol, test NDCG@10 of the held-out category):
-anime Music 0.102 -> 0.205 with the parts (embedding and bias 0.190, neighbourhood term the rest;
-temperature 0.1 with 50 neighbours gave 0.129, 5 neighbours 0.186), 0.255 with the lenders'
-scores; amazon Office 0.0051 -> 0.0080 -> 0.0122. In categories that did train, the lenders'
-scores lost to the parts on anime's cold items (cold-item protocol, `cold_item` Recall@10 0.317 vs
-0.271), so they are used only where the category itself never trained.
+What it changed on the zero-shot and cold-item protocols: docs/DESIGN.md (`models`) and the item
+text results page of the docs site (generated from benchmarks/results). In categories that did
+train, the lenders' scores lost to the parts on anime's cold items (cold-item protocol), so they
+are used only where the category itself never trained.
 
 Example:
     >>> nbr, w = text_neighbours(text, trained, text[cold], k=20, temperature=0.05)  # doctest: +SKIP

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from crossrec import kernels
+from crossrec.errors import ConfigError
 
 if TYPE_CHECKING:
     from crossrec.models.crossrec.config import HistoryConfig
@@ -54,7 +55,7 @@ class HistoryEncoder(nn.Module):
         self.compiled = True  # on CPU, attention pooling by the compiled kernels (the tensor path is the reference, and CUDA's)
         if c.encoder == "transformer":
             if d % c.n_heads:
-                raise ValueError(f"crossrec.dim={d} must be divisible by history.n_heads={c.n_heads}")
+                raise ConfigError(f"crossrec.dim={d} must be divisible by history.n_heads={c.n_heads}")
             self.cat_emb = nn.Embedding(n_cat + 1, d, padding_idx=n_cat)  # history items' category
             self.pos_emb = nn.Embedding(c.length, d)  # slot length-1 = most recent
             nn.init.normal_(self.cat_emb.weight, std=0.01)

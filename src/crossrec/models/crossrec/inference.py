@@ -98,6 +98,12 @@ class FlagshipInference:
             s = s + self.content_term.profile(hist, cat, self.item_category_[hist], self.items.text_) @ text.float().T
         return s + self.global_bias if self.config.loss == "mse" else s
 
+    def text_item_vectors(self: Any, text: Tensor, image: Tensor | None = None) -> Tensor:
+        """[n, d] item-tower vectors of items known by their text vectors [n, k] (and image
+        vectors [n, k']), with the ID parts they borrow where they do: what `similar` compares."""
+        lent = self.borrowed_parts(text)
+        return self.items.from_text(text, image, None if lent is None else lent[2])[0]
+
     def borrowed_parts(self: Any, text: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor] | None:
         """For items known by their text vectors [n, k]: their lenders [n, m], weights [n, m] and
         the borrowed ID vectors [n, d] and biases [n] (borrow.py), or None where nothing is borrowed."""

@@ -43,6 +43,7 @@ import torch
 from torch import Tensor, nn
 
 from crossrec.data.batch import Batch, Sizes
+from crossrec.errors import ConfigError
 from crossrec.models.base import register
 from crossrec.models.category_index import CategoryIndex
 from crossrec.models.crossrec.borrow import Borrowing
@@ -63,6 +64,7 @@ from crossrec.models.scoring import dot_scores
 
 if TYPE_CHECKING:
     from crossrec.data.bundle import Bundle
+    from crossrec.models.base import PickTools
 
 
 @register("crossrec", CrossRecConfig, paper="crossrec flagship (docs/DESIGN.md); DIN/SASRec history attention, DTCDR shared+specific users")
@@ -77,7 +79,7 @@ class CrossRec(FlagshipInference, Borrowing, TextShrinkage, NewUserPrior, Trains
         super().__init__()
         c = config
         if not 0.0 <= c.history.category_dropout < 1.0:
-            raise ValueError("crossrec.history.category_dropout must be in [0, 1)")
+            raise ConfigError("crossrec.history.category_dropout must be in [0, 1)")
         self.config, self.sizes, self.pad = c, sizes, sizes.n_items
         n_cat, d, pad = sizes.n_categories, c.dim, sizes.n_items
         # Built in a fixed order: it is the order the parameters draw their initial values in.
@@ -150,14 +152,14 @@ class CrossRec(FlagshipInference, Borrowing, TextShrinkage, NewUserPrior, Trains
         if self.uses_text:
             text = getattr(bundle, "text_vectors", None)
             if text is None:
-                raise ValueError(f"crossrec.item_tower={self.config.item_tower!r} needs item text vectors: train through "
+                raise ConfigError(f"crossrec.item_tower={self.config.item_tower!r} needs item text vectors: train through "
                                  "the pipeline (it encodes them with the `encoder:` section) or set bundle.text_vectors")
             self.items.set_text(torch.from_numpy(text))
         if not self.warmed:  # last: it reads the text adapter built above
             self.warmed = True
             warm_start(self, bundle, categories)
 
-    def calibrate(self, bundle: Bundle, categories: Sequence[int] | None = None) -> None:
+    def calibrate(self, bundle: Bundle, categories: Sequence[int] | None, tools: PickTools) -> None:
         """After training (the trainer calls it): lend untrained items their text neighbours' ID
         parts (borrow.py, `text.borrow`), shrink trained items' ID parts toward their text
         neighbours' (shrink.py, `text.shrink`), pick the new-user prior again on validation's users new
@@ -167,9 +169,9 @@ class CrossRec(FlagshipInference, Borrowing, TextShrinkage, NewUserPrior, Trains
         self.borrow()  # first: the offset is fitted on the scores with the borrowed parts
         was = self.training
         self.eval()
-        self.shrink_to_text(bundle, categories)  # trained items' ID parts toward their text neighbours' (shrink.py)
+        self.shrink_to_text(bundle, categories, tools)  # trained items' ID parts toward their text neighbours' (shrink.py)
         if self.config.prior_fit:  # before the offset, which is fitted on the final scores (prior.py)
-            self.fit_prior(bundle, categories)
+            self.fit_prior(bundle, categories, tools)
         if self.items.use_text and self.items.use_id and self.config.text.calibrate_cold and self.config.loss != "mse":
             from crossrec.models.crossrec.calibration import fit_cold_offsets
 
@@ -195,6 +197,16 @@ class CrossRec(FlagshipInference, Borrowing, TextShrinkage, NewUserPrior, Trains
     def uses_text(self) -> bool:
         """The item tower reads language-model vectors of the items' text (set up from the Bundle)."""
         return "text" in self.config.item_tower
+
+    @property
+    def uses_images(self) -> bool:
+        """The item tower reads image vectors (`item_tower` naming `image`; `ReadsImages`)."""
+        return "image" in self.config.item_tower
+
+    @property
+    def image_dim(self) -> int | None:
+        """Width of the image vectors the item tower reads, or None (none attached)."""
+        return self.items.image_dim
 
     def set_content(self, vectors: Tensor, present: Tensor | None = None) -> None:
         """Attach per-item content vectors [n_items, k] to the item tower (see ItemTower.set_content)."""
@@ -366,7 +378,7 @@ class CrossRec(FlagshipInference, Borrowing, TextShrinkage, NewUserPrior, Trains
         pw = self.row_prior(cat, hide)  # [B] or None: the prior of rows read as new to their category (prior.py)
         if c.loss == "mse":
             if batch.ratings is None:
-                raise ValueError("crossrec.loss='mse' needs explicit ratings in the data")
+                raise ConfigError("crossrec.loss='mse' needs explicit ratings in the data")
             warm_start_bias(self.global_bias, self.bias_ready_, batch.ratings)
             pred = (u * p).sum(-1) + pb + self.global_bias
             if nhist is not None:

@@ -22,8 +22,8 @@ the best validation NDCG@10 of those users (their scores are computed once; each
 them), the curve smoothed over neighbouring values against the noise of a few hundred users. A
 category with fewer than `MIN_USERS` such users takes the value picked on all categories together.
 The validation log-likelihood of their positives (the cold offset's criterion, calibration.py) was
-tried first: it kept beta where training had it (amazon 0.33 / 0.30 -> 0.37 / 0.31), while
-NDCG@10 peaked at 0.5-1.0 on validation and test alike (docs/DESIGN.md).
+tried first: it kept beta close to where training had it, while
+NDCG@10 peaked at larger values on validation and test alike (docs/DESIGN.md).
 
 Measured before adoption: docs/DESIGN.md ("The popularity prior of users new to a category").
 
@@ -41,10 +41,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from crossrec.evaluation.metrics import ndcg_at_k, pad_positives, rank_items_top
 
 if TYPE_CHECKING:
     from crossrec.data.bundle import Bundle
+    from crossrec.models.base import PickTools
 
 log = logging.getLogger(__name__)
 MIN_USERS = 200  # validation users new to a category that its own pick needs (else the pooled one)
@@ -93,12 +93,13 @@ class NewUserPrior:
         pop = pop * (items < self.sizes.n_items)
         return weight.unsqueeze(1) * (pop.unsqueeze(0) if items.dim() == 1 else pop)
 
-    def fit_prior(self: Any, bundle: Bundle, categories: Sequence[int] | None = None, batch_size: int = 512) -> None:
+    def fit_prior(self: Any, bundle: Bundle, categories: Sequence[int] | None, tools: PickTools,
+                  batch_size: int = 512) -> None:
         """Pick `new_prior` again on validation's users new to each category (no-op without them)."""
         if self.new_prior is None:
             return
         cats = list(range(self.sizes.n_categories)) if categories is None else list(categories)
-        curves = {c: v for c in cats if (v := self._prior_curve(bundle, c, batch_size)) is not None}
+        curves = {c: v for c in cats if (v := self._prior_curve(bundle, c, tools, batch_size)) is not None}
         if not curves:
             return
         pooled = None
@@ -115,7 +116,8 @@ class NewUserPrior:
             f"{c}: {learned[c]:.3f} -> {self.new_prior[c].item():.3f} ({curves[c][1] if c in curves else 0} users)"
             for c in cats))
 
-    def _prior_curve(self: Any, bundle: Bundle, c: int, batch_size: int) -> tuple[np.ndarray, int] | None:
+    def _prior_curve(self: Any, bundle: Bundle, c: int, tools: PickTools, batch_size: int
+                     ) -> tuple[np.ndarray, int] | None:
         """Summed validation NDCG@K of the users new to c at each value of `GRID`, and their number;
         None where there are none."""
         valid = bundle.csr("valid", c)  # (users new to c have no training item in c to mask)
@@ -142,10 +144,10 @@ class NewUserPrior:
                     rel = torch.zeros(s.shape, dtype=torch.bool)
                     rel[torch.from_numpy(np.repeat(np.arange(len(part)), np.diff(pos.indptr))),
                         torch.from_numpy(pos.indices.astype(np.int64))] = True
-                    items, ok = pad_positives(rel)  # ranked as the Evaluator ranks (same tie rule)
+                    items, ok = tools.pad_positives(rel)  # ranked as the Evaluator ranks (same tie rule)
                     for g, b in enumerate(GRID):
-                        ranks = rank_items_top(s + float(b) * p, items, ok, K).ranks
-                        total[g] += float(ndcg_at_k(ranks, K).nansum())
+                        ranks = tools.rank_items_top(s + float(b) * p, items, ok, K).ranks
+                        total[g] += float(tools.ndcg_at_k(ranks, K).nansum())
             finally:
                 self.new_prior[c] = beta
         return total, len(users)

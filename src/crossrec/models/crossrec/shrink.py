@@ -42,6 +42,7 @@ from crossrec.models.crossrec.prior import MIN_USERS, pick
 
 if TYPE_CHECKING:
     from crossrec.data.bundle import Bundle
+    from crossrec.models.base import PickTools
 
 log = logging.getLogger(__name__)
 KAPPAS = np.array([0.0, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0])  # the values of kappa tried
@@ -52,7 +53,7 @@ class _TrainedOnly(nn.Module):
     The cold offset that places untrained items among trained ones is fitted after shrinkage, so
     here their scores would rank against trained items uncalibrated, and on the cold-item protocol
     (a tenth of the items untrained, their positives in validation) the pick then chose kappa for
-    the balance between the two kinds (100-300 on anime, 0-30 otherwise: docs/DESIGN.md)."""
+    the balance between the two kinds (docs/DESIGN.md)."""
 
     def __init__(self, model: nn.Module, trained: Tensor) -> None:
         super().__init__()
@@ -106,12 +107,10 @@ class TextShrinkage:
             self.items.emb.weight[ids] = (count.unsqueeze(1) * emb0 + k.unsqueeze(1) * ebar) / (count + k).unsqueeze(1)
             self.items.bias[ids] = (count * bias0 + k * bbar) / (count + k)
 
-    def shrink_to_text(self: Any, bundle: Bundle, categories: Sequence[int] | None = None) -> None:
-        """Pick kappa per category on validation NDCG@10 and shrink the trained items' ID parts
-        toward their text neighbours' (module docstring); a no-op unless the tower reads text and
-        IDs, `text.shrink` is on and validation has users."""
-        from crossrec.evaluation.config import EvalConfig
-        from crossrec.evaluation.evaluator import Evaluator
+    def shrink_to_text(self: Any, bundle: Bundle, categories: Sequence[int] | None, tools: PickTools) -> None:
+        """Pick kappa per category on validation NDCG@10 (the Evaluator from `tools`) and shrink the
+        trained items' ID parts toward their text neighbours' (module docstring); a no-op unless the
+        tower reads text and IDs, `text.shrink` is on and validation has users."""
 
         tower = self.items
         if not (self.config.text.shrink and tower.use_text and tower.use_id and tower.has_text) or self.config.loss == "mse":
@@ -125,7 +124,7 @@ class TextShrinkage:
         emb0, bias0 = tower.emb.weight.detach()[ids].clone(), tower.bias.detach()[ids].clone()
         n_cat = self.sizes.n_categories  # (the curve's borrowed items keep the unshrunk lenders' parts: re-borrowed at the end)
         cats = list(range(n_cat)) if categories is None else list(categories)
-        evaluator = Evaluator(bundle, EvalConfig(ks=(10,), slices=False, auc=False, beyond=False), split="valid")
+        evaluator = tools.evaluator(bundle, 10, "valid")
         ranked = _TrainedOnly(self, ~self._untrained(torch.arange(self.sizes.n_items, device=ids.device)))
         curves, users = np.zeros((n_cat, len(KAPPAS))), np.zeros(n_cat)
         for g, kappa in enumerate(KAPPAS):

@@ -51,7 +51,7 @@ def warm_start(model: Any, bundle: Bundle, categories: Sequence[int] | None = No
         emb = items.emb.weight
         emb[: model.sizes.n_items].copy_(torch.from_numpy(item_f).to(emb.device) * w.scale)
         model.user_emb.weight.copy_(torch.from_numpy(users).to(emb.device) * w.scale)
-        hist = getattr(model.encoder, "hist_emb", None)
+        hist = model.encoder.hist_emb if model.encoder is not None else None
         if w.history > 0 and hist is not None:
             hist.weight[: model.sizes.n_items].copy_(torch.from_numpy(item_f).to(emb.device) * w.history)
     return True

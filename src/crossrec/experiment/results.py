@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import polars as pl
 
+from crossrec.errors import UnknownNameError
 from crossrec.evaluation.evaluator import SLICES
 from crossrec.evaluation.report import LOWER_IS_BETTER, markdown_table
 
@@ -54,7 +55,7 @@ class ExperimentResult:
         """Mean over seeds of one cell; NaN where that (category, slice) is empty (e.g. no cold items
         in one category); KeyError for a model the experiment does not have."""
         if model not in set(self.runs["model"].to_list()):
-            raise KeyError(f"no result for model {model!r}; have {sorted(set(self.runs['model'].to_list()))}")
+            raise UnknownNameError(f"no result for model {model!r}; have {sorted(set(self.runs['model'].to_list()))}")
         rows = self.summary().filter(
             (pl.col("model") == model) & (pl.col("category") == category) & (pl.col("slice") == slice)
         )

@@ -29,7 +29,8 @@ from typing import Any
 
 import yaml
 
-from crossrec.evaluation import plots
+from crossrec.errors import MissingInputError
+from crossrec.experiment import plots
 from crossrec.io import OutputError, claim_output, read_json, write_json, write_marker, write_text
 
 CURVE_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0)
@@ -148,11 +149,11 @@ def _exposure_curve(run_dir: Path, res: dict[str, Any], label: str, k: int) -> l
     """The re-ranker's curve for `label`'s first trained seed, on the test split of its Bundle."""
     from crossrec.data.bundle import Bundle
     from crossrec.evaluation.beyond import CrossLists, exposure_curve
-    from crossrec.serving.artifact import check_bundle, load_artifact
+    from crossrec.artifact import check_bundle, load_artifact
 
     seeds = sorted((run_dir / "models" / label).glob("seed-*"))
     if not seeds:
-        raise FileNotFoundError(f"--exposure-curve {label}: no trained model under {run_dir / 'models' / label}")
+        raise MissingInputError(f"--exposure-curve {label}: no trained model under {run_dir / 'models' / label}")
     art = load_artifact(seeds[0])
     bundle = Bundle.load(art.meta["run_config"]["data"]["bundle"])
     check_bundle(art, bundle)

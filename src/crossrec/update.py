@@ -115,24 +115,25 @@ def file_events(cfg: RunConfig, paths: Sequence[str | Path]) -> pl.DataFrame:
     return pl.concat(frames)
 
 
-def update(cfg: RunConfig, interactions: Sequence[str | Path] = ()) -> dict[str, Any]:
-    """Train the next version on the stored feedback and the rows of the `interactions` files;
-    returns what was done (see the module docstring)."""
+def update(cfg: RunConfig, interactions: Sequence[str | Path] = (),
+           feedback: Sequence[tuple[str, str, str, float]] | pl.DataFrame = ()) -> dict[str, Any]:
+    """Train the next version on `feedback` (the store's events: `serving.store`'s
+    `all_feedback()`, which the CLI reads) and the rows of the `interactions` files; returns what
+    was done (see the module docstring)."""
+    from crossrec.artifact import check_bundle, load_artifact, save_artifact
     from crossrec.models.base import reads_text
-    from crossrec.serving.artifact import check_bundle, load_artifact, save_artifact
-    from crossrec.serving.store import SQLiteStore
     from crossrec.training.trainer import Trainer
 
     out = Path(cfg.out)
     art_dir, bundle_dir, version = newest_version(out, cfg.data.bundle)
     art, bundle = load_artifact(art_dir), Bundle.load(bundle_dir)
     check_bundle(art, bundle)
-    store = SQLiteStore(cfg.serve.store or out / "serving" / "store.sqlite")
     from_files = file_events(cfg, list(interactions))  # read (and checked) before anything is written
     if bundle.pseudonymised and from_files.height:  # files carry raw ids; the Bundle and store, pseudonyms
         keys = {u: bundle.user_key(u) for u in from_files["user"].unique().to_list()}
         from_files = from_files.with_columns(pl.col("user").replace_strict(keys, return_dtype=pl.Utf8))
-    rows, stats = feedback_rows(bundle, pl.concat([events_frame(store.all_feedback()), from_files]))
+    rows, stats = feedback_rows(bundle, pl.concat([events_frame(feedback if isinstance(feedback, pl.DataFrame)
+                                                                else list(feedback)), from_files]))
     stats["file_rows"] = from_files.height
     if stats["added"] == 0:
         return {"version": version, "updated": False, **stats}

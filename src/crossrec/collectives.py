@@ -1,29 +1,15 @@
-"""Data-parallel training on `torch.distributed`: gloo on CPU, NCCL on GPU, started by `torchrun`
-(or `crossrec train CONFIG --nproc N`, which runs torchrun for you).
+"""Process-group primitives: rank, world size, barrier, and the collectives the training loop and
+the evaluator use (parameter broadcast, gradient averaging with sparse rows all-gathered, Arrow
+frames gathered). Outside a launch every call is a no-op for one process.
 
-Every process holds a full replica of the model (parameters broadcast from rank 0 at the start).
-Each global batch of `train.batch_size` rows is split across the processes; after each backward
-pass the gradients are averaged over the processes, so every replica takes the same optimiser step
-and stays identical, as with `DistributedDataParallel`. The averaging is our own rather than DDP's
-wrapper for two reasons: models with hand-written gradients (BPR-MF's `manual_backward`) never run
-the autograd hooks DDP relies on, and sparse embedding gradients are exchanged by all-gather
-(their row indices and rows), which works on gloo and NCCL alike, whereas NCCL has no sparse
-all-reduce. Dense gradients go through one flattened all-reduce per step.
-
-Validation is sharded by users: each process scores every `world`-th user, and the per-user metrics
-are gathered (as Arrow IPC bytes, never pickle) so every process takes the same early-stopping
-decision. Rank 0 alone writes checkpoints and the artifact. docs/SCALE.md says how far this goes.
-
-Example:
-    $ crossrec train run.yaml --nproc 2            # 2 processes on this machine (gloo on CPU)
-    $ torchrun --nproc_per_node 8 -m crossrec.cli train run.yaml --train.device=cuda
+They sit on the lowest floor, beside `io`, so training and evaluation use them without importing
+`crossrec.distributed`, which launches processes and joins the group (see its docstring for the
+design: why our own averaging rather than DDP's wrapper, and how validation is sharded).
 """
 
 from __future__ import annotations
 
 import io
-import os
-from typing import Any
 
 import polars as pl
 import torch
@@ -41,24 +27,6 @@ def rank() -> int:
 
 def is_main() -> bool:
     return rank() == 0
-
-
-def launched() -> bool:
-    """True inside a multi-process launch (torchrun sets WORLD_SIZE)."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
-
-
-def init_from_env(device: str = "cpu") -> bool:
-    """Join the process group torchrun described in the environment (gloo on CPU, NCCL on CUDA).
-    Returns True when this process is one of several; a no-op outside a launch or when joined."""
-    if not launched():
-        return False
-    if not dist.is_initialized():
-        cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
-        if cuda:
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group(backend="nccl" if cuda else "gloo")
-    return True
 
 
 def barrier() -> None:
@@ -81,8 +49,6 @@ def average_gradients(model: nn.Module) -> None:
     world = world_size()
     if world == 1:
         return
-    from crossrec.training.optim import split_parameters
-
     dense, sparse = split_parameters(model)
     params = dense + sparse
     if not params:
@@ -150,8 +116,10 @@ def gather_frame(frame: pl.DataFrame) -> pl.DataFrame:
     return pl.concat([f for f in frames if f.height], how="vertical") if any(f.height for f in frames) else frame
 
 
-def describe() -> dict[str, Any]:
-    """world size, rank and backend, for logs and artifacts."""
-    if world_size() == 1:
-        return {"world_size": 1}
-    return {"world_size": world_size(), "rank": rank(), "backend": dist.get_backend()}
+def split_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """(dense, sparse) trainable parameters; sparse = weights of nn.Embedding(sparse=True)."""
+    sparse_ids = {
+        id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding) and m.sparse and m.weight.requires_grad
+    }
+    params = [p for p in model.parameters() if p.requires_grad]
+    return [p for p in params if id(p) not in sparse_ids], [p for p in params if id(p) in sparse_ids]

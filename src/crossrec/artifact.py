@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from torch import nn
 
 from crossrec.data.batch import Sizes
+from crossrec.errors import ArtifactError, MissingArtifactError
 from crossrec.io import (
     CorruptFileError,
     atomic_dir,
@@ -46,7 +47,7 @@ if TYPE_CHECKING:
 ARTIFACT_FORMAT = 2
 
 
-class ProvenanceError(ValueError):
+class ProvenanceError(ArtifactError):
     """An artifact used with a Bundle other than the one it was trained on."""
 
 
@@ -134,7 +135,7 @@ def load_artifact(root: str | Path, device: str = "cpu") -> Artifact:
     root = Path(root)
     cfg_path = root / "config.json"
     if not cfg_path.is_file():
-        raise FileNotFoundError(f"{str(root)!r} is not a crossrec artifact (no config.json); train one with `crossrec train`")
+        raise MissingArtifactError(f"{str(root)!r} is not a crossrec artifact (no config.json); train one with `crossrec train`")
     checked = verify_checksums(root, "artifact", required=False, remedy="train it again") or {}
     meta = read_json(cfg_path, "artifact config")
     if not isinstance(meta, dict) or meta.get("format") != ARTIFACT_FORMAT:
