@@ -17,14 +17,14 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from crossrec.data.prepare import PrepareConfig
 from crossrec.data.schema import Limits
 from crossrec.encoders.config import EncoderConfig
 from crossrec.evaluation.config import EvalConfig
 from crossrec.training.config import TrainConfig, TransferConfig
-from crossrec.typed import Checked, ConfigError, from_dict, load_yaml, read_config_file
+from crossrec.typed import Bounds, Checked, ConfigError, Size, from_dict, load_yaml, read_config_file
 
 __all__ = [
     "ConfigError", "DataConfig", "ModelSpec", "RunConfig", "load_config", "merge_dicts", "model_spec_hook",
@@ -39,26 +39,22 @@ class ServeConfig(Checked):
     section = "serve"
 
     index: Literal["exact", "hnsw", "auto"] = "exact"  # (str) exact inner product (top-k equals score's) | hnsw | auto (hnsw above hnsw_above items)
-    hnsw_above: int = 200_000  # (int) index=auto: categories with more items get an HNSW index
-    rerank_pool: int = 200  # (int) candidates the index returns for the exact re-rank of models with user-item terms (the flagship's neighbourhood)
-    batch_max: int = 64  # (int) most /recommend requests answered by one batched search (micro-batching)
-    batch_wait_ms: float = 0.0  # (float) how long a lone /recommend request waits for others to batch with, 0..10000 (0: answered at once; a burst batches by itself)
-    max_k: int = 100  # (int) the largest k a request may ask for
-    explain_top: int = 3  # (int) history items named per explanation
+    hnsw_above: Size = 200_000  # (int) index=auto: categories with more items get an HNSW index
+    rerank_pool: Size = 200  # (int) candidates the index returns for the exact re-rank of models with user-item terms (the flagship's neighbourhood)
+    batch_max: Size = 64  # (int) most /recommend requests answered by one batched search (micro-batching)
+    batch_wait_ms: Annotated[float, Bounds(ge=0.0, le=10_000.0)] = 0.0  # (float) how long a lone /recommend request waits for others to batch with, 0..10000 (0: answered at once; a burst batches by itself)
+    max_k: Size = 100  # (int) the largest k a request may ask for
+    explain_top: Size = 3  # (int) history items named per explanation
     store: str | None = None  # (str|None) feedback / new-item database; None = <out>/serving/store.sqlite
     host: str = "127.0.0.1"  # (str) address to listen on
-    port: int = 8000  # (int) port to listen on
+    port: Annotated[int, Bounds(ge=1, le=65535)] = 8000  # (int) port to listen on
     api_key_env: str = "CROSSREC_API_KEY"  # (str) environment variable holding the API key of the write and admin endpoints (unset: they refuse)
-    max_body_bytes: int = 65_536  # (int) largest request body accepted
+    max_body_bytes: Size = 65_536  # (int) largest request body accepted
 
     def validate(self) -> None:
-        if not 0 <= self.batch_wait_ms <= 10_000:  # NaN fails too; a lone request never waits over 10 s
-            raise ConfigError(f"serve.batch_wait_ms={self.batch_wait_ms}; expected 0..10000 (milliseconds)")
-        for name in ("hnsw_above", "rerank_pool", "batch_max", "max_k", "explain_top", "max_body_bytes"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"serve.{name}={getattr(self, name)}; expected >= 1")
-        if not 0 < self.port < 65536:
-            raise ConfigError(f"serve.port={self.port}; expected 1..65535")
+        """Nothing spans fields here: each field's range is declared beside it and checked when
+        the config is built (a lone request never waits over 10 s; ports 1..65535)."""
+
 
 
 @dataclass(frozen=True)
@@ -77,9 +73,9 @@ class DataConfig(Checked):
     columns: dict[str, str] = field(default_factory=dict)  # (dict) ColumnMap overrides: user/item/...
     item_columns: dict[str, str] = field(default_factory=dict)  # (dict) ItemColumnMap overrides
     bundle: str = "runs/bundle"  # (str) directory of the prepared Bundle
-    max_line_bytes: int = 1 << 20  # (int) longest line a CSV/TSV/JSONL file may have, bytes (1 MiB); longer: refused
-    max_header_bytes: int = 64 << 10  # (int) longest CSV/TSV header line (Parquet: all column names), bytes (64 KiB)
-    max_cell_bytes: int = 64 << 10  # (int) longest single value (CSV field, JSON string, Parquet string), bytes (64 KiB)
+    max_line_bytes: Size = 1 << 20  # (int) longest line a CSV/TSV/JSONL file may have, bytes (1 MiB); longer: refused
+    max_header_bytes: Size = 64 << 10  # (int) longest CSV/TSV header line (Parquet: all column names), bytes (64 KiB)
+    max_cell_bytes: Size = 64 << 10  # (int) longest single value (CSV field, JSON string, Parquet string), bytes (64 KiB)
 
     def limits(self) -> Limits:
         """The readers' bounds (`crossrec.data.schema.Limits`) from this section, e.g.

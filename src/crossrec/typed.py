@@ -7,16 +7,76 @@ Example:
 
 from __future__ import annotations
 
+import math
 import types
 import typing
-from dataclasses import fields, is_dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, fields, is_dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Annotated, Any
 
 from crossrec.errors import ConfigError  # defined there; importable from here too
 
-
 _LITERALS: dict[type, list[tuple[str, Any]]] = {}
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """A field's value constraint, declared beside the field in its annotation, the one place it
+    is written: `dim: Size = 64`, `dropout: Share = 0.1`, `lr: Annotated[float, Bounds(gt=0)]`.
+    `from_dict` checks it with the config path (`model.dim=-3; expected an integer >= 1`), and so
+    does `Checked` for a config built directly in Python. Numbers must be finite."""
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+
+    def problem(self, value: Any) -> str | None:
+        """What is wrong with `value` ("expected ..."), or None when it fits."""
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return None  # the type check speaks for other types
+        if isinstance(value, float) and not math.isfinite(value):
+            return "expected a finite number"
+        noun = "an integer" if isinstance(value, int) and self.ge is not None and float(self.ge).is_integer() \
+            and self.gt is None and self.le is None and self.lt is None else "a value"
+        if self.ge is not None and self.lt is not None and not (self.ge <= value < self.lt):
+            return f"expected a share in [{self.ge:g}, {self.lt:g})"
+        for bound, ok, sign in ((self.ge, lambda b: value >= b, ">="), (self.gt, lambda b: value > b, ">"),
+                                (self.le, lambda b: value <= b, "<="), (self.lt, lambda b: value < b, "<")):
+            if bound is not None and not ok(bound):
+                return f"expected {noun} {sign} {bound:g}"
+        return None
+
+
+Size = Annotated[int, Bounds(ge=1)]  # sizes and counts: at least 1
+Share = Annotated[float, Bounds(ge=0.0, lt=1.0)]  # dropouts, ratios: in [0, 1)
+Positive = Annotated[float, Bounds(gt=0.0)]  # temperatures, rates: divided by or multiplied in
+NonNegative = Annotated[float, Bounds(ge=0.0)]
+Count = Annotated[int, Bounds(ge=0)]  # counts that may be 0 (off)
+
+_BOUNDS: dict[type, dict[str, Bounds]] = {}
+
+
+def bounds_of(cls: type) -> dict[str, Bounds]:
+    """{field name: its declared Bounds} of a dataclass (from `Annotated[..., Bounds(...)]`)."""
+    if cls not in _BOUNDS:
+        hints = typing.get_type_hints(cls, include_extras=True)
+        _BOUNDS[cls] = {f.name: b for f in fields(cls) for b in _bounds_in(hints[f.name])}
+    return _BOUNDS[cls]
+
+
+def _bounds_in(tp: Any) -> list[Bounds]:
+    if typing.get_origin(tp) is Annotated:
+        return [m for m in typing.get_args(tp)[1:] if isinstance(m, Bounds)]
+    return [b for a in typing.get_args(tp) if a is not type(None) for b in _bounds_in(a)]
+
+
+def check_bounds(cls: type, values: dict[str, Any], prefix: str = "") -> None:
+    """Raise ConfigError naming `prefix + field` for the first value outside its declared Bounds."""
+    for name, bound in bounds_of(cls).items():
+        if name in values and (problem := bound.problem(values[name])) is not None:
+            raise ConfigError(f"{prefix}{name}={values[name]}; {problem}")
 
 
 class Checked:
@@ -38,6 +98,7 @@ class Checked:
         prefix = f"{cls.section}." if cls.section else ""
         for name, tp in _LITERALS[cls]:
             check_type(getattr(self, name), tp, prefix + name)
+        check_bounds(cls, {f.name: getattr(self, f.name) for f in fields(cls)}, prefix)
 
 
 def _has_literal(tp: Any) -> bool:
@@ -218,6 +279,7 @@ def from_dict(
             kwargs[name] = from_dict(tp, value, key + ".", hook)
         else:
             kwargs[name] = check_type(value, tp, key)
+    check_bounds(cls, kwargs, prefix)  # with the config path; Checked repeats it for Python-built configs
     return cls(**kwargs)
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from crossrec.errors import ConfigError
-from crossrec.typed import Checked
+from crossrec.typed import Checked, Count, Share
 
 SPLIT_STRATEGIES = ("leave_last_out", "temporal", "random", "given")
 
@@ -20,33 +20,27 @@ class PrepareConfig(Checked):
 
     split: Literal["leave_last_out", "temporal", "random", "given"] = "leave_last_out"  # (str) leave_last_out | temporal | random | given
     valid: bool = True  # (bool) hold out a validation split (for early stopping)
-    test_ratio: float = 0.2  # (float) temporal / random: share of interactions in test
-    valid_ratio: float = 0.1  # (float) temporal / random: share of interactions in valid
-    k_core: int = 0  # (int) keep users and items with >= k interactions (0 = off); iterated
+    test_ratio: Share = 0.2  # (float) temporal / random: share of interactions in test
+    valid_ratio: Share = 0.1  # (float) temporal / random: share of interactions in valid
+    k_core: Count = 0  # (int) keep users and items with >= k interactions (0 = off); iterated
     k_core_scope: Literal["global", "category"] = "global"  # (str) global: counts over all categories | category: within each
     dedupe: Literal["last", "first", "none"] = "last"  # (str) repeated (user, item): keep "last" | "first" | "none"
-    cold_user_fraction: float = 0.0  # (float) cold-start user protocol: share of multi-category users
+    cold_user_fraction: Share = 0.0  # (float) cold-start user protocol: share of multi-category users
     cold_user_category: str | None = None  # (str|None) target category of that protocol; None = random
-    cold_user_valid_fraction: float = 0.0  # (float) with a validation split: a further share of multi-category users (not those of the test draw) whose rows in one category go to validation, so new-to-category users are tuned and calibrated on (the new-user prior's weight: models/crossrec/prior.py)
-    cold_item_fraction: float = 0.0  # (float) cold-start item protocol: share of items whose every interaction goes to test (or valid: next option)
-    cold_item_valid_share: float = 0.5  # (float) share of those cold items whose interactions go to validation instead of test (with a validation split; 0 = all to test): what a model is tuned and calibrated on
+    cold_user_valid_fraction: Share = 0.0  # (float) with a validation split: a further share of multi-category users (not those of the test draw) whose rows in one category go to validation, so new-to-category users are tuned and calibrated on (the new-user prior's weight: models/crossrec/prior.py)
+    cold_item_fraction: Share = 0.0  # (float) cold-start item protocol: share of items whose every interaction goes to test (or valid: next option)
+    cold_item_valid_share: Share = 0.5  # (float) share of those cold items whose interactions go to validation instead of test (with a validation split; 0 = all to test): what a model is tuned and calibrated on
     zero_shot_category: str | None = None  # (str|None) zero-shot protocol: every interaction of this category goes to test
     keep_unused_items: bool = False  # (bool) keep catalogue items that have no interaction at all
     seed: int = 0  # (int) seed of the random split and the cold-start user draw
     pseudonymise: bool = False  # (bool) replace raw user ids by HMAC-SHA256 under the key in $CROSSREC_PSEUDONYM_KEY (never stored; data/pseudonym.py)
 
     def validate(self) -> None:
-        for name in ("test_ratio", "valid_ratio", "cold_user_fraction", "cold_user_valid_fraction", "cold_item_fraction",
-                     "cold_item_valid_share"):
-            v = getattr(self, name)
-            if not 0.0 <= v < 1.0:
-                raise ConfigError(f"prepare.{name}={v}; expected a value in [0, 1)")
+        """What spans fields (each field's own range is declared beside it: `Share`, `Count`)."""
         if self.test_ratio + self.valid_ratio >= 1.0:
             raise ConfigError("prepare.test_ratio + prepare.valid_ratio must be < 1")
         if self.cold_user_fraction + self.cold_user_valid_fraction >= 1.0:
             raise ConfigError("prepare.cold_user_fraction + prepare.cold_user_valid_fraction must be < 1")
-        if self.k_core < 0:
-            raise ConfigError(f"prepare.k_core={self.k_core}; expected >= 0")
 
 
 __all__ = ["PrepareConfig", "SPLIT_STRATEGIES"]

@@ -15,13 +15,12 @@ Example:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields, is_dataclass
 from typing import (
     TYPE_CHECKING,
     Any,
-    Callable,
     Protocol,
-    Sequence,
     TypeVar,
     runtime_checkable,
 )
@@ -31,10 +30,10 @@ import torch
 from torch import Tensor, nn
 
 from crossrec.data.batch import Batch, Sizes
+from crossrec.errors import UnknownNameError
 from crossrec.models.category_index import CategoryIndex
 from crossrec.models.scoring import dot_scores
-from crossrec.errors import UnknownNameError
-from crossrec.typed import ConfigError, from_dict
+from crossrec.typed import ConfigError, bounds_of, from_dict
 
 if TYPE_CHECKING:
     from crossrec.data.bundle import Bundle
@@ -394,12 +393,6 @@ def register(name: str, config_cls: type, paper: str = "") -> Callable[[M], M]:
     return deco
 
 
-# Model options that must be at least 1 (sizes and counts), as dotted paths inside the model's
-# config; other integer options may be 0 (off).
-POSITIVE_OPTIONS = frozenset({"dim", "k", "history.length", "history.n_heads", "n_heads", "max_len", "n_neg", "score_chunk", "text.experts"})
-NONZERO_OPTIONS = frozenset({"objective.tau", "text.borrow_temperature"})  # temperatures: divided by
-
-
 def _migrate_hook(cls: type, data: dict[str, Any]) -> dict[str, Any]:
     """`from_dict` hook: a config class may refuse renamed keys with a message (`migrate_check`)."""
     check = getattr(cls, "migrate_check", None)
@@ -409,32 +402,30 @@ def _migrate_hook(cls: type, data: dict[str, Any]) -> dict[str, Any]:
 
 
 def _check_values(cfg: Any, prefix: str = "") -> None:
+    """The model options' default rule: a number whose field declares no `Bounds` (typed.py:
+    `Size`, `Share`, `Positive`, ... beside the field, checked by `from_dict`) must be finite and
+    >= 0."""
+    declared = bounds_of(type(cfg))
     for f in fields(cfg):
         value, path = getattr(cfg, f.name), prefix + f.name
         if is_dataclass(value):
             _check_values(value, path + ".")
             continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if f.name in declared or isinstance(value, bool) or not isinstance(value, (int, float)):
             continue
         key = f"model.{path}"
         if isinstance(value, float) and not math.isfinite(value):
             raise ConfigError(f"{key}={value}; expected a finite number")
-        if path in POSITIVE_OPTIONS and value < 1:  # before the >= 0 check: a size must say >= 1
-            raise ConfigError(f"{key}={value}; expected an integer >= 1")
         if value < 0:
             raise ConfigError(f"{key}={value}; expected a value >= 0")
-        if path in NONZERO_OPTIONS and value == 0:
-            raise ConfigError(f"{key}={value}; expected a value > 0")
-        if "dropout" in f.name and value >= 1:
-            raise ConfigError(f"{key}={value}; expected a share in [0, 1)")
 
 
 def config_from_dict(name: str, params: dict[str, Any]) -> Any:
     """Build a model's config dataclass (sections nest) from a plain dict.
 
-    Unknown keys, wrong types and impossible values are `ConfigError`s: every number must be
-    finite and >= 0, sizes and counts (`POSITIVE_OPTIONS`) >= 1, temperatures (`NONZERO_OPTIONS`) > 0,
-    dropouts in [0, 1).
+    Unknown keys, wrong types and impossible values are `ConfigError`s: each field's `Bounds` are
+    declared beside it (sizes `Size` >= 1, dropouts `Share` in [0, 1), temperatures `Positive`);
+    every other number must be finite and >= 0.
     """
     cfg = from_dict(get_entry(name).config_cls, params, prefix="model.", hook=_migrate_hook)
     _check_values(cfg)

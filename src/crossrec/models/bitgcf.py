@@ -40,8 +40,9 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, Sequence
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
@@ -59,7 +60,7 @@ from crossrec.models.graph import (
     sparse_graph,
 )
 from crossrec.models.losses import l2_penalty, pair_loss
-from crossrec.typed import Checked
+from crossrec.typed import Checked, Size
 
 if TYPE_CHECKING:
     from crossrec.data.bundle import Bundle
@@ -67,7 +68,7 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class BiTGCFConfig(Checked):
-    dim: int = 64  # (int) embedding size
+    dim: Size = 64  # (int) embedding size
     n_layers: int = 3  # (int) propagation layers L, each followed by the transfer step
     transfer: Literal["constant", "count"] = "constant"  # (str) lambda of the transfer step: constant (= lam) | count (n_uc / n_u)
     lam: float = 0.8  # (float) constant lambda: the share of a user's own category in the mix
@@ -197,7 +198,7 @@ class BiTGCF(nn.Module):
                        self.graph_indices_, self.graph_values_)
             return self._final.get(tensors, self._propagate)
 
-    def train(self, mode: bool = True) -> "BiTGCF":
+    def train(self, mode: bool = True) -> BiTGCF:
         self._final.clear()  # weights may change while training: re-propagate at the next eval
         return super().train(mode)
 

@@ -23,8 +23,9 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, Sequence
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
@@ -33,7 +34,7 @@ from torch import Tensor, nn
 from crossrec.data.batch import Batch, Sizes
 from crossrec.models.base import BiasedDotModel, BiasedItems, register, user_item_tables
 from crossrec.models.losses import l2_penalty, pair_loss
-from crossrec.typed import Checked
+from crossrec.typed import Checked, Size
 
 if TYPE_CHECKING:
     from crossrec.data.bundle import Bundle
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class CMFConfig(Checked):
-    dim: int = 64  # (int) latent factors (the shared user rows and the item rows)
+    dim: Size = 64  # (int) latent factors (the shared user rows and the item rows)
     loss: Literal["bpr", "bce", "softmax"] = "bpr"  # (str) bpr | bce | softmax over in-category sampled negatives
     category_offset: bool = False  # (bool) add a per-category user offset s_{u,c} to the shared p_u
     item_bias: bool = True  # (bool) per-item bias b_i (folded into the two-tower vectors)

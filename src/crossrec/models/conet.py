@@ -50,19 +50,19 @@ from crossrec.errors import ConfigError
 from crossrec.models.base import register
 from crossrec.models.category_index import CategoryIndex
 from crossrec.models.losses import l2_penalty, pair_loss
-from crossrec.typed import Checked
+from crossrec.typed import Checked, Size
 
 
 @dataclass(frozen=True)
 class CoNetConfig(Checked):
-    dim: int = 32  # (int) user and item embedding size; a tower's input is [user; item], 2 * dim wide
+    dim: Size = 32  # (int) user and item embedding size; a tower's input is [user; item], 2 * dim wide
     layers: tuple[int, ...] = (64, 32, 16)  # (tuple[int]) hidden widths of every category's tower
     cross: bool = True  # (bool) cross connections between consecutive hidden layers (False: MLP++)
     cross_l1: float = 0.0  # (float) L1 on the cross matrices H_l (SCoNet); 0 = CoNet
     loss: Literal["bce", "bpr", "softmax"] = "bce"  # (str) bce (as in the paper) | bpr | softmax over in-category sampled negatives
     reg: float = 1e-5  # (float) L2 on the batch's embeddings (lambda)
     init_std: float = 0.01  # (float) normal init std of the user and item embeddings
-    score_chunk: int = 32_768  # (int) max user-item pairs per tower pass when scoring a category
+    score_chunk: Size = 32_768  # (int) max user-item pairs per tower pass when scoring a category
 
 
 def _uniform(shape: tuple[int, ...], fan_in: int) -> nn.Parameter:

@@ -42,12 +42,12 @@ from crossrec.data.batch import Batch, Sizes
 from crossrec.errors import ConfigError
 from crossrec.models.base import BiasedDotModel, BiasedItems, register, user_item_tables
 from crossrec.models.losses import l2_penalty, pair_loss
-from crossrec.typed import Checked
+from crossrec.typed import Checked, Size
 
 
 @dataclass(frozen=True)
 class DTCDRConfig(Checked):
-    dim: int = 64  # (int) embedding size of the per-category user embeddings, items and user vectors
+    dim: Size = 64  # (int) embedding size of the per-category user embeddings, items and user vectors
     combine: Literal["concat", "mean", "max"] = "concat"  # (str) how e_{u,1..N} become the shared embedding: concat | mean | max
     user_layers: tuple[int, ...] = ()  # (tuple[int]) hidden widths of each category's user tower (ReLU)
     item_bias: bool = True  # (bool) per-item bias b_i (folded into the two-tower vectors)

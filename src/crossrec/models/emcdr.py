@@ -45,8 +45,9 @@ Example:
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, Sequence
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
@@ -57,7 +58,7 @@ from crossrec.errors import ConfigError
 from crossrec.models.base import covered_training_rows, register, user_item_tables
 from crossrec.models.category_index import CategoryIndex
 from crossrec.models.losses import l2_penalty, pair_loss
-from crossrec.typed import Checked
+from crossrec.typed import Checked, Size
 
 if TYPE_CHECKING:
     from crossrec.data.bundle import Bundle
@@ -65,7 +66,7 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class EMCDRConfig(Checked):
-    dim: int = 64  # (int) latent factors of the per-category user vectors and the items
+    dim: Size = 64  # (int) latent factors of the per-category user vectors and the items
     loss: Literal["bpr", "bce", "softmax"] = "bpr"  # (str) bpr | bce | softmax over in-category sampled negatives
     reg: float = 1e-4  # (float) L2 on the batch's embeddings (lambda)
     init_std: float = 0.01  # (float) normal init std of the user and item factors

@@ -14,8 +14,9 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse as sp
@@ -26,6 +27,7 @@ from crossrec.data.batch import Sizes
 from crossrec.errors import ConfigError
 from crossrec.models.base import register
 from crossrec.models.category_index import CategoryIndex
+from crossrec.typed import Size
 
 if TYPE_CHECKING:
     from crossrec.data.bundle import Bundle
@@ -33,7 +35,7 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class ItemKNNConfig:
-    k: int = 100  # (int) neighbours kept per item
+    k: Size = 100  # (int) neighbours kept per item
     shrink: float = 10.0  # (float) cosine shrinkage: dot / (|a||b| + shrink), damps rare co-counts
     normalize_user: bool = False  # (bool) weight each user's row by 1/sqrt(history length)
 

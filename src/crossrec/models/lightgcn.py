@@ -17,8 +17,9 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, Sequence
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
@@ -35,7 +36,7 @@ from crossrec.models.graph import (
     sparse_graph,
 )
 from crossrec.models.losses import l2_penalty, pair_loss
-from crossrec.typed import Checked
+from crossrec.typed import Checked, Size
 
 if TYPE_CHECKING:
     from crossrec.data.bundle import Bundle
@@ -43,7 +44,7 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class LightGCNConfig(Checked):
-    dim: int = 64  # (int) embedding size
+    dim: Size = 64  # (int) embedding size
     n_layers: int = 3  # (int) propagation layers L; the final embedding averages layers 0..L
     reg: float = 1e-4  # (float) L2 on the batch's layer-0 embeddings (lambda)
     loss: Literal["bpr", "bce", "softmax"] = "bpr"  # (str) bpr | bce | softmax
@@ -127,7 +128,7 @@ class LightGCN(nn.Module):
             tensors = (self.user_emb.weight, self.item_emb.weight, self.graph_indices_, self.graph_values_)
             return self._final.get(tensors, self._propagate)
 
-    def train(self, mode: bool = True) -> "LightGCN":
+    def train(self, mode: bool = True) -> LightGCN:
         self._final.clear()  # weights may change while training: re-propagate at the next eval
         return super().train(mode)
 

@@ -24,12 +24,12 @@ from crossrec.models.base import register
 from crossrec.models.category_index import CategoryIndex
 from crossrec.models.losses import l2_penalty, mse_loss, pair_loss, warm_start_bias
 from crossrec.models.scoring import dot_scores
-from crossrec.typed import Checked
+from crossrec.typed import Checked, Size
 
 
 @dataclass(frozen=True)
 class MFConfig(Checked):
-    dim: int = 64  # (int) latent factors
+    dim: Size = 64  # (int) latent factors
     loss: Literal["bpr", "bce", "softmax", "mse"] = "bpr"  # (str) bpr | bce | softmax | mse (explicit ratings)
     reg: float = 1e-4  # (float) L2 on the batch's embeddings (lambda)
     init_std: float = 0.01  # (float) normal init std; small keeps rarely-seen items from ranking on noise

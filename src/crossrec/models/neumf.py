@@ -19,17 +19,17 @@ from crossrec.errors import ConfigError
 from crossrec.models.base import register
 from crossrec.models.category_index import CategoryIndex
 from crossrec.models.losses import l2_penalty, pair_loss
-from crossrec.typed import Checked
+from crossrec.typed import Checked, Share, Size
 
 
 @dataclass(frozen=True)
 class NeuMFConfig(Checked):
-    dim: int = 32  # (int) GMF embedding size (the MLP embeddings are layers[0] / 2 each)
+    dim: Size = 32  # (int) GMF embedding size (the MLP embeddings are layers[0] / 2 each)
     layers: tuple[int, ...] = (64, 32, 16)  # (tuple[int]) MLP widths; the first is the input width
-    dropout: float = 0.0  # (float) dropout between MLP layers
+    dropout: Share = 0.0  # (float) dropout between MLP layers
     reg: float = 1e-5  # (float) L2 on the batch's embeddings
     loss: Literal["bce", "bpr", "softmax"] = "bce"  # (str) bce (as in the paper) | bpr | softmax
-    score_chunk: int = 2_000_000  # (int) max user-item pairs per MLP pass when scoring a category
+    score_chunk: Size = 2_000_000  # (int) max user-item pairs per MLP pass when scoring a category
 
 
 @register("neumf", NeuMFConfig, paper="He et al., WWW 2017 (Neural Collaborative Filtering)")

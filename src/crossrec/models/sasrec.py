@@ -28,8 +28,9 @@ Example:
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, Sequence
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from torch import Tensor, nn
@@ -40,7 +41,7 @@ from crossrec.models.base import register
 from crossrec.models.category_index import CategoryIndex
 from crossrec.models.history import history_matrix
 from crossrec.models.losses import l2_penalty, pair_loss
-from crossrec.typed import Checked
+from crossrec.typed import Checked, Share, Size
 
 if TYPE_CHECKING:
     from crossrec.data.bundle import Bundle
@@ -48,13 +49,13 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class SASRecConfig(Checked):
-    dim: int = 64  # (int) embedding and hidden size
+    dim: Size = 64  # (int) embedding and hidden size
     n_layers: int = 2  # (int) self-attention blocks
-    n_heads: int = 2  # (int) attention heads per block (must divide dim)
-    max_len: int = 50  # (int) most recent training items the encoder reads (training uses max_len + 1)
-    dropout: float = 0.2  # (float) dropout on the input embeddings and inside the blocks
+    n_heads: Size = 2  # (int) attention heads per block (must divide dim)
+    max_len: Size = 50  # (int) most recent training items the encoder reads (training uses max_len + 1)
+    dropout: Share = 0.2  # (float) dropout on the input embeddings and inside the blocks
     loss: Literal["bce", "bpr"] = "bce"  # (str) bce | bpr, per sequence position against sampled negatives
-    n_neg: int = 1  # (int) negatives per position, uniform over the target item's category
+    n_neg: Size = 1  # (int) negatives per position, uniform over the target item's category
     reg: float = 0.0  # (float) L2 on the batch's target and negative item embeddings (lambda)
     init_std: float = 0.02  # (float) normal init std of the item and position embeddings
 

@@ -7,11 +7,11 @@ Example:
 
 from __future__ import annotations
 
-import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Sequence
+from typing import Annotated, Any, Literal
 
-from crossrec.typed import Checked, ConfigError
+from crossrec.typed import Bounds, Checked, ConfigError, Count, NonNegative, Positive, Size
 
 
 @dataclass(frozen=True)
@@ -20,24 +20,24 @@ class TrainConfig(Checked):
 
     section = "train"
 
-    epochs: int = 30  # (int) maximum number of epochs
-    batch_size: int = 2048  # (int) positives per batch
-    n_negatives: int = 1  # (int) in-category sampled negatives per positive
+    epochs: Size = 30  # (int) maximum number of epochs
+    batch_size: Size = 2048  # (int) positives per batch
+    n_negatives: Size = 1  # (int) in-category sampled negatives per positive
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"  # (str) adam | adamw | sgd
-    lr: float = 1e-3  # (float) learning rate
+    lr: Positive = 1e-3  # (float) learning rate
     sparse_optimizer: Literal["auto", "adam", "adagrad", "sgd"] = "auto"  # (str) sparse embedding tables: auto (follow optimizer) | adam (lazy) | adagrad (row-wise) | sgd
-    sparse_lr: float = 0.0  # (float) learning rate of the sparse embedding tables (0 = lr)
-    weight_decay: float = 0.0  # (float) optimiser weight decay of dense parameters (decoupled for adamw)
-    momentum: float = 0.9  # (float) sgd momentum
+    sparse_lr: NonNegative = 0.0  # (float) learning rate of the sparse embedding tables (0 = lr)
+    weight_decay: NonNegative = 0.0  # (float) optimiser weight decay of dense parameters (decoupled for adamw)
+    momentum: NonNegative = 0.9  # (float) sgd momentum
     scheduler: Literal["none", "cosine", "step", "exponential"] = "none"  # (str) none | cosine | step | exponential
-    step_size: int = 10  # (int) step scheduler: epochs between decays
-    gamma: float = 0.5  # (float) step / exponential scheduler decay factor
-    grad_clip: float = 0.0  # (float) max gradient norm of dense parameters (0 = off)
-    eval_every: int = 1  # (int) validate every n epochs
+    step_size: Count = 10  # (int) step scheduler: epochs between decays
+    gamma: Annotated[float, Bounds(gt=0.0, le=1.0)] = 0.5  # (float) step / exponential scheduler decay factor
+    grad_clip: NonNegative = 0.0  # (float) max gradient norm of dense parameters (0 = off)
+    eval_every: Size = 1  # (int) validate every n epochs
     metric: str = "ndcg@10"  # (str) validation metric for early stopping; rmse/mae: lower is better
-    patience: int = 5  # (int) validations without improvement before stopping (0 = never stop)
-    min_delta: float = 0.0  # (float) improvement smaller than this does not count
-    eval_batch_size: int = 1024  # (int) users per score() call during validation
+    patience: Count = 5  # (int) validations without improvement before stopping (0 = never stop)
+    min_delta: NonNegative = 0.0  # (float) improvement smaller than this does not count
+    eval_batch_size: Size = 1024  # (int) users per score() call during validation
     seed: int = 0  # (int) seeds init-independent randomness: shuffling and negatives
     device: str = "cpu"  # (str) cpu | cuda | auto
     checkpoint: bool = True  # (bool) write a resumable checkpoint after every epoch (needs out_dir)
@@ -45,25 +45,13 @@ class TrainConfig(Checked):
     progress: bool = True  # (bool) show a progress bar per epoch
     fused: bool = False  # (bool) BPR-MF on CPU: one compiled Hogwild kernel per batch (needs sparse_optimizer adagrad | sgd; reproducible with 1 thread only)
     prefetch: bool = False  # (bool) draw the next batches in a background thread while the model trains (pays on a GPU or many cores; not on 2 CPU cores)
-    adv_eps: float = 0.0  # (float) APR adversarial perturbation size per embedding lookup (0 = off)
-    adv_reg: float = 1.0  # (float) weight of the adversarial loss: optimise loss + adv_reg * adv_loss
-    adv_start: int = 0  # (int) first epoch (0-based) with the adversarial loss; APR pretrains without it
+    adv_eps: NonNegative = 0.0  # (float) APR adversarial perturbation size per embedding lookup (0 = off)
+    adv_reg: NonNegative = 1.0  # (float) weight of the adversarial loss: optimise loss + adv_reg * adv_loss
+    adv_start: Count = 0  # (int) first epoch (0-based) with the adversarial loss; APR pretrains without it
 
     def validate(self) -> None:
-        for name in ("epochs", "batch_size", "n_negatives", "eval_every", "eval_batch_size"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"train.{name} must be >= 1")
-        for name in ("lr", "sparse_lr", "weight_decay", "momentum", "gamma", "grad_clip", "min_delta", "adv_eps", "adv_reg"):
-            if not math.isfinite(getattr(self, name)):
-                raise ConfigError(f"train.{name}={getattr(self, name)}; expected a finite number")
-        if self.lr <= 0:
-            raise ConfigError(f"train.lr={self.lr}; expected a number > 0")
-        for name in ("sparse_lr", "weight_decay", "momentum", "grad_clip", "min_delta", "adv_eps", "adv_reg", "adv_start",
-                     "patience", "step_size"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"train.{name}={getattr(self, name)}; expected a value >= 0")
-        if not 0 < self.gamma <= 1:
-            raise ConfigError(f"train.gamma={self.gamma}; expected a value in (0, 1]")
+        """What spans fields (each field's own range is declared beside it, `Size`, `Positive`, ...,
+        and checked when the config is built)."""
         if self.fused and sparse_kind(self) not in ("adagrad", "sgd"):
             raise ConfigError(f"train.fused=true needs train.sparse_optimizer adagrad or sgd (here {sparse_kind(self)!r}: "
                              "lazy Adam has no per-row form)")

@@ -16,19 +16,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
-from crossrec.typed import Checked, ConfigError
+from crossrec.typed import Checked, ConfigError, Positive, Share, Size
 
 
 @dataclass(frozen=True)
 class HistoryConfig(Checked):
     section: ClassVar[str] = "model.history"
-    length: int = 25  # (int) most recent training items (all categories) the encoder reads
+    length: Size = 25  # (int) most recent training items (all categories) the encoder reads
     rows: Literal["all", "causal"] = "all"  # (str) a training row reads: all = the user's most recent items but the target | causal = only items before the row
     encoder: Literal["attention", "transformer", "mean", "none"] = "attention"  # (str) attention | transformer | mean | none
     n_layers: int = 1  # (int) transformer blocks (encoder=transformer)
-    n_heads: int = 2  # (int) transformer heads (encoder=transformer)
-    dropout: float = 0.1  # (float) share of history items hidden per training row (and transformer dropout)
-    category_dropout: float = 0.3  # (float) P(hide a row's in-category history): trains serving new-to-category users
+    n_heads: Size = 2  # (int) transformer heads (encoder=transformer)
+    dropout: Share = 0.1  # (float) share of history items hidden per training row (and transformer dropout)
+    category_dropout: Share = 0.3  # (float) P(hide a row's in-category history): trains serving new-to-category users
     items: Literal["separate", "shared"] = "separate"  # (str) separate: own embedding table for history items (FISM/SVD++) | shared: the item tower's
     init_std: float = 0.1  # (float) init std of the separate history item table
 
@@ -49,19 +49,19 @@ class ObjectiveConfig(Checked):
     full_softmax: bool = False  # (bool) softmax over every item of the row's category (exact, no sampling; O(B x n_items(c)))
     category_weights: Literal["uniform", "inverse_frequency", "learned"] = "inverse_frequency"  # (str) w_c: uniform (every row) | inverse_frequency (every category) | learned
     alpha: float = 0.0  # (float) weight of L_transfer (contrastive alignment); 0 = off (measured: see docs/DESIGN.md)
-    tau: float = 0.2  # (float) InfoNCE temperature of L_transfer
+    tau: Positive = 0.2  # (float) InfoNCE temperature of L_transfer
     adversarial: float = 0.0  # (float) weight of the gradient-reversal category classifier; 0 = off
 
 
 @dataclass(frozen=True)
 class TextTowerConfig(Checked):
     section: ClassVar[str] = "model.text"
-    experts: int = 4  # (int) parametric-whitening experts of the text adapter (UniSRec uses 8)
-    id_dropout: float = 0.0  # (float) share of training item occurrences whose ID part (embedding, bias, neighbourhood score) is hidden: teaches scoring from text alone (DropoutNet). Off by default since cold items borrow their text neighbours' ID parts (`borrow`): 0 beat 0.1 and 0.2 on the mean of both shared datasets' validation splits
-    text_dropout: float = 0.25  # (float) text+id: share of training item occurrences whose text part is hidden, so the ID part must score alone and the text part adds to it: 0.25 beat 0 and 0.5 on both shared datasets' validation splits (benchmarks/results/text_dropout_grid.md)
+    experts: Size = 4  # (int) parametric-whitening experts of the text adapter (UniSRec uses 8)
+    id_dropout: Share = 0.0  # (float) share of training item occurrences whose ID part (embedding, bias, neighbourhood score) is hidden: teaches scoring from text alone (DropoutNet). Off by default since cold items borrow their text neighbours' ID parts (`borrow`); the pick's evidence: docs/DESIGN.md, models
+    text_dropout: Share = 0.25  # (float) text+id: share of training item occurrences whose text part is hidden, so the ID part must score alone and the text part adds to it; picked on validation (benchmarks/results/text_dropout_grid.md)
     calibrate_cold: bool = True  # (bool) text+id: after training, fit per category the offset added to items scored from text alone (no training interactions) on the validation split's positives on such items (models/crossrec/calibration.py); no-op when validation has none
     borrow: int = 20  # (int) text+id: after training, an item without training interactions takes the ID parts (embedding, bias, neighbourhood term) of its `borrow` nearest trained items by text cosine (models/crossrec/borrow.py); 0 = off
-    borrow_temperature: float = 0.05  # (float) softmax temperature of the lenders' weights over their text cosines
+    borrow_temperature: Positive = 0.05  # (float) softmax temperature of the lenders' weights over their text cosines
     shrink: bool = True  # (bool) text+id: after training, shrink each trained item's ID embedding and bias toward its `borrow` nearest same-category trained items' by text, as (n e + kappa ebar) / (n + kappa) with n its training interactions, kappa picked per category on validation NDCG@10 (models/crossrec/shrink.py)
     content_term: bool = False  # (bool) the content term: the history's text vectors vote for a candidate by cosine (learned weights per category pair); helps cold items, costs warm accuracy
 
@@ -92,7 +92,7 @@ class WarmStartConfig(Checked):
 
 @dataclass(frozen=True)
 class CrossRecConfig(Checked):
-    dim: int = 64  # (int) embedding size of users, items and the encoder
+    dim: Size = 64  # (int) embedding size of users, items and the encoder
     init_std: float = 0.01  # (float) normal init std of the ID embeddings
     loss: Literal["softmax", "bpr", "bce", "mse"] = "softmax"  # (str) in-category loss: softmax | bpr | bce | mse (explicit ratings)
     reg: float = 1e-4  # (float) L2 on the batch's embeddings (lambda)
