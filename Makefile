@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast bench experiments setup clean browser
+.PHONY: demo test test-fast lint bench experiments setup clean browser docs
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -13,13 +13,21 @@ $(BIN)/python:
 # torch is installed first and pinned, so pip takes the CPU wheel on disk instead of a CUDA build.
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[test,bench]'
+	$(BIN)/pip install -q -e '.[all,dev]'  # every extra (pyproject.toml) plus test, docs, lint, bench
 	touch $(STAMP)
 
 setup: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/crossrec demo --out runs/demo
+
+# The docs site (mkdocs.yml): reference and results pages are generated at build time.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 DISABLE_MKDOCS_2_WARNING=true $(BIN)/mkdocs build --strict -d site
+
+# ruff (lint + format check) on the code, mypy on src/crossrec ([tool.ruff], [tool.mypy] in pyproject.toml).
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks docs && $(BIN)/ruff format --check src tests benchmarks docs && $(BIN)/mypy
 
 # The web page's browser test drives Debian's headless Chromium (installed here when missing).
 browser:
@@ -28,11 +36,16 @@ browser:
 	  $$SUDO apt-get install -y -q chromium chromium-driver >/dev/null || \
 	  { $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q chromium chromium-driver >/dev/null; }; }
 
-test: $(STAMP) browser
-	$(BIN)/python -m pytest -q -m "not gpu"
+# Two pytest-xdist workers (one per core of the 2-core CI machine; `make test NPROC=4` elsewhere),
+# each module kept on one worker so its trained fixtures are built once (tests/conftest.py).
+NPROC ?= 2
+PYTEST := $(BIN)/python -m pytest -q -n $(NPROC)
+
+test: $(STAMP) lint browser docs
+	$(PYTEST) -m "not gpu"
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not gpu and not slow"
+	$(PYTEST) -m "not gpu and not slow and not browser"
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_speed.py

@@ -19,7 +19,6 @@ import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import SHARED_DATA, write_results  # noqa: E402
-
 from crossrec.config import DataConfig, ModelSpec, RunConfig, load_config  # noqa: E402
 from crossrec.data.datasets import read_dataset  # noqa: E402
 from crossrec.data.prepare import prepare  # noqa: E402
@@ -58,18 +57,34 @@ def run_dataset(name: str, out: Path, epochs: int, seed: int) -> tuple[dict, str
         art = train(cfg, bundle)
         timings[label] = round(time.perf_counter() - t, 1)
         tables[label] = evaluator.evaluate(art.model).table
-        print(f"{name:>20} {label:<15} {timings[label]:7.1f}s  ndcg@10 {tables[label].filter(pl.col('category') == 'ALL', pl.col('slice') == 'all')['ndcg@10'][0]:.4f}", flush=True)
-    md = [f"### {name}\n", f"{bundle.n_users} users, {bundle.n_items} items, {bundle.manifest['n_interactions']} interactions; "
-          f"split `{preset.prepare.split}`; prepare {prep_s:.1f}s. Training seconds: "
-          + ", ".join(f"{k} {v}" for k, v in timings.items()) + "\n"]
+        print(
+            f"{name:>20} {label:<15} {timings[label]:7.1f}s  ndcg@10 {tables[label].filter(pl.col('category') == 'ALL', pl.col('slice') == 'all')['ndcg@10'][0]:.4f}",
+            flush=True,
+        )
+    md = [
+        f"### {name}\n",
+        f"{bundle.n_users} users, {bundle.n_items} items, {bundle.manifest['n_interactions']} interactions; "
+        f"split `{preset.prepare.split}`; prepare {prep_s:.1f}s. Training seconds: "
+        + ", ".join(f"{k} {v}" for k, v in timings.items())
+        + "\n",
+    ]
     for metric in ("ndcg@10", "recall@10"):
-        md.append(comparison_markdown(tables, metric=metric, title=f"{name}: {metric} (protocol: full ranking, split: test)"))
+        md.append(
+            comparison_markdown(tables, metric=metric, title=f"{name}: {metric} (protocol: full ranking, split: test)")
+        )
     rows = pl.concat([t.with_columns(pl.lit(k).alias("model")) for k, t in tables.items()], how="diagonal")
     checks = beats_pop(rows)
-    md.append("BPR-MF and ItemKNN beat popularity on NDCG@10 in every category: "
-              + ("**yes**" if all(checks.values()) else "**no**: " + ", ".join(k for k, v in checks.items() if not v)))
-    return {"table": rows.to_dicts(), "train_seconds": timings, "prepare_seconds": prep_s,
-            "manifest_counts": bundle.manifest["counts"], "beats_pop": checks}, "\n\n".join(md)
+    md.append(
+        "BPR-MF and ItemKNN beat popularity on NDCG@10 in every category: "
+        + ("**yes**" if all(checks.values()) else "**no**: " + ", ".join(k for k, v in checks.items() if not v))
+    )
+    return {
+        "table": rows.to_dicts(),
+        "train_seconds": timings,
+        "prepare_seconds": prep_s,
+        "manifest_counts": bundle.manifest["counts"],
+        "beats_pop": checks,
+    }, "\n\n".join(md)
 
 
 def beats_pop(rows: pl.DataFrame) -> dict[str, bool]:

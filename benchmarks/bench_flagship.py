@@ -20,7 +20,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import SHARED_DATA, write_results  # noqa: E402
-
 from crossrec.data.batch import Sizes  # noqa: E402
 from crossrec.data.prepare import PrepareConfig, prepare  # noqa: E402
 from crossrec.data.sampling import TrainSampler  # noqa: E402
@@ -41,8 +40,9 @@ def load_bundle():
     return "synthetic", prepare(inter, items, PrepareConfig())
 
 
-def epoch_seconds(name: str, params: dict, bundle, batch_size: int, n_neg: int, repeats: int,
-                  tensor_path: bool = False) -> float:
+def epoch_seconds(
+    name: str, params: dict, bundle, batch_size: int, n_neg: int, repeats: int, tensor_path: bool = False
+) -> float:
     """Best epoch time of `repeats`; `tensor_path`: every compiled kernel off (crossrec/kernels/:
     the flagship's neighbourhood term, attention and softmax logits, and RowAdam), CUDA's path."""
     torch.manual_seed(0)
@@ -76,8 +76,11 @@ def main() -> None:
     ap.add_argument("--negatives", type=int, default=4)
     ap.add_argument("--dim", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--baselines", action="store_true",
-                    help="also time the published cross-domain baselines (EMCDR, BiTGCF, CoNet; experiment options)")
+    ap.add_argument(
+        "--baselines",
+        action="store_true",
+        help="also time the published cross-domain baselines (EMCDR, BiTGCF, CoNet; experiment options)",
+    )
     args = ap.parse_args()
     data, bundle = load_bundle()
     n = bundle.split("train").height
@@ -88,7 +91,10 @@ def main() -> None:
         tensor_ops[0]: ("mf", {"dim": d}),
         "crossrec, default (attention encoder + neighbourhood term, k=50)": ("crossrec", {"dim": d}),
         tensor_ops[1]: ("crossrec", {"dim": d}),
-        "crossrec, without the neighbourhood term (neighbourhood.k=0)": ("crossrec", {"dim": d, "neighbourhood": {"k": 0}}),
+        "crossrec, without the neighbourhood term (neighbourhood.k=0)": (
+            "crossrec",
+            {"dim": d, "neighbourhood": {"k": 0}},
+        ),
         "crossrec, attention, with L_transfer (alpha=0.1)": ("crossrec", {"dim": d, "objective": {"alpha": 0.1}}),
         "crossrec, transformer encoder (1 block)": ("crossrec", {"dim": d, "history": {"encoder": "transformer"}}),
     }
@@ -114,7 +120,9 @@ def main() -> None:
     ]
     for label, r in results.items():
         md.append(f"| {label} | {r['seconds']:.2f} | {r['interactions_per_s']:,.0f} | {r['seconds'] / base:.1f} |")
-    write_results("flagship_speed", {"data": data, "setup": vars(args), "interactions": n, "runs": results}, "\n".join(md))
+    write_results(
+        "flagship_speed", {"data": data, "setup": vars(args), "interactions": n, "runs": results}, "\n".join(md)
+    )
     print("\n".join(md))
 
 

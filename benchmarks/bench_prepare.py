@@ -54,12 +54,14 @@ def make_csv(path: Path, rows: int, seed: int = 0) -> None:
             for start in range(0, rows, chunk):
                 n = min(chunk, rows - start)
                 items = np.searchsorted(cdf, rng.random(n))
-                df = pl.DataFrame({
-                    "user_id": rng.integers(0, n_users, n).astype(str),
-                    "item_id": items.astype(str),
-                    "category": cats[items % len(cats)],
-                    "timestamp": rng.integers(1_500_000_000, 1_700_000_000, n),
-                })
+                df = pl.DataFrame(
+                    {
+                        "user_id": rng.integers(0, n_users, n).astype(str),
+                        "item_id": items.astype(str),
+                        "category": cats[items % len(cats)],
+                        "timestamp": rng.integers(1_500_000_000, 1_700_000_000, n),
+                    }
+                )
                 df.write_csv(f, include_header=header)
                 header = False
     tmp.rename(path)
@@ -77,23 +79,32 @@ def main() -> None:
         make_csv(csv, args.rows)
         print(f"generated {csv} in {time.perf_counter() - t:.0f}s")
     t = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", CHILD, str(csv), str(args.work / "bundle_10m")],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD, str(csv), str(args.work / "bundle_10m")], capture_output=True, text=True
+    )
     wall = time.perf_counter() - t
     if proc.returncode != 0:
         raise SystemExit(proc.stderr)
     stats = json.loads(proc.stdout.strip().splitlines()[-1])
     peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # Linux: KiB
-    data = {"rows": args.rows, "csv_mb": csv.stat().st_size / 2**20, "peak_rss_mb": peak_mb, "wall_seconds": wall, **stats}
-    md = "\n".join([
-        "# Prepare at scale (CPU)\n",
-        "| rows in | rows after 5-core | users | items | read s | read+prepare s | peak RSS |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
-        f"| {stats['rows_in']:,} | {stats['rows_out']:,} | {stats['users']:,} | {stats['items']:,} | "
-        f"{stats['read_seconds']:.1f} | {stats['total_seconds']:.1f} | {peak_mb / 1024:.2f} GiB |",
-        "\nGzip CSV with string ids, 8 categories, leave-last-out split, global 5-core; peak RSS of the child "
-        "process that reads and prepares (includes the Python interpreter and imports).",
-    ])
+    data = {
+        "rows": args.rows,
+        "csv_mb": csv.stat().st_size / 2**20,
+        "peak_rss_mb": peak_mb,
+        "wall_seconds": wall,
+        **stats,
+    }
+    md = "\n".join(
+        [
+            "# Prepare at scale (CPU)\n",
+            "| rows in | rows after 5-core | users | items | read s | read+prepare s | peak RSS |",
+            "|---:|---:|---:|---:|---:|---:|---:|",
+            f"| {stats['rows_in']:,} | {stats['rows_out']:,} | {stats['users']:,} | {stats['items']:,} | "
+            f"{stats['read_seconds']:.1f} | {stats['total_seconds']:.1f} | {peak_mb / 1024:.2f} GiB |",
+            "\nGzip CSV with string ids, 8 categories, leave-last-out split, global 5-core; peak RSS of the child "
+            "process that reads and prepares (includes the Python interpreter and imports).",
+        ]
+    )
     write_results("prepare", data, md)
     print(md)
 

@@ -22,10 +22,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import crossrec.training.optim as optim  # noqa: E402
 from bench_speed import make_bundle  # noqa: E402
 from common import SHARED_DATA, write_results  # noqa: E402
-
-import crossrec.training.optim as optim  # noqa: E402
 from crossrec.data.batch import Sizes  # noqa: E402
 from crossrec.models.mf import MF, MFConfig  # noqa: E402
 from crossrec.training.trainer import TrainConfig, Trainer  # noqa: E402
@@ -48,9 +47,14 @@ def profiled_epoch(bundle, dim: int, batch: int, options: dict | None = None, to
     prof.disable()
     stats = pstats.Stats(prof)
     total = sum(v[2] for v in stats.stats.values())  # own time of everything
-    rows = sorted(((v[2], f"{Path(k[0]).name}:{k[2]}" if k[0] != "~" else k[2]) for k, v in stats.stats.items()), reverse=True)
-    return {"seconds": wall, "profiled_seconds": total,
-            "top": [{"what": name, "seconds": sec, "share": sec / total} for sec, name in rows[:top]]}
+    rows = sorted(
+        ((v[2], f"{Path(k[0]).name}:{k[2]}" if k[0] != "~" else k[2]) for k, v in stats.stats.items()), reverse=True
+    )
+    return {
+        "seconds": wall,
+        "profiled_seconds": total,
+        "top": [{"what": name, "seconds": sec, "share": sec / total} for sec, name in rows[:top]],
+    }
 
 
 def flagship_ops(top: int = 12, batches: int = 10, compiled: bool = True) -> dict | None:
@@ -58,9 +62,9 @@ def flagship_ops(top: int = 12, batches: int = 10, compiled: bool = True) -> dic
     `compiled=False`: every compiled kernel off (the tensor path, as before them)."""
     if not (SHARED_DATA / "amazon-arts-office").exists():
         return None
-    from bench_flagship import load_bundle
     from torch.profiler import profile
 
+    from bench_flagship import load_bundle
     from crossrec.data.sampling import TrainSampler
     from crossrec.models.per_category import build
     from crossrec.training.optim import Optimizers
@@ -90,9 +94,15 @@ def flagship_ops(top: int = 12, batches: int = 10, compiled: bool = True) -> dic
     wall = time.perf_counter() - t
     ev = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
     total = sum(e.self_cpu_time_total for e in ev)
-    return {"batches": batches, "seconds_per_batch": wall / batches, "batches_per_epoch": len(sampler),
-            "top": [{"what": e.key, "calls_per_batch": e.count / batches, "share": e.self_cpu_time_total / total}
-                    for e in ev[:top]]}
+    return {
+        "batches": batches,
+        "seconds_per_batch": wall / batches,
+        "batches_per_epoch": len(sampler),
+        "top": [
+            {"what": e.key, "calls_per_batch": e.count / batches, "share": e.self_cpu_time_total / total}
+            for e in ev[:top]
+        ],
+    }
 
 
 def main() -> None:
@@ -123,21 +133,27 @@ def main() -> None:
     stages["hand-written gradients + RowAdam on tensor ops"] = profiled_epoch(bundle, args.dim, args.batch)
     optim.RowAdam = row_adam  # type: ignore[misc]
     stages["hand-written gradients + RowAdam, one compiled kernel per table (default)"] = profiled_epoch(
-        bundle, args.dim, args.batch)
+        bundle, args.dim, args.batch
+    )
     stages["hand-written gradients + row-wise Adagrad"] = profiled_epoch(
-        bundle, args.dim, args.batch, {"sparse_optimizer": "adagrad", "sparse_lr": 0.05})
+        bundle, args.dim, args.batch, {"sparse_optimizer": "adagrad", "sparse_lr": 0.05}
+    )
     fused = {"sparse_optimizer": "adagrad", "sparse_lr": 0.02, "fused": True}
     one_epoch(bundle, args.dim, args.batch, fused)  # compile (or load) the kernel outside the profile
     stages["`train.fused`: one compiled kernel per batch (row-wise Adagrad)"] = profiled_epoch(
-        bundle, args.dim, args.batch, fused)
+        bundle, args.dim, args.batch, fused
+    )
     flag = flagship_ops()
     flag_tensor = flagship_ops(compiled=False)
     base = next(iter(stages.values()))["seconds"]
-    md = ["# Profile: one BPR-MF epoch, and the flagship's training step (CPU)\n",
-          f"{bundle.split('train').height:,} training interactions, {args.users:,} users x {args.items:,} items, "
-          f"dim {args.dim}, batch {args.batch}, 1 torch thread, cProfile own time (top entries). Every stage "
-          "uses today's sampler (one-probe bit filter before the binary search of the seen-item check).\n",
-          "| stage | epoch seconds | x first |", "|---|---:|---:|"]
+    md = [
+        "# Profile: one BPR-MF epoch, and the flagship's training step (CPU)\n",
+        f"{bundle.split('train').height:,} training interactions, {args.users:,} users x {args.items:,} items, "
+        f"dim {args.dim}, batch {args.batch}, 1 torch thread, cProfile own time (top entries). Every stage "
+        "uses today's sampler (one-probe bit filter before the binary search of the seen-item check).\n",
+        "| stage | epoch seconds | x first |",
+        "|---|---:|---:|",
+    ]
     md += [f"| {name} | {r['seconds']:.2f} | {base / r['seconds']:.2f}x |" for name, r in stages.items()]
     md.append("")
     for name, r in stages.items():
@@ -145,15 +161,22 @@ def main() -> None:
         md += [f"| `{x['what']}` | {x['seconds']:.2f} | {x['share']:.0%} |" for x in r["top"]]
         md.append("")
     if flag is not None and flag_tensor is not None:
-        md += ["## The flagship's training step (amazon-arts-office, batch 2048, 1 thread)\n",
-               f"{flag['seconds_per_batch']:.3f} s per batch with the compiled kernels (crossrec/kernels/: "
-               f"neighbourhood term, history attention, in-batch softmax logits, RowAdam), "
-               f"{flag_tensor['seconds_per_batch']:.3f} s on tensor ops alone "
-               f"({flag_tensor['seconds_per_batch'] / flag['seconds_per_batch']:.2f}x); "
-               f"{flag['batches_per_epoch']} batches per epoch; torch.profiler self time by op, with the kernels:\n",
-               "| op | calls per batch | share |", "|---|---:|---:|"]
+        md += [
+            "## The flagship's training step (amazon-arts-office, batch 2048, 1 thread)\n",
+            f"{flag['seconds_per_batch']:.3f} s per batch with the compiled kernels (crossrec/kernels/: "
+            f"neighbourhood term, history attention, in-batch softmax logits, RowAdam), "
+            f"{flag_tensor['seconds_per_batch']:.3f} s on tensor ops alone "
+            f"({flag_tensor['seconds_per_batch'] / flag['seconds_per_batch']:.2f}x); "
+            f"{flag['batches_per_epoch']} batches per epoch; torch.profiler self time by op, with the kernels:\n",
+            "| op | calls per batch | share |",
+            "|---|---:|---:|",
+        ]
         md += [f"| `{x['what']}` | {x['calls_per_batch']:.0f} | {x['share']:.0%} |" for x in flag["top"]]
-    write_results("profile", {"setup": vars(args), "stages": stages, "flagship": flag, "flagship_tensor_ops": flag_tensor}, "\n".join(md))
+    write_results(
+        "profile",
+        {"setup": vars(args), "stages": stages, "flagship": flag, "flagship_tensor_ops": flag_tensor},
+        "\n".join(md),
+    )
     print("\n".join(md))
 
 

@@ -29,12 +29,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_results  # noqa: E402
-
+from crossrec.artifact import load_artifact, save_artifact  # noqa: E402
 from crossrec.data.batch import Sizes  # noqa: E402
 from crossrec.data.prepare import PrepareConfig, prepare  # noqa: E402
 from crossrec.data.synthetic import SyntheticConfig, generate  # noqa: E402
 from crossrec.models.per_category import build  # noqa: E402
-from crossrec.artifact import load_artifact, save_artifact  # noqa: E402
 from crossrec.serving.config import ServeConfig  # noqa: E402
 from crossrec.serving.index import ItemIndex, recall_against_exact  # noqa: E402
 from crossrec.serving.service import Service  # noqa: E402
@@ -44,8 +43,13 @@ PORT = 8791
 
 
 def world(root: Path, users: int, items: int):
-    cfg = SyntheticConfig(n_users=users, categories=("big", "small"), items_per_category=(items, 2_000),
-                          interactions_per_user=(12.0, 4.0), seed=0)
+    cfg = SyntheticConfig(
+        n_users=users,
+        categories=("big", "small"),
+        items_per_category=(items, 2_000),
+        interactions_per_user=(12.0, 4.0),
+        seed=0,
+    )
     inter, items = generate(cfg)
     return prepare(inter, items, PrepareConfig(), root / "bundle")
 
@@ -53,7 +57,9 @@ def world(root: Path, users: int, items: int):
 def fit(bundle, root: Path, name: str, params: dict, epochs: int):
     torch.manual_seed(0)
     model = build(name, "pooled", params, Sizes.from_bundle(bundle))
-    Trainer(TrainConfig(epochs=epochs, batch_size=4096, lr=5e-3, progress=False, seed=0, patience=epochs)).fit(model, bundle)
+    Trainer(TrainConfig(epochs=epochs, batch_size=4096, lr=5e-3, progress=False, seed=0, patience=epochs)).fit(
+        model, bundle
+    )
     save_artifact(root / name, model, name, "pooled", params, Sizes.from_bundle(bundle), bundle=bundle)
     return load_artifact(root / name)
 
@@ -121,8 +127,14 @@ async def load(users: list[str], clients: int, seconds: float) -> dict:
     await asyncio.gather(*(client() for _ in range(clients)))
     wall = time.perf_counter() - t0
     ms = np.array(lat) * 1000
-    return {"clients": clients, "requests": len(lat), "errors": errors, "rps": len(lat) / wall,
-            "p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99))}
+    return {
+        "clients": clients,
+        "requests": len(lat),
+        "errors": errors,
+        "rps": len(lat) / wall,
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p99_ms": float(np.percentile(ms, 99)),
+    }
 
 
 def batch_counters() -> tuple[float, float]:
@@ -160,8 +172,12 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=15.0)
     ap.add_argument("--users", type=int, default=50_000)
     ap.add_argument("--epochs", type=int, default=2)
-    ap.add_argument("--items", type=int, default=160_000,
-                    help="items drawn for the big category (those that get no interaction are dropped: ~107k remain)")
+    ap.add_argument(
+        "--items",
+        type=int,
+        default=160_000,
+        help="items drawn for the big category (those that get no interaction are dropped: ~107k remain)",
+    )
     ap.add_argument("--out", default="serving", help="results name under benchmarks/results")
     args = ap.parse_args()
     torch.set_num_threads(2)
@@ -171,8 +187,10 @@ def main() -> None:
     rng = np.random.default_rng(0)
     sample = rng.choice(bundle.n_users, 1000, replace=False).astype(np.int64)
     out: dict = {"n_items_big": int(bundle.n_items_in(0)), "n_users": int(bundle.n_users)}
-    arts = {"mf": fit(bundle, tmp, "mf", {"dim": 64}, args.epochs),
-            "crossrec": fit(bundle, tmp, "crossrec", {"dim": 64, "neighbourhood": {"k": 50}}, 1)}
+    arts = {
+        "mf": fit(bundle, tmp, "mf", {"dim": 64}, args.epochs),
+        "crossrec": fit(bundle, tmp, "crossrec", {"dim": 64, "neighbourhood": {"k": 50}}, 1),
+    }
     svc = Service(arts["mf"], bundle)
     out["exact_top10_agreement_mf"] = top10_agreement(svc, arts["mf"], bundle, sample)
     idx = svc._indexes[0]
@@ -198,21 +216,24 @@ def main() -> None:
         finally:
             proc.terminate()
             proc.join()
-    rows = [f"| {m} | {r['clients']} | {r['requests']} | {r['rps']:.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['mean_batch']:.1f} | {r['errors']} |"
-            for m, rs in out["load"].items() for r in rs]
+    rows = [
+        f"| {m} | {r['clients']} | {r['requests']} | {r['rps']:.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['mean_batch']:.1f} | {r['errors']} |"
+        for m, rs in out["load"].items()
+        for r in rs
+    ]
     md = f"""# Serving benchmark
 
-A {out['n_items_big']:,}-item category, {out['n_users']:,} users (synthetic), 2 CPU cores shared by
+A {out["n_items_big"]:,}-item category, {out["n_users"]:,} users (synthetic), 2 CPU cores shared by
 server (uvicorn with httptools + uvloop, one process) and the load generator (closed-loop clients, one
 keep-alive connection each, a minimal asyncio HTTP client), loopback, {args.seconds:.0f} s per row.
 Concurrent `/recommend` requests are micro-batched (`batch` = mean requests per batched call).
 `python benchmarks/bench_serving.py`.
 
-- Exact index top-10 = `score`'s top-10 (BPR-MF): {out['exact_top10_agreement_mf']:.1%} of 1,000 users.
-- HNSW (M 32, efSearch 128) recall@10 against exact: {out['hnsw_recall@10']:.3f}.
+- Exact index top-10 = `score`'s top-10 (BPR-MF): {out["exact_top10_agreement_mf"]:.1%} of 1,000 users.
+- HNSW (M 32, efSearch 128) recall@10 against exact: {out["hnsw_recall@10"]:.3f}.
 - Flagship (index with the content columns + the neighbourhood's sparse candidates re-scored,
-  {out['flagship_sparse_candidates_mean']:.0f} per user on average): top-10 = full scoring for
-  {out['flagship_top10_agreement']:.1%} of the same 1,000 users.
+  {out["flagship_sparse_candidates_mean"]:.0f} per user on average): top-10 = full scoring for
+  {out["flagship_top10_agreement"]:.1%} of the same 1,000 users.
 
 | model | clients | requests | req/s | p50 ms | p99 ms | batch | errors |
 |---|---:|---:|---:|---:|---:|---:|---:|

@@ -21,7 +21,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_results  # noqa: E402
-
 from crossrec.data.batch import Sizes  # noqa: E402
 from crossrec.data.prepare import PrepareConfig, prepare  # noqa: E402
 from crossrec.evaluation.evaluator import EvalConfig, Evaluator  # noqa: E402
@@ -45,9 +44,14 @@ def make_bundle(n_users: int, n_items: int, per_user: int, seed: int = 0):
     u = np.repeat(np.arange(n_users), items.shape[1]).reshape(items.shape)[mask]
     i = items[mask]
     t = np.tile(np.arange(items.shape[1]), (n_users, 1))[mask]
-    df = pl.DataFrame({
-        "user": u.astype(str), "item": i.astype(str), "category": ["all"] * len(u), "timestamp": t.astype(np.int64),
-    })
+    df = pl.DataFrame(
+        {
+            "user": u.astype(str),
+            "item": i.astype(str),
+            "category": ["all"] * len(u),
+            "timestamp": t.astype(np.int64),
+        }
+    )
     return prepare(df, None, PrepareConfig(valid=False, dedupe="none"))
 
 
@@ -62,8 +66,13 @@ def bench_eval(bundle, dim: int, repeats: int = 2, auc: bool = True, beyond: boo
         res = ev.evaluate(model)
         times.append(time.perf_counter() - t)
     n_units = bundle.split("test").select("user").n_unique()
-    return {"seconds": min(times), "users": n_units, "items": bundle.n_items, "users_per_s": n_units / min(times),
-            "ndcg@10": res.metric("ndcg@10")}, model
+    return {
+        "seconds": min(times),
+        "users": n_units,
+        "items": bundle.n_items,
+        "users_per_s": n_units / min(times),
+        "ndcg@10": res.metric("ndcg@10"),
+    }, model
 
 
 def bench_implicit_eval(bundle, model: MF) -> dict:
@@ -84,7 +93,10 @@ def bench_implicit_eval(bundle, model: MF) -> dict:
         t = time.perf_counter()
         with threadpool_limits(1, "blas"):  # as implicit asks; its own threads do the work
             m = ranking_metrics_at_k(imp, train, test, K=10, show_progress=False, num_threads=threads)
-        out[f"threads={threads or torch.get_num_threads()}"] = {"seconds": time.perf_counter() - t, "ndcg@10": m["ndcg"]}
+        out[f"threads={threads or torch.get_num_threads()}"] = {
+            "seconds": time.perf_counter() - t,
+            "ndcg@10": m["ndcg"],
+        }
     best = min(v["seconds"] for v in out.values())
     users = int((np.diff(test.indptr) > 0).sum())
     return {"runs": out, "seconds": best, "users": users, "users_per_s": users / best}
@@ -100,8 +112,12 @@ def bench_bpr_epoch(bundle, dim: int, batch_size: int, options: dict | None = No
     cfg = TrainConfig(epochs=2, batch_size=batch_size, lr=1e-3, progress=False, checkpoint=False, **(options or {}))
     result = Trainer(cfg).fit(model, bundle)
     sec = min(h["train_seconds"] for h in result.history)
-    return {"seconds": sec, "interactions": bundle.split("train").height, "batch_size": batch_size,
-            "options": options or {}}
+    return {
+        "seconds": sec,
+        "interactions": bundle.split("train").height,
+        "batch_size": batch_size,
+        "options": options or {},
+    }
 
 
 def bench_implicit(bundle, dim: int) -> dict:
@@ -141,20 +157,30 @@ def main() -> None:
     bench_bpr_epoch(bundle, args.dim, 8192, FAST | {"fused": True})  # warm-up: compile or load the kernel
     for bs in (8192, 32768):
         ours[f"`train.fused` (one compiled Hogwild kernel), row-wise adagrad, batch {bs}"] = bench_bpr_epoch(
-            bundle, args.dim, bs, FAST | {"fused": True})
+            bundle, args.dim, bs, FAST | {"fused": True}
+        )
     imp = bench_implicit(bundle, args.dim)
     best = min(r["seconds"] for r in ours.values())
     ratio = best / imp["seconds"] if "seconds" in imp else None
     eval_ratio = ev_top["users_per_s"] / imp_ev["users_per_s"] if "users_per_s" in imp_ev else None
-    data = {"setup": vars(args) | {"prepare_seconds": build_s, "torch_threads": torch.get_num_threads()},
-            "eval_full_ranking": ev, "eval_full_ranking_no_auc": ev_top, "eval_with_beyond": ev_beyond, "implicit_ranking_metrics_at_k": imp_ev, "eval_ratio_ours_over_implicit": eval_ratio,
-            "bprmf_epoch": ours, "implicit_bpr_epoch": imp, "ratio_ours_over_implicit": ratio}
+    data = {
+        "setup": vars(args) | {"prepare_seconds": build_s, "torch_threads": torch.get_num_threads()},
+        "eval_full_ranking": ev,
+        "eval_full_ranking_no_auc": ev_top,
+        "eval_with_beyond": ev_beyond,
+        "implicit_ranking_metrics_at_k": imp_ev,
+        "eval_ratio_ours_over_implicit": eval_ratio,
+        "bprmf_epoch": ours,
+        "implicit_bpr_epoch": imp,
+        "ratio_ours_over_implicit": ratio,
+    }
     md = [
         "# Speed (CPU)\n",
         f"Data: {args.users:,} users x {args.items:,} items, {ours['adam, batch 1024']['interactions']:,} training "
         f"interactions (Zipf-like popularity), dim {args.dim}, {torch.get_num_threads()} torch threads. Epoch times are "
         "the faster of two epochs after a warm-up, model set-up excluded.\n",
-        "| what | seconds | notes |", "|---|---:|---|",
+        "| what | seconds | notes |",
+        "|---|---:|---|",
         f"| crossrec full-ranking evaluation, {ev['users']:,} users x {ev['items']:,} items (accuracy metrics with AUC, K=10) "
         f"| {ev['seconds']:.2f} | {ev['users_per_s']:,.0f} users/s, NDCG@10 {ev['ndcg@10']:.4f} |",
         f"| the same with `eval.auc: false` (top-10 by `torch.topk`; what training's validation runs) "
@@ -163,21 +189,29 @@ def main() -> None:
         f"| {ev_beyond['seconds']:.2f} | {ev_beyond['users_per_s']:,.0f} users/s |",
     ]
     if "users_per_s" in imp_ev:
-        md.append(f"| implicit `ranking_metrics_at_k` (K=10), same factors and split | {imp_ev['seconds']:.2f} "
-                  f"| {imp_ev['users_per_s']:,.0f} users/s |")
+        md.append(
+            f"| implicit `ranking_metrics_at_k` (K=10), same factors and split | {imp_ev['seconds']:.2f} "
+            f"| {imp_ev['users_per_s']:,.0f} users/s |"
+        )
     for label, r in ours.items():
-        md.append(f"| crossrec BPR-MF, one epoch, {label} | {r['seconds']:.2f} | "
-                  f"{r['interactions'] / r['seconds']:,.0f} interactions/s |")
+        md.append(
+            f"| crossrec BPR-MF, one epoch, {label} | {r['seconds']:.2f} | "
+            f"{r['interactions'] / r['seconds']:,.0f} interactions/s |"
+        )
     if "seconds" in imp:
-        md.append(f"| implicit BPR (Cython, Hogwild), one epoch | {imp['seconds']:.2f} | "
-                  f"{imp['interactions'] / imp['seconds']:,.0f} interactions/s |")
+        md.append(
+            f"| implicit BPR (Cython, Hogwild), one epoch | {imp['seconds']:.2f} | "
+            f"{imp['interactions'] / imp['seconds']:,.0f} interactions/s |"
+        )
         md.append(f"\ncrossrec / implicit BPR epoch-time ratio: **{ratio:.1f}x** (fastest crossrec row).")
     else:
         md.append(f"\nimplicit: {imp['error']}")
     if eval_ratio is not None:
-        md.append(f"\nEvaluation throughput, crossrec (`eval.auc: false`) / implicit: **{eval_ratio:.2f}x**. "
-                  "implicit's metrics are top-K only (its AUC is AUC@K); crossrec's default also ranks every "
-                  "positive among all items for the full AUC.")
+        md.append(
+            f"\nEvaluation throughput, crossrec (`eval.auc: false`) / implicit: **{eval_ratio:.2f}x**. "
+            "implicit's metrics are top-K only (its AUC is AUC@K); crossrec's default also ranks every "
+            "positive among all items for the full AUC."
+        )
     write_results("speed", data, "\n".join(md))
     print("\n".join(md))
 

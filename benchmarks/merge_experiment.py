@@ -22,7 +22,6 @@ import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, write_results  # noqa: E402
-
 from crossrec.experiment.results import ExperimentResult  # noqa: E402
 from crossrec.experiment.spec import load_experiment  # noqa: E402
 
@@ -31,9 +30,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("config", type=Path)
     ap.add_argument("new", nargs="+", type=Path, help="results.json of the runs to add")
-    ap.add_argument("--name", help="the committed table's name in benchmarks/results (default: experiment_<config name>)")
-    ap.add_argument("--fresh", action="store_true",
-                    help="replace the committed table by these runs alone (after a change of the split)")
+    ap.add_argument(
+        "--name", help="the committed table's name in benchmarks/results (default: experiment_<config name>)"
+    )
+    ap.add_argument(
+        "--fresh",
+        action="store_true",
+        help="replace the committed table by these runs alone (after a change of the split)",
+    )
     args = ap.parse_args()
     cfg = load_experiment(args.config)
     name = args.name or f"experiment_{cfg.name}"

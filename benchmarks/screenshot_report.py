@@ -20,16 +20,25 @@ def main(page: str, png: str, full: str | None = None) -> None:
 
     opts = webdriver.ChromeOptions()
     opts.binary_location = shutil.which("chromium")
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,1000",
-                "--proxy-server=127.0.0.1:9", "--proxy-bypass-list=<-loopback>"):  # no network: offline proof
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1280,1000",
+        "--proxy-server=127.0.0.1:9",
+        "--proxy-bypass-list=<-loopback>",
+    ):  # no network: offline proof
         opts.add_argument(arg)
     b = webdriver.Chrome(service=DriverService(executable_path=shutil.which("chromedriver")), options=opts)
     try:
         b.get(Path(page).resolve().as_uri())
         broken = b.execute_script("return [...document.images].filter(i => !(i.complete && i.naturalWidth > 0)).length")
         n = b.execute_script("return document.images.length")
-        remote = b.execute_script("return performance.getEntriesByType('resource').map(e => e.name)"
-                                  ".filter(u => !u.startsWith('data:') && !u.startsWith('file:'))")
+        remote = b.execute_script(
+            "return performance.getEntriesByType('resource').map(e => e.name)"
+            ".filter(u => !u.startsWith('data:') && !u.startsWith('file:'))"
+        )
         print(f"{n} images, {broken} not loaded, {len(remote)} network requests {remote}")
         b.save_screenshot(png)
         if full:

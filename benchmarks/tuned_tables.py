@@ -57,38 +57,72 @@ def main(dataset: str, tune_dir: str, run_dir: str) -> None:
         cells = []
         for label in labels:
             v, s = _mean(tuned, label, cat, slc), _std(tuned, label, cat, slc)
-            n = next((r["n_seeds"] for r in tuned["summary"] if r["model"] == label and r["category"] == cat
-                      and r["slice"] == slc), 0)
-            closed = any(m["label"] == label and m["name"] in ("pop", "itemknn", "ials", "textknn") for m in tuned["models"])
+            n = next(
+                (
+                    r["n_seeds"]
+                    for r in tuned["summary"]
+                    if r["model"] == label and r["category"] == cat and r["slice"] == slc
+                ),
+                0,
+            )
+            closed = any(
+                m["label"] == label and m["name"] in ("pop", "itemknn", "ials", "textknn") for m in tuned["models"]
+            )
             spread = "" if closed else (f" ± {s:.4f}" if n > 1 else " (1 seed)")
             cells.append("–" if math.isnan(v) else f"{v:.4f}{spread}")
         best, b = _best_single(tuned, cat, slc)
         best0, b0 = _best_single(before, cat, slc)
         g, g0 = _gain(_mean(tuned, flagship, cat, slc), b), _gain(_mean(before, flagship, cat, slc), b0)
-        gains.append({"category": cat, "slice": slc, "flagship": _mean(tuned, flagship, cat, slc), "best_single": best,
-                      "best_single_value": b, "gain_pct": g, "untuned_flagship": _mean(before, flagship, cat, slc),
-                      "untuned_best_single": best0, "untuned_best_single_value": b0, "untuned_gain_pct": g0,
-                      "held": bool(g > 0) if not math.isnan(g) else None})
+        gains.append(
+            {
+                "category": cat,
+                "slice": slc,
+                "flagship": _mean(tuned, flagship, cat, slc),
+                "best_single": best,
+                "best_single_value": b,
+                "gain_pct": g,
+                "untuned_flagship": _mean(before, flagship, cat, slc),
+                "untuned_best_single": best0,
+                "untuned_best_single_value": b0,
+                "untuned_gain_pct": g0,
+                "held": bool(g > 0) if not math.isnan(g) else None,
+            }
+        )
         rows.append(f"| {cat} ({slc}) | " + " | ".join(cells) + f" | {best} | {g:+.1f}% | {g0:+.1f}% |")
     budget = tuning["budget"]
-    lines = [f"# Tuned comparison: {dataset}", "",
-             f"Every model below the line was tuned by `crossrec tune` with the same budget: {budget['trials']} finished "
-             f"trials or {budget['timeout']:.0f} s of trial time per model, TPE, median pruning, validation NDCG@10 "
-             f"(seed 0), 1 thread per dataset. Then `crossrec experiment best.yaml`: test NDCG@10, mean ± std over "
-             f"seeds {tuned['seeds']} (one seed where the entry says so).", "",
-             "| model | trials (complete / pruned / failed) | trial seconds | best valid NDCG@10 | chosen |", "|---|---|---:|---:|---|"]
+    lines = [
+        f"# Tuned comparison: {dataset}",
+        "",
+        f"Every model below the line was tuned by `crossrec tune` with the same budget: {budget['trials']} finished "
+        f"trials or {budget['timeout']:.0f} s of trial time per model, TPE, median pruning, validation NDCG@10 "
+        f"(seed 0), 1 thread per dataset. Then `crossrec experiment best.yaml`: test NDCG@10, mean ± std over "
+        f"seeds {tuned['seeds']} (one seed where the entry says so).",
+        "",
+        "| model | trials (complete / pruned / failed) | trial seconds | best valid NDCG@10 | chosen |",
+        "|---|---|---:|---:|---|",
+    ]
     for label, t in tuning["models"].items():
         states = [x["state"] for x in t["trials"] if not x.get("interrupted")]
         best = t["best"] or {}
         first = next((x for x in t["trials"] if x.get("configured")), None)
-        chosen = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(best.get("params", {}).items()))
+        chosen = ", ".join(
+            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(best.get("params", {}).items())
+        )
         conf = "" if first is None or first.get("value") is None else f" (hand-set: {first['value']:.4f})"
-        lines.append(f"| {label} | {len(states)} ({states.count('complete')} / {states.count('pruned')} / "
-                     f"{states.count('fail')}) | {t['seconds']:.0f} | {best.get('value', math.nan):.4f}{conf} | {chosen} |")
-    lines += ["", "Test NDCG@10 with the tuned options; gain = the flagship against the best single-category model of "
-              "the row, after tuning and before it (the committed untuned table).", "",
-              "| row | " + " | ".join(labels) + " | best single (tuned) | flagship gain, tuned | gain before tuning |",
-              "|---|" + "---:|" * len(labels) + "---|---:|---:|", *rows, ""]
+        lines.append(
+            f"| {label} | {len(states)} ({states.count('complete')} / {states.count('pruned')} / "
+            f"{states.count('fail')}) | {t['seconds']:.0f} | {best.get('value', math.nan):.4f}{conf} | {chosen} |"
+        )
+    lines += [
+        "",
+        "Test NDCG@10 with the tuned options; gain = the flagship against the best single-category model of "
+        "the row, after tuning and before it (the committed untuned table).",
+        "",
+        "| row | " + " | ".join(labels) + " | best single (tuned) | flagship gain, tuned | gain before tuning |",
+        "|---|" + "---:|" * len(labels) + "---|---:|---:|",
+        *rows,
+        "",
+    ]
     md = "\n".join(lines)
     write_results(f"tuned_{dataset}", {"flagship": flagship, "gains": gains, "budget": budget}, md)
     shutil.copy(Path(run_dir) / "results.md", RESULTS / f"experiment_{dataset}-tuned.md")

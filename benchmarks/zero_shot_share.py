@@ -30,12 +30,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, write_results  # noqa: E402
-
+from crossrec.artifact import load_artifact  # noqa: E402
 from crossrec.data.bundle import Bundle  # noqa: E402
 from crossrec.evaluation.config import EvalConfig  # noqa: E402
 from crossrec.evaluation.evaluator import Evaluator  # noqa: E402
 from crossrec.evaluation.remap import Remapped  # noqa: E402
-from crossrec.artifact import load_artifact  # noqa: E402
 
 NAME = "text_zero-shot_like-for-like"
 
@@ -71,14 +70,18 @@ def run() -> None:
     warm = load_artifact(args.warm_model).model
     zs = load_artifact(args.zs_model).model
     row = {
-        "dataset": args.dataset, "category": args.category,
-        "warm_model": args.warm_model, "zs_model": args.zs_model,
+        "dataset": args.dataset,
+        "category": args.category,
+        "warm_model": args.warm_model,
+        "zs_model": args.zs_model,
         "warm": ndcg(warm_b, warm, args.category),
         "zero_shot_same_rows": ndcg(warm_b, Remapped(zs, zs_b, warm_b), args.category),
         "zero_shot_own_protocol": ndcg(zs_b, zs, args.category),
     }
     if args.textknn:
-        row["textknn_same_rows"] = ndcg(warm_b, Remapped(load_artifact(args.textknn).model, zs_b, warm_b), args.category)
+        row["textknn_same_rows"] = ndcg(
+            warm_b, Remapped(load_artifact(args.textknn).model, zs_b, warm_b), args.category
+        )
     if args.pop:
         row["warm_pop"] = ndcg(warm_b, load_artifact(args.pop).model, args.category)
     path = RESULTS / f"{NAME}.json"
@@ -106,12 +109,16 @@ def run() -> None:
 
     for r in rows:
         w, s, o = r["warm"]["all"], r["zero_shot_same_rows"]["all"], r["zero_shot_own_protocol"]["all"]
-        lines.append(f"| {r['dataset']} | {r['category']} | {w:.4f} | {s:.4f} | {s / w:.0%} | {opt(r, 'textknn_same_rows')} "
-                     f"| {opt(r, 'warm_pop')} | {o:.4f} | {o / w:.0%} |")
+        lines.append(
+            f"| {r['dataset']} | {r['category']} | {w:.4f} | {s:.4f} | {s / w:.0%} | {opt(r, 'textknn_same_rows')} "
+            f"| {opt(r, 'warm_pop')} | {o:.4f} | {o / w:.0%} |"
+        )
     write_results(NAME, {"rows": rows}, "\n".join(lines))
     w, s = row["warm"]["all"], row["zero_shot_same_rows"]["all"]
-    print(f"{args.dataset} {args.category}: warm {w:.4f}, zero-shot on the same rows {s:.4f} ({s / w:.0%}), "
-          f"own protocol {row['zero_shot_own_protocol']['all']:.4f}")
+    print(
+        f"{args.dataset} {args.category}: warm {w:.4f}, zero-shot on the same rows {s:.4f} ({s / w:.0%}), "
+        f"own protocol {row['zero_shot_own_protocol']['all']:.4f}"
+    )
 
 
 if __name__ == "__main__":

@@ -17,8 +17,9 @@ from __future__ import annotations
 import json
 import re
 import sys
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -84,8 +85,10 @@ def experiment_table(
     if categories is not None:
         cats = [c for c in cats if c in set(categories)]
     has_users = any(r.get("n_users") not in (None, "") for r in rows.values())
-    out = ["| category | " + ("users | " if has_users else "") + " | ".join(models) + " |",
-           "|---|" + ("---:|" if has_users else "") + "---:|" * len(models)]
+    out = [
+        "| category | " + ("users | " if has_users else "") + " | ".join(models) + " |",
+        "|---|" + ("---:|" if has_users else "") + "---:|" * len(models),
+    ]
     for cat in cats:
         cells = [rows.get((m, cat)) for m in models]
         values = [c[metric] for c in cells if c is not None and c.get(metric) is not None]
@@ -115,13 +118,21 @@ def acceptance_table(data: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
-def experiment_section(name: str, slices: Iterable[str] = ("all", "new_to_category"), metric: str = "ndcg@10",
-                       models: Iterable[str] | None = None, level: str = "###", std: bool = False) -> str:
+def experiment_section(
+    name: str,
+    slices: Iterable[str] = ("all", "new_to_category"),
+    metric: str = "ndcg@10",
+    models: Iterable[str] | None = None,
+    level: str = "###",
+    std: bool = False,
+) -> str:
     data = load(name)
     seeds = data.get("seeds") or []
-    parts = [f"{metric}, full ranking within the category, test split, "
-             f"{'mean over seeds ' + ', '.join(map(str, seeds)) if len(seeds) > 1 else 'seed ' + ', '.join(map(str, seeds))}"
-             "; ¹ = one run (closed-form models, or one seed in the experiment file); best per row in bold."]
+    parts = [
+        f"{metric}, full ranking within the category, test split, "
+        f"{'mean over seeds ' + ', '.join(map(str, seeds)) if len(seeds) > 1 else 'seed ' + ', '.join(map(str, seeds))}"
+        "; ¹ = one run (closed-form models, or one seed in the experiment file); best per row in bold."
+    ]
     for s in slices:
         table = experiment_table(data, s, metric, models, std=std)
         if table:
@@ -169,7 +180,7 @@ def undated(markdown: str) -> str:
 
 def _clean(text: str) -> str:
     indent = re.match(r"\s*(?:[-*] )?", text).group(0)
-    text = _PAREN.sub(lambda m: "" if DATED.search(m.group(0)) else m.group(0), text[len(indent):])
+    text = _PAREN.sub(lambda m: "" if DATED.search(m.group(0)) else m.group(0), text[len(indent) :])
     kept = " ".join(s for s in _SENTENCE.split(text) if not DATED.search(s)).strip()
     return indent + kept if kept else ""
 
@@ -196,31 +207,44 @@ def headline() -> str:
         rows = {(r["model"], r["category"], r["slice"]): r for r in data["summary"]}
         models = [m["label"] for m in data["models"]]
         head = "| row | " + " | ".join(models) + " |"
-        out = [f"**{ds}** (test NDCG@10, mean of seeds {', '.join(map(str, data['seeds']))}"
-               + (f"; tuned at commit `{commit}`" if commit else "") + ")", "", head,
-               "|---|" + "---:|" * len(models)]
+        out = [
+            f"**{ds}** (test NDCG@10, mean of seeds {', '.join(map(str, data['seeds']))}"
+            + (f"; tuned at commit `{commit}`" if commit else "")
+            + ")",
+            "",
+            head,
+            "|---|" + "---:|" * len(models),
+        ]
         cats = [c for c in dict.fromkeys(r["category"] for r in data["summary"]) if c != "ALL"]
         for cat, slice_ in [*((c, "all") for c in cats), ("ALL", "all"), ("ALL", "new_to_category")]:
             cells = [rows.get((m, cat, slice_)) for m in models]
             best = max((c["ndcg@10"] for c in cells if c), default=None)
-            texts = [(f"**{_fmt(c, 'ndcg@10', False)}**" if c and c["ndcg@10"] == best else _fmt(c, "ndcg@10", False))
-                     for c in cells]
+            texts = [
+                (f"**{_fmt(c, 'ndcg@10', False)}**" if c and c["ndcg@10"] == best else _fmt(c, "ndcg@10", False))
+                for c in cells
+            ]
             label = cat if slice_ == "all" else f"{cat} (new to category)"
             out.append(f"| {label} | " + " | ".join(texts) + " |")
         parts.append("\n".join(out))
         if budget:
-            parts.append(f"Budget per model: {budget.get('trials')} finished trials or {budget.get('timeout'):.0f} s "
-                         "of trial time on the validation split.")
-    parts.append("¹ one run: closed-form models, or one seed in the experiment file. "
-                 "Sources: `benchmarks/results/experiment_<dataset>-tuned.json`, `tuned_<dataset>.json`.")
+            parts.append(
+                f"Budget per model: {budget.get('trials')} finished trials or {budget.get('timeout'):.0f} s "
+                "of trial time on the validation split."
+            )
+    parts.append(
+        "¹ one run: closed-form models, or one seed in the experiment file. "
+        "Sources: `benchmarks/results/experiment_<dataset>-tuned.json`, `tuned_<dataset>.json`."
+    )
     return "\n\n".join(parts)
 
 
 def tuned_gains(ds: str) -> str:
     t = load(f"tuned_{ds}")
-    out = ["| category | slice | flagship, tuned | best single-category (tuned) | gain | "
-           "flagship, before tuning | best single-category before | gain before |",
-           "|---|---|---:|---|---:|---:|---|---:|"]
+    out = [
+        "| category | slice | flagship, tuned | best single-category (tuned) | gain | "
+        "flagship, before tuning | best single-category before | gain before |",
+        "|---|---|---:|---|---:|---:|---|---:|",
+    ]
     for g in t["gains"]:
         out.append(
             f"| {g['category']} | {g['slice']} | {g['flagship']:.4f} | {g['best_single']} {g['best_single_value']:.4f} | "
@@ -256,96 +280,194 @@ Tables are NDCG@10 with full ranking inside the target category unless they say 
 
 
 def page_tuned() -> str:
-    parts = ["# Tuned comparison", "",
-             "`crossrec tune` on the validation split with the same budget per model, then "
-             "`crossrec experiment OUT/best.yaml` on test. The tuned flagship here is the one of the commit "
-             "named under each table; the [hand-set table](transfer.md) is the current default flagship.", ""]
+    parts = [
+        "# Tuned comparison",
+        "",
+        "`crossrec tune` on the validation split with the same budget per model, then "
+        "`crossrec experiment OUT/best.yaml` on test. The tuned flagship here is the one of the commit "
+        "named under each table; the [hand-set table](transfer.md) is the current default flagship.",
+        "",
+    ]
     for ds in DATASETS:
-        parts += [f"## {ds}", "", experiment_section(f"experiment_{ds}-tuned", std=True), "",
-                  "### Gain of the flagship over the best single-category model, tuned and before tuning", "",
-                  tuned_gains(ds), "", "### The search", "", bench_md(f"tuning_{ds}"), ""]
+        parts += [
+            f"## {ds}",
+            "",
+            experiment_section(f"experiment_{ds}-tuned", std=True),
+            "",
+            "### Gain of the flagship over the best single-category model, tuned and before tuning",
+            "",
+            tuned_gains(ds),
+            "",
+            "### The search",
+            "",
+            bench_md(f"tuning_{ds}"),
+            "",
+        ]
     return "\n".join(parts)
 
 
 def page_transfer() -> str:
-    parts = ["# Cross-category transfer (hand-set options)", "",
-             "`crossrec experiment configs/experiments/<dataset>.yaml`: the same model options on both "
-             "datasets, nothing tuned per dataset; both add the cold-start user protocol so that users new "
-             "to a category are measured.", ""]
+    parts = [
+        "# Cross-category transfer (hand-set options)",
+        "",
+        "`crossrec experiment configs/experiments/<dataset>.yaml`: the same model options on both "
+        "datasets, nothing tuned per dataset; both add the cold-start user protocol so that users new "
+        "to a category are measured.",
+        "",
+    ]
     for ds in DATASETS:
-        parts += [f"## {ds}", "", experiment_section(f"experiment_{ds}", slices=("all", "new_to_category", "warm"),
-                                                     std=True), "",
-                  "### Recall@10, all test users", "",
-                  experiment_table(load(f"experiment_{ds}"), "all", "recall@10", std=True), ""]
+        parts += [
+            f"## {ds}",
+            "",
+            experiment_section(f"experiment_{ds}", slices=("all", "new_to_category", "warm"), std=True),
+            "",
+            "### Recall@10, all test users",
+            "",
+            experiment_table(load(f"experiment_{ds}"), "all", "recall@10", std=True),
+            "",
+        ]
     return "\n".join(parts)
 
 
 def page_baselines() -> str:
-    return "# Single-category baselines\n\n`python benchmarks/bench_datasets.py`: seed 0, without the " \
-           "cold-start user protocol, models with the options of `configs/<dataset>.yaml`.\n\n" + bench_md("datasets")
+    return (
+        "# Single-category baselines\n\n`python benchmarks/bench_datasets.py`: seed 0, without the "
+        "cold-start user protocol, models with the options of `configs/<dataset>.yaml`.\n\n" + bench_md("datasets")
+    )
 
 
 def page_text() -> str:
-    parts = ["# Item text", "",
-             "`crossrec-text` is the flagship with `item_tower: text+id` and the text defaults; `textknn` is "
-             "the content baseline (mean of the history's text vectors, cosine to each item's).", ""]
+    parts = [
+        "# Item text",
+        "",
+        "`crossrec-text` is the flagship with `item_tower: text+id` and the text defaults; `textknn` is "
+        "the content baseline (mean of the history's text vectors, cosine to each item's).",
+        "",
+    ]
     for ds in DATASETS:
         data = load(f"text_acceptance_{ds}")
-        summary = [{"model": r["model"], "category": r["category"], "slice": r["slice"], "ndcg@10": r["m"],
-                    "ndcg@10_std": r["s"], "n_seeds": r["n"]} for r in data["summary"]]
-        parts += [f"## {ds}: text+id against the rest", "",
-                  "NDCG@10, test split, mean ± std over seeds 0, 1, 2; ¹ = one run.", ""]
+        summary = [
+            {
+                "model": r["model"],
+                "category": r["category"],
+                "slice": r["slice"],
+                "ndcg@10": r["m"],
+                "ndcg@10_std": r["s"],
+                "n_seeds": r["n"],
+            }
+            for r in data["summary"]
+        ]
+        parts += [
+            f"## {ds}: text+id against the rest",
+            "",
+            "NDCG@10, test split, mean ± std over seeds 0, 1, 2; ¹ = one run.",
+            "",
+        ]
         for s in ("all", "new_to_category"):
-            parts += [f"### {SLICE_TITLES[s].capitalize()}", "",
-                      experiment_table({"summary": summary, "models": [{"label": m} for m in dict.fromkeys(
-                          sorted((r["model"] for r in summary), key=lambda m: (not m.startswith("crossrec"), m)))]},
-                      s, std=True), ""]
+            parts += [
+                f"### {SLICE_TITLES[s].capitalize()}",
+                "",
+                experiment_table(
+                    {
+                        "summary": summary,
+                        "models": [
+                            {"label": m}
+                            for m in dict.fromkeys(
+                                sorted((r["model"] for r in summary), key=lambda m: (not m.startswith("crossrec"), m))
+                            )
+                        ],
+                    },
+                    s,
+                    std=True,
+                ),
+                "",
+            ]
         parts += [source(f"text_acceptance_{ds}"), ""]
-    parts += ["## Cold items", "",
-              "`configs/experiments/<dataset>-cold-items.yaml`: 10% of the items lose every interaction, half "
-              "of them to validation and half to test. Recall@10.", ""]
+    parts += [
+        "## Cold items",
+        "",
+        "`configs/experiments/<dataset>-cold-items.yaml`: 10% of the items lose every interaction, half "
+        "of them to validation and half to test. Recall@10.",
+        "",
+    ]
     for ds in DATASETS:
-        parts += [f"### {ds}", "",
-                  experiment_section(f"text_{ds}-cold-items", slices=("cold_item", "new_items", "all"),
-                                     metric="recall@10", level="####", std=True), ""]
-    parts += ["## Zero-shot categories", "",
-              "`configs/experiments/<dataset>-zero-shot.yaml` with `--prepare.zero_shot_category`: every "
-              "interaction of one category goes to test; the models never see it. Seed 0, NDCG@10.", ""]
+        parts += [
+            f"### {ds}",
+            "",
+            experiment_section(
+                f"text_{ds}-cold-items",
+                slices=("cold_item", "new_items", "all"),
+                metric="recall@10",
+                level="####",
+                std=True,
+            ),
+            "",
+        ]
+    parts += [
+        "## Zero-shot categories",
+        "",
+        "`configs/experiments/<dataset>-zero-shot.yaml` with `--prepare.zero_shot_category`: every "
+        "interaction of one category goes to test; the models never see it. Seed 0, NDCG@10.",
+        "",
+    ]
     for f in sorted(RESULTS.glob("text_zero-shot_*_seed0.json")):
         name = f.stem
         data = load(name)
         held = name.removeprefix("text_zero-shot_").removesuffix("_seed0")
         cat = held.split("-", 1)[1]
         parts += [f"### {held}", "", experiment_table(data, "all", categories=[cat, "ALL"]), "", source(name), ""]
-    parts += ["### Like for like: the zero-shot model on the warm split's test rows", "",
-              bench_md("text_zero-shot_like-for-like"), ""]
+    parts += [
+        "### Like for like: the zero-shot model on the warm split's test rows",
+        "",
+        bench_md("text_zero-shot_like-for-like"),
+        "",
+    ]
     parts += ["## Option grids (validation)", ""]
-    for name, title in [("warm_start_grid", "Warm start"), ("text_id_dropout_grid", "`text.id_dropout`"),
-                        ("text_dropout_grid", "`text.text_dropout`"), ("text_variants_grid", "Variants not kept")]:
+    for name, title in [
+        ("warm_start_grid", "Warm start"),
+        ("text_id_dropout_grid", "`text.id_dropout`"),
+        ("text_dropout_grid", "`text.text_dropout`"),
+        ("text_variants_grid", "Variants not kept"),
+    ]:
         parts += [f"### {title}", "", bench_md(name), ""]
-    parts += ["## Fine-tuning the encoder", "",
-              "### Three epochs each (`configs/experiments/anime-mal-finetune.yaml`)", "",
-              experiment_section("text_anime-mal-finetune_seed0", slices=("all",), level="####"), "",
-              "### LoRA to early stopping (`configs/experiments/anime-mal-lora.yaml`)", "",
-              bench_md("text_anime-mal-lora_seed0"), "",
-              "## Encoding cost", "", bench_md("text_encoding"), ""]
+    parts += [
+        "## Fine-tuning the encoder",
+        "",
+        "### Three epochs each (`configs/experiments/anime-mal-finetune.yaml`)",
+        "",
+        experiment_section("text_anime-mal-finetune_seed0", slices=("all",), level="####"),
+        "",
+        "### LoRA to early stopping (`configs/experiments/anime-mal-lora.yaml`)",
+        "",
+        bench_md("text_anime-mal-lora_seed0"),
+        "",
+        "## Encoding cost",
+        "",
+        bench_md("text_encoding"),
+        "",
+    ]
     return "\n".join(parts)
 
 
 def page_speed() -> str:
     parts = ["# Speed", "", "CPU timings on a shared machine; compare ratios within one table.", ""]
-    for name, title in [("speed", "Evaluation and BPR-MF epochs (`benchmarks/bench_speed.py`)"),
-                        ("flagship_speed", "Training cost per epoch by model (`benchmarks/bench_flagship.py`)"),
-                        ("time_to_quality", "Time to a good model (`benchmarks/bench_time_to_quality.py`)"),
-                        ("prepare", "Prepare at scale (`benchmarks/bench_prepare.py`)"),
-                        ("profile", "Where an epoch goes (`benchmarks/bench_profile.py`)")]:
+    for name, title in [
+        ("speed", "Evaluation and BPR-MF epochs (`benchmarks/bench_speed.py`)"),
+        ("flagship_speed", "Training cost per epoch by model (`benchmarks/bench_flagship.py`)"),
+        ("time_to_quality", "Time to a good model (`benchmarks/bench_time_to_quality.py`)"),
+        ("prepare", "Prepare at scale (`benchmarks/bench_prepare.py`)"),
+        ("profile", "Where an epoch goes (`benchmarks/bench_profile.py`)"),
+    ]:
         parts += [f"## {title}", "", bench_md(name), ""]
     return "\n".join(parts)
 
 
 def page_serving() -> str:
-    return ("# Serving\n\n`python benchmarks/bench_serving.py --users 50000`\n\n" + bench_md("serving")
-            + "\n\n## The web page\n\n![the serving web page](serving_page.png)\n")
+    return (
+        "# Serving\n\n`python benchmarks/bench_serving.py --users 50000`\n\n"
+        + bench_md("serving")
+        + "\n\n## The web page\n\n![the serving web page](serving_page.png)\n"
+    )
 
 
 PAGES = {

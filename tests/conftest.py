@@ -7,6 +7,16 @@ from pathlib import Path
 
 import pytest
 
+# Under pytest-xdist (`make test` runs `-n 2`) each worker gets an equal share of the cores for its
+# intra-op threads (OpenMP, torch, polars): two workers with two threads each on two cores would
+# oversubscribe them (OpenMP's spinning waiters; see `one_thread` below).
+# Set before anything imports torch or polars; a plain `pytest` run keeps every default.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0") or 0)
+WORKER_THREADS = max(1, (os.cpu_count() or 1) // _WORKERS) if _WORKERS else None
+if WORKER_THREADS is not None:
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "POLARS_MAX_THREADS"):
+        os.environ.setdefault(_var, str(WORKER_THREADS))
+
 # The real datasets: $CROSSREC_SHARED_DATA, else ../shared/data beside the repository.
 SHARED_DATA = Path(
     os.environ.get("CROSSREC_SHARED_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data")
@@ -56,8 +66,12 @@ def text_flagship(tiny_bundle, tiny_text, tmp_path_factory):
     torch.set_num_threads(1)
     tiny_bundle.text_vectors = tiny_text
     # the content term on: the serving tests cover its columns in the index and its explanations
-    art = trained(tiny_bundle, tmp_path_factory.mktemp("flagship") / "a", "crossrec",
-                  {"dim": 16, "item_tower": "text+id", "text": {"content_term": True}})
+    art = trained(
+        tiny_bundle,
+        tmp_path_factory.mktemp("flagship") / "a",
+        "crossrec",
+        {"dim": 16, "item_tower": "text+id", "text": {"content_term": True}},
+    )
     torch.set_num_threads(old)
     return art
 
@@ -87,9 +101,59 @@ def one_thread():
     torch.set_num_threads(before)
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    if WORKER_THREADS is not None:
+        import torch
+
+        torch.set_num_threads(WORKER_THREADS)
+
+
+# Under xdist, the modules whose tests run independently of each other (no module-scoped fixture
+# worth sharing), so their tests spread over the workers one by one; every other module's tests
+# stay together on one worker, so its module-scoped fixtures (trained models) are built once.
+SPREAD_MODULES = {"tests/integration/test_real_datasets.py"}
+
+# The longest work units, longest first (by `--durations`, issue 34): under xdist they start first,
+# so the short ones fill in around them and no worker is left with a long tail.
+HEAVY_FIRST = (
+    "tests/unit/models/test_text_models.py",
+    "tests/integration/test_real_datasets.py",
+    "tests/unit/models/test_sasrec.py",
+    "tests/unit/models/test_crossrec_prior.py",
+    "tests/unit/models/test_cdr_baselines.py",
+    "tests/integration/test_hardening.py",
+    "tests/unit/models/test_emcdr_bitgcf.py",
+    "tests/integration/test_demo.py",
+    "tests/unit/models/test_crossrec_warm.py",
+    "tests/unit/models/test_crossrec.py",
+    "tests/integration/test_distributed.py",
+    "tests/integration/test_tune.py",
+)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tests that train on the default synthetic world (`small_bundle`, several epochs each) are
-    `slow`: `make test-fast` skips them, `make test` (CI) runs them."""
+    """Tests that train on the default synthetic world (`small_bundle`, `cold_valid_bundle`: several
+    epochs each) are `slow`: `make test-fast` skips them, `make test` (CI) runs them. Under xdist the HEAVY_FIRST
+    modules come first (a stable sort: each module's tests keep their order)."""
     for item in items:
-        if "small_bundle" in getattr(item, "fixturenames", ()):
+        if {"small_bundle", "cold_valid_bundle"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+    if _WORKERS:
+        rank = {m: i for i, m in enumerate(HEAVY_FIRST)}
+        items.sort(key=lambda it: rank.get(it.nodeid.split("::")[0], len(rank)))
+
+
+@pytest.hookimpl(optionalhook=True)  # an xdist hook: harmless under `-p no:xdist`
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """`-n N`: one work unit per module (per test in SPREAD_MODULES), handed out in collection order
+    (HEAVY_FIRST first). Not xdist's `loadgroup` marks: with them a module's module-scoped fixtures
+    were set up again for every few tests (measured: test_text_models' trained models 4 times)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return nodeid if module in SPREAD_MODULES else module
+
+    config.option.loadscopereorder = False  # keep the heavy-first order (not by number of tests)
+    return ModuleScheduling(config, log)

@@ -110,11 +110,14 @@ def save_artifact(
         }
         write_json(tmp / "config.json", meta)
         if bundle is not None:
-            write_json(tmp / "ids.json", {
-                "categories": bundle.categories,
-                "users": [str(u) for u in bundle.raw_user_ids()],
-                "items": [str(i) for i in bundle.raw_item_ids()],
-            })
+            write_json(
+                tmp / "ids.json",
+                {
+                    "categories": bundle.categories,
+                    "users": [str(u) for u in bundle.raw_user_ids()],
+                    "items": [str(i) for i in bundle.raw_item_ids()],
+                },
+            )
         # last: the SHA-256 of every file above, verified by load_artifact before it parses them
         write_checksums(tmp, [n for n in ("model.safetensors", "config.json", "ids.json") if (tmp / n).is_file()])
         if not (root / ".crossrec.json").exists():
@@ -135,7 +138,9 @@ def load_artifact(root: str | Path, device: str = "cpu") -> Artifact:
     root = Path(root)
     cfg_path = root / "config.json"
     if not cfg_path.is_file():
-        raise MissingArtifactError(f"{str(root)!r} is not a crossrec artifact (no config.json); train one with `crossrec train`")
+        raise MissingArtifactError(
+            f"{str(root)!r} is not a crossrec artifact (no config.json); train one with `crossrec train`"
+        )
     checked = verify_checksums(root, "artifact", required=False, remedy="train it again") or {}
     meta = read_json(cfg_path, "artifact config")
     if not isinstance(meta, dict) or meta.get("format") != ARTIFACT_FORMAT:
@@ -155,7 +160,9 @@ def load_artifact(root: str | Path, device: str = "cpu") -> Artifact:
     try:
         model.load_state_dict(tensors)
     except RuntimeError as e:
-        raise CorruptFileError(f"{root / 'model.safetensors'}: tensors do not fit the model in config.json ({str(e)[:300]})") from None
+        raise CorruptFileError(
+            f"{root / 'model.safetensors'}: tensors do not fit the model in config.json ({str(e)[:300]})"
+        ) from None
     model.to(device).eval()
     return Artifact(model, spec["name"], spec["mode"], spec["params"], sizes, meta, root)
 
@@ -173,12 +180,14 @@ def check_bundle(art: Artifact, bundle: Bundle) -> None:
     if not isinstance(record, dict) or not isinstance(record.get("fingerprint"), dict):
         raise ProvenanceError(f"{where} records no training bundle fingerprint; train it again with this crossrec")
     current = bundle.manifest.get("fingerprint") or bundle.fingerprint()
-    diffs = fingerprint_differences(record["fingerprint"], current, record.get("settings"),
-                                    bundle.manifest.get("settings"))
+    diffs = fingerprint_differences(
+        record["fingerprint"], current, record.get("settings"), bundle.manifest.get("settings")
+    )
     if diffs or record["fingerprint"].get("bundle") != current.get("bundle"):
         trained_on = record.get("path") or "another bundle"
         raise ProvenanceError(  # what differs first: a one-line error is cut at 300 characters
-            f"{where} was trained on another bundle: they differ in " + "; ".join(diffs or ["their fingerprint"])
+            f"{where} was trained on another bundle: they differ in "
+            + "; ".join(diffs or ["their fingerprint"])
             + f". It was trained on {trained_on} (prepared {record.get('created')}), not "
             f"{bundle.root or 'the given one'}: evaluate and recommend with that bundle, or train on this one"
         )

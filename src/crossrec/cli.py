@@ -20,7 +20,6 @@ import os
 import sys
 import traceback
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -36,7 +35,7 @@ OVERRIDES = {"allow_extra_args": True, "ignore_unknown_options": True}
 CONFIG_ARG = typer.Argument(None, help="YAML preset; dotted overrides (--section.key=value) may follow.")
 
 
-def _config(path: Optional[Path], ctx: typer.Context):
+def _config(path: Path | None, ctx: typer.Context):
     from crossrec.config import load_config
     from crossrec.pipeline import seed_everything
 
@@ -80,8 +79,10 @@ def _fail(err: BaseException, code: int = 2) -> None:
     if code == 2:
         text = _message(err)
     else:  # the report-it hint comes first, so the cut to one line never loses it
-        text = (f"internal error, please report it (CROSSREC_DEBUG=1 shows the traceback): "
-                f"{type(err).__name__}: {_message(err)}")
+        text = (
+            f"internal error, please report it (CROSSREC_DEBUG=1 shows the traceback): "
+            f"{type(err).__name__}: {_message(err)}"
+        )
     _print_error(text)
     raise typer.Exit(code=code)
 
@@ -89,6 +90,7 @@ def _fail(err: BaseException, code: int = 2) -> None:
 from errno import EDQUOT, ENOSPC  # noqa: E402
 
 from crossrec.errors import CrossrecError  # noqa: E402  (imports nothing from crossrec: cheap)
+from crossrec.extras import require  # noqa: E402  (imports only errors)
 
 # Bad input, exit 2: every CrossrecError (errors.py: data, config, stored files, outputs, requests,
 # a diverging loss), and an OSError about a path (one that names its file: not found, permission
@@ -124,14 +126,12 @@ def _guard(fn):
 
 @app.callback()
 def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log per-epoch progress.")) -> None:
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING, format="%(asctime)s %(name)s %(message)s"
-    )
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(asctime)s %(name)s %(message)s")
 
 
 @app.command(context_settings=OVERRIDES)
 @_guard
-def prepare(ctx: typer.Context, config: Optional[Path] = CONFIG_ARG) -> None:
+def prepare(ctx: typer.Context, config: Path | None = CONFIG_ARG) -> None:
     """Read raw data, filter, split, and write the Bundle to data.bundle."""
     from crossrec.pipeline import prepare_data
 
@@ -143,7 +143,7 @@ def prepare(ctx: typer.Context, config: Optional[Path] = CONFIG_ARG) -> None:
 
 @app.command(context_settings=OVERRIDES)
 @_guard
-def encode(ctx: typer.Context, config: Optional[Path] = CONFIG_ARG) -> None:
+def encode(ctx: typer.Context, config: Path | None = CONFIG_ARG) -> None:
     """Encode every item's text of the prepared Bundle with encoder.model into the vector cache."""
     from crossrec.data.bundle import Bundle
     from crossrec.encoders.text import encode_bundle
@@ -152,22 +152,25 @@ def encode(ctx: typer.Context, config: Optional[Path] = CONFIG_ARG) -> None:
     bundle = Bundle.load(cfg.data.bundle)
     tv = encode_bundle(bundle, cfg.encoder, progress=True)
     rate = tv.encoded / tv.seconds if tv.encoded else float("nan")
-    console.print(f"{len(tv.vectors)} items ({int((~tv.present).sum())} without text): {tv.cached} from the cache, "
-                  f"{tv.encoded} encoded in {tv.seconds:.1f}s ({rate:.0f} texts/s) with {tv.model_id}")
+    console.print(
+        f"{len(tv.vectors)} items ({int((~tv.present).sum())} without text): {tv.cached} from the cache, "
+        f"{tv.encoded} encoded in {tv.seconds:.1f}s ({rate:.0f} texts/s) with {tv.model_id}"
+    )
 
 
 @app.command(context_settings=OVERRIDES)
 @_guard
 def train(
     ctx: typer.Context,
-    config: Optional[Path] = CONFIG_ARG,
+    config: Path | None = CONFIG_ARG,
     resume: bool = typer.Option(False, "--resume", help="Continue from the checkpoints in `out`."),
-    nproc: int = typer.Option(1, "--nproc", min=1,
-                              help="Train in N processes on this machine (torchrun; gloo on CPU, NCCL on GPU)."),
+    nproc: int = typer.Option(
+        1, "--nproc", min=1, help="Train in N processes on this machine (torchrun; gloo on CPU, NCCL on GPU)."
+    ),
 ) -> None:
     """Train model.name (single or pooled) on the prepared Bundle; write the artifact to `out`."""
-    from crossrec.pipeline import train as run_train
     from crossrec import distributed
+    from crossrec.pipeline import train as run_train
 
     if nproc > 1 and not distributed.launched():
         _torchrun(nproc, config, list(ctx.args) + (["--resume"] if resume else []))
@@ -179,12 +182,22 @@ def train(
         console.print(json.dumps(art.meta["train_result"], default=str)[:2000])
 
 
-def _torchrun(nproc: int, config: Optional[Path], args: list[str]) -> None:
+def _torchrun(nproc: int, config: Path | None, args: list[str]) -> None:
     """Re-run `train` under torchrun with `nproc` local processes; exit with its status."""
     import subprocess
 
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           "-m", "crossrec.cli", "train", *([str(config)] if config is not None else []), *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        "-m",
+        "crossrec.cli",
+        "train",
+        *([str(config)] if config is not None else []),
+        *args,
+    ]
     code = subprocess.call(cmd)
     if code:
         raise typer.Exit(code)
@@ -194,9 +207,9 @@ def _torchrun(nproc: int, config: Optional[Path], args: list[str]) -> None:
 @_guard
 def evaluate(
     ctx: typer.Context,
-    config: Optional[Path] = CONFIG_ARG,
+    config: Path | None = CONFIG_ARG,
     split: str = typer.Option("test", help="Split to evaluate: valid or test."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the table as JSON here."),
+    json_out: Path | None = typer.Option(None, "--json", help="Also write the table as JSON here."),
 ) -> None:
     """Evaluate the artifact in `out` on data.bundle (full ranking by default; see eval.*)."""
     from crossrec.data.bundle import Bundle
@@ -216,7 +229,7 @@ def evaluate(
 @_guard
 def recommend(
     ctx: typer.Context,
-    config: Optional[Path] = CONFIG_ARG,
+    config: Path | None = CONFIG_ARG,
     user: str = typer.Option(..., "--user", help="Raw user id, as in the source data."),
     category: str = typer.Option(..., "--category", help="Category name to recommend from."),
     k: int = typer.Option(10, "-k", help="How many items."),
@@ -239,21 +252,22 @@ def recommend(
 
 @app.command(context_settings=OVERRIDES)
 @_guard
-def serve(ctx: typer.Context, config: Optional[Path] = CONFIG_ARG) -> None:
+def serve(ctx: typer.Context, config: Path | None = CONFIG_ARG) -> None:
     """Serve the trained artifact (`out`) over HTTP: recommendations, similar items, explanations,
     new items, feedback (see serving/api.py; `serve:` section for the index, store, host and port)."""
     import socket
 
+    require("serve", "crossrec serve")
     import uvicorn
 
-    from crossrec.serving.loader import service_loader
     from crossrec.serving.api import create_app
+    from crossrec.serving.loader import service_loader
 
     cfg = _config(config, ctx)
     host, port = cfg.serve.host, cfg.serve.port
     # the socket is bound here, before the model loads, and handed to uvicorn (no window for another
     # process to take the port): a busy port or a bad host is one line and exit 2
-    sock: Optional[socket.socket] = None
+    sock: socket.socket | None = None
     try:
         family, _, _, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
         sock = socket.socket(family, socket.SOCK_STREAM)
@@ -265,8 +279,9 @@ def serve(ctx: typer.Context, config: Optional[Path] = CONFIG_ARG) -> None:
         reason = (e.strerror or str(e)).lower()
         from crossrec.errors import ConfigError
 
-        raise ConfigError(f"cannot listen on {host}:{port}: {reason} (is another server using it? "
-                         "choose another with --serve.port)") from None
+        raise ConfigError(
+            f"cannot listen on {host}:{port}: {reason} (is another server using it? choose another with --serve.port)"
+        ) from None
     try:
         app_ = create_app(service_loader(cfg), cfg.serve)
         console.print(f"serving {cfg.out} on http://{host}:{port} (API docs at /docs)")
@@ -282,9 +297,10 @@ def serve(ctx: typer.Context, config: Optional[Path] = CONFIG_ARG) -> None:
 @_guard
 def update(
     ctx: typer.Context,
-    config: Optional[Path] = CONFIG_ARG,
-    interactions: Optional[list[Path]] = typer.Option(
-        None, "--interactions", help="New interaction file(s), read like data.interactions (repeatable)."),
+    config: Path | None = CONFIG_ARG,
+    interactions: list[Path] | None = typer.Option(
+        None, "--interactions", help="New interaction file(s), read like data.interactions (repeatable)."
+    ),
 ) -> None:
     """Fine-tune the served model on its stored feedback and new interaction files into a new
     version under out/versions/ (the served one is never overwritten; POST /admin/reload swaps the
@@ -295,14 +311,18 @@ def update(
     cfg = _config(config, ctx)
     done = run_update(cfg, list(interactions or []), stored_feedback(cfg))
     if not done["updated"]:
-        console.print(f"nothing to learn: {done['events']} events ({done['file_rows']} from files), none new for known "
-                      "users and items; "
-                      f"serving stays at {done['version']}")
+        console.print(
+            f"nothing to learn: {done['events']} events ({done['file_rows']} from files), none new for known "
+            "users and items; "
+            f"serving stays at {done['version']}"
+        )
         return
-    console.print(f"{done['version']}: {done['added']} new training rows from {done['events']} events "
-                  f"({done['file_rows']} from files) "
-                  f"(skipped: {done['negative']} negative, {done['unknown_user']} unknown users, "
-                  f"{done['unknown_item']} unknown items, {done['known_pair']} already known)")
+    console.print(
+        f"{done['version']}: {done['added']} new training rows from {done['events']} events "
+        f"({done['file_rows']} from files) "
+        f"(skipped: {done['negative']} negative, {done['unknown_user']} unknown users, "
+        f"{done['unknown_item']} unknown items, {done['known_pair']} already known)"
+    )
 
 
 @app.command(context_settings=OVERRIDES)
@@ -310,7 +330,7 @@ def update(
 def experiment(
     ctx: typer.Context,
     config: Path = typer.Argument(..., help="Experiment YAML (models + seeds); dotted overrides may follow."),
-    only: Optional[str] = typer.Option(None, "--only", help="Comma-separated model labels to run (default: all)."),
+    only: str | None = typer.Option(None, "--only", help="Comma-separated model labels to run (default: all)."),
 ) -> None:
     """Train a list of models over seeds; write per-category and per-slice tables (mean ± std, gain)."""
     from crossrec.experiment import load_experiment, run_experiment, select
@@ -325,7 +345,9 @@ def experiment(
         mark = "yes" if check["passed"] else "no"
         console.print(
             f"{check['model']}: {check['check']}: {check['value']:.4f} vs {check['best_single']} "
-            f"{check['best_single_value']:.4f} ({check['rule']}): {mark}", markup=False, highlight=False,
+            f"{check['best_single_value']:.4f} ({check['rule']}): {mark}",
+            markup=False,
+            highlight=False,
         )
     console.print(f"wrote {Path(cfg.out) / 'results.md'} and results.json")
 
@@ -334,22 +356,30 @@ def experiment(
 @_guard
 def tune(
     ctx: typer.Context,
-    config: Path = typer.Argument(..., help="Experiment YAML (models, optional search: spaces); dotted overrides may follow."),
-    only: Optional[str] = typer.Option(None, "--only", help="Comma-separated model labels to tune (default: all)."),
+    config: Path = typer.Argument(
+        ..., help="Experiment YAML (models, optional search: spaces); dotted overrides may follow."
+    ),
+    only: str | None = typer.Option(None, "--only", help="Comma-separated model labels to tune (default: all)."),
     trials: int = typer.Option(20, "--trials", help="Finished trials per model (the same for every model)."),
     timeout: float = typer.Option(0.0, "--timeout", help="Seconds of trial time per model (0 = no limit)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the sampler."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Output directory (default: <experiment out>-tune)."),
+    out: Path | None = typer.Option(None, "--out", help="Output directory (default: <experiment out>-tune)."),
 ) -> None:
     """Tune every model's options with Optuna on the validation split (TPE, median pruning); the
     study lives in OUT/study.sqlite3, so rerunning the command resumes it. Writes OUT/best.yaml."""
+    require("tune", "crossrec tune")
     from crossrec.experiment import load_experiment
     from crossrec.experiment.tune import TuneBudget, tune_experiment
 
     cfg = load_experiment(config, list(ctx.args))
     labels = [x.strip() for x in only.split(",") if x.strip()] if only else None
-    result = tune_experiment(cfg, TuneBudget(trials=trials, timeout=timeout, seed=seed), out,
-                             progress=lambda s: console.print(s, markup=False, highlight=False), only=labels)
+    result = tune_experiment(
+        cfg,
+        TuneBudget(trials=trials, timeout=timeout, seed=seed),
+        out,
+        progress=lambda s: console.print(s, markup=False, highlight=False),
+        only=labels,
+    )
     where = Path(out) if out is not None else Path(f"{cfg.out}-tune")
     for label, t in result["models"].items():
         best = t["best"]
@@ -362,12 +392,14 @@ def tune(
 @_guard
 def report(
     run_dir: Path = typer.Argument(..., help="An experiment's output directory (results.json, results.md, models/)."),
-    tuning: Optional[Path] = typer.Option(None, "--tuning", help="The tuner's directory (default: <RUN_DIR>-tune)."),
-    exposure_curve: Optional[str] = typer.Option(
-        None, "--exposure-curve", help="Model label: also measure the category-exposure re-ranker's trade-off curve."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Output directory (default: RUN_DIR/report)."),
+    tuning: Path | None = typer.Option(None, "--tuning", help="The tuner's directory (default: <RUN_DIR>-tune)."),
+    exposure_curve: str | None = typer.Option(
+        None, "--exposure-curve", help="Model label: also measure the category-exposure re-ranker's trade-off curve."
+    ),
+    out: Path | None = typer.Option(None, "--out", help="Output directory (default: RUN_DIR/report)."),
 ) -> None:
     """Render an experiment as one self-contained HTML page plus PNGs (opens offline)."""
+    require("report", "crossrec report", "matplotlib")
     from crossrec.experiment.html_report import write_report
 
     path = write_report(run_dir, tuning, exposure_curve, out)

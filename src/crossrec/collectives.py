@@ -63,7 +63,7 @@ def average_gradients(model: nn.Module) -> None:
         flat.div_(world)
         offset = 0
         for p in dense:
-            p.grad = flat[offset:offset + p.numel()].view_as(p).clone()
+            p.grad = flat[offset : offset + p.numel()].view_as(p).clone()
             offset += p.numel()
     for p in sparse:
         if id(p) in live:

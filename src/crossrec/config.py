@@ -27,8 +27,16 @@ from crossrec.training.config import TrainConfig, TransferConfig
 from crossrec.typed import Bounds, Checked, ConfigError, Size, from_dict, load_yaml, read_config_file
 
 __all__ = [
-    "ConfigError", "DataConfig", "ModelSpec", "RunConfig", "load_config", "merge_dicts", "model_spec_hook",
-    "parse_overrides", "to_dict", "validate_run_config",
+    "ConfigError",
+    "DataConfig",
+    "ModelSpec",
+    "RunConfig",
+    "load_config",
+    "merge_dicts",
+    "model_spec_hook",
+    "parse_overrides",
+    "to_dict",
+    "validate_run_config",
 ]
 
 
@@ -38,11 +46,15 @@ class ServeConfig(Checked):
 
     section = "serve"
 
-    index: Literal["exact", "hnsw", "auto"] = "exact"  # (str) exact inner product (top-k equals score's) | hnsw | auto (hnsw above hnsw_above items)
+    index: Literal["exact", "hnsw", "auto"] = (
+        "exact"  # (str) exact inner product (top-k equals score's) | hnsw | auto (hnsw above hnsw_above items)
+    )
     hnsw_above: Size = 200_000  # (int) index=auto: categories with more items get an HNSW index
     rerank_pool: Size = 200  # (int) candidates the index returns for the exact re-rank of models with user-item terms (the flagship's neighbourhood)
     batch_max: Size = 64  # (int) most /recommend requests answered by one batched search (micro-batching)
-    batch_wait_ms: Annotated[float, Bounds(ge=0.0, le=10_000.0)] = 0.0  # (float) how long a lone /recommend request waits for others to batch with, 0..10000 (0: answered at once; a burst batches by itself)
+    batch_wait_ms: Annotated[float, Bounds(ge=0.0, le=10_000.0)] = (
+        0.0  # (float) how long a lone /recommend request waits for others to batch with, 0..10000 (0: answered at once; a burst batches by itself)
+    )
     max_k: Size = 100  # (int) the largest k a request may ask for
     explain_top: Size = 3  # (int) history items named per explanation
     store: str | None = None  # (str|None) feedback / new-item database; None = <out>/serving/store.sqlite
@@ -56,7 +68,6 @@ class ServeConfig(Checked):
         the config is built (a lone request never waits over 10 s; ports 1..65535)."""
 
 
-
 @dataclass(frozen=True)
 class DataConfig(Checked):
     """Where the raw data comes from and where the prepared Bundle goes."""
@@ -68,14 +79,18 @@ class DataConfig(Checked):
     interactions: str | None = None  # (str|None) interaction file (CSV/TSV/Parquet/JSONL, .gz ok)
     items: str | None = None  # (str|None) item table with titles/descriptions
     image_vectors: str | None = None  # (str|None) per-item vectors keyed by item id (.npz/Parquet/CSV)
-    format: Literal["csv", "tsv", "parquet", "jsonl"] | None = None  # (str|None) reader format of those files: csv | tsv | parquet | jsonl; None = by extension
+    format: Literal["csv", "tsv", "parquet", "jsonl"] | None = (
+        None  # (str|None) reader format of those files: csv | tsv | parquet | jsonl; None = by extension
+    )
     sep: str | None = None  # (str|None) CSV delimiter (one character); None = "," for csv, tab for tsv
     columns: dict[str, str] = field(default_factory=dict)  # (dict) ColumnMap overrides: user/item/...
     item_columns: dict[str, str] = field(default_factory=dict)  # (dict) ItemColumnMap overrides
     bundle: str = "runs/bundle"  # (str) directory of the prepared Bundle
     max_line_bytes: Size = 1 << 20  # (int) longest line a CSV/TSV/JSONL file may have, bytes (1 MiB); longer: refused
     max_header_bytes: Size = 64 << 10  # (int) longest CSV/TSV header line (Parquet: all column names), bytes (64 KiB)
-    max_cell_bytes: Size = 64 << 10  # (int) longest single value (CSV field, JSON string, Parquet string), bytes (64 KiB)
+    max_cell_bytes: Size = (
+        64 << 10
+    )  # (int) longest single value (CSV field, JSON string, Parquet string), bytes (64 KiB)
 
     def limits(self) -> Limits:
         """The readers' bounds (`crossrec.data.schema.Limits`) from this section, e.g.

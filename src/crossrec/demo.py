@@ -41,22 +41,34 @@ DEMO_MODELS: tuple[dict[str, Any], ...] = (
 )
 
 
-def run_demo(out: Path, seed: int = 0, epochs: int = 20, console: Console | None = None) -> pl.DataFrame:
-    """Run the demo end to end; returns every run's result table (also written under `out`)."""
+def run_demo(
+    out: Path, seed: int = 0, epochs: int = 20, console: Console | None = None, world: SyntheticConfig | None = None
+) -> pl.DataFrame:
+    """Run the demo end to end; returns every run's result table (also written under `out`).
+    `world`: the synthetic world to generate (default: `SyntheticConfig(seed=seed)`; the tests pass
+    a smaller one)."""
     console = console or Console()
     with claim_output(out, "experiment", "--out"):
         out.mkdir(parents=True, exist_ok=True)
         write_marker(out, "experiment")
-        return _run_demo(out, seed, epochs, console)
+        return _run_demo(out, seed, epochs, console, world or SyntheticConfig(seed=seed))
 
 
-def _run_demo(out: Path, seed: int, epochs: int, console: Console) -> pl.DataFrame:
+def _run_demo(out: Path, seed: int, epochs: int, console: Console, world: SyntheticConfig) -> pl.DataFrame:
     seed_everything(seed)
     t0 = time.perf_counter()
-    paths = write_world(out / "raw", SyntheticConfig(seed=seed))
-    inter = read_interactions(paths["interactions"], ColumnMap(user="user", item="item", rating="rating", timestamp="timestamp"))
+    paths = write_world(out / "raw", world)
+    inter = read_interactions(
+        paths["interactions"], ColumnMap(user="user", item="item", rating="rating", timestamp="timestamp")
+    )
     items = read_items(paths["items"], ItemColumnMap(item="item", description="description"))
-    bundle = prepare(inter, items, PrepareConfig(split="leave_last_out", cold_user_fraction=0.2, seed=seed), out / "bundle", tuple(paths.values()))
+    bundle = prepare(
+        inter,
+        items,
+        PrepareConfig(split="leave_last_out", cold_user_fraction=0.2, seed=seed),
+        out / "bundle",
+        tuple(paths.values()),
+    )
     m = bundle.manifest
     console.print(
         f"[bold]synthetic world[/]: {m['n_users']} users, {m['n_items']} items, "
@@ -71,15 +83,24 @@ def _run_demo(out: Path, seed: int, epochs: int, console: Console) -> pl.DataFra
         data={
             "name": "demo (synthetic world)",
             "data": {"bundle": str(out / "bundle")},
-            "train": {"epochs": epochs, "batch_size": 1024, "n_negatives": 4, "lr": 3e-3, "patience": 3,
-                      "progress": False, "checkpoint": False},
+            "train": {
+                "epochs": epochs,
+                "batch_size": 1024,
+                "n_negatives": 4,
+                "lr": 3e-3,
+                "patience": 3,
+                "progress": False,
+                "checkpoint": False,
+            },
             "eval": {"ks": [10, 20]},
             "seeds": [seed],
             "out": str(out),
             "models": [dict(x) for x in DEMO_MODELS],
         }
     )
-    result = run_experiment(cfg, bundle=bundle, progress=lambda s: console.print("  " + s, markup=False, highlight=False))
+    result = run_experiment(
+        cfg, bundle=bundle, progress=lambda s: console.print("  " + s, markup=False, highlight=False)
+    )
     # Plain print: a console would wrap the wide table at the terminal width.
     print("\nndcg@10 on the synthetic world, slice `all` (protocol: full ranking, split: test)\n", flush=True)
     print(result.summary_table("ndcg@10", "all"), flush=True)

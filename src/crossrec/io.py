@@ -28,9 +28,10 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 from crossrec.errors import ArtifactError, MissingArtifactError, MissingInputError, OutputError  # noqa: F401
 
@@ -43,15 +44,42 @@ TMP_TAG = ".crossrec-tmp-"  # every temporary sibling's name contains this
 # What each kind of output directory may hold (glob patterns on the entry names), and the main
 # file that identifies a directory written before markers existed.
 KINDS: dict[str, tuple[tuple[str, ...], str]] = {
-    "bundle": (("manifest.json", "interactions.parquet", "items.parquet", "users.parquet",
-                "image_vectors.safetensors", "checksums.json"), "manifest.json"),
-    "artifact": (("model.safetensors", "config.json", "ids.json", "checksums.json", "checkpoint", "categories",
-                  "stage-*", "tensorboard", "serving", "versions", "*.lock"), "config.json"),
-    "experiment": (("models", "runs", "tuning", "report", "results.json", "results.md", "raw", "bundle", "*.lock"),
-                   "results.json"),
+    "bundle": (
+        (
+            "manifest.json",
+            "interactions.parquet",
+            "items.parquet",
+            "users.parquet",
+            "image_vectors.safetensors",
+            "checksums.json",
+        ),
+        "manifest.json",
+    ),
+    "artifact": (
+        (
+            "model.safetensors",
+            "config.json",
+            "ids.json",
+            "checksums.json",
+            "checkpoint",
+            "categories",
+            "stage-*",
+            "tensorboard",
+            "serving",
+            "versions",
+            "*.lock",
+        ),
+        "config.json",
+    ),
+    "experiment": (
+        ("models", "runs", "tuning", "report", "results.json", "results.md", "raw", "bundle", "*.lock"),
+        "results.json",
+    ),
     "report": (("report.html", "*.png", "exposure_curve.json", "*.lock"), "report.html"),
-    "tuning": (("study.sqlite3", "study.sqlite3-*", "trials", "tuning.json", "tuning.md", "best.yaml", "*.lock"),
-               "tuning.json"),
+    "tuning": (
+        ("study.sqlite3", "study.sqlite3-*", "trials", "tuning.json", "tuning.md", "best.yaml", "*.lock"),
+        "tuning.json",
+    ),
 }
 
 
@@ -154,7 +182,8 @@ def _foreign(root: Path, kind: str) -> list[str]:
     """Entries of `root` that a `kind` directory does not hold (temporaries excluded)."""
     patterns = KINDS[kind][0] + (MARKER,)
     return sorted(
-        p.name for p in root.iterdir()
+        p.name
+        for p in root.iterdir()
         if TMP_TAG not in p.name and not any(fnmatch.fnmatchcase(p.name, pat) for pat in patterns)
     )
 
@@ -227,8 +256,9 @@ def check_output_file(path: str | Path, kind: str, what: str) -> Path:
         except (OSError, ValueError, AttributeError):
             mark = {}
         if not isinstance(mark, dict) or mark.get("kind") != kind:
-            raise OutputError(f"{what}={_clip(path)} is a file crossrec did not write; refusing to replace it: "
-                              "choose a new file name")
+            raise OutputError(
+                f"{what}={_clip(path)} is a file crossrec did not write; refusing to replace it: choose a new file name"
+            )
     return path
 
 
@@ -369,7 +399,9 @@ def read_json(path: str | Path, what: str = "JSON file") -> Any:
     try:
         return json.loads(path.read_text())
     except UnicodeDecodeError as e:
-        raise CorruptFileError(f"{path}: expected {_a(what)} in UTF-8 JSON, got a byte that is not UTF-8 ({e.reason})") from None
+        raise CorruptFileError(
+            f"{path}: expected {_a(what)} in UTF-8 JSON, got a byte that is not UTF-8 ({e.reason})"
+        ) from None
     except json.JSONDecodeError as e:
         raise CorruptFileError(f"{path}:{e.lineno}: expected {_a(what)} in JSON: {e.msg} at column {e.colno}") from None
 
@@ -492,15 +524,17 @@ def verify_checksums(root: str | Path, what: str, required: bool = True, remedy:
     if not path.is_file():
         if not required:
             return None
-        raise CorruptFileError(f"{path} not found: the {what} was written by an older crossrec "
-                               f"(or damaged){tail}")
+        raise CorruptFileError(f"{path} not found: the {what} was written by an older crossrec (or damaged){tail}")
     record = read_json(path, "checksum list")
     files = record.get("files") if isinstance(record, dict) else None
-    ok = isinstance(files, dict) and all(
-        isinstance(k, str) and k and "/" not in k and k not in (".", "..") and isinstance(v, str)
-        for k, v in files.items()
-    )
-    if not ok or record.get("sha256") != _files_sha256(files):
+    if (
+        not isinstance(files, dict)
+        or not all(
+            isinstance(k, str) and k and "/" not in k and k not in (".", "..") and isinstance(v, str)
+            for k, v in files.items()
+        )
+        or record.get("sha256") != _files_sha256(files)
+    ):
         raise CorruptFileError(f"{path}: damaged (its own checksum does not match its content){tail}")
     for name, sha in files.items():
         file = root / name
@@ -515,6 +549,8 @@ def verify_checksums(root: str | Path, what: str, required: bool = True, remedy:
                     why = " (not UTF-8)"
                 except json.JSONDecodeError as e:
                     where, why = f"{file}:{e.lineno}", f" (not JSON: {e.msg} at column {e.colno})"
-            raise CorruptFileError(f"{where}: no longer matches the checksum in {CHECKSUMS}{why}: the {what} "
-                                   f"was changed or damaged since it was written{tail}")
+            raise CorruptFileError(
+                f"{where}: no longer matches the checksum in {CHECKSUMS}{why}: the {what} "
+                f"was changed or damaged since it was written{tail}"
+            )
     return files

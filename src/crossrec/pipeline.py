@@ -18,12 +18,20 @@ import random
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import polars as pl
 import torch
 
+from crossrec import distributed
+from crossrec.artifact import (
+    Artifact,
+    bundle_provenance,
+    check_bundle,
+    load_artifact,
+    save_artifact,
+)
 from crossrec.config import RunConfig, to_dict
 from crossrec.data.batch import Sizes
 from crossrec.data.bundle import Bundle
@@ -34,16 +42,8 @@ from crossrec.encoders.text import attach_text
 from crossrec.errors import ConfigError, NumericError
 from crossrec.evaluation.evaluator import EvalConfig, EvalResult, Evaluator
 from crossrec.io import TMP_TAG, OutputError, claim_output, name_slug, read_json, write_marker
-from crossrec.models.base import Trainable, TrainsEncoder, reads_images, reads_text
+from crossrec.models.base import Recommender, Trainable, TrainsEncoder, reads_images, reads_text
 from crossrec.models.per_category import PerCategory, build
-from crossrec.artifact import (
-    Artifact,
-    bundle_provenance,
-    check_bundle,
-    load_artifact,
-    save_artifact,
-)
-from crossrec import distributed
 from crossrec.training.trainer import Trainer
 from crossrec.training.transfer import plan, run_stages, stage_summary
 from crossrec.typed import from_dict
@@ -85,8 +85,8 @@ def _load_tables(cfg: RunConfig, readers: Any) -> RawData:
     if d.dataset == "synthetic":
         from crossrec.data.synthetic import SyntheticConfig, generate
 
-        inter, items = generate(SyntheticConfig(seed=cfg.seed))
-        return RawData(inter, items, ())
+        synthetic = generate(SyntheticConfig(seed=cfg.seed))
+        return RawData(*synthetic, ())
     if d.dataset is not None:
         if d.root is None:
             raise ConfigError(f"data.dataset={d.dataset!r} needs data.root (the dataset's folder)")
@@ -96,11 +96,16 @@ def _load_tables(cfg: RunConfig, readers: Any) -> RawData:
         return RawData(raw.interactions, raw.items, tuple(raw.sources))
     if d.interactions is None:
         raise ConfigError("set data.dataset (+ data.root) or data.interactions (+ data.items)")
-    inter = readers.read_interactions(d.interactions, from_dict(ColumnMap, d.columns, "data.columns."), d.format, d.sep,
-                                     limits=d.limits())
-    items = (readers.read_items(d.items, from_dict(ItemColumnMap, d.item_columns, "data.item_columns."), d.format,
-                                 d.sep, limits=d.limits())
-             if d.items else None)
+    inter = readers.read_interactions(
+        d.interactions, from_dict(ColumnMap, d.columns, "data.columns."), d.format, d.sep, limits=d.limits()
+    )
+    items = (
+        readers.read_items(
+            d.items, from_dict(ItemColumnMap, d.item_columns, "data.item_columns."), d.format, d.sep, limits=d.limits()
+        )
+        if d.items
+        else None
+    )
     sources = (Path(d.interactions),) + ((Path(d.items),) if d.items else ())
     return RawData(inter, items, sources)
 
@@ -129,8 +134,9 @@ def _check_not_inside(root: Path, cfg: RunConfig) -> None:
             continue
         src_path, out = Path(src).resolve(), root.resolve()
         if src_path == out or out in src_path.parents:
-            raise OutputError(f"data.bundle={str(root)!r} contains the input data.{key}={src!r}; "
-                              "write the bundle somewhere else")
+            raise OutputError(
+                f"data.bundle={str(root)!r} contains the input data.{key}={src!r}; write the bundle somewhere else"
+            )
 
 
 def train(
@@ -170,31 +176,42 @@ def _train(cfg: RunConfig, bundle: Bundle, out: Path, resume: bool) -> Artifact:
     if reads_text(model):
         attach_text(bundle, cfg.encoder, progress=cfg.train.progress)
     if cfg.encoder.image_model and reads_images(model) and bundle.image_vectors is None:
-        attach_images(bundle, cfg.encoder, Path(cfg.data.items).parent if cfg.data.items else Path("."),
-                      progress=cfg.train.progress)
+        attach_images(
+            bundle,
+            cfg.encoder,
+            Path(cfg.data.items).parent if cfg.data.items else Path("."),
+            progress=cfg.train.progress,
+        )
     if cfg.encoder.finetune != "frozen":
         _attach_live_encoder(model, bundle, cfg)
     # What a checkpoint must match to be resumed (the train options are compared separately).
-    identity = {"model": {"name": spec.name, "mode": spec.mode, "params": dict(spec.params)},
-                "bundle": bundle_provenance(bundle)["fingerprint"].get("bundle"), "seed": cfg.seed,
-                "transfer": to_dict(transfer)}
+    identity = {
+        "model": {"name": spec.name, "mode": spec.mode, "params": dict(spec.params)},
+        "bundle": bundle_provenance(bundle)["fingerprint"].get("bundle"),
+        "seed": cfg.seed,
+        "transfer": to_dict(transfer),
+    }
     results: dict[str, Any] = {}
     if isinstance(model, PerCategory):
         if transfer.paradigm != "joint":
-            log.info("model.mode=single trains independent per-category models: transfer.paradigm=%s is ignored",
-                     transfer.paradigm)
+            log.info(
+                "model.mode=single trains independent per-category models: transfer.paradigm=%s is ignored",
+                transfer.paradigm,
+            )
         for c, sub in enumerate(model.models):
             if bundle.split("train", c).height == 0:
                 log.warning("category %s has no training data; its model stays untrained", bundle.categories[c])
                 continue
             # The directory is a name crossrec makes (index + slug), never the raw name from the data.
-            trainer = Trainer(cfg.train, out / "categories" / name_slug(c, bundle.categories[c]), categories=[c],
-                              identity=identity)
+            trainer = Trainer(
+                cfg.train, out / "categories" / name_slug(c, bundle.categories[c]), categories=[c], identity=identity
+            )
             results[bundle.categories[c]] = trainer.fit(sub, bundle, resume=resume).to_json()
     elif transfer.paradigm == "joint" or not isinstance(model, Trainable):
         if transfer.paradigm != "joint":
-            log.info("%s is fitted, not trained by the loop: transfer.paradigm=%s is ignored",
-                     spec.name, transfer.paradigm)
+            log.info(
+                "%s is fitted, not trained by the loop: transfer.paradigm=%s is ignored", spec.name, transfer.paradigm
+            )
         results["all"] = Trainer(cfg.train, out, identity=identity).fit(model, bundle, resume=resume).to_json()
     else:
         counts = np.bincount(bundle.split("train")["category"].to_numpy(), minlength=bundle.n_categories)
@@ -230,15 +247,21 @@ def _drop_stale_versions(out: Path) -> None:
 
 def _attach_live_encoder(model: Any, bundle: Bundle, cfg: RunConfig) -> None:
     """encoder.finetune: the model trains the language model too (set up first: it needs the cache)."""
-    if not isinstance(model, TrainsEncoder) or isinstance(model, PerCategory) or not reads_text(model):
-        raise ConfigError(f"encoder.finetune={cfg.encoder.finetune!r}: model {cfg.model.name!r} ({cfg.model.mode}) "
-                         "does not train a text encoder; the pooled crossrec with a text item_tower does")
+    trains = isinstance(model, TrainsEncoder) and not isinstance(
+        model, PerCategory
+    )  # (model stays Any: it has setup too)
+    if not trains or not reads_text(model):
+        raise ConfigError(
+            f"encoder.finetune={cfg.encoder.finetune!r}: model {cfg.model.name!r} ({cfg.model.mode}) "
+            "does not train a text encoder; the pooled crossrec with a text item_tower does"
+        )
     from crossrec.encoders.finetune import LiveTextEncoder
     from crossrec.encoders.text import bundle_texts
 
     model.setup(bundle, None)  # the trainer's setup repeats this; the text slot must exist first
-    model.attach_encoder(LiveTextEncoder(cfg.encoder, bundle_texts(bundle, cfg.encoder)), cfg.encoder.lr,
-                         cfg.encoder.train_items)
+    model.attach_encoder(
+        LiveTextEncoder(cfg.encoder, bundle_texts(bundle, cfg.encoder)), cfg.encoder.lr, cfg.encoder.train_items
+    )
 
 
 def evaluate(
@@ -251,7 +274,11 @@ def evaluate(
 
 
 def recommend(
-    artifact: Artifact | str | Path, bundle: Bundle, user: str, category: str | int, k: int = 10,
+    artifact: Artifact | str | Path,
+    bundle: Bundle,
+    user: str,
+    category: str | int,
+    k: int = 10,
     exclude_seen: bool = True,
 ) -> pl.DataFrame:
     """Top-k items of one category for one raw user id, with titles and scores."""
@@ -262,12 +289,14 @@ def recommend(
     c = bundle.category_id(category)
     u = bundle.user_id(user)
     with torch.no_grad():
-        scores = art.model.score(torch.tensor([u]), c)[0].float().clone()  # [n_items(c)]
+        scores = cast(Recommender, art.model).score(torch.tensor([u]), c)[0].float().clone()  # [n_items(c)]
     bad = int((torch.isnan(scores) | (scores == torch.inf)).sum())  # -inf is a model's mask; NaN, +inf are broken
     if bad:
-        raise NumericError(f"model {art.name!r} in {str(art.root)!r} gave {bad} non-finite scores for user "
-                              f"{user[:60]!r} in category {str(category)[:60]!r}; the artifact is damaged or its "
-                              "training diverged: train it again")
+        raise NumericError(
+            f"model {art.name!r} in {str(art.root)!r} gave {bad} non-finite scores for user "
+            f"{user[:60]!r} in category {str(category)[:60]!r}; the artifact is damaged or its "
+            "training diverged: train it again"
+        )
     if exclude_seen:
         seen = bundle.csr(("train", "valid", "test"), c)
         scores[torch.from_numpy(seen[u].indices.astype(np.int64))] = -torch.inf

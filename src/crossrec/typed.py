@@ -13,7 +13,7 @@ import typing
 from collections.abc import Callable
 from dataclasses import dataclass, fields, is_dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 from crossrec.errors import ConfigError  # defined there; importable from here too
 
@@ -38,12 +38,24 @@ class Bounds:
             return None  # the type check speaks for other types
         if isinstance(value, float) and not math.isfinite(value):
             return "expected a finite number"
-        noun = "an integer" if isinstance(value, int) and self.ge is not None and float(self.ge).is_integer() \
-            and self.gt is None and self.le is None and self.lt is None else "a value"
+        noun = (
+            "an integer"
+            if isinstance(value, int)
+            and self.ge is not None
+            and float(self.ge).is_integer()
+            and self.gt is None
+            and self.le is None
+            and self.lt is None
+            else "a value"
+        )
         if self.ge is not None and self.lt is not None and not (self.ge <= value < self.lt):
             return f"expected a share in [{self.ge:g}, {self.lt:g})"
-        for bound, ok, sign in ((self.ge, lambda b: value >= b, ">="), (self.gt, lambda b: value > b, ">"),
-                                (self.le, lambda b: value <= b, "<="), (self.lt, lambda b: value < b, "<")):
+        for bound, ok, sign in (
+            (self.ge, lambda b: value >= b, ">="),
+            (self.gt, lambda b: value > b, ">"),
+            (self.le, lambda b: value <= b, "<="),
+            (self.lt, lambda b: value < b, "<"),
+        ):
             if bound is not None and not ok(bound):
                 return f"expected {noun} {sign} {bound:g}"
         return None
@@ -93,12 +105,15 @@ class Checked:
         cls = type(self)
         if cls not in _LITERALS:
             hints = typing.get_type_hints(cls)
-            _LITERALS[cls] = [(f.name, hints[f.name]) for f in fields(cls)  # type: ignore[arg-type]
-                              if _has_literal(hints[f.name])]
+            _LITERALS[cls] = [
+                (f.name, hints[f.name])
+                for f in fields(cast(Any, cls))  # a dataclass (subclasses are)
+                if _has_literal(hints[f.name])
+            ]
         prefix = f"{cls.section}." if cls.section else ""
         for name, tp in _LITERALS[cls]:
             check_type(getattr(self, name), tp, prefix + name)
-        check_bounds(cls, {f.name: getattr(self, f.name) for f in fields(cls)}, prefix)
+        check_bounds(cls, {f.name: getattr(self, f.name) for f in fields(cast(Any, cls))}, prefix)
 
 
 def _has_literal(tp: Any) -> bool:
@@ -137,8 +152,10 @@ def load_yaml(text: str, source: str) -> Any:
                 seen: dict[Any, int] = {}
                 for key_node, _ in node.value:
                     if key_node.tag == "tag:yaml.org,2002:merge":  # kin to aliases: keys from elsewhere
-                        raise ConfigError(f"{source}:{key_node.start_mark.line + 1}: YAML merge keys (<<) are not "
-                                          "allowed in configs; write the keys out")
+                        raise ConfigError(
+                            f"{source}:{key_node.start_mark.line + 1}: YAML merge keys (<<) are not "
+                            "allowed in configs; write the keys out"
+                        )
                     if not isinstance(key_node, yaml.ScalarNode):
                         continue  # a complex key: the constructor handles it as usual
                     key = self.construct_object(key_node)
@@ -275,11 +292,9 @@ def from_dict(
     for name, value in data.items():
         tp = hints[name]
         key = prefix + name
-        if is_dataclass(tp):
+        if isinstance(tp, type) and is_dataclass(tp):
             kwargs[name] = from_dict(tp, value, key + ".", hook)
         else:
             kwargs[name] = check_type(value, tp, key)
     check_bounds(cls, kwargs, prefix)  # with the config path; Checked repeats it for Python-built configs
     return cls(**kwargs)
-
-

@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import polars as pl
@@ -46,7 +46,11 @@ def _versions(out: Path) -> list[Path]:
     root = out / "versions"
     if not root.is_dir():
         return []
-    done = [p for p in root.iterdir() if p.name.startswith("v") and p.name[1:].isdigit() and (p / "model" / "config.json").is_file()]
+    done = [
+        p
+        for p in root.iterdir()
+        if p.name.startswith("v") and p.name[1:].isdigit() and (p / "model" / "config.json").is_file()
+    ]
     return sorted(done, key=lambda p: int(p.name[1:]))
 
 
@@ -70,8 +74,9 @@ def events_frame(events: list[tuple[str, str, str, float]] | pl.DataFrame) -> pl
     return pl.DataFrame(events, schema=EVENT_SCHEMA, orient="row")
 
 
-def feedback_rows(bundle: Bundle, feedback: list[tuple[str, str, str, float]] | pl.DataFrame
-                  ) -> tuple[pl.DataFrame, dict[str, int]]:
+def feedback_rows(
+    bundle: Bundle, feedback: list[tuple[str, str, str, float]] | pl.DataFrame
+) -> tuple[pl.DataFrame, dict[str, int]]:
     """New training rows (the Bundle's interaction schema) from (user, item, event, ts) events,
     and counts of what was used and skipped. A (user, item) pair counts once, at its first event's
     time; pairs the Bundle already has are skipped. Vectorised (joins), so millions of rows from
@@ -83,17 +88,28 @@ def feedback_rows(bundle: Bundle, feedback: list[tuple[str, str, str, float]] | 
     pos = ev.filter(~negative).join(users, on="user", how="left").join(items, on="item", how="left")
     known = pos.filter(pl.col("u").is_not_null() & pl.col("i").is_not_null())
     pairs = known.sort("_n").unique(["u", "i"], keep="first", maintain_order=True)
-    have = bundle.interactions.select(pl.col("user").cast(pl.UInt32).alias("u"),
-                                      pl.col("item").cast(pl.UInt32).alias("i")).unique()
+    have = bundle.interactions.select(
+        pl.col("user").cast(pl.UInt32).alias("u"), pl.col("item").cast(pl.UInt32).alias("i")
+    ).unique()
     new = pairs.join(have, on=["u", "i"], how="anti").sort(["timestamp", "_n"])
-    stats = {"events": ev.height, "negative": int(negative.sum()), "unknown_user": int(pos["u"].is_null().sum()),
-             "unknown_item": int((pos["u"].is_not_null() & pos["i"].is_null()).sum()),
-             "known_pair": pairs.height - new.height, "added": new.height}
+    stats = {
+        "events": ev.height,
+        "negative": int(negative.sum()),
+        "unknown_user": int(pos["u"].is_null().sum()),
+        "unknown_item": int((pos["u"].is_not_null() & pos["i"].is_null()).sum()),
+        "known_pair": pairs.height - new.height,
+        "added": new.height,
+    }
     schema = bundle.interactions.schema
-    start = int(bundle.interactions["order"].max() or 0) + 1 if bundle.interactions.height else 0
+    start = int(cast(int, bundle.interactions["order"].max()) or 0) + 1 if bundle.interactions.height else 0
     u, i = new["u"].to_numpy().astype(np.int64), new["i"].to_numpy().astype(np.int64)
-    cols: dict[str, Any] = {"user": u, "item": i, "category": bundle.item_category[i] if len(i) else np.zeros(0, np.int64),
-                            "order": np.arange(start, start + len(i)), "split": np.zeros(len(i), np.int64)}
+    cols: dict[str, Any] = {
+        "user": u,
+        "item": i,
+        "category": bundle.item_category[i] if len(i) else np.zeros(0, np.int64),
+        "order": np.arange(start, start + len(i)),
+        "split": np.zeros(len(i), np.int64),
+    }
     frame = pl.DataFrame({name: cols[name] if name in cols else pl.Series(name, [None] * len(i)) for name in schema})
     frame = frame.with_columns([pl.lit(False).alias(c) for c in ("new_to_category", "cold_item") if c in schema])
     return frame.select([pl.col(name).cast(dtype) for name, dtype in schema.items()]), stats
@@ -111,12 +127,17 @@ def file_events(cfg: RunConfig, paths: Sequence[str | Path]) -> pl.DataFrame:
     for path in paths:
         df = read_interactions(path, columns, cfg.data.format, cfg.data.sep, limits=cfg.data.limits())
         ts = pl.col("timestamp").fill_null(0) if "timestamp" in df.columns else pl.lit(0.0)
-        frames.append(events_frame(df.select("user", "item", pl.lit("interaction").alias("event"), ts.alias("timestamp"))))
+        frames.append(
+            events_frame(df.select("user", "item", pl.lit("interaction").alias("event"), ts.alias("timestamp")))
+        )
     return pl.concat(frames)
 
 
-def update(cfg: RunConfig, interactions: Sequence[str | Path] = (),
-           feedback: Sequence[tuple[str, str, str, float]] | pl.DataFrame = ()) -> dict[str, Any]:
+def update(
+    cfg: RunConfig,
+    interactions: Sequence[str | Path] = (),
+    feedback: Sequence[tuple[str, str, str, float]] | pl.DataFrame = (),
+) -> dict[str, Any]:
     """Train the next version on `feedback` (the store's events: `serving.store`'s
     `all_feedback()`, which the CLI reads) and the rows of the `interactions` files; returns what
     was done (see the module docstring)."""
@@ -132,8 +153,10 @@ def update(cfg: RunConfig, interactions: Sequence[str | Path] = (),
     if bundle.pseudonymised and from_files.height:  # files carry raw ids; the Bundle and store, pseudonyms
         keys = {u: bundle.user_key(u) for u in from_files["user"].unique().to_list()}
         from_files = from_files.with_columns(pl.col("user").replace_strict(keys, return_dtype=pl.Utf8))
-    rows, stats = feedback_rows(bundle, pl.concat([events_frame(feedback if isinstance(feedback, pl.DataFrame)
-                                                                else list(feedback)), from_files]))
+    rows, stats = feedback_rows(
+        bundle,
+        pl.concat([events_frame(feedback if isinstance(feedback, pl.DataFrame) else list(feedback)), from_files]),
+    )
     stats["file_rows"] = from_files.height
     if stats["added"] == 0:
         return {"version": version, "updated": False, **stats}
@@ -151,11 +174,30 @@ def update(cfg: RunConfig, interactions: Sequence[str | Path] = (),
 
         attach_text(new, cfg.encoder, progress=False)
     result = Trainer(cfg.train, nxt / "train").fit(model, new)
-    save_artifact(nxt / "model", model, art.name, art.mode, art.params, art.sizes,
-                  {"run_config": art.meta.get("run_config"), "train_result": result.to_json(),
-                   "updated_from": {"version": version, **stats}}, bundle=new)
+    save_artifact(
+        nxt / "model",
+        model,
+        art.name,
+        art.mode,
+        art.params,
+        art.sizes,
+        {
+            "run_config": art.meta.get("run_config"),
+            "train_result": result.to_json(),
+            "updated_from": {"version": version, **stats},
+        },
+        bundle=new,
+    )
     log.info("update: %s -> %s with %d feedback rows", version, nxt.name, stats["added"])
     return {"version": nxt.name, "updated": True, **stats}
 
 
-__all__ = ["EVENT_SCHEMA", "NEGATIVE_EVENTS", "events_frame", "feedback_rows", "file_events", "newest_version", "update"]
+__all__ = [
+    "EVENT_SCHEMA",
+    "NEGATIVE_EVENTS",
+    "events_frame",
+    "feedback_rows",
+    "file_events",
+    "newest_version",
+    "update",
+]

@@ -68,8 +68,14 @@ def checkpoint_files(out: Path) -> list[str]:
     return ["current.json"] + sorted(f"{d.name}/{p.name}" for p in d.iterdir())
 
 
-CHECKPOINT_FILES = ["current.json", "model.safetensors", "best.safetensors", "optimizer.safetensors",
-                    "state.json", CHECKSUMS]
+CHECKPOINT_FILES = [
+    "current.json",
+    "model.safetensors",
+    "best.safetensors",
+    "optimizer.safetensors",
+    "state.json",
+    CHECKSUMS,
+]
 
 
 # ---------------------------------------------------------------------- checkpoint sets
@@ -191,8 +197,8 @@ def test_a_bundle_without_checksums_is_checked_by_its_fingerprint(run, tmp_path)
 # ---------------------------------------------------------------------- transfer stages
 @pytest.mark.parametrize("name", ["final.safetensors", "result.json", CHECKSUMS])
 def test_a_flipped_byte_in_a_finished_stage_stops_the_resume(tiny_bundle, tmp_path, name):
-    from crossrec.models.per_category import build
     from crossrec.data.batch import Sizes
+    from crossrec.models.per_category import build
     from crossrec.training.trainer import TrainConfig
     from crossrec.training.transfer import Stage, run_stages, stage_dir
 

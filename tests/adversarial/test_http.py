@@ -16,11 +16,11 @@ import torch
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from crossrec.config import load_config
-from crossrec.serving.loader import service_loader
-from crossrec.serving.api import create_app
 from crossrec.artifact import load_artifact
+from crossrec.config import load_config
+from crossrec.serving.api import create_app
 from crossrec.serving.config import ServeConfig
+from crossrec.serving.loader import service_loader
 from crossrec.serving.service import Service
 from tests.unit.serving.test_service import trained
 
@@ -41,7 +41,9 @@ def world(tiny_bundle, tmp_path_factory):
 
 
 def run_config(bundle, out, *extra):
-    return load_config(None, [f"--out={out}", f"--data.bundle={bundle.root}", "--model.name=mf", "--model.dim=8", *extra])
+    return load_config(
+        None, [f"--out={out}", f"--data.bundle={bundle.root}", "--model.name=mf", "--model.dim=8", *extra]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +61,11 @@ def client(app):
 @pytest.fixture(scope="module")
 def ids(world):
     bundle = world[0]
-    return {"user": str(bundle.raw_user_ids()[0]), "item": str(bundle.raw_item_ids()[0]), "category": bundle.categories[0]}
+    return {
+        "user": str(bundle.raw_user_ids()[0]),
+        "item": str(bundle.raw_item_ids()[0]),
+        "category": bundle.categories[0],
+    }
 
 
 def chunks(n: int, size: int = 256):
@@ -84,10 +90,21 @@ def drive(app, method: str, path: str, headers: dict[str, str], parts: list[byte
     async def send(message: dict) -> None:
         sent.append(message)
 
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "scheme": "http",
-             "path": path, "raw_path": path.encode(), "root_path": "", "query_string": b"",
-             "headers": [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()],
-             "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80), "state": {}}
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+        "state": {},
+    }
     asyncio.run(app(scope, receive, send))
     start = next(m for m in sent if m["type"] == "http.response.start")
     body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
@@ -144,8 +161,13 @@ class TestTheKeyIsCheckedBeforeTheBody:
 
     @pytest.mark.parametrize("path", WRITES)
     def test_a_refused_request_has_no_byte_of_its_body_read(self, app, path):
-        status, answer, pulled = drive(app, "POST", path, {"X-API-Key": "wrong", "content-type": "application/json"},
-                                       [b'{"item": "x", "user": ', b'"y"}'])
+        status, answer, pulled = drive(
+            app,
+            "POST",
+            path,
+            {"X-API-Key": "wrong", "content-type": "application/json"},
+            [b'{"item": "x", "user": ', b'"y"}'],
+        )
         assert (status, pulled) == (401, 0), answer
 
 
@@ -217,8 +239,10 @@ class TestReloadOfADamagedVersion:
         bundle, out = world
         root = tmp_path / "out"
         shutil.copytree(out, root, ignore=shutil.ignore_patterns("serving", "versions"))
-        with TestClient(create_app(service_loader(run_config(bundle, root)), ServeConfig(), api_key=KEY),
-                        raise_server_exceptions=False) as c:
+        with TestClient(
+            create_app(service_loader(run_config(bundle, root)), ServeConfig(), api_key=KEY),
+            raise_server_exceptions=False,
+        ) as c:
             before = c.get("/recommend", params={"user": ids["user"], "category": ids["category"], "k": 5})
             assert before.status_code == 200
             version = c.get("/health").json()["model_version"]
@@ -245,7 +269,9 @@ def broken(world):
                     p.fill_(value)
             else:
                 art.model.user_emb.weight[rows] = value
-        return TestClient(create_app(lambda: Service(art, bundle), ServeConfig(), api_key=KEY), raise_server_exceptions=False)
+        return TestClient(
+            create_app(lambda: Service(art, bundle), ServeConfig(), api_key=KEY), raise_server_exceptions=False
+        )
 
     return make
 
@@ -254,9 +280,11 @@ class TestNonFiniteScores:
     @pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
     def test_are_503_naming_the_model_never_an_empty_200(self, broken, ids, value):
         c = broken(value)
-        asks = [("/recommend", {"user": ids["user"], "category": ids["category"], "k": 5}),
-                ("/similar", {"item": ids["item"], "k": 5}),
-                ("/explain", {"user": ids["user"], "item": ids["item"]})]
+        asks = [
+            ("/recommend", {"user": ids["user"], "category": ids["category"], "k": 5}),
+            ("/similar", {"item": ids["item"], "k": 5}),
+            ("/explain", {"user": ids["user"], "item": ids["item"]}),
+        ]
         for path, params in asks:
             r = c.get(path, params=params)
             assert r.status_code == 503, (path, r.text)
@@ -344,19 +372,33 @@ HOSTILE = [
     ("POST", "/feedback", b'{"user": "u", "user": "v", "item": "@item", "event": "click"}', "application/json"),
     ("POST", "/items", b'{"item": "n", "category": "@category", "title": "   "}', "application/json"),
     ("POST", "/items", b'{"item": "n", "category": "../..", "title": "t"}', "application/json"),
-    ("POST", "/items", b'{"item": "n", "category": "@category", "title": "t", "image_vector": "abc"}', "application/json"),
-    ("POST", "/items", b'{"item": "n", "category": "@category", "title": "t", "image_vector": [1e308, -1e308]}', "application/json"),
+    (
+        "POST",
+        "/items",
+        b'{"item": "n", "category": "@category", "title": "t", "image_vector": "abc"}',
+        "application/json",
+    ),
+    (
+        "POST",
+        "/items",
+        b'{"item": "n", "category": "@category", "title": "t", "image_vector": [1e308, -1e308]}',
+        "application/json",
+    ),
     ("POST", "/admin/reload", b"[[[[", "application/json"),
 ]
 
 
 class TestHostileRequestSweep:
-    @pytest.mark.parametrize("method,url,body,ctype", HOSTILE, ids=[f"{m} {u[:50]} {(b or b'')[:30]!r} {c}" for m, u, b, c in HOSTILE])
+    @pytest.mark.parametrize(
+        "method,url,body,ctype", HOSTILE, ids=[f"{m} {u[:50]} {(b or b'')[:30]!r} {c}" for m, u, b, c in HOSTILE]
+    )
     def test_no_500(self, client, ids, method, url, body, ctype):
         def fill(x):
             for name, value in ids.items():
-                x = x.replace(f"@{name}".encode() if isinstance(x, bytes) else f"@{name}",
-                              value.encode() if isinstance(x, bytes) else value)
+                x = x.replace(
+                    f"@{name}".encode() if isinstance(x, bytes) else f"@{name}",
+                    value.encode() if isinstance(x, bytes) else value,
+                )
             return x
 
         headers = {"X-API-Key": KEY} | ({"content-type": ctype} if ctype else {})

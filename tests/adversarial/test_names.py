@@ -24,14 +24,13 @@ from hypothesis import strategies as st
 from crossrec.data.schema import ALL_CATEGORIES, DataError, category_name_problem
 
 HOSTILE_OK = ["../../../victim", ".", "..", "con", "a/b", "a\\b", "ünïcödé 書籍 🎧", "x" * 200, "all", "-rf"]
-REFUSED = {"ALL": "ALL", "nul": "x\x00y", "newline": "x\ny", "300 chars": "y" * 300, "tab": "a\tb",
-           "blank": "   "}
+REFUSED = {"ALL": "ALL", "nul": "x\x00y", "newline": "x\ny", "300 chars": "y" * 300, "tab": "a\tb", "blank": "   "}
 
 
 def tree(root: Path, skip: tuple[Path, ...] = ()) -> dict[str, tuple[int, int]]:
     """Every file under `root` (outside `skip`) with its size and mtime."""
     out = {}
-    for dirpath, dirnames, filenames in os.walk(root):
+    for dirpath, _dirnames, filenames in os.walk(root):
         if any(Path(dirpath) == s or s in Path(dirpath).parents for s in skip):
             continue
         for f in filenames:
@@ -44,13 +43,21 @@ def tree(root: Path, skip: tuple[Path, ...] = ()) -> dict[str, tuple[int, int]]:
 def world(names: list[str], n_users: int = 120, items: int = 25, per_user: float = 4.0, seed: int = 0):
     from crossrec.data.synthetic import SyntheticConfig, generate
 
-    inter, items_ = generate(SyntheticConfig(n_users=n_users, categories=tuple(names),
-                                             items_per_category=(items,) * len(names),
-                                             interactions_per_user=(per_user,) * len(names), seed=seed))
+    inter, items_ = generate(
+        SyntheticConfig(
+            n_users=n_users,
+            categories=tuple(names),
+            items_per_category=(items,) * len(names),
+            interactions_per_user=(per_user,) * len(names),
+            seed=seed,
+        )
+    )
     # the generator spells item ids with the category name: ids of our own keep this about names
     ids = dict(zip(items_["item"].to_list(), [f"i{n}" for n in range(items_.height)]))
-    return (inter.with_columns(pl.col("item").replace_strict(ids)),
-            items_.with_columns(pl.col("item").replace_strict(ids)))
+    return (
+        inter.with_columns(pl.col("item").replace_strict(ids)),
+        items_.with_columns(pl.col("item").replace_strict(ids)),
+    )
 
 
 def write_csvs(folder: Path, names: list[str], **kw) -> tuple[Path, Path]:
@@ -65,13 +72,22 @@ def run_config(inter: Path, items: Path, bundle: Path, out: Path, **model):
     from crossrec.config import load_config
 
     spec = {"name": "mf", "mode": "single", "dim": 8} | model
-    return load_config(None, [
-        f"--data.interactions={inter}", f"--data.items={items}", f"--data.bundle={bundle}", f"--out={out}",
-        "--data.columns={user: user, item: item, category: category, timestamp: timestamp, rating: rating}",
-        "--data.item_columns={item: item, category: category, title: title, description: description}",
-        *[f"--model.{k}={v}" for k, v in spec.items()],
-        "--train.epochs=2", "--train.batch_size=256", "--train.progress=false", "--eval.ks=[10]",
-    ])
+    return load_config(
+        None,
+        [
+            f"--data.interactions={inter}",
+            f"--data.items={items}",
+            f"--data.bundle={bundle}",
+            f"--out={out}",
+            "--data.columns={user: user, item: item, category: category, timestamp: timestamp, rating: rating}",
+            "--data.item_columns={item: item, category: category, title: title, description: description}",
+            *[f"--model.{k}={v}" for k, v in spec.items()],
+            "--train.epochs=2",
+            "--train.batch_size=256",
+            "--train.progress=false",
+            "--eval.ks=[10]",
+        ],
+    )
 
 
 @pytest.fixture(scope="module")
@@ -149,26 +165,39 @@ def test_serve_every_hostile_category(hostile):
 
 
 def test_experiment_and_report_with_hostile_categories(hostile, tmp_path):
-    from crossrec.experiment.html_report import write_report
     from crossrec.experiment import load_experiment, run_experiment
+    from crossrec.experiment.html_report import write_report
 
     root, work, names, bundle, *_ = hostile
     spec = tmp_path / "exp.yaml"
-    spec.write_text(json.dumps({
-        "name": "hostile", "seeds": [0], "metrics": ["ndcg@10"],
-        "data": {"interactions": str(root / "raw" / "interactions.csv"), "bundle": str(work / "exp-bundle"),
-                 "columns": {"user": "user", "item": "item", "category": "category", "timestamp": "timestamp"}},
-        "train": {"epochs": 1, "batch_size": 256, "progress": False, "checkpoint": False}, "eval": {"ks": [10]},
-        "out": str(work / "exp"),
-        "models": [{"label": "pop", "name": "pop", "single_category": True},
-                   {"label": "mf-pooled", "name": "mf", "dim": 8, "flagship": True}],
-    }))
+    spec.write_text(
+        json.dumps(
+            {
+                "name": "hostile",
+                "seeds": [0],
+                "metrics": ["ndcg@10"],
+                "data": {
+                    "interactions": str(root / "raw" / "interactions.csv"),
+                    "bundle": str(work / "exp-bundle"),
+                    "columns": {"user": "user", "item": "item", "category": "category", "timestamp": "timestamp"},
+                },
+                "train": {"epochs": 1, "batch_size": 256, "progress": False, "checkpoint": False},
+                "eval": {"ks": [10]},
+                "out": str(work / "exp"),
+                "models": [
+                    {"label": "pop", "name": "pop", "single_category": True},
+                    {"label": "mf-pooled", "name": "mf", "dim": 8, "flagship": True},
+                ],
+            }
+        )
+    )
     before = tree(root, skip=(work,))
     result = run_experiment(load_experiment(spec, []))
     page = write_report(work / "exp").read_text()
     for name in names:
         assert name in result.summary_table("ndcg@10", "all") or name.replace("|", "\\|") in result.summary_table(
-            "ndcg@10", "all")
+            "ndcg@10", "all"
+        )
     import html
 
     assert html.escape("ünïcödé 書籍 🎧") in page
@@ -181,14 +210,25 @@ def test_an_impossible_category_name_is_refused_in_one_line(kind, tmp_path):
     bad = REFUSED[kind]
     inter, items = write_csvs(tmp_path / "raw", ["books", "music"], n_users=30)
     frame = pl.read_csv(inter)
-    frame = frame.with_columns(pl.when(pl.col("category") == "music").then(pl.lit(bad)).otherwise(pl.col("category"))
-                               .alias("category"))  # a whole category renamed: items stay in one category
+    frame = frame.with_columns(
+        pl.when(pl.col("category") == "music").then(pl.lit(bad)).otherwise(pl.col("category")).alias("category")
+    )  # a whole category renamed: items stay in one category
     frame.write_csv(inter)
     cfg = tmp_path / "run.yaml"
-    cfg.write_text(json.dumps({"data": {"interactions": str(inter), "bundle": str(tmp_path / "bundle"),
-                                        "columns": {"user": "user", "item": "item", "category": "category"}}}))
-    r = subprocess.run([sys.executable, "-m", "crossrec.cli", "prepare", str(cfg)], capture_output=True, text=True,
-                       timeout=300)
+    cfg.write_text(
+        json.dumps(
+            {
+                "data": {
+                    "interactions": str(inter),
+                    "bundle": str(tmp_path / "bundle"),
+                    "columns": {"user": "user", "item": "item", "category": "category"},
+                }
+            }
+        )
+    )
+    r = subprocess.run(
+        [sys.executable, "-m", "crossrec.cli", "prepare", str(cfg)], capture_output=True, text=True, timeout=300
+    )
     assert r.returncode == 2, r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and len(lines[0]) <= 300, r.stderr
@@ -200,10 +240,18 @@ def test_an_impossible_category_name_from_python_is_refused(tmp_path):
     from crossrec.data.prepare import PrepareConfig, prepare
 
     inter, items = world(["books", "music"], n_users=30)
-    inter = inter.with_columns(pl.when(pl.col("category") == "music").then(pl.lit(ALL_CATEGORIES))
-                               .otherwise(pl.col("category")).alias("category"))
-    items = items.with_columns(pl.when(pl.col("category") == "music").then(pl.lit(ALL_CATEGORIES))
-                               .otherwise(pl.col("category")).alias("category"))
+    inter = inter.with_columns(
+        pl.when(pl.col("category") == "music")
+        .then(pl.lit(ALL_CATEGORIES))
+        .otherwise(pl.col("category"))
+        .alias("category")
+    )
+    items = items.with_columns(
+        pl.when(pl.col("category") == "music")
+        .then(pl.lit(ALL_CATEGORIES))
+        .otherwise(pl.col("category"))
+        .alias("category")
+    )
     with pytest.raises(DataError, match="all-categories rows"):
         prepare(inter, items, PrepareConfig())
 
@@ -245,7 +293,15 @@ def test_an_experiment_label_that_would_be_a_path_is_refused(label, tmp_path):
     from crossrec.typed import ConfigError
 
     spec = tmp_path / "exp.yaml"
-    spec.write_text(json.dumps({"name": "x", "data": {"dataset": "synthetic", "bundle": str(tmp_path / "b")},
-                                "out": str(tmp_path / "o"), "models": [{"label": label, "name": "pop"}]}))
+    spec.write_text(
+        json.dumps(
+            {
+                "name": "x",
+                "data": {"dataset": "synthetic", "bundle": str(tmp_path / "b")},
+                "out": str(tmp_path / "o"),
+                "models": [{"label": label, "name": "pop"}],
+            }
+        )
+    )
     with pytest.raises(ConfigError, match="label"):
         load_experiment(spec, [])

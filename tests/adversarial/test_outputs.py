@@ -39,16 +39,23 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("outputs")
     paths = write_world(root / "raw", tiny_config())
     cfg = root / "run.yaml"
-    cfg.write_text(json.dumps({
-        "data": {"interactions": str(paths["interactions"]), "items": str(paths["items"]),
-                 "columns": {"user": "user", "item": "item", "category": "category", "timestamp": "timestamp"},
-                 "item_columns": {"item": "item", "category": "category", "title": "title"},
-                 "bundle": str(root / "bundle")},
-        "model": {"name": "mf", "mode": "pooled", "dim": 8},
-        "train": {"epochs": 1, "batch_size": 512, "progress": False},
-        "eval": {"ks": [10]},
-        "out": str(root / "model"),
-    }))
+    cfg.write_text(
+        json.dumps(
+            {
+                "data": {
+                    "interactions": str(paths["interactions"]),
+                    "items": str(paths["items"]),
+                    "columns": {"user": "user", "item": "item", "category": "category", "timestamp": "timestamp"},
+                    "item_columns": {"item": "item", "category": "category", "title": "title"},
+                    "bundle": str(root / "bundle"),
+                },
+                "model": {"name": "mf", "mode": "pooled", "dim": 8},
+                "train": {"epochs": 1, "batch_size": 512, "progress": False},
+                "eval": {"ks": [10]},
+                "out": str(root / "model"),
+            }
+        )
+    )
     assert cli("prepare", str(cfg)).returncode == 0
     r = cli("train", str(cfg))
     assert r.returncode == 0, r.stderr
@@ -123,13 +130,16 @@ def test_recommend_refuses_non_finite_scores(trained, tmp_path):
         assert "non-finite" in line and "mf" in line
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["train", "--nproc", "abc"], "--nproc"),
-    (["report"], "run_dir"),
-    (["no-such-command"], "no-such-command"),
-    (["demo", "--epochs", "x" * 2000], "--epochs"),
-    (["evaluate", "--no-such-option"], "--no-such-option"),
-])
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["train", "--nproc", "abc"], "--nproc"),
+        (["report"], "run_dir"),
+        (["no-such-command"], "no-such-command"),
+        (["demo", "--epochs", "x" * 2000], "--epochs"),
+        (["evaluate", "--no-such-option"], "--no-such-option"),
+    ],
+)
 def test_usage_errors_are_one_line(args, needle, tmp_path):
     """click's own errors (a wrong type, a missing argument, an unknown command) are one line too,
     not click's boxed usage text, and a value echoed back cannot make it longer than 300 characters."""
@@ -170,8 +180,8 @@ def test_training_anew_drops_the_versions_of_the_model_it_replaces(trained, tmp_
 
 
 def test_a_store_item_of_an_unknown_category_is_a_clear_error(trained, tmp_path):
-    from crossrec.data.bundle import Bundle
     from crossrec.artifact import load_artifact
+    from crossrec.data.bundle import Bundle
     from crossrec.serving.service import Service
     from crossrec.serving.store import SQLiteStore, StoreError
 

@@ -78,9 +78,17 @@ def test_dim_below_one_from_the_command_line():
         load_config(None, ["--model.dim=-3"])
 
 
-@pytest.mark.parametrize("override", ["--serve.port=99999", "--serve.port=0", "--serve.batch_wait_ms=inf",
-                                      "--serve.batch_wait_ms=1e13", "--serve.batch_wait_ms=nan",
-                                      "--serve.max_body_bytes=0"])
+@pytest.mark.parametrize(
+    "override",
+    [
+        "--serve.port=99999",
+        "--serve.port=0",
+        "--serve.batch_wait_ms=inf",
+        "--serve.batch_wait_ms=1e13",
+        "--serve.batch_wait_ms=nan",
+        "--serve.max_body_bytes=0",
+    ],
+)
 def test_serve_settings_are_checked_when_the_config_loads(override):
     """A port out of range, a batch wait that kills the batcher's worker: refused before any work."""
     from crossrec.config import load_config
@@ -113,6 +121,11 @@ def test_an_error_line_prints_names_as_they_are(tmp_path):
     import subprocess
     import sys
 
-    r = subprocess.run([sys.executable, "-m", "crossrec.cli", "train", ":-1:.yaml"], capture_output=True, text=True,
-                       cwd=tmp_path, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "crossrec.cli", "train", ":-1:.yaml"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert r.returncode == 2 and ":-1:.yaml" in r.stderr, r.stderr

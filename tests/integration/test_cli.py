@@ -100,7 +100,9 @@ def test_prepare_with_an_image_vector_file(tmp_path):
     cfg = write_tiny(tmp_path)
     items = pl.read_csv(tmp_path / "raw" / "items.csv.gz", infer_schema=False)["item"].to_list()
     npz = tmp_path / "img.npz"
-    np.savez(npz, item_ids=np.array(items[:50]), vectors=np.random.default_rng(0).normal(size=(50, 8)).astype(np.float32))
+    np.savez(
+        npz, item_ids=np.array(items[:50]), vectors=np.random.default_rng(0).normal(size=(50, 8)).astype(np.float32)
+    )
     r = runner.invoke(app, ["prepare", str(cfg), f"--data.image_vectors={npz}"])
     assert r.exit_code == 0, r.output
     b = Bundle.load(tmp_path / "bundle")

@@ -34,6 +34,7 @@ def tiny(tmp_path_factory):
     return root, cfg
 
 
+@pytest.mark.slow  # torchrun and two training processes
 def test_two_gloo_processes_train_bpr_mf_like_one(tiny):
     root, cfg = tiny
     r = runner.invoke(app, ["train", str(cfg), "--train.epochs=4", f"--out={root / 'one'}"])
@@ -47,11 +48,13 @@ def test_two_gloo_processes_train_bpr_mf_like_one(tiny):
     assert two["epochs_run"] == one["epochs_run"] == 4
     assert two["best_metric"] == pytest.approx(one["best_metric"], abs=1e-3)
     assert [h["valid_ndcg@10"] for h in two["history"]] == pytest.approx(
-        [h["valid_ndcg@10"] for h in one["history"]], abs=1e-3)
+        [h["valid_ndcg@10"] for h in one["history"]], abs=1e-3
+    )
     assert (root / "two" / "model.safetensors").exists()
     assert (root / "two" / "checkpoint" / "current.json").exists()  # rank 0 checkpointed
 
 
+@pytest.mark.slow  # torchrun and two training processes
 def test_two_gloo_processes_train_the_flagship(tiny):
     root, cfg = tiny
     common = ["--train.epochs=3", "--model.name=crossrec"]

@@ -72,8 +72,14 @@ def cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) 
     """The installed CLI in a real process (real stderr, real exit code)."""
     exe = Path(sys.executable).with_name("crossrec")
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "crossrec.cli"]
-    return subprocess.run(cmd + [str(a) for a in args], cwd=cwd, capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=600)
+    return subprocess.run(
+        cmd + [str(a) for a in args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=600,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -160,7 +166,9 @@ def test_train_experiment_and_demo_refuse_foreign_or_other_kind_directories(tmp_
     assert_clean_error(invoke("train", cfg, f"--out={folder}"), "did not write")
     assert_clean_error(invoke("train", cfg, f"--out={tmp_path / 'bundle'}"), "holds a crossrec bundle")
     exp = tmp_path / "exp.yaml"
-    exp.write_text(f"data: {{bundle: {tmp_path / 'bundle'}}}\nmodels: [{{label: pop, name: pop}}]\nseeds: [0]\nout: {folder}\n")
+    exp.write_text(
+        f"data: {{bundle: {tmp_path / 'bundle'}}}\nmodels: [{{label: pop, name: pop}}]\nseeds: [0]\nout: {folder}\n"
+    )
     assert_clean_error(invoke("experiment", exp), "did not write")
     assert_clean_error(invoke("demo", "--out", folder), "did not write")
     assert (folder / "cat.jpg").read_bytes() == b"\xff\xd8"
@@ -212,8 +220,9 @@ def test_evaluate_and_recommend_refuse_the_same_data_resplit_with_another_seed(t
 
     a, b = Bundle.load(tmp / "bundle"), Bundle.load(tmp_path / "b2")
     assert (a.n_users, a.n_items) == (b.n_users, b.n_items)  # same counts: sizes alone cannot tell
-    text = assert_clean_error(invoke("evaluate", other), "trained on another bundle", "split",
-                              "split: 'leave_last_out' -> 'random'")
+    text = assert_clean_error(
+        invoke("evaluate", other), "trained on another bundle", "split", "split: 'leave_last_out' -> 'random'"
+    )
     assert "ndcg" not in text.lower()
     user = b.raw_user_ids()[0]
     assert_clean_error(invoke("recommend", other, "--user", user, "--category", b.categories[0]), "another bundle")
@@ -273,7 +282,9 @@ def test_a_damaged_bundle_is_a_clear_error(trained, tmp_path, damage):
         needle = "manifest.json:1"
     elif damage == "edited":  # a valid file with other content: the fingerprint tells
         df = pl.read_parquet(inter)
-        df.with_columns(pl.when(pl.col("split") == 2).then(0).otherwise(pl.col("split")).cast(pl.Int8).alias("split")).write_parquet(inter)
+        df.with_columns(
+            pl.when(pl.col("split") == 2).then(0).otherwise(pl.col("split")).cast(pl.Int8).alias("split")
+        ).write_parquet(inter)
         needle = "no longer matches"
     else:
         (b / "users.parquet").unlink()
@@ -327,14 +338,20 @@ def test_checkpoints_are_one_atomic_set_whatever_instant_a_kill_hits(tmp_path):
         run_cfg = tmp_path / f"{name}.yaml"
         run_cfg.write_text(cfg.read_text().replace(f"out: {tmp_path / 'model'}", f"out: {tmp_path / name}"))
         log = tmp_path / f"{name}.log"
-        p = subprocess.run([sys.executable, str(script), str(run_cfg), str(kill_at), str(log)],
-                           capture_output=True, text=True, timeout=600)
+        p = subprocess.run(
+            [sys.executable, str(script), str(run_cfg), str(kill_at), str(log)],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         return p, run_cfg, log.read_text().splitlines()
 
     p, _, events = run(10**9, "reference")  # uninterrupted: the weights every resume must reproduce
     assert p.returncode == 0, p.stderr
     reference = load_tensors(tmp_path / "reference" / "model.safetensors")
-    published = [i + 1 for i, e in enumerate(events) if e.split()[1] == "rename" and e.endswith("checkpoint/current.json")]
+    published = [
+        i + 1 for i, e in enumerate(events) if e.split()[1] == "rename" and e.endswith("checkpoint/current.json")
+    ]
     # Every write and rename between the first checkpoint's publication and the second's.
     # A kill hits just before the numbered event; the last point is after the pointer's rename.
     points = list(range(published[0] + 1, published[1] + 2))
@@ -383,7 +400,9 @@ def test_bad_yaml_names_the_file_and_line(tmp_path):
 
 def test_a_config_cannot_blow_up(tmp_path):
     laughs = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
-        f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}]\n" for i in range(9))
+        f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}]\n"
+        for i in range(9)
+    )
     cfg = tmp_path / "laughs.yaml"
     cfg.write_text(laughs)
     assert_clean_error(invoke("train", cfg), "aliases")
@@ -392,24 +411,27 @@ def test_a_config_cannot_blow_up(tmp_path):
     assert_clean_error(invoke("train", big), "at most")
 
 
-@pytest.mark.parametrize("override,needle", [
-    ("--data.columns={usr: u}", "data.columns.usr"),
-    ("--data.item_columns={titel: t}", "data.item_columns.titel"),
-    ("--train.lr=.nan", "train.lr"),
-    ("--train.lr=.inf", "train.lr"),
-    ("--train.lr=-1", "train.lr"),
-    ("--model.dim=0", "model.dim"),
-    ("--model.reg=.nan", "model.reg"),
-    ("--eval.ks=[0]", "eval.ks"),
-    ("--train.epochs=0", "train.epochs"),
-    ("--train.device=cuda:7", "train.device"),
-    ("--train.fused=true", "train.fused"),  # with lazy Adam, which has no fused form
-    ("--model.name=nosuchmodel", "nosuchmodel"),
-    ("--prepare.k_core=-1", "prepare.k_core"),
-    ("--data.sep=;;", "data.sep"),
-    ("--data.format=xlsx", "data.format"),
-    ("--=1", "expected --section.key=value"),
-])
+@pytest.mark.parametrize(
+    "override,needle",
+    [
+        ("--data.columns={usr: u}", "data.columns.usr"),
+        ("--data.item_columns={titel: t}", "data.item_columns.titel"),
+        ("--train.lr=.nan", "train.lr"),
+        ("--train.lr=.inf", "train.lr"),
+        ("--train.lr=-1", "train.lr"),
+        ("--model.dim=0", "model.dim"),
+        ("--model.reg=.nan", "model.reg"),
+        ("--eval.ks=[0]", "eval.ks"),
+        ("--train.epochs=0", "train.epochs"),
+        ("--train.device=cuda:7", "train.device"),
+        ("--train.fused=true", "train.fused"),  # with lazy Adam, which has no fused form
+        ("--model.name=nosuchmodel", "nosuchmodel"),
+        ("--prepare.k_core=-1", "prepare.k_core"),
+        ("--data.sep=;;", "data.sep"),
+        ("--data.format=xlsx", "data.format"),
+        ("--=1", "expected --section.key=value"),
+    ],
+)
 def test_impossible_values_are_refused_before_anything_runs(tmp_path, override, needle):
     if override.startswith("--train.device") and __import__("torch").cuda.device_count() > 7:
         pytest.skip("this machine has 8 GPUs")
@@ -467,18 +489,24 @@ def test_debug_env_shows_the_traceback(tmp_path):
 # ---- data that is almost certainly a mistake -----------------------------------------------------
 
 
-@pytest.mark.parametrize("content,needle", [
-    ("user_id,item_id,category,user_id\nu1,i1,b,u2\nu2,i2,b,u3\n", "user_id"),  # duplicate header
-    ("user_id,item_id,category\nu1,i\x001,b\nu2,i2,b\n", "control characters"),  # NUL in an id
-    ("user_id,item_id,category,ts\nu1,i1,b,1600000000000\nu2,i2,b,1600000000\n", "between 1970 and 2100"),
-    ("user_id,item_id,category,ts\nu1,i1,b,-5\nu2,i2,b,1600000000\n", "between 1970 and 2100"),
-])
+@pytest.mark.parametrize(
+    "content,needle",
+    [
+        ("user_id,item_id,category,user_id\nu1,i1,b,u2\nu2,i2,b,u3\n", "user_id"),  # duplicate header
+        ("user_id,item_id,category\nu1,i\x001,b\nu2,i2,b\n", "control characters"),  # NUL in an id
+        ("user_id,item_id,category,ts\nu1,i1,b,1600000000000\nu2,i2,b,1600000000\n", "between 1970 and 2100"),
+        ("user_id,item_id,category,ts\nu1,i1,b,-5\nu2,i2,b,1600000000\n", "between 1970 and 2100"),
+    ],
+)
 def test_data_that_is_almost_certainly_a_mistake_is_refused(tmp_path, content, needle):
     path = tmp_path / "in.csv"
     path.write_text(content)
     cfg = tmp_path / "c.yaml"
-    cfg.write_text(f"data:\n  interactions: {path}\n  columns: {{timestamp: ts}}\n  bundle: {tmp_path / 'b'}\n"
-                   if "ts" in content.splitlines()[0] else f"data:\n  interactions: {path}\n  bundle: {tmp_path / 'b'}\n")
+    cfg.write_text(
+        f"data:\n  interactions: {path}\n  columns: {{timestamp: ts}}\n  bundle: {tmp_path / 'b'}\n"
+        if "ts" in content.splitlines()[0]
+        else f"data:\n  interactions: {path}\n  bundle: {tmp_path / 'b'}\n"
+    )
     text = assert_clean_error(invoke("prepare", cfg), "in.csv:", needle)
     assert max(len(line) for line in text.splitlines()) < 400  # an excerpt, not the file
     assert not (tmp_path / "b").exists()

@@ -31,9 +31,7 @@ def test_learned_baselines_beat_popularity_in_every_category(name, tmp_path):
     preset = load_config(ROOT / "configs" / f"{name}.yaml")
     raw = read_dataset(name, DATA / name)
     bundle = prepare(raw.interactions, raw.items, preset.prepare, tmp_path / "bundle", raw.sources)
-    assert bundle.manifest["n_interactions"] > 0 and all(
-        c["test"] > 0 for c in bundle.manifest["counts"].values()
-    )
+    assert bundle.manifest["n_interactions"] > 0 and all(c["test"] > 0 for c in bundle.manifest["counts"].values())
     ev = Evaluator(bundle, EvalConfig(ks=(10,), slices=False), split="test")
     train_cfg = replace(preset.train, epochs=15, progress=False, checkpoint=False)
     results = {}

@@ -16,20 +16,35 @@ TRAIN = {"epochs": 2, "batch_size": 512, "lr": 0.01, "progress": False, "checkpo
 
 def test_report_renders_offline_with_the_results_numbers(tiny_bundle, tmp_path):
     run = tmp_path / "exp"
-    cfg = load_experiment(data={
-        "data": {"bundle": str(tiny_bundle.root)}, "train": TRAIN, "eval": {"ks": [5, 10]}, "seeds": [0, 1],
-        "out": str(run), "models": [
-            {"label": "pop", "name": "pop", "single_category": True},
-            {"label": "mf-single", "name": "mf", "mode": "single", "dim": 8},
-            {"label": "flag", "name": "mf", "dim": 8, "flagship": True}]})
+    cfg = load_experiment(
+        data={
+            "data": {"bundle": str(tiny_bundle.root)},
+            "train": TRAIN,
+            "eval": {"ks": [5, 10]},
+            "seeds": [0, 1],
+            "out": str(run),
+            "models": [
+                {"label": "pop", "name": "pop", "single_category": True},
+                {"label": "mf-single", "name": "mf", "mode": "single", "dim": 8},
+                {"label": "flag", "name": "mf", "dim": 8, "flagship": True},
+            ],
+        }
+    )
     run_experiment(cfg, bundle=tiny_bundle)
     tune_experiment(cfg, TuneBudget(trials=2), tmp_path / "exp-tune", bundle=tiny_bundle, only=["flag"])
     got = CliRunner().invoke(app, ["report", str(run), "--exposure-curve", "flag"])
     assert got.exit_code == 0, got.output
     page = (run / "report" / "report.html").read_text()
     pngs = sorted(p.name for p in (run / "report").glob("*.png"))
-    assert {"per_category.png", "cold_start.png", "metric_vs_k.png", "learning_curves.png", "exposure.png",
-            "exposure_curve.png", "tuning.png"} <= set(pngs)
+    assert {
+        "per_category.png",
+        "cold_start.png",
+        "metric_vs_k.png",
+        "learning_curves.png",
+        "exposure.png",
+        "exposure_curve.png",
+        "tuning.png",
+    } <= set(pngs)
     assert page.count('src="data:image/png;base64,') == len(pngs)  # every figure embedded
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", page)  # nothing fetched from the network
     assert "<script" not in page

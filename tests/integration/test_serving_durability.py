@@ -42,7 +42,9 @@ SERVER = textwrap.dedent("""
 
 
 def start(args: list[str], port: int) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-c", SERVER, *args, str(port), KEY], env=os.environ | {"OMP_NUM_THREADS": "1"})
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SERVER, *args, str(port), KEY], env=os.environ | {"OMP_NUM_THREADS": "1"}
+    )
     for _ in range(600):
         try:
             if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1.0).status_code == 200:

@@ -24,31 +24,44 @@ TRAIN = {"epochs": 3, "batch_size": 512, "lr": 0.01, "progress": False, "checkpo
 
 
 def _experiment(out, bundle_root, models):
-    return {"data": {"bundle": str(bundle_root)}, "train": TRAIN, "eval": {"ks": [10]}, "seeds": [0],
-            "out": str(out), "models": models}
+    return {
+        "data": {"bundle": str(bundle_root)},
+        "train": TRAIN,
+        "eval": {"ks": [10]},
+        "seeds": [0],
+        "out": str(out),
+        "models": models,
+    }
 
 
 def test_search_spaces_parse_and_bad_ones_name_the_key(tmp_path):
-    space = parse_space({"dim": [8, 16], "reg": {"low": 1e-6, "high": 1e-2, "log": True},
-                         "history.length": {"low": 5, "high": 20}}, "models[0]")
+    space = parse_space(
+        {"dim": [8, 16], "reg": {"low": 1e-6, "high": 1e-2, "log": True}, "history.length": {"low": 5, "high": 20}},
+        "models[0]",
+    )
     assert space["dim"].choices == (8, 16)
     assert space["reg"].log and not space["reg"].integer
     assert space["history.length"].integer
     assert split_point({"dim": 8, "train.lr": 0.1, "history.length": 5}) == (
-        {"dim": 8, "history": {"length": 5}}, {"lr": 0.1})
-    for bad, where in [({"reg": {"low": 0, "high": 1, "log": True}}, "log: true needs low > 0"),
-                       ({"reg": {"low": 2, "high": 1}}, "above high"),
-                       ({"reg": {"low": 1}}, "needs both low and high"),
-                       ({"reg": "big"}, "expected a list"),
-                       ({"reg": {"low": 0.1, "high": 1, "step": 2}}, "unknown key")]:
+        {"dim": 8, "history": {"length": 5}},
+        {"lr": 0.1},
+    )
+    for bad, where in [
+        ({"reg": {"low": 0, "high": 1, "log": True}}, "log: true needs low > 0"),
+        ({"reg": {"low": 2, "high": 1}}, "above high"),
+        ({"reg": {"low": 1}}, "needs both low and high"),
+        ({"reg": "big"}, "expected a list"),
+        ({"reg": {"low": 0.1, "high": 1, "step": 2}}, "unknown key"),
+    ]:
         with pytest.raises(ConfigError, match=where):
             parse_space(bad, "models[0]")
     base = _experiment(tmp_path / "o", tmp_path / "b", [])
     with pytest.raises(ConfigError, match=r"models\[0\]\.search\.dimm"):
         load_experiment(data=base | {"models": [{"label": "a", "name": "mf", "search": {"dimm": [1, 2]}}]})
     with pytest.raises(ConfigError, match="grid and search"):
-        load_experiment(data=base | {"models": [{"label": "a", "name": "mf", "grid": {"dim": [4]},
-                                                 "search": {"dim": [4, 8]}}]})
+        load_experiment(
+            data=base | {"models": [{"label": "a", "name": "mf", "grid": {"dim": [4]}, "search": {"dim": [4, 8]}}]}
+        )
 
 
 def test_tune_reads_validation_only_and_writes_a_usable_best_yaml(tiny_bundle, tmp_path, monkeypatch):
@@ -61,12 +74,22 @@ def test_tune_reads_validation_only_and_writes_a_usable_best_yaml(tiny_bundle, t
             return _original(self, split, *a, **k)
 
         monkeypatch.setattr(Bundle, name, spy)
-    cfg = load_experiment(data=_experiment(tmp_path / "exp", tiny_bundle.root, [
-        {"label": "pop", "name": "pop", "single_category": True},
-        {"label": "mf", "name": "mf", "dim": 8,
-         "search": {"dim": [8, 16], "train.lr": {"low": 0.001, "high": 0.05, "log": True}}},
-        {"label": "knn", "name": "itemknn", "mode": "single"},  # the default space
-    ]))
+    cfg = load_experiment(
+        data=_experiment(
+            tmp_path / "exp",
+            tiny_bundle.root,
+            [
+                {"label": "pop", "name": "pop", "single_category": True},
+                {
+                    "label": "mf",
+                    "name": "mf",
+                    "dim": 8,
+                    "search": {"dim": [8, 16], "train.lr": {"low": 0.001, "high": 0.05, "log": True}},
+                },
+                {"label": "knn", "name": "itemknn", "mode": "single"},  # the default space
+            ],
+        )
+    )
     result = tune_experiment(cfg, TuneBudget(trials=3), tmp_path / "tune", bundle=tiny_bundle)
     assert "test" not in seen and "valid" in seen  # the test split was never read while tuning
     assert set(result["models"]) == {"mf", "knn"}  # pop has nothing to tune
@@ -90,9 +113,21 @@ def test_tune_reads_validation_only_and_writes_a_usable_best_yaml(tiny_bundle, t
 
 
 def test_pruning_reports_every_validation_and_stops_trailing_trials(tiny_bundle, tmp_path):
-    cfg = load_experiment(data=_experiment(tmp_path / "exp", tiny_bundle.root, [
-        {"label": "mf", "name": "mf", "dim": 8, "train": {"epochs": 5, "patience": 0},
-         "search": {"train.lr": {"low": 1e-5, "high": 0.05, "log": True}}}]))
+    cfg = load_experiment(
+        data=_experiment(
+            tmp_path / "exp",
+            tiny_bundle.root,
+            [
+                {
+                    "label": "mf",
+                    "name": "mf",
+                    "dim": 8,
+                    "train": {"epochs": 5, "patience": 0},
+                    "search": {"train.lr": {"low": 1e-5, "high": 0.05, "log": True}},
+                }
+            ],
+        )
+    )
     result = tune_experiment(cfg, TuneBudget(trials=8), tmp_path / "tune", bundle=tiny_bundle)
     trials = result["models"]["mf"]["trials"]
     assert all(len(t["curve"]) >= 1 for t in trials)  # each validation was reported
@@ -109,14 +144,28 @@ def _states(db: Path) -> list[tuple[int, str]]:
         return []
 
 
+@pytest.mark.slow  # real processes killed and resumed
 def test_killed_mid_trial_resumes_without_losing_or_duplicating_a_trial(tmp_path):
     exp = tmp_path / "exp.yaml"
-    exp.write_text(yaml.safe_dump({
-        "data": {"dataset": "synthetic", "bundle": str(tmp_path / "bundle")},
-        "prepare": {"split": "leave_last_out"}, "eval": {"ks": [10]}, "seeds": [0], "out": str(tmp_path / "exp"),
-        "train": {"epochs": 8, "patience": 0, "batch_size": 1024, "progress": False, "checkpoint": False},
-        "models": [{"label": "mf", "name": "mf", "search": {"dim": [16, 32, 64], "train.lr": {"low": 0.001, "high": 0.01}}}],
-    }))
+    exp.write_text(
+        yaml.safe_dump(
+            {
+                "data": {"dataset": "synthetic", "bundle": str(tmp_path / "bundle")},
+                "prepare": {"split": "leave_last_out"},
+                "eval": {"ks": [10]},
+                "seeds": [0],
+                "out": str(tmp_path / "exp"),
+                "train": {"epochs": 8, "patience": 0, "batch_size": 1024, "progress": False, "checkpoint": False},
+                "models": [
+                    {
+                        "label": "mf",
+                        "name": "mf",
+                        "search": {"dim": [16, 32, 64], "train.lr": {"low": 0.001, "high": 0.01}},
+                    }
+                ],
+            }
+        )
+    )
     cmd = [sys.executable, "-m", "crossrec.cli", "tune", str(exp), "--trials", "3", "--out", str(tmp_path / "tune")]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     db = tmp_path / "tune" / "study.sqlite3"
@@ -146,8 +195,20 @@ def test_killed_mid_trial_resumes_without_losing_or_duplicating_a_trial(tmp_path
 def test_ctrl_c_mid_trial_resumes_like_a_kill(tiny_bundle, tmp_path, monkeypatch):
     import crossrec.pipeline as pipeline
 
-    cfg = load_experiment(data=_experiment(tmp_path / "exp", tiny_bundle.root, [
-        {"label": "mf", "name": "mf", "dim": 8, "search": {"dim": [4, 8, 16], "train.lr": {"low": 0.001, "high": 0.05}}}]))
+    cfg = load_experiment(
+        data=_experiment(
+            tmp_path / "exp",
+            tiny_bundle.root,
+            [
+                {
+                    "label": "mf",
+                    "name": "mf",
+                    "dim": 8,
+                    "search": {"dim": [4, 8, 16], "train.lr": {"low": 0.001, "high": 0.05}},
+                }
+            ],
+        )
+    )
     real, calls = pipeline.train, []
 
     def interrupted_second(*a, **k):
@@ -161,8 +222,9 @@ def test_ctrl_c_mid_trial_resumes_like_a_kill(tiny_bundle, tmp_path, monkeypatch
         tune_experiment(cfg, TuneBudget(trials=3), tmp_path / "tune", bundle=tiny_bundle)
     monkeypatch.setattr(pipeline, "train", real)
     said: list[str] = []
-    trials = tune_experiment(cfg, TuneBudget(trials=3), tmp_path / "tune", bundle=tiny_bundle,
-                             progress=said.append)["models"]["mf"]["trials"]
+    trials = tune_experiment(cfg, TuneBudget(trials=3), tmp_path / "tune", bundle=tiny_bundle, progress=said.append)[
+        "models"
+    ]["mf"]["trials"]
     assert any("trial 1 was interrupted" in s for s in said)
     finished = [t for t in trials if not t.get("interrupted")]
     assert len(finished) == 3 and [t.get("retry_of") for t in finished].count(1) == 1

@@ -22,6 +22,8 @@ from crossrec.serving.config import ServeConfig
 from crossrec.serving.service import Service
 from crossrec.serving.store import SQLiteStore
 
+pytestmark = pytest.mark.browser
+
 KEY = "page-key"
 
 
@@ -61,7 +63,13 @@ def browser():
         pytest.fail("the browser test needs Debian's chromium and chromium-driver (`make test` installs them)")
     opts = webdriver.ChromeOptions()
     opts.binary_location = chromium
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,1400"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1280,1400",
+    ):
         opts.add_argument(arg)
     b = webdriver.Chrome(service=DriverService(executable_path=driver), options=opts)
     yield b
@@ -87,8 +95,13 @@ def test_a_person_sees_history_recommendations_explanations_and_similar_items(se
     url, bundle = server
     user = str(bundle.raw_user_ids()[0])
     browser.get(f"{url}/?user={user}")
-    recs = wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#recs .category ol li")
-                    if len(browser.find_elements(By.CSS_SELECTOR, "#recs .category ol")) == len(bundle.categories) else None)
+    recs = wait_for(
+        lambda: (
+            browser.find_elements(By.CSS_SELECTOR, "#recs .category ol li")
+            if len(browser.find_elements(By.CSS_SELECTOR, "#recs .category ol")) == len(bundle.categories)
+            else None
+        )
+    )
     headings = [h.text for h in browser.find_elements(By.CSS_SELECTOR, "#recs h3")]
     assert headings == bundle.categories
     assert len(recs) == 5 * len(bundle.categories)

@@ -79,15 +79,27 @@ def test_switching_model_drops_the_preset_options_of_the_other_model(tmp_path):
     assert load_config(p, ["--model.dim=8"]).model.params == {"dim": 8}  # same model: options merge
 
 
-@pytest.mark.parametrize("build, message", [
-    (lambda: __import__("crossrec.training.config", fromlist=["TrainConfig"]).TrainConfig(epochs=0),
-     r"train\.epochs=0; expected an integer >= 1"),
-    (lambda: __import__("crossrec.config", fromlist=["ServeConfig"]).ServeConfig(port=70000),
-     r"serve\.port=70000; expected a value <= 65535"),
-    (lambda: __import__("crossrec.data.config", fromlist=["PrepareConfig"]).PrepareConfig(test_ratio=1.0),
-     r"prepare\.test_ratio=1\.0; expected a share in \[0, 1\)"),
-    (lambda: __import__("crossrec.models.mf", fromlist=["MFConfig"]).MFConfig(dim=0), r"dim=0; expected an integer >= 1"),
-])
+@pytest.mark.parametrize(
+    "build, message",
+    [
+        (
+            lambda: __import__("crossrec.training.config", fromlist=["TrainConfig"]).TrainConfig(epochs=0),
+            r"train\.epochs=0; expected an integer >= 1",
+        ),
+        (
+            lambda: __import__("crossrec.config", fromlist=["ServeConfig"]).ServeConfig(port=70000),
+            r"serve\.port=70000; expected a value <= 65535",
+        ),
+        (
+            lambda: __import__("crossrec.data.config", fromlist=["PrepareConfig"]).PrepareConfig(test_ratio=1.0),
+            r"prepare\.test_ratio=1\.0; expected a share in \[0, 1\)",
+        ),
+        (
+            lambda: __import__("crossrec.models.mf", fromlist=["MFConfig"]).MFConfig(dim=0),
+            r"dim=0; expected an integer >= 1",
+        ),
+    ],
+)
 def test_a_fields_range_is_declared_beside_it_and_holds_for_python_built_configs(build, message):
     """Ranges are declared in the field's annotation (typed.Bounds): a config built in Python is
     checked on construction as a YAML one is by from_dict."""

@@ -35,8 +35,18 @@ def _exception_classes() -> list[type]:
 def test_every_crossrec_error_is_a_crossrec_error():
     classes = _exception_classes()
     names = {c.__name__ for c in classes}
-    assert {"ConfigError", "DataError", "CorruptFileError", "ProvenanceError", "ServingError", "StoreError",
-            "ResumeError", "PseudonymKeyError", "OutputError", "EncoderError"} <= names
+    assert {
+        "ConfigError",
+        "DataError",
+        "CorruptFileError",
+        "ProvenanceError",
+        "ServingError",
+        "StoreError",
+        "ResumeError",
+        "PseudonymKeyError",
+        "OutputError",
+        "EncoderError",
+    } <= names
     # private classes (a leading underscore) are control flow inside one module, never raised to a caller
     public = [c for c in classes if not c.__name__.startswith("_")]
     stray = [f"{c.__module__}.{c.__name__}" for c in public if not issubclass(c, errors.CrossrecError)]
@@ -44,21 +54,27 @@ def test_every_crossrec_error_is_a_crossrec_error():
 
 
 def test_old_names_stay_importable_and_value_errors():
+    from crossrec.artifact import ProvenanceError
     from crossrec.data.pseudonym import PseudonymKeyError
     from crossrec.data.schema import DataError
     from crossrec.encoders.text import EncoderError
     from crossrec.io import CorruptFileError, OutputError
-    from crossrec.artifact import ProvenanceError
     from crossrec.serving.errors import ServingError
     from crossrec.serving.store import StoreError
     from crossrec.training.trainer import ResumeError
     from crossrec.typed import ConfigError
 
     kinds = {
-        DataError: errors.InputDataError, ConfigError: errors.ConfigError, ResumeError: errors.ConfigError,
-        PseudonymKeyError: errors.ConfigError, EncoderError: errors.ConfigError, OutputError: errors.OutputError,
-        CorruptFileError: errors.ArtifactError, ProvenanceError: errors.ArtifactError,
-        StoreError: errors.ArtifactError, ServingError: errors.RequestError,
+        DataError: errors.InputDataError,
+        ConfigError: errors.ConfigError,
+        ResumeError: errors.ConfigError,
+        PseudonymKeyError: errors.ConfigError,
+        EncoderError: errors.ConfigError,
+        OutputError: errors.OutputError,
+        CorruptFileError: errors.ArtifactError,
+        ProvenanceError: errors.ArtifactError,
+        StoreError: errors.ArtifactError,
+        ServingError: errors.RequestError,
     }
     for cls, kind in kinds.items():
         assert issubclass(cls, kind) and issubclass(cls, ValueError), cls
@@ -70,8 +86,14 @@ def test_kinds_keep_the_builtin_they_replaced():
     assert issubclass(errors.MissingInputError, FileNotFoundError)
     assert issubclass(errors.MissingArtifactError, FileNotFoundError)
     assert issubclass(errors.NumericError, FloatingPointError)
-    for kind in (errors.InputDataError, errors.ConfigError, errors.ArtifactError, errors.OutputError,
-                 errors.RequestError, errors.NumericError):
+    for kind in (
+        errors.InputDataError,
+        errors.ConfigError,
+        errors.ArtifactError,
+        errors.OutputError,
+        errors.RequestError,
+        errors.NumericError,
+    ):
         assert issubclass(kind, errors.CrossrecError) and issubclass(kind, ValueError)
 
 
@@ -101,14 +123,17 @@ def test_a_bug_exits_1_as_an_internal_error(monkeypatch, exc):
     assert "Traceback" not in r.output
 
 
-@pytest.mark.parametrize("exc", [
-    errors.ConfigError("train.lr=-1; expected a number > 0"),
-    errors.UnknownNameError("unknown user 'nobody'"),
-    errors.MissingInputError("no such file: 'x.csv'"),
-    errors.NumericError("loss became nan at epoch 1; lower train.lr"),
-    FileNotFoundError(2, "No such file or directory", "/nowhere/x.csv"),  # an OSError about a path
-    PermissionError(13, "Permission denied", "/root/x.csv"),
-])
+@pytest.mark.parametrize(
+    "exc",
+    [
+        errors.ConfigError("train.lr=-1; expected a number > 0"),
+        errors.UnknownNameError("unknown user 'nobody'"),
+        errors.MissingInputError("no such file: 'x.csv'"),
+        errors.NumericError("loss became nan at epoch 1; lower train.lr"),
+        FileNotFoundError(2, "No such file or directory", "/nowhere/x.csv"),  # an OSError about a path
+        PermissionError(13, "Permission denied", "/root/x.csv"),
+    ],
+)
 def test_bad_input_exits_2_with_its_message(monkeypatch, exc):
     r = _prepare_raising(monkeypatch, exc)
     assert r.exit_code == 2, r.output

@@ -50,7 +50,9 @@ def test_config_errors_name_the_field(tmp_path):
     with pytest.raises(ConfigError, match=r"models\[0\]\.flagship: expected true/false"):
         load_experiment(data=dict(good, models=[{"label": "a", "name": "mf", "flagship": "yes"}]))
     with pytest.raises(ConfigError, match=r"models\[1\]\.seeds"):
-        load_experiment(data=dict(good, models=[{"label": "a", "name": "mf"}, {"label": "b", "name": "mf", "seeds": ["x"]}]))
+        load_experiment(
+            data=dict(good, models=[{"label": "a", "name": "mf"}, {"label": "b", "name": "mf", "seeds": ["x"]}])
+        )
     with pytest.raises(ConfigError, match=r"models\[0\]\.mode='both'"):
         load_experiment(data=dict(good, models=[{"label": "a", "name": "mf", "mode": "both"}]))
 
@@ -71,8 +73,20 @@ def test_model_entries_and_overrides(tmp_path):
     assert run.train.seed == 3 and run.seed == 3 and run.model.params == {"dim": 8}
     assert run.out.endswith("mf-pooled/seed-3")
     # A model's own `encoder:` options merge over the experiment's.
-    tuned = load_experiment(data=experiment_dict(tmp_path, tmp_path, models=[
-        {"label": "t", "name": "crossrec", "item_tower": "text+id", "encoder": {"finetune": "lora", "lora_r": 4}}]))
+    tuned = load_experiment(
+        data=experiment_dict(
+            tmp_path,
+            tmp_path,
+            models=[
+                {
+                    "label": "t",
+                    "name": "crossrec",
+                    "item_tower": "text+id",
+                    "encoder": {"finetune": "lora", "lora_r": 4},
+                }
+            ],
+        )
+    )
     run = tuned.run_config(tuned.models[0], 0)
     assert run.encoder.finetune == "lora" and run.encoder.lora_r == 4 and run.model.params == {"item_tower": "text+id"}
 
@@ -88,7 +102,9 @@ def test_run_experiment_means_stds_and_report(tiny_bundle, tmp_path, monkeypatch
     # Mean and (population) std over the seeds, checked by hand on one row.
     vals = runs.filter((pl.col("model") == "mf-pooled") & (pl.col("category") == "ALL") & (pl.col("slice") == "all"))
     a, b = vals.sort("seed")["ndcg@10"].to_list()
-    summ = res.summary().filter((pl.col("model") == "mf-pooled") & (pl.col("category") == "ALL") & (pl.col("slice") == "all"))
+    summ = res.summary().filter(
+        (pl.col("model") == "mf-pooled") & (pl.col("category") == "ALL") & (pl.col("slice") == "all")
+    )
     assert summ["ndcg@10"][0] == pytest.approx((a + b) / 2)
     assert summ["ndcg@10_std"][0] == pytest.approx(abs(a - b) / 2)
     md = (tmp_path / "exp" / "results.md").read_text()
@@ -158,10 +174,26 @@ def test_gain_and_best_single_by_hand(tmp_path):
     rows = []
     for model, books, music in (("pop", 0.10, 0.05), ("s", 0.20, 0.04), ("x", 0.25, 0.03)):
         for cat, v in (("books", books), ("music", music)):
-            rows.append({"model": model, "seed": 0, "protocol": "full ranking", "category": cat, "slice": "all",
-                         "n_users": 10, "ndcg@10": v, "recall@10": v})
-    info = {"n_users": 10, "n_items": 5, "n_interactions": 50, "categories": ["books", "music"], "split": "x",
-            "train_rows": {"books": 40, "music": 10}}
+            rows.append(
+                {
+                    "model": model,
+                    "seed": 0,
+                    "protocol": "full ranking",
+                    "category": cat,
+                    "slice": "all",
+                    "n_users": 10,
+                    "ndcg@10": v,
+                    "recall@10": v,
+                }
+            )
+    info = {
+        "n_users": 10,
+        "n_items": 5,
+        "n_interactions": 50,
+        "categories": ["books", "music"],
+        "split": "x",
+        "train_rows": {"books": 40, "music": 10},
+    }
     res = ExperimentResult(cfg, pl.DataFrame(rows), info, {})
     assert res.best_single("ndcg@10", "books", "all") == ("s", pytest.approx(0.20))
     assert res.best_single("ndcg@10", "music", "all") == ("pop", pytest.approx(0.05))

@@ -2,7 +2,7 @@
 floor or below, lazy and TYPE_CHECKING imports included, and no two files import each other.
 
 Floors, lowest first (a package's modules share its floor):
-io, typed, errors, collectives, kernels -> data -> encoders -> models -> evaluation -> training
+io, typed, errors, extras, collectives, kernels -> data -> encoders -> models -> evaluation -> training
 -> artifact, distributed -> config, pipeline, update -> experiment -> serving -> cli, demo.
 `collectives` (process-group primitives the loop and the evaluator call) sits with `io`;
 `distributed` (launching and joining the group) stays above training.
@@ -15,7 +15,15 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 FLOORS = [
-    ("crossrec", "crossrec.io", "crossrec.typed", "crossrec.errors", "crossrec.collectives", "crossrec.kernels"),
+    (
+        "crossrec",
+        "crossrec.io",
+        "crossrec.typed",
+        "crossrec.errors",
+        "crossrec.extras",
+        "crossrec.collectives",
+        "crossrec.kernels",
+    ),
     ("crossrec.data",),
     ("crossrec.encoders",),
     ("crossrec.models",),
@@ -34,8 +42,11 @@ def floor(module: str) -> int:
     best, length = None, -1
     for i, names in enumerate(FLOORS):
         for name in names:
-            if (module == name or module.startswith(name + ".")) and len(name) > length and (
-                    name != "crossrec" or module == "crossrec"):
+            if (
+                (module == name or module.startswith(name + "."))
+                and len(name) > length
+                and (name != "crossrec" or module == "crossrec")
+            ):
                 best, length = i, len(name)
     assert best is not None, f"{module} is on no floor: add it to FLOORS (and to ARCHITECTURE's order)"
     return best
@@ -68,8 +79,12 @@ def graph() -> dict[str, list[tuple[int, str]]]:
 
 
 def test_no_import_climbs_a_floor():
-    climbs = [f"{m} (floor {floor(m)}) imports {t} (floor {floor(t)}) at line {line}"
-              for m, targets in graph().items() for line, t in targets if floor(t) > floor(m)]
+    climbs = [
+        f"{m} (floor {floor(m)}) imports {t} (floor {floor(t)}) at line {line}"
+        for m, targets in graph().items()
+        for line, t in targets
+        if floor(t) > floor(m)
+    ]
     assert not climbs, "imports that climb a floor:\n" + "\n".join(climbs)
 
 

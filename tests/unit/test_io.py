@@ -96,9 +96,11 @@ def test_lock_is_exclusive_reentrant_and_removed_on_release(tmp_path):
     import sys
 
     root = tmp_path / "out"
-    code = ("import sys; from crossrec.io import run_lock, OutputError\n"
-            "try:\n    with run_lock(sys.argv[1], 'out'): print('got it')\n"
-            "except OutputError as e: print(e)")
+    code = (
+        "import sys; from crossrec.io import run_lock, OutputError\n"
+        "try:\n    with run_lock(sys.argv[1], 'out'): print('got it')\n"
+        "except OutputError as e: print(e)"
+    )
     with run_lock(root, "out"):
         with run_lock(root, "out"):  # the same process may nest
             p = subprocess.run([sys.executable, "-c", code, str(root)], capture_output=True, text=True)

@@ -26,8 +26,10 @@ ALLOWED = {
     ("serving/api.py", "hasattr(self, '_json')"): "the request's parsed-body cache (Starlette's own pattern)",
     ("experiment/spec.py", "getattr(model, section)"): "`model` is a ModelRun (an experiment entry), not a model",
     ("experiment/tune.py", "getattr(m, key)"): "`m` is a ModelRun (an experiment entry), not a model",
-    ("training/adversarial.py", "getattr(m, 'apr_point', False)"):
-        "a marker on sub-modules (which ones APR perturbs), read over named_modules, not a model capability",
+    (
+        "training/adversarial.py",
+        "getattr(m, 'apr_point', False)",
+    ): "a marker on sub-modules (which ones APR perturbs), read over named_modules, not a model capability",
 }
 
 
@@ -61,8 +63,10 @@ def probes() -> list[tuple[str, int, str]]:
 
 def test_no_capability_probes_in_src():
     bad = [f"src/crossrec/{rel}:{line}: {call}" for rel, line, call in probes() if (rel, call) not in ALLOWED]
-    assert not bad, ("probe(s) of what an object can do; declare a protocol in models/base.py and use "
-                     "isinstance (or allow a non-model use in ALLOWED, with the reason):\n" + "\n".join(bad))
+    assert not bad, (
+        "probe(s) of what an object can do; declare a protocol in models/base.py and use "
+        "isinstance (or allow a non-model use in ALLOWED, with the reason):\n" + "\n".join(bad)
+    )
 
 
 def test_every_allowed_probe_still_exists():
@@ -74,5 +78,7 @@ def test_every_allowed_probe_still_exists():
 def test_the_walk_finds_a_probe():
     tree = ast.parse("ok = hasattr(x, 'a')\nbad = getattr(self.model, 'lenders', None)\nfine = getattr(cfg, 'lr')")
     calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)]
-    flagged = [ast.unparse(c) for c in calls if c.func.id == "hasattr" or (c.func.id == "getattr" and _model_like(c.args[0]))]
+    flagged = [
+        ast.unparse(c) for c in calls if c.func.id == "hasattr" or (c.func.id == "getattr" and _model_like(c.args[0]))
+    ]
     assert flagged == ["hasattr(x, 'a')", "getattr(self.model, 'lenders', None)"]

@@ -41,7 +41,7 @@ class Sizes:
     categories: tuple[str, ...]
 
     @classmethod
-    def from_bundle(cls, bundle: Bundle) -> "Sizes":
+    def from_bundle(cls, bundle: Bundle) -> Sizes:
         return cls(
             n_users=bundle.n_users,
             n_items=bundle.n_items,
@@ -76,7 +76,7 @@ class Sizes:
         }
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> "Sizes":
+    def from_json(cls, d: dict[str, Any]) -> Sizes:
         return cls(
             n_users=int(d["n_users"]),
             n_items=int(d["n_items"]),
@@ -104,7 +104,7 @@ class Batch:
     category: Tensor
     ratings: Tensor | None = None
 
-    def to(self, device: torch.device | str) -> "Batch":
+    def to(self, device: torch.device | str) -> Batch:
         return Batch(
             users=self.users.to(device, non_blocking=True),
             pos_items=self.pos_items.to(device, non_blocking=True),
@@ -113,7 +113,7 @@ class Batch:
             ratings=None if self.ratings is None else self.ratings.to(device, non_blocking=True),
         )
 
-    def pin_memory(self) -> "Batch":
+    def pin_memory(self) -> Batch:
         return Batch(
             users=self.users.pin_memory(),
             pos_items=self.pos_items.pin_memory(),

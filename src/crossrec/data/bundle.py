@@ -27,10 +27,11 @@ Example:
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, cast
 
 import numpy as np
 import polars as pl
@@ -71,7 +72,9 @@ class Bundle:
     root: Path | None = None
     image_vectors: np.ndarray | None = None  # [n_items, d] float32, rows in item-id order; zeros where absent
     image_present: np.ndarray | None = None  # [n_items] bool: the source had a vector for this item
-    text_vectors: np.ndarray | None = None  # [n_items, d] float32 item-text vectors (in memory: encoders/text.py attaches them)
+    text_vectors: np.ndarray | None = (
+        None  # [n_items, d] float32 item-text vectors (in memory: encoders/text.py attaches them)
+    )
     _csr_cache: dict[tuple[Any, ...], sp.csr_matrix] = field(default_factory=dict, repr=False)
 
     # ------------------------------------------------------------------ sizes and id maps
@@ -214,9 +217,7 @@ class Bundle:
             return rows
         return rows.filter(pl.col("category").is_in([int(c) for c in categories]))
 
-    def csr(
-        self, split: str | tuple[str, ...] = "train", category: int | str | None = None
-    ) -> sp.csr_matrix:
+    def csr(self, split: str | tuple[str, ...] = "train", category: int | str | None = None) -> sp.csr_matrix:
         """Binary user x item matrix of a split (cached).
 
         With `category`, columns are that category's local item positions: [n_users, n_items(c)].
@@ -256,7 +257,7 @@ class Bundle:
 
     # ------------------------------------------------------------------ persistence
     @classmethod
-    def load(cls, root: str | Path) -> "Bundle":
+    def load(cls, root: str | Path) -> Bundle:
         """Read a Bundle directory written by `save` (or by `prepare`).
 
         Raises:
@@ -270,8 +271,13 @@ class Bundle:
         root = Path(root)
         manifest_path = root / "manifest.json"
         if not root.is_dir():
-            raise DataError(root, None, None, "a prepared bundle directory (crossrec prepare writes one)",
-                            "a file" if root.exists() else "no such directory")
+            raise DataError(
+                root,
+                None,
+                None,
+                "a prepared bundle directory (crossrec prepare writes one)",
+                "a file" if root.exists() else "no such directory",
+            )
         if not manifest_path.is_file():
             raise DataError(root, None, None, "a prepared bundle directory with manifest.json")
         verify_checksums(root, "bundle", required=False, remedy="prepare it again")
@@ -282,15 +288,7 @@ class Bundle:
         missing = [k for k in ("categories", "n_items", "n_users") if k not in manifest]
         if missing:
             raise CorruptFileError(f"{manifest_path}: expected a bundle manifest with {missing}")
-        vectors = present = None
-        if (root / IMAGE_FILE).exists():
-            arrays = _read_safetensors_numpy(root / IMAGE_FILE)
-            vectors, present = arrays.get("vectors"), arrays.get("present")
-            if vectors is None or present is None or vectors.ndim != 2 or vectors.shape[0] != manifest.get("n_items") \
-                    or present.shape != (vectors.shape[0],):
-                shape = None if vectors is None else vectors.shape
-                raise DataError(root / IMAGE_FILE, None, "vectors", f"{manifest.get('n_items')} rows", str(shape))
-            present = present.astype(bool)
+        vectors, present = _read_image_vectors(root, manifest)
         bundle = cls(
             interactions=_read_parquet(root / "interactions.parquet", INTERACTION_COLUMNS),
             items=_read_parquet(root / "items.parquet", ("item", "raw_item", "category")),
@@ -301,18 +299,7 @@ class Bundle:
             image_present=present,
         )
         bundle._check_consistent()
-        stored = manifest.get("fingerprint")
-        if stored is not None:  # bundles prepared before fingerprints existed are not checked
-            fresh = bundle.fingerprint()
-            for part, file in (("ids", "users.parquet / items.parquet"), ("interactions", "interactions.parquet"),
-                               ("settings", "manifest.json"), ("sources", "manifest.json")):
-                if stored.get(part) != fresh[part]:
-                    raise CorruptFileError(
-                        f"{root}: {file} no longer matches the fingerprint prepare recorded in manifest.json "
-                        f"({part}); the bundle was edited or damaged: prepare it again"
-                    )
-        else:
-            manifest["fingerprint"] = bundle.fingerprint()
+        _check_fingerprint(bundle, root, manifest)
         return bundle
 
     def _check_consistent(self) -> None:
@@ -331,7 +318,10 @@ class Bundle:
             (self.interactions["split"], len(SPLIT_CODES), "interactions.parquet", "split"),
         )
         for col, n, file, name in checks:
-            if col.len() and (col.null_count() or col.min() < 0 or col.max() >= n):
+            if not col.len():
+                continue
+            lo, hi = cast(int, col.min()), cast(int, col.max())  # integer id columns (None only if all null)
+            if col.null_count() or lo < 0 or hi >= n:
                 raise CorruptFileError(f"{where}/{file}: column {name!r} has values outside 0..{n - 1}")
 
     def save(self, root: str | Path, what: str = "bundle directory") -> Path:
@@ -353,8 +343,10 @@ class Bundle:
                 from safetensors.numpy import save_file
 
                 present = np.ones(self.n_items, bool) if self.image_present is None else self.image_present
-                arrays = {"vectors": np.ascontiguousarray(self.image_vectors, dtype=np.float32),
-                          "present": present.astype(np.uint8)}
+                arrays: dict[str, np.ndarray] = {
+                    "vectors": np.ascontiguousarray(self.image_vectors, dtype=np.float32),
+                    "present": present.astype(np.uint8),
+                }
                 save_file(arrays, str(tmp / IMAGE_FILE))
             # last: the SHA-256 of every file above, verified by `load` before it parses them
             write_checksums(tmp, sorted(p.name for p in tmp.iterdir() if p.is_file()))
@@ -386,3 +378,42 @@ def _read_safetensors_numpy(path: Path) -> dict[str, np.ndarray]:
         return load_file(str(path))
     except Exception as e:
         raise CorruptFileError(f"{path}: expected a readable safetensors file ({str(e)[:200]})") from None
+
+
+def _read_image_vectors(root: Path, manifest: dict[str, Any]) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The Bundle's image vectors and their `present` flags, or (None, None) without the file."""
+    if not (root / IMAGE_FILE).exists():
+        return None, None
+    arrays = _read_safetensors_numpy(root / IMAGE_FILE)
+    vectors, present = arrays.get("vectors"), arrays.get("present")
+    if (
+        vectors is None
+        or present is None
+        or vectors.ndim != 2
+        or vectors.shape[0] != manifest.get("n_items")
+        or present.shape != (vectors.shape[0],)
+    ):
+        shape = None if vectors is None else vectors.shape
+        raise DataError(root / IMAGE_FILE, None, "vectors", f"{manifest.get('n_items')} rows", str(shape))
+    return vectors, present.astype(bool)
+
+
+def _check_fingerprint(bundle: Bundle, root: Path, manifest: dict[str, Any]) -> None:
+    """Refuse content that no longer matches the fingerprint prepare recorded (bundles prepared
+    before fingerprints existed get one computed now)."""
+    stored = manifest.get("fingerprint")
+    if stored is None:
+        manifest["fingerprint"] = bundle.fingerprint()
+        return
+    fresh = bundle.fingerprint()
+    for part, file in (
+        ("ids", "users.parquet / items.parquet"),
+        ("interactions", "interactions.parquet"),
+        ("settings", "manifest.json"),
+        ("sources", "manifest.json"),
+    ):
+        if stored.get(part) != fresh[part]:
+            raise CorruptFileError(
+                f"{root}: {file} no longer matches the fingerprint prepare recorded in manifest.json "
+                f"({part}); the bundle was edited or damaged: prepare it again"
+            )

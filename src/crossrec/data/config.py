@@ -18,19 +18,25 @@ class PrepareConfig(Checked):
 
     section = "prepare"
 
-    split: Literal["leave_last_out", "temporal", "random", "given"] = "leave_last_out"  # (str) leave_last_out | temporal | random | given
+    split: Literal["leave_last_out", "temporal", "random", "given"] = (
+        "leave_last_out"  # (str) leave_last_out | temporal | random | given
+    )
     valid: bool = True  # (bool) hold out a validation split (for early stopping)
     test_ratio: Share = 0.2  # (float) temporal / random: share of interactions in test
     valid_ratio: Share = 0.1  # (float) temporal / random: share of interactions in valid
     k_core: Count = 0  # (int) keep users and items with >= k interactions (0 = off); iterated
-    k_core_scope: Literal["global", "category"] = "global"  # (str) global: counts over all categories | category: within each
+    k_core_scope: Literal["global", "category"] = (
+        "global"  # (str) global: counts over all categories | category: within each
+    )
     dedupe: Literal["last", "first", "none"] = "last"  # (str) repeated (user, item): keep "last" | "first" | "none"
     cold_user_fraction: Share = 0.0  # (float) cold-start user protocol: share of multi-category users
     cold_user_category: str | None = None  # (str|None) target category of that protocol; None = random
     cold_user_valid_fraction: Share = 0.0  # (float) with a validation split: a further share of multi-category users (not those of the test draw) whose rows in one category go to validation, so new-to-category users are tuned and calibrated on (the new-user prior's weight: models/crossrec/prior.py)
     cold_item_fraction: Share = 0.0  # (float) cold-start item protocol: share of items whose every interaction goes to test (or valid: next option)
     cold_item_valid_share: Share = 0.5  # (float) share of those cold items whose interactions go to validation instead of test (with a validation split; 0 = all to test): what a model is tuned and calibrated on
-    zero_shot_category: str | None = None  # (str|None) zero-shot protocol: every interaction of this category goes to test
+    zero_shot_category: str | None = (
+        None  # (str|None) zero-shot protocol: every interaction of this category goes to test
+    )
     keep_unused_items: bool = False  # (bool) keep catalogue items that have no interaction at all
     seed: int = 0  # (int) seed of the random split and the cold-start user draw
     pseudonymise: bool = False  # (bool) replace raw user ids by HMAC-SHA256 under the key in $CROSSREC_PSEUDONYM_KEY (never stored; data/pseudonym.py)

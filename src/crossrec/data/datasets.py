@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import gzip
 import json
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal, Mapping
+from typing import Any, Literal
 
 import polars as pl
 
@@ -81,32 +82,15 @@ def read_amazon_reviews(
     """
     if shared_items not in ("error", "first"):
         raise ConfigError(f"shared_items={shared_items!r}; expected 'error' or 'first'")
-    inters, metas, review_files, meta_files = [], [], [], []
+    inters: list[pl.DataFrame] = []
+    metas: list[pl.DataFrame] = []
+    review_files: list[str] = []
+    meta_files: list[str] = []
     for category, (reviews, meta) in files.items():
-        new = bool(_first_keys(reviews, limits) & {"user_id", "parent_asin"})  # the 2023 release
-        names = ("user_id", "parent_asin", "rating", "timestamp", "text") if new else (
-            "reviewerID", "asin", "overall", "unixReviewTime", "reviewText")
-        fields = {"user": (names[0], "id"), "item": (names[1], "id"), "category": (category, "const"),
-                  "rating": (names[2], "rating"), "timestamp": (names[3], "timestamp_ms" if new else "timestamp")}
-        if text:
-            fields["text"] = (names[4], "text")
-        df = _read_fields(reviews, fields, "jsonl", None, frozenset({names[4]}), limits)  # 2023: milliseconds
-        inters.append(df.with_columns(pl.lit(len(review_files), pl.UInt32).alias(v.FILE)))
+        inters.append(_amazon_reviews_file(reviews, category, text, len(review_files), limits))
         review_files.append(str(reviews))
         if meta is not None:
-            keys = _first_keys(meta, limits)
-            item_fields = {
-                ITEM: ("parent_asin" if "parent_asin" in keys else "asin", "id"),
-                CATEGORY: (category, "const"),
-                TITLE: (TITLE, "text"),
-                DESCRIPTION: (DESCRIPTION, "text"),
-            }
-            df = _read_fields(meta, item_fields, "jsonl", None, frozenset({TITLE, DESCRIPTION}), limits=limits)
-            try:
-                df = df.with_columns(_join_json_lists(pl.col(DESCRIPTION)))
-            except pl.exceptions.PolarsError:  # text that only looks like a JSON list: keep it
-                pass
-            metas.append(df.with_columns(pl.lit(len(meta_files), pl.UInt32).alias(v.FILE)))
+            metas.append(_amazon_meta_file(meta, category, len(meta_files), limits))
             meta_files.append(str(meta))
     inter = pl.concat(inters, how="diagonal_relaxed")
     no_items = pl.DataFrame(schema={ITEM: pl.String, CATEGORY: pl.String})
@@ -121,6 +105,50 @@ def read_amazon_reviews(
     return inter.drop(v.LINE, v.FILE), items.drop(v.LINE, v.FILE, strict=False)
 
 
+def _amazon_reviews_file(
+    reviews: str | Path, category: str, text: bool, file_index: int, limits: Limits | None
+) -> pl.DataFrame:
+    """One category's Amazon reviews as canonical interactions (2014 / 2018 or 2023 field names,
+    told apart by the first record; 2023 timestamps are milliseconds), with `_line` and `_file` =
+    `file_index` for error locations."""
+    new = bool(_first_keys(reviews, limits) & {"user_id", "parent_asin"})  # the 2023 release
+    names = (
+        ("user_id", "parent_asin", "rating", "timestamp", "text")
+        if new
+        else ("reviewerID", "asin", "overall", "unixReviewTime", "reviewText")
+    )
+    fields = {
+        "user": (names[0], "id"),
+        "item": (names[1], "id"),
+        "category": (category, "const"),
+        "rating": (names[2], "rating"),
+        "timestamp": (names[3], "timestamp_ms" if new else "timestamp"),
+    }
+    if text:
+        fields["text"] = (names[4], "text")
+    df = _read_fields(reviews, fields, "jsonl", None, frozenset({names[4]}), limits)  # 2023: milliseconds
+    return df.with_columns(pl.lit(file_index, pl.UInt32).alias(v.FILE))
+
+
+def _amazon_meta_file(meta: str | Path, category: str, file_index: int, limits: Limits | None) -> pl.DataFrame:
+    """One category's Amazon metadata as canonical items (keyed by `parent_asin` where the first
+    record has it, else `asin`; a description given as a JSON list of strings is joined with
+    spaces), with `_line` and `_file` = `file_index` for error locations."""
+    keys = _first_keys(meta, limits)
+    item_fields = {
+        ITEM: ("parent_asin" if "parent_asin" in keys else "asin", "id"),
+        CATEGORY: (category, "const"),
+        TITLE: (TITLE, "text"),
+        DESCRIPTION: (DESCRIPTION, "text"),
+    }
+    df = _read_fields(meta, item_fields, "jsonl", None, frozenset({TITLE, DESCRIPTION}), limits=limits)
+    try:
+        df = df.with_columns(_join_json_lists(pl.col(DESCRIPTION)))
+    except pl.exceptions.PolarsError:  # text that only looks like a JSON list: keep it
+        pass
+    return df.with_columns(pl.lit(file_index, pl.UInt32).alias(v.FILE))
+
+
 def read_amazon_arts_office(root: str | Path, limits: Limits | None = None) -> RawDataset:
     """Read `amazon-arts-office` (Amazon Arts_Crafts_and_Sewing + Office_Products, URLLM).
 
@@ -131,12 +159,23 @@ def read_amazon_arts_office(root: str | Path, limits: Limits | None = None) -> R
     """
     root = Path(root)
     inter_path, items_path = _need(root, "interactions.csv.gz"), _need(root, "items.csv.gz")
-    inter = _read_fields(inter_path, {
-        "user": ("user_id", "id"), "item": ("item_id", "id"), "category": ("category", "id"),
-        "order": ("seq_pos", "order"), "source_split": ("split", "split"),
-    }, None, None, limits=limits)
+    inter = _read_fields(
+        inter_path,
+        {
+            "user": ("user_id", "id"),
+            "item": ("item_id", "id"),
+            "category": ("category", "id"),
+            "order": ("seq_pos", "order"),
+            "source_split": ("split", "split"),
+        },
+        None,
+        None,
+        limits=limits,
+    )
     v.check_one_category(inter, [str(inter_path)], "category")
-    items = read_items(items_path, ItemColumnMap(item="item_id", title="title", description="attributes"), limits=limits)
+    items = read_items(
+        items_path, ItemColumnMap(item="item_id", title="title", description="attributes"), limits=limits
+    )
     defaults = {"split": "leave_last_out", "order": "order"}
     return RawDataset(inter.drop(v.LINE), items, (inter_path, items_path), defaults)
 
@@ -150,10 +189,18 @@ def read_anime_mal(root: str | Path, limits: Limits | None = None) -> RawDataset
     root = Path(root)
     inter_path, items_path = _need(root, "interactions.csv.gz"), _need(root, "items.csv.gz")
     inter = read_interactions(inter_path, ColumnMap(user="user_id", item="item_id", rating="rating"), limits=limits)
-    items = _read_fields(items_path, {
-        "item": ("item_id", "id"), "category": ("category", "id"),
-        "title": ("title", "text"), "genres": ("genres", "text"),
-    }, None, None, limits=limits)
+    items = _read_fields(
+        items_path,
+        {
+            "item": ("item_id", "id"),
+            "category": ("category", "id"),
+            "title": ("title", "text"),
+            "genres": ("genres", "text"),
+        },
+        None,
+        None,
+        limits=limits,
+    )
     v.check_one_category(items, [str(items_path)], "category")
     items = items.drop(v.LINE).unique(ITEM, keep="first", maintain_order=True)
     defaults = {"split": "random", "test_ratio": 0.2, "valid_ratio": 0.1, "seed": 2024}
@@ -179,7 +226,7 @@ def _first_keys(path: str | Path, limits: Limits | None = None) -> set[str]:
     longer one, or anything unreadable, is reported with its line when the file is read)."""
     cap = (limits or Limits()).max_line_bytes + 1
     try:
-        with (gzip.open(path, "rb") if _is_gzip(path) else open(path, "rb")) as f:
+        with gzip.open(path, "rb") if _is_gzip(path) else open(path, "rb") as f:
             for _ in range(1000):  # blank lines before the first record
                 raw = f.readline(cap)
                 if not raw or (len(raw) == cap and not raw.endswith(b"\n")):

@@ -20,7 +20,7 @@ import numpy as np
 import polars as pl
 
 
-def _hash_strings(h: "hashlib._Hash", values: list[Any]) -> None:
+def _hash_strings(h: hashlib._Hash, values: list[Any]) -> None:
     h.update(str(len(values)).encode())
     h.update("\x00".join("" if v is None else str(v) for v in values).encode("utf-8", "surrogatepass"))
 
@@ -45,8 +45,12 @@ def fingerprint(
             inter.update(np.ascontiguousarray(arr).tobytes())
     settings = hashlib.sha256(json.dumps(manifest.get("settings", {}), sort_keys=True, default=str).encode())
     sources = hashlib.sha256(json.dumps(sorted(s.get("sha256", "") for s in manifest.get("sources", []))).encode())
-    parts = {"ids": ids.hexdigest(), "interactions": inter.hexdigest(),
-             "settings": settings.hexdigest(), "sources": sources.hexdigest()}
+    parts = {
+        "ids": ids.hexdigest(),
+        "interactions": inter.hexdigest(),
+        "settings": settings.hexdigest(),
+        "sources": sources.hexdigest(),
+    }
     parts["bundle"] = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
     return parts
 
@@ -60,7 +64,9 @@ FINGERPRINT_PARTS = {
 
 
 def fingerprint_differences(
-    trained: dict[str, Any], current: dict[str, Any], trained_settings: dict[str, Any] | None = None,
+    trained: dict[str, Any],
+    current: dict[str, Any],
+    trained_settings: dict[str, Any] | None = None,
     current_settings: dict[str, Any] | None = None,
 ) -> list[str]:
     """Readable list of what differs between two Bundle fingerprints (empty when they match)."""
@@ -68,9 +74,15 @@ def fingerprint_differences(
     for part, words in FINGERPRINT_PARTS.items():
         if trained.get(part) != current.get(part):
             if part == "settings" and trained_settings is not None and current_settings is not None:
-                keys = sorted(k for k in set(trained_settings) | set(current_settings)
-                              if trained_settings.get(k) != current_settings.get(k))
-                words = "the prepare settings (" + ", ".join(
-                    f"{k}: {trained_settings.get(k)!r} -> {current_settings.get(k)!r}" for k in keys) + ")"
+                keys = sorted(
+                    k
+                    for k in set(trained_settings) | set(current_settings)
+                    if trained_settings.get(k) != current_settings.get(k)
+                )
+                words = (
+                    "the prepare settings ("
+                    + ", ".join(f"{k}: {trained_settings.get(k)!r} -> {current_settings.get(k)!r}" for k in keys)
+                    + ")"
+                )
             out.append(words)
     return out

@@ -39,9 +39,10 @@ Example:
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Sequence
+from typing import cast
 
 import numpy as np
 import polars as pl
@@ -55,6 +56,7 @@ from crossrec.data.schema import CATEGORY_RULE, SCHEMA_VERSION, DataError, categ
 from crossrec.data.validate import show
 from crossrec.errors import InputDataError
 from crossrec.io import file_sha256
+
 
 def prepare(
     interactions: pl.DataFrame | pl.LazyFrame,
@@ -81,6 +83,40 @@ def prepare(
     cfg.validate()
     t0 = time.perf_counter()
     key = key_from_env() if cfg.pseudonymise else None  # before any work: a missing key fails fast
+    df = _read_interactions(interactions, cfg)
+    if key is not None:
+        df = pseudonymise_users(df, key)
+    _check_category_names(df, items)
+    _check_item_categories(df, items)
+
+    if cfg.k_core > 0:
+        df = _k_core(df, cfg.k_core, cfg.k_core_scope)
+        if df.height == 0:
+            raise InputDataError(f"k_core={cfg.k_core} removed every interaction; lower prepare.k_core")
+
+    df, users, items_out, categories = _map_ids(df, items, cfg.keep_unused_items)
+    df = _split_and_protocols(df, cfg, categories)
+    df = df.sort("user", "category", "order", "_row").drop("_row")
+    bundle = Bundle(
+        interactions=df,
+        items=items_out,
+        users=users,
+        manifest=_manifest(df, items_out, users, categories, cfg, sources),
+    )
+    if image_vectors is not None:
+        _attach_image_vectors(bundle, items_out, image_vectors)
+    if key is not None:
+        bundle.manifest["pseudonymised"] = manifest_entry(key)
+    bundle.manifest["prepare_seconds"] = round(time.perf_counter() - t0, 3)
+    if out_dir is not None:
+        bundle.save(out_dir)
+    return bundle
+
+
+def _read_interactions(interactions: pl.DataFrame | pl.LazyFrame, cfg: PrepareConfig) -> pl.DataFrame:
+    """The interactions prepare works on: the canonical columns checked, an `order` sort key
+    (timestamp, else the order column, else the source row position) and the source row `_row`,
+    deduplicated per `cfg.dedupe`, collected; an empty table is an error."""
     lf = interactions.lazy() if isinstance(interactions, pl.DataFrame) else interactions
     cols = lf.collect_schema().names()
     for need in ("user", "item", "category"):
@@ -108,17 +144,12 @@ def prepare(
     df = lf.collect()
     if df.height == 0:
         raise DataError("<interactions>", None, None, "at least one interaction")
-    if key is not None:
-        df = pseudonymise_users(df, key)
-    _check_category_names(df, items)
-    _check_item_categories(df, items)
+    return df
 
-    if cfg.k_core > 0:
-        df = _k_core(df, cfg.k_core, cfg.k_core_scope)
-        if df.height == 0:
-            raise InputDataError(f"k_core={cfg.k_core} removed every interaction; lower prepare.k_core")
 
-    df, users, items_out, categories = _map_ids(df, items, cfg.keep_unused_items)
+def _split_and_protocols(df: pl.DataFrame, cfg: PrepareConfig, categories: list[str]) -> pl.DataFrame:
+    """The train/valid/test split (checked), then the cold-start user, cold-start item and
+    zero-shot category protocols where configured, then the evaluation slices."""
     df = _split(df, cfg)
     _check_split(df, cfg)
     if cfg.cold_user_fraction > 0 or cfg.cold_user_valid_fraction > 0:
@@ -127,28 +158,18 @@ def prepare(
         df = protocols.cold_item_protocol(df, cfg)
     if cfg.zero_shot_category is not None:
         df = protocols.zero_shot_protocol(df, cfg, categories)
-    df = _slices(df)
+    return _slices(df)
 
-    df = df.sort("user", "category", "order", "_row").drop("_row")
-    bundle = Bundle(
-        interactions=df,
-        items=items_out,
-        users=users,
-        manifest=_manifest(df, items_out, users, categories, cfg, sources),
-    )
-    if image_vectors is not None:
-        bundle.image_vectors, bundle.image_present = _align_vectors(items_out, *image_vectors)
-        bundle.manifest["image_vectors"] = {
-            "dim": int(bundle.image_vectors.shape[1]),
-            "items_with_vector": int(bundle.image_present.sum()),
-            "vectors_without_item": int(len(image_vectors[0]) - bundle.image_present.sum()),
-        }
-    if key is not None:
-        bundle.manifest["pseudonymised"] = manifest_entry(key)
-    bundle.manifest["prepare_seconds"] = round(time.perf_counter() - t0, 3)
-    if out_dir is not None:
-        bundle.save(out_dir)
-    return bundle
+
+def _attach_image_vectors(bundle: Bundle, items: pl.DataFrame, image_vectors: tuple[Sequence[str], np.ndarray]) -> None:
+    """Align (raw item ids, vectors) to the Bundle's items (see `_align_vectors`) and note their
+    dimension and coverage in the manifest."""
+    bundle.image_vectors, bundle.image_present = _align_vectors(items, *image_vectors)
+    bundle.manifest["image_vectors"] = {
+        "dim": int(bundle.image_vectors.shape[1]),
+        "items_with_vector": int(bundle.image_present.sum()),
+        "vectors_without_item": int(len(image_vectors[0]) - bundle.image_present.sum()),
+    }
 
 
 def _align_vectors(items: pl.DataFrame, ids: Sequence[str], vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -207,9 +228,7 @@ def _k_core(df: pl.DataFrame, k: int, scope: str) -> pl.DataFrame:
     user_key = ["user"] if scope == "global" else ["user", "category"]
     for _ in range(100):
         n_before = df.height
-        df = df.filter(
-            (pl.len().over(user_key) >= k) & (pl.len().over("item") >= k)
-        )
+        df = df.filter((pl.len().over(user_key) >= k) & (pl.len().over("item") >= k))
         if df.height == n_before:
             return df
     return df
@@ -308,24 +327,32 @@ def _check_split(df: pl.DataFrame, cfg: PrepareConfig) -> None:
     n_test, n_train = int((codes == SPLIT_CODES["test"]).sum()), int((codes == SPLIT_CODES["train"]).sum())
     if n_test and n_train:
         return
-    size = f"after filtering{f' (prepare.k_core={cfg.k_core})' if cfg.k_core else ''}, {df.height} interactions of " \
-           f"{df['user'].n_unique()} users"
+    size = (
+        f"after filtering{f' (prepare.k_core={cfg.k_core})' if cfg.k_core else ''}, {df.height} interactions of "
+        f"{df['user'].n_unique()} users"
+    )
     if n_train == 0:
         raise InputDataError(f"too little data to split: {size}, and prepare.split={cfg.split} left none for training")
     per_group = df.group_by("user", "category").len()["len"]
-    most = int(per_group.max() or 0)
+    most = int(cast(int, per_group.max()) or 0)
     if cfg.split == "leave_last_out":
-        why = (f"no user has 2 or more interactions in one category (the most is {most}), which "
-               f"prepare.split=leave_last_out needs to hold one out")
+        why = (
+            f"no user has 2 or more interactions in one category (the most is {most}), which "
+            f"prepare.split=leave_last_out needs to hold one out"
+        )
     elif cfg.split == "random":
         n = pl.Series(range(2, 100_002))
         ok = ((n * cfg.test_ratio).round() >= 1).arg_true()
         need = f"at least {int(n[int(ok[0])])}" if len(ok) else "more"
-        why = (f"prepare.split=random with test_ratio={cfg.test_ratio:g} needs a user with {need} interactions in a "
-               f"category; the most is {most}")
+        why = (
+            f"prepare.split=random with test_ratio={cfg.test_ratio:g} needs a user with {need} interactions in a "
+            f"category; the most is {most}"
+        )
     else:
-        why = (f"prepare.split=temporal found no interaction after the {1 - cfg.test_ratio:g} quantile of time "
-               f"({df['order'].n_unique()} distinct times)")
+        why = (
+            f"prepare.split=temporal found no interaction after the {1 - cfg.test_ratio:g} quantile of time "
+            f"({df['order'].n_unique()} distinct times)"
+        )
     raise InputDataError(f"too little data to split: {size}, none for test: {why}")
 
 

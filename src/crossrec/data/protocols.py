@@ -23,7 +23,9 @@ if TYPE_CHECKING:
 
 
 def _to_test(df: pl.DataFrame, rows: pl.Expr) -> pl.DataFrame:
-    return df.with_columns(pl.when(rows).then(pl.lit(SPLIT_CODES["test"], pl.Int8)).otherwise(pl.col("split")).alias("split"))
+    return df.with_columns(
+        pl.when(rows).then(pl.lit(SPLIT_CODES["test"], pl.Int8)).otherwise(pl.col("split")).alias("split")
+    )
 
 
 def cold_user_protocol(df: pl.DataFrame, cfg: PrepareConfig, categories: list[str]) -> pl.DataFrame:
@@ -51,8 +53,12 @@ def cold_user_protocol(df: pl.DataFrame, cfg: PrepareConfig, categories: list[st
     if n_valid > 0:
         rest = multi.join(chosen, on="user", how="anti")
         to_valid = rest.sample(n=min(n_valid, rest.height), seed=cfg.seed + 4, shuffle=False)
-    marks = pl.concat([chosen.with_columns(pl.lit(SPLIT_CODES["test"], pl.Int8).alias("_to")),
-                       to_valid.with_columns(pl.lit(SPLIT_CODES["valid"], pl.Int8).alias("_to"))])
+    marks = pl.concat(
+        [
+            chosen.with_columns(pl.lit(SPLIT_CODES["test"], pl.Int8).alias("_to")),
+            to_valid.with_columns(pl.lit(SPLIT_CODES["valid"], pl.Int8).alias("_to")),
+        ]
+    )
     df = df.join(marks, on=["user", "category"], how="left")
     return df.with_columns(pl.coalesce("_to", "split").alias("split")).drop("_to")
 
@@ -69,8 +75,12 @@ def cold_item_protocol(df: pl.DataFrame, cfg: PrepareConfig) -> pl.DataFrame:
     to_valid = chosen.sample(fraction=share, seed=cfg.seed + 3, shuffle=False)
     to_test = chosen.filter(~chosen.is_in(to_valid.implode()))
     df = _to_test(df, pl.col("item").is_in(to_test.implode()))
-    return df.with_columns(pl.when(pl.col("item").is_in(to_valid.implode()))
-                           .then(pl.lit(SPLIT_CODES["valid"], pl.Int8)).otherwise(pl.col("split")).alias("split"))
+    return df.with_columns(
+        pl.when(pl.col("item").is_in(to_valid.implode()))
+        .then(pl.lit(SPLIT_CODES["valid"], pl.Int8))
+        .otherwise(pl.col("split"))
+        .alias("split")
+    )
 
 
 def zero_shot_protocol(df: pl.DataFrame, cfg: PrepareConfig, categories: list[str]) -> pl.DataFrame:

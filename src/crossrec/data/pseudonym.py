@@ -37,8 +37,10 @@ def key_from_env() -> bytes:
     """The key from `CROSSREC_PSEUDONYM_KEY`; PseudonymKeyError when unset or short."""
     key = os.environ.get(KEY_ENV, "")
     if not key:
-        raise PseudonymKeyError(f"prepare.pseudonymise: set the environment variable {KEY_ENV} to a secret key "
-                                f"(at least {MIN_KEY} characters); it is never stored")
+        raise PseudonymKeyError(
+            f"prepare.pseudonymise: set the environment variable {KEY_ENV} to a secret key "
+            f"(at least {MIN_KEY} characters); it is never stored"
+        )
     if len(key) < MIN_KEY:
         raise PseudonymKeyError(f"{KEY_ENV} is {len(key)} characters; use at least {MIN_KEY}")
     return key.encode()
@@ -58,8 +60,13 @@ def pseudonymise_users(df: pl.DataFrame, key: bytes) -> pl.DataFrame:
     """`df` with its `user` column replaced by pseudonyms (one HMAC per distinct user)."""
     users = df["user"].cast(pl.Utf8).unique()
     mapping = pl.DataFrame({"user": users, "_pseudonym": [pseudonym(u, key) for u in users.to_list()]})
-    return (df.with_columns(pl.col("user").cast(pl.Utf8)).join(mapping, on="user", how="left")
-            .drop("user").rename({"_pseudonym": "user"}).select(df.columns))
+    return (
+        df.with_columns(pl.col("user").cast(pl.Utf8))
+        .join(mapping, on="user", how="left")
+        .drop("user")
+        .rename({"_pseudonym": "user"})
+        .select(df.columns)
+    )
 
 
 def manifest_entry(key: bytes) -> dict[str, str]:
@@ -74,5 +81,13 @@ def checked_key(entry: dict[str, str]) -> bytes:
     return key
 
 
-__all__ = ["KEY_ENV", "PseudonymKeyError", "checked_key", "key_check", "key_from_env", "manifest_entry", "pseudonym",
-           "pseudonymise_users"]
+__all__ = [
+    "KEY_ENV",
+    "PseudonymKeyError",
+    "checked_key",
+    "key_check",
+    "key_from_env",
+    "manifest_entry",
+    "pseudonym",
+    "pseudonymise_users",
+]

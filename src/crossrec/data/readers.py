@@ -27,8 +27,8 @@ import io
 import json
 import typing
 import zlib
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 import polars as pl
@@ -47,10 +47,25 @@ from crossrec.data.schema import (
 )
 from crossrec.errors import ConfigError, MissingInputError
 
-FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".parquet": "parquet", ".pq": "parquet",
-           ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl"}
-_KINDS = {"user": "id", "item": "id", "category": "id", "rating": "rating", "timestamp": "timestamp",
-          "order": "order", "split": "split"}
+FORMATS = {
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".tab": "tsv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".jsonl": "jsonl",
+    ".json": "jsonl",
+    ".ndjson": "jsonl",
+}
+_KINDS = {
+    "user": "id",
+    "item": "id",
+    "category": "id",
+    "rating": "rating",
+    "timestamp": "timestamp",
+    "order": "order",
+    "split": "split",
+}
 
 
 def read_interactions(
@@ -180,9 +195,14 @@ def _interaction_fields(columns: ColumnMap) -> dict[str, tuple[str, str]]:
 
 
 def _item_fields(columns: ItemColumnMap) -> dict[str, tuple[str, str]]:
-    pairs = {ITEM: (columns.item, "id"), CATEGORY: (columns.category, "id"),
-             TITLE: (columns.title, "text"), DESCRIPTION: (columns.description, "text"), IMAGE: (columns.image, "text")}
-    return {k: p for k, p in pairs.items() if p[0] is not None}
+    pairs = {
+        ITEM: (columns.item, "id"),
+        CATEGORY: (columns.category, "id"),
+        TITLE: (columns.title, "text"),
+        DESCRIPTION: (columns.description, "text"),
+        IMAGE: (columns.image, "text"),
+    }
+    return {k: (src, kind) for k, (src, kind) in pairs.items() if src is not None}
 
 
 def _read_fields(
@@ -228,40 +248,60 @@ def _load(
     if not data.strip():
         raise DataError(file, None, None, "at least one data row", "an empty file")
     if fmt == "parquet":
-        try:
-            names = list(pl.read_parquet_schema(io.BytesIO(data)))
-            if sum(len(n.encode()) + 1 for n in names) - 1 > limits.max_header_bytes:
-                expected = f"column names of at most {limits.max_header_bytes} bytes together (data.max_header_bytes)"
-                raise DataError(file, None, None, expected, f"{len(names)} columns ({_names(names)})")
-            _check_columns(file, None, names, needed)
-            _check_parquet_sizes(data, file, needed, limits)
-            df = pl.read_parquet(io.BytesIO(data), columns=list(needed) if needed is not None else None)
-        except DataError:
-            raise
-        except Exception as e:  # polars raises several error types for a damaged file
-            raise DataError(file, None, None, "a readable Parquet file", v.show(str(e), 200)) from e
-        if df.height == 0:
-            raise DataError(file, None, None, "at least one data row", "a table with 0 rows")
-        df = df.with_columns(pl.int_range(1, df.height + 1, dtype=pl.Int64).alias(v.LINE))
-        v.check_cells(df, [file], limits.max_cell_bytes)
-        return df, None
+        return _load_parquet(data, file, needed, limits), None
     if fmt == "jsonl":
-        keys = set(_first_keys_of(data))
-        try:
-            schema = {c: pl.String for c in needed} if needed is not None else None
-            df = pl.read_ndjson(data, schema=schema, infer_schema_length=None)
-        except Exception as e:  # polars' ComputeError carries no line; find it ourselves
-            raise v.bad_json_line(data, file, e) from e
-        if needed is not None:  # a field absent from the first record and null everywhere is missing
-            gone = [c for c in needed if c not in keys | optional and df[c].null_count() == df.height]
-            _check_columns(file, None, [c for c in needed if c not in gone] + sorted(keys - set(needed)), needed)
-        lines = v.jsonl_row_lines(data)
-        if len(lines) != df.height:  # cannot happen for files polars read; keep going, roughly
-            lines = np.arange(1, df.height + 1)
-        df = df.with_columns(pl.Series(v.LINE, lines, dtype=pl.Int64))
-        v.check_cells(df, [file], limits.max_cell_bytes)
-        return df, None
+        return _load_jsonl(data, file, needed, optional, limits), None
     assert sep is not None
+    return _load_csv(data, file, sep, needed, limits), 1
+
+
+def _load_parquet(data: bytes, file: str, needed: Mapping[str, str] | None, limits: Limits) -> pl.DataFrame:
+    """`_load` for Parquet: column names and sizes checked against `limits` before the columns are
+    read; `_line` is the row number (from 1)."""
+    try:
+        names = list(pl.read_parquet_schema(io.BytesIO(data)))
+        if sum(len(n.encode()) + 1 for n in names) - 1 > limits.max_header_bytes:
+            expected = f"column names of at most {limits.max_header_bytes} bytes together (data.max_header_bytes)"
+            raise DataError(file, None, None, expected, f"{len(names)} columns ({_names(names)})")
+        _check_columns(file, None, names, needed)
+        _check_parquet_sizes(data, file, needed, limits)
+        df = pl.read_parquet(io.BytesIO(data), columns=list(needed) if needed is not None else None)
+    except DataError:
+        raise
+    except Exception as e:  # polars raises several error types for a damaged file
+        raise DataError(file, None, None, "a readable Parquet file", v.show(str(e), 200)) from e
+    if df.height == 0:
+        raise DataError(file, None, None, "at least one data row", "a table with 0 rows")
+    df = df.with_columns(pl.int_range(1, df.height + 1, dtype=pl.Int64).alias(v.LINE))
+    v.check_cells(df, [file], limits.max_cell_bytes)
+    return df
+
+
+def _load_jsonl(
+    data: bytes, file: str, needed: Mapping[str, str] | None, optional: frozenset[str], limits: Limits
+) -> pl.DataFrame:
+    """`_load` for JSON lines: needed fields read as strings (a field absent from the first record
+    and null everywhere is missing unless `optional`); `_line` is each record's line."""
+    keys = set(_first_keys_of(data))
+    try:
+        schema = {c: pl.String for c in needed} if needed is not None else None
+        df = pl.read_ndjson(data, schema=schema, infer_schema_length=None)
+    except Exception as e:  # polars' ComputeError carries no line; find it ourselves
+        raise v.bad_json_line(data, file, e) from e
+    if needed is not None:  # a field absent from the first record and null everywhere is missing
+        gone = [c for c in needed if c not in keys | optional and df[c].null_count() == df.height]
+        _check_columns(file, None, [c for c in needed if c not in gone] + sorted(keys - set(needed)), needed)
+    lines = v.jsonl_row_lines(data)
+    if len(lines) != df.height:  # cannot happen for files polars read; keep going, roughly
+        lines = np.arange(1, df.height + 1)
+    df = df.with_columns(pl.Series(v.LINE, lines, dtype=pl.Int64))
+    v.check_cells(df, [file], limits.max_cell_bytes)
+    return df
+
+
+def _load_csv(data: bytes, file: str, sep: str, needed: Mapping[str, str] | None, limits: Limits) -> pl.DataFrame:
+    """`_load` for CSV / TSV: header names checked, every column read as text; `_line` is each
+    row's first line, and blank rows are dropped."""
     lines, keep = v.csv_row_lines(data, sep, file)
     _check_header_names(data, sep, file)
     try:
@@ -277,7 +317,7 @@ def _load(
     if df.height == 0:
         raise DataError(file, 1, None, "at least one data row", "only a header")
     v.check_cells(df, [file], limits.max_cell_bytes)
-    return df, 1
+    return df
 
 
 def _check_header_names(data: bytes, sep: str, file: str) -> None:
@@ -344,8 +384,9 @@ def _read_bytes(path: str | Path, fmt: str, sep: str | None, limits: Limits) -> 
         raise MissingInputError(f"no such file: {name!r}")
     scan = None
     if fmt in _TEXT_KINDS:
-        scan = v.TextScan(name, _TEXT_KINDS[fmt], sep if fmt != "jsonl" else None,
-                          limits.max_line_bytes, limits.max_header_bytes)
+        scan = v.TextScan(
+            name, _TEXT_KINDS[fmt], sep if fmt != "jsonl" else None, limits.max_line_bytes, limits.max_header_bytes
+        )
     try:
         with open(file, "rb") as f:
             if f.read(2) != b"\x1f\x8b":
@@ -444,8 +485,13 @@ def _check_parquet_sizes(data: bytes, file: str, needed: typing.Any, limits: Lim
                 continue
             bound = chunk.num_values * limits.max_cell_bytes + (1 << 20)
             if chunk.total_uncompressed_size > bound:
-                raise DataError(file, None, name, f"values of at most {limits.max_cell_bytes} bytes (data.max_cell_bytes)",
-                                f"{chunk.total_uncompressed_size} bytes for {chunk.num_values} values in row group {g}")
+                raise DataError(
+                    file,
+                    None,
+                    name,
+                    f"values of at most {limits.max_cell_bytes} bytes (data.max_cell_bytes)",
+                    f"{chunk.total_uncompressed_size} bytes for {chunk.num_values} values in row group {g}",
+                )
 
 
 def _first_keys_of(data: bytes) -> list[str]:

@@ -37,8 +37,10 @@ SPLITS = ("train", "valid", "test")
 # the name of the evaluator's all-categories rows.
 ALL_CATEGORIES = "ALL"
 MAX_CATEGORY_CHARS = 200
-CATEGORY_RULE = (f"a non-blank category name of at most {MAX_CATEGORY_CHARS} characters, without control "
-                 f"characters, other than {ALL_CATEGORIES!r} (the all-categories rows' name)")
+CATEGORY_RULE = (
+    f"a non-blank category name of at most {MAX_CATEGORY_CHARS} characters, without control "
+    f"characters, other than {ALL_CATEGORIES!r} (the all-categories rows' name)"
+)
 
 
 def category_name_problem(name: object) -> str | None:
@@ -52,6 +54,7 @@ def category_name_problem(name: object) -> str | None:
     if name == ALL_CATEGORIES:
         return f"{ALL_CATEGORIES!r}, the name of the all-categories rows"
     return None
+
 
 SCHEMA_VERSION = 1
 

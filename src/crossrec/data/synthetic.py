@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import polars as pl
@@ -186,9 +187,7 @@ def _topic_vectors(
     return theta, _unit(vec)
 
 
-def _texts(
-    rng: np.random.Generator, category: str, theta: np.ndarray, ids: list[str]
-) -> tuple[list[str], list[str]]:
+def _texts(rng: np.random.Generator, category: str, theta: np.ndarray, ids: list[str]) -> tuple[list[str], list[str]]:
     """Titles and descriptions whose words come from each item's dominant topics."""
     vocab = TOPIC_WORDS.get(category) or tuple(
         tuple(f"{category}-t{k}-w{j}" for j in range(5)) for k in range(N_TOPICS)
@@ -218,9 +217,7 @@ def _cap(word: str) -> str:
     return "-".join(p.capitalize() for p in word.split("-"))
 
 
-def _gumbel_top_k(
-    rng: np.random.Generator, logits: np.ndarray, k: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
+def _gumbel_top_k(rng: np.random.Generator, logits: np.ndarray, k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Sample k[u] distinct columns per row from softmax(logits[u]); returns (rows, cols)."""
     k_max = int(k.max(initial=0))
     if k_max == 0:
@@ -244,80 +241,149 @@ def generate_with_truth(
         user, item, category, timestamp (int64 s), rating (float64 1-5); items with columns
         item, category, title, description; and the `WorldTruth`.
     """
+    # One generator drawn in a fixed order (users, activity, then each category's items, choices
+    # and times, then ratings): the same config always gives the same world.
     rng = np.random.default_rng(cfg.seed)
-    n_cat, n_users, dim = len(cfg.categories), cfg.n_users, cfg.dim
-    centroids = _unit(rng.normal(size=(N_TOPICS, dim)))  # [K, dim]
+    centroids = _unit(rng.normal(size=(N_TOPICS, cfg.dim)))  # [K, dim]
+    shared, specific, pref = _user_tastes(rng, cfg, centroids)
+    counts, start = _activity(rng, cfg)
 
-    # Users: shared taste + one specific taste per category, mixed then normalised.
-    _, shared = _topic_vectors(rng, centroids, n_users, alpha=0.4, noise=0.5)  # [U, dim]
-    specific = np.stack([_topic_vectors(rng, centroids, n_users, 0.4, 0.5)[1] for _ in range(n_cat)])
+    catalogues: list[_Catalogue] = []
+    inter_parts: list[tuple[np.ndarray, ...]] = []
+    offset = 0
+    for c, (name, n_items) in enumerate(zip(cfg.categories, cfg.items_per_category)):
+        cat = _catalogue(rng, cfg, name, n_items, centroids)
+        u, i, is_final = _choices(rng, cfg, pref[c], cat, counts[c])
+        ts = _times(rng, start, u, is_final)
+        aff = np.einsum("nd,nd->n", pref[c, u], cat.vectors[i])  # [n] affinity of each chosen pair
+        inter_parts.append((u, i + offset, np.full(len(u), c), ts, aff))
+        catalogues.append(cat)
+        offset += n_items
+
+    interactions = _interaction_frame(rng, cfg, inter_parts, [x for cat in catalogues for x in cat.ids])
+    truth = WorldTruth(
+        topic_centroids=centroids,
+        user_shared=shared,
+        user_specific=specific,
+        user_pref=pref,
+        item_vectors=np.concatenate([cat.vectors for cat in catalogues]),
+        item_topics=np.concatenate([cat.theta for cat in catalogues]),
+        item_popularity=np.concatenate([cat.popularity for cat in catalogues]),
+        item_is_new=np.concatenate([cat.is_new for cat in catalogues]),
+        item_release=np.concatenate([cat.release for cat in catalogues]).astype(np.int64),
+        counts=counts,
+    )
+    return interactions, _item_frame(cfg, catalogues), truth
+
+
+class _Catalogue(NamedTuple):
+    """One category's generated items; every field is aligned with `ids`."""
+
+    ids: list[str]
+    theta: np.ndarray  # [I, n_topics] topic mixtures
+    vectors: np.ndarray  # [I, dim] unit item vectors
+    popularity: np.ndarray  # [I] popularity prior, sums to 1
+    is_new: np.ndarray  # [I] bool: released late
+    release: np.ndarray  # [I] release time (unix seconds)
+    titles: list[str]
+    descriptions: list[str]
+
+
+def _user_tastes(
+    rng: np.random.Generator, cfg: SyntheticConfig, centroids: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Users' shared taste [U, dim], specific tastes [C, U, dim] and the preference they choose by
+    [C, U, dim]: `shared_weight` of the shared taste plus the rest of the specific one, normalised."""
+    _, shared = _topic_vectors(rng, centroids, cfg.n_users, alpha=0.4, noise=0.5)  # [U, dim]
+    specific = np.stack([_topic_vectors(rng, centroids, cfg.n_users, 0.4, 0.5)[1] for _ in cfg.categories])
     pref = _unit(cfg.shared_weight * shared[None] + (1.0 - cfg.shared_weight) * specific)  # [C, U, dim]
+    return shared, specific, pref
 
-    # Activity: lognormal per user (mean 1) x gamma per (user, category) (mean 1) -> Poisson counts.
-    activity = rng.lognormal(-cfg.activity_sigma**2 / 2, cfg.activity_sigma, n_users)  # [U]
-    taste = rng.gamma(cfg.category_shape, 1.0 / cfg.category_shape, (n_cat, n_users))  # [C, U]
+
+def _activity(rng: np.random.Generator, cfg: SyntheticConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Interactions per (category, user) [C, U] and each user's first activity time [U].
+
+    Counts are Poisson around a lognormal per-user activity (mean 1) times a gamma per-(user,
+    category) taste (mean 1), capped at `MAX_SHARE` of the catalogue; a user with no interaction
+    anywhere gets one in the first category."""
+    n_users = cfg.n_users
+    activity = rng.lognormal(-(cfg.activity_sigma**2) / 2, cfg.activity_sigma, n_users)  # [U]
+    taste = rng.gamma(cfg.category_shape, 1.0 / cfg.category_shape, (len(cfg.categories), n_users))  # [C, U]
     means = np.asarray(cfg.interactions_per_user)[:, None] * activity[None] * taste
     caps = np.maximum(1, (MAX_SHARE * np.asarray(cfg.items_per_category)).astype(np.int64))
     counts = np.minimum(rng.poisson(means), caps[:, None])  # [C, U]
     counts[0, counts.sum(0) == 0] = 1  # everyone appears somewhere: give idle users one pick in the first
     start = T_START + rng.random(n_users) * 0.5 * (NEW_RELEASE - T_START)  # [U] first activity
+    return counts, start
 
-    item_ids, item_cats, titles, descs = [], [], [], []
-    vecs, topics, pops, news, releases = [], [], [], [], []
-    inter_parts = []
-    offset = 0
-    for c, (name, n_items) in enumerate(zip(cfg.categories, cfg.items_per_category)):
-        ids = [f"{name}-{i:0{max(4, len(str(n_items - 1)))}d}" for i in range(n_items)]
-        theta, v = _topic_vectors(rng, centroids, n_items, alpha=0.3, noise=0.4)  # [I, K], [I, dim]
-        rank = rng.permutation(n_items) + 1.0
-        pop = rank ** -cfg.popularity_exponent
-        pop /= pop.sum()  # [I]
-        n_new = int(round(cfg.new_item_fraction * n_items)) if cfg.new_item_fraction > 0 else 0
-        is_new = np.zeros(n_items, bool)
-        is_new[rng.choice(n_items, n_new, replace=False)] = True
-        release = np.where(is_new, NEW_RELEASE, T_START - rng.integers(0, 3 * 365 * 86_400, n_items))
-        t, d = _texts(rng, name, theta, ids)
 
-        # Choices: all but the last pick from the old catalogue; the last from everything left.
-        k = counts[c]
-        k_old = np.where(k >= 2, k - 1, k)
-        users, chosen, final = [], [], []
-        for lo in range(0, n_users, CHUNK):
-            sl = slice(lo, min(lo + CHUNK, n_users))
-            logits = pref[c, sl] @ v.T / cfg.temperature + np.log(pop)  # [chunk, I]
-            old = np.where(is_new[None], -np.inf, logits)
-            r, col = _gumbel_top_k(rng, old, k_old[sl])
-            users.append(r + lo), chosen.append(col), final.append(np.zeros(len(r), bool))
-            last = logits + NEW_ITEM_BOOST * is_new[None]
-            last[r, col] = -np.inf  # no repeats
-            need = np.flatnonzero(k[sl] >= 2)
-            pick = np.argmax(last[need] + rng.gumbel(size=(len(need), n_items)), axis=1)
-            users.append(need + lo), chosen.append(pick), final.append(np.ones(len(need), bool))
-        u, i, is_final = np.concatenate(users), np.concatenate(chosen), np.concatenate(final)
+def _catalogue(
+    rng: np.random.Generator, cfg: SyntheticConfig, name: str, n_items: int, centroids: np.ndarray
+) -> _Catalogue:
+    """One category's items: ids, topic mixtures and vectors, a Zipf-like popularity prior, the
+    late releases (`new_item_fraction`), release times, titles and descriptions."""
+    ids = [f"{name}-{i:0{max(4, len(str(n_items - 1)))}d}" for i in range(n_items)]
+    theta, v = _topic_vectors(rng, centroids, n_items, alpha=0.3, noise=0.4)  # [I, K], [I, dim]
+    rank = rng.permutation(n_items) + 1.0
+    pop = rank**-cfg.popularity_exponent
+    pop /= pop.sum()  # [I]
+    n_new = int(round(cfg.new_item_fraction * n_items)) if cfg.new_item_fraction > 0 else 0
+    is_new = np.zeros(n_items, bool)
+    is_new[rng.choice(n_items, n_new, replace=False)] = True
+    release = np.where(is_new, NEW_RELEASE, T_START - rng.integers(0, 3 * 365 * 86_400, n_items))
+    t, d = _texts(rng, name, theta, ids)
+    return _Catalogue(ids, theta, v, pop, is_new, release, t, d)
 
-        # Times: earlier picks in [start, NEW_RELEASE); the final pick in [NEW_RELEASE, T_END).
-        early = start[u] + rng.random(len(u)) * (NEW_RELEASE - start[u])
-        late = NEW_RELEASE + rng.random(len(u)) * (T_END - NEW_RELEASE)
-        ts = np.where(is_final, late, early).astype(np.int64)
-        aff = np.einsum("nd,nd->n", pref[c, u], v[i])  # [n] affinity of each chosen pair
-        inter_parts.append((u, i + offset, np.full(len(u), c), ts, aff))
 
-        item_ids += ids
-        item_cats += [name] * n_items
-        titles += t
-        descs += d
-        vecs.append(v), topics.append(theta), pops.append(pop), news.append(is_new), releases.append(release)
-        offset += n_items
+def _choices(
+    rng: np.random.Generator, cfg: SyntheticConfig, pref: np.ndarray, cat: _Catalogue, k: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each user's `k[u]` distinct picks in one category, as (users, items, is_final) arrays: all but
+    the last pick from the old catalogue; the last (for k >= 2) from everything left, new releases
+    boosted. `pref` is the category's [U, dim] preference; users go in blocks of `CHUNK`."""
+    n_users, n_items = len(k), len(cat.ids)
+    k_old = np.where(k >= 2, k - 1, k)
+    users, chosen, final = [], [], []
+    for lo in range(0, n_users, CHUNK):
+        sl = slice(lo, min(lo + CHUNK, n_users))
+        logits = pref[sl] @ cat.vectors.T / cfg.temperature + np.log(cat.popularity)  # [chunk, I]
+        old = np.where(cat.is_new[None], -np.inf, logits)
+        r, col = _gumbel_top_k(rng, old, k_old[sl])
+        users.append(r + lo)
+        chosen.append(col)
+        final.append(np.zeros(len(r), bool))
+        last = logits + NEW_ITEM_BOOST * cat.is_new[None]
+        last[r, col] = -np.inf  # no repeats
+        need = np.flatnonzero(k[sl] >= 2)
+        pick = np.argmax(last[need] + rng.gumbel(size=(len(need), n_items)), axis=1)
+        users.append(need + lo)
+        chosen.append(pick)
+        final.append(np.ones(len(need), bool))
+    return np.concatenate(users), np.concatenate(chosen), np.concatenate(final)
 
+
+def _times(rng: np.random.Generator, start: np.ndarray, u: np.ndarray, is_final: np.ndarray) -> np.ndarray:
+    """Interaction times (int64 s): earlier picks in [start, NEW_RELEASE); the final pick in
+    [NEW_RELEASE, T_END)."""
+    early = start[u] + rng.random(len(u)) * (NEW_RELEASE - start[u])
+    late = NEW_RELEASE + rng.random(len(u)) * (T_END - NEW_RELEASE)
+    return np.where(is_final, late, early).astype(np.int64)
+
+
+def _interaction_frame(
+    rng: np.random.Generator, cfg: SyntheticConfig, inter_parts: list[tuple[np.ndarray, ...]], item_ids: list[str]
+) -> pl.DataFrame:
+    """The interactions frame, sorted by user then timestamp (then item), from the per-category
+    (user, global item, category, timestamp, affinity) parts, with ratings drawn from the affinity:
+    standardised affinity + noise, centred at 3.6 as in real review data, rounded to 1..5."""
     u, gi, c, ts, aff = (np.concatenate(p) for p in zip(*inter_parts))
-    # Ratings: standardised affinity + noise, centred at 3.6 as in real review data, rounded to 1..5.
     z = (aff - aff.mean()) / (aff.std() + 1e-12)
     rating = np.clip(np.round(3.6 + 1.1 * z + rng.normal(0.0, cfg.rating_noise, len(z))), 1, 5)
-    width = max(5, len(str(n_users - 1)))
-    user_ids = np.array([f"u{j:0{width}d}" for j in range(n_users)])
+    width = max(5, len(str(cfg.n_users - 1)))
+    user_ids = np.array([f"u{j:0{width}d}" for j in range(cfg.n_users)])
     order = np.lexsort((gi, ts, u))
     item_ids_arr, cat_arr = np.array(item_ids), np.array(cfg.categories)
-    interactions = pl.DataFrame(
+    return pl.DataFrame(
         {
             USER: user_ids[u[order]],
             ITEM: item_ids_arr[gi[order]],
@@ -327,23 +393,19 @@ def generate_with_truth(
         },
         schema={USER: pl.Utf8, ITEM: pl.Utf8, CATEGORY: pl.Utf8, TIMESTAMP: pl.Int64, RATING: pl.Float64},
     )
-    items = pl.DataFrame(
-        {ITEM: item_ids, CATEGORY: item_cats, TITLE: titles, DESCRIPTION: descs},
+
+
+def _item_frame(cfg: SyntheticConfig, catalogues: list[_Catalogue]) -> pl.DataFrame:
+    """The items frame (item, category, title, description), categories in `cfg.categories` order."""
+    return pl.DataFrame(
+        {
+            ITEM: [x for cat in catalogues for x in cat.ids],
+            CATEGORY: [name for name, cat in zip(cfg.categories, catalogues) for _ in cat.ids],
+            TITLE: [x for cat in catalogues for x in cat.titles],
+            DESCRIPTION: [x for cat in catalogues for x in cat.descriptions],
+        },
         schema={ITEM: pl.Utf8, CATEGORY: pl.Utf8, TITLE: pl.Utf8, DESCRIPTION: pl.Utf8},
     )
-    truth = WorldTruth(
-        topic_centroids=centroids,
-        user_shared=shared,
-        user_specific=specific,
-        user_pref=pref,
-        item_vectors=np.concatenate(vecs),
-        item_topics=np.concatenate(topics),
-        item_popularity=np.concatenate(pops),
-        item_is_new=np.concatenate(news),
-        item_release=np.concatenate(releases).astype(np.int64),
-        counts=counts,
-    )
-    return interactions, items, truth
 
 
 def generate(cfg: SyntheticConfig = SyntheticConfig()) -> tuple[pl.DataFrame, pl.DataFrame]:

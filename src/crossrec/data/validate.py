@@ -24,7 +24,7 @@ import codecs
 import csv
 import io
 import json
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import polars as pl
@@ -266,7 +266,37 @@ def csv_row_lines(data: bytes, sep: str, file: str) -> tuple[np.ndarray, np.ndar
             an unclosed quote.
     """
     arr = np.frombuffer(data, dtype=np.uint8)
-    sep_byte = ord(sep)
+    newlines_all, record_ends, seps = _csv_scan(arr, ord(sep), file)
+    starts = np.concatenate(([0], record_ends + 1))
+    if len(arr) and arr[-1] != _NL:
+        record_ends = np.append(record_ends, len(arr))  # last record without a trailing newline
+    starts = starts[: len(record_ends)]
+    n_fields = np.ones(len(record_ends), dtype=np.int64)  # [n_records]
+    for first, counts in seps:
+        n_fields[first : first + len(counts)] += counts
+    length = record_ends - starts
+    first_byte = arr[np.minimum(starts, max(len(arr) - 1, 0))]
+    blank = (length == 0) | ((length == 1) & (first_byte == 0x0D))  # "" or a lone "\r"
+    lines = np.searchsorted(newlines_all, starts) + 1  # newlines before the start, 1-based
+    expected = n_fields[0]
+    bad = np.flatnonzero(~blank & (n_fields != expected))
+    if len(bad):
+        k = int(bad[0])
+        raise DataError(file, int(lines[k]), None, f"{expected} fields as in the header", f"{n_fields[k]} fields")
+    return lines[1:], ~blank[1:]
+
+
+def _csv_scan(arr: np.ndarray, sep_byte: int, file: str) -> tuple[np.ndarray, np.ndarray, list[tuple[int, np.ndarray]]]:
+    """One chunked pass over a CSV file's bytes for `csv_row_lines`.
+
+    Returns:
+        (newlines, record_ends, seps): the offset of every newline; of every newline outside
+        double quotes (a record's end); and per chunk, (first record with a delimiter, delimiters
+        outside quotes per record from there).
+
+    Raises:
+        DataError: at a quote that is never closed.
+    """
     newlines, ends, seps = [], [], []  # per chunk: all newlines, record ends, (first record, fields)
     parity, last_quote, n_ends = 0, -1, 0  # quotes seen so far (mod 2): 1 = inside a quoted field
     for lo in range(0, len(arr), _CHUNK):  # chunked so temporaries stay small on big files
@@ -291,23 +321,7 @@ def csv_row_lines(data: bytes, sep: str, file: str) -> tuple[np.ndarray, np.ndar
         line = int(np.searchsorted(newlines_all, last_quote)) + 1
         raise DataError(file, line, None, "balanced double quotes", "a quote that is never closed")
     record_ends = np.concatenate(ends) if ends else np.zeros(0, dtype=np.int64)
-    starts = np.concatenate(([0], record_ends + 1))
-    if len(arr) and arr[-1] != _NL:
-        record_ends = np.append(record_ends, len(arr))  # last record without a trailing newline
-    starts = starts[: len(record_ends)]
-    n_fields = np.ones(len(record_ends), dtype=np.int64)  # [n_records]
-    for first, counts in seps:
-        n_fields[first : first + len(counts)] += counts
-    length = record_ends - starts
-    first_byte = arr[np.minimum(starts, max(len(arr) - 1, 0))]
-    blank = (length == 0) | ((length == 1) & (first_byte == 0x0D))  # "" or a lone "\r"
-    lines = np.searchsorted(newlines_all, starts) + 1  # newlines before the start, 1-based
-    expected = n_fields[0]
-    bad = np.flatnonzero(~blank & (n_fields != expected))
-    if len(bad):
-        k = int(bad[0])
-        raise DataError(file, int(lines[k]), None, f"{expected} fields as in the header", f"{n_fields[k]} fields")
-    return lines[1:], ~blank[1:]
+    return newlines_all, record_ends, seps
 
 
 def jsonl_row_lines(data: bytes) -> np.ndarray:
@@ -411,7 +425,10 @@ def check_one_category(df: pl.DataFrame, files: Sequence[str], column: str | Non
     first = int(df.select((pl.col("item") == item).arg_true().first()).item())
     where = error_at(df, first, files, None, "", None)
     raise error_at(
-        df, row, files, column,
+        df,
+        row,
+        files,
+        column,
         f"item {item!r} in one category ({df['category'][first]!r}, as at {where.file}:{where.line})",
         repr(category),
     )

@@ -26,15 +26,23 @@ class EncoderConfig(Checked):
     template: str = DEFAULT_TEMPLATE  # (str) item text from item-table columns ({title}, {category}, {genres}, ...); empty or absent fields are dropped with their separator
     max_tokens: int = 64  # (int) token cap per item text (longer texts are truncated)
     batch_size: int = 256  # (int) texts per encoder batch
-    cache: str | None = None  # (str|None) vector cache directory; None = $CROSSREC_CACHE/text, else ~/.cache/crossrec/text
+    cache: str | None = (
+        None  # (str|None) vector cache directory; None = $CROSSREC_CACHE/text, else ~/.cache/crossrec/text
+    )
     device: str = "cpu"  # (str) cpu | cuda | cuda:N for encoding
-    finetune: Literal["frozen", "top_layers", "full", "lora"] = "frozen"  # (str) frozen: cached vectors | top_layers | full | lora: the encoder trains with the model
+    finetune: Literal["frozen", "top_layers", "full", "lora"] = (
+        "frozen"  # (str) frozen: cached vectors | top_layers | full | lora: the encoder trains with the model
+    )
     top_layers: int = 2  # (int) finetune=top_layers: how many of the last transformer layers train
     lora_r: int = 8  # (int) finetune=lora: rank of the LoRA updates
     lora_alpha: float = 16.0  # (float) finetune=lora: LoRA scale numerator
     lr: float = 2e-5  # (float) learning rate of the encoder's trained weights (finetune != frozen)
-    image_model: str | None = None  # (str|None) a local sentence-transformers directory that reads images (e.g. a saved CLIP): encodes the image files named by data.item_columns.image for a text+id+image tower when data.image_vectors is not set
-    image_root: str | None = None  # (str|None) folder the item table's image paths are relative to; None = the item table's folder
+    image_model: str | None = (
+        None  # (str|None) a local sentence-transformers directory that reads images (e.g. a saved CLIP): encodes the image files named by data.item_columns.image for a text+id+image tower when data.image_vectors is not set
+    )
+    image_root: str | None = (
+        None  # (str|None) folder the item table's image paths are relative to; None = the item table's folder
+    )
     image_batch_size: int = 32  # (int) images per encoder batch
     train_items: int = 256  # (int) finetune: distinct positive items per batch encoded afresh with gradients (the rest read the per-epoch cache)
 

@@ -19,7 +19,8 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +29,7 @@ from torch import Tensor, nn
 from crossrec.encoders.config import EncoderConfig
 from crossrec.encoders.text import load_text_model
 from crossrec.errors import ConfigError
+from crossrec.extras import require
 
 
 def _open_weights(model: Any, cfg: EncoderConfig) -> Any:
@@ -38,14 +40,21 @@ def _open_weights(model: Any, cfg: EncoderConfig) -> Any:
         p.requires_grad_(cfg.finetune == "full")
     if cfg.finetune == "top_layers":
         layers = auto.encoder.layer
-        for layer in layers[max(0, len(layers) - cfg.top_layers):]:
+        for layer in layers[max(0, len(layers) - cfg.top_layers) :]:
             for p in layer.parameters():
                 p.requires_grad_(True)
     elif cfg.finetune == "lora":
+        require("text", "encoder.finetune='lora'", "peft")
         from peft import LoraConfig, get_peft_model
 
-        lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, target_modules=["query", "value"],
-                          lora_dropout=0.0, bias="none")
+        # peft annotates lora_alpha as int; it only divides by r, and encoder.lora_alpha is a float
+        lora = LoraConfig(
+            r=cfg.lora_r,
+            lora_alpha=cfg.lora_alpha,  # type: ignore[arg-type]
+            target_modules=["query", "value"],
+            lora_dropout=0.0,
+            bias="none",
+        )
         transformer.auto_model = get_peft_model(auto, lora)
     return model
 
@@ -56,6 +65,11 @@ class LiveTextEncoder(nn.Module):
     The item texts are tokenised once (`texts`, rows in item-id order); `forward(items)` runs the
     encoder on those rows, `encode_all()` on every item without gradients.
     """
+
+    # buffers (nn.Module's attribute lookup cannot type them)
+    input_ids_: Tensor
+    attention_mask_: Tensor
+    present_: Tensor
 
     def __init__(self, cfg: EncoderConfig, texts: Sequence[str]) -> None:
         super().__init__()
@@ -90,7 +104,7 @@ class LiveTextEncoder(nn.Module):
         n, bs = len(self.input_ids_), self.cfg.batch_size
         # longest texts first keeps each batch's padding small
         order = torch.argsort(self.attention_mask_.sum(1), descending=True)
-        parts = [self(order[i:i + bs]) for i in range(0, n, bs)]
+        parts = [self(order[i : i + bs]) for i in range(0, n, bs)]
         out = torch.empty(n, parts[0].shape[1], device=parts[0].device)
         out[order] = torch.cat(parts)
         self.train(was)

@@ -27,9 +27,10 @@ import hashlib
 import logging
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -42,6 +43,7 @@ from crossrec.encoders.text import (
     resolve_model,
     write_cache,
 )
+from crossrec.extras import require
 
 if TYPE_CHECKING:
     from crossrec.data.bundle import Bundle
@@ -65,22 +67,33 @@ class SentenceTransformerImages:
 
     def __init__(self, cfg: EncoderConfig) -> None:
         if not cfg.image_model:
-            raise EncoderError("encoder.image_model is not set: point it at a local sentence-transformers "
-                               "directory that reads images (e.g. a CLIP model saved with SentenceTransformer.save)")
+            raise EncoderError(
+                "encoder.image_model is not set: point it at a local sentence-transformers "
+                "directory that reads images (e.g. a CLIP model saved with SentenceTransformer.save)"
+            )
         os.environ["HF_HUB_OFFLINE"] = "1"
         os.environ["TRANSFORMERS_OFFLINE"] = "1"
         try:
             path, self.model_id = resolve_model(cfg.image_model)
         except EncoderError as e:
             raise EncoderError(str(e).replace("encoder.model=", "encoder.image_model=")) from None
+        require("text", "encoder.image_model (encoding images)", "sentence_transformers", "transformers")
         from sentence_transformers import SentenceTransformer
 
         self.model = SentenceTransformer(str(path), device=cfg.device, local_files_only=True)
         self.batch_size = cfg.image_batch_size
 
     def encode(self, images: list[Any], progress: bool = False) -> np.ndarray:
-        return np.asarray(self.model.encode(images, batch_size=self.batch_size, normalize_embeddings=True,
-                                            convert_to_numpy=True, show_progress_bar=progress), dtype=np.float32)
+        return np.asarray(
+            self.model.encode(
+                images,
+                batch_size=self.batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=progress,
+            ),
+            dtype=np.float32,
+        )
 
 
 @dataclass
@@ -106,8 +119,9 @@ def _open(path: Path) -> Any:
         return im.convert("RGB")
 
 
-def encode_images(paths: Sequence[Path | None], cfg: EncoderConfig, progress: bool = True,
-                  encoder: ImageEncoder | None = None) -> ImageVectors:
+def encode_images(
+    paths: Sequence[Path | None], cfg: EncoderConfig, progress: bool = True, encoder: ImageEncoder | None = None
+) -> ImageVectors:
     """Vectors of the image files `paths` (rows aligned; None = no image), from the cache where
     possible; only images whose bytes are not cached go through the model."""
     t0 = time.perf_counter()
@@ -132,7 +146,7 @@ def encode_images(paths: Sequence[Path | None], cfg: EncoderConfig, progress: bo
         _, first = np.unique(np.ascontiguousarray(keys[todo]).view("V32").ravel(), return_index=True)
         todo = todo[np.sort(first)]
         images, ok = [], []
-        for n in todo:
+        for n in todo.tolist():
             try:
                 images.append(_open(Path(paths[n])))  # type: ignore[arg-type]
                 ok.append(n)
@@ -152,19 +166,26 @@ def encode_images(paths: Sequence[Path | None], cfg: EncoderConfig, progress: bo
     if stored_vecs is not None:
         out[ok_rows] = stored_vecs[rows[ok_rows]]
     if missing:
-        log.warning("item images: %d missing or unreadable (first: %s); those items have no image vector",
-                    len(missing), missing[0])
-    return ImageVectors(out, ok_rows, encoder.model_id, encoded, int(ok_rows.sum()) - encoded, len(missing),
-                        time.perf_counter() - t0)
+        log.warning(
+            "item images: %d missing or unreadable (first: %s); those items have no image vector",
+            len(missing),
+            missing[0],
+        )
+    return ImageVectors(
+        out, ok_rows, encoder.model_id, encoded, int(ok_rows.sum()) - encoded, len(missing), time.perf_counter() - t0
+    )
 
 
 def bundle_image_paths(bundle: Bundle, root: str | Path) -> list[Path | None]:
     """Each Bundle item's image file (item-id order), or None where the item table names none."""
     if "image" not in bundle.items.columns:
-        raise EncoderError("encoder.image_model is set but the item table has no image column: map one with "
-                           "data.item_columns.image")
+        raise EncoderError(
+            "encoder.image_model is set but the item table has no image column: map one with data.item_columns.image"
+        )
     base = Path(root)
-    return [None if not p else (Path(p) if Path(p).is_absolute() else base / p) for p in bundle.items["image"].to_list()]
+    return [
+        None if not p else (Path(p) if Path(p).is_absolute() else base / p) for p in bundle.items["image"].to_list()
+    ]
 
 
 def attach_images(bundle: Bundle, cfg: EncoderConfig, root: str | Path, progress: bool = True) -> ImageVectors:
@@ -172,10 +193,23 @@ def attach_images(bundle: Bundle, cfg: EncoderConfig, root: str | Path, progress
     `bundle.image_present`."""
     iv = encode_images(bundle_image_paths(bundle, cfg.image_root or root), cfg, progress=progress)
     bundle.image_vectors, bundle.image_present = iv.vectors, iv.present
-    log.info("item images: %d items, %d from the cache, %d encoded (%s) in %.1fs; %d without an image",
-             len(iv.vectors), iv.cached, iv.encoded, iv.model_id, iv.seconds, int((~iv.present).sum()))
+    log.info(
+        "item images: %d items, %d from the cache, %d encoded (%s) in %.1fs; %d without an image",
+        len(iv.vectors),
+        iv.cached,
+        iv.encoded,
+        iv.model_id,
+        iv.seconds,
+        int((~iv.present).sum()),
+    )
     return iv
 
 
-__all__ = ["ImageEncoder", "ImageVectors", "SentenceTransformerImages", "attach_images", "bundle_image_paths",
-           "encode_images"]
+__all__ = [
+    "ImageEncoder",
+    "ImageVectors",
+    "SentenceTransformerImages",
+    "attach_images",
+    "bundle_image_paths",
+    "encode_images",
+]

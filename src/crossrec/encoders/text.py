@@ -21,15 +21,17 @@ import logging
 import os
 import string
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import metadata, util
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from crossrec.encoders.config import EncoderConfig
+from crossrec.encoders.config import DEFAULT_MODEL, EncoderConfig
 from crossrec.errors import ConfigError
+from crossrec.extras import require
 from crossrec.io import load_tensors, save_tensors
 
 if TYPE_CHECKING:
@@ -76,8 +78,9 @@ def item_texts(items: pl.DataFrame, categories: Sequence[str], template: str) ->
     names = [n for _, n in parts if n]
     have = set(items.columns) | {"category"}
     if not any(n in have for n in names):
-        raise ConfigError(f"encoder.template={template!r}: none of its fields {names} is an item column "
-                         f"(have: {sorted(have)})")
+        raise ConfigError(
+            f"encoder.template={template!r}: none of its fields {names} is an item column (have: {sorted(have)})"
+        )
     cols: dict[str, list[str]] = {}
     for n in dict.fromkeys(names):
         if n == "category":
@@ -114,7 +117,12 @@ def resolve_model(name: str) -> tuple[Path, str]:
             h.update(w.read_bytes())
         return path, f"dir:{path.resolve().name}:{h.hexdigest()[:16]}"
     module = name.replace("-", "_")
-    spec = util.find_spec(module) if module.isidentifier() else None
+    try:
+        spec = util.find_spec(module) if module.isidentifier() else None
+    except (ImportError, ValueError):  # a package that cannot be imported counts as absent
+        spec = None
+    if spec is None and name == DEFAULT_MODEL:  # the default model comes with the text extra
+        require("text", f"encoder.model={name!r} (text-aware models)", module)
     if spec is None or spec.origin is None:
         raise EncoderError(
             f"encoder.model={name!r} is neither a local model directory nor an installed package; "
@@ -136,6 +144,7 @@ def load_text_model(cfg: EncoderConfig) -> Any:
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
     path, _ = resolve_model(cfg.model)
+    require("text", "encoding item text (text-aware models)", "sentence_transformers", "transformers")
     from sentence_transformers import SentenceTransformer
 
     model = SentenceTransformer(str(path), device=cfg.device, local_files_only=True)
@@ -196,9 +205,16 @@ def encode_texts(texts: Sequence[str], cfg: EncoderConfig, progress: bool = True
         _, first = np.unique(np.ascontiguousarray(keys[todo]).view("V32").ravel(), return_index=True)
         uniq_idx = todo[np.sort(first)]
         model = model if model is not None else load_text_model(cfg)
-        new = np.asarray(model.encode([texts[i] for i in uniq_idx], batch_size=cfg.batch_size,
-                                      normalize_embeddings=True, show_progress_bar=progress,
-                                      convert_to_numpy=True), dtype=np.float32)
+        new = np.asarray(
+            model.encode(
+                [texts[i] for i in uniq_idx],
+                batch_size=cfg.batch_size,
+                normalize_embeddings=True,
+                show_progress_bar=progress,
+                convert_to_numpy=True,
+            ),
+            dtype=np.float32,
+        )
         dim = new.shape[1]
         stored_keys = np.concatenate([stored_keys, keys[uniq_idx]])
         stored_vecs = new if stored_vecs is None else np.concatenate([stored_vecs, new])
@@ -209,8 +225,14 @@ def encode_texts(texts: Sequence[str], cfg: EncoderConfig, progress: bool = True
     ok = present & (rows >= 0)
     if stored_vecs is not None:
         out[ok] = stored_vecs[rows[ok]]
-    return TextVectors(out, present, model_id, encoded=len(uniq_idx), cached=int(present.sum()) - len(uniq_idx),
-                       seconds=time.perf_counter() - t0)
+    return TextVectors(
+        out,
+        present,
+        model_id,
+        encoded=len(uniq_idx),
+        cached=int(present.sum()) - len(uniq_idx),
+        seconds=time.perf_counter() - t0,
+    )
 
 
 def read_cache(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
@@ -226,9 +248,14 @@ def write_cache(path: Path, keys: np.ndarray, vecs: np.ndarray, meta: dict[str, 
     import torch
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_tensors(path, {"hashes": torch.from_numpy(np.ascontiguousarray(keys)),
-                        "vectors": torch.from_numpy(np.ascontiguousarray(vecs, dtype=np.float32))},
-                 meta | {"rows": str(len(keys))})
+    save_tensors(
+        path,
+        {
+            "hashes": torch.from_numpy(np.ascontiguousarray(keys)),
+            "vectors": torch.from_numpy(np.ascontiguousarray(vecs, dtype=np.float32)),
+        },
+        meta | {"rows": str(len(keys))},
+    )
 
 
 def bundle_texts(bundle: Bundle, cfg: EncoderConfig) -> list[str]:
@@ -244,6 +271,13 @@ def attach_text(bundle: Bundle, cfg: EncoderConfig, progress: bool = True) -> Te
     """Encode (or take from the cache) every item's text and set `bundle.text_vectors`."""
     tv = encode_bundle(bundle, cfg, progress=progress)
     bundle.text_vectors = tv.vectors
-    log.info("item text: %d items, %d from the cache, %d encoded (%s) in %.1fs; %d without text",
-             len(tv.vectors), tv.cached, tv.encoded, tv.model_id, tv.seconds, int((~tv.present).sum()))
+    log.info(
+        "item text: %d items, %d from the cache, %d encoded (%s) in %.1fs; %d without text",
+        len(tv.vectors),
+        tv.cached,
+        tv.encoded,
+        tv.model_id,
+        tv.seconds,
+        int((~tv.present).sum()),
+    )
     return tv

@@ -71,8 +71,9 @@ class CrossLists:
     k: int
 
     @classmethod
-    def build(cls, model: Any, bundle: Bundle, split: str, k: int, batch_size: int = 1024,
-              mask_seen: bool = True) -> "CrossLists":
+    def build(
+        cls, model: Any, bundle: Bundle, split: str, k: int, batch_size: int = 1024, mask_seen: bool = True
+    ) -> CrossLists:
         users = np.flatnonzero(np.diff(bundle.csr(split).indptr))
         device = device_of(model)
         items, scores, cats = [], [], []
@@ -112,7 +113,7 @@ class CrossLists:
 
     def category_lists(self, c: int) -> torch.Tensor:
         """[U, k] category c's own top-k (global ids, -1 padding)."""
-        return self.items[:, c * self.k:(c + 1) * self.k]
+        return self.items[:, c * self.k : (c + 1) * self.k]
 
     def merged(self) -> torch.Tensor:
         """[U, k] positions (into the candidate columns) of the top k across categories."""
@@ -188,8 +189,9 @@ def _cross_ndcg(bundle: Bundle, split: str, users: np.ndarray, chosen: torch.Ten
     return float((gains.sum(1) / ideal).mean())
 
 
-def cross_metrics(bundle: Bundle, split: str, lists: CrossLists, picks: torch.Tensor,
-                  target: torch.Tensor) -> dict[str, Any]:
+def cross_metrics(
+    bundle: Bundle, split: str, lists: CrossLists, picks: torch.Tensor, target: torch.Tensor
+) -> dict[str, Any]:
     """Exposure, reach, gap (against `target`, the interaction shares) and cross NDCG of the merged
     lists given by candidate positions `picks`."""
     n_cat = bundle.n_categories
@@ -199,13 +201,18 @@ def cross_metrics(bundle: Bundle, split: str, lists: CrossLists, picks: torch.Te
     counts = torch.zeros(len(picks), n_cat).scatter_add_(1, cats, valid.float())  # [U, C]
     exposure = counts.sum(0) / counts.sum().clamp_min(1)
     reach = (counts > 0).float().mean(0)
-    return {"exposure": exposure, "reach": reach, "target": target,
-            "gap": float((exposure - target).abs().sum() / 2),
-            "cross_ndcg": _cross_ndcg(bundle, split, lists.users, chosen)}
+    return {
+        "exposure": exposure,
+        "reach": reach,
+        "target": target,
+        "gap": float((exposure - target).abs().sum() / 2),
+        "cross_ndcg": _cross_ndcg(bundle, split, lists.users, chosen),
+    }
 
 
-def beyond_table(bundle: Bundle, split: str, lists: CrossLists, rerank: str = "none",
-                 weight: float = 0.0) -> pl.DataFrame:
+def beyond_table(
+    bundle: Bundle, split: str, lists: CrossLists, rerank: str = "none", weight: float = 0.0
+) -> pl.DataFrame:
     """Rows (category, slice="all") with the beyond-accuracy columns (module docstring), plus ALL."""
     k = lists.k
     pop = np.bincount(bundle.split("train")["item"].to_numpy(), minlength=bundle.n_items)
@@ -222,16 +229,29 @@ def beyond_table(bundle: Bundle, split: str, lists: CrossLists, rerank: str = "n
         all_info.append(info[got])
         ild = _ild(li, xn)
         ild_parts.append((ild, len(li)))
-        rows.append({"category": name, f"coverage@{k}": len(np.unique(got)) / max(bundle.n_items_in(c), 1),
-                     f"novelty@{k}": float(info[got].mean()) if got.size else float("nan"), f"ild@{k}": ild,
-                     f"exposure@{k}": float(cross["exposure"][c]), f"reach@{k}": float(cross["reach"][c]),
-                     "interaction_share": float(target[c])})
+        rows.append(
+            {
+                "category": name,
+                f"coverage@{k}": len(np.unique(got)) / max(bundle.n_items_in(c), 1),
+                f"novelty@{k}": float(info[got].mean()) if got.size else float("nan"),
+                f"ild@{k}": ild,
+                f"exposure@{k}": float(cross["exposure"][c]),
+                f"reach@{k}": float(cross["reach"][c]),
+                "interaction_share": float(target[c]),
+            }
+        )
     got_all = np.concatenate(all_info) if all_info else np.zeros(0)
     ilds = [(v, n) for v, n in ild_parts if np.isfinite(v)]
-    rows.append({"category": "ALL", f"coverage@{k}": sum(len(x) for x in all_items) / max(bundle.n_items, 1),
-                 f"novelty@{k}": float(got_all.mean()) if got_all.size else float("nan"),
-                 f"ild@{k}": float(sum(v * n for v, n in ilds) / sum(n for _, n in ilds)) if ilds else float("nan"),
-                 f"exposure_gap@{k}": cross["gap"], f"cross_ndcg@{k}": cross["cross_ndcg"]})
+    rows.append(
+        {
+            "category": "ALL",
+            f"coverage@{k}": sum(len(x) for x in all_items) / max(bundle.n_items, 1),
+            f"novelty@{k}": float(got_all.mean()) if got_all.size else float("nan"),
+            f"ild@{k}": float(sum(v * n for v, n in ilds) / sum(n for _, n in ilds)) if ilds else float("nan"),
+            f"exposure_gap@{k}": cross["gap"],
+            f"cross_ndcg@{k}": cross["cross_ndcg"],
+        }
+    )
     return pl.DataFrame(rows).with_columns(pl.lit("all").alias("slice"))
 
 
@@ -241,8 +261,14 @@ def exposure_curve(bundle: Bundle, split: str, lists: CrossLists, weights: list[
     out = []
     for w in weights:
         m = cross_metrics(bundle, split, lists, lists.reranked(target, float(w)), target)
-        out.append({"weight": float(w), f"cross_ndcg@{lists.k}": m["cross_ndcg"], f"exposure_gap@{lists.k}": m["gap"],
-                    **{f"exposure_{name}": float(m["exposure"][c]) for c, name in enumerate(bundle.categories)}})
+        out.append(
+            {
+                "weight": float(w),
+                f"cross_ndcg@{lists.k}": m["cross_ndcg"],
+                f"exposure_gap@{lists.k}": m["gap"],
+                **{f"exposure_{name}": float(m["exposure"][c]) for c, name in enumerate(bundle.categories)},
+            }
+        )
     return pl.DataFrame(out)
 
 

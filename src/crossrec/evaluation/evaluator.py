@@ -43,8 +43,9 @@ Example:
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -52,6 +53,7 @@ import scipy.sparse as sp
 import torch
 from torch import Tensor
 
+from crossrec import collectives
 from crossrec.data.bundle import Bundle, split_code
 from crossrec.evaluation.config import EvalConfig
 from crossrec.evaluation.metrics import (
@@ -76,7 +78,6 @@ from crossrec.evaluation.tensors import (
 )
 from crossrec.models.base import RatingPredictor
 from crossrec.models.scoring import ScoreMemory, lent_block
-from crossrec import collectives
 
 __all__ = ["EvalConfig", "EvalResult", "Evaluator", "comparison_markdown", "evaluate_many"]
 
@@ -98,7 +99,7 @@ class _Units:
     warm: np.ndarray  # [U] bool
     new: np.ndarray  # [U] bool
 
-    def take(self, keep: np.ndarray) -> "_Units":
+    def take(self, keep: np.ndarray) -> _Units:
         seen = None if self.seen is None else self.seen[keep]
         return _Units(self.users[keep], self.pos[keep], seen, self.cold[keep], self.warm[keep], self.new[keep])
 
@@ -192,8 +193,11 @@ class Evaluator:
             )
         out = scores.detach().float()
         # Masking writes in place; a view (Pop's expand) or the model's own storage must be copied.
-        if (out.data_ptr() == scores.data_ptr() and not lent_block(scores)
-                and (scores._base is not None or shares_storage(scores, model))):
+        if (
+            out.data_ptr() == scores.data_ptr()
+            and not lent_block(scores)
+            and (scores._base is not None or shares_storage(scores, model))
+        ):
             out = out.clone()
         return out
 
@@ -210,13 +214,23 @@ class Evaluator:
         trained = torch.from_numpy(self.bundle.csr("train", c).getnnz(axis=0) > 0).to(device)  # [n_items(c)]
         with ScoreMemory.active() as memory:  # one score buffer for every batch (models/scoring.py)
             for lo in range(0, len(units.users), bs):
-                scores = self._score(model, units.users[lo:lo + bs], c, device)  # [B, n_items(c)]
+                scores = self._score(model, units.users[lo : lo + bs], c, device)  # [B, n_items(c)]
                 self._full_batch(scores, units, lo, ks, trained, device, per_unit, cold_vals, new_vals)
                 memory.give_back(scores)
         return concat_chunks(per_unit), {"cold_item": concat_chunks(cold_vals), "new_items": concat_chunks(new_vals)}
 
-    def _full_batch(self, scores: Tensor, units: _Units, lo: int, ks: Any, trained: Tensor, device: torch.device,
-                    per_unit: list, cold_vals: list, new_vals: list) -> None:
+    def _full_batch(
+        self,
+        scores: Tensor,
+        units: _Units,
+        lo: int,
+        ks: Any,
+        trained: Tensor,
+        device: torch.device,
+        per_unit: list,
+        cold_vals: list,
+        new_vals: list,
+    ) -> None:
         """The metrics of one batch of units (rows lo.. of `units`), appended to the three lists."""
         hi = lo + len(scores)
         pos = units.pos[lo:hi]
@@ -290,10 +304,12 @@ class Evaluator:
         users = torch.from_numpy(rows["user"].to_numpy().astype(np.int64))
         items = torch.from_numpy(rows["item"].to_numpy().astype(np.int64))
         step = max(self.cfg.batch_size, 1) * 64
-        pred = torch.cat([
-            model.predict_rating(users[i : i + step].to(device), items[i : i + step].to(device)).float().cpu()
-            for i in range(0, len(users), step)
-        ])
+        pred = torch.cat(
+            [
+                model.predict_rating(users[i : i + step].to(device), items[i : i + step].to(device)).float().cpu()
+                for i in range(0, len(users), step)
+            ]
+        )
         target = torch.from_numpy(rows["rating"].to_numpy().astype(np.float32))
         cat = rows["category"].to_numpy().astype(np.int64)
         train_nnz = np.zeros((b.n_categories, b.n_users), dtype=bool)
@@ -323,6 +339,7 @@ class Evaluator:
         self, name: str, units: _Units, per_unit: dict[str, np.ndarray], cold: dict[str, dict[str, np.ndarray]]
     ) -> pl.DataFrame:
         """Long frame of per-unit values: one row per (unit, slice it belongs to)."""
+
         def frame(slc: str, values: dict[str, np.ndarray]) -> pl.DataFrame:
             n = len(next(iter(values.values())))
             return pl.DataFrame({"category": [name] * n, "slice": [slc] * n, **values})

@@ -121,8 +121,12 @@ def rank_items_top(scores: Tensor, items: Tensor, valid: Tensor, k: int) -> Rank
     b, n = scores.shape
     if b == 0 or n <= k:
         r = rank_items(scores, items, valid)
-        return Ranking(r.ranks.clamp_max(max(k, 0)).masked_fill(r.ranks == NOT_RANKED, NOT_RANKED)
-                       .masked_fill(r.ranks == PAD, PAD), torch.full_like(r.n_candidates, -1))
+        return Ranking(
+            r.ranks.clamp_max(max(k, 0))
+            .masked_fill(r.ranks == NOT_RANKED, NOT_RANKED)
+            .masked_fill(r.ranks == PAD, PAD),
+            torch.full_like(r.n_candidates, -1),
+        )
     top_v, top_i = top_k_rows(scores, k + 1)  # [B, k + 1], descending
     if torch.isnan(top_v).any():  # topk ranks NaN above every number: any NaN in a row shows here
         raise NumericError("scores contain NaN; a model must return finite scores (or -inf to mask)")
@@ -302,8 +306,9 @@ def ranking_metrics(ranking: Ranking, ks: tuple[int, ...]) -> dict[str, Tensor]:
     }
     out = {f"{name}@{k}": fn(ranking.ranks, k) for name, fn in fns.items() for k in ks}
     if bool((ranking.n_candidates < 0).any()):
-        out["auc"] = torch.full((ranking.ranks.shape[0],), float("nan"), dtype=torch.float64,
-                                device=ranking.ranks.device)
+        out["auc"] = torch.full(
+            (ranking.ranks.shape[0],), float("nan"), dtype=torch.float64, device=ranking.ranks.device
+        )
     else:
         out["auc"] = auc(ranking.ranks, ranking.n_candidates)
     return out

@@ -34,6 +34,8 @@ class Remapped(nn.Module):
             filed under another category there.
     """
 
+    user_map: Tensor  # [target users] -> the model's user ids (a buffer)
+
     def __init__(self, model: Any, source: Bundle, target: Bundle) -> None:
         super().__init__()
         self.model = model
@@ -45,8 +47,10 @@ class Remapped(nn.Module):
         raw_users = [str(u) for u in target.raw_user_ids()]
         lost = [u for u in raw_users if u not in src_user]
         if lost:
-            raise ArtifactError(f"{len(lost)} users of the target Bundle are not in the model's Bundle "
-                             f"(first: {lost[0]!r}); both must come from the same data and pseudonym key")
+            raise ArtifactError(
+                f"{len(lost)} users of the target Bundle are not in the model's Bundle "
+                f"(first: {lost[0]!r}); both must come from the same data and pseudonym key"
+            )
         self.register_buffer("user_map", torch.tensor([src_user[u] for u in raw_users], dtype=torch.int64))
         src_item = {str(r): i for i, r in enumerate(source.raw_item_ids())}
         raw_items = np.array([str(r) for r in target.raw_item_ids()], dtype=object)
@@ -55,11 +59,15 @@ class Remapped(nn.Module):
             raw = raw_items[target.item_index(c)]
             lost = [r for r in raw if r not in src_item]
             if lost:
-                raise ArtifactError(f"{len(lost)} items of category {name!r} are not in the model's Bundle (first: {lost[0]!r})")
+                raise ArtifactError(
+                    f"{len(lost)} items of category {name!r} are not in the model's Bundle (first: {lost[0]!r})"
+                )
             glob = np.array([src_item[r] for r in raw], dtype=np.int64)
             wrong = source.item_category[glob] != self.cats[c]
             if wrong.any():
-                raise ArtifactError(f"item {raw[np.flatnonzero(wrong)[0]]!r} is in category {name!r} here but not in the model's Bundle")
+                raise ArtifactError(
+                    f"item {raw[np.flatnonzero(wrong)[0]]!r} is in category {name!r} here but not in the model's Bundle"
+                )
             self.cols.append(torch.from_numpy(source.item_local[glob]))
 
     def score(self, users: Tensor, category: int) -> Tensor:

@@ -7,8 +7,9 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -90,8 +91,8 @@ def device_of(model: Any) -> torch.device:
     if isinstance(model, nn.Module):
         for t in model.parameters():
             return t.device
-        for t in model.buffers():
-            return t.device
+        for b in model.buffers():
+            return b.device
     return torch.device("cpu")
 
 

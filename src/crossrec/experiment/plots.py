@@ -25,8 +25,20 @@ warnings.filterwarnings("ignore", message=r"Glyph \d+ .* missing from font", cat
 
 FLAGSHIP = "#1f3b73"
 SINGLE = "#9a9a9a"
-PALETTE = ["#d95f02", "#1b9e77", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#17becf", "#bcbd22",
-           "#8c564b", "#ff7f0e", "#2ca02c"]
+PALETTE = [
+    "#d95f02",
+    "#1b9e77",
+    "#7570b3",
+    "#e7298a",
+    "#66a61e",
+    "#e6ab02",
+    "#a6761d",
+    "#17becf",
+    "#bcbd22",
+    "#8c564b",
+    "#ff7f0e",
+    "#2ca02c",
+]
 
 
 def model_colours(models: list[dict[str, Any]], flagships: set[str]) -> dict[str, str]:
@@ -51,8 +63,14 @@ def _save(fig: Any, path: Path) -> Path:
     return path
 
 
-def bars_by_panel(panels: dict[str, list[tuple[str, float, float]]], colours: dict[str, str], flagships: set[str],
-                  metric: str, path: Path, title: str) -> Path:
+def bars_by_panel(
+    panels: dict[str, list[tuple[str, float, float]]],
+    colours: dict[str, str],
+    flagships: set[str],
+    metric: str,
+    path: Path,
+    title: str,
+) -> Path:
     """Small multiples: one panel per key (a category or a slice), a horizontal bar per model
     (mean, std error bar), best at the top."""
     names = list(panels)
@@ -60,14 +78,19 @@ def bars_by_panel(panels: dict[str, list[tuple[str, float, float]]], colours: di
     rows = math.ceil(len(names) / cols)
     n_models = max((len(v) for v in panels.values()), default=1)
     fig, axes = plt.subplots(rows, cols, figsize=(6.2 * cols, 0.28 * n_models * rows + 1.2 * rows), squeeze=False)
-    for ax in axes.ravel()[len(names):]:
+    for ax in axes.ravel()[len(names) :]:
         ax.axis("off")
     for ax, name in zip(axes.ravel(), names):
         cells = sorted([c for c in panels[name] if not math.isnan(c[1])], key=lambda c: c[1])
         labels = [c[0] for c in cells]
-        ax.barh(range(len(cells)), [c[1] for c in cells], xerr=[c[2] for c in cells],
-                color=[colours.get(x, SINGLE) for x in labels], edgecolor=["black" if x in flagships else "none" for x in labels],
-                error_kw={"elinewidth": 0.8, "capsize": 2})
+        ax.barh(
+            range(len(cells)),
+            [c[1] for c in cells],
+            xerr=[c[2] for c in cells],
+            color=[colours.get(x, SINGLE) for x in labels],
+            edgecolor=["black" if x in flagships else "none" for x in labels],
+            error_kw={"elinewidth": 0.8, "capsize": 2},
+        )
         ax.set_yticks(range(len(cells)), labels, fontsize=8)
         ax.set_title(name, fontsize=10)
         ax.set_xlabel(metric, fontsize=8)
@@ -83,8 +106,14 @@ def metric_vs_k(series: dict[str, list[tuple[int, float]]], colours: dict[str, s
     for label, pts in series.items():
         if pts:
             ks, vs = zip(*pts)
-            ax.plot(ks, vs, marker="o", color=colours.get(label, SINGLE), label=label,
-                    linewidth=2.2 if colours.get(label) == FLAGSHIP else 1.2)
+            ax.plot(
+                ks,
+                vs,
+                marker="o",
+                color=colours.get(label, SINGLE),
+                label=label,
+                linewidth=2.2 if colours.get(label) == FLAGSHIP else 1.2,
+            )
     ax.set_xlabel("K")
     ax.set_ylabel(f"{metric}@K (ALL)")
     ax.grid(alpha=0.3)
@@ -92,16 +121,22 @@ def metric_vs_k(series: dict[str, list[tuple[int, float]]], colours: dict[str, s
     return _save(fig, path)
 
 
-def learning_curves(curves: dict[str, list[list[tuple[int, float]]]], colours: dict[str, str], metric: str,
-                    path: Path) -> Path:
+def learning_curves(
+    curves: dict[str, list[list[tuple[int, float]]]], colours: dict[str, str], metric: str, path: Path
+) -> Path:
     """Validation metric per epoch; a single-category model has one thin line per category."""
     fig, ax = plt.subplots(figsize=(7.5, 4.2))
     for label, lines in curves.items():
         for j, pts in enumerate(lines):
             if pts:
                 ep, vs = zip(*pts)
-                ax.plot(ep, vs, color=colours.get(label, SINGLE), linewidth=1.8 if len(lines) == 1 else 0.8,
-                        label=label if j == 0 else None)
+                ax.plot(
+                    ep,
+                    vs,
+                    color=colours.get(label, SINGLE),
+                    linewidth=1.8 if len(lines) == 1 else 0.8,
+                    label=label if j == 0 else None,
+                )
     ax.set_xlabel("epoch")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(f"validation {metric}")
@@ -117,7 +152,7 @@ def tuning_history(studies: dict[str, list[dict[str, Any]]], metric: str, path: 
     cols = min(3, max(len(names), 1))
     rows = max(math.ceil(len(names) / cols), 1)
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 2.8 * rows), squeeze=False)
-    for ax in axes.ravel()[len(names):]:
+    for ax in axes.ravel()[len(names) :]:
         ax.axis("off")
     for ax, name in zip(axes.ravel(), names):
         best, xs, ys = -math.inf, [], []
@@ -144,8 +179,9 @@ def tuning_history(studies: dict[str, list[dict[str, Any]]], metric: str, path: 
     return _save(fig, path)
 
 
-def exposure_heatmap(models: list[str], categories: list[str], exposure: dict[str, list[float]],
-                     target: list[float], path: Path) -> Path:
+def exposure_heatmap(
+    models: list[str], categories: list[str], exposure: dict[str, list[float]], target: list[float], path: Path
+) -> Path:
     """Exposure share minus interaction share, per model (rows) and category (columns)."""
     import numpy as np
 
@@ -158,8 +194,15 @@ def exposure_heatmap(models: list[str], categories: list[str], exposure: dict[st
     for i in range(len(models)):
         for j in range(len(categories)):
             dark = abs(diff[i, j]) > lim * 0.55
-            ax.text(j, i, f"{exposure[models[i]][j]:.2f}", ha="center", va="center", fontsize=7,
-                    color="white" if dark else "black")
+            ax.text(
+                j,
+                i,
+                f"{exposure[models[i]][j]:.2f}",
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if dark else "black",
+            )
     fig.colorbar(im, ax=ax, label="exposure share - interaction share")
     ax.set_title("share of the merged top-K per category (cell); column: its share of interactions", fontsize=9)
     return _save(fig, path)
@@ -179,5 +222,12 @@ def exposure_curve(points: list[dict[str, Any]], k: int, label: str, path: Path)
     return _save(fig, path)
 
 
-__all__ = ["bars_by_panel", "exposure_curve", "exposure_heatmap", "learning_curves", "metric_vs_k", "model_colours",
-           "tuning_history"]
+__all__ = [
+    "bars_by_panel",
+    "exposure_curve",
+    "exposure_heatmap",
+    "learning_curves",
+    "metric_vs_k",
+    "model_colours",
+    "tuning_history",
+]

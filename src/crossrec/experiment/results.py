@@ -46,9 +46,8 @@ class ExperimentResult:
         aggs = []
         for m in self.metric_names:
             aggs += [pl.col(m).mean().alias(m), pl.col(m).std(ddof=0).fill_null(0.0).alias(f"{m}_std")]
-        return (
-            self.runs.group_by("model", "category", "slice", maintain_order=True)
-            .agg(pl.col("n_users").first(), pl.col("seed").n_unique().alias("n_seeds"), *aggs)
+        return self.runs.group_by("model", "category", "slice", maintain_order=True).agg(
+            pl.col("n_users").first(), pl.col("seed").n_unique().alias("n_seeds"), *aggs
         )
 
     def mean(self, model: str, metric: str, category: str = "ALL", slice: str = "all") -> float:
@@ -84,9 +83,18 @@ class ExperimentResult:
             "seeds": list(self.config.seeds),
             "metrics": self.metric_names,
             "models": [
-                {"label": m.label, "name": m.name, "mode": m.mode, "params": m.params, "single_category": m.single_category,
-                 "flagship": m.flagship, "baseline": m.baseline, "train": m.train, "transfer": m.transfer,
-                 "seeds": None if m.seeds is None else list(m.seeds)}
+                {
+                    "label": m.label,
+                    "name": m.name,
+                    "mode": m.mode,
+                    "params": m.params,
+                    "single_category": m.single_category,
+                    "flagship": m.flagship,
+                    "baseline": m.baseline,
+                    "train": m.train,
+                    "transfer": m.transfer,
+                    "seeds": None if m.seeds is None else list(m.seeds),
+                }
                 for m in self.config.models
             ],
             "run": self.config.run,
@@ -140,8 +148,11 @@ class ExperimentResult:
         cols = self.beyond_columns() + (["interaction_share"] if "interaction_share" in self.runs.columns else [])
         if not cols:
             return pl.DataFrame()
-        return (self.runs.filter(pl.col("slice") == "all").group_by("model", "category", maintain_order=True)
-                .agg(*[pl.col(c).mean() for c in cols]))
+        return (
+            self.runs.filter(pl.col("slice") == "all")
+            .group_by("model", "category", maintain_order=True)
+            .agg(*[pl.col(c).mean() for c in cols])
+        )
 
     def _beyond_markdown(self) -> list[str]:
         summary = self.beyond_summary()
@@ -156,21 +167,35 @@ class ExperimentResult:
             rows.append([label, *[_num(r[c][0]) if r.height else "–" for c in cols]])
         exp_col = next((c for c in self.beyond_columns() if c.startswith("exposure@")), None)
         cats = [c for c in self._categories() if c != "ALL"]
-        lines = ["## Beyond accuracy (test, mean over seeds)", "",
-                 "Coverage, novelty (self-information, bits) and intra-list diversity (co-occurrence cosine distance) "
-                 "of each category's own top-K, averaged over categories' lists; exposure gap and cross NDCG of the "
-                 "top-K merged across categories (evaluation/beyond.py).", "",
-                 markdown_table(["model", *cols], rows), ""]
+        lines = [
+            "## Beyond accuracy (test, mean over seeds)",
+            "",
+            "Coverage, novelty (self-information, bits) and intra-list diversity (co-occurrence cosine distance) "
+            "of each category's own top-K, averaged over categories' lists; exposure gap and cross NDCG of the "
+            "top-K merged across categories (evaluation/beyond.py).",
+            "",
+            markdown_table(["model", *cols], rows),
+            "",
+        ]
         if exp_col is not None and cats:
-            share = summary.filter(pl.col("category").is_in(cats)).group_by("category").agg(pl.col("interaction_share").first())
+            share = (
+                summary.filter(pl.col("category").is_in(cats))
+                .group_by("category")
+                .agg(pl.col("interaction_share").first())
+            )
             target = dict(zip(share["category"].to_list(), share["interaction_share"].to_list()))
             erows = [["training interactions", *[_num(target.get(c)) for c in cats]]]
             for label in labels:
                 r = summary.filter(pl.col("model") == label)
                 got = dict(zip(r["category"].to_list(), r[exp_col].to_list()))
                 erows.append([label, *[_num(got.get(c)) for c in cats]])
-            lines += [f"Share of the merged top-K slots per category ({exp_col}) against its share of the training "
-                      "interactions:", "", markdown_table(["model", *cats], erows), ""]
+            lines += [
+                f"Share of the merged top-K slots per category ({exp_col}) against its share of the training "
+                "interactions:",
+                "",
+                markdown_table(["model", *cats], erows),
+                "",
+            ]
         return lines
 
     def _categories(self) -> list[str]:
@@ -187,7 +212,9 @@ class ExperimentResult:
         return rows["n_users"][0] if rows.height else None
 
     def _cell(self, model: str, metric: str, cat: str, slc: str) -> str:
-        rows = self.summary().filter((pl.col("model") == model) & (pl.col("category") == cat) & (pl.col("slice") == slc))
+        rows = self.summary().filter(
+            (pl.col("model") == model) & (pl.col("category") == cat) & (pl.col("slice") == slc)
+        )
         if rows.height == 0 or rows[metric][0] is None or math.isnan(rows[metric][0]):
             return "–"
         if len(self.config.seeds) == 1:
@@ -197,6 +224,7 @@ class ExperimentResult:
         return f"{rows[metric][0]:.4f} ± {rows[f'{metric}_std'][0]:.4f}"
 
     def _gain(self, model: ModelRun, metric: str, cat: str, slc: str) -> tuple[str, str]:
+        base: str | None
         if model.baseline is not None:
             base, b = model.baseline, self.mean(model.baseline, metric, cat, slc)
         else:
@@ -241,8 +269,10 @@ class ExperimentResult:
         if not cats:
             return []
         sparsest, densest = min(cats, key=lambda c: counts[c]), max(cats, key=lambda c: counts[c])
-        checks = [(f"sparsest category ({sparsest})", sparsest, "all", "beat"),
-                  (f"densest category ({densest})", densest, "all", "within 2%")]
+        checks = [
+            (f"sparsest category ({sparsest})", sparsest, "all", "beat"),
+            (f"densest category ({densest})", densest, "all", "within 2%"),
+        ]
         if "new_to_category" in set(self.runs["slice"].to_list()):
             checks.append(("users new to a category (ALL)", "ALL", "new_to_category", "beat"))
         out = []
@@ -253,8 +283,19 @@ class ExperimentResult:
                 base, b = self.best_single(metric, cat, slc)
                 v = self.mean(m.label, metric, cat, slc)
                 ok = v > b if rule == "beat" else v >= 0.98 * b
-                out.append({"model": m.label, "check": what, "category": cat, "slice": slc, "rule": rule,
-                            "value": v, "best_single": base, "best_single_value": b, "passed": bool(ok)})
+                out.append(
+                    {
+                        "model": m.label,
+                        "check": what,
+                        "category": cat,
+                        "slice": slc,
+                        "rule": rule,
+                        "value": v,
+                        "best_single": base,
+                        "best_single_value": b,
+                        "passed": bool(ok),
+                    }
+                )
         return out
 
     def _acceptance(self) -> list[str]:
@@ -262,10 +303,23 @@ class ExperimentResult:
         if not checks:
             return []
         metric = self.config.metrics[0]
-        rows = [[c["model"], c["check"], c["rule"], f"{c['value']:.4f}", f"{c['best_single']} {c['best_single_value']:.4f}",
-                 "yes" if c["passed"] else "**no**"] for c in checks]
-        return ["## Flagship vs the best single-category model", "",
-                markdown_table(["model", "check", "rule", metric, "best single-category", "passed"], rows), ""]
+        rows = [
+            [
+                c["model"],
+                c["check"],
+                c["rule"],
+                f"{c['value']:.4f}",
+                f"{c['best_single']} {c['best_single_value']:.4f}",
+                "yes" if c["passed"] else "**no**",
+            ]
+            for c in checks
+        ]
+        return [
+            "## Flagship vs the best single-category model",
+            "",
+            markdown_table(["model", "check", "rule", metric, "best single-category", "passed"], rows),
+            "",
+        ]
 
 
 def _num(v: Any) -> str:

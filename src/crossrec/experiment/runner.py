@@ -55,6 +55,7 @@ def _reusable(stored: dict[str, Any], run_config: dict[str, Any], options: dict[
     """A finished run is reused when its run config (but `out`: runs copied from another experiment
     directory count), its resolved model options and the fingerprint of the Bundle it ran on all match (a bundle re-prepared in place, e.g. with another split seed,
     is other data: its runs are stale). Runs stored without a fingerprint are never reused."""
+
     def same(a: Any) -> Any:  # where the artifact was written does not change the result
         return {k: v for k, v in a.items() if k != "out"} if isinstance(a, dict) else a
 
@@ -63,8 +64,16 @@ def _reusable(stored: dict[str, Any], run_config: dict[str, Any], options: dict[
     return stored.get("model_options", options) == options
 
 
-def _train_or_reuse(run_cfg: Any, bundle: Bundle, fingerprint: str, path: Path, seed: int, evaluator: Evaluator,
-                    say: Callable[[str], None], what: str) -> dict[str, Any]:
+def _train_or_reuse(
+    run_cfg: Any,
+    bundle: Bundle,
+    fingerprint: str,
+    path: Path,
+    seed: int,
+    evaluator: Evaluator,
+    say: Callable[[str], None],
+    what: str,
+) -> dict[str, Any]:
     """Train and evaluate one run, or reuse the stored one at `path` when it matches (`_reusable`)."""
     from crossrec.pipeline import seed_everything, train
 
@@ -80,14 +89,20 @@ def _train_or_reuse(run_cfg: Any, bundle: Bundle, fingerprint: str, path: Path, 
     art = train(run_cfg, bundle)
     secs = time.perf_counter() - t
     res = evaluator.evaluate(art.model)
-    stored = {"run_config": wanted, "model_options": resolved, "bundle_fingerprint": fingerprint,
-              "seconds": secs, "rows": res.table.to_dicts()}
+    stored = {
+        "run_config": wanted,
+        "model_options": resolved,
+        "bundle_fingerprint": fingerprint,
+        "seconds": secs,
+        "rows": res.table.to_dicts(),
+    }
     write_json(path, stored)
     return stored
 
 
-def tune(cfg: ExperimentConfig, m: ModelRun, bundle: Bundle, seed: int, out: Path,
-         say: Callable[[str], None]) -> tuple[ModelRun, dict[str, Any]]:
+def tune(
+    cfg: ExperimentConfig, m: ModelRun, bundle: Bundle, seed: int, out: Path, say: Callable[[str], None]
+) -> tuple[ModelRun, dict[str, Any]]:
     """Train every point of `m.grid` (seed `seed`), score it on the validation split with the
     experiment's first metric (ALL categories, all users), and return the entry with the best
     point's options plus the search table. Test data is never read here."""
@@ -102,8 +117,16 @@ def tune(cfg: ExperimentConfig, m: ModelRun, bundle: Bundle, seed: int, out: Pat
         trial = replace(m, params=merge_dicts(dict(m.params), point))
         run_cfg = cfg.run_config(trial, seed)
         run_cfg = replace(run_cfg, out=str(out / "tuning" / m.label / f"point-{i}"))
-        stored = _train_or_reuse(run_cfg, bundle, fingerprint, out / "tuning" / m.label / f"point-{i}.json",
-                                 seed, valid, say, f"{m.label} grid point {i}")
+        stored = _train_or_reuse(
+            run_cfg,
+            bundle,
+            fingerprint,
+            out / "tuning" / m.label / f"point-{i}.json",
+            seed,
+            valid,
+            say,
+            f"{m.label} grid point {i}",
+        )
         rows = pl.DataFrame(stored["rows"]).filter((pl.col("category") == "ALL") & (pl.col("slice") == "all"))
         score = float(rows[metric][0]) if rows.height else float("nan")
         table.append({"point": point, f"valid_{metric}": score, "seconds": stored["seconds"]})
@@ -111,8 +134,11 @@ def tune(cfg: ExperimentConfig, m: ModelRun, bundle: Bundle, seed: int, out: Pat
     best = max(range(len(table)), key=lambda j: (table[j][f"valid_{metric}"], -j))
     chosen = table[best]["point"]
     say(f"{m.label}: chose {chosen} on validation")
-    return replace(m, params=merge_dicts(dict(m.params), chosen)), {"metric": f"valid {metric}", "chosen": chosen,
-                                                                     "points": table}
+    return replace(m, params=merge_dicts(dict(m.params), chosen)), {
+        "metric": f"valid {metric}",
+        "chosen": chosen,
+        "points": table,
+    }
 
 
 def run_experiment(
@@ -131,17 +157,22 @@ def run_experiment(
         return _run_experiment(cfg, out, bundle, say)
 
 
-def _run_experiment(cfg: ExperimentConfig, out: Path, bundle: Bundle | None, say: Callable[[str], None]) -> ExperimentResult:
+def _run_experiment(
+    cfg: ExperimentConfig, out: Path, bundle: Bundle | None, say: Callable[[str], None]
+) -> ExperimentResult:
     from crossrec.pipeline import prepare_data
 
     base = cfg.run_config(cfg.models[0], cfg.seeds[0])
     if bundle is None:
         t = time.perf_counter()
         bundle = prepare_data(base)
-        say(f"prepared {bundle.n_users} users, {bundle.n_items} items in {time.perf_counter() - t:.1f}s -> {bundle.root}")
+        say(
+            f"prepared {bundle.n_users} users, {bundle.n_items} items in {time.perf_counter() - t:.1f}s -> {bundle.root}"
+        )
     fingerprint = (bundle.manifest.get("fingerprint") or bundle.fingerprint())["bundle"]
     evaluator = Evaluator(bundle, base.eval, split="test")
-    tables, seconds = [], {}
+    tables: list[pl.DataFrame] = []
+    seconds: dict[str, list[float]] = {}
     tuning: dict[str, Any] = {}
     for m in cfg.models:
         own = [s for s in cfg.seeds if m.seeds is None or s in m.seeds] or list(m.seeds or cfg.seeds)
@@ -150,8 +181,9 @@ def _run_experiment(cfg: ExperimentConfig, out: Path, bundle: Bundle | None, say
             m, tuning[m.label] = tune(cfg, m, bundle, own[0], out, say)
         for seed in seeds:
             path = out / "runs" / m.label / f"seed-{seed}.json"
-            stored = _train_or_reuse(cfg.run_config(m, seed), bundle, fingerprint, path, seed, evaluator, say,
-                                     f"{m.label} seed {seed}")
+            stored = _train_or_reuse(
+                cfg.run_config(m, seed), bundle, fingerprint, path, seed, evaluator, say, f"{m.label} seed {seed}"
+            )
             say(f"{m.label} seed {seed}: {float(stored['seconds']):.1f}s")
             seconds.setdefault(m.label, []).append(float(stored["seconds"]))
             table = pl.DataFrame(stored["rows"])
@@ -160,7 +192,9 @@ def _run_experiment(cfg: ExperimentConfig, out: Path, bundle: Bundle | None, say
     runs = pl.concat(tables, how="diagonal_relaxed")
     missing = [k for k in cfg.metrics if k not in runs.columns]
     if missing:
-        raise ConfigError(f"metrics {missing} were not computed; the eval section gives {sorted(set(runs.columns) - {'model', 'seed', 'protocol', 'category', 'slice', 'n_users'})}")
+        raise ConfigError(
+            f"metrics {missing} were not computed; the eval section gives {sorted(set(runs.columns) - {'model', 'seed', 'protocol', 'category', 'slice', 'n_users'})}"
+        )
     result = ExperimentResult(cfg, runs, _bundle_info(bundle), seconds)
     write_json(out / "results.json", result.to_json() | {"acceptance": result.acceptance(), "tuning": tuning})
     write_text(out / "results.md", result.to_markdown())

@@ -122,7 +122,7 @@ def split_point(point: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     train: dict[str, Any] = {}
     for key, value in point.items():
         if key.startswith("train."):
-            train = merge_dicts(train, _nest(key[len("train."):], value))
+            train = merge_dicts(train, _nest(key[len("train.") :], value))
         else:
             params = merge_dicts(params, _nest(key, value))
     return params, train
@@ -139,21 +139,37 @@ def _reg() -> Param:
 # The documented defaults for the models people tune most (the ranges of RecBole's and Rendle et
 # al.'s tuning studies, narrowed to what runs on a laptop). Every other model gets `generic_space`.
 DEFAULT_SPACES: dict[str, dict[str, Param]] = {
-    "itemknn": {"k": Param(low=10, high=1000, log=True, integer=True), "shrink": Param(low=0.0, high=200.0),
-                "normalize_user": Param(choices=(False, True))},
-    "ials": {"factors": Param(choices=(32, 64, 128, 256, 512)),
-             "regularization": Param(low=1e-3, high=10.0, log=True),
-             "alpha": Param(low=0.1, high=100.0, log=True)},
+    "itemknn": {
+        "k": Param(low=10, high=1000, log=True, integer=True),
+        "shrink": Param(low=0.0, high=200.0),
+        "normalize_user": Param(choices=(False, True)),
+    },
+    "ials": {
+        "factors": Param(choices=(32, 64, 128, 256, 512)),
+        "regularization": Param(low=1e-3, high=10.0, log=True),
+        "alpha": Param(low=0.1, high=100.0, log=True),
+    },
     "mf": {"dim": Param(choices=(32, 64, 128)), "reg": _reg(), "train.lr": _lr()},
-    "lightgcn": {"dim": Param(choices=(32, 64)), "n_layers": Param(low=1, high=4, integer=True), "reg": _reg(),
-                 "train.lr": _lr()},
-    "sasrec": {"dim": Param(choices=(32, 64)), "n_layers": Param(low=1, high=3, integer=True),
-               "dropout": Param(low=0.0, high=0.5), "train.lr": Param(low=3e-4, high=5e-3, log=True)},
-    "crossrec": {"dim": Param(choices=(32, 64, 128)), "reg": _reg(),
-                 "train.lr": Param(low=5e-4, high=5e-3, log=True),
-                 "history.length": Param(choices=(10, 25, 50)),
-                 "history.category_dropout": Param(low=0.0, high=0.6),
-                 "neighbourhood.k": Param(choices=(0, 20, 50, 100))},
+    "lightgcn": {
+        "dim": Param(choices=(32, 64)),
+        "n_layers": Param(low=1, high=4, integer=True),
+        "reg": _reg(),
+        "train.lr": _lr(),
+    },
+    "sasrec": {
+        "dim": Param(choices=(32, 64)),
+        "n_layers": Param(low=1, high=3, integer=True),
+        "dropout": Param(low=0.0, high=0.5),
+        "train.lr": Param(low=3e-4, high=5e-3, log=True),
+    },
+    "crossrec": {
+        "dim": Param(choices=(32, 64, 128)),
+        "reg": _reg(),
+        "train.lr": Param(low=5e-4, high=5e-3, log=True),
+        "history.length": Param(choices=(10, 25, 50)),
+        "history.category_dropout": Param(low=0.0, high=0.6),
+        "neighbourhood.k": Param(choices=(0, 20, 50, 100)),
+    },
     "pop": {},
     "textknn": {},
 }

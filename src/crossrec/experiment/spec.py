@@ -65,8 +65,12 @@ class ModelRun:
     transfer: dict[str, Any] = field(default_factory=dict)
     encoder: dict[str, Any] = field(default_factory=dict)  # this model's `encoder:` options (e.g. finetune: lora)
     seeds: tuple[int, ...] | None = None  # this model's seeds (e.g. an expensive baseline: [0]); None = all
-    grid: dict[str, list[Any]] = field(default_factory=dict)  # model options searched on the validation split before the seeds run
-    search: dict[str, Any] = field(default_factory=dict)  # `crossrec tune`'s search space (experiment/space.py); empty = the model's default
+    grid: dict[str, list[Any]] = field(
+        default_factory=dict
+    )  # model options searched on the validation split before the seeds run
+    search: dict[str, Any] = field(
+        default_factory=dict
+    )  # `crossrec tune`'s search space (experiment/space.py); empty = the model's default
 
     def grid_points(self) -> list[dict[str, Any]]:
         """Every combination of the grid's values (the entry's own options fill the rest)."""
@@ -125,10 +129,14 @@ def _parse_model(i: int, entry: Any) -> ModelRun:
     for req in ("label", "name"):
         if req not in entry:
             raise ConfigError(f"{key}: missing '{req}'")
-    run: ModelRun = from_dict(ModelRun, _entry_defaults(entry), f"{key}.")  # types (and mode's choices) of the entry keys
+    run: ModelRun = from_dict(
+        ModelRun, _entry_defaults(entry), f"{key}."
+    )  # types (and mode's choices) of the entry keys
     if not re.fullmatch(LABEL, run.label):  # a label names folders (models/<label>/seed-<n>): never a path
-        raise ConfigError(f"{key}.label={run.label[:60]!r}: expected letters, digits, '.', '_', '-' "
-                          "(at most 64, not starting with '.')")
+        raise ConfigError(
+            f"{key}.label={run.label[:60]!r}: expected letters, digits, '.', '_', '-' "
+            "(at most 64, not starting with '.')"
+        )
     get_entry(run.name)  # unknown model names fail here, listing the registry
     # Model options: the entry's other keys, plus an explicit `params` mapping for options whose name
     # is an entry key (e.g. BiTGCF's own `transfer` option).
@@ -150,7 +158,9 @@ def _parse_model(i: int, entry: Any) -> ModelRun:
     return replace(run, params=params)
 
 
-def load_experiment(path: str | Path | None = None, overrides: list[str] | None = None, data: dict[str, Any] | None = None) -> ExperimentConfig:
+def load_experiment(
+    path: str | Path | None = None, overrides: list[str] | None = None, data: dict[str, Any] | None = None
+) -> ExperimentConfig:
     """Read an experiment YAML (or a dict) and apply dotted overrides (e.g. --seeds=[0])."""
     raw: dict[str, Any] = dict(data or {})
     if path is not None:
@@ -171,7 +181,9 @@ def load_experiment(path: str | Path | None = None, overrides: list[str] | None 
         raise ConfigError(f"models: duplicate label(s) {dupes}")
     for m in runs:
         if m.baseline is not None and m.baseline not in labels:
-            raise ConfigError(f"models[{labels.index(m.label)}].baseline={m.baseline!r} is not a model label; have {labels}")
+            raise ConfigError(
+                f"models[{labels.index(m.label)}].baseline={m.baseline!r} is not a model label; have {labels}"
+            )
     cfg = ExperimentConfig(
         run={k: raw[k] for k in RUN_SECTIONS if k in raw},
         models=runs,

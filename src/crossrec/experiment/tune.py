@@ -115,16 +115,22 @@ def _recover(study: Any, say: Callable[[str], None]) -> None:
 class _Objective:
     """One trial: draw the options, train on the first seed, score on validation (pruning as it goes)."""
 
-    def __init__(self, cfg: ExperimentConfig, m: ModelRun, space: dict[str, Param], bundle: Bundle, out: Path,
-                 valid: Evaluator) -> None:
+    def __init__(
+        self, cfg: ExperimentConfig, m: ModelRun, space: dict[str, Param], bundle: Bundle, out: Path, valid: Evaluator
+    ) -> None:
         self.cfg, self.m, self.space, self.bundle, self.out, self.valid = cfg, m, space, bundle, out, valid
         self.metric = cfg.metrics[0]
         self.seed = cfg.seeds[0]
 
     def run_for(self, point: dict[str, Any]) -> ModelRun:
         params, train = split_point(point)
-        return replace(self.m, params=merge_dicts(dict(self.m.params), params),
-                       train=merge_dicts(dict(self.m.train), train), search={}, grid={})
+        return replace(
+            self.m,
+            params=merge_dicts(dict(self.m.params), params),
+            train=merge_dicts(dict(self.m.train), train),
+            search={},
+            grid={},
+        )
 
     def __call__(self, trial: Any) -> float:
         import optuna
@@ -179,8 +185,9 @@ def _study(m: ModelRun, out: Path, create: bool) -> Any:
         names = {x.study_name for x in optuna.get_all_study_summaries(storage)}
         return optuna.load_study(study_name=m.label, storage=storage) if m.label in names else None
     pruner = optuna.pruners.MedianPruner(n_startup_trials=3)  # warm-up per trainer: WARMUP_EPOCHS
-    return optuna.create_study(study_name=m.label, storage=storage, direction="maximize", pruner=pruner,
-                               load_if_exists=True)
+    return optuna.create_study(
+        study_name=m.label, storage=storage, direction="maximize", pruner=pruner, load_if_exists=True
+    )
 
 
 def _configured_point(cfg: ExperimentConfig, m: ModelRun, space: dict[str, Param]) -> dict[str, Any]:
@@ -194,13 +201,15 @@ def _configured_point(cfg: ExperimentConfig, m: ModelRun, space: dict[str, Param
     have = {"model": asdict(config_from_dict(m.name, m.params)), "train": asdict(run_cfg.train)}
     point = {}
     for key, p in space.items():
-        section, path = ("train", key[len("train."):]) if key.startswith("train.") else ("model", key)
+        section, path = ("train", key[len("train.") :]) if key.startswith("train.") else ("model", key)
         node: Any = have[section]
         for part in path.split("."):
             node = node.get(part) if isinstance(node, dict) else None
         if p.choices and node in p.choices:
             point[key] = node
-        elif not p.choices and isinstance(node, (int, float)) and not isinstance(node, bool) and p.low <= node <= p.high:
+        elif (
+            not p.choices and isinstance(node, (int, float)) and not isinstance(node, bool) and p.low <= node <= p.high
+        ):
             point[key] = int(node) if p.integer else float(node)
     return point
 
@@ -212,8 +221,16 @@ def _spent(study: Any) -> tuple[int, int, float]:
     return len(trials), len(done), sum(float(t.user_attrs.get("seconds", 0.0)) for t in done)
 
 
-def _tune_model(cfg: ExperimentConfig, m: ModelRun, space: dict[str, Param], bundle: Bundle, out: Path,
-                budget: TuneBudget, valid: Evaluator, say: Callable[[str], None]) -> None:
+def _tune_model(
+    cfg: ExperimentConfig,
+    m: ModelRun,
+    space: dict[str, Param],
+    bundle: Bundle,
+    out: Path,
+    budget: TuneBudget,
+    valid: Evaluator,
+    say: Callable[[str], None],
+) -> None:
     import optuna
 
     study = _study(m, out, create=True)
@@ -231,8 +248,10 @@ def _tune_model(cfg: ExperimentConfig, m: ModelRun, space: dict[str, Param], bun
         study.optimize(objective, n_trials=1, catch=(FloatingPointError, ConfigError), gc_after_trial=True)
         last = study.get_trials(deepcopy=False)[-1]
         value = "" if last.value is None else f" valid {objective.metric} {last.value:.4f}"
-        say(f"{m.label} trial {last.number} {last.state.name.lower()}{value} "
-            f"({float(last.user_attrs.get('seconds', 0)):.0f}s) {last.params}")
+        say(
+            f"{m.label} trial {last.number} {last.state.name.lower()}{value} "
+            f"({float(last.user_attrs.get('seconds', 0)):.0f}s) {last.params}"
+        )
 
 
 def _summary(study: Any, space: dict[str, Param], budget: TuneBudget, metric: str) -> dict[str, Any]:
@@ -241,16 +260,31 @@ def _summary(study: Any, space: dict[str, Param], budget: TuneBudget, metric: st
     spent = _spent(study)[2]
     trials = []
     for t in study.get_trials(deepcopy=False):
-        trials.append({"number": t.number, "state": t.state.name.lower(), "value": t.value, "params": dict(t.params),
-                       "seconds": t.user_attrs.get("seconds"), "curve": {int(k): v for k, v in t.intermediate_values.items()},
-                       **{k: t.user_attrs[k] for k in ("configured", "retry_of", "interrupted", "error", "valid_by_category")
-                          if k in t.user_attrs}})
+        trials.append(
+            {
+                "number": t.number,
+                "state": t.state.name.lower(),
+                "value": t.value,
+                "params": dict(t.params),
+                "seconds": t.user_attrs.get("seconds"),
+                "curve": {int(k): v for k, v in t.intermediate_values.items()},
+                **{
+                    k: t.user_attrs[k]
+                    for k in ("configured", "retry_of", "interrupted", "error", "valid_by_category")
+                    if k in t.user_attrs
+                },
+            }
+        )
     complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None]
     best = max(complete, key=lambda t: (t.value, -t.number)) if complete else None
-    return {"space": {k: p.to_json() for k, p in space.items()}, "metric": f"valid {metric}",
-            "budget": {"trials": budget.trials, "timeout": budget.timeout}, "seconds": spent,
-            "trials": trials, "best": None if best is None else {"number": best.number, "value": best.value,
-                                                                 "params": dict(best.params)}}
+    return {
+        "space": {k: p.to_json() for k, p in space.items()},
+        "metric": f"valid {metric}",
+        "budget": {"trials": budget.trials, "timeout": budget.timeout},
+        "seconds": spent,
+        "trials": trials,
+        "best": None if best is None else {"number": best.number, "value": best.value, "params": dict(best.params)},
+    }
 
 
 def _entry(m: ModelRun) -> dict[str, Any]:
@@ -273,20 +307,29 @@ def best_experiment(cfg: ExperimentConfig, tuned: dict[str, dict[str, Any]]) -> 
         best = (tuned.get(m.label) or {}).get("best")
         if best is not None:
             params, train = split_point(best["params"])
-            m = replace(m, params=merge_dicts(dict(m.params), params), train=merge_dicts(dict(m.train), train),
-                        grid={})
+            m = replace(m, params=merge_dicts(dict(m.params), params), train=merge_dicts(dict(m.train), train), grid={})
         models.append(_entry(replace(m, search={})))
-    return {"name": f"{cfg.name}-tuned", **cfg.run, "seeds": list(cfg.seeds), "metrics": list(cfg.metrics),
-            "out": f"{cfg.out}-tuned", "models": models}
+    return {
+        "name": f"{cfg.name}-tuned",
+        **cfg.run,
+        "seeds": list(cfg.seeds),
+        "metrics": list(cfg.metrics),
+        "out": f"{cfg.out}-tuned",
+        "models": models,
+    }
 
 
 def _markdown(cfg: ExperimentConfig, tuned: dict[str, dict[str, Any]], budget: TuneBudget) -> str:
     limit = f", at most {budget.timeout:.0f}s of trial time" if budget.timeout else ""
-    lines = [f"# Tuning: {cfg.name}", "",
-             f"Budget per model: {budget.trials} finished trials{limit}; TPE sampler, median pruner; "
-             f"scored by validation {cfg.metrics[0]} (ALL categories), first seed ({cfg.seeds[0]}).", "",
-             f"| model | trials (complete / pruned / failed) | seconds | best valid {cfg.metrics[0]} | best options |",
-             "|---|---|---:|---:|---|"]
+    lines = [
+        f"# Tuning: {cfg.name}",
+        "",
+        f"Budget per model: {budget.trials} finished trials{limit}; TPE sampler, median pruner; "
+        f"scored by validation {cfg.metrics[0]} (ALL categories), first seed ({cfg.seeds[0]}).",
+        "",
+        f"| model | trials (complete / pruned / failed) | seconds | best valid {cfg.metrics[0]} | best options |",
+        "|---|---|---:|---:|---|",
+    ]
     for label, t in tuned.items():
         states = [x["state"] for x in t["trials"] if not x.get("interrupted")]
         counts = f"{len(states)} ({states.count('complete')} / {states.count('pruned')} / {states.count('fail')})"
@@ -301,9 +344,14 @@ def _fmt(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
-def tune_experiment(cfg: ExperimentConfig, budget: TuneBudget = TuneBudget(), out: str | Path | None = None,
-                    bundle: Bundle | None = None, progress: Callable[[str], None] | None = None,
-                    only: list[str] | None = None) -> dict[str, Any]:
+def tune_experiment(
+    cfg: ExperimentConfig,
+    budget: TuneBudget = TuneBudget(),
+    out: str | Path | None = None,
+    bundle: Bundle | None = None,
+    progress: Callable[[str], None] | None = None,
+    only: list[str] | None = None,
+) -> dict[str, Any]:
     """Tune the models of `cfg` (or the labels in `only`) with `budget` (see the module docstring);
     returns tuning.json's content, which covers every model of `cfg` with a study in `out` (earlier
     `--only` runs included), as does best.yaml.
@@ -348,8 +396,11 @@ def _write(out: Path, cfg: ExperimentConfig, budget: TuneBudget) -> dict[str, An
         study = _study(m, out, create=False) if (out / STORAGE).exists() else None
         if study is not None:
             tuned[m.label] = _summary(study, space_of(m), budget, cfg.metrics[0])
-    result = {"experiment": cfg.name, "budget": {"trials": budget.trials, "timeout": budget.timeout,
-                                                  "seed": budget.seed}, "models": tuned}
+    result = {
+        "experiment": cfg.name,
+        "budget": {"trials": budget.trials, "timeout": budget.timeout, "seed": budget.seed},
+        "models": tuned,
+    }
     write_json(out / "tuning.json", result)
     write_text(out / "best.yaml", yaml.safe_dump(best_experiment(cfg, tuned), sort_keys=False))
     write_text(out / "tuning.md", _markdown(cfg, tuned, budget))

@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Any
 
@@ -34,6 +35,20 @@ def threads() -> int:
     nb.set_num_threads(n)  # starts numba's pool on first use
     _keep_torch_threads(want)
     return n
+
+
+def deterministic(device: torch.device | str = "cpu") -> None:
+    """`train.deterministic`: pin this process to one torch thread, and so one kernel thread
+    (`threads()` follows torch), and turn on torch's deterministic algorithms. Parallel sums then
+    always add in the same order (torch's reductions and BLAS split their work by thread count,
+    and so do the kernels' per-chunk partial sums), and `train.fused`'s Hogwild step runs its rows
+    in order (no races). On CUDA, ops without a deterministic form warn (cuBLAS is given the
+    workspace setting it needs). The process keeps these settings, so the evaluation that follows
+    the training is pinned too."""
+    if torch.device(device).type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True, warn_only=True)
 
 
 def _keep_torch_threads(want: int) -> None:

@@ -40,8 +40,8 @@ def build(nb: Any) -> dict[str, Any]:  # pragma: no cover - the bodies run compi
             gp = np.empty(d, dtype=np.float32)
             gn = np.empty(d, dtype=np.float32)
             gk = np.empty(n_k, dtype=np.float32)
-            acc = 0.0
-            norms = 0.0
+            acc: float | np.floating = 0.0  # (annotations of locals are not evaluated: numba sees float64)
+            norms: float | np.floating = 0.0
             for b in range(c * step, min((c + 1) * step, n_b)):
                 u, p = users[b], pos[b]
                 gsum = np.float32(0.0)

@@ -38,8 +38,27 @@ def build(nb: Any) -> dict[str, Any]:  # pragma: no cover - the bodies run compi
         return co / (math.sqrt(item_users[h] * n_j) + shrink + 1e-8)
 
     @jit
-    def neighbourhood_forward(table, hist, category, users, col_of, nbr, nbr_co, nbr_off, item_users, item_cat, keys,
-                              user_starts, shrink, hlen, n_cat, n_i, starts, out, n_chunks):
+    def neighbourhood_forward(
+        table,
+        hist,
+        category,
+        users,
+        col_of,
+        nbr,
+        nbr_co,
+        nbr_off,
+        item_users,
+        item_cat,
+        keys,
+        user_starts,
+        shrink,
+        hlen,
+        n_cat,
+        n_i,
+        starts,
+        out,
+        n_chunks,
+    ):
         """Adds the scores into out [B, m]; with `starts` (each row's first slot in the hit lists,
         [B + 1]: k per real history item) returns the hits (column, weight index, cosine) and their
         count per row, which are all the backward needs. `nbr` / `nbr_co` hold each item's
@@ -74,7 +93,7 @@ def build(nb: Any) -> dict[str, Any]:  # pragma: no cover - the bodies run compi
                     h = hist[r, sl]
                     if h == n_i:
                         continue
-                    w_at = ((c * (n_cat + 1) + item_cat[h]) * hlen + sl + hlen - length)
+                    w_at = (c * (n_cat + 1) + item_cat[h]) * hlen + sl + hlen - length
                     w = table[w_at]
                     for kk in range(nbr_off[h, c], nbr_off[h, c + 1]):
                         j = nbr[h, kk]

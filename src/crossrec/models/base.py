@@ -343,8 +343,9 @@ class ScoresHistory(Protocol):
 class Explains(Protocol):
     """A model that names each history item's own contribution to a score (explanations)."""
 
-    def contributions(self, user: int, category: int, items: Tensor,
-                      center: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def contributions(
+        self, user: int, category: int, items: Tensor, center: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
         """The user's history items [H] and each one's contribution [H, n] to each of `items` [n]."""
         ...
 

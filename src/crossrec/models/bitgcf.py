@@ -42,7 +42,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, cast
 
 import numpy as np
 import torch
@@ -70,7 +70,9 @@ if TYPE_CHECKING:
 class BiTGCFConfig(Checked):
     dim: Size = 64  # (int) embedding size
     n_layers: int = 3  # (int) propagation layers L, each followed by the transfer step
-    transfer: Literal["constant", "count"] = "constant"  # (str) lambda of the transfer step: constant (= lam) | count (n_uc / n_u)
+    transfer: Literal["constant", "count"] = (
+        "constant"  # (str) lambda of the transfer step: constant (= lam) | count (n_uc / n_u)
+    )
     lam: float = 0.8  # (float) constant lambda: the share of a user's own category in the mix
     reg: float = 1e-4  # (float) L2 on the batch's layer-0 embeddings (lambda)
     loss: Literal["bpr", "bce", "softmax"] = "bpr"  # (str) bpr | bce | softmax
@@ -87,6 +89,13 @@ class BiTGCF(nn.Module):
         >>> m = BiTGCF(BiTGCFConfig(dim=8, n_layers=2), sizes); m.setup(bundle)  # doctest: +SKIP
         >>> m.loss(batch)                                                        # scalar  # doctest: +SKIP
     """
+
+    # buffers (nn.Module's attribute lookup cannot type them)
+    graph_indices_: Tensor
+    graph_values_: Tensor
+    covered_: Tensor
+    active_: Tensor
+    lambda_: Tensor
 
     def __init__(self, config: BiTGCFConfig, sizes: Sizes) -> None:
         super().__init__()
@@ -145,13 +154,18 @@ class BiTGCF(nn.Module):
         self._graph.clear()
         self._final.clear()
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[override]
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         load_graph_buffers(self, state_dict, prefix, (self._graph, self._final))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """'shared': item embeddings; 'specific': the per-category user embeddings; no heads."""
-        return {"shared": [self.item_emb.weight], "specific": [self.user_emb.weight], "heads": []}
+        # torch types an Embedding's weight as Tensor; it is an nn.Parameter
+        return {
+            "shared": [cast(nn.Parameter, self.item_emb.weight)],
+            "specific": [cast(nn.Parameter, self.user_emb.weight)],
+            "heads": [],
+        }
 
     # ------------------------------------------------------------------ propagation
     def _adjacency(self) -> Tensor:
@@ -194,8 +208,14 @@ class BiTGCF(nn.Module):
         if self.training:
             return self._propagate()
         with torch.no_grad():
-            tensors = (self.user_emb.weight, self.item_emb.weight, self.lambda_, self.active_,
-                       self.graph_indices_, self.graph_values_)
+            tensors = (
+                self.user_emb.weight,
+                self.item_emb.weight,
+                self.lambda_,
+                self.active_,
+                self.graph_indices_,
+                self.graph_values_,
+            )
             return self._final.get(tensors, self._propagate)
 
     def train(self, mode: bool = True) -> BiTGCF:

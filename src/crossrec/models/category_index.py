@@ -22,6 +22,8 @@ from crossrec.data.batch import Sizes
 class CategoryIndex(nn.Module):
     """Per-category global item ids (`index[c]`), plus `local` and `category` per item."""
 
+    local: Tensor
+
     def __init__(self, sizes: Sizes) -> None:
         super().__init__()
         self.n_categories = sizes.n_categories
@@ -31,8 +33,9 @@ class CategoryIndex(nn.Module):
             self.register_buffer(f"items_{c}", idx, persistent=False)
             local[idx] = torch.arange(len(idx))
         self.register_buffer("local", local, persistent=False)  # [n_items] position within the category
-        self.register_buffer("category", torch.tensor(sizes.item_category, dtype=torch.int64).reshape(-1),
-                             persistent=False)  # [n_items]
+        self.register_buffer(
+            "category", torch.tensor(sizes.item_category, dtype=torch.int64).reshape(-1), persistent=False
+        )  # [n_items]
 
     def __getitem__(self, category: int) -> Tensor:
         if not 0 <= int(category) < self.n_categories:

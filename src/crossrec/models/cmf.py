@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, cast
 
 import numpy as np
 import torch
@@ -46,7 +46,9 @@ class CMFConfig(Checked):
     loss: Literal["bpr", "bce", "softmax"] = "bpr"  # (str) bpr | bce | softmax over in-category sampled negatives
     category_offset: bool = False  # (bool) add a per-category user offset s_{u,c} to the shared p_u
     item_bias: bool = True  # (bool) per-item bias b_i (folded into the two-tower vectors)
-    weights: Literal["uniform", "balanced"] = "uniform"  # (str) relation weights alpha_c: uniform | balanced (1 / n_c, set in setup)
+    weights: Literal["uniform", "balanced"] = (
+        "uniform"  # (str) relation weights alpha_c: uniform | balanced (1 / n_c, set in setup)
+    )
     reg: float = 1e-4  # (float) L2 on the batch's embeddings (lambda)
     offset_reg: float = 1e-3  # (float) extra L2 on the batch's offsets: they stay deviations from p_u
     init_std: float = 0.01  # (float) normal init std of the user and item factors
@@ -63,6 +65,8 @@ class CMF(BiasedDotModel):
         >>> m = CMF(CMFConfig(dim=8), sizes)                          # doctest: +SKIP
         >>> m.user_vectors(torch.tensor([0]), 1) @ m.item_vectors(1).T  # == m.score(...)  # doctest: +SKIP
     """
+
+    alpha_: Tensor  # a buffer (nn.Module's attribute lookup cannot type it)
 
     def __init__(self, config: CMFConfig, sizes: Sizes) -> None:
         super().__init__()
@@ -93,8 +97,9 @@ class CMF(BiasedDotModel):
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """'shared': user and item factors; 'specific': the per-category user offsets; 'heads': item biases."""
-        shared = [self.user_emb.weight, self.items.emb.weight]
-        specific = [self.user_offset.weight] if self.user_offset is not None else []
+        # torch types an Embedding's weight as Tensor; it is an nn.Parameter
+        shared = [cast(nn.Parameter, self.user_emb.weight), cast(nn.Parameter, self.items.emb.weight)]
+        specific = [cast(nn.Parameter, self.user_offset.weight)] if self.user_offset is not None else []
         heads = [self.items.bias] if self.items.bias is not None else []
         return {"shared": shared, "specific": specific, "heads": heads}
 

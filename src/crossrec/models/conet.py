@@ -59,7 +59,9 @@ class CoNetConfig(Checked):
     layers: tuple[int, ...] = (64, 32, 16)  # (tuple[int]) hidden widths of every category's tower
     cross: bool = True  # (bool) cross connections between consecutive hidden layers (False: MLP++)
     cross_l1: float = 0.0  # (float) L1 on the cross matrices H_l (SCoNet); 0 = CoNet
-    loss: Literal["bce", "bpr", "softmax"] = "bce"  # (str) bce (as in the paper) | bpr | softmax over in-category sampled negatives
+    loss: Literal["bce", "bpr", "softmax"] = (
+        "bce"  # (str) bce (as in the paper) | bpr | softmax over in-category sampled negatives
+    )
     reg: float = 1e-5  # (float) L2 on the batch's embeddings (lambda)
     init_std: float = 0.01  # (float) normal init std of the user and item embeddings
     score_chunk: Size = 32_768  # (int) max user-item pairs per tower pass when scoring a category
@@ -120,7 +122,6 @@ class CoNet(nn.Module):
         shared = [self.user_emb.weight, self.item_emb.weight, *self.cross_w]
         heads = [self.in_w, self.in_b, *self.hid_w, *self.hid_b, self.out_w, self.out_b]
         return {"shared": shared, "specific": [], "heads": heads}
-
 
     # ------------------------------------------------------------------ the towers
     def _user_part(self, users: Tensor) -> Tensor:

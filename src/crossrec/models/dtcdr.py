@@ -48,7 +48,9 @@ from crossrec.typed import Checked, Size
 @dataclass(frozen=True)
 class DTCDRConfig(Checked):
     dim: Size = 64  # (int) embedding size of the per-category user embeddings, items and user vectors
-    combine: Literal["concat", "mean", "max"] = "concat"  # (str) how e_{u,1..N} become the shared embedding: concat | mean | max
+    combine: Literal["concat", "mean", "max"] = (
+        "concat"  # (str) how e_{u,1..N} become the shared embedding: concat | mean | max
+    )
     user_layers: tuple[int, ...] = ()  # (tuple[int]) hidden widths of each category's user tower (ReLU)
     item_bias: bool = True  # (bool) per-item bias b_i (folded into the two-tower vectors)
     loss: Literal["bpr", "bce", "softmax"] = "bpr"  # (str) bpr | bce | softmax over in-category sampled negatives
@@ -73,6 +75,8 @@ class DTCDR(BiasedDotModel):
         >>> m = DTCDR(DTCDRConfig(dim=8, combine="max"), sizes)   # doctest: +SKIP
         >>> m.user_vectors(torch.tensor([0, 1]), 2).shape         # [2, 9]  # doctest: +SKIP
     """
+
+    cat_range: Tensor  # a buffer (nn.Module's attribute lookup cannot type it)
 
     def __init__(self, config: DTCDRConfig, sizes: Sizes) -> None:
         super().__init__()

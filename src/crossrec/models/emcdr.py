@@ -94,6 +94,11 @@ class EMCDR(nn.Module):
         >>> m.user_vectors(torch.tensor([3]), 1) @ m.item_vectors(1).T               # == score  # doctest: +SKIP
     """
 
+    # buffers (nn.Module's attribute lookup cannot type them)
+    covered_: Tensor
+    active_: Tensor
+    cat_range: Tensor
+
     def __init__(self, config: EMCDRConfig, sizes: Sizes) -> None:
         super().__init__()
         c = config

@@ -9,7 +9,8 @@ Example:
 from __future__ import annotations
 
 import warnings
-from typing import Any, Callable, Generic, Sequence, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -71,7 +72,7 @@ class TensorCache(Generic[T]):
         key = tuple((t.data_ptr(), t._version) for t in tensors) + tuple(extra)
         if self._value is None or self._key != key:
             self._key, self._value = key, compute()
-        return self._value  # type: ignore[return-value]
+        return self._value
 
 
 def sparse_graph(indices: Tensor, values: Tensor, n: int, csr: bool = False) -> Tensor:
@@ -85,7 +86,9 @@ def sparse_graph(indices: Tensor, values: Tensor, n: int, csr: bool = False) -> 
         return adj.to_sparse_csr()
 
 
-def load_graph_buffers(module: Any, state_dict: dict[str, Tensor], prefix: str, caches: Sequence[TensorCache[Any]]) -> None:
+def load_graph_buffers(
+    module: Any, state_dict: dict[str, Tensor], prefix: str, caches: Sequence[TensorCache[Any]]
+) -> None:
     """Before a graph model loads: take the stored shapes of its graph buffers (they depend on the
     data) and drop every cache built from the old ones."""
     for name in ("graph_indices_", "graph_values_"):

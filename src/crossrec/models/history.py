@@ -17,7 +17,8 @@ Example:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -81,7 +82,9 @@ def history_index(bundle: Bundle, split: str | tuple[str, ...] = "train") -> dic
     }
 
 
-def causal_history(index: dict[str, Tensor], users: Tensor, items: Tensor, max_len: int, pad: int, n_items: int) -> Tensor:
+def causal_history(
+    index: dict[str, Tensor], users: Tensor, items: Tensor, max_len: int, pad: int, n_items: int
+) -> Tensor:
     """[B, max_len] the items each (user, item) row's user had *before* that row, most recent last.
 
     Rows whose pair is not in the index (not a training row) get the user's whole sequence.

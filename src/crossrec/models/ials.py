@@ -20,8 +20,9 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse as sp
@@ -72,8 +73,9 @@ class IALS(nn.Module):
         return dot_scores(self.user_vectors(users, category), self.item_vectors(category))
 
 
-def fit_factors(bundle: Bundle, n_users: int, n_items: int, c: IALSConfig,
-                categories: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+def fit_factors(
+    bundle: Bundle, n_users: int, n_items: int, c: IALSConfig, categories: Sequence[int] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """iALS user [n_users, factors] and item [n_items, factors] factors (float32) of the binary
     user x item matrix of the training rows in `categories` (None: all), fitted by `implicit`."""
     try:
@@ -88,9 +90,16 @@ def fit_factors(bundle: Bundle, n_users: int, n_items: int, c: IALSConfig,
     m.sum_duplicates()
     m.data[:] = 1.0
     with threadpool_limits(1, "blas"):  # implicit parallelises itself; a BLAS pool on top oversubscribes
-        model = AlternatingLeastSquares(factors=c.factors, regularization=c.regularization, alpha=c.alpha,
-                                        iterations=c.iterations, random_state=c.seed,
-                                        num_threads=torch.get_num_threads())
+        model = AlternatingLeastSquares(
+            factors=c.factors,
+            regularization=c.regularization,
+            alpha=c.alpha,
+            iterations=c.iterations,
+            random_state=c.seed,
+            num_threads=torch.get_num_threads(),
+        )
         model.fit(m, show_progress=False)
-    return (np.ascontiguousarray(model.user_factors, dtype=np.float32),
-            np.ascontiguousarray(model.item_factors, dtype=np.float32))
+    return (
+        np.ascontiguousarray(model.user_factors, dtype=np.float32),
+        np.ascontiguousarray(model.item_factors, dtype=np.float32),
+    )

@@ -129,7 +129,7 @@ class ItemKNN(nn.Module):
             )
         return self._cache[name]
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[override]
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # Learned CSR buffers have data-dependent lengths: adopt the stored shapes.
         for name, buf in list(self._buffers.items()):
             key = prefix + name

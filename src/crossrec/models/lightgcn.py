@@ -63,6 +63,10 @@ class LightGCN(nn.Module):
         >>> gcn.loss(batch)                                                   # scalar  # doctest: +SKIP
     """
 
+    # buffers (nn.Module's attribute lookup cannot type them)
+    graph_indices_: Tensor
+    graph_values_: Tensor
+
     def __init__(self, config: LightGCNConfig, sizes: Sizes) -> None:
         super().__init__()
         if config.n_layers < 0:
@@ -97,7 +101,7 @@ class LightGCN(nn.Module):
         self._graph.clear()
         self._final.clear()
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[override]
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         load_graph_buffers(self, state_dict, prefix, (self._graph, self._final))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 

@@ -62,7 +62,7 @@ def warm_start_bias(bias: Tensor, ready: Tensor, ratings: Tensor) -> None:
 def l2_penalty(*tensors: Tensor) -> Tensor:
     """Sum of squared entries divided by the batch size (first dim of the first tensor)."""
     n = max(1, tensors[0].shape[0])
-    return sum(t.pow(2).sum() for t in tensors) / n
+    return torch.stack([t.pow(2).sum() for t in tensors]).sum() / n
 
 
 def pair_loss(name: str, pos: Tensor, neg: Tensor, reduction: str = "mean") -> Tensor:

@@ -39,6 +39,8 @@ class MFConfig(Checked):
 class MF(nn.Module):
     """User and item factors; a two-tower model (user_vectors / item_vectors)."""
 
+    bias_ready: Tensor  # a buffer (nn.Module's attribute lookup cannot type it)
+
     def __init__(self, config: MFConfig, sizes: Sizes) -> None:
         super().__init__()
         self.config = config
@@ -54,7 +56,6 @@ class MF(nn.Module):
         # per-user/per-item biases and factors model deviations instead of absorbing the offset.
         self.register_buffer("bias_ready", torch.zeros((), dtype=torch.bool))
         self.index = CategoryIndex(sizes)
-
 
     def user_vectors(self, users: Tensor, category: int) -> Tensor:
         return self.user_emb(users)  # [B, d]
@@ -103,8 +104,10 @@ class MF(nn.Module):
         p, n = e[:n_b], e[n_b:].view(n_b, n_k, -1)
         x = torch.linalg.vecdot(u, p).unsqueeze(1) - torch.linalg.vecdot(u.unsqueeze(1), n)  # [B, K]
         reg, r = self.config.reg, 2 * self.config.reg / n_b
-        loss = torch.nn.functional.softplus(-x).mean() + reg * (
-            torch.linalg.vector_norm(u).square() + torch.linalg.vector_norm(e).square()) / n_b
+        loss = (
+            torch.nn.functional.softplus(-x).mean()
+            + reg * (torch.linalg.vector_norm(u).square() + torch.linalg.vector_norm(e).square()) / n_b
+        )
         g = torch.sigmoid(-x).mul_(-1.0 / (n_b * n_k))  # d loss / d x
         gsum = g.sum(1, keepdim=True)  # [B, 1]
         if self.user_emb.weight.requires_grad:  # a frozen table (transfer freezing) gets no gradient

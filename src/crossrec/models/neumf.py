@@ -77,7 +77,9 @@ class NeuMF(nn.Module):
         neg_users = batch.users.unsqueeze(1).expand_as(batch.neg_items)
         neg = self._pair_scores(neg_users, batch.neg_items)  # [B, n_neg]
         reg = l2_penalty(
-            self.gmf_user(batch.users), self.gmf_item(batch.pos_items),
-            self.mlp_user(batch.users), self.mlp_item(batch.pos_items),
+            self.gmf_user(batch.users),
+            self.gmf_item(batch.pos_items),
+            self.mlp_user(batch.users),
+            self.mlp_item(batch.pos_items),
         )
         return pair_loss(self.config.loss, pos, neg) + self.config.reg * reg

@@ -1,4 +1,4 @@
-""""single" mode: one independent model per category behind the same `score` contract.
+""" "single" mode: one independent model per category behind the same `score` contract.
 
 This is the before-transfer reference: model c sees only category c's training data, so nothing
 learned in one category reaches another.
@@ -10,7 +10,8 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, Self, Sequence
+from collections.abc import Sequence
+from typing import Any, Self, cast
 
 import torch
 from torch import Tensor, nn
@@ -19,6 +20,7 @@ from crossrec.data.batch import Sizes
 from crossrec.errors import ConfigError
 from crossrec.models.base import (
     RatingPredictor,
+    Recommender,
     build_model,
     config_from_dict,
     reads_text,
@@ -37,7 +39,9 @@ class PerCategory(nn.Module):
 
     def __new__(cls, models: Sequence[nn.Module] = (), item_category: Sequence[int] = ()) -> Self:
         ratings = cls is PerCategory and len(models) > 0 and all(isinstance(m, RatingPredictor) for m in models)
-        return super().__new__(PerCategoryRatings if ratings else cls)
+        return cast(Self, super().__new__(PerCategoryRatings if ratings else cls))
+
+    _item_category: Tensor  # a buffer (nn.Module's attribute lookup cannot type it)
 
     def __init__(self, models: Sequence[nn.Module], item_category: Sequence[int]) -> None:
         super().__init__()
@@ -45,7 +49,7 @@ class PerCategory(nn.Module):
         self.register_buffer("_item_category", torch.tensor(list(item_category)), persistent=False)
 
     def score(self, users: Tensor, category: int) -> Tensor:
-        return self.models[category].score(users, category)
+        return cast(Recommender, self.models[category]).score(users, category)
 
     @property
     def uses_text(self) -> bool:

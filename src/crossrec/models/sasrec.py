@@ -73,6 +73,14 @@ class SASRec(nn.Module):
         >>> m.loss(batch)                                              # scalar  # doctest: +SKIP
     """
 
+    # buffers (nn.Module's attribute lookup cannot type them)
+    seq_: Tensor
+    item_category_: Tensor
+    cat_items_: Tensor
+    cat_start_: Tensor
+    cat_size_: Tensor
+    causal_: Tensor
+
     def __init__(self, config: SASRecConfig, sizes: Sizes) -> None:
         super().__init__()
         c = config

@@ -14,8 +14,9 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -37,7 +38,9 @@ class TextKNNConfig:
     """Text-kNN has no hyperparameters (the encoder is the `encoder:` section)."""
 
 
-@register("textknn", TextKNNConfig, paper="content-based baseline: mean-profile cosine over sentence-encoder item vectors")
+@register(
+    "textknn", TextKNNConfig, paper="content-based baseline: mean-profile cosine over sentence-encoder item vectors"
+)
 class TextKNN(nn.Module):
     """Two towers: user = normalised mean of the history's text vectors, item = its text vector."""
 
@@ -52,16 +55,20 @@ class TextKNN(nn.Module):
 
     def fit(self, bundle: Bundle, categories: Sequence[int] | None = None) -> None:
         if bundle.text_vectors is None:
-            raise ConfigError("textknn needs item text vectors: train through the pipeline (it encodes them "
-                             "with the `encoder:` section) or set bundle.text_vectors")
+            raise ConfigError(
+                "textknn needs item text vectors: train through the pipeline (it encodes them "
+                "with the `encoder:` section) or set bundle.text_vectors"
+            )
         text = F.normalize(torch.from_numpy(np.asarray(bundle.text_vectors, dtype=np.float32)), dim=1)
         # The profile reads every category: that is how a user's other categories reach this one.
         if categories is None:
             m = bundle.csr("train")  # [n_users, n_items] 0/1
         else:  # a per-category model reads its own categories only
             rows = bundle.rows("train", categories)
-            m = sp.csr_matrix((np.ones(rows.height, dtype=np.float32), (rows["user"].to_numpy(), rows["item"].to_numpy())),
-                              shape=(self.sizes.n_users, self.sizes.n_items))
+            m = sp.csr_matrix(
+                (np.ones(rows.height, dtype=np.float32), (rows["user"].to_numpy(), rows["item"].to_numpy())),
+                shape=(self.sizes.n_users, self.sizes.n_items),
+            )
         dense = torch.from_numpy(np.asarray(m @ text.numpy(), dtype=np.float32))  # sparse x dense, no per-row loop
         self.text_, self.profile_ = text, F.normalize(dense, dim=1)
 

@@ -46,9 +46,10 @@ import math
 import os
 import threading
 import time
+from collections.abc import AsyncIterator, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, Optional
+from typing import Any
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -72,15 +73,15 @@ class NewItem(BaseModel):
     item: str = ID
     category: str = ID
     title: str = Field(min_length=1, max_length=1000)
-    description: Optional[str] = Field(default=None, max_length=10_000)
-    image_vector: Optional[list[float]] = Field(default=None, max_length=4096)
+    description: str | None = Field(default=None, max_length=10_000)
+    image_vector: list[float] | None = Field(default=None, max_length=4096)
 
 
 class Feedback(BaseModel):
     user: str = ID
     item: str = ID
     event: str = Field(min_length=1, max_length=32, pattern=r"^[a-z][a-z0-9_]*$")
-    timestamp: Optional[float] = Field(default=None, ge=0, le=1e11)
+    timestamp: float | None = Field(default=None, ge=0, le=1e11)
 
 
 def _field_error(status: int, field: str, msg: str, where: str = "query") -> JSONResponse:
@@ -139,7 +140,9 @@ def strict_json(body: bytes) -> Any:
                 try:
                     k.encode("utf-8")
                 except UnicodeEncodeError:
-                    raise _body_error(loc, "a key holds a lone surrogate (an unpaired \\ud800-\\udfff escape)") from None
+                    raise _body_error(
+                        loc, "a key holds a lone surrogate (an unpaired \\ud800-\\udfff escape)"
+                    ) from None
                 stack.append(([*loc, k], x))
         elif isinstance(v, list):
             stack.extend(([*loc, j], x) for j, x in enumerate(v))
@@ -176,8 +179,13 @@ class _BoundedAndTimed:
     (chunked), by the bytes received so far: the handler never receives more than the limit.
     Every request's status and latency go to `metrics` under its route."""
 
-    def __init__(self, app: Any, max_body_bytes: int, metrics: Metrics,
-                 refuse: Callable[[Optional[bytes]], Optional[Response]] = lambda _: None) -> None:
+    def __init__(
+        self,
+        app: Any,
+        max_body_bytes: int,
+        metrics: Metrics,
+        refuse: Callable[[bytes | None], Response | None] = lambda _: None,
+    ) -> None:
         self.app, self.max_body, self.metrics, self.refuse = app, max_body_bytes, metrics, refuse
 
     def _too_large(self) -> JSONResponse:
@@ -190,7 +198,7 @@ class _BoundedAndTimed:
         status = [500]
         over, started, got = [False], [False], [0]
 
-        async def send_and_note(message: dict) -> None:
+        async def send_and_note(message: MutableMapping[str, Any]) -> None:
             if message["type"] == "http.response.start":
                 started[0], status[0] = True, message["status"]
             await send(message)
@@ -211,7 +219,7 @@ class _BoundedAndTimed:
 
         headers = dict(scope.get("headers") or [])
         size = headers.get(b"content-length")
-        answer: Optional[Response] = None
+        answer: Response | None = None
         if (scope.get("path") or "/").rstrip("/") in WRITE_PATHS:
             answer = self.refuse(headers.get(b"x-api-key"))
         if answer is None and size is not None and (not size.isdigit() or int(size) > self.max_body):
@@ -243,19 +251,14 @@ def create_app(load: Callable[[], Service], cfg: ServeConfig = ServeConfig(), ap
     app.router.route_class = _StrictJSONRoute  # JSON bodies: finite numbers, UTF-8 text only
     app.state.service = load()
     metrics = Metrics()
-    reload_lock = threading.Lock()
     # the batch runs on the service of its moment: a reload swaps it between batches
-    batcher = MicroBatcher(lambda reqs: app.state.service.recommend_many(reqs), cfg.batch_max, cfg.batch_wait_ms)
+    batcher: MicroBatcher[Any] = MicroBatcher(
+        lambda reqs: app.state.service.recommend_many(reqs), cfg.batch_max, cfg.batch_wait_ms
+    )
     app.state.batcher = batcher
+    refusal = _key_check(key, cfg.api_key_env)
 
-    def refusal(x_api_key: Optional[str]) -> Optional[tuple[int, str]]:
-        if key is None:
-            return 403, f"write endpoints are disabled: no API key is configured (${cfg.api_key_env})"
-        if x_api_key is None or not hmac.compare_digest(x_api_key.encode("utf-8", "surrogateescape"), key.encode()):
-            return 401, "missing or wrong X-API-Key"
-        return None
-
-    def refuse(header: Optional[bytes]) -> Optional[Response]:  # in the middleware: before the body is read
+    def refuse(header: bytes | None) -> Response | None:  # in the middleware: before the body is read
         no = refusal(None if header is None else header.decode("latin-1"))
         return None if no is None else JSONResponse(status_code=no[0], content={"detail": no[1]})
 
@@ -264,22 +267,59 @@ def create_app(load: Callable[[], Service], cfg: ServeConfig = ServeConfig(), ap
     def service() -> Service:
         return app.state.service
 
-    def require_key(x_api_key: Optional[str] = Header(default=None, max_length=256)) -> None:
-        no = refusal(x_api_key)  # the middleware refused already; this documents the header in the schema
-        if no is not None:
-            raise HTTPException(*no)
+    _error_handlers(app)
+    _read_routes(app, cfg, service, metrics, batcher)
+    _write_routes(app, load, service, refusal)
+    return app
+
+
+# the API-key check: the X-API-Key header -> None (accepted) or the (status, detail) to refuse with
+_Refusal = Callable[[str | None], tuple[int, str] | None]
+
+
+def _key_check(key: str | None, env: str) -> _Refusal:
+    """The API-key check of the write endpoints: a function of the `X-API-Key` header that gives
+    None when the key matches (constant time), else the (status, detail) to refuse with: 403 when no
+    key is configured (in `$env`), 401 for a missing or wrong one."""
+
+    def refusal(x_api_key: str | None) -> tuple[int, str] | None:
+        if key is None:
+            return 403, f"write endpoints are disabled: no API key is configured (${env})"
+        if x_api_key is None or not hmac.compare_digest(x_api_key.encode("utf-8", "surrogateescape"), key.encode()):
+            return 401, "missing or wrong X-API-Key"
+        return None
+
+    return refusal
+
+
+def _error_handlers(app: FastAPI) -> None:
+    """Register the error handlers: a bad value is FastAPI's 422 shape (without the offending
+    input), a `ServingError` its status naming the field."""
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         # FastAPI's shape, without the offending input (raw bytes or odd text cannot always be JSON)
-        detail = [{"type": _text(e.get("type", "")), "loc": [x if isinstance(x, int) else _text(x, 256) for x in e.get("loc", ())],
-                   "msg": _text(e.get("msg", ""))} for e in exc.errors()]
+        detail = [
+            {
+                "type": _text(e.get("type", "")),
+                "loc": [x if isinstance(x, int) else _text(x, 256) for x in e.get("loc", ())],
+                "msg": _text(e.get("msg", "")),
+            }
+            for e in exc.errors()
+        ]
         return JSONResponse(status_code=422, content={"detail": detail})
 
     @app.exception_handler(ServingError)
     async def serving_error(request: Request, exc: ServingError) -> JSONResponse:
         where = "query" if request.method == "GET" else "body"
         return _field_error(exc.status, exc.field, str(exc), where)
+
+
+def _read_routes(
+    app: FastAPI, cfg: ServeConfig, service: Callable[[], Service], metrics: Metrics, batcher: MicroBatcher
+) -> None:
+    """Register the read endpoints (no key): /health, /metrics, /recommend (micro-batched),
+    /similar, /explain, /history and the web page."""
 
     @app.get("/health")
     def health(svc: Service = Depends(service)) -> dict[str, Any]:
@@ -293,24 +333,34 @@ def create_app(load: Callable[[], Service], cfg: ServeConfig = ServeConfig(), ap
             f"crossrec_recommend_batches_total {batcher.batches}\n"
             "# HELP crossrec_recommend_batched_requests_total /recommend requests answered in those calls.\n"
             "# TYPE crossrec_recommend_batched_requests_total counter\n"
-            f"crossrec_recommend_batched_requests_total {batcher.requests}\n")
+            f"crossrec_recommend_batched_requests_total {batcher.requests}\n"
+        )
 
     @app.get("/recommend", response_class=JSONResponse)
-    async def recommend(user: str = Query(min_length=1, max_length=256),
-                        category: str = Query(min_length=1, max_length=256),
-                        k: int = Query(10, ge=1, le=cfg.max_k), exclude_seen: bool = True) -> JSONResponse:
+    async def recommend(
+        user: str = Query(min_length=1, max_length=256),
+        category: str = Query(min_length=1, max_length=256),
+        k: int = Query(10, ge=1, le=cfg.max_k),
+        exclude_seen: bool = True,
+    ) -> JSONResponse:
         result = await asyncio.wrap_future(batcher.submit((user, category, k, exclude_seen)))
         return JSONResponse(result)
 
     @app.get("/similar")
-    def similar(item: str = Query(min_length=1, max_length=256), k: int = Query(10, ge=1, le=cfg.max_k),
-                category: Optional[str] = Query(None, min_length=1, max_length=256),
-                svc: Service = Depends(service)) -> dict[str, Any]:
+    def similar(
+        item: str = Query(min_length=1, max_length=256),
+        k: int = Query(10, ge=1, le=cfg.max_k),
+        category: str | None = Query(None, min_length=1, max_length=256),
+        svc: Service = Depends(service),
+    ) -> dict[str, Any]:
         return svc.similar(item, k, category)
 
     @app.get("/explain")
-    def explain(user: str = Query(min_length=1, max_length=256), item: str = Query(min_length=1, max_length=256),
-                svc: Service = Depends(service)) -> dict[str, Any]:
+    def explain(
+        user: str = Query(min_length=1, max_length=256),
+        item: str = Query(min_length=1, max_length=256),
+        svc: Service = Depends(service),
+    ) -> dict[str, Any]:
         return svc.explain(user, item)
 
     @app.get("/history")
@@ -321,13 +371,26 @@ def create_app(load: Callable[[], Service], cfg: ServeConfig = ServeConfig(), ap
     def page() -> str:
         return PAGE
 
+
+def _write_routes(app: FastAPI, load: Callable[[], Service], service: Callable[[], Service], refusal: _Refusal) -> None:
+    """Register the write endpoints, each behind the API key: /items, /feedback and /admin/reload
+    (which builds the newest service first, then swaps it in; a failed load keeps the old one)."""
+    reload_lock = threading.Lock()
+
+    def require_key(x_api_key: str | None = Header(default=None, max_length=256)) -> None:
+        no = refusal(x_api_key)  # the middleware refused already; this documents the header in the schema
+        if no is not None:
+            raise HTTPException(*no)
+
     @app.post("/items", dependencies=[Depends(require_key)], status_code=201)
     def add_item(body: NewItem, svc: Service = Depends(service)) -> dict[str, Any]:
         return svc.add_item(body.item, body.category, body.title, body.description, body.image_vector)
 
     @app.post("/feedback", dependencies=[Depends(require_key)], status_code=201)
     def feedback(body: Feedback, svc: Service = Depends(service)) -> dict[str, Any]:
-        return svc.feedback(body.user, body.item, body.event, body.timestamp if body.timestamp is not None else time.time())
+        return svc.feedback(
+            body.user, body.item, body.event, body.timestamp if body.timestamp is not None else time.time()
+        )
 
     @app.post("/admin/reload", dependencies=[Depends(require_key)])
     def reload() -> Any:
@@ -337,12 +400,15 @@ def create_app(load: Callable[[], Service], cfg: ServeConfig = ServeConfig(), ap
                 new = load()  # built first; in-flight requests keep the one they hold
             except Exception as e:  # a damaged or half-written version: keep serving the old one
                 log.warning("reload failed, still serving %s: %s: %s", old, type(e).__name__, e)
-                return _field_error(503, "model", f"the newest model version could not be loaded, still serving "
-                                    f"{old}: {type(e).__name__}: {_text(e)}", "body")
+                return _field_error(
+                    503,
+                    "model",
+                    f"the newest model version could not be loaded, still serving "
+                    f"{old}: {type(e).__name__}: {_text(e)}",
+                    "body",
+                )
             app.state.service = new
         return {"previous": old, "model_version": app.state.service.version}
-
-    return app
 
 
 __all__ = ["create_app"]

@@ -42,8 +42,13 @@ class MicroBatcher(Generic[Req]):
         name: the worker thread's name.
     """
 
-    def __init__(self, fn: Callable[[list[Req]], list[Any]], max_batch: int = 64, max_wait_ms: float = 0.0,
-                 name: str = "crossrec-batcher") -> None:
+    def __init__(
+        self,
+        fn: Callable[[list[Req]], list[Any]],
+        max_batch: int = 64,
+        max_wait_ms: float = 0.0,
+        name: str = "crossrec-batcher",
+    ) -> None:
         if max_batch < 1 or max_wait_ms < 0:
             raise ValueError(f"max_batch={max_batch}, max_wait_ms={max_wait_ms}; expected >= 1 and >= 0")
         self.fn, self.max_batch, self.max_wait = fn, int(max_batch), max_wait_ms / 1000.0

@@ -36,11 +36,21 @@ class Explanations:
     def _like(self: Any, i: int) -> dict[str, Any]:
         """{"like": [...]}: up to `explain_top` trained items whose ID parts item i borrowed, with
         their weights; {} when it borrowed nothing."""
-        pairs = self.model.lenders(i)[: self.cfg.explain_top] if isinstance(self.model, Borrows) else []  # [] past the trained catalogue
+        pairs = (
+            self.model.lenders(i)[: self.cfg.explain_top] if isinstance(self.model, Borrows) else []
+        )  # [] past the trained catalogue
         if not pairs:
             return {}
-        return {"like": [self._describe(n) | {"weight": round(w, 6), "text": f"like {self._titles[n] or self._raw_items[n]} "
-                         f"in {self.categories[self._item_cat[n]]}"} for n, w in pairs]}
+        return {
+            "like": [
+                self._describe(n)
+                | {
+                    "weight": round(w, 6),
+                    "text": f"like {self._titles[n] or self._raw_items[n]} in {self.categories[self._item_cat[n]]}",
+                }
+                for n, w in pairs
+            ]
+        }
 
     def _because(self: Any, u: int | None, user: str, items: list[int]) -> list[list[dict[str, Any]]]:
         """For each item, up to `explain_top` history items with the largest positive contribution
@@ -57,8 +67,11 @@ class Explanations:
                 done.update(ids)
         rest = [i for i in items if i not in done]
         if rest and self._vectors is not None:  # one [H, d] x [d, n] product for the items left
-            hist_ids = [h for h in (self._seen_ids(u).tolist() if u is not None else []) +
-                        self._feedback.get(user, []) if h < self._pad]
+            hist_ids = [
+                h
+                for h in (self._seen_ids(u).tolist() if u is not None else []) + self._feedback.get(user, [])
+                if h < self._pad
+            ]
             if hist_ids:
                 hist = torch.tensor(hist_ids)
                 groups.append((rest, hist, self._vectors[hist] @ torch.stack([self._vector(i) for i in rest]).T))
@@ -66,13 +79,24 @@ class Explanations:
         for ids, hist, w in groups:  # per group: each history item's best share, the largest first
             uniq, inv = torch.unique(hist, return_inverse=True)  # ascending ids: stable sorting puts lower ids first
             best = torch.full((len(uniq), len(ids)), -torch.inf).scatter_reduce(
-                0, inv.unsqueeze(1).expand(-1, len(ids)), w.float(), "amax")
+                0, inv.unsqueeze(1).expand(-1, len(ids)), w.float(), "amax"
+            )
             best[(uniq.unsqueeze(1) == torch.tensor(ids).unsqueeze(0)) | ~(best > 0)] = -torch.inf
             order = torch.sort(best, dim=0, descending=True, stable=True).indices[: self.cfg.explain_top]
             hs, vs = uniq[order].T.tolist(), best.gather(0, order).T.tolist()
             top.update({i: [(h, v) for h, v in zip(hs[col], vs[col]) if v > 0] for col, i in enumerate(ids)})
-        return [[self._describe(h) | {"weight": round(v, 6), "text": f"because you liked {self._titles[h] or self._raw_items[h]} "
-                 f"in {self.categories[self._item_cat[h]]}"} for h, v in top.get(i, [])] for i in items]
+        return [
+            [
+                self._describe(h)
+                | {
+                    "weight": round(v, 6),
+                    "text": f"because you liked {self._titles[h] or self._raw_items[h]} "
+                    f"in {self.categories[self._item_cat[h]]}",
+                }
+                for h, v in top.get(i, [])
+            ]
+            for i in items
+        ]
 
 
 __all__ = ["Explanations"]

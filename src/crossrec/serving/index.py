@@ -31,11 +31,14 @@ from typing import Literal
 import numpy as np
 import torch
 
+from crossrec.extras import require
+
 Kind = Literal["exact", "hnsw", "auto"]
 TORCH_BATCH = 4  # an exact index searches batches of at least this many queries with torch
 
 
 def _faiss():  # imported lazily: the library (and its OpenMP pool) only where serving needs it
+    require("serve", "the serving index", "faiss")
     import faiss
 
     return faiss
@@ -52,8 +55,16 @@ class ItemIndex:
         hnsw_m, ef_search, ef_construction: HNSW graph degree and beam widths.
     """
 
-    def __init__(self, vectors: np.ndarray, ids: np.ndarray, kind: Kind = "exact", hnsw_above: int = 200_000,
-                 hnsw_m: int = 32, ef_search: int = 128, ef_construction: int = 200) -> None:
+    def __init__(
+        self,
+        vectors: np.ndarray,
+        ids: np.ndarray,
+        kind: Kind = "exact",
+        hnsw_above: int = 200_000,
+        hnsw_m: int = 32,
+        ef_search: int = 128,
+        ef_construction: int = 200,
+    ) -> None:
         faiss = _faiss()
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         if vectors.ndim != 2 or len(vectors) != len(ids):

@@ -6,8 +6,8 @@ The store is `serve.store`, default `<out>/serving/store.sqlite`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from crossrec.artifact import load_artifact
 from crossrec.config import RunConfig

@@ -30,8 +30,10 @@ class Metrics:
             self._sum[path] += seconds
 
     def render(self, version: str) -> str:
-        lines = ["# HELP crossrec_requests_total Requests answered, by path and status.",
-                 "# TYPE crossrec_requests_total counter"]
+        lines = [
+            "# HELP crossrec_requests_total Requests answered, by path and status.",
+            "# TYPE crossrec_requests_total counter",
+        ]
         with self._lock:
             for (path, status), n in sorted(self._count.items()):
                 lines.append(f'crossrec_requests_total{{path="{path}",status="{status}"}} {n}')
@@ -44,8 +46,11 @@ class Metrics:
                     lines.append(f'crossrec_request_seconds_bucket{{path="{path}",le="{le}"}} {cum}')
                 lines.append(f'crossrec_request_seconds_sum{{path="{path}"}} {self._sum[path]:.6f}')
                 lines.append(f'crossrec_request_seconds_count{{path="{path}"}} {cum}')
-        lines += ["# HELP crossrec_model_info The served model version.", "# TYPE crossrec_model_info gauge",
-                  f'crossrec_model_info{{version="{version}"}} 1']
+        lines += [
+            "# HELP crossrec_model_info The served model version.",
+            "# TYPE crossrec_model_info gauge",
+            f'crossrec_model_info{{version="{version}"}} 1',
+        ]
         return "\n".join(lines) + "\n"
 
 

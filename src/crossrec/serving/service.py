@@ -38,13 +38,14 @@ import math
 import re
 import threading
 from collections import defaultdict
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import polars as pl
 import torch
 import torch.nn.functional as F
 
+from crossrec.artifact import Artifact, check_bundle
 from crossrec.data.bundle import Bundle
 from crossrec.encoders.config import EncoderConfig
 from crossrec.models.base import (
@@ -59,7 +60,6 @@ from crossrec.models.base import (
     SparseCandidates,
     TwoTower,
 )
-from crossrec.artifact import Artifact, check_bundle
 from crossrec.serving.config import ServeConfig
 from crossrec.serving.errors import ServingError
 from crossrec.serving.explain import Explanations
@@ -72,11 +72,19 @@ EVENT = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 class Service(Explanations):
     """A loaded artifact and its Bundle, answering in raw ids (see the module docstring)."""
 
-    def __init__(self, artifact: Artifact, bundle: Bundle, cfg: ServeConfig = ServeConfig(),
-                 store: Store | None = None, encoder: EncoderConfig | None = None) -> None:
+    def __init__(
+        self,
+        artifact: Artifact,
+        bundle: Bundle,
+        cfg: ServeConfig = ServeConfig(),
+        store: Store | None = None,
+        encoder: EncoderConfig | None = None,
+    ) -> None:
         check_bundle(artifact, bundle)
         self.cfg, self.store, self.encoder = cfg, store, encoder or EncoderConfig()
-        self.model = artifact.model.eval()
+        # Any: what the service calls is gated by the model's declared capabilities (models/base.py's
+        # protocols, checked at runtime into flags such as two_tower), which mypy cannot follow.
+        self.model: Any = cast(Any, artifact.model.eval())
         self.name = str(artifact.name)
         self.version = str(artifact.meta.get("tensors_sha256", ""))[:12]
         self.categories = list(bundle.categories)
@@ -92,8 +100,10 @@ class Service(Explanations):
         self._index_of = [torch.from_numpy(bundle.item_index(c)) for c in range(len(self.categories))]
         self._seen = bundle.csr(("train", "valid", "test"))  # [n_users, n_items] everything the data says they touched
         counts = np.bincount(bundle.interactions["item"].to_numpy().astype(np.int64), minlength=bundle.n_items)
-        self._popular = [self._index_of[c][np.argsort(-counts[self._index_of[c].numpy()], kind="stable")]
-                         for c in range(len(self.categories))]
+        self._popular = [
+            self._index_of[c][np.argsort(-counts[self._index_of[c].numpy()], kind="stable")]
+            for c in range(len(self.categories))
+        ]
         self._pad = bundle.n_items
         m = self.model
         self.two_tower = isinstance(m, TwoTower)
@@ -110,21 +120,30 @@ class Service(Explanations):
         with torch.no_grad():
             self._indexes = [self._build_index(c) for c in range(len(self.categories))] if self._indexable else []
             self._vectors = self._all_vectors() if self.two_tower else None
-            self._centers = [self.model.item_vectors(c).mean(0) for c in range(len(self.categories))] \
-                if isinstance(m, Explains) else []
+            self._centers = (
+                [self.model.item_vectors(c).mean(0) for c in range(len(self.categories))]
+                if isinstance(m, Explains)
+                else []
+            )
         if store is not None:
-            for row in store.items():
-                if row["category"] not in self._cat:  # a store shared with, or kept from, other data
-                    where = getattr(store, "path", "the store")
-                    raise StoreError(f"{where}: item {str(row['item'])[:60]!r} is in category "
-                                     f"{str(row['category'])[:60]!r}, which the served model does not have; "
-                                     "serve with the store of this model (serve.store)")
-                self._insert_item(row["item"], self._cat[row["category"]], row["title"], row["description"], row["image"])
-            for user, item, _, _ in store.all_feedback():
-                if item in self._items:
-                    self._feedback[user].append(self._items[item])
+            self._replay(store)
 
     # ------------------------------------------------------------------ set-up
+    def _replay(self, store: Store) -> None:
+        """The items added and the feedback given while serving earlier, from the store."""
+        for row in store.items():
+            if row["category"] not in self._cat:  # a store shared with, or kept from, other data
+                where = getattr(store, "path", "the store")
+                raise StoreError(
+                    f"{where}: item {str(row['item'])[:60]!r} is in category "
+                    f"{str(row['category'])[:60]!r}, which the served model does not have; "
+                    "serve with the store of this model (serve.store)"
+                )
+            self._insert_item(row["item"], self._cat[row["category"]], row["title"], row["description"], row["image"])
+        for user, item, _, _ in store.all_feedback():
+            if item in self._items:
+                self._feedback[user].append(self._items[item])
+
     @property
     def _indexable(self) -> bool:
         return self.two_tower and (not self.rerank or isinstance(self.model, ScoresCandidates))
@@ -157,7 +176,7 @@ class Service(Explanations):
     def _category(self, name: str | None, field: str = "category") -> int:
         if name not in self._cat:
             raise ServingError(f"unknown category {name!r}; known: {', '.join(self.categories)}", field, 404)
-        return self._cat[name]  # type: ignore[index]
+        return self._cat[name]
 
     def _item(self, raw: str, field: str = "item") -> int:
         if raw not in self._items:
@@ -170,9 +189,12 @@ class Service(Explanations):
         return int(k)
 
     def _not_finite(self) -> ServingError:
-        return ServingError(f"the served model ({self.name}, version {self.version}) gives non-finite scores (NaN or "
-                            "infinity) for this request, so it cannot rank; train again or reload a sound version",
-                            "model", 503)
+        return ServingError(
+            f"the served model ({self.name}, version {self.version}) gives non-finite scores (NaN or "
+            "infinity) for this request, so it cannot rank; train again or reload a sound version",
+            "model",
+            503,
+        )
 
     @staticmethod
     def _text(value: str, field: str) -> str:
@@ -188,7 +210,7 @@ class Service(Explanations):
 
     # ------------------------------------------------------------------ scoring
     def _seen_ids(self, u: int) -> np.ndarray:  # the items the data says user u touched (a CSR row, cheaply)
-        return self._seen.indices[self._seen.indptr[u]:self._seen.indptr[u + 1]]
+        return self._seen.indices[self._seen.indptr[u] : self._seen.indptr[u + 1]]
 
     def _ranked_many(self, users: list[int], c: int, want: int) -> list[list[tuple[int, float]] | None]:
         """For each known user, (item id, score) of the best `want` items of category c, best
@@ -200,7 +222,7 @@ class Service(Explanations):
             query = self._query(us, c)
             bad |= ~np.isfinite(query).all(1) | (not self._finite_index.get(c, True))
             has_sparse = isinstance(self.model, SparseCandidates)
-            sparse = [self.model.sparse_candidates(us[j:j + 1], c) for j in range(len(users))] if has_sparse else []
+            sparse = [self.model.sparse_candidates(us[j : j + 1], c) for j in range(len(users))] if has_sparse else []
             if has_sparse and all(s is not None for s in sparse):
                 # exact: the index ranks every item outside a user's sparse candidates by its full score
                 extra = [s.numpy() for s in sparse]
@@ -221,8 +243,8 @@ class Service(Explanations):
         else:
             s = self.model.score(us, c).float()
             top = torch.topk(s, min(want, s.shape[1]), dim=1)
-            ids = self._index_of[c][top.indices]
-            out = [list(zip(i.tolist(), v.tolist())) for i, v in zip(ids, top.values)]
+            top_ids = self._index_of[c][top.indices]
+            out = [list(zip(i.tolist(), v.tolist())) for i, v in zip(top_ids, top.values)]
         new = self._new.get(c)
         if new and self.reads_text:
             text, image = self._new_content(new)
@@ -231,7 +253,9 @@ class Service(Explanations):
         for pairs in out:
             pairs.sort(key=lambda p: (-p[1], p[0]))
             del pairs[want:]
-        return [None if b or not all(math.isfinite(s) for _, s in pairs) else pairs for b, pairs in zip(bad.tolist(), out)]
+        return [
+            None if b or not all(math.isfinite(s) for _, s in pairs) else pairs for b, pairs in zip(bad.tolist(), out)
+        ]
 
     def _rescore(self, us: torch.Tensor, c: int, rows: list[np.ndarray]) -> list[np.ndarray]:
         """Exact scores of each user's candidate row (rows padded to one width for one call)."""
@@ -239,9 +263,9 @@ class Service(Explanations):
             return [np.zeros(0, np.float32) for _ in rows]
         mat = np.full((len(rows), max(len(r) for r in rows)), next(r[0] for r in rows if len(r)), dtype=np.int64)
         for j, r in enumerate(rows):
-            mat[j, :len(r)] = r
+            mat[j, : len(r)] = r
         s = self.model.score_items(us, c, torch.from_numpy(mat)).float().numpy()
-        return [s[j, :len(r)] for j, r in enumerate(rows)]
+        return [s[j, : len(r)] for j, r in enumerate(rows)]
 
     def _from_history(self, user: str, c: int, want: int) -> tuple[list[tuple[int, float]] | None, str]:
         """A user the model has not seen: their feedback items through the model, else popularity."""
@@ -250,7 +274,7 @@ class Service(Explanations):
             length = self.model.history_.shape[1]
             hist = torch.full((1, length), self._pad, dtype=torch.int64)
             recent = torch.tensor(items[-length:])
-            hist[0, length - len(recent):] = recent
+            hist[0, length - len(recent) :] = recent
             s = self.model.score_history(hist, c)[0].float()
             if not torch.isfinite(s).all():
                 return None, "feedback history"
@@ -302,16 +326,30 @@ class Service(Explanations):
                     groups[c].append((j, u, want))
             for c, members in groups.items():
                 lists = self._ranked_many([u for _, u, _ in members], c, max(w for _, _, w in members))
-                ranked.update({j: (None if pairs is None else pairs[:want], "model") for (j, _, want), pairs in zip(members, lists)})
+                ranked.update(
+                    {
+                        j: (None if pairs is None else pairs[:want], "model")
+                        for (j, _, want), pairs in zip(members, lists)
+                    }
+                )
             for j, user, u, c, k, exclude_seen, seen, _ in plan:
-                if ranked[j][0] is None:
+                best = ranked[j][0]
+                if best is None:
                     out[j] = self._not_finite()
                     continue
-                pairs = [(i, s) for i, s in ranked[j][0] if not (exclude_seen and i in seen)][:k]
+                pairs = [(i, s) for i, s in best if not (exclude_seen and i in seen)][:k]
                 because = self._because(u, user, [i for i, _ in pairs])
-                items = [self._describe(i) | {"score": float(s), "because": b} | self._like(i) for (i, s), b in zip(pairs, because)]
-                out[j] = {"user": str(requests[j][0]), "category": self.categories[c], "source": ranked[j][1],
-                          "model_version": self.version, "items": items}
+                items = [
+                    self._describe(i) | {"score": float(s), "because": b} | self._like(i)
+                    for (i, s), b in zip(pairs, because)
+                ]
+                out[j] = {
+                    "user": str(requests[j][0]),
+                    "category": self.categories[c],
+                    "source": ranked[j][1],
+                    "model_version": self.version,
+                    "items": items,
+                }
         return out
 
     def similar(self, item: str, k: int = 10, category: str | None = None) -> dict[str, Any]:
@@ -332,7 +370,11 @@ class Service(Explanations):
         if not all(math.isfinite(x) for x in scores):
             raise self._not_finite()
         order = sorted((p for p in zip(ids, scores) if p[0] != i), key=lambda p: (-p[1], p[0]))[:k]
-        return {"item": item, "category": self.categories[c], "items": [self._describe(j) | {"score": s} for j, s in order]}
+        return {
+            "item": item,
+            "category": self.categories[c],
+            "items": [self._describe(j) | {"score": s} for j, s in order],
+        }
 
     def explain(self, user: str, item: str) -> dict[str, Any]:
         """The user's history items behind the user's score for `item` (serving/explain.py); 503
@@ -395,8 +437,14 @@ class Service(Explanations):
             self._feedback[key].append(i)
         return {"id": fid, "stored": self.store is not None}
 
-    def add_item(self, item: str, category: str, title: str, description: str | None = None,
-                 image_vector: list[float] | None = None) -> dict[str, Any]:
+    def add_item(
+        self,
+        item: str,
+        category: str,
+        title: str,
+        description: str | None = None,
+        image_vector: list[float] | None = None,
+    ) -> dict[str, Any]:
         """Add an item, recommendable at once from its text (a model that reads item text only)."""
         c = self._category(category)
         item, title = self._text(item, "item"), self._text(title, "title")
@@ -404,14 +452,22 @@ class Service(Explanations):
         if item in self._items:
             raise ServingError(f"item {item!r} exists already", "item", 409)
         if not self.reads_text:
-            raise ServingError("the served model cannot score items from their text: train one with a text "
-                               "item_tower (crossrec) or textknn", "title", 409)
+            raise ServingError(
+                "the served model cannot score items from their text: train one with a text "
+                "item_tower (crossrec) or textknn",
+                "title",
+                409,
+            )
         if not title.strip():
             raise ServingError("title is empty", "title")
-        if image_vector is not None and (not np.all(np.isfinite(image_vector)) or
-                                         (self.image_dim is not None and len(image_vector) != self.image_dim)):
-            raise ServingError(f"image_vector: expected {self.image_dim or 'some'} finite numbers, got "
-                               f"{len(image_vector)}", "image_vector")
+        if image_vector is not None and (
+            not np.all(np.isfinite(image_vector))
+            or (self.image_dim is not None and len(image_vector) != self.image_dim)
+        ):
+            raise ServingError(
+                f"image_vector: expected {self.image_dim or 'some'} finite numbers, got {len(image_vector)}",
+                "image_vector",
+            )
         if self.store is not None:
             self.store.add_item(item, category, title, description, image_vector)
         self._insert_item(item, c, title, description, image_vector)
@@ -424,7 +480,9 @@ class Service(Explanations):
             self._text_model = load_text_model(self.encoder)
         row = pl.DataFrame({"item": [0], "category": [c], "title": [title], "description": [description or ""]})
         text = item_texts(row, self.categories, self.encoder.template)
-        vec = torch.from_numpy(np.asarray(encode_texts(text, self.encoder, progress=False, model=self._text_model).vectors[0]))
+        vec = torch.from_numpy(
+            np.asarray(encode_texts(text, self.encoder, progress=False, model=self._text_model).vectors[0])
+        )
         with self._lock:
             i = len(self._raw_items)
             self._raw_items.append(item)

@@ -48,8 +48,9 @@ class Store(Protocol):
     def add_feedback(self, user: str, item: str, event: str, ts: float) -> int: ...
     def feedback_of(self, user: str) -> list[tuple[str, str, float]]: ...
     def all_feedback(self) -> list[tuple[str, str, str, float]]: ...
-    def add_item(self, item: str, category: str, title: str, description: str | None,
-                 image: list[float] | None) -> None: ...
+    def add_item(
+        self, item: str, category: str, title: str, description: str | None, image: list[float] | None
+    ) -> None: ...
     def items(self) -> list[dict[str, Any]]: ...
 
 
@@ -69,7 +70,9 @@ class SQLiteStore:
         except sqlite3.DatabaseError as e:
             raise StoreError(f"{self.path}: not a crossrec store ({e})") from e
         if version > SCHEMA_VERSION:
-            raise StoreError(f"{self.path}: schema version {version} is newer than this crossrec's ({SCHEMA_VERSION}); upgrade crossrec")
+            raise StoreError(
+                f"{self.path}: schema version {version} is newer than this crossrec's ({SCHEMA_VERSION}); upgrade crossrec"
+            )
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             for stmt in _SCHEMA:
@@ -87,8 +90,10 @@ class SQLiteStore:
 
     def add_feedback(self, user: str, item: str, event: str, ts: float) -> int:
         """Record one event; returns its id once it is on disk."""
-        return self._write("INSERT INTO feedback (user, item, event, ts, received) VALUES (?, ?, ?, ?, ?)",
-                           (user, item, event, float(ts), time.time()))
+        return self._write(
+            "INSERT INTO feedback (user, item, event, ts, received) VALUES (?, ?, ?, ?, ?)",
+            (user, item, event, float(ts), time.time()),
+        )
 
     def feedback_of(self, user: str) -> list[tuple[str, str, float]]:
         """(item, event, ts) of one user, oldest first."""
@@ -100,17 +105,24 @@ class SQLiteStore:
         rows = self._db.execute("SELECT user, item, event, ts FROM feedback ORDER BY id").fetchall()
         return [(str(u), str(i), str(e), float(t)) for u, i, e, t in rows]
 
-    def add_item(self, item: str, category: str, title: str, description: str | None,
-                 image: list[float] | None) -> None:
+    def add_item(
+        self, item: str, category: str, title: str, description: str | None, image: list[float] | None
+    ) -> None:
         """Record an item added while serving (replacing an earlier record of the same id)."""
-        self._write("INSERT OR REPLACE INTO items (item, category, title, description, image, added) VALUES (?, ?, ?, ?, ?, ?)",
-                    (item, category, title, description, json.dumps(image) if image is not None else None, time.time()))
+        self._write(
+            "INSERT OR REPLACE INTO items (item, category, title, description, image, added) VALUES (?, ?, ?, ?, ?, ?)",
+            (item, category, title, description, json.dumps(image) if image is not None else None, time.time()),
+        )
 
     def items(self) -> list[dict[str, Any]]:
         """Every item added while serving, in the order they were added."""
-        rows = self._db.execute("SELECT item, category, title, description, image FROM items ORDER BY added, rowid").fetchall()
-        return [{"item": i, "category": c, "title": t, "description": d, "image": json.loads(img) if img else None}
-                for i, c, t, d, img in rows]
+        rows = self._db.execute(
+            "SELECT item, category, title, description, image FROM items ORDER BY added, rowid"
+        ).fetchall()
+        return [
+            {"item": i, "category": c, "title": t, "description": d, "image": json.loads(img) if img else None}
+            for i, c, t, d, img in rows
+        ]
 
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore", "Store", "StoreError"]

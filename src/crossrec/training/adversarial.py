@@ -36,13 +36,16 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from crossrec.models.base import Trainable
 
 
 @dataclass
@@ -63,8 +66,9 @@ class Lookups:
 def _embeddings(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """The perturbed points: every nn.Embedding, and every module marked `apr_point = True` (e.g.
     the flagship's fused item vectors, where text, ID and image meet)."""
-    return [(name, m) for name, m in model.named_modules()
-            if isinstance(m, nn.Embedding) or getattr(m, "apr_point", False)]
+    return [
+        (name, m) for name, m in model.named_modules() if isinstance(m, nn.Embedding) or getattr(m, "apr_point", False)
+    ]
 
 
 @contextmanager
@@ -108,9 +112,19 @@ def adversarial_loss(model: nn.Module, batch: Any, loss: Tensor, eps: float, loo
     keys = [(m, i) for m, outs in lookups.outputs.items() for i, o in enumerate(outs) if o.requires_grad]
     if not keys:
         return loss  # nothing trainable was looked up (frozen tables): Delta = 0
-    grads = torch.autograd.grad(
-        loss, [lookups.outputs[m][i] for m, i in keys], retain_graph=True, allow_unused=True
-    )
+    deltas = _perturbations(loss, eps, lookups, keys)
+    adv, calls = _perturbed_loss(model, batch, names, deltas)
+    _check_same_lookups(names, calls, lookups)
+    return adv
+
+
+def _perturbations(
+    loss: Tensor, eps: float, lookups: Lookups, keys: list[tuple[nn.Module, int]]
+) -> dict[nn.Module, list[Tensor | None]]:
+    """Per embedding module and call, the detached shift of each looked-up row: eps along the
+    normalised gradient of `loss` (0 where the gradient is 0 or the row is padding); None for a
+    lookup without a gradient. `keys`: the (module, call) lookups that require grad."""
+    grads = torch.autograd.grad(loss, [lookups.outputs[m][i] for m, i in keys], retain_graph=True, allow_unused=True)
     deltas: dict[nn.Module, list[Tensor | None]] = {m: [None] * len(o) for m, o in lookups.outputs.items()}
     for (m, i), g in zip(keys, grads):
         if g is None:
@@ -120,7 +134,15 @@ def adversarial_loss(model: nn.Module, batch: Any, loss: Tensor, eps: float, loo
         if pad is not None:
             d = d.masked_fill(pad.unsqueeze(-1), 0.0)
         deltas[m][i] = d
+    return deltas
 
+
+def _perturbed_loss(
+    model: nn.Module, batch: Any, names: dict[nn.Module, str], deltas: dict[nn.Module, list[Tensor | None]]
+) -> tuple[Tensor, dict[nn.Module, int]]:
+    """`model.loss(batch)` with each embedding module's call j shifted by `deltas[module][j]`;
+    returns it and how often each module was called (a call the clean pass did not make, or a
+    shape it did not return, is a RuntimeError)."""
     calls: dict[nn.Module, int] = {m: 0 for m in names}
 
     def hook(module: nn.Module, inputs: tuple[Any, ...], output: Tensor) -> Tensor | None:
@@ -144,10 +166,16 @@ def adversarial_loss(model: nn.Module, batch: Any, loss: Tensor, eps: float, loo
 
     handles = [m.register_forward_hook(hook) for m in names]
     try:
-        adv = model.loss(batch)
+        adv = cast(Trainable, model).loss(batch)
     finally:
         for h in handles:
             h.remove()
+    return adv, calls
+
+
+def _check_same_lookups(names: dict[nn.Module, str], calls: dict[nn.Module, int], lookups: Lookups) -> None:
+    """Refuse a perturbed pass that called an embedding module a different number of times than the clean one
+    (`lookups`): the two passes must make the same lookups."""
     expected = lookups.counts()
     for m, n in calls.items():
         if n != expected.get(m, 0):
@@ -155,4 +183,3 @@ def adversarial_loss(model: nn.Module, batch: Any, loss: Tensor, eps: float, loo
                 f"adversarial training: {names[m]!r} was looked up {expected.get(m, 0)} times in the clean pass "
                 f"but {n} times in the perturbed pass; model.loss must make the same lookups on the same batch"
             )
-    return adv

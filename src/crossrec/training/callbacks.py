@@ -19,17 +19,19 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import nn
 
+from crossrec import collectives
 from crossrec.data.bundle import Bundle
 from crossrec.data.sampling import TrainSampler
 from crossrec.evaluation.evaluator import Evaluator
-from crossrec import collectives
+from crossrec.extras import require
 from crossrec.training.config import TrainConfig
 
 
@@ -43,6 +45,7 @@ class CheckpointStore(Protocol):
     def load(self, run: Run) -> None: ...
 
     def save(self, run: Run) -> None: ...
+
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +99,13 @@ class Callback:
 class EarlyStopping(Callback):
     """Validation, best weights and patience (see the module docstring)."""
 
-    def __init__(self, cfg: TrainConfig, categories: list[int] | None, lower_better: bool,
-                 on_validation: Callable[[dict[str, float]], None]) -> None:
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        categories: list[int] | None,
+        lower_better: bool,
+        on_validation: Callable[[dict[str, float]], None],
+    ) -> None:
         self.cfg, self.categories, self.on_validation = cfg, categories, on_validation
         self.sign = -1.0 if lower_better else 1.0
 
@@ -133,6 +141,7 @@ class History(Callback):
 
 class TensorBoard(Callback):
     def __init__(self, directory: Path) -> None:
+        require("report", "train.tensorboard", "tensorboard")
         from torch.utils.tensorboard import SummaryWriter
 
         self.writer = SummaryWriter(str(directory))

@@ -25,7 +25,9 @@ class TrainConfig(Checked):
     n_negatives: Size = 1  # (int) in-category sampled negatives per positive
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"  # (str) adam | adamw | sgd
     lr: Positive = 1e-3  # (float) learning rate
-    sparse_optimizer: Literal["auto", "adam", "adagrad", "sgd"] = "auto"  # (str) sparse embedding tables: auto (follow optimizer) | adam (lazy) | adagrad (row-wise) | sgd
+    sparse_optimizer: Literal["auto", "adam", "adagrad", "sgd"] = (
+        "auto"  # (str) sparse embedding tables: auto (follow optimizer) | adam (lazy) | adagrad (row-wise) | sgd
+    )
     sparse_lr: NonNegative = 0.0  # (float) learning rate of the sparse embedding tables (0 = lr)
     weight_decay: NonNegative = 0.0  # (float) optimiser weight decay of dense parameters (decoupled for adamw)
     momentum: NonNegative = 0.9  # (float) sgd momentum
@@ -44,6 +46,7 @@ class TrainConfig(Checked):
     tensorboard: bool = False  # (bool) write TensorBoard scalars to out_dir/tensorboard
     progress: bool = True  # (bool) show a progress bar per epoch
     fused: bool = False  # (bool) BPR-MF on CPU: one compiled Hogwild kernel per batch (needs sparse_optimizer adagrad | sgd; reproducible with 1 thread only)
+    deterministic: bool = False  # (bool) the same weights and tables for a seed whatever the thread count: 1 torch + 1 kernel thread (kept for the evaluation after it, in this process), torch's deterministic algorithms, no Hogwild race in train.fused; slower on many idle cores
     prefetch: bool = False  # (bool) draw the next batches in a background thread while the model trains (pays on a GPU or many cores; not on 2 CPU cores)
     adv_eps: NonNegative = 0.0  # (float) APR adversarial perturbation size per embedding lookup (0 = off)
     adv_reg: NonNegative = 1.0  # (float) weight of the adversarial loss: optimise loss + adv_reg * adv_loss
@@ -53,10 +56,14 @@ class TrainConfig(Checked):
         """What spans fields (each field's own range is declared beside it, `Size`, `Positive`, ...,
         and checked when the config is built)."""
         if self.fused and sparse_kind(self) not in ("adagrad", "sgd"):
-            raise ConfigError(f"train.fused=true needs train.sparse_optimizer adagrad or sgd (here {sparse_kind(self)!r}: "
-                             "lazy Adam has no per-row form)")
+            raise ConfigError(
+                f"train.fused=true needs train.sparse_optimizer adagrad or sgd (here {sparse_kind(self)!r}: "
+                "lazy Adam has no per-row form)"
+            )
         if self.fused and self.adv_eps > 0:
-            raise ConfigError("train.fused=true cannot run APR (train.adv_eps > 0): adversarial training needs autograd")
+            raise ConfigError(
+                "train.fused=true cannot run APR (train.adv_eps > 0): adversarial training needs autograd"
+            )
         if self.device not in ("cpu", "auto") and not (self.device == "cuda" or self.device.startswith("cuda:")):
             raise ConfigError(f"train.device={self.device!r}; expected cpu, cuda, cuda:<n> or auto")
         name = self.metric.split("@")[0]
@@ -88,7 +95,9 @@ class TransferConfig(Checked):
     source: list[str] = field(default_factory=list)  # (list) source_target: pretrain on these categories
     target: list[str] = field(default_factory=list)  # (list) source_target: fine-tune on these (empty = not source)
     order: list[str] = field(default_factory=list)  # (list) sequential: category order (empty = by training size)
-    freeze: Literal["none", "shared", "all_but_heads"] = "none"  # (str) fine-tuning stages freeze: none | shared | all_but_heads
+    freeze: Literal["none", "shared", "all_but_heads"] = (
+        "none"  # (str) fine-tuning stages freeze: none | shared | all_but_heads
+    )
     finetune_lr_scale: float = 1.0  # (float) learning-rate multiplier of the fine-tuning stages
     finetune_epochs: int = 0  # (int) max epochs of each fine-tuning stage (0 = train.epochs)
 

@@ -59,14 +59,24 @@ def step(model: Any, batch: Any, opt: torch.optim.Optimizer) -> Tensor:
     group = opt.param_groups[0]
     adagrad = isinstance(opt, RowAdagrad)
     unused = np.zeros(1, dtype=np.float32)  # SGD keeps no accumulator
-    state = [opt.accumulator(w).numpy() if adagrad else unused for w in (users_w, items_w)]
+    state = [opt.accumulator(w).numpy() if isinstance(opt, RowAdagrad) else unused for w in (users_w, items_w)]
     n_threads = kernels.threads()
     neg = batch.neg_items
     n_b = len(batch.users)
     pairs, norms = kernels.get("bpr_step")(
-        users_w.detach().numpy(), items_w.detach().numpy(), state[0], state[1],
-        batch.users.numpy(), batch.pos_items.numpy(), neg.numpy(),
-        float(group["lr"]), float(reg), float(group.get("eps", 1e-8)), adagrad,
-        users_w.requires_grad, items_w.requires_grad, min(n_threads * 8, max(n_b // 64, 1)),
+        users_w.detach().numpy(),
+        items_w.detach().numpy(),
+        state[0],
+        state[1],
+        batch.users.numpy(),
+        batch.pos_items.numpy(),
+        neg.numpy(),
+        float(group["lr"]),
+        float(reg),
+        float(group.get("eps", 1e-8)),
+        adagrad,
+        users_w.requires_grad,
+        items_w.requires_grad,
+        min(n_threads * 8, max(n_b // 64, 1)),
     )
     return torch.tensor(pairs / (n_b * neg.shape[1]) + reg * norms / n_b)

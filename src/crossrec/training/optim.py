@@ -30,11 +30,11 @@ import torch
 from torch import nn
 
 from crossrec import kernels
+from crossrec.collectives import split_parameters  # noqa: F401  (named here too: the optimisers' split)
+from crossrec.errors import ConfigError
 from crossrec.io import optimizer_state_from_tensors, optimizer_state_to_tensors
 from crossrec.models.base import TrainsEncoder
 from crossrec.training.config import sparse_kind
-from crossrec.errors import ConfigError
-from crossrec.collectives import split_parameters  # noqa: F401  (named here too: the optimisers' split)
 
 
 class _RowOptimizer(torch.optim.Optimizer):
@@ -48,8 +48,10 @@ class _RowOptimizer(torch.optim.Optimizer):
                 if p.grad is None:
                     continue
                 if not p.grad.is_sparse:
-                    raise RuntimeError(f"{type(self).__name__} takes sparse gradients (nn.Embedding(sparse=True)); "
-                                       "use a dense optimiser for dense ones")
+                    raise RuntimeError(
+                        f"{type(self).__name__} takes sparse gradients (nn.Embedding(sparse=True)); "
+                        "use a dense optimiser for dense ones"
+                    )
                 self.update(p, p.grad._indices()[0], p.grad._values(), group)
 
     def update(self, p: torch.Tensor, rows: torch.Tensor, grads: torch.Tensor, group: dict[str, Any]) -> None:
@@ -60,16 +62,25 @@ class RowAdam(_RowOptimizer):
     """Lazy Adam for parameters with row-sparse gradients (sparse `nn.Embedding` weights): the
     update of `torch.optim.SparseAdam`, on dense blocks of the touched rows."""
 
-    def __init__(self, params: Any, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
+    def __init__(
+        self, params: Any, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8
+    ) -> None:
         if not lr > 0 or not 0 <= betas[0] < 1 or not 0 <= betas[1] < 1 or not eps > 0:
             raise ValueError(f"RowAdam: lr={lr}, betas={betas}, eps={eps}")
         super().__init__(params, {"lr": lr, "betas": betas, "eps": eps})
-        self.compiled = True  # on CPU, the step by one compiled kernel (kernels/optim.py); the tensor path is the reference
+        self.compiled = (
+            True  # on CPU, the step by one compiled kernel (kernels/optim.py); the tensor path is the reference
+        )
         self._slots: dict[int, np.ndarray] = {}  # the kernel's scratch, per table
 
     def _compiled(self, p: torch.Tensor, vals: torch.Tensor, state: dict[str, Any]) -> bool:
-        return (self.compiled and p.device.type == "cpu" and p.dtype == vals.dtype == torch.float32
-                and p.is_contiguous() and all(state[k].is_contiguous() for k in ("exp_avg", "exp_avg_sq")))
+        return (
+            self.compiled
+            and p.device.type == "cpu"
+            and p.dtype == vals.dtype == torch.float32
+            and p.is_contiguous()
+            and all(state[k].is_contiguous() for k in ("exp_avg", "exp_avg_sq"))
+        )
 
     def update(self, p: torch.Tensor, idx: torch.Tensor, vals: torch.Tensor, group: dict[str, Any]) -> None:
         b1, b2 = group["betas"]
@@ -87,9 +98,18 @@ class RowAdam(_RowOptimizer):
             slot = self._slots.get(id(p))
             if slot is None or len(slot) != p.shape[0]:
                 slot = self._slots[id(p)] = np.full(p.shape[0], -1, dtype=np.int64)
-            kernels.get("row_adam")(p.detach().view(p.shape[0], -1).numpy(), state["exp_avg"].view(p.shape[0], -1).numpy(),
-                                    state["exp_avg_sq"].view(p.shape[0], -1).numpy(), idx.contiguous().numpy(),
-                                    vals.contiguous().view(len(idx), -1).numpy(), slot, step_size, b1, b2, group["eps"])
+            kernels.get("row_adam")(
+                p.detach().view(p.shape[0], -1).numpy(),
+                state["exp_avg"].view(p.shape[0], -1).numpy(),
+                state["exp_avg_sq"].view(p.shape[0], -1).numpy(),
+                idx.contiguous().numpy(),
+                vals.contiguous().view(len(idx), -1).numpy(),
+                slot,
+                step_size,
+                b1,
+                b2,
+                group["eps"],
+            )
             return
         rows, inv = torch.unique(idx, return_inverse=True)
         g = torch.zeros((len(rows),) + tuple(p.shape[1:]), dtype=vals.dtype, device=vals.device)
@@ -229,7 +249,7 @@ class Optimizers:
     def load(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
         for i, (o, s) in enumerate(zip(self.opts, self.scheds)):
             prefix = f"opt{i}."
-            mine = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+            mine = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
             o.load_state_dict(optimizer_state_from_tensors(mine, meta["optimizers"][i]))
             if s is not None and meta["schedulers"][i] is not None:
                 s.load_state_dict(meta["schedulers"][i])

@@ -19,5 +19,6 @@ def _evaluator(bundle: Bundle, k: int, split: str) -> Any:
 
 def pick_tools() -> PickTools:
     """The tools the trainer passes to `model.calibrate` (`models.base.Calibrates`)."""
-    return PickTools(evaluator=_evaluator, pad_positives=pad_positives, rank_items_top=rank_items_top,
-                     ndcg_at_k=ndcg_at_k)
+    return PickTools(
+        evaluator=_evaluator, pad_positives=pad_positives, rank_items_top=rank_items_top, ndcg_at_k=ndcg_at_k
+    )

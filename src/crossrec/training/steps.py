@@ -15,14 +15,14 @@ Every step refuses a non-finite objective (`FloatingPointError`: lower `train.lr
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
 
-from crossrec.errors import NumericError
-from crossrec.models.base import ManualBackward
 from crossrec import collectives
+from crossrec.errors import NumericError
+from crossrec.models.base import ManualBackward, Trainable
 from crossrec.training import fused
 from crossrec.training.adversarial import adversarial_loss, capture_lookups
 from crossrec.training.config import TrainConfig
@@ -40,7 +40,7 @@ class AutogradStep:
         self.model, self.opts, self.epoch = model, opts, epoch
 
     def __call__(self, batch: Any) -> tuple[Tensor, Tensor | None]:
-        loss = self.model.loss(batch)
+        loss = cast(Trainable, self.model).loss(batch)
         self._apply(loss)
         return loss.detach(), None
 
@@ -61,7 +61,7 @@ class AdversarialStep(AutogradStep):
 
     def __call__(self, batch: Any) -> tuple[Tensor, Tensor | None]:
         with capture_lookups(self.model) as lookups:
-            loss = self.model.loss(batch)
+            loss = cast(Trainable, self.model).loss(batch)
         adv = adversarial_loss(self.model, batch, loss, self.eps, lookups)
         self._apply(loss + self.reg * adv)
         return loss.detach(), adv.detach()
@@ -78,7 +78,11 @@ class ManualStep(AutogradStep):
     def __call__(self, batch: Any) -> tuple[Tensor, Tensor | None]:
         if self.fused or self.manual is not None:
             self.opts.zero_grad()
-            loss = fused.step(self.model, batch, self.opts.sparse) if self.fused else self.manual(batch)
+            if self.fused:
+                loss = fused.step(self.model, batch, self.opts.sparse)
+            else:
+                assert self.manual is not None
+                loss = self.manual(batch)
             if loss is not None:
                 _check_finite(loss, self.epoch)
                 collectives.average_gradients(self.model)

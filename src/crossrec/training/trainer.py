@@ -25,16 +25,18 @@ import json
 import logging
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
+from crossrec import collectives, kernels
 from crossrec.data.bundle import Bundle
 from crossrec.data.sampling import Prefetch, TrainSampler
+from crossrec.errors import InputDataError
 from crossrec.evaluation.evaluator import EvalConfig, Evaluator
 from crossrec.evaluation.report import LOWER_IS_BETTER
 from crossrec.io import (
@@ -54,7 +56,6 @@ from crossrec.models.base import (
     Trainable,
     TrainsEncoder,
 )
-from crossrec import collectives
 from crossrec.training import fused
 from crossrec.training.callbacks import (  # noqa: F401  (TrainResult: named here too, where fit returns it)
     Callback,
@@ -69,23 +70,34 @@ from crossrec.training.callbacks import (  # noqa: F401  (TrainResult: named her
     best_start,
 )
 from crossrec.training.config import TrainConfig
+from crossrec.training.optim import Optimizers
 from crossrec.training.picks import pick_tools
 from crossrec.training.steps import AdversarialStep, pick_step
-from crossrec.training.optim import Optimizers
-from crossrec.errors import InputDataError
 from crossrec.typed import ConfigError
 
 log = logging.getLogger(__name__)
 
 # Options a resumed run may change: they steer the loop, not what one epoch computes.
-RESUMABLE = ("epochs", "patience", "min_delta", "eval_every", "eval_batch_size", "device", "checkpoint",
-             "tensorboard", "progress", "prefetch")
+RESUMABLE = (
+    "epochs",
+    "patience",
+    "min_delta",
+    "eval_every",
+    "eval_batch_size",
+    "device",
+    "checkpoint",
+    "tensorboard",
+    "progress",
+    "prefetch",
+    "deterministic",
+)
 
 
 # Callbacks every Trainer created inside `observe(...)` gets: how a caller that does not build the
 # trainers itself (the tuner, around pipeline.train) watches their validation scores.
-_OBSERVERS: contextvars.ContextVar[tuple[tuple[str, Any], ...]] = contextvars.ContextVar("trainer_observers",
-                                                                                           default=())
+_OBSERVERS: contextvars.ContextVar[tuple[tuple[str, Any], ...]] = contextvars.ContextVar(
+    "trainer_observers", default=()
+)
 
 
 @contextlib.contextmanager
@@ -139,7 +151,10 @@ class Trainer:
     """
 
     def __init__(
-        self, cfg: TrainConfig, out_dir: str | Path | None = None, categories: Sequence[int] | None = None,
+        self,
+        cfg: TrainConfig,
+        out_dir: str | Path | None = None,
+        categories: Sequence[int] | None = None,
         identity: dict[str, Any] | None = None,
     ) -> None:
         cfg.validate()
@@ -173,6 +188,8 @@ class Trainer:
         observers and checkpoints are callbacks (training/callbacks.py) called after each epoch,
         and how a batch becomes an optimiser step is a step strategy (training/steps.py)."""
         t0 = time.perf_counter()
+        if self.cfg.deterministic:  # 1 torch + kernel thread, deterministic algorithms (kernels/__init__.py)
+            kernels.deterministic(self.device)
         if isinstance(model, Fittable) and not isinstance(model, Trainable):
             model.fit(bundle, self.categories)
             return TrainResult(epochs_run=1, seconds=time.perf_counter() - t0)
@@ -202,8 +219,15 @@ class Trainer:
             model.setup(bundle, self.categories)
         model.to(self.device)
         collectives.broadcast_state(model)  # replicas start from rank 0's weights
-        sampler = TrainSampler(bundle, c.batch_size, c.n_negatives, self.categories, seed=c.seed,
-                               rank=collectives.rank(), world=collectives.world_size())
+        sampler = TrainSampler(
+            bundle,
+            c.batch_size,
+            c.n_negatives,
+            self.categories,
+            seed=c.seed,
+            rank=collectives.rank(),
+            world=collectives.world_size(),
+        )
         if sampler.n_rows == 0:
             raise InputDataError(f"no training interactions in categories {self.categories}")
         opts = Optimizers(model, c)
@@ -222,7 +246,9 @@ class Trainer:
         """The built-in callbacks in the order they run (training/callbacks.py)."""
         c = self.cfg
         out: list[Callback] = [
-            EarlyStopping(c, self.categories, c.metric in LOWER_IS_BETTER, lambda logs: self._emit("on_validation", logs)),
+            EarlyStopping(
+                c, self.categories, c.metric in LOWER_IS_BETTER, lambda logs: self._emit("on_validation", logs)
+            ),
             History(time.perf_counter),
         ]
         if c.tensorboard and self.out_dir is not None and collectives.is_main():
@@ -249,7 +275,12 @@ class Trainer:
         opts.epoch_end()
         if isinstance(model, TrainsEncoder):
             model.epoch_end()  # re-encode the catalogue with the weights this epoch trained
-        logs = {"epoch": epoch, "loss": total / max(n, 1), "lr": opts.lr, "train_seconds": time.perf_counter() - epoch_t0}
+        logs = {
+            "epoch": epoch,
+            "loss": total / max(n, 1),
+            "lr": opts.lr,
+            "train_seconds": time.perf_counter() - epoch_t0,
+        }
         if isinstance(step, AdversarialStep):
             logs["adv_loss"] = adv_total / max(n, 1)
         return logs
@@ -293,8 +324,9 @@ class Checkpoints:
         pointer = read_json(d / "current.json", "checkpoint pointer")
         name = pointer.get("set") if isinstance(pointer, dict) else None
         if not isinstance(name, str) or "/" in name or not (d / name / "state.json").is_file():
-            raise ResumeError(f"{d / 'current.json'} points at no complete checkpoint set ({name!r}); "
-                              "train without --resume")
+            raise ResumeError(
+                f"{d / 'current.json'} points at no complete checkpoint set ({name!r}); train without --resume"
+            )
         return d / name
 
     def save(self, run: Run) -> None:
@@ -308,11 +340,18 @@ class Checkpoints:
             opt_tensors, opt_meta = run.opts.state()
             opt_tensors["rng.sampler"] = run.sampler.generator.get_state()
             save_tensors(tmp / "optimizer.safetensors", opt_tensors)
-            write_json(tmp / "state.json", {
-                "epoch": result.epochs_run, "result": result.to_json(), "bad_rounds": run.bad_rounds,
-                "has_best": run.best_state is not None, "optimizer": opt_meta, "train_config": asdict(self.cfg),
-                "identity": self.identity,
-            })
+            write_json(
+                tmp / "state.json",
+                {
+                    "epoch": result.epochs_run,
+                    "result": result.to_json(),
+                    "bad_rounds": run.bad_rounds,
+                    "has_best": run.best_state is not None,
+                    "optimizer": opt_meta,
+                    "train_config": asdict(self.cfg),
+                    "identity": self.identity,
+                },
+            )
             write_checksums(tmp, sorted(p.name for p in tmp.iterdir() if p.is_file()))  # last
         write_json(d / "current.json", {"set": name})  # the atomic switch to the new set
         for old in d.iterdir():  # older sets (and pre-set-layout files) are no longer needed
@@ -357,8 +396,14 @@ class Checkpoints:
         run.opts.load(tensors, state["optimizer"])
         run.best_state = load_tensors(d / "best.safetensors") if state["has_best"] else None
         r = state["result"]
-        run.result = TrainResult(r["best_epoch"], r["best_metric"], r["epochs_run"], r["seconds"], r["history"],
-                                 list(r.get("resumes", [])) + applied)
+        run.result = TrainResult(
+            r["best_epoch"],
+            r["best_metric"],
+            r["epochs_run"],
+            r["seconds"],
+            r["history"],
+            list(r.get("resumes", [])) + applied,
+        )
         run.start_epoch, run.bad_rounds = int(state["epoch"]), int(state["bad_rounds"])
 
 

@@ -36,10 +36,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 from torch import nn
 
@@ -64,6 +65,7 @@ from crossrec.training.config import (
 from crossrec.training.trainer import ResumeError, TrainConfig, Trainer, TrainResult
 
 log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class Stage:
@@ -106,7 +108,8 @@ def plan(cfg: TransferConfig, categories: Sequence[str], train_counts: Sequence[
     else:
         order = list(range(len(names)))
     return [
-        Stage(names[c], [c], "none", 1.0, 0) if k == 0
+        Stage(names[c], [c], "none", 1.0, 0)
+        if k == 0
         else Stage(names[c], [c], cfg.freeze, cfg.finetune_lr_scale, cfg.finetune_epochs)
         for k, c in enumerate(order)
     ]
@@ -186,54 +189,83 @@ def run_stages(
         d = None if out_dir is None else stage_dir(out_dir, i, stage)
         ident = json.loads(json.dumps({**(identity or {}), "stage": asdict(stage)}, default=str))
         if skipping and d is not None and (d / "result.json").exists() and (d / "final.safetensors").exists():
-            verify_checksums(d, f"stage {i}", remedy="train without --resume")  # before reading either
-            done = read_json(d / "result.json", "stage result")
-            if done.pop("identity", None) != ident:
-                raise ResumeError(f"--resume: stage {i} in {d} was trained with another model, bundle or "
-                                  "stage plan; train into a new `out`, or without --resume")
-            model.load_state_dict(load_tensors(d / "final.safetensors"))
-            results.append(TrainResult(**done))
+            results.append(_finished_stage(model, d, i, ident))
             log.info("stage %d (%s) finished before: skipped", i, stage.name)
             continue
         resume_here, skipping = skipping, False  # only the first unfinished stage resumes
         if d is not None:
             (d / "result.json").unlink(missing_ok=True)  # not finished until this run says so
-        cfg = replace(
-            train_cfg, lr=train_cfg.lr * stage.lr_scale, epochs=stage.epochs if stage.epochs > 0 else train_cfg.epochs
-        )
-        trainer = Trainer(cfg, d, categories=stage.categories, identity=ident)
-        where = "all categories" if stage.categories is None else [bundle.categories[c] for c in stage.categories]
-        log.info(
-            "stage %d (%s): %s, freeze=%s, lr=%g, epochs=%d", i, stage.name, where, stage.freeze, cfg.lr, cfg.epochs
-        )
-        with frozen(model, stage.freeze) as frozen_params:
-            if isinstance(model, Trainable) and not any(p.requires_grad for p in model.parameters()):
-                hint = "" if isinstance(model, HasParameterGroups) else (
-                    f" ({type(model).__name__} defines no parameter_groups(), so all of it counts as shared)"
-                )
-                raise ConfigError(
-                    f"stage {i} ({stage.name}): freeze={stage.freeze!r} leaves no trainable parameters{hint}"
-                )
-            log.info("stage %d: %d parameter tensors frozen", i, len(frozen_params))
-            try:
-                result = trainer.fit(model, bundle, resume=resume_here)
-            except CrossrecError as e:  # bad input stays its kind (exit 2), with the stage in front
-                e.args = (f"stage {i} ({stage.name}): {e}", *e.args[1:])
-                raise
-            except ValueError as e:
-                raise ValueError(f"stage {i} ({stage.name}): {e}") from e
+        result = _train_stage(model, bundle, train_cfg, i, stage, d, ident, resume_here)
         results.append(result)
         if d is not None and train_cfg.checkpoint:
-            save_tensors(d / "final.safetensors", model.state_dict())
-            text = json.dumps(result.to_json() | {"identity": ident}, indent=2, default=str) + "\n"
-            # the checksums of both files, then result.json: written last, it marks the stage finished
-            write_checksums(d, ["final.safetensors"], {"result.json": hashlib.sha256(text.encode()).hexdigest()})
-            write_text(d / "result.json", text)
+            _save_stage(d, model, result, ident)
     return results
 
 
-def stage_summary(stages: Sequence[Stage], results: Sequence[TrainResult], categories: Sequence[str],
-                  train_cfg: TrainConfig) -> list[dict[str, Any]]:
+def _finished_stage(model: nn.Module, d: Path, i: int, ident: dict[str, Any]) -> TrainResult:
+    """A stage a previous run finished in `d`: its files' checksums verified and its identity
+    checked (else `ResumeError`), its final weights loaded into `model`; returns its result."""
+    verify_checksums(d, f"stage {i}", remedy="train without --resume")  # before reading either
+    done = read_json(d / "result.json", "stage result")
+    if done.pop("identity", None) != ident:
+        raise ResumeError(
+            f"--resume: stage {i} in {d} was trained with another model, bundle or "
+            "stage plan; train into a new `out`, or without --resume"
+        )
+    model.load_state_dict(load_tensors(d / "final.safetensors"))
+    return TrainResult(**done)
+
+
+def _train_stage(
+    model: nn.Module,
+    bundle: Bundle,
+    train_cfg: TrainConfig,
+    i: int,
+    stage: Stage,
+    d: Path | None,
+    ident: dict[str, Any],
+    resume_here: bool,
+) -> TrainResult:
+    """Train stage `i`: `train_cfg` with the stage's lr scale and epochs, on its categories, with its
+    groups frozen (a freeze that leaves nothing to train is a `ConfigError`); errors carry the
+    stage in front of their message."""
+    cfg = replace(
+        train_cfg, lr=train_cfg.lr * stage.lr_scale, epochs=stage.epochs if stage.epochs > 0 else train_cfg.epochs
+    )
+    trainer = Trainer(cfg, d, categories=stage.categories, identity=ident)
+    where = "all categories" if stage.categories is None else [bundle.categories[c] for c in stage.categories]
+    log.info("stage %d (%s): %s, freeze=%s, lr=%g, epochs=%d", i, stage.name, where, stage.freeze, cfg.lr, cfg.epochs)
+    with frozen(model, stage.freeze) as frozen_params:
+        if isinstance(model, Trainable) and not any(p.requires_grad for p in model.parameters()):
+            hint = (
+                ""
+                if isinstance(model, HasParameterGroups)
+                else (f" ({type(model).__name__} defines no parameter_groups(), so all of it counts as shared)")
+            )
+            raise ConfigError(f"stage {i} ({stage.name}): freeze={stage.freeze!r} leaves no trainable parameters{hint}")
+        log.info("stage %d: %d parameter tensors frozen", i, len(frozen_params))
+        try:
+            return trainer.fit(model, bundle, resume=resume_here)
+        except CrossrecError as e:  # bad input stays its kind (exit 2), with the stage in front
+            e.args = (f"stage {i} ({stage.name}): {e}", *e.args[1:])
+            raise
+        except ValueError as e:
+            raise ValueError(f"stage {i} ({stage.name}): {e}") from e
+
+
+def _save_stage(d: Path, model: nn.Module, result: TrainResult, ident: dict[str, Any]) -> None:
+    """Mark a stage finished in `d`: its final weights, the checksums of both files, then
+    result.json (with `ident`), written last."""
+    save_tensors(d / "final.safetensors", model.state_dict())
+    text = json.dumps(result.to_json() | {"identity": ident}, indent=2, default=str) + "\n"
+    # the checksums of both files, then result.json: written last, it marks the stage finished
+    write_checksums(d, ["final.safetensors"], {"result.json": hashlib.sha256(text.encode()).hexdigest()})
+    write_text(d / "result.json", text)
+
+
+def stage_summary(
+    stages: Sequence[Stage], results: Sequence[TrainResult], categories: Sequence[str], train_cfg: TrainConfig
+) -> list[dict[str, Any]]:
     """JSON of each stage (category names, resolved lr and epochs) with its TrainResult."""
     out = []
     for i, (s, r) in enumerate(zip(stages, results)):
@@ -243,4 +275,3 @@ def stage_summary(stages: Sequence[Stage], results: Sequence[TrainResult], categ
         info["epochs"] = s.epochs if s.epochs > 0 else train_cfg.epochs
         out.append({"stage": i, **info, **r.to_json()})
     return out
-

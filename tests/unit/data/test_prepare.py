@@ -25,18 +25,21 @@ def raw_split(b: Bundle) -> dict[tuple[str, str], int]:
     """(raw user, raw item) -> split code."""
     users, items = b.raw_user_ids(), b.raw_item_ids()
     d = b.interactions
-    return {
-        (users[u], items[i]): s for u, i, s in zip(d["user"].to_list(), d["item"].to_list(), d["split"].to_list())
-    }
+    return {(users[u], items[i]): s for u, i, s in zip(d["user"].to_list(), d["item"].to_list(), d["split"].to_list())}
 
 
 def test_leave_last_out_by_time_not_by_row_order():
     # u1 in books: b3 is the latest by time though it is listed first.
-    df = frame([
-        ("u1", "b3", "books", 30), ("u1", "b1", "books", 10), ("u1", "b2", "books", 20),
-        ("u1", "m1", "music", 5), ("u1", "m2", "music", 6),
-        ("u2", "b1", "books", 1),
-    ])
+    df = frame(
+        [
+            ("u1", "b3", "books", 30),
+            ("u1", "b1", "books", 10),
+            ("u1", "b2", "books", 20),
+            ("u1", "m1", "music", 5),
+            ("u1", "m2", "music", 6),
+            ("u2", "b1", "books", 1),
+        ]
+    )
     b = prepare(df, None, PrepareConfig())
     s = raw_split(b)
     assert s[("u1", "b3")] == TEST and s[("u1", "b2")] == VALID and s[("u1", "b1")] == TRAIN
@@ -47,9 +50,14 @@ def test_leave_last_out_by_time_not_by_row_order():
 
 
 def test_leave_last_out_uses_order_column_without_timestamps():
-    df = pl.DataFrame({
-        "user": ["a", "a", "a"], "item": ["x", "y", "z"], "category": ["c"] * 3, "order": [2, 0, 1],
-    })
+    df = pl.DataFrame(
+        {
+            "user": ["a", "a", "a"],
+            "item": ["x", "y", "z"],
+            "category": ["c"] * 3,
+            "order": [2, 0, 1],
+        }
+    )
     s = raw_split(prepare(df, None, PrepareConfig(valid=False)))
     assert s[("a", "x")] == TEST and s[("a", "y")] == TRAIN and s[("a", "z")] == TRAIN
 
@@ -79,8 +87,11 @@ def test_k_core_global_is_iterated_to_a_fixed_point():
 
 def test_k_core_per_category_drops_only_thin_user_category_pairs():
     rows = [(u, f"b{k}", "books", k) for u in ("u1", "u2") for k in range(3)] + [("u1", "m1", "music", 9)]
-    b = prepare(frame(rows), None, PrepareConfig(k_core=2, k_core_scope="category", split="random",
-                                                 test_ratio=0.0, valid_ratio=0.0))
+    b = prepare(
+        frame(rows),
+        None,
+        PrepareConfig(k_core=2, k_core_scope="category", split="random", test_ratio=0.0, valid_ratio=0.0),
+    )
     assert b.categories == ["books"]  # u1's single music row (and with it music) is gone
     assert b.n_users == 2
 
@@ -104,8 +115,11 @@ def test_random_split_is_seeded_and_keeps_one_train_row():
     assert set(per_user.filter(pl.col("split") == TEST)["len"].to_list()) == {2}
     assert set(per_user.filter(pl.col("split") == VALID)["len"].to_list()) == {1}
     # a (user, category) with 2 rows still keeps one in train
-    two = prepare(frame([("x", "i1", "c", 1), ("x", "i2", "c", 2)]), None,
-                  PrepareConfig(split="random", test_ratio=0.5, valid_ratio=0.4))
+    two = prepare(
+        frame([("x", "i1", "c", 1), ("x", "i2", "c", 2)]),
+        None,
+        PrepareConfig(split="random", test_ratio=0.5, valid_ratio=0.4),
+    )
     assert (two.interactions["split"] == TRAIN).sum() >= 1
 
 
@@ -129,11 +143,17 @@ def test_given_split_kept_and_bad_values_rejected():
 
 
 def test_slices_new_to_category_and_cold_items():
-    df = frame([
-        ("u1", "b1", "books", 1), ("u1", "b2", "books", 2), ("u1", "b3", "books", 3),
-        ("u2", "b1", "books", 1), ("u1", "m1", "music", 4), ("u2", "m1", "music", 5),
-        ("u2", "m2", "music", 6),
-    ]).with_columns(pl.Series("split", ["train", "train", "test", "train", "train", "test", "valid"]))
+    df = frame(
+        [
+            ("u1", "b1", "books", 1),
+            ("u1", "b2", "books", 2),
+            ("u1", "b3", "books", 3),
+            ("u2", "b1", "books", 1),
+            ("u1", "m1", "music", 4),
+            ("u2", "m1", "music", 5),
+            ("u2", "m2", "music", 6),
+        ]
+    ).with_columns(pl.Series("split", ["train", "train", "test", "train", "train", "test", "valid"]))
     b = prepare(df, None, PrepareConfig(split="given"))
     users, items = b.raw_user_ids(), b.raw_item_ids()
     d = b.interactions
@@ -168,7 +188,9 @@ def test_cold_user_valid_fraction_leaves_the_test_draw_alone():
     base = prepare(frame(rows), None, PrepareConfig(cold_user_fraction=0.2, seed=3))
     b = prepare(frame(rows), None, PrepareConfig(cold_user_fraction=0.2, cold_user_valid_fraction=0.25, seed=3))
     new = b.interactions.filter(pl.col("new_to_category"))
-    units = {s: new.filter(pl.col("split") == SPLIT_CODES[s]).select("user", "category").unique() for s in ("valid", "test")}
+    units = {
+        s: new.filter(pl.col("split") == SPLIT_CODES[s]).select("user", "category").unique() for s in ("valid", "test")
+    }
     base_test = base.interactions.filter(pl.col("new_to_category")).select("user", "category").unique()
     assert units["test"].sort("user", "category").equals(base_test.sort("user", "category"))
     assert units["valid"].height == 50 and units["valid"]["user"].n_unique() == 50  # a quarter of the 200
@@ -177,8 +199,12 @@ def test_cold_user_valid_fraction_leaves_the_test_draw_alone():
     moved = b.interactions.join(units["valid"], on=["user", "category"])
     assert moved.height == 50 * 4 and (moved["split"] == SPLIT_CODES["valid"]).all()
     # without a validation split the option does nothing; out of range is an error
-    plain = prepare(frame(rows), None, PrepareConfig(cold_user_fraction=0.2, cold_user_valid_fraction=0.25, valid=False, seed=3))
-    assert plain.interactions.equals(prepare(frame(rows), None, PrepareConfig(cold_user_fraction=0.2, valid=False, seed=3)).interactions)
+    plain = prepare(
+        frame(rows), None, PrepareConfig(cold_user_fraction=0.2, cold_user_valid_fraction=0.25, valid=False, seed=3)
+    )
+    assert plain.interactions.equals(
+        prepare(frame(rows), None, PrepareConfig(cold_user_fraction=0.2, valid=False, seed=3)).interactions
+    )
     with pytest.raises(ValueError, match="cold_user_valid_fraction"):
         prepare(frame(rows), None, PrepareConfig(cold_user_fraction=0.2, cold_user_valid_fraction=1.0))
 
@@ -205,9 +231,14 @@ def test_bundle_written_atomically_with_manifest(tmp_path):
     assert loaded.item_titles() == ["Apple", "Banana"]
     m = json.loads((out / "manifest.json").read_text())
     assert m["schema_version"] == 1 and m["counts"]["c"] == {
-        "items": 2, "train": 2, "valid": 0, "test": 1,
-        "valid_new_to_category_rows": 0, "valid_cold_item_rows": 0,
-        "test_new_to_category_rows": 0, "test_cold_item_rows": 1,
+        "items": 2,
+        "train": 2,
+        "valid": 0,
+        "test": 1,
+        "valid_new_to_category_rows": 0,
+        "valid_cold_item_rows": 0,
+        "test_new_to_category_rows": 0,
+        "test_cold_item_rows": 1,
     }
     assert len(m["sources"][0]["sha256"]) == 64
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".bundle")]  # no temp left
@@ -230,7 +261,9 @@ def test_bad_settings_raise(bad):
 
 def test_csr_matches_interactions():
     rng = np.random.default_rng(0)
-    rows = [(f"u{u}", f"i{i}", "c" if i < 20 else "d", int(t)) for t, (u, i) in enumerate(rng.integers(0, 30, (300, 2)))]
+    rows = [
+        (f"u{u}", f"i{i}", "c" if i < 20 else "d", int(t)) for t, (u, i) in enumerate(rng.integers(0, 30, (300, 2)))
+    ]
     b = prepare(frame(rows), None, PrepareConfig())
     m = b.csr("train", "c")
     tr = b.split("train", "c")
@@ -244,8 +277,9 @@ def test_image_vectors_aligned_to_item_ids_and_round_trip(tmp_path):
     df = frame([("u1", "m1", "music", 1), ("u1", "b1", "books", 2), ("u2", "b2", "books", 3), ("u2", "m1", "music", 4)])
     ids = ["m1", "zz", "b2"]  # "zz" is not in the data; b1 has no vector
     vecs = np.array([[1.0, 1.0], [9.0, 9.0], [2.0, 2.0]], dtype=np.float32)
-    b = prepare(df, None, PrepareConfig(valid=False, split="random", test_ratio=0.0), tmp_path / "b",
-                image_vectors=(ids, vecs))
+    b = prepare(
+        df, None, PrepareConfig(valid=False, split="random", test_ratio=0.0), tmp_path / "b", image_vectors=(ids, vecs)
+    )
     raw = list(b.raw_item_ids())
     assert b.image_vectors[raw.index("m1")].tolist() == [1.0, 1.0]
     assert b.image_vectors[raw.index("b2")].tolist() == [2.0, 2.0]

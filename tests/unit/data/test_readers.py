@@ -67,7 +67,9 @@ def test_text_formats_give_the_canonical_table(tmp_path, name):
         content = CSV.replace(",", "\t")
     elif ".json" in name:
         frame = pl.read_csv(CSV.encode(), infer_schema=False)
-        content = "\n".join(json.dumps({k: v for k, v in r.items() if v is not None}) for r in frame.iter_rows(named=True))
+        content = "\n".join(
+            json.dumps({k: v for k, v in r.items() if v is not None}) for r in frame.iter_rows(named=True)
+        )
     else:
         content = CSV
     out = read_interactions(write(tmp_path, name, content), COLS)
@@ -120,8 +122,16 @@ def test_ids_stay_strings_and_surrounding_whitespace_is_stripped(tmp_path):
 
 
 def test_iso_timestamps(tmp_path):
-    stamps = ["2020-01-02", "2020-01-02T03:04:05", "2020-01-02 03:04:05.250", "2020-01-02T03:04:05Z",
-              "2020-01-02T05:04:05+02:00", "2020-01-02T03:04", "1577934245", " 1577934245 "]
+    stamps = [
+        "2020-01-02",
+        "2020-01-02T03:04:05",
+        "2020-01-02 03:04:05.250",
+        "2020-01-02T03:04:05Z",
+        "2020-01-02T05:04:05+02:00",
+        "2020-01-02T03:04",
+        "1577934245",
+        " 1577934245 ",
+    ]
     rows = "".join(f"u,i{k},c,{s}\n" for k, s in enumerate(stamps))
     path = write(tmp_path, "a.csv", "user_id,item_id,category,when\n" + rows)
     out = read_interactions(path, ColumnMap(timestamp="when"))
@@ -213,8 +223,15 @@ def test_bad_split_value(tmp_path):
 
 def test_bad_value_in_parquet_gives_the_row_number(tmp_path):
     path = tmp_path / "a.parquet"
-    pl.DataFrame({"uid": ["u", "v", "w"], "iid": ["i", "j", "k"], "cat": ["c", "c", "c"], "stars": [1.0, 2.0, float("inf")],
-                  "ts": [1, 2, 3]}).write_parquet(path)
+    pl.DataFrame(
+        {
+            "uid": ["u", "v", "w"],
+            "iid": ["i", "j", "k"],
+            "cat": ["c", "c", "c"],
+            "stars": [1.0, 2.0, float("inf")],
+            "ts": [1, 2, 3],
+        }
+    ).write_parquet(path)
     expect_error(path, 3, "stars")
 
 
@@ -231,19 +248,24 @@ def test_item_in_two_categories(tmp_path, name):
 
 
 def test_item_in_two_categories_in_the_item_table(tmp_path):
-    path = write(tmp_path, "items.csv", "item_id,category,title\nx,Books,t1\ny,Music,t2\nx,Books,t1 again\ny,Books,t3\n")
+    path = write(
+        tmp_path, "items.csv", "item_id,category,title\nx,Books,t1\ny,Music,t2\nx,Books,t1 again\ny,Books,t3\n"
+    )
     err = error_of(read_items, path)
     assert (err.file, err.line, err.column) == (str(path), 5, "category")
 
 
-@pytest.mark.parametrize("name, content, line, got", [
-    ("a.csv", b"", None, "an empty file"),
-    ("a.csv.gz", b"", None, "an empty file"),
-    ("a.csv", b"\n\n", None, "an empty file"),
-    ("a.csv", b"uid,iid,cat\n", 1, "only a header"),
-    ("a.csv.gz", b"uid,iid,cat\n\n", 1, "only a header"),
-    ("a.jsonl", b"", None, "an empty file"),
-])
+@pytest.mark.parametrize(
+    "name, content, line, got",
+    [
+        ("a.csv", b"", None, "an empty file"),
+        ("a.csv.gz", b"", None, "an empty file"),
+        ("a.csv", b"\n\n", None, "an empty file"),
+        ("a.csv", b"uid,iid,cat\n", 1, "only a header"),
+        ("a.csv.gz", b"uid,iid,cat\n\n", 1, "only a header"),
+        ("a.jsonl", b"", None, "an empty file"),
+    ],
+)
 def test_empty_files(tmp_path, name, content, line, got):
     path = write(tmp_path, name, content)
     err = expect_error(path, line, None, ColumnMap(user="uid", item="iid", category="cat"))
@@ -258,7 +280,9 @@ def test_empty_parquet(tmp_path):
 
 @pytest.mark.parametrize("name", ["a.csv", "a.csv.gz"])
 def test_latin1_bytes_are_located(tmp_path, name):
-    content = "uid,iid,cat,title\nu1,i1,Books,ok\nu2,i2,Books,\"quoted, comma\"\nu3,i3,Mus\xe9e,caf\xe9\n".encode("latin-1")
+    content = 'uid,iid,cat,title\nu1,i1,Books,ok\nu2,i2,Books,"quoted, comma"\nu3,i3,Mus\xe9e,caf\xe9\n'.encode(
+        "latin-1"
+    )
     path = write(tmp_path, name, content)
     err = expect_error(path, 4, "cat", ColumnMap(user="uid", item="iid", category="cat"))
     assert "0xe9" in err.got
@@ -272,7 +296,10 @@ def test_latin1_after_a_quoted_comma(tmp_path):
 def test_utf8_check_across_chunk_boundaries(tmp_path, monkeypatch):
     monkeypatch.setattr(validate, "_CHUNK", 5)  # tiny chunks: multi-byte characters straddle them
     good = "uid,iid,cat\n" + "".join(f"\u00e9\u20ac{k},i{k},\U0001f600\n" for k in range(20))
-    assert read_interactions(write(tmp_path, "a.csv", good), ColumnMap(user="uid", item="iid", category="cat")).height == 20
+    assert (
+        read_interactions(write(tmp_path, "a.csv", good), ColumnMap(user="uid", item="iid", category="cat")).height
+        == 20
+    )
     bad = good.encode() + b"u,i\xe2\x82,c\n"  # a truncated euro sign
     expect_error(write(tmp_path, "b.csv", bad), 22, "iid", ColumnMap(user="uid", item="iid", category="cat"))
 
@@ -283,9 +310,9 @@ def test_latin1_in_jsonl(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["a.csv", "a.csv.gz"])
-@pytest.mark.parametrize("row", ["a,x", "a,x,B,extra", "a,\"x,y\",B,extra"])
+@pytest.mark.parametrize("row", ["a,x", "a,x,B,extra", 'a,"x,y",B,extra'])
 def test_wrong_number_of_fields(tmp_path, name, row):
-    path = write(tmp_path, name, f"u,i,c\na,\"multi\nline\",B\n\n{row}\nb,y,B\n")
+    path = write(tmp_path, name, f'u,i,c\na,"multi\nline",B\n\n{row}\nb,y,B\n')
     err = expect_error(path, 5, None, ColumnMap(user="u", item="i", category="c"))
     assert err.expected == "3 fields as in the header"
 
@@ -341,8 +368,11 @@ def test_csv_round_trip_keeps_ids_exactly(tmp_path, users, sep):
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(rows=st.lists(st.sampled_from(["plain", "quoted", "multi", "blank"]), min_size=1, max_size=15),
-       bad_at=st.integers(min_value=0, max_value=14), chunk=st.sampled_from([1, 2, 3, 5, 8, 1 << 24]))
+@given(
+    rows=st.lists(st.sampled_from(["plain", "quoted", "multi", "blank"]), min_size=1, max_size=15),
+    bad_at=st.integers(min_value=0, max_value=14),
+    chunk=st.sampled_from([1, 2, 3, 5, 8, 1 << 24]),
+)
 def test_reported_line_is_the_physical_line(tmp_path, rows, bad_at, chunk):
     """Blank lines, quoted delimiters and multi-line fields, scanned in chunks of any size."""
     # An item table: titles may span lines (ids may not), the category after the title is checked.
@@ -371,7 +401,9 @@ def test_reported_line_is_the_physical_line(tmp_path, rows, bad_at, chunk):
 
 
 def test_read_items(tmp_path):
-    path = write(tmp_path, "items.tsv.gz", "iid\tcat\tname\tabout\n007\tBooks\tA\tlong\n8\tMusic\tB\t\n007\tBooks\tA2\tx\n")
+    path = write(
+        tmp_path, "items.tsv.gz", "iid\tcat\tname\tabout\n007\tBooks\tA\tlong\n8\tMusic\tB\t\n007\tBooks\tA2\tx\n"
+    )
     out = read_items(path, ItemColumnMap(item="iid", category="cat", title="name", description="about"))
     assert out.rows() == [("007", "Books", "A", "long"), ("8", "Music", "B", None)]
     out = read_items(path, ItemColumnMap(item="iid", category=None, title=None))
@@ -422,17 +454,41 @@ def jsonl(records: list[dict]) -> str:
 
 
 def test_amazon_2018_format(tmp_path):
-    arts = write(tmp_path, "Arts.json.gz", jsonl([
-        {"reviewerID": "U1", "asin": "A1", "overall": 5.0, "unixReviewTime": 1400000000, "reviewTime": "05 13, 2014"},
-        {"reviewerID": "U2", "asin": "A2", "overall": 3.0, "unixReviewTime": 1400000100, "reviewText": "nice"},
-    ]))
-    arts_meta = write(tmp_path, "meta_Arts.json.gz", jsonl([
-        {"asin": "A1", "title": "Brush", "description": ["Soft", "bristles"]},
-        {"asin": "A2", "title": "Paint"},
-    ]))
-    office = write(tmp_path, "Office.json", jsonl([
-        {"reviewerID": "U1", "asin": "O1", "overall": 4.0, "unixReviewTime": 1400000200},
-    ]))
+    arts = write(
+        tmp_path,
+        "Arts.json.gz",
+        jsonl(
+            [
+                {
+                    "reviewerID": "U1",
+                    "asin": "A1",
+                    "overall": 5.0,
+                    "unixReviewTime": 1400000000,
+                    "reviewTime": "05 13, 2014",
+                },
+                {"reviewerID": "U2", "asin": "A2", "overall": 3.0, "unixReviewTime": 1400000100, "reviewText": "nice"},
+            ]
+        ),
+    )
+    arts_meta = write(
+        tmp_path,
+        "meta_Arts.json.gz",
+        jsonl(
+            [
+                {"asin": "A1", "title": "Brush", "description": ["Soft", "bristles"]},
+                {"asin": "A2", "title": "Paint"},
+            ]
+        ),
+    )
+    office = write(
+        tmp_path,
+        "Office.json",
+        jsonl(
+            [
+                {"reviewerID": "U1", "asin": "O1", "overall": 4.0, "unixReviewTime": 1400000200},
+            ]
+        ),
+    )
     inter, items = read_amazon_reviews({"Arts": (arts, arts_meta), "Office": (office, None)}, text=True)
     assert inter.rows() == [
         ("U1", "A1", "Arts", 5.0, 1400000000, None),
@@ -443,16 +499,47 @@ def test_amazon_2018_format(tmp_path):
 
 
 def test_amazon_2023_format(tmp_path):
-    reviews = write(tmp_path, "Toys.jsonl.gz", jsonl([
-        {"rating": 4.0, "title": "ok", "text": "fine", "asin": "B01", "parent_asin": "P01", "user_id": "AG1",
-         "timestamp": 1588687728923},
-        {"rating": 1.0, "title": "bad", "text": "no", "asin": "B02", "parent_asin": "P01", "user_id": "AG2",
-         "timestamp": 1588687729000},
-    ]))
-    meta = write(tmp_path, "meta_Toys.jsonl.gz", jsonl([
-        {"main_category": "Toys", "title": "Robot", "description": ["Walks.", "Talks."], "parent_asin": "P01",
-         "price": None},
-    ]))
+    reviews = write(
+        tmp_path,
+        "Toys.jsonl.gz",
+        jsonl(
+            [
+                {
+                    "rating": 4.0,
+                    "title": "ok",
+                    "text": "fine",
+                    "asin": "B01",
+                    "parent_asin": "P01",
+                    "user_id": "AG1",
+                    "timestamp": 1588687728923,
+                },
+                {
+                    "rating": 1.0,
+                    "title": "bad",
+                    "text": "no",
+                    "asin": "B02",
+                    "parent_asin": "P01",
+                    "user_id": "AG2",
+                    "timestamp": 1588687729000,
+                },
+            ]
+        ),
+    )
+    meta = write(
+        tmp_path,
+        "meta_Toys.jsonl.gz",
+        jsonl(
+            [
+                {
+                    "main_category": "Toys",
+                    "title": "Robot",
+                    "description": ["Walks.", "Talks."],
+                    "parent_asin": "P01",
+                    "price": None,
+                },
+            ]
+        ),
+    )
     inter, items = read_amazon_reviews({"Toys": (reviews, meta)})
     assert inter.rows() == [("AG1", "P01", "Toys", 4.0, 1588687728), ("AG2", "P01", "Toys", 1.0, 1588687729)]
     assert items.rows() == [("P01", "Toys", "Robot", "Walks. Talks.")]
@@ -460,8 +547,16 @@ def test_amazon_2023_format(tmp_path):
 
 def test_amazon_item_in_two_categories(tmp_path):
     a = write(tmp_path, "A.json", jsonl([{"reviewerID": "U", "asin": "X", "overall": 5, "unixReviewTime": 1}]))
-    b = write(tmp_path, "B.json", jsonl([{"reviewerID": "U", "asin": "Y", "overall": 5, "unixReviewTime": 1},
-                                         {"reviewerID": "V", "asin": "X", "overall": 4, "unixReviewTime": 2}]))
+    b = write(
+        tmp_path,
+        "B.json",
+        jsonl(
+            [
+                {"reviewerID": "U", "asin": "Y", "overall": 5, "unixReviewTime": 1},
+                {"reviewerID": "V", "asin": "X", "overall": 4, "unixReviewTime": 2},
+            ]
+        ),
+    )
     err = error_of(read_amazon_reviews, {"A": (a, None), "B": (b, None)})
     assert (err.file, err.line, err.column) == (str(b), 2, None)
     assert f"{a}:1" in err.expected
@@ -470,8 +565,16 @@ def test_amazon_item_in_two_categories(tmp_path):
 
 
 def test_amazon_bad_rating_is_located(tmp_path):
-    a = write(tmp_path, "A.json.gz", jsonl([{"reviewerID": "U", "asin": "X", "overall": 5, "unixReviewTime": 1},
-                                            {"reviewerID": "V", "asin": "X", "overall": "five", "unixReviewTime": 1}]))
+    a = write(
+        tmp_path,
+        "A.json.gz",
+        jsonl(
+            [
+                {"reviewerID": "U", "asin": "X", "overall": 5, "unixReviewTime": 1},
+                {"reviewerID": "V", "asin": "X", "overall": "five", "unixReviewTime": 1},
+            ]
+        ),
+    )
     err = error_of(read_amazon_reviews, {"A": (a, None)})
     assert (err.file, err.line, err.column) == (str(a), 2, "overall")
 

@@ -20,7 +20,9 @@ def test_negatives_come_from_the_positive_category_and_are_unseen(tiny_bundle):
         assert b.neg_items.shape == (len(b), 5)
         assert torch.equal(cat[b.pos_items], b.category)
         assert (cat[b.neg_items] == b.category.unsqueeze(1)).all()
-        hits = np.asarray(seen[b.users.unsqueeze(1).expand_as(b.neg_items).numpy().ravel(), b.neg_items.numpy().ravel()]).ravel()
+        hits = np.asarray(
+            seen[b.users.unsqueeze(1).expand_as(b.neg_items).numpy().ravel(), b.neg_items.numpy().ravel()]
+        ).ravel()
         bad += int(hits.sum())
         total += hits.size
     assert bad / total < 0.01

@@ -56,9 +56,7 @@ def test_canonical_columns_and_values():
     assert inter.schema == pl.Schema(
         {"user": pl.Utf8, "item": pl.Utf8, "category": pl.Utf8, "timestamp": pl.Int64, "rating": pl.Float64}
     )
-    assert items.schema == pl.Schema(
-        {"item": pl.Utf8, "category": pl.Utf8, "title": pl.Utf8, "description": pl.Utf8}
-    )
+    assert items.schema == pl.Schema({"item": pl.Utf8, "category": pl.Utf8, "title": pl.Utf8, "description": pl.Utf8})
     assert inter["user"].str.contains(r"^u\d{5}$").all()
     assert inter["item"].str.contains(r"^[a-z]+-\d{4}$").all()
     assert inter["rating"].is_between(1.0, 5.0).all()

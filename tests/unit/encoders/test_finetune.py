@@ -6,20 +6,33 @@ from __future__ import annotations
 import pytest
 import torch
 
+from crossrec.artifact import load_artifact
 from crossrec.config import load_config
 from crossrec.pipeline import evaluate, seed_everything, train
-from crossrec.artifact import load_artifact
 
 
+@pytest.mark.slow  # fine-tunes MiniLM
 @pytest.mark.parametrize("mode", ["lora", "top_layers"])
 def test_finetuning_runs_end_to_end_and_moves_the_vectors(mode, tiny_bundle, tiny_text, tmp_path):
-    cfg = load_config(None, [
-        f"--data.bundle={tiny_bundle.root}", "--model.name=crossrec", "--model.dim=16",
-        "--model.item_tower=text+id", "--model.history.length=10",
-        "--train.epochs=2", "--train.batch_size=1024", "--train.progress=false", "--train.checkpoint=false",
-        f"--encoder.finetune={mode}", "--encoder.train_items=16", "--encoder.top_layers=1",
-        "--encoder.lr=1e-3", f"--out={tmp_path / 'm'}",
-    ])
+    cfg = load_config(
+        None,
+        [
+            f"--data.bundle={tiny_bundle.root}",
+            "--model.name=crossrec",
+            "--model.dim=16",
+            "--model.item_tower=text+id",
+            "--model.history.length=10",
+            "--train.epochs=2",
+            "--train.batch_size=1024",
+            "--train.progress=false",
+            "--train.checkpoint=false",
+            f"--encoder.finetune={mode}",
+            "--encoder.train_items=16",
+            "--encoder.top_layers=1",
+            "--encoder.lr=1e-3",
+            f"--out={tmp_path / 'm'}",
+        ],
+    )
     seed_everything(0)
     art = train(cfg, tiny_bundle)
     tower = art.model.items
@@ -38,8 +51,17 @@ def test_finetuning_runs_end_to_end_and_moves_the_vectors(mode, tiny_bundle, tin
 
 
 def test_finetune_needs_a_model_that_trains_text(tiny_bundle, tmp_path):
-    cfg = load_config(None, [f"--data.bundle={tiny_bundle.root}", "--model.name=mf", "--encoder.finetune=lora",
-                             f"--out={tmp_path / 'm'}", "--train.epochs=1", "--train.progress=false"])
+    cfg = load_config(
+        None,
+        [
+            f"--data.bundle={tiny_bundle.root}",
+            "--model.name=mf",
+            "--encoder.finetune=lora",
+            f"--out={tmp_path / 'm'}",
+            "--train.epochs=1",
+            "--train.progress=false",
+        ],
+    )
     with pytest.raises(ValueError, match="does not train a text encoder"):
         train(cfg, tiny_bundle)
 
@@ -52,10 +74,19 @@ def test_a_zero_shot_category_trains_and_is_recommended_from_text(tiny_text, tmp
     first = sorted(set(items["category"].to_list()))[0]
     bundle = prepare(inter, items, PrepareConfig(zero_shot_category=first), tmp_path / "b")
     assert bundle.manifest["counts"][first]["train"] == 0
-    cfg = load_config(None, [
-        f"--data.bundle={bundle.root}", "--model.name=crossrec", "--model.dim=16", "--model.item_tower=text+id",
-        "--train.epochs=2", "--train.progress=false", "--train.checkpoint=false", f"--out={tmp_path / 'm'}",
-    ])
+    cfg = load_config(
+        None,
+        [
+            f"--data.bundle={bundle.root}",
+            "--model.name=crossrec",
+            "--model.dim=16",
+            "--model.item_tower=text+id",
+            "--train.epochs=2",
+            "--train.progress=false",
+            "--train.checkpoint=false",
+            f"--out={tmp_path / 'm'}",
+        ],
+    )
     seed_everything(0)
     train(cfg, bundle)
     res = evaluate(tmp_path / "m", bundle)

@@ -39,12 +39,17 @@ def clip_dir(tmp_path_factory):
     (raw / "vocab.json").write_text(json.dumps({"<|startoftext|>": 0, "<|endoftext|>": 1, "a</w>": 2, "a": 3}))
     (raw / "merges.txt").write_text("#version: 0.2\n")
     small = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2)
-    cfg = CLIPConfig(text_config=small | dict(vocab_size=4, max_position_embeddings=16),
-                     vision_config=small | dict(image_size=32, patch_size=8), projection_dim=8)
+    cfg = CLIPConfig(
+        text_config=small | dict(vocab_size=4, max_position_embeddings=16),
+        vision_config=small | dict(image_size=32, patch_size=8),
+        projection_dim=8,
+    )
     torch.manual_seed(0)
     CLIPModel(cfg).save_pretrained(raw)
-    CLIPProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}),
-                  tokenizer=CLIPTokenizer(str(raw / "vocab.json"), str(raw / "merges.txt"))).save_pretrained(raw)
+    CLIPProcessor(
+        image_processor=CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}),
+        tokenizer=CLIPTokenizer(str(raw / "vocab.json"), str(raw / "merges.txt")),
+    ).save_pretrained(raw)
     SentenceTransformer(modules=[STClip(str(raw))]).save(str(out))
     return out
 
@@ -88,8 +93,9 @@ def test_the_flagships_image_slot_is_filled_from_item_images(clip_dir, tiny_bund
         png(tmp_path / "img" / f"{i}.png", i)
     b.items = b.items.with_columns(pl.Series("image", names))
     b.text_vectors = np.random.default_rng(0).normal(size=(b.n_items, 12)).astype(np.float32)
-    iv = attach_images(b, EncoderConfig(image_model=str(clip_dir), cache=str(tmp_path / "cache")), tmp_path,
-                       progress=False)
+    iv = attach_images(
+        b, EncoderConfig(image_model=str(clip_dir), cache=str(tmp_path / "cache")), tmp_path, progress=False
+    )
     assert iv.encoded == 7 and b.image_present.tolist() == [n is not None for n in names]
     model = build("crossrec", "pooled", {"dim": 8, "item_tower": "text+id+image"}, Sizes.from_bundle(b))
     assert reads_images(model)

@@ -13,10 +13,14 @@ from crossrec.encoders.text import EncoderError, encode_texts, item_texts, resol
 
 
 def test_template_drops_missing_fields_with_their_separator():
-    items = pl.DataFrame({
-        "item": [0, 1, 2, 3], "category": [0, 1, 0, 1],
-        "title": ["Dune", None, "  ", "Ran"], "genres": ["Sci-Fi", "Drama", None, ""],
-    })
+    items = pl.DataFrame(
+        {
+            "item": [0, 1, 2, 3],
+            "category": [0, 1, 0, 1],
+            "title": ["Dune", None, "  ", "Ran"],
+            "genres": ["Sci-Fi", "Drama", None, ""],
+        }
+    )
     got = item_texts(items, ["Books", "Movies_and_TV"], "{title}. {category}. {genres}. {attributes}")
     assert got == ["Dune. Books. Sci-Fi", "Movies and TV. Drama", "Books", "Ran. Movies and TV"]
     with pytest.raises(ValueError, match="none of its fields"):

@@ -151,8 +151,11 @@ def test_positive_seen_earlier_stays_a_candidate():
     # user 1 has item 3 in valid; make it a test positive as well: it must not be masked.
     b = make_bundle()
     extra = b.interactions.head(1).with_columns(
-        pl.lit(1, pl.Int32).alias("user"), pl.lit(3, pl.Int32).alias("item"), pl.lit(0, pl.Int16).alias("category"),
-        pl.lit(2, pl.Int8).alias("split"), pl.lit(True).alias("cold_item"),
+        pl.lit(1, pl.Int32).alias("user"),
+        pl.lit(3, pl.Int32).alias("item"),
+        pl.lit(0, pl.Int16).alias("category"),
+        pl.lit(2, pl.Int8).alias("split"),
+        pl.lit(True).alias("cold_item"),
     )
     b = Bundle(pl.concat([b.interactions, extra]), b.items, b.users, b.manifest)
     assert b.interactions.height == len(ROWS) + 1
@@ -164,8 +167,13 @@ def test_positive_seen_earlier_stays_a_candidate():
 def test_slices(bundle):
     res = full(bundle).evaluate(Fixed(SCORES, bundle))
     books = res.table.filter(pl.col("category") == "books")
-    assert dict(zip(books["slice"], books["n_users"])) == {"all": 4, "warm": 3, "new_to_category": 1, "cold_item": 2,
-                                                           "new_items": 2}
+    assert dict(zip(books["slice"], books["n_users"])) == {
+        "all": 4,
+        "warm": 3,
+        "new_to_category": 1,
+        "cold_item": 2,
+        "new_items": 2,
+    }
     assert res.metric("ndcg@2", "books", "warm") == pytest.approx((1 + L3 + L3 / (1 + L3)) / 3)
     assert res.metric("ndcg@2", "books", "new_to_category") == 0.0
     # cold slice: u1 positive 4 -> rank 1; u3 positive 3 only, item 2 masked: [.6,-inf,-inf,.6,0] -> 1
@@ -223,7 +231,9 @@ def random_bundle(rng: np.random.Generator, n_users: int, n_items: tuple[int, ..
         "item": pl.Series(np.arange(len(category)), dtype=pl.Int32),
         "raw_item": [str(x) for x in range(len(category))], "category": pl.Series(category, dtype=pl.Int16),
     })  # fmt: skip
-    users = pl.DataFrame({"user": pl.Series(np.arange(n_users), dtype=pl.Int32), "raw_user": np.arange(n_users).astype(str)})
+    users = pl.DataFrame(
+        {"user": pl.Series(np.arange(n_users), dtype=pl.Int32), "raw_user": np.arange(n_users).astype(str)}
+    )
     return Bundle(inter, items, users, {"schema_version": 1, "categories": [f"c{c}" for c in range(len(n_items))]})
 
 

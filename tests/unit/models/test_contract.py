@@ -11,11 +11,11 @@ import dataclasses
 import pytest
 import torch
 
+from crossrec.artifact import load_artifact, save_artifact
 from crossrec.data.batch import Sizes
 from crossrec.models import REGISTRY
 from crossrec.models.base import Decomposed, HasSetup, Trainable, TwoTower
 from crossrec.models.per_category import build
-from crossrec.artifact import load_artifact, save_artifact
 from crossrec.training.optim import Optimizers
 from crossrec.training.trainer import TrainConfig, Trainer
 
@@ -112,7 +112,18 @@ TWO_TOWER = [n for n in NAMES if issubclass(REGISTRY[n].cls, TwoTower)]
 
 def test_the_two_tower_models_are_the_expected_ones():
     # The dot-product models: the service indexes them with user_vectors / item_vectors alone.
-    assert set(TWO_TOWER) >= {"mf", "cmf", "dtcdr", "emcdr", "lightgcn", "bitgcf", "sasrec", "crossrec", "ials", "textknn"}
+    assert set(TWO_TOWER) >= {
+        "mf",
+        "cmf",
+        "dtcdr",
+        "emcdr",
+        "lightgcn",
+        "bitgcf",
+        "sasrec",
+        "crossrec",
+        "ials",
+        "textknn",
+    }
     assert issubclass(REGISTRY["crossrec"].cls, Decomposed)  # its neighbourhood term is extra
 
 
@@ -173,9 +184,27 @@ def test_trains_scores_and_evaluates_on_cuda(name, tiny_bundle):
 # probes: tests/unit/test_no_probes.py), so a model gaining or losing one must show up here.
 # A per-category wrapper forwards `score`, ratings where every sub-model predicts them, and whether
 # any sub-model reads text (`ReadsText`: its `uses_text`); never the vectors (one space per category).
-FLAGSHIP = {"Borrows", "Calibrates", "Decomposed", "EmbedsText", "Explains", "HasParameterGroups", "HasSetup",
-            "IndexColumns", "RatingPredictor", "ReadsImages", "ReadsText", "Recommender", "ScoresCandidates",
-            "ScoresHistory", "ScoresText", "SparseCandidates", "Trainable", "TrainsEncoder", "TwoTower"}
+FLAGSHIP = {
+    "Borrows",
+    "Calibrates",
+    "Decomposed",
+    "EmbedsText",
+    "Explains",
+    "HasParameterGroups",
+    "HasSetup",
+    "IndexColumns",
+    "RatingPredictor",
+    "ReadsImages",
+    "ReadsText",
+    "Recommender",
+    "ScoresCandidates",
+    "ScoresHistory",
+    "ScoresText",
+    "SparseCandidates",
+    "Trainable",
+    "TrainsEncoder",
+    "TwoTower",
+}
 SINGLE = {"ReadsText", "Recommender"}
 CAPABILITIES = {
     ("bitgcf", "pooled"): {"HasParameterGroups", "HasSetup", "Recommender", "Trainable", "TwoTower"},
@@ -216,12 +245,17 @@ def _protocols() -> dict[str, type]:
 
     from crossrec.models import base
 
-    return {n: o for n, o in vars(base).items()
-            if inspect.isclass(o) and getattr(o, "_is_runtime_protocol", False) and o.__module__ == base.__name__}
+    return {
+        n: o
+        for n, o in vars(base).items()
+        if inspect.isclass(o) and getattr(o, "_is_runtime_protocol", False) and o.__module__ == base.__name__
+    }
 
 
 def test_the_capability_table_covers_every_model_and_mode():
-    assert {(n.split("[")[0], mode) for n, mode in CAPABILITIES} == {(n, mode) for n in NAMES for mode in ("pooled", "single")}
+    assert {(n.split("[")[0], mode) for n, mode in CAPABILITIES} == {
+        (n, mode) for n in NAMES for mode in ("pooled", "single")
+    }
     named = set().union(*CAPABILITIES.values())
     assert named <= set(_protocols()), "the table names a protocol models/base.py does not declare"
 
@@ -231,10 +265,14 @@ def test_declared_capabilities(name, mode, tiny_bundle):
     """Each model satisfies exactly the protocols of its row (built, not trained: declarations
     do not depend on the data)."""
     text = name.endswith("[text+id]")
-    model = build(name.split("[")[0], mode, TEXT_VARIANT if text else SMALL.get(name, {}), Sizes.from_bundle(tiny_bundle))
+    model = build(
+        name.split("[")[0], mode, TEXT_VARIANT if text else SMALL.get(name, {}), Sizes.from_bundle(tiny_bundle)
+    )
     got = {n for n, proto in _protocols().items() if isinstance(model, proto)}
-    assert got == CAPABILITIES[(name, mode)], f"{name} ({mode}): gained {sorted(got - CAPABILITIES[(name, mode)])}, " \
-                                              f"lost {sorted(CAPABILITIES[(name, mode)] - got)}"
+    assert got == CAPABILITIES[(name, mode)], (
+        f"{name} ({mode}): gained {sorted(got - CAPABILITIES[(name, mode)])}, "
+        f"lost {sorted(CAPABILITIES[(name, mode)] - got)}"
+    )
 
 
 def test_a_per_category_wrapper_forwards_ratings_only_when_every_sub_model_predicts_them(tiny_bundle):

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from crossrec.artifact import load_artifact, save_artifact
 from crossrec.data.batch import Sizes
 from crossrec.data.sampling import TrainSampler
 from crossrec.evaluation.evaluator import EvalConfig, Evaluator
@@ -14,7 +15,6 @@ from crossrec.models.base import config_from_dict
 from crossrec.models.crossrec import CrossRec, CrossRecConfig
 from crossrec.models.crossrec.config import HistoryConfig
 from crossrec.models.per_category import build
-from crossrec.artifact import load_artifact, save_artifact
 from crossrec.training.trainer import TrainConfig, Trainer
 from crossrec.typed import ConfigError
 
@@ -58,7 +58,9 @@ def test_history_buffer_is_the_training_history(tiny_bundle):
 
 
 def test_training_never_reads_the_target_item(tiny_bundle):
-    model = make(tiny_bundle, history={"length": 1000, "dropout": 0.0, "category_dropout": 0.0}, objective={"alpha": 0.0})
+    model = make(
+        tiny_bundle, history={"length": 1000, "dropout": 0.0, "category_dropout": 0.0}, objective={"alpha": 0.0}
+    )
     batch = first_batch(tiny_bundle)
     hist, _ = captured_histories(model, batch)[0]
     assert not (hist == batch.pos_items.unsqueeze(1)).any()
@@ -144,11 +146,13 @@ def test_inverse_frequency_weights_by_hand(tiny_bundle):
 def test_transfer_term_is_an_infonce_over_users(tiny_bundle):
     model = make(tiny_bundle)
     batch = first_batch(tiny_bundle)
-    value = model._transfer_loss(batch.users, batch.category)
+    value = model.aux.transfer(batch.users, batch.category)
     n = len(torch.unique(batch.users * tiny_bundle.n_categories + batch.category))
     assert torch.isfinite(value) and 0 < float(value.detach()) <= np.log(n) + 1.0
     torch.manual_seed(1)
-    with_term = make(tiny_bundle, objective={"alpha": 1.0}, history={"dropout": 0.0, "category_dropout": 0.0}).loss(batch)
+    with_term = make(tiny_bundle, objective={"alpha": 1.0}, history={"dropout": 0.0, "category_dropout": 0.0}).loss(
+        batch
+    )
     without = make(tiny_bundle, objective={"alpha": 0.0}, history={"dropout": 0.0, "category_dropout": 0.0}).loss(batch)
     assert not torch.isclose(with_term, without)
 
@@ -158,6 +162,7 @@ def test_parameter_groups_partition_the_parameters(tiny_bundle):
     groups = model.parameter_groups()
     ids = [id(p) for ps in groups.values() for p in ps]
     assert len(ids) == len(set(ids)) == len(list(model.parameters()))
+
     def has(group, p):
         return any(q is p for q in groups[group])
 
@@ -198,22 +203,34 @@ def test_content_vectors_round_trip(tiny_bundle, tmp_path):
 
 def test_bad_options_are_errors(tiny_bundle):
     sizes = Sizes.from_bundle(tiny_bundle)
-    for bad in ({"loss": "hinge"}, {"history": {"encoder": "lstm"}}, {"objective": {"category_weights": "random"}}, {"history": {"category_dropout": 1.0}},
-                {"dim": 15, "history": {"encoder": "transformer", "n_heads": 2}}, {"item_tower": "image"}):
+    for bad in (
+        {"loss": "hinge"},
+        {"history": {"encoder": "lstm"}},
+        {"objective": {"category_weights": "random"}},
+        {"history": {"category_dropout": 1.0}},
+        {"dim": 15, "history": {"encoder": "transformer", "n_heads": 2}},
+        {"item_tower": "image"},
+    ):
         with pytest.raises(ValueError, match="crossrec|expected one of|expected a share"):  # at the config or the model
             CrossRec(config_from_dict("crossrec", bad), sizes)
     with pytest.raises(ValueError, match="expected one of"):  # a section built directly is checked too
         CrossRecConfig(history=HistoryConfig(encoder="lstm"))  # type: ignore[arg-type]
-    for bad, msg in (({"text": {"borrow": -1}}, "model.text.borrow=-1; expected a value >= 0"),
-                     ({"text": {"borrow_temperature": 0.0}}, "model.text.borrow_temperature=0.0; expected a value > 0"),
-                     ({"objective": {"tau": 0.0}}, "model.objective.tau=0.0; expected a value > 0")):
+    for bad, msg in (
+        ({"text": {"borrow": -1}}, "model.text.borrow=-1; expected a value >= 0"),
+        ({"text": {"borrow_temperature": 0.0}}, "model.text.borrow_temperature=0.0; expected a value > 0"),
+        ({"objective": {"tau": 0.0}}, "model.objective.tau=0.0; expected a value > 0"),
+    ):
         with pytest.raises(ValueError, match=msg.replace(".", r"\.")):
             config_from_dict("crossrec", bad)
 
 
 def test_flat_options_name_their_new_section():
-    for flat, moved in (("neighbours", "neighbourhood.k"), ("history_len", "history.length"),
-                        ("history", "history.rows"), ("mixed_negatives", "objective.mixed_negatives")):
+    for flat, moved in (
+        ("neighbours", "neighbourhood.k"),
+        ("history_len", "history.length"),
+        ("history", "history.rows"),
+        ("mixed_negatives", "objective.mixed_negatives"),
+    ):
         value = "causal" if flat == "history" else 0
         with pytest.raises(ConfigError, match=f"model.{flat} -> model.{moved}"):
             config_from_dict("crossrec", {flat: value})
@@ -253,7 +270,7 @@ def test_mixed_softmax_matches_a_per_row_reference(tiny_bundle, mixed):
         model.items.bias.normal_()
         u = torch.randn(len(batch), 16)
         p = model.items(batch.pos_items)
-        got = model._mixed_softmax(u, p, model.items.bias[batch.pos_items], batch)
+        got = model.softmax.mixed(u, p, model.items.bias[batch.pos_items], batch)
     counts = np.bincount(tiny_bundle.split("train")["item"].to_numpy(), minlength=tiny_bundle.n_items)
     cat_rows = np.bincount(tiny_bundle.split("train")["category"].to_numpy(), minlength=tiny_bundle.n_categories)
     cat_items = np.bincount(tiny_bundle.item_category, minlength=tiny_bundle.n_categories)
@@ -285,7 +302,7 @@ def test_full_softmax_matches_a_per_row_reference(tiny_bundle):
     with torch.no_grad():
         model.items.bias.normal_()
         u = torch.randn(len(batch), 16)
-        got = model._full_softmax(u, batch)
+        got = model.softmax.full(u, batch)
         for r in range(len(batch)):
             c, item = int(batch.category[r]), int(batch.pos_items[r])
             idx = torch.from_numpy(np.flatnonzero(tiny_bundle.item_category == c))
@@ -331,7 +348,13 @@ def test_neighbourhood_term_at_init_is_itemknn_over_the_history(tiny_bundle):
     """Untrained weights (1 per history category, recency 0): the term is pooled ItemKNN's score."""
     from crossrec.models.itemknn import ItemKNN, ItemKNNConfig
 
-    model = make(tiny_bundle, user_embedding=False, category_user=False, neighbourhood={"k": 20}, history={"length": 1000, "encoder": "none"})
+    model = make(
+        tiny_bundle,
+        user_embedding=False,
+        category_user=False,
+        neighbourhood={"k": 20},
+        history={"length": 1000, "encoder": "none"},
+    )
     knn = ItemKNN(ItemKNNConfig(k=20, shrink=10.0), Sizes.from_bundle(tiny_bundle))
     knn.fit(tiny_bundle)
     users = torch.arange(tiny_bundle.n_users)
@@ -345,11 +368,13 @@ def test_neighbourhood_term_at_init_is_itemknn_over_the_history(tiny_bundle):
 def test_neighbourhood_training_scores_leave_the_pair_out(tiny_bundle):
     """Training rows see cos(h, j) as if (u, j) were held out: computed here by deleting the pair."""
     n_i = tiny_bundle.n_items
-    model = make(tiny_bundle, neighbourhood={"k": n_i}, history={"length": 1000, "dropout": 0.0, "category_dropout": 0.0})
+    model = make(
+        tiny_bundle, neighbourhood={"k": n_i}, history={"length": 1000, "dropout": 0.0, "category_dropout": 0.0}
+    )
     x = _train_matrix(tiny_bundle)
     batch = first_batch(tiny_bundle, size=32)
     cand = torch.unique(torch.cat([batch.pos_items, batch.neg_items.flatten()]))
-    hist, _ = model._training_history(batch.users, batch.pos_items, batch.category)
+    hist, _ = model.objective.training_history(batch.users, batch.pos_items, batch.category)
     with torch.no_grad():
         model.neighbours.weight.uniform_(0.5, 2.0)
         got = model.neighbours.scores(hist, batch.category, batch.users, cand, leave_out=True).numpy()

@@ -21,7 +21,7 @@ def test_neighbourhood_compiled_kernels_equal_the_tensor_path(tiny_bundle, leave
     model = make(tiny_bundle, neighbourhood={"k": 10}, history={"length": 8, "dropout": 0.0, "category_dropout": 0.0})
     batch = first_batch(tiny_bundle, size=64)
     cand = torch.unique(torch.cat([batch.pos_items, batch.neg_items.flatten()]))
-    hist, _ = model._training_history(batch.users, batch.pos_items, batch.category)
+    hist, _ = model.objective.training_history(batch.users, batch.pos_items, batch.category)
     term = model.neighbours
     with torch.no_grad():
         term.weight.uniform_(0.5, 2.0)
@@ -66,7 +66,7 @@ def test_attention_compiled_kernels_equal_the_tensor_path(tiny_bundle):
     value layers', the category affinity's and the recency's."""
     model = make(tiny_bundle, neighbourhood={"k": 0}, history={"length": 8, "dropout": 0.0, "category_dropout": 0.0})
     batch = first_batch(tiny_bundle, size=64)
-    hist, _ = model._training_history(batch.users, batch.pos_items, batch.category)
+    hist, _ = model.objective.training_history(batch.users, batch.pos_items, batch.category)
     hist[:3] = model.pad  # rows with an empty history pool to zero
     enc = model.encoder
     with torch.no_grad():
@@ -80,8 +80,9 @@ def test_attention_compiled_kernels_equal_the_tensor_path(tiny_bundle):
         model.zero_grad(set_to_none=True)
         out = model._encode(hist, batch.category)
         (out * upstream).sum().backward()
-        grads = [enc.hist_emb.weight.grad.to_dense()] + [p.grad for p in
-                                                        (enc.query, enc.key.weight, enc.value.weight, enc.cat_affinity, enc.recency)]
+        grads = [enc.hist_emb.weight.grad.to_dense()] + [
+            p.grad for p in (enc.query, enc.key.weight, enc.value.weight, enc.cat_affinity, enc.recency)
+        ]
         results.append([out.detach()] + grads)
     enc.compiled = True
     assert results[0][1].abs().sum() > 0
@@ -179,7 +180,14 @@ def test_adversarial_training_of_the_flagship_runs_on_the_kernels(tiny_bundle):
             loss = model.loss(batch)
         adv = adversarial_loss(model, batch, loss, eps=0.5, lookups=lookups)
         (loss + adv).backward()
-        results.append([loss.detach(), adv.detach(), model.neighbours.weight.grad.clone(),
-                        model.items.bias.grad.clone(), model.user_emb.weight.grad.to_dense()])
+        results.append(
+            [
+                loss.detach(),
+                adv.detach(),
+                model.neighbours.weight.grad.clone(),
+                model.items.bias.grad.clone(),
+                model.user_emb.weight.grad.to_dense(),
+            ]
+        )
     for a, b in zip(*results):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)

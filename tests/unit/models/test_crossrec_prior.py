@@ -10,8 +10,8 @@ import torch
 
 from crossrec.evaluation.evaluator import EvalConfig, Evaluator
 from crossrec.models.crossrec.prior import GRID, MIN_USERS, pick
-from crossrec.training.trainer import TrainConfig, Trainer
 from crossrec.training.picks import pick_tools
+from crossrec.training.trainer import TrainConfig, Trainer
 from tests.unit.models.test_crossrec import first_batch, make
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -34,8 +34,8 @@ def test_users_new_to_a_category_get_beta_times_log_count(tiny_bundle):
     for c in range(tiny_bundle.n_categories):
         new = torch.zeros(tiny_bundle.n_users, dtype=torch.bool)
         new[new_users(tiny_bundle, c)] = True
-        assert torch.equal(model.new_to(users, c), new)
-        assert torch.allclose(model.prior_weight(users, c), new.float() * model.new_prior[c])
+        assert torch.equal(model.prior.new_to(users, c), new)
+        assert torch.allclose(model.prior.weight(users, c), new.float() * model.new_prior[c])
         with torch.no_grad():
             with_prior = model.score(users, c)
             beta = float(model.new_prior[c])
@@ -45,7 +45,7 @@ def test_users_new_to_a_category_get_beta_times_log_count(tiny_bundle):
         idx = model.index[c]
         expected = new.float().unsqueeze(1) * beta * torch.from_numpy(np.log(counts[idx.numpy()] + 1.0)).float()
         assert torch.allclose(with_prior - without, expected, atol=1e-4)
-    assert bool(model.new_to(users, 0).any()), "the tiny world has users new to category 0"
+    assert bool(model.prior.new_to(users, 0).any()), "the tiny world has users new to category 0"
 
 
 def test_serving_paths_agree_with_score(tiny_bundle):
@@ -95,7 +95,7 @@ def test_option_off_and_old_artifacts_score_as_before(tiny_bundle):
     assert model.new_prior is None
     assert "new_prior" not in dict(model.named_parameters())
     users = torch.arange(tiny_bundle.n_users)
-    assert torch.equal(model.prior_weight(users, 0), torch.zeros(len(users)))
+    assert torch.equal(model.prior.weight(users, 0), torch.zeros(len(users)))
     # an artifact written before the prior: no new_prior, no user_cats_ -> nobody gets a prior
     src = make(tiny_bundle)
     state = {k: v for k, v in src.state_dict().items() if k not in ("new_prior", "user_cats_")}
@@ -103,7 +103,7 @@ def test_option_off_and_old_artifacts_score_as_before(tiny_bundle):
     with torch.no_grad():
         fresh.new_prior.fill_(3.0)
     fresh.load_state_dict(state)
-    assert float(fresh.new_prior.detach().abs().sum()) == 0.0 and not bool(fresh.new_to(users, 0).any())
+    assert float(fresh.new_prior.detach().abs().sum()) == 0.0 and not bool(fresh.prior.new_to(users, 0).any())
 
 
 def test_prior_lifts_new_to_category_users(small_bundle):
@@ -112,7 +112,9 @@ def test_prior_lifts_new_to_category_users(small_bundle):
     scores = {}
     for on in (True, False):
         model = make(small_bundle, dim=32, new_user_prior=on)
-        Trainer(TrainConfig(epochs=4, batch_size=1024, lr=0.01, progress=False, checkpoint=False, patience=0)).fit(model, small_bundle)
+        Trainer(TrainConfig(epochs=4, batch_size=1024, lr=0.01, progress=False, checkpoint=False, patience=0)).fit(
+            model, small_bundle
+        )
         if on:
             assert float(model.new_prior.detach().abs().max()) > 0.01
         res = Evaluator(small_bundle, EvalConfig(ks=(10,)), split="test").evaluate(model)
@@ -135,7 +137,7 @@ def test_pick_takes_the_smoothed_maximum():
     curve = np.zeros(len(GRID))
     spike, plateau = 3, int(np.flatnonzero(GRID == 1.0)[0])
     curve[spike] = 5.0  # one noisy value alone
-    curve[plateau - 1:plateau + 2] = 4.0  # a broad optimum
+    curve[plateau - 1 : plateau + 2] = 4.0  # a broad optimum
     assert pick(curve) == 1.0
     assert pick(np.arange(len(GRID), dtype=float)) == GRID[-1]
 
@@ -152,7 +154,7 @@ def test_fit_prior_picks_on_the_validation_ndcg_of_new_users(cold_valid_bundle, 
     plain = make(b, dim=32, prior_fit=False)
     Trainer(cfg).fit(plain, b)
     assert not torch.allclose(model.new_prior.detach(), plain.new_prior.detach())
-    curves = {c: plain._prior_curve(b, c, pick_tools(), 64) for c in range(b.n_categories)}
+    curves = {c: plain.prior._curve(b, c, pick_tools(), 64) for c in range(b.n_categories)}
     pooled = pick(sum(v for v, _ in curves.values()))
     csr = b.csr
 
@@ -164,8 +166,9 @@ def test_fit_prior_picks_on_the_validation_ndcg_of_new_users(cold_valid_bundle, 
         m.eliminate_zeros()
         return m
 
-    assert any(csr("valid", c).nnz > trained_positives("valid", c).nnz for c in range(b.n_categories)), \
+    assert any(csr("valid", c).nnz > trained_positives("valid", c).nnz for c in range(b.n_categories)), (
         "the world has validation positives on untrained items"
+    )
     monkeypatch.setattr(b, "csr", trained_positives)
     ev = Evaluator(b, EvalConfig(ks=(10,)), split="valid")
     for c, (curve, n) in curves.items():
@@ -175,7 +178,9 @@ def test_fit_prior_picks_on_the_validation_ndcg_of_new_users(cold_valid_bundle, 
             with torch.no_grad():
                 plain.new_prior[c] = float(GRID[g])
             res = ev.evaluate(plain, [c])
-            assert curve[g] / n == pytest.approx(res.metric("ndcg@10", category=b.categories[c], slice="new_to_category"), abs=1e-9)
+            assert curve[g] / n == pytest.approx(
+                res.metric("ndcg@10", category=b.categories[c], slice="new_to_category"), abs=1e-9
+            )
 
 
 def test_fit_prior_is_a_no_op_without_new_users_in_validation(small_bundle):
@@ -183,5 +188,5 @@ def test_fit_prior_is_a_no_op_without_new_users_in_validation(small_bundle):
     with torch.no_grad():
         model.new_prior.fill_(0.7)
     model.eval()
-    model.fit_prior(small_bundle, None, pick_tools())
+    model.prior.fit(small_bundle, None, pick_tools())
     assert torch.allclose(model.new_prior.detach(), torch.full_like(model.new_prior, 0.7))

@@ -41,13 +41,15 @@ def by_hand(model, counts, item, kappa):
     ebar = (w.unsqueeze(1) * model.items.emb.weight[nbr]).sum(0)
     bbar = (w * model.items.bias[nbr]).sum()
     n = float(counts[item])
-    return (n * model.items.emb.weight[item] + kappa * ebar) / (n + kappa), (n * model.items.bias[item] + kappa * bbar) / (n + kappa)
+    return (n * model.items.emb.weight[item] + kappa * ebar) / (n + kappa), (
+        n * model.items.bias[item] + kappa * bbar
+    ) / (n + kappa)
 
 
 def test_shrinkage_is_the_posterior_mean_toward_same_category_text_neighbours(tiny_bundle, tiny_text):
     model = text_model(tiny_bundle, tiny_text)
     counts = np.bincount(tiny_bundle.split("train")["item"].to_numpy(), minlength=tiny_bundle.n_items)
-    targets = model._shrink_targets()
+    targets = model.shrink.targets()
     ids = targets[0]
     assert set(ids.tolist()) == {j for j in range(tiny_bundle.n_items) if counts[j] > 0}
     emb0, bias0 = model.items.emb.weight.detach()[ids].clone(), model.items.bias.detach()[ids].clone()
@@ -59,12 +61,14 @@ def test_shrinkage_is_the_posterior_mean_toward_same_category_text_neighbours(ti
     probe = [j for j in ids.tolist() if not dup[j]][:: max(1, len(ids) // 12)]
     kappa = torch.arange(1, tiny_bundle.n_categories + 1).float() * 2.0
     want = {j: by_hand(model, counts, j, float(kappa[model.item_category_[j]])) for j in probe}
-    model._apply_shrink(targets, kappa, emb0, bias0)
+    model.shrink.apply(targets, kappa, emb0, bias0)
     for j, (e, b) in want.items():
         assert torch.allclose(model.items.emb.weight[j], e, atol=1e-5)
         assert float(model.items.bias.detach()[j]) == pytest.approx(float(b.detach()), abs=1e-5)
-    assert torch.equal(model.items.emb.weight.detach()[untouched], cold_before)  # items without training rows: borrowing's
-    model._apply_shrink(targets, torch.zeros(tiny_bundle.n_categories), emb0, bias0)  # kappa 0: as trained
+    assert torch.equal(
+        model.items.emb.weight.detach()[untouched], cold_before
+    )  # items without training rows: borrowing's
+    model.shrink.apply(targets, torch.zeros(tiny_bundle.n_categories), emb0, bias0)  # kappa 0: as trained
     assert torch.allclose(model.items.emb.weight.detach()[ids], emb0)
     assert torch.allclose(model.items.bias.detach()[ids], bias0)
 
@@ -88,26 +92,26 @@ def test_kappa_is_picked_per_category_on_the_evaluators_validation_ndcg_of_train
         for c in range(tiny_bundle.n_categories):
             model.log_count_[model.index[c][:12]] = 0.0
         model.cold_offset_.fill_(100.0)  # what lifts untrained items (calibration.py)
-    targets = model._shrink_targets()
+    targets = model.shrink.targets()
     ids = targets[0]
     emb0, bias0 = model.items.emb.weight.detach()[ids].clone(), model.items.bias.detach()[ids].clone()
     n_cat = tiny_bundle.n_categories
     evaluator = Evaluator(tiny_bundle, EvalConfig(ks=(10,), slices=False, auc=False, beyond=False), split="valid")
     curves, users = np.zeros((n_cat, len(KAPPAS))), np.zeros(n_cat)
     for g, kappa in enumerate(KAPPAS):
-        model._apply_shrink(targets, torch.full((n_cat,), float(kappa)), emb0, bias0)
+        model.shrink.apply(targets, torch.full((n_cat,), float(kappa)), emb0, bias0)
         for row in evaluator.evaluate(TrainedOnly(model)).table.to_dicts():
             if row["category"] in tiny_bundle.categories and row["n_users"]:
                 c = tiny_bundle.categories.index(row["category"])
                 curves[c, g], users[c] = row["ndcg@10"] * row["n_users"], row["n_users"]
     assert curves.sum(0).max() > curves.sum(0).min()  # the trained items' ranking moves with kappa
-    model._apply_shrink(targets, torch.zeros(n_cat), emb0, bias0)
-    model.shrink_to_text(tiny_bundle, None, pick_tools())
+    model.shrink.apply(targets, torch.zeros(n_cat), emb0, bias0)
+    model.shrink.calibrate(tiny_bundle, None, pick_tools())
     pooled = pick(curves.sum(0), KAPPAS)
     want = torch.tensor([pick(curves[c], KAPPAS) if users[c] >= MIN_USERS else pooled for c in range(n_cat)])
     assert torch.equal(model.shrink_kappa_, want.float())
     final = model.items.emb.weight.detach()[ids].clone()
-    model._apply_shrink(targets, want.float(), emb0, bias0)
+    model.shrink.apply(targets, want.float(), emb0, bias0)
     assert torch.allclose(model.items.emb.weight.detach()[ids], final)
 
 
@@ -116,7 +120,7 @@ def test_picking_kappa_leaves_the_models_mode_as_it_was(tiny_bundle, tiny_text, 
     # a mode flipped to training would leave dropout on in the picks that follow (prior, cold offset)
     model = text_model(tiny_bundle, tiny_text)
     model.train(training)
-    model.shrink_to_text(tiny_bundle, None, pick_tools())
+    model.shrink.calibrate(tiny_bundle, None, pick_tools())
     assert all(m.training == training for m in model.modules())
 
 
@@ -124,7 +128,7 @@ def test_shrinkage_is_a_no_op_without_text_or_when_off(tiny_bundle, tiny_text):
     for model in (make(tiny_bundle), text_model(tiny_bundle, tiny_text, text={"shrink": False})):
         model.eval()
         before = model.items.emb.weight.detach().clone(), model.items.bias.detach().clone()
-        model.shrink_to_text(tiny_bundle, None, pick_tools())
+        model.shrink.calibrate(tiny_bundle, None, pick_tools())
         assert torch.equal(model.items.emb.weight, before[0]) and torch.equal(model.items.bias, before[1])
         assert not model.shrink_kappa_.any()
 

@@ -16,7 +16,9 @@ def test_id_dropout_hides_the_ids_bias_and_neighbourhood_of_an_occurrence(tiny_b
     """An ID-dropped occurrence is scored as a cold item would be: text only, no ID embedding, ID
     bias or co-occurrence (so changing those cannot change the loss)."""
     tiny_bundle.text_vectors = tiny_text
-    model = make(tiny_bundle, item_tower="text+id", neighbourhood={"k": 10}, history={"dropout": 0.0, "category_dropout": 0.0})
+    model = make(
+        tiny_bundle, item_tower="text+id", neighbourhood={"k": 10}, history={"dropout": 0.0, "category_dropout": 0.0}
+    )
     batch = first_batch(tiny_bundle, size=128)
     model.train()
     model.items._id_keep = lambda items: torch.zeros(items.shape)  # every occurrence dropped
@@ -51,7 +53,7 @@ def test_text_dropout_hides_the_text_part_of_a_share_of_training_occurrences(tin
         with torch.no_grad():  # a dropped occurrence is the tower's output with a zero text part
             tower.train()
             torch.manual_seed(3)
-            tower._content_parts = lambda its, fresh=False: [torch.zeros(*its.shape, tower.dim)]
+            tower._content_parts = lambda its, fresh=False, dim=tower.dim: [torch.zeros(*its.shape, dim)]
             no_text = tower(items)
             del tower._content_parts
         dropped = ~torch.isclose(got, full, atol=1e-6).all(1)
@@ -69,8 +71,9 @@ def test_dropout_shares_out_of_range_are_config_errors():
 
 def test_content_term_is_the_weighted_text_profile_cosine(tiny_bundle, tiny_text):
     tiny_bundle.text_vectors = tiny_text
-    model = make(tiny_bundle, item_tower="text+id", neighbourhood={"k": 0}, history={"length": 1000},
-                 text={"content_term": True}).eval()
+    model = make(
+        tiny_bundle, item_tower="text+id", neighbourhood={"k": 0}, history={"length": 1000}, text={"content_term": True}
+    ).eval()
     term = model.content_term
     with torch.no_grad():
         term.weight.uniform_(0.5, 2.0)
@@ -84,7 +87,7 @@ def test_content_term_is_the_weighted_text_profile_cosine(tiny_bundle, tiny_text
     idx = torch.from_numpy(tiny_bundle.item_index(c))
     want = prof @ text[idx].T
     with torch.no_grad():
-        got = model.extra_scores(torch.tensor([u]), c)[0] - model.items.bias_of(idx, model._seen(idx))
+        got = model.extra_scores(torch.tensor([u]), c)[0] - model.items.bias_of(idx, model.cold.seen(idx))
     assert torch.allclose(got, want, atol=1e-5)
 
 
@@ -110,9 +113,9 @@ def test_an_item_nobody_trained_on_is_scored_from_its_text_alone(tiny_bundle, ti
     pos = {int(j): m for m, j in enumerate(idx)}
     assert torch.allclose(after[:, pos[int(cold)]], before[:, pos[int(cold)]], atol=1e-5)
     assert not torch.allclose(after[:, pos[int(warm)]], before[:, pos[int(warm)]], atol=1e-5)
-    assert model._seen(idx).sum() < len(idx)
+    assert model.cold.seen(idx).sum() < len(idx)
 
 
 def test_an_id_tower_keeps_every_items_id(tiny_bundle):
     model = make(tiny_bundle)
-    assert model._seen(torch.arange(5)) is None
+    assert model.cold.seen(torch.arange(5)) is None

@@ -7,11 +7,11 @@ import pytest
 import torch
 
 import crossrec.models.lightgcn  # noqa: F401  (registers "lightgcn" before models/__init__ lists it)
+from crossrec.artifact import load_artifact, save_artifact
 from crossrec.data.batch import Sizes
 from crossrec.models.base import REGISTRY
 from crossrec.models.lightgcn import LightGCN, LightGCNConfig
 from crossrec.models.per_category import build
-from crossrec.artifact import load_artifact, save_artifact
 
 SMALL = {"dim": 16, "n_layers": 2}
 

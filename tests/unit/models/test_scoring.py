@@ -62,7 +62,9 @@ def test_the_evaluator_writes_into_the_lent_block_without_copying_it(tiny_bundle
     mf = MF(MFConfig(dim=4), Sizes.from_bundle(tiny_bundle))
     clones = []
     real_clone = torch.Tensor.clone
-    monkeypatch.setattr(torch.Tensor, "clone", lambda self, *a, **k: clones.append(self.shape) or real_clone(self, *a, **k))
+    monkeypatch.setattr(
+        torch.Tensor, "clone", lambda self, *a, **k: clones.append(self.shape) or real_clone(self, *a, **k)
+    )
     ev = Evaluator(tiny_bundle, EvalConfig(ks=(5,), batch_size=8, beyond=False, slices=False), split="test")
     with torch.no_grad(), ScoreMemory.active():
         users = np.arange(8)

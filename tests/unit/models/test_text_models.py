@@ -24,8 +24,12 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def cold_world(tmp_path_factory, text_cache):
     inter, items = generate(SyntheticConfig(seed=0))
-    bundle = prepare(inter, items, PrepareConfig(cold_item_fraction=0.1, cold_user_fraction=0.2),
-                     tmp_path_factory.mktemp("cold") / "bundle")
+    bundle = prepare(
+        inter,
+        items,
+        PrepareConfig(cold_item_fraction=0.1, cold_user_fraction=0.2),
+        tmp_path_factory.mktemp("cold") / "bundle",
+    )
     attach_text(bundle, EncoderConfig(), progress=False)
     return bundle
 
@@ -90,7 +94,7 @@ def test_the_cold_offset_maximises_the_validation_likelihood(cold_world, trained
         for c in range(cold_world.n_categories):
             pos_s, pos_h, lse_w, lse_c = _unit_sums(model, cold_world, c, 512)
 
-            def loglik(d):
+            def loglik(d, pos_s=pos_s, pos_h=pos_h, lse_w=lse_w, lse_c=lse_c):
                 return float(np.mean(pos_s + d * pos_h - np.logaddexp(lse_w, lse_c + d)))
 
             best = float(fitted[c])
@@ -171,7 +175,7 @@ def test_every_scoring_path_agrees_on_borrowed_items(cold_world, trained, tmp_pa
     model = trained["crossrec-text"]
     users, c = torch.arange(12), 0
     idx = model.index[c]
-    local = torch.nonzero(model._borrowed(idx)).squeeze(1)[:5]
+    local = torch.nonzero(model.borrow.borrowed(idx)).squeeze(1)[:5]
     assert len(local) > 0
     with torch.no_grad():
         full = model.score(users, c).clone()
@@ -182,8 +186,9 @@ def test_every_scoring_path_agrees_on_borrowed_items(cold_world, trained, tmp_pa
         # an item added after training with the same text is scored as the bundle's untrained item
         by_text = model.score_text_items(users, c, model.items.text_[idx[local]])
         assert torch.allclose(by_text, full[:, local], atol=1e-4)
-    save_artifact(tmp_path / "m", model, "crossrec", "pooled", {"dim": 32, "item_tower": "text+id"},
-                  Sizes.from_bundle(cold_world))
+    save_artifact(
+        tmp_path / "m", model, "crossrec", "pooled", {"dim": 32, "item_tower": "text+id"}, Sizes.from_bundle(cold_world)
+    )
     loaded = load_artifact(tmp_path / "m").model
     with torch.no_grad():
         assert torch.allclose(loaded.score(users, c), full, atol=1e-5)
@@ -195,20 +200,31 @@ def test_explanations_name_a_borrowed_items_lenders_and_their_terms(cold_world, 
 
     model = trained["crossrec-text"]
     idx = model.index[0]
-    j = int(idx[torch.nonzero(model._borrowed(idx)).squeeze(1)[0]])
+    j = int(idx[torch.nonzero(model.borrow.borrowed(idx)).squeeze(1)[0]])
     lenders = model.lenders(j)
     row = int(model.borrow_row_[j])
-    assert [n for n, _ in lenders] == model.borrow_nbr_[row][torch.argsort(model.borrow_w_[row], descending=True, stable=True)].tolist()
+    assert [n for n, _ in lenders] == model.borrow_nbr_[row][
+        torch.argsort(model.borrow_w_[row], descending=True, stable=True)
+    ].tolist()
     assert model.lenders(int(idx[model.log_count_[idx] > 0][0])) == []  # a trained item borrowed nothing
     # each history item's share of the borrowed neighbourhood term sums to the term itself
     user = 3
     with torch.no_grad():
         hist, shares = model.contributions(user, 0, torch.tensor([j]), torch.zeros(model.config.dim))
-        enc = model._encoder_shares(model.history_[user], 0, torch.tensor([j]), torch.zeros(model.config.dim))
-        side = model._side(model.history_[[user]], torch.tensor([0]), torch.tensor([user]), torch.tensor([j]), leave_out=False)
+        enc = model.inference.encoder_shares(model.history_[user], 0, torch.tensor([j]), torch.zeros(model.config.dim))
+        side = model.side(
+            model.history_[[user]], torch.tensor([0]), torch.tensor([user]), torch.tensor([j]), leave_out=False
+        )
     assert torch.allclose(shares.sum(0) - enc[model.history_[user] != model.pad].sum(0), side[0], atol=1e-5)
-    save_artifact(tmp_path / "m", model, "crossrec", "pooled", {"dim": 32, "item_tower": "text+id"},
-                  Sizes.from_bundle(cold_world), bundle=cold_world)
+    save_artifact(
+        tmp_path / "m",
+        model,
+        "crossrec",
+        "pooled",
+        {"dim": 32, "item_tower": "text+id"},
+        Sizes.from_bundle(cold_world),
+        bundle=cold_world,
+    )
     svc = Service(load_artifact(tmp_path / "m"), cold_world)
     out = svc.explain(str(cold_world.raw_user_ids()[user]), str(cold_world.raw_item_ids()[j]))
     raw = cold_world.raw_item_ids()
@@ -226,9 +242,9 @@ def test_borrowing_off_leaves_untrained_items_to_their_text(cold_world, trained)
         model.borrow_row_.fill_(-1)
         model.borrow_nbr_, model.borrow_w_ = model.borrow_nbr_[:0], model.borrow_w_[:0]
         model.borrow()
-        assert not bool(model._borrowed(model.index[0]).any())
-        seen = model._seen(model.index[0])
-        untrained = model._untrained(model.index[0])
+        assert not bool(model.borrow.borrowed(model.index[0]).any())
+        seen = model.cold.seen(model.index[0])
+        untrained = model.cold.untrained(model.index[0])
         assert torch.equal(seen.bool(), ~untrained)  # their ID part hidden again
     finally:
         object.__setattr__(model.config.text, "borrow", 20)
@@ -250,7 +266,7 @@ def test_a_zero_shot_categorys_items_score_as_their_lenders_in_their_own_categor
     bundle, model = zero_shot
     c = bundle.category_id("garden")
     idx = model.index[c]
-    assert bundle.split("train", c).height == 0 and bool(model._borrowed(idx).all())
+    assert bundle.split("train", c).height == 0 and bool(model.borrow.borrowed(idx).all())
     users = torch.arange(10)
     with torch.no_grad():
         got = model.score(users, c)

@@ -42,8 +42,10 @@ def client(served):
 def body_for(path, body, bundle):
     if body is None:
         return None
-    return {k: (bundle.categories[0] if k == "category" else str(bundle.raw_item_ids()[0])) if v is None else v
-            for k, v in body.items()}
+    return {
+        k: (bundle.categories[0] if k == "category" else str(bundle.raw_item_ids()[0])) if v is None else v
+        for k, v in body.items()
+    }
 
 
 def test_recommend_similar_explain(client, served):
@@ -94,23 +96,32 @@ def test_write_endpoints_refuse_when_no_key_is_configured(served, path, body, mo
 def test_feedback_is_stored_and_items_are_live(client, served):
     bundle, store, _, _ = served
     item = str(bundle.raw_item_ids()[0])
-    r = client.post("/feedback", json={"user": "api-user", "item": item, "event": "purchase", "timestamp": 5.0},
-                    headers={"X-API-Key": KEY})
+    r = client.post(
+        "/feedback",
+        json={"user": "api-user", "item": item, "event": "purchase", "timestamp": 5.0},
+        headers={"X-API-Key": KEY},
+    )
     assert r.status_code == 201 and r.json()["stored"]
     assert ("api-user", item, "purchase", 5.0) in store.all_feedback()
     bad = client.post("/feedback", json={"user": "u", "item": item, "event": "Bad Event"}, headers={"X-API-Key": KEY})
     assert bad.status_code == 422 and bad.json()["detail"][0]["loc"][-1] == "event"
-    r = client.post("/items", json={"item": "api-new", "category": bundle.categories[0], "title": "Chef knife"},
-                    headers={"X-API-Key": KEY})
+    r = client.post(
+        "/items",
+        json={"item": "api-new", "category": bundle.categories[0], "title": "Chef knife"},
+        headers={"X-API-Key": KEY},
+    )
     assert r.status_code == 201
     assert client.get("/similar", params={"item": "api-new", "k": 3}).status_code == 200
-    again = client.post("/items", json={"item": "api-new", "category": bundle.categories[0], "title": "x"},
-                        headers={"X-API-Key": KEY})
+    again = client.post(
+        "/items", json={"item": "api-new", "category": bundle.categories[0], "title": "x"}, headers={"X-API-Key": KEY}
+    )
     assert again.status_code == 409
 
 
 def test_bodies_are_bounded(client):
-    r = client.post("/items", content=b"{" + b" " * 5000 + b"}", headers={"X-API-Key": KEY, "Content-Type": "application/json"})
+    r = client.post(
+        "/items", content=b"{" + b" " * 5000 + b"}", headers={"X-API-Key": KEY, "Content-Type": "application/json"}
+    )
     assert r.status_code == 413
 
 

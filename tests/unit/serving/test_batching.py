@@ -54,7 +54,9 @@ def same_answer(a, b):
     """The same recommendations, up to float rounding of batched products."""
     assert [x["item"] for x in a["items"]] == [x["item"] for x in b["items"]]
     assert [x["score"] for x in a["items"]] == pytest.approx([x["score"] for x in b["items"]], rel=1e-5, abs=1e-6)
-    assert [[h["item"] for h in x["because"]] for x in a["items"]] == [[h["item"] for h in x["because"]] for x in b["items"]]
+    assert [[h["item"] for h in x["because"]] for x in a["items"]] == [
+        [h["item"] for h in x["because"]] for x in b["items"]
+    ]
     assert {k: v for k, v in a.items() if k != "items"} == {k: v for k, v in b.items() if k != "items"}
 
 
@@ -93,7 +95,9 @@ def test_batched_exact_search_equals_one_query_at_a_time():
 
     rng = np.random.default_rng(0)
     index = ItemIndex(rng.normal(size=(3000, 17)).astype(np.float32), np.arange(3000) + 100)
-    index.add(10 * rng.normal(size=(5, 17)).astype(np.float32), np.arange(5) + 9000)  # added while serving (long: they show)
+    index.add(
+        10 * rng.normal(size=(5, 17)).astype(np.float32), np.arange(5) + 9000
+    )  # added while serving (long: they show)
     queries = rng.normal(size=(TORCH_BATCH + 9, 17)).astype(np.float32)
     scores, ids = index.search(queries, 40)  # torch
     for q, s, i in zip(queries, scores, ids):

@@ -28,7 +28,14 @@ def app(tiny_bundle, text_flagship, tmp_path_factory):
 def test_no_request_gets_a_500(app):
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)
     operations = [op.ok() for op in schema.get_all_operations()]
-    assert {op.path for op in operations} >= {"/recommend", "/similar", "/explain", "/items", "/feedback", "/admin/reload"}
+    assert {op.path for op in operations} >= {
+        "/recommend",
+        "/similar",
+        "/explain",
+        "/items",
+        "/feedback",
+        "/admin/reload",
+    }
     for op in operations:
 
         @given(case=op.as_strategy())

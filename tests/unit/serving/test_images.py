@@ -34,10 +34,10 @@ def test_a_new_items_image_counts_like_a_bundle_items(image_flagship, tmp_path):
     assert tower.image_dim == 24 and tower.content_proj.weight.abs().sum() > 0
     i = int(art.model.index[1][3])
     with torch.no_grad():  # text + image of item i, ID hidden == the tower on item i with its ID part dropped
-        v, _ = tower.from_text(tower.text_[i:i + 1], torch.from_numpy(b.image_vectors[i:i + 1]))
+        v, _ = tower.from_text(tower.text_[i : i + 1], torch.from_numpy(b.image_vectors[i : i + 1]))
         want = tower(torch.tensor([i]), keep=torch.zeros(1))
         assert torch.allclose(v, want, atol=1e-5)
-        no_image, _ = tower.from_text(tower.text_[i:i + 1])
+        no_image, _ = tower.from_text(tower.text_[i : i + 1])
         assert not torch.allclose(v, no_image, atol=1e-4)
 
     svc = Service(art, b, ServeConfig(max_k=1000), store=SQLiteStore(tmp_path / "s.sqlite"))
@@ -49,10 +49,12 @@ def test_a_new_items_image_counts_like_a_bundle_items(image_flagship, tmp_path):
     with torch.no_grad():
         u = torch.tensor([b.user_id(user)])
         text = svc._new_text[svc._items["with-image"]].unsqueeze(0)
-        exact = art.model.score_text_items(u, 1, text, torch.from_numpy(b.image_vectors[i:i + 1]))[0, 0].item()
+        exact = art.model.score_text_items(u, 1, text, torch.from_numpy(b.image_vectors[i : i + 1]))[0, 0].item()
     assert scores["with-image"] == pytest.approx(exact, rel=1e-5)
     assert scores["with-image"] != pytest.approx(scores["without-image"], rel=1e-4)
-    again = Service(art, b, ServeConfig(max_k=1000), store=SQLiteStore(tmp_path / "s.sqlite"))  # the image survives a restart
+    again = Service(
+        art, b, ServeConfig(max_k=1000), store=SQLiteStore(tmp_path / "s.sqlite")
+    )  # the image survives a restart
     got = {x["item"]: x["score"] for x in again.recommend(user, name, b.n_items, exclude_seen=False)["items"]}
     assert got["with-image"] == pytest.approx(scores["with-image"], rel=1e-5)
 

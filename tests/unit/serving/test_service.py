@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+from crossrec.artifact import load_artifact, save_artifact
 from crossrec.data.batch import Sizes
 from crossrec.models.per_category import build
-from crossrec.artifact import load_artifact, save_artifact
 from crossrec.serving.config import ServeConfig
 from crossrec.serving.index import ItemIndex, recall_against_exact
 from crossrec.serving.service import Service, ServingError
@@ -73,7 +73,9 @@ def test_the_flagship_index_and_sparse_re_rank_agree_with_full_scoring(flagship,
 def test_seen_items_are_left_out(mf, tiny_bundle):
     svc = Service(mf, tiny_bundle)
     user = raw_users(tiny_bundle, 1)[0]
-    seen = set(tiny_bundle.raw_item_ids()[tiny_bundle.csr(("train", "valid", "test"))[tiny_bundle.user_id(user)].indices])
+    seen = set(
+        tiny_bundle.raw_item_ids()[tiny_bundle.csr(("train", "valid", "test"))[tiny_bundle.user_id(user)].indices]
+    )
     for name in tiny_bundle.categories:
         assert not seen & {x["item"] for x in svc.recommend(user, name, 20)["items"]}
 
@@ -82,7 +84,11 @@ def test_explanations_name_history_items_from_the_models_terms(flagship, tiny_bu
     svc = Service(flagship, tiny_bundle)
     user = raw_users(tiny_bundle, 3)[2]
     out = svc.recommend(user, tiny_bundle.categories[1], 5)
-    history = set(tiny_bundle.raw_item_ids()[flagship.model.history_[tiny_bundle.user_id(user)].numpy().clip(max=tiny_bundle.n_items - 1)])
+    history = set(
+        tiny_bundle.raw_item_ids()[
+            flagship.model.history_[tiny_bundle.user_id(user)].numpy().clip(max=tiny_bundle.n_items - 1)
+        ]
+    )
     because = [b for x in out["items"] for b in x["because"]]
     assert because and all(b["item"] in history and b["weight"] > 0 for b in because)
     assert because[0]["text"].startswith("because you liked ") and f" in {because[0]['category']}" in because[0]["text"]
@@ -97,7 +103,7 @@ def test_flagship_contributions_add_up_to_its_side_terms(flagship, tiny_bundle):
     items = m.index[c][:6]
     with torch.no_grad():
         hist, w = m.contributions(u, c, items)
-        side = m._side(m.history_[u : u + 1], torch.tensor([c]), torch.tensor([u]), items, leave_out=False)[0]
+        side = m.side(m.history_[u : u + 1], torch.tensor([c]), torch.tensor([u]), items, leave_out=False)[0]
     assert w.shape == (int((m.history_[u] != m.pad).sum()), 6) and len(hist) == w.shape[0]
     assert torch.allclose(w.sum(0), side, atol=1e-5) and side.abs().sum() > 0
 

@@ -39,8 +39,18 @@ def test_update_writes_a_new_version_and_the_loader_serves_it(tiny_bundle, tmp_p
     out = tmp_path / "model"
     trained(tiny_bundle, out, "mf", {"dim": 8})
     before = (out / "model.safetensors").read_bytes()
-    cfg = load_config(None, [f"--out={out}", f"--data.bundle={tiny_bundle.root}", "--model.name=mf", "--model.dim=8",
-                             "--train.epochs=1", "--train.progress=false", "--train.checkpoint=false"])
+    cfg = load_config(
+        None,
+        [
+            f"--out={out}",
+            f"--data.bundle={tiny_bundle.root}",
+            "--model.name=mf",
+            "--model.dim=8",
+            "--train.epochs=1",
+            "--train.progress=false",
+            "--train.checkpoint=false",
+        ],
+    )
     assert update(cfg)["updated"] is False  # no feedback yet
     store = SQLiteStore(out / "serving" / "store.sqlite")
     have = set(zip(tiny_bundle.interactions["user"].to_list(), tiny_bundle.interactions["item"].to_list()))
@@ -51,12 +61,18 @@ def test_update_writes_a_new_version_and_the_loader_serves_it(tiny_bundle, tmp_p
     assert done["updated"] and done["version"] == "v0001" and done["added"] == len(pairs)
     assert (out / "model.safetensors").read_bytes() == before  # the served artifact is untouched
     art_dir, bundle_dir, version = newest_version(out, tiny_bundle.root)
-    assert (version, art_dir, bundle_dir) == ("v0001", out / "versions" / "v0001" / "model", out / "versions" / "v0001" / "bundle")
+    assert (version, art_dir, bundle_dir) == (
+        "v0001",
+        out / "versions" / "v0001" / "model",
+        out / "versions" / "v0001" / "bundle",
+    )
     new = Bundle.load(bundle_dir)
     assert new.split("train").height == tiny_bundle.split("train").height + len(pairs)
     assert new.split("test").height == tiny_bundle.split("test").height
     svc = service_loader(cfg)()
-    assert svc.version != "" and svc.recommend(str(tiny_bundle.raw_user_ids()[0]), tiny_bundle.categories[0], 5)["items"]
+    assert (
+        svc.version != "" and svc.recommend(str(tiny_bundle.raw_user_ids()[0]), tiny_bundle.categories[0], 5)["items"]
+    )
 
 
 def test_update_reads_new_interaction_files_and_refuses_a_bad_one(tiny_bundle, tmp_path):
@@ -70,15 +86,29 @@ def test_update_reads_new_interaction_files_and_refuses_a_bad_one(tiny_bundle, t
     torch.set_num_threads(1)
     out = tmp_path / "model"
     trained(tiny_bundle, out, "mf", {"dim": 8})
-    cfg = load_config(None, [f"--out={out}", f"--data.bundle={tiny_bundle.root}", "--model.name=mf", "--model.dim=8",
-                             "--train.epochs=1", "--train.progress=false", "--train.checkpoint=false"])
+    cfg = load_config(
+        None,
+        [
+            f"--out={out}",
+            f"--data.bundle={tiny_bundle.root}",
+            "--model.name=mf",
+            "--model.dim=8",
+            "--train.epochs=1",
+            "--train.progress=false",
+            "--train.checkpoint=false",
+        ],
+    )
     have = set(zip(tiny_bundle.interactions["user"].to_list(), tiny_bundle.interactions["item"].to_list()))
     pairs = [(u, j) for u in range(10) for j in range(0, tiny_bundle.n_items, 11) if (u, j) not in have][:25]
     raw_u, raw_i = tiny_bundle.raw_user_ids(), tiny_bundle.raw_item_ids()
-    rows = [(str(raw_u[u]), str(raw_i[j]), tiny_bundle.categories[int(tiny_bundle.item_category[j])], 1_700_000_000 + n)
-            for n, (u, j) in enumerate(pairs)] + [("someone-new", str(raw_i[0]), tiny_bundle.categories[0], 1)]
+    rows = [
+        (str(raw_u[u]), str(raw_i[j]), tiny_bundle.categories[int(tiny_bundle.item_category[j])], 1_700_000_000 + n)
+        for n, (u, j) in enumerate(pairs)
+    ] + [("someone-new", str(raw_i[0]), tiny_bundle.categories[0], 1)]
     good = tmp_path / "new.csv.gz"
-    pl.DataFrame(rows, schema=["user_id", "item_id", "category", "timestamp"], orient="row").write_csv(tmp_path / "new.csv")
+    pl.DataFrame(rows, schema=["user_id", "item_id", "category", "timestamp"], orient="row").write_csv(
+        tmp_path / "new.csv"
+    )
     good.write_bytes(gzip.compress((tmp_path / "new.csv").read_bytes()))
     bad = tmp_path / "bad.csv"
     bad.write_text("user_id,category\nu1,books\n")  # no item column

@@ -168,9 +168,17 @@ def test_bad_adversarial_settings_raise(bad):
 def test_the_text_tower_is_perturbed_at_its_fused_item_vectors(tiny_bundle, tiny_text):
     tiny_bundle.text_vectors = tiny_text
     torch.manual_seed(0)
-    model = build("crossrec", "pooled", {"dim": 16, "item_tower": "text+id", "text": {"id_dropout": 0.0},
-                                         "history": {"dropout": 0.0, "category_dropout": 0.0}},
-                  Sizes.from_bundle(tiny_bundle))
+    model = build(
+        "crossrec",
+        "pooled",
+        {
+            "dim": 16,
+            "item_tower": "text+id",
+            "text": {"id_dropout": 0.0},
+            "history": {"dropout": 0.0, "category_dropout": 0.0},
+        },
+        Sizes.from_bundle(tiny_bundle),
+    )
     model.setup(tiny_bundle)
     model.train()
     batch = first_batch(tiny_bundle)

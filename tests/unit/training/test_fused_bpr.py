@@ -34,8 +34,12 @@ def test_manual_bpr_gradients_follow_autograd_step_by_step(n_neg, sparse_optimiz
     gen = torch.Generator().manual_seed(1)
     for step in range(20):
         users = torch.randint(0, 30, (16,), generator=gen)  # repeated users and items included
-        batch = Batch(users=users, pos_items=torch.randint(0, 40, (16,), generator=gen),
-                      neg_items=torch.randint(0, 40, (16, n_neg), generator=gen), category=torch.zeros(16, dtype=torch.long))
+        batch = Batch(
+            users=users,
+            pos_items=torch.randint(0, 40, (16,), generator=gen),
+            neg_items=torch.randint(0, 40, (16, n_neg), generator=gen),
+            category=torch.zeros(16, dtype=torch.long),
+        )
         oa.zero_grad()
         la = a.loss(batch)
         la.backward()
@@ -65,8 +69,9 @@ def test_row_sgd_is_sgd_on_the_summed_gradient():
 def test_manual_backward_is_bpr_only():
     sizes = _sizes(3, 4)
     mf = MF(MFConfig(dim=2, loss="bce"), sizes)
-    batch = Batch(users=torch.tensor([0]), pos_items=torch.tensor([1]), neg_items=torch.tensor([[2]]),
-                  category=torch.tensor([0]))
+    batch = Batch(
+        users=torch.tensor([0]), pos_items=torch.tensor([1]), neg_items=torch.tensor([[2]]), category=torch.tensor([0])
+    )
     assert mf.manual_backward(batch) is None
 
 

@@ -32,8 +32,12 @@ def _distinct_batch(gen: torch.Generator, n_neg: int) -> Batch:
     """Every user and every item at most once in the batch: sequential = batched updates."""
     users = torch.randperm(64, generator=gen)[:16]
     items = torch.randperm(200, generator=gen)[: 16 * (1 + n_neg)]
-    return Batch(users=users, pos_items=items[:16], neg_items=items[16:].view(16, n_neg),
-                 category=torch.zeros(16, dtype=torch.long))
+    return Batch(
+        users=users,
+        pos_items=items[:16],
+        neg_items=items[16:].view(16, n_neg),
+        category=torch.zeros(16, dtype=torch.long),
+    )
 
 
 @pytest.mark.parametrize("n_neg", [1, 3])
@@ -74,8 +78,16 @@ def test_fused_training_beats_popularity(tiny_bundle):
 
     torch.manual_seed(0)
     mf = MF(MFConfig(dim=16), Sizes.from_bundle(tiny_bundle))
-    cfg = TrainConfig(epochs=30, batch_size=256, sparse_optimizer="adagrad", sparse_lr=0.1, fused=True,
-                      checkpoint=False, progress=False, patience=0)
+    cfg = TrainConfig(
+        epochs=30,
+        batch_size=256,
+        sparse_optimizer="adagrad",
+        sparse_lr=0.1,
+        fused=True,
+        checkpoint=False,
+        progress=False,
+        patience=0,
+    )
     result = Trainer(cfg).fit(mf, tiny_bundle)
     assert all(torch.isfinite(torch.tensor(h["loss"])) for h in result.history)
     assert result.history[-1]["loss"] < result.history[0]["loss"]
@@ -85,11 +97,14 @@ def test_fused_training_beats_popularity(tiny_bundle):
     assert ev.evaluate(mf).metric("ndcg@10") > ev.evaluate(pop).metric("ndcg@10")
 
 
-@pytest.mark.parametrize(("options", "message"), [
-    ({"sparse_optimizer": "adam"}, "sparse_optimizer"),
-    ({"optimizer": "adamw"}, "sparse_optimizer"),  # auto follows the optimiser: lazy Adam
-    ({"sparse_optimizer": "adagrad", "adv_eps": 0.1}, "APR"),
-])
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"sparse_optimizer": "adam"}, "sparse_optimizer"),
+        ({"optimizer": "adamw"}, "sparse_optimizer"),  # auto follows the optimiser: lazy Adam
+        ({"sparse_optimizer": "adagrad", "adv_eps": 0.1}, "APR"),
+    ],
+)
 def test_fused_refuses_options_it_cannot_run(options, message):
     with pytest.raises(ValueError, match=message):
         TrainConfig(fused=True, **options).validate()
@@ -116,8 +131,21 @@ def test_fused_training_resumes_exactly_from_a_checkpoint(tiny_bundle, tmp_path)
         return MF(MFConfig(dim=8), Sizes.from_bundle(tiny_bundle))
 
     def cfg(**kw):
-        return TrainConfig(**({"epochs": 4, "batch_size": 256, "sparse_optimizer": "adagrad", "sparse_lr": 0.05,
-                               "fused": True, "progress": False, "patience": 0, "seed": 0} | kw))
+        return TrainConfig(
+            **(
+                {
+                    "epochs": 4,
+                    "batch_size": 256,
+                    "sparse_optimizer": "adagrad",
+                    "sparse_lr": 0.05,
+                    "fused": True,
+                    "progress": False,
+                    "patience": 0,
+                    "seed": 0,
+                }
+                | kw
+            )
+        )
 
     straight = model()
     Trainer(cfg(checkpoint=False)).fit(straight, tiny_bundle)

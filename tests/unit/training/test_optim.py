@@ -53,4 +53,6 @@ def test_state_round_trip():
     fresh = Optimizers(m, cfg)
     fresh.load(tensors, meta)
     assert fresh.lr == pytest.approx(0.05)
-    assert torch.equal(fresh.opts[1].state_dict()["state"][0]["exp_avg"], opts.opts[1].state_dict()["state"][0]["exp_avg"])
+    assert torch.equal(
+        fresh.opts[1].state_dict()["state"][0]["exp_avg"], opts.opts[1].state_dict()["state"][0]["exp_avg"]
+    )

@@ -9,12 +9,12 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+from crossrec.artifact import load_artifact
 from crossrec.config import load_config
 from crossrec.data.batch import Batch, Sizes
 from crossrec.models.losses import pair_loss
 from crossrec.models.mf import MF, MFConfig
 from crossrec.models.per_category import build
-from crossrec.artifact import load_artifact
 from crossrec.training.trainer import TrainConfig
 from crossrec.training.transfer import (
     Stage,
@@ -35,8 +35,9 @@ def test_joint_is_one_stage_on_everything():
 
 
 def test_source_target_pretrains_then_finetunes():
-    cfg = TransferConfig(paradigm="source_target", source=["books", "kitchen"], freeze="shared",
-                         finetune_lr_scale=0.1, finetune_epochs=3)
+    cfg = TransferConfig(
+        paradigm="source_target", source=["books", "kitchen"], freeze="shared", finetune_lr_scale=0.1, finetune_epochs=3
+    )
     assert plan(cfg, CATS) == [
         Stage("pretrain", [0, 3], "none", 1.0, 0),
         Stage("finetune", [1, 2], "shared", 0.1, 3),  # empty target = every category not in source
@@ -146,10 +147,13 @@ def snapshot(params) -> list[Tensor]:
     return [p.detach().clone() for p in params]
 
 
-@pytest.mark.parametrize("policy, still, moves", [
-    ("shared", ("shared",), ("specific", "heads")),
-    ("all_but_heads", ("shared", "specific"), ("heads",)),
-])
+@pytest.mark.parametrize(
+    "policy, still, moves",
+    [
+        ("shared", ("shared",), ("specific", "heads")),
+        ("all_but_heads", ("shared", "specific"), ("heads",)),
+    ],
+)
 def test_frozen_groups_stay_bit_identical_while_the_rest_trains(tiny_bundle, tmp_path, policy, still, moves):
     m = grouped(tiny_bundle)
     groups = parameter_groups(m)
@@ -196,8 +200,12 @@ def test_source_target_end_to_end_through_pipeline_train(tiny_bundle, tmp_path):
 
     cfg = load_config(
         write_config(tmp_path),
-        ["--transfer.paradigm=source_target", "--transfer.source=[books]", "--transfer.finetune_epochs=1",
-         "--transfer.finetune_lr_scale=0.5"],
+        [
+            "--transfer.paradigm=source_target",
+            "--transfer.source=[books]",
+            "--transfer.finetune_epochs=1",
+            "--transfer.finetune_lr_scale=0.5",
+        ],
     )
     assert cfg.transfer.source == ["books"]
     art = train(cfg, tiny_bundle, out=tmp_path / "model")

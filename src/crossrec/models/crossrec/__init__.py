@@ -5,6 +5,12 @@
 - `neighbourhood.NeighbourhoodTerm`: Koren's co-occurrence neighbourhood term with learned weights;
 - `objective.CategoryWeighting`: w_c of the joint objective (uniform, inverse frequency, learned);
 - `config.CrossRecConfig`: its options.
+
+and of the parts it owns and calls (plain objects holding the model; the tensors stay the model's):
+`user_tower.UserTower`, `side.HistoryTerms`, `loss.Objective`, `softmax.SoftmaxLosses`,
+`loss.AuxiliaryLosses`, `prior.NewUserPrior`, `borrow.Borrowing`, `shrink.TextShrinkage`,
+`calibration.ColdOffset`, `live_text.LiveTextEncoder`, `inference.FlagshipInference` (serving
+adapters), each typed against `host.Flagship`.
 """
 
 from crossrec.models.crossrec.config import CrossRecConfig

@@ -33,33 +33,43 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+if TYPE_CHECKING:
+    from crossrec.data.bundle import Bundle
+    from crossrec.models.base import PickTools
+    from crossrec.models.crossrec.host import Flagship
+    from crossrec.models.crossrec.neighbourhood import NeighbourhoodTerm
 
-def text_neighbours(text: Tensor, trained: Tensor, query: Tensor, k: int, temperature: float,
-                    chunk: int = 2048) -> tuple[Tensor, Tensor]:
+
+def text_neighbours(
+    text: Tensor, trained: Tensor, query: Tensor, k: int, temperature: float, chunk: int = 2048
+) -> tuple[Tensor, Tensor]:
     """The `k` nearest trained items (global ids) of each query text vector by cosine, and their
     softmax weights: text [n_items, t], trained [n_items] bool, query [J, t] -> ([J, k'], [J, k'])
     with k' = min(k, trained items). A query without text (a zero row) gets uniform weights."""
     pool = torch.nonzero(trained).squeeze(1)
     k = min(k, len(pool))
     if k == 0 or len(query) == 0:
-        return torch.zeros(len(query), 0, dtype=torch.int64, device=text.device), torch.zeros(len(query), 0, device=text.device)
+        return torch.zeros(len(query), 0, dtype=torch.int64, device=text.device), torch.zeros(
+            len(query), 0, device=text.device
+        )
     keys = F.normalize(text.index_select(0, pool).float(), dim=1)
     nbr, wts = [], []
     for lo in range(0, len(query), chunk):  # [chunk, n_trained] at a time
-        sim = F.normalize(query[lo:lo + chunk].float(), dim=1) @ keys.T
+        sim = F.normalize(query[lo : lo + chunk].float(), dim=1) @ keys.T
         v, ix = sim.topk(k, dim=1)
         nbr.append(pool.index_select(0, ix.reshape(-1)).view(ix.shape))
         wts.append(torch.softmax(v / temperature, dim=1))
     return torch.cat(nbr), torch.cat(wts)
 
 
-def borrowed_neighbourhood(term: torch.nn.Module, hist: Tensor, users: Tensor, nbr: Tensor, w: Tensor) -> Tensor:
+def borrowed_neighbourhood(term: NeighbourhoodTerm, hist: Tensor, users: Tensor, nbr: Tensor, w: Tensor) -> Tensor:
     """[B, J] sum_n w_jn N_cat(n)(u, n): the neighbourhood term (models/crossrec/neighbourhood.py)
     of each borrowed item's lenders, each read in its own category. nbr, w [J, k]."""
     uniq, inv = torch.unique(nbr, return_inverse=True)
@@ -72,74 +82,92 @@ def borrowed_neighbourhood(term: torch.nn.Module, hist: Tensor, users: Tensor, n
 
 
 class Borrowing:
-    """Mixed into `CrossRec` (models/crossrec/model.py): the borrowed rows and their use.
+    """The borrowed rows and their use: a part `CrossRec` owns (`model.borrow`, models/crossrec/model.py)
+    and the first of its post-training steps (`calibrate`; calling the part runs the borrowing).
 
-    Buffers (the model registers them): `borrow_row_` [n_items] (row in the tables below, -1: not
-    borrowed), `borrow_nbr_` [J, k] lenders' global ids, `borrow_w_` [J, k] their weights.
+    Buffers (registered on the model, under the names artifacts store): `borrow_row_` [n_items] (row
+    in the tables below, -1: not borrowed), `borrow_nbr_` [J, k] lenders' global ids, `borrow_w_`
+    [J, k] their weights.
     """
 
-    def borrow(self: Any) -> None:
-        """After training (`calibrate` calls it first): lend every item without training
+    def __init__(self, model: Flagship) -> None:
+        self.model = model
+
+    def __call__(self) -> None:
+        """After training (the first post-training step): lend every item without training
         interactions that has text the ID parts of its nearest trained items (module docstring);
         a no-op unless the tower reads text and IDs and `text.borrow` > 0."""
-        cfg, tower = self.config.text, self.items
-        if not (tower.use_text and tower.use_id and tower.has_text) or cfg.borrow <= 0 or self.config.loss == "mse":
+        m = self.model
+        cfg, tower = m.config.text, m.items
+        if not (tower.use_text and tower.use_id and tower.has_text) or cfg.borrow <= 0 or m.config.loss == "mse":
             return
-        n = self.sizes.n_items
+        n = m.sizes.n_items
         has_text = tower.text_.abs().sum(1) > 0
-        cold = torch.nonzero((self.log_count_ == 0) & has_text).squeeze(1)
-        nbr, w = text_neighbours(tower.text_, self._lenders(), tower.text_.index_select(0, cold), cfg.borrow, cfg.borrow_temperature)
-        dev = self.log_count_.device
+        cold = torch.nonzero((m.log_count_ == 0) & has_text).squeeze(1)
+        nbr, w = text_neighbours(
+            tower.text_, self.lending(), tower.text_.index_select(0, cold), cfg.borrow, cfg.borrow_temperature
+        )
+        dev = m.log_count_.device
         row = torch.full((n,), -1, dtype=torch.int64, device=dev)
         if nbr.shape[1]:
             with torch.no_grad():
                 tower.emb.weight[cold] = (w.unsqueeze(-1) * tower.emb.weight[nbr]).sum(1)
                 tower.bias[cold] = (w * tower.bias[nbr]).sum(1)
             row[cold] = torch.arange(len(cold), device=dev)
-        self.borrow_row_, self.borrow_nbr_, self.borrow_w_ = row, nbr.to(dev), w.to(dev)
+        m.borrow_row_, m.borrow_nbr_, m.borrow_w_ = row, nbr.to(dev), w.to(dev)
 
-    def lenders(self: Any, item: int) -> list[tuple[int, float]]:
+    def calibrate(self, bundle: Bundle, categories: Sequence[int] | None, tools: PickTools) -> None:
+        """The post-training step: borrow (first: the later steps read the borrowed parts)."""
+        self()
+
+    def lenders(self, item: int) -> list[tuple[int, float]]:
         """The trained items (global ids) whose ID parts `item` borrowed, with their weights,
         heaviest first; empty for an item that borrowed nothing (explanations name them)."""
-        row = int(self.borrow_row_[item]) if self.borrow_nbr_.numel() and 0 <= item < self.sizes.n_items else -1
+        m = self.model
+        row = int(m.borrow_row_[item]) if m.borrow_nbr_.numel() and 0 <= item < m.sizes.n_items else -1
         if row < 0:
             return []
-        w, order = torch.sort(self.borrow_w_[row], descending=True, stable=True)
-        return list(zip(self.borrow_nbr_[row][order].tolist(), w.tolist()))
+        w, order = torch.sort(m.borrow_w_[row], descending=True, stable=True)
+        return list(zip(m.borrow_nbr_[row][order].tolist(), w.tolist()))
 
-    def _lenders(self: Any) -> Tensor:
+    def lending(self) -> Tensor:
         """[n_items] True for the items that lend: training interactions and text."""
-        return (self.log_count_ > 0) & (self.items.text_.abs().sum(1) > 0)
+        return (self.model.log_count_ > 0) & (self.model.items.text_.abs().sum(1) > 0)
 
-    def _borrowed(self: Any, items: Tensor) -> Tensor:
+    def borrowed(self, items: Tensor) -> Tensor:
         """[...] True where an item's ID part is borrowed (pad: False)."""
-        if not self.borrow_nbr_.numel():
+        m = self.model
+        if not m.borrow_nbr_.numel():
             return torch.zeros(items.shape, dtype=torch.bool, device=items.device)
-        return (self.borrow_row_.index_select(0, items.clamp_max(self.sizes.n_items - 1).reshape(-1)).view(items.shape) >= 0) & (items < self.pad)
+        return (
+            m.borrow_row_.index_select(0, items.clamp_max(m.sizes.n_items - 1).reshape(-1)).view(items.shape) >= 0
+        ) & (items < m.pad)
 
-    def _at_borrowed(self: Any, items: Tensor, values: Callable[[Tensor, Tensor], Tensor]) -> tuple[Tensor, Tensor] | None:
+    def at_borrowed(self, items: Tensor, values: Callable[[Tensor, Tensor], Tensor]) -> tuple[Tensor, Tensor] | None:
         """`values(lenders [U, k], weights [U, k]) -> [B, U]`, computed once per distinct borrowed
         item among `items`, and where those cells are: items [M] -> (columns [J], values [B, J]);
         items [B, n] -> (mask [B, n], values [B, n], meaningful where the mask is set). None: no
         borrowed item."""
-        mine = self._borrowed(items)
+        m = self.model
+        mine = self.borrowed(items)
         if not bool(mine.any()):
             return None
         uniq, inv = torch.unique(items[mine], return_inverse=True)
-        rows = self.borrow_row_.index_select(0, uniq)
-        vals = values(self.borrow_nbr_[rows], self.borrow_w_[rows])  # [B, U]
+        rows = m.borrow_row_.index_select(0, uniq)
+        vals = values(m.borrow_nbr_[rows], m.borrow_w_[rows])  # [B, U]
         if items.dim() == 1:
             return torch.nonzero(mine).squeeze(1), vals.index_select(1, inv)
         pos = torch.zeros(items.shape, dtype=torch.int64, device=items.device)
         pos[mine] = inv
         return mine, vals.gather(1, pos)
 
-    def _borrowed_side(self: Any, hist: Tensor, users: Tensor, items: Tensor, out: Tensor) -> Tensor:
+    def side(self, hist: Tensor, users: Tensor, items: Tensor, out: Tensor) -> Tensor:
         """Add the borrowed items' neighbourhood term into `out` (inference; items [M] -> out [B, M],
         items [B, n] -> out [B, n]); returns `out`, changed in place when autograd is off."""
-        if self.neighbours is None or self.training:
+        term = self.model.neighbours
+        if term is None or self.model.training:
             return out
-        got = self._at_borrowed(items, lambda nbr, w: borrowed_neighbourhood(self.neighbours, hist, users, nbr, w))
+        got = self.at_borrowed(items, lambda nbr, w: borrowed_neighbourhood(term, hist, users, nbr, w))
         if got is None:
             return out
         where, vals = got
@@ -148,38 +176,40 @@ class Borrowing:
         return out.index_add(1, where, vals) if torch.is_grad_enabled() else out.index_add_(1, where, vals)
 
     # ---------------------------------------------------------------- categories nobody trained on
-    def _lender_scores(self: Any, users: Tensor, nbr: Tensor, w: Tensor) -> Tensor:
+    def lender_scores(self, users: Tensor, nbr: Tensor, w: Tensor) -> Tensor:
         """[B, J] sum_n w_jn score_cat(n)(u, n): each lender scored in its own category (towers,
         bias and history terms, as `score` gives it). nbr, w [J, k]."""
+        m = self.model
         uniq, inv = torch.unique(nbr, return_inverse=True)
         vals = torch.zeros(len(users), len(uniq), device=users.device)
-        cats = self.item_category_.index_select(0, uniq)
-        hist = self.history_[users]
+        cats = m.item_category_.index_select(0, uniq)
+        hist = m.history_[users]
         for c in torch.unique(cats).tolist():
             cols = torch.nonzero(cats == c).squeeze(1)
             items = uniq.index_select(0, cols)
-            seen = self._seen(items)
-            s = self.user_vectors(users, c) @ self.items(items, seen).T + self._item_bias(items, seen, c)
-            if self.new_prior is not None:
-                s = s + self.prior_scores(self.prior_weight(users, c), items)
-            if self._reads_side:
-                s = s + self._side(hist, torch.full_like(users, c), users, items, leave_out=False)
+            seen = m.cold.seen(items)
+            s = m.user_vectors(users, c) @ m.items(items, seen).T + m.cold.bias(items, seen, c)
+            if m.new_prior is not None:
+                s = s + m.prior.scores(m.prior.weight(users, c), items)
+            if m.side.reads:
+                s = s + m.side(hist, torch.full_like(users, c), users, items, leave_out=False)
             vals[:, cols] = s
         return (vals.index_select(1, inv.reshape(-1)).view(len(users), *nbr.shape) * w).sum(-1)
 
-    def _untrained_category(self: Any, category: int) -> bool:
+    def untrained_category(self, category: int) -> bool:
         """No training interactions in the category (a zero-shot category): its users' category
         parts (specific embedding, gate, attention query) never trained."""
-        return bool(self.borrow_nbr_.numel()) and float(self.log_cat_rows_[category]) == 0.0
+        return bool(self.model.borrow_nbr_.numel()) and float(self.model.log_cat_rows_[category]) == 0.0
 
-    def _zero_shot(self: Any, users: Tensor, category: int, items: Tensor, s: Tensor) -> Tensor:
+    def zero_shot(self, users: Tensor, category: int, items: Tensor, s: Tensor) -> Tensor:
         """In a category without training interactions, a borrowed item's score is its lenders'
         scores, each read in its own category (module docstring), plus the cold offset: the
         user's representation there is untrained. items [M] -> s [B, M], items [B, n] -> s [B, n];
         `s` is returned, changed in place when autograd is off."""
-        if not self._untrained_category(category):
+        if not self.untrained_category(category):
             return s
-        got = self._at_borrowed(items, lambda nbr, w: self._lender_scores(users, nbr, w) + self.cold_offset_[category])
+        offset = self.model.cold_offset_[category]
+        got = self.at_borrowed(items, lambda nbr, w: self.lender_scores(users, nbr, w) + offset)
         if got is None:
             return s
         where, lent = got

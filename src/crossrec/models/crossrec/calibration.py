@@ -21,13 +21,16 @@ untrained candidates), so one scoring pass gives them and the 1-D problem is sol
 the gradient. A category with fewer than `MIN_PAIRS` such positives uses the offset fitted on all
 categories together, or none.
 
+`ColdOffset` is the part of `CrossRec` (`model.cold`) that runs it as the last post-training step.
+
 Example:
     >>> offsets = fit_cold_offsets(model, bundle)   # [n_categories]  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -35,12 +38,14 @@ from torch import Tensor
 
 if TYPE_CHECKING:
     from crossrec.data.bundle import Bundle
+    from crossrec.models.base import PickTools, Recommender
+    from crossrec.models.crossrec.host import Flagship
 
 MIN_PAIRS = 30  # validation positives on untrained items a category needs for its own offset
 BOUND = 20.0  # the offset is searched in [-BOUND, BOUND]
 
 
-def _unit_sums(model: Any, bundle: Bundle, c: int, batch_size: int) -> tuple[np.ndarray, ...] | None:
+def _unit_sums(model: Recommender, bundle: Bundle, c: int, batch_size: int) -> tuple[np.ndarray, ...] | None:
     """Per validation (unit, positive) pair: the positive's score, whether it is untrained, and its
     unit's log-sum-exp over trained and over untrained candidates. None: no untrained positive."""
     valid, train = bundle.csr("valid", c), bundle.csr("train", c)
@@ -52,11 +57,13 @@ def _unit_sums(model: Any, bundle: Bundle, c: int, batch_size: int) -> tuple[np.
     pos_s, pos_h, lse_w, lse_c = [], [], [], []
     with torch.no_grad():
         for lo in range(0, len(users), batch_size):
-            part = users[lo:lo + batch_size]
+            part = users[lo : lo + batch_size]
             s = model.score(torch.from_numpy(part).long(), c).detach().float().cpu().clone()  # [B, n_items(c)]
             seen = train[part]
-            s[torch.from_numpy(np.repeat(np.arange(len(part)), np.diff(seen.indptr))),
-              torch.from_numpy(seen.indices.astype(np.int64))] = float("-inf")
+            s[
+                torch.from_numpy(np.repeat(np.arange(len(part)), np.diff(seen.indptr))),
+                torch.from_numpy(seen.indices.astype(np.int64)),
+            ] = float("-inf")
             pos = valid[part]
             rows = np.repeat(np.arange(len(part)), np.diff(pos.indptr))
             items = pos.indices.astype(np.int64)
@@ -82,8 +89,9 @@ def _solve(pos_h: np.ndarray, lse_w: np.ndarray, lse_c: np.ndarray) -> float:
     return 0.5 * (lo + hi)
 
 
-def fit_cold_offsets(model: Any, bundle: Bundle, categories: Sequence[int] | None = None,
-                     batch_size: int = 1024) -> Tensor:
+def fit_cold_offsets(
+    model: Recommender, bundle: Bundle, categories: Sequence[int] | None = None, batch_size: int = 1024
+) -> Tensor:
     """[n_categories] the fitted offsets (0 where validation has too few untrained positives);
     the model's scores are read with its current offsets set to zero."""
     n_cat = bundle.n_categories
@@ -101,10 +109,59 @@ def fit_cold_offsets(model: Any, bundle: Bundle, categories: Sequence[int] | Non
     pooled_h = np.concatenate([v[1] for v in per.values()])
     pooled = None
     if pooled_h.sum() >= MIN_PAIRS:
-        pooled = _solve(pooled_h, np.concatenate([v[2] for v in per.values()]), np.concatenate([v[3] for v in per.values()]))
+        pooled = _solve(
+            pooled_h, np.concatenate([v[2] for v in per.values()]), np.concatenate([v[3] for v in per.values()])
+        )
     for c in cats:
         if c in per and per[c][1].sum() >= MIN_PAIRS:
             out[c] = _solve(per[c][1], per[c][2], per[c][3])
         elif pooled is not None:
             out[c] = pooled
     return out
+
+
+class ColdOffset:
+    """Items without training interactions at scoring time: which they are, whether their ID part
+    is read, and the offset their bias gets. A part `CrossRec` owns (`model.cold`) and the last of
+    its post-training steps; the offsets stay the model's `cold_offset_` buffer (the name artifacts
+    store)."""
+
+    def __init__(self, model: Flagship) -> None:
+        self.model = model
+
+    def untrained(self, items: Tensor) -> Tensor:
+        """[...] True for items without training interactions."""
+        m = self.model
+        return m.log_count_[items.clamp_max(m.sizes.n_items - 1)] == 0
+
+    def seen(self, items: Tensor) -> Tensor | None:
+        """[...] 1 where an item's ID part is read: it has training interactions, or its text
+        neighbours lent it theirs (borrow.py); else 0, and it is scored from its text alone, ID
+        hidden, as ID dropout trained the tower to. None without text+id."""
+        m = self.model
+        if not (m.items.use_text and m.items.use_id):
+            return None
+        return (~self.untrained(items) | m.borrow.borrowed(items)).float()
+
+    def bias(self, items: Tensor, seen: Tensor | None, category: Tensor | int) -> Tensor:
+        """[...] the items' biases at scoring time: the tower's, plus the category's cold offset
+        for items without training interactions."""
+        m = self.model
+        b = m.items.bias_of(items, seen)
+        if seen is None:
+            return b
+        off = (
+            m.cold_offset_[category]
+            if isinstance(category, int)
+            else m.cold_offset_.index_select(0, category.reshape(-1)).view(category.shape)
+        )
+        return b + self.untrained(items).float() * off
+
+    def calibrate(self, bundle: Bundle, categories: Sequence[int] | None, tools: PickTools) -> None:
+        """Fit `cold_offset_` on the validation split (`text.calibrate_cold`, a text+id tower; the
+        scores read are the final ones: after borrowing, shrinkage and the prior's pick)."""
+        m = self.model
+        if not (m.items.use_text and m.items.use_id and m.config.text.calibrate_cold and m.config.loss != "mse"):
+            return
+        m.cold_offset_.zero_()
+        m.cold_offset_.copy_(fit_cold_offsets(m, bundle, categories).to(m.cold_offset_.device))

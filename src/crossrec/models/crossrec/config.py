@@ -23,13 +23,19 @@ from crossrec.typed import Checked, ConfigError, Positive, Share, Size
 class HistoryConfig(Checked):
     section: ClassVar[str] = "model.history"
     length: Size = 25  # (int) most recent training items (all categories) the encoder reads
-    rows: Literal["all", "causal"] = "all"  # (str) a training row reads: all = the user's most recent items but the target | causal = only items before the row
-    encoder: Literal["attention", "transformer", "mean", "none"] = "attention"  # (str) attention | transformer | mean | none
+    rows: Literal["all", "causal"] = (
+        "all"  # (str) a training row reads: all = the user's most recent items but the target | causal = only items before the row
+    )
+    encoder: Literal["attention", "transformer", "mean", "none"] = (
+        "attention"  # (str) attention | transformer | mean | none
+    )
     n_layers: int = 1  # (int) transformer blocks (encoder=transformer)
     n_heads: Size = 2  # (int) transformer heads (encoder=transformer)
     dropout: Share = 0.1  # (float) share of history items hidden per training row (and transformer dropout)
     category_dropout: Share = 0.3  # (float) P(hide a row's in-category history): trains serving new-to-category users
-    items: Literal["separate", "shared"] = "separate"  # (str) separate: own embedding table for history items (FISM/SVD++) | shared: the item tower's
+    items: Literal["separate", "shared"] = (
+        "separate"  # (str) separate: own embedding table for history items (FISM/SVD++) | shared: the item tower's
+    )
     init_std: float = 0.1  # (float) init std of the separate history item table
 
 
@@ -44,10 +50,16 @@ class NeighbourhoodConfig(Checked):
 @dataclass(frozen=True)
 class ObjectiveConfig(Checked):
     section: ClassVar[str] = "model.objective"
-    in_batch: bool = True  # (bool) softmax: the batch's other positives of the same category are negatives (logQ-corrected)
+    in_batch: bool = (
+        True  # (bool) softmax: the batch's other positives of the same category are negatives (logQ-corrected)
+    )
     mixed_negatives: bool = False  # (bool) softmax with in_batch: the sampled uniform negatives join them
-    full_softmax: bool = False  # (bool) softmax over every item of the row's category (exact, no sampling; O(B x n_items(c)))
-    category_weights: Literal["uniform", "inverse_frequency", "learned"] = "inverse_frequency"  # (str) w_c: uniform (every row) | inverse_frequency (every category) | learned
+    full_softmax: bool = (
+        False  # (bool) softmax over every item of the row's category (exact, no sampling; O(B x n_items(c)))
+    )
+    category_weights: Literal["uniform", "inverse_frequency", "learned"] = (
+        "inverse_frequency"  # (str) w_c: uniform (every row) | inverse_frequency (every category) | learned
+    )
     alpha: float = 0.0  # (float) weight of L_transfer (contrastive alignment); 0 = off (measured: see docs/DESIGN.md)
     tau: Positive = 0.2  # (float) InfoNCE temperature of L_transfer
     adversarial: float = 0.0  # (float) weight of the gradient-reversal category classifier; 0 = off
@@ -68,14 +80,18 @@ class TextTowerConfig(Checked):
     def __post_init__(self) -> None:
         super().__post_init__()
         if not (0.0 <= self.id_dropout <= 1.0 and 0.0 <= self.text_dropout < 1.0):
-            raise ConfigError(f"{self.section}: expected id_dropout in [0, 1] and text_dropout in [0, 1); "
-                              f"got id_dropout={self.id_dropout}, text_dropout={self.text_dropout}")
+            raise ConfigError(
+                f"{self.section}: expected id_dropout in [0, 1] and text_dropout in [0, 1); "
+                f"got id_dropout={self.id_dropout}, text_dropout={self.text_dropout}"
+            )
 
 
 @dataclass(frozen=True)
 class WarmStartConfig(Checked):
     section: ClassVar[str] = "model.warm_start"
-    method: Literal["ials", "none"] = "ials"  # (str) ials: the shared user and item ID embeddings start from iALS factors fitted on the training rows (models/crossrec/warm.py) | none: random normal (init_std)
+    method: Literal["ials", "none"] = (
+        "ials"  # (str) ials: the shared user and item ID embeddings start from iALS factors fitted on the training rows (models/crossrec/warm.py) | none: random normal (init_std)
+    )
     scale: float = 0.3  # (float) multiplier of the iALS factors
     regularization: float = 0.1  # (float) iALS L2 weight
     alpha: float = 10.0  # (float) iALS confidence of an observed interaction: 1 + alpha
@@ -84,28 +100,42 @@ class WarmStartConfig(Checked):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not (self.scale > 0 and self.alpha >= 0 and self.regularization >= 0 and self.history >= 0 and self.iterations >= 1):
-            raise ConfigError(f"{self.section}: expected scale > 0, alpha, regularization and history >= 0, iterations >= 1; "
-                              f"got scale={self.scale}, alpha={self.alpha}, regularization={self.regularization}, "
-                              f"history={self.history}, iterations={self.iterations}")
+        if not (
+            self.scale > 0
+            and self.alpha >= 0
+            and self.regularization >= 0
+            and self.history >= 0
+            and self.iterations >= 1
+        ):
+            raise ConfigError(
+                f"{self.section}: expected scale > 0, alpha, regularization and history >= 0, iterations >= 1; "
+                f"got scale={self.scale}, alpha={self.alpha}, regularization={self.regularization}, "
+                f"history={self.history}, iterations={self.iterations}"
+            )
 
 
 @dataclass(frozen=True)
 class CrossRecConfig(Checked):
     dim: Size = 64  # (int) embedding size of users, items and the encoder
     init_std: float = 0.01  # (float) normal init std of the ID embeddings
-    loss: Literal["softmax", "bpr", "bce", "mse"] = "softmax"  # (str) in-category loss: softmax | bpr | bce | mse (explicit ratings)
+    loss: Literal["softmax", "bpr", "bce", "mse"] = (
+        "softmax"  # (str) in-category loss: softmax | bpr | bce | mse (explicit ratings)
+    )
     reg: float = 1e-4  # (float) L2 on the batch's embeddings (lambda)
     user_embedding: bool = True  # (bool) shared user ID embedding p_u
     category_user: bool = True  # (bool) category-specific user embedding s_{u,c}
     new_user_prior: bool = True  # (bool) users new to a category: a learned per-category weight on the items' log training count (models/crossrec/prior.py; trained on the rows category dropout hides)
     prior_fit: bool = True  # (bool) after training, pick that weight again per category on the validation NDCG@10 of the users new to it (prepare.cold_user_valid_fraction; models/crossrec/prior.py); no-op without them
-    item_tower: Literal["id", "id+image", "text", "text+id", "text+id+image"] = "id"  # (str) what an item vector is made of: id | id+image | text (inductive) | text+id | text+id+image
+    item_tower: Literal["id", "id+image", "text", "text+id", "text+id+image"] = (
+        "id"  # (str) what an item vector is made of: id | id+image | text (inductive) | text+id | text+id+image
+    )
     history: HistoryConfig = field(default_factory=HistoryConfig)  # (section) the history encoder
     neighbourhood: NeighbourhoodConfig = field(default_factory=NeighbourhoodConfig)  # (section) the neighbourhood term
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)  # (section) negatives, weights, transfer terms
     text: TextTowerConfig = field(default_factory=TextTowerConfig)  # (section) the text adapter (item_tower with text)
-    warm_start: WarmStartConfig = field(default_factory=WarmStartConfig)  # (section) initialisation of the ID embeddings
+    warm_start: WarmStartConfig = field(
+        default_factory=WarmStartConfig
+    )  # (section) initialisation of the ID embeddings
 
     @classmethod
     def migrate_check(cls, data: dict[str, Any]) -> None:
@@ -118,13 +148,24 @@ class CrossRecConfig(Checked):
 
 # Flat option (before sections) -> its dotted key now.
 MOVED: dict[str, str] = {
-    "history_len": "history.length", "history": "history.rows", "encoder": "history.encoder",
-    "n_layers": "history.n_layers", "n_heads": "history.n_heads", "dropout": "history.dropout",
-    "category_dropout": "history.category_dropout", "history_items": "history.items",
-    "history_init_std": "history.init_std", "neighbours": "neighbourhood.k",
-    "neighbour_shrink": "neighbourhood.shrink", "neighbour_leave_out": "neighbourhood.leave_out",
-    "in_batch": "objective.in_batch", "mixed_negatives": "objective.mixed_negatives",
-    "full_softmax": "objective.full_softmax", "category_weights": "objective.category_weights",
-    "alpha": "objective.alpha", "tau": "objective.tau", "adversarial": "objective.adversarial",
+    "history_len": "history.length",
+    "history": "history.rows",
+    "encoder": "history.encoder",
+    "n_layers": "history.n_layers",
+    "n_heads": "history.n_heads",
+    "dropout": "history.dropout",
+    "category_dropout": "history.category_dropout",
+    "history_items": "history.items",
+    "history_init_std": "history.init_std",
+    "neighbours": "neighbourhood.k",
+    "neighbour_shrink": "neighbourhood.shrink",
+    "neighbour_leave_out": "neighbourhood.leave_out",
+    "in_batch": "objective.in_batch",
+    "mixed_negatives": "objective.mixed_negatives",
+    "full_softmax": "objective.full_softmax",
+    "category_weights": "objective.category_weights",
+    "alpha": "objective.alpha",
+    "tau": "objective.tau",
+    "adversarial": "objective.adversarial",
     "content": "item_tower (content=image is item_tower=id+image)",
 }

@@ -15,7 +15,8 @@ Example:
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -52,7 +53,9 @@ class HistoryEncoder(nn.Module):
         self.value = nn.Linear(d, d, bias=False)
         nn.init.eye_(self.value.weight)
         self.blocks: nn.TransformerEncoder | None = None
-        self.compiled = True  # on CPU, attention pooling by the compiled kernels (the tensor path is the reference, and CUDA's)
+        self.compiled = (
+            True  # on CPU, attention pooling by the compiled kernels (the tensor path is the reference, and CUDA's)
+        )
         if c.encoder == "transformer":
             if d % c.n_heads:
                 raise ConfigError(f"crossrec.dim={d} must be divisible by history.n_heads={c.n_heads}")
@@ -78,12 +81,21 @@ class HistoryEncoder(nn.Module):
         """Attention pooling by the compiled kernels (kernels/attention.py): on CPU, over the separate
         history table (plus the item tower's text part, `extra`), when nothing hooks its lookups
         (adversarial training perturbs them)."""
-        return (self.compiled and self.kind == "attention" and self.hist_emb is not None
-                and hist.device.type == "cpu" and not self.hist_emb._forward_hooks
-                and (extra is None or extra.dtype == torch.float32))
+        return (
+            self.compiled
+            and self.kind == "attention"
+            and self.hist_emb is not None
+            and hist.device.type == "cpu"
+            and not self.hist_emb._forward_hooks
+            and (extra is None or extra.dtype == torch.float32)
+        )
 
     def forward(
-        self, hist: Tensor, hist_category: Tensor, category: Tensor, items: Callable[[Tensor], Tensor],
+        self,
+        hist: Tensor,
+        hist_category: Tensor,
+        category: Tensor,
+        items: Callable[[Tensor], Tensor],
         content: Callable[[Tensor], Tensor | None] | None = None,
     ) -> Tensor:
         """hist [B, L] item ids, hist_category [B, L] their categories, category [B] targets;
@@ -94,8 +106,17 @@ class HistoryEncoder(nn.Module):
         if self._compiled_path(hist, extra):
             assert self.hist_emb is not None
             q = self.key(self.query.index_select(0, category))  # [B, d]
-            return self.value(_AttentionPool.apply(self.hist_emb.weight, hist, q, self._bias(hist_category, category),
-                                                   extra, self.pad, 1.0 / math.sqrt(self.dim)))
+            return self.value(
+                _AttentionPool.apply(
+                    self.hist_emb.weight,
+                    hist,
+                    q,
+                    self._bias(hist_category, category),
+                    extra,
+                    self.pad,
+                    1.0 / math.sqrt(self.dim),
+                )
+            )
         valid = hist != self.pad  # [B, L]
         if self.hist_emb is None:
             x = items(hist)  # [B, L, d]
@@ -107,7 +128,7 @@ class HistoryEncoder(nn.Module):
             w = valid.float()
             return (x * w.unsqueeze(-1)).sum(1) / w.sum(1, keepdim=True).clamp_min(1.0)
         if self.blocks is not None:
-            x = x + self.cat_emb(hist_category) + self.pos_emb.weight[-hist.shape[1]:].unsqueeze(0)
+            x = x + self.cat_emb(hist_category) + self.pos_emb.weight[-hist.shape[1] :].unsqueeze(0)
             mask = ~valid
             mask[:, -1] = False  # keep one key per row, so empty histories stay finite
             x = self.blocks(x, src_key_padding_mask=mask)
@@ -129,8 +150,16 @@ class _AttentionPool(torch.autograd.Function):
     entries carry none); `extra`'s is dense [B, L, d]."""
 
     @staticmethod
-    def forward(ctx: Any, weight: Tensor, hist: Tensor, q: Tensor, bias: Tensor, extra: Tensor | None,  # type: ignore[override]
-                pad: int, scale: float) -> Tensor:
+    def forward(
+        ctx: Any,
+        weight: Tensor,
+        hist: Tensor,
+        q: Tensor,
+        bias: Tensor,
+        extra: Tensor | None,
+        pad: int,
+        scale: float,
+    ) -> Tensor:
         kernels.threads()
         w, h = weight.detach().numpy(), hist.contiguous().numpy()
         qn, bn = q.detach().contiguous().float().numpy(), bias.detach().contiguous().float().numpy()
@@ -140,17 +169,19 @@ class _AttentionPool(torch.autograd.Function):
         return torch.from_numpy(out)
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
         w, h, qn, x, att, out = ctx.arrays
         counts = (torch.from_numpy(h) != ctx.pad).sum(1)
         offsets = torch.zeros(len(counts) + 1, dtype=torch.int64)
         offsets[1:] = counts.cumsum(0)
         rows, d_e, d_x, d_q, d_bias = kernels.get("attention_backward")(
-            grad.contiguous().float().numpy(), w, h, qn, x, att, out, offsets.numpy(), ctx.pad, ctx.scale)
+            grad.contiguous().float().numpy(), w, h, qn, x, att, out, offsets.numpy(), ctx.pad, ctx.scale
+        )
         need = ctx.needs_input_grad
         d_w = None
         if need[0]:
-            d_w = torch.sparse_coo_tensor(torch.from_numpy(rows).unsqueeze(0), torch.from_numpy(d_e), ctx.shape,
-                                          check_invariants=False)
+            d_w = torch.sparse_coo_tensor(
+                torch.from_numpy(rows).unsqueeze(0), torch.from_numpy(d_e), ctx.shape, check_invariants=False
+            )
         d_extra = torch.from_numpy(d_x) if need[4] else None
         return d_w, None, torch.from_numpy(d_q), torch.from_numpy(d_bias), d_extra, None, None

@@ -34,6 +34,11 @@ if TYPE_CHECKING:
 class NeighbourhoodTerm(nn.Module):
     """Top-k co-occurrence neighbours (buffers, from `setup`) and their learned weights."""
 
+    nbr_: Tensor
+    nbr_co_: Tensor
+    item_users_: Tensor
+    item_category_: Tensor
+
     def __init__(self, sizes: Sizes, k: int, shrink: float, history_len: int) -> None:
         super().__init__()
         n_i, n_cat = sizes.n_items, sizes.n_categories
@@ -87,13 +92,23 @@ class NeighbourhoodTerm(nn.Module):
             off = np.zeros((len(nbr), self.n_categories + 2), dtype=np.int64)
             for c in range(self.n_categories + 1):
                 off[:, c + 1] = (cat <= c).sum(1)
-            tables = (np.take_along_axis(nbr, order, 1).astype(np.int32),
-                      np.ascontiguousarray(np.take_along_axis(co, order, 1)), off)
+            tables = (
+                np.take_along_axis(nbr, order, 1).astype(np.int32),
+                np.ascontiguousarray(np.take_along_axis(co, order, 1)),
+                off,
+            )
             self._kernel_tables = (key, tables)
         return self._kernel_tables[1]
 
-    def scores(self, hist: Tensor, category: Tensor, users: Tensor, candidates: Tensor, leave_out: bool,
-               out: Tensor | None = None) -> Tensor:
+    def scores(
+        self,
+        hist: Tensor,
+        category: Tensor,
+        users: Tensor,
+        candidates: Tensor,
+        leave_out: bool,
+        out: Tensor | None = None,
+    ) -> Tensor:
         """[B, M] neighbourhood scores of candidate items [M] (distinct) for history rows [B, L];
         a candidate of another category than the row's scores 0 (no model reads such a cell).
         `out` [B, M] (autograd off): the scores are added into it, and it is returned (a full-ranking
@@ -102,13 +117,15 @@ class NeighbourhoodTerm(nn.Module):
         leave_out (training): when (u, j) is a training pair, cos(h, j) is recomputed without it,
         (co(h, j) - 1) / (sqrt(n_h (n_j - 1)) + shrink), as if j were the unseen held-out item.
         """
-        n_i, shrink, dev = self.n_items, self.shrink, hist.device
+        n_i, dev = self.n_items, hist.device
         # Candidate columns by (row category, item): an item scores only in its own category (a
         # cross-category cell is never read: in-batch softmax masks it), so entries for another
         # category's candidates are dropped before any per-entry work.
         n_cat = self.n_categories
         col_of = torch.full((n_cat, n_i + 1), -1, dtype=torch.int32, device=dev)
-        col_of[self.item_category_[candidates], candidates] = torch.arange(len(candidates), device=dev, dtype=torch.int32)
+        col_of[self.item_category_[candidates], candidates] = torch.arange(
+            len(candidates), device=dev, dtype=torch.int32
+        )
         table = self.weight.unsqueeze(2) * torch.exp(self.recency).unsqueeze(1)  # [n_cat, n_cat + 1, hl]
         if dev.type == "cpu" and self.compiled:  # the same sum, walked row by row (crossrec/kernels/)
             keys = self.train_pairs.keys if leave_out and self.train_pairs is not None else hist.new_zeros(0)
@@ -117,6 +134,14 @@ class NeighbourhoodTerm(nn.Module):
                 return out
             n = _Compiled.apply(table.reshape(-1), hist, category, users, col_of, self, keys, len(candidates))
             return n if out is None else out.add_(n)
+        n = self._tensor_scores(hist, category, users, col_of, table, leave_out, len(candidates))
+        return n if out is None else out.add_(n)
+
+    def _tensor_scores(
+        self, hist: Tensor, category: Tensor, users: Tensor, col_of: Tensor, table: Tensor, leave_out: bool, m: int
+    ) -> Tensor:
+        """`scores` on tensor ops (the compiled kernel's reference, and CUDA's path): [B, m]."""
+        n_i, shrink, dev, n_cat = self.n_items, self.shrink, hist.device, self.n_categories
         # Entries in (row, slot, neighbour) order, built with flat index_selects (advanced indexing
         # is several times slower on CPU): real history items first, then their neighbours that
         # are candidates of the row's category.
@@ -146,12 +171,11 @@ class NeighbourhoodTerm(nn.Module):
         slot = l + hlen - length
         cat_h = self.item_category_.index_select(0, h)
         w = F.embedding((c * (n_cat + 1) + cat_h) * hlen + slot, table.reshape(-1, 1)).squeeze(1)
-        m = len(candidates)
-        n = torch.zeros(b * m, device=dev).index_add(0, r * m + col, w * sim).view(b, m)
-        return n if out is None else out.add_(n)
+        return torch.zeros(b * m, device=dev).index_add(0, r * m + col, w * sim).view(b, m)
 
-    def at(self, hist: Tensor, category: Tensor, users: Tensor, items: Tensor, leave_out: bool,
-           out: Tensor | None = None) -> Tensor:
+    def at(
+        self, hist: Tensor, category: Tensor, users: Tensor, items: Tensor, leave_out: bool, out: Tensor | None = None
+    ) -> Tensor:
         """Scores of given items: items [M] -> [B, M] (every row the same columns), items [B, n] ->
         [B, n] (each row its own); with `out`, added into it (see `scores`)."""
         if items.dim() == 1 and bool((items[1:] > items[:-1]).all()):  # already distinct (a category's catalogue)
@@ -162,17 +186,42 @@ class NeighbourhoodTerm(nn.Module):
         return n if out is None else out.add_(n)
 
 
-def _walk(term: NeighbourhoodTerm, table: Tensor, hist: Tensor, category: Tensor, users: Tensor, col_of: Tensor,
-          keys: Tensor, out: np.ndarray, starts: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
+def _walk(
+    term: NeighbourhoodTerm,
+    table: Tensor,
+    hist: Tensor,
+    category: Tensor,
+    users: Tensor,
+    col_of: Tensor,
+    keys: Tensor,
+    out: np.ndarray,
+    starts: np.ndarray | None = None,
+) -> tuple[np.ndarray, ...]:
     """Run the forward kernel, adding the scores into `out` [B, M]; with `starts`, record the hits
     (returned: column, weight index, cosine, count per row) for the backward."""
     n_threads = kernels.threads()
     nbr, co, off = term.kernel_tables()
     return kernels.get("neighbourhood_forward")(
-        table.detach().reshape(-1).numpy(), hist.numpy(), category.numpy(), users.numpy(), col_of.numpy(),
-        nbr, co, off, term.item_users_.numpy(), term.item_category_.numpy(), keys.numpy(), term.user_starts,
-        float(term.shrink), term.history_len, term.n_categories, term.n_items,
-        np.zeros(0, dtype=np.int64) if starts is None else starts, out, min(n_threads * 4, max(len(hist), 1)))
+        table.detach().reshape(-1).numpy(),
+        hist.numpy(),
+        category.numpy(),
+        users.numpy(),
+        col_of.numpy(),
+        nbr,
+        co,
+        off,
+        term.item_users_.numpy(),
+        term.item_category_.numpy(),
+        keys.numpy(),
+        term.user_starts,
+        float(term.shrink),
+        term.history_len,
+        term.n_categories,
+        term.n_items,
+        np.zeros(0, dtype=np.int64) if starts is None else starts,
+        out,
+        min(n_threads * 4, max(len(hist), 1)),
+    )
 
 
 class _Compiled(torch.autograd.Function):
@@ -180,8 +229,17 @@ class _Compiled(torch.autograd.Function):
     table, so the backward walks the same entries and sums grad_out * cos per weight."""
 
     @staticmethod
-    def forward(ctx: Any, table: Tensor, hist: Tensor, category: Tensor, users: Tensor, col_of: Tensor,
-                term: NeighbourhoodTerm, keys: Tensor, m: int) -> Tensor:
+    def forward(
+        ctx: Any,
+        table: Tensor,
+        hist: Tensor,
+        category: Tensor,
+        users: Tensor,
+        col_of: Tensor,
+        term: NeighbourhoodTerm,
+        keys: Tensor,
+        m: int,
+    ) -> Tensor:
         starts = None
         if ctx.needs_input_grad[0]:  # room for every real history item's k neighbours, per row
             starts = np.zeros(len(hist) + 1, dtype=np.int64)
@@ -197,7 +255,16 @@ class _Compiled(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             col, w_at, sim, n_hits = ctx.hits
             n_b = len(n_hits)
-            grad = torch.from_numpy(kernels.get("neighbourhood_backward")(
-                grad_out.contiguous().float().numpy(), ctx.n_table, ctx.starts, n_hits, col, w_at, sim,
-                min(kernels.threads() * 4, max(n_b, 1))))
+            grad = torch.from_numpy(
+                kernels.get("neighbourhood_backward")(
+                    grad_out.contiguous().float().numpy(),
+                    ctx.n_table,
+                    ctx.starts,
+                    n_hits,
+                    col,
+                    w_at,
+                    sim,
+                    min(kernels.threads() * 4, max(n_b, 1)),
+                )
+            )
         return (grad,) + (None,) * 7

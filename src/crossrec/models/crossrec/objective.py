@@ -1,6 +1,6 @@
-"""Pieces of the flagship's objective: the category weighting w_c of sum_c w_c L_c, and the
-gradient-reversal layer of the optional adversarial category classifier, and the per-user views
-that the transfer and adversarial losses read.
+"""The flagship's objective: the category weighting w_c of sum_c w_c L_c, the gradient-reversal
+layer of the optional adversarial category classifier, the per-user views that the transfer and
+adversarial losses read, and (loss.py) the parts `CrossRec` owns that compute the loss.
 
 w_c is `uniform` (every interaction counts the same), `inverse_frequency` (every category counts
 the same: w_c = n / (C_active * n_c)) or `learned` (homoscedastic uncertainty weighting,
@@ -17,12 +17,13 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 
 class CategoryWeighting(nn.Module):
     """sum_c w_c L_c from per-row losses [B] and their categories [B]."""
+
+    cat_weight_: Tensor
 
     def __init__(self, mode: str, n_categories: int) -> None:
         super().__init__()
@@ -57,17 +58,18 @@ class GradReverse(torch.autograd.Function):
     """Identity forward, -scale * grad backward (Ganin & Lempitsky, ICML 2015)."""
 
     @staticmethod
-    def forward(ctx: Any, x: Tensor, scale: float) -> Tensor:  # type: ignore[override]
+    def forward(ctx: Any, x: Tensor, scale: float) -> Tensor:
         ctx.scale = scale
         return x.view_as(x)
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
         return -ctx.scale * grad, None
 
 
-def first_views(history: Tensor, users: Tensor, cat: Tensor, item_category: Tensor, pad: int,
-                limit: int = 256) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def first_views(
+    history: Tensor, users: Tensor, cat: Tensor, item_category: Tensor, pad: int, limit: int = 256
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """For the first row of each (user, category) in a batch (at most `limit`): the user's stored
     history [n, L], its target category [n] and masks of in-category / other-category items [n, L].
 
@@ -80,34 +82,3 @@ def first_views(history: Tensor, users: Tensor, cat: Tensor, item_category: Tens
     c, hist = cat[rows], history[users[rows]]
     real, hcat = hist != pad, item_category[hist]
     return hist, c, (hcat == c.unsqueeze(1)) & real, (hcat != c.unsqueeze(1)) & real
-
-
-class AuxiliaryLosses:
-    """The flagship's optional terms besides the in-category loss (a mixin of `CrossRec`, which
-    owns the tables they read): L_transfer (InfoNCE between the encodings of a user's history
-    inside and outside the target category) and the adversarial category classifier."""
-
-    def _transfer_loss(self, users: Tensor, cat: Tensor) -> Tensor:
-        """InfoNCE between the encodings of a user's history inside and outside the target category."""
-        hist, c, in_cat, out_cat = first_views(self.history_, users, cat, self.item_category_, self.pad)
-        ok = in_cat.any(1) & out_cat.any(1)
-        if int(ok.sum()) < 2:
-            return torch.zeros((), device=users.device)
-        hist, in_cat, out_cat, c = hist[ok], in_cat[ok], out_cat[ok], c[ok]
-        pad = torch.full_like(hist, self.pad)
-        a = F.normalize(self.align(self._encode(torch.where(in_cat, hist, pad), c)), dim=1)  # type: ignore[misc]
-        b = F.normalize(self.align(self._encode(torch.where(out_cat, hist, pad), c)), dim=1)  # type: ignore[misc]
-        logits = a @ b.T / self.config.objective.tau  # [n, n]
-        target = torch.arange(len(a), device=a.device)
-        return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
-
-    def _adversarial_loss(self, users: Tensor, cat: Tensor) -> Tensor:
-        """Category classifier behind gradient reversal, on the user's mean item embedding in c."""
-        hist, c, in_cat, _ = first_views(self.history_, users, cat, self.item_category_, self.pad)
-        w = in_cat.float()
-        ok = w.sum(1) > 0
-        if int(ok.sum()) < 2:
-            return torch.zeros((), device=users.device)
-        view = (self.items(hist[ok]) * w[ok].unsqueeze(-1)).sum(1) / w[ok].sum(1, keepdim=True)
-        logits = self.classifier(GradReverse.apply(view, 1.0))  # type: ignore[misc]
-        return F.cross_entropy(logits, c[ok])

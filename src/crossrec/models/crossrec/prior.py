@@ -1,4 +1,4 @@
-"""The popularity prior of users new to a category (`new_user_prior`), a mixin of `CrossRec`.
+"""The popularity prior of users new to a category (`new_user_prior`), a part `CrossRec` owns.
 
 A user with no training interactions in category c is scored there from the other categories
 alone: the shared embedding, the history encoder and the neighbourhood term read what they did
@@ -16,8 +16,8 @@ index carries it as one more column (inference.py).
 
 Training underestimates beta_c: the rows category dropout hides belong to users whose shared
 embedding their own in-category rows trained, so they read less new than a real newcomer. Where the
-validation split holds users new to c (`prepare.cold_user_valid_fraction`), `fit_prior` picks it
-again after training (`prior_fit`, on by default), as the epoch is picked: the value of `GRID` with
+validation split holds users new to c (`prepare.cold_user_valid_fraction`), `NewUserPrior.fit`
+picks it again after training (`prior_fit`, on by default; a post-training step), as the epoch is picked: the value of `GRID` with
 the best validation NDCG@10 of those users (their scores are computed once; each value re-ranks
 them), the curve smoothed over neighbouring values against the noise of a few hundred users. A
 category with fewer than `MIN_USERS` such users takes the value picked on all categories together.
@@ -28,23 +28,24 @@ NDCG@10 peaked at larger values on validation and test alike (docs/DESIGN.md).
 Measured before adoption: docs/DESIGN.md ("The popularity prior of users new to a category").
 
 Example:
-    >>> w = model.prior_weight(users, category)      # [B]: beta_c where the user is new to c  # doctest: +SKIP
+    >>> w = model.prior.weight(users, category)      # [B]: beta_c where the user is new to c  # doctest: +SKIP
     >>> s = s + w.unsqueeze(1) * model.log_count_[model.index[category]]                     # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import torch
 from torch import Tensor
 
-
 if TYPE_CHECKING:
     from crossrec.data.bundle import Bundle
     from crossrec.models.base import PickTools
+    from crossrec.models.crossrec.host import Flagship
 
 log = logging.getLogger(__name__)
 MIN_USERS = 200  # validation users new to a category that its own pick needs (else the pooled one)
@@ -53,103 +54,123 @@ K = 10  # the cut-off of the NDCG it is picked on
 
 
 class NewUserPrior:
-    """Mixed into `CrossRec` (models/crossrec/model.py), which owns `new_prior` ([n_categories], or
-    None when `new_user_prior` is off), `user_cats_` ([n_users, n_categories] bool: a training row
-    of the user in the category) and `log_count_`."""
+    """The prior, a part `CrossRec` owns (`model.prior`, models/crossrec/model.py) and one of its
+    post-training steps (`calibrate`). Its tensors stay registered on the model, under the names
+    artifacts store: `new_prior` ([n_categories], or None when `new_user_prior` is off),
+    `user_cats_` ([n_users, n_categories] bool: a training row of the user in the category) and
+    `log_count_`; the part reads them there."""
 
-    def _setup_prior(self: Any, bundle: Bundle) -> None:
+    def __init__(self, model: Flagship) -> None:
+        self.model = model
+
+    def setup(self, bundle: Bundle) -> None:
         """Which categories each user has training rows in (the users new to a category are the rest)."""
+        m = self.model
         train = bundle.split("train")
-        seen = torch.zeros(self.sizes.n_users, self.sizes.n_categories, dtype=torch.bool)
+        seen = torch.zeros(m.sizes.n_users, m.sizes.n_categories, dtype=torch.bool)
         users = torch.from_numpy(train["user"].to_numpy().astype(np.int64))
         cats = torch.from_numpy(train["category"].to_numpy().astype(np.int64))
         seen[users, cats] = True
-        self.user_cats_ = seen.to(self.log_count_.device)
+        m.user_cats_ = seen.to(m.log_count_.device)
 
-    def new_to(self: Any, users: Tensor, category: int) -> Tensor:
+    def new_to(self, users: Tensor, category: int) -> Tensor:
         """[B] True where the user has no training interaction in `category` (nobody before
         `setup`, and in an artifact written before the prior existed)."""
-        return ~self.user_cats_[users, category]
+        return ~self.model.user_cats_[users, category]
 
-    def prior_weight(self: Any, users: Tensor, category: int) -> Tensor:
+    def weight(self, users: Tensor, category: int) -> Tensor:
         """[B] the prior's weight on log(1 + n_i) for these users in `category`: beta_c where the
         user is new to it, else 0 (all 0 with the prior off)."""
-        if self.new_prior is None:
+        beta = self.model.new_prior
+        if beta is None:
             return torch.zeros(len(users), device=users.device)
-        return self.new_to(users, category).float() * self.new_prior[category]
+        return self.new_to(users, category).float() * beta[category]
 
-    def row_prior(self: Any, category: Tensor, hide: Tensor | None) -> Tensor | None:
+    def rows(self, category: Tensor, hide: Tensor | None) -> Tensor | None:
         """[B] training rows' prior weights: beta_c on the rows read as new to their category
         (their in-category history hidden), else 0; None when there is nothing to add."""
-        if self.new_prior is None or hide is None:
+        beta = self.model.new_prior
+        if beta is None or hide is None:
             return None
-        return self.new_prior.index_select(0, category) * hide.float()
+        return beta.index_select(0, category) * hide.float()
 
-    def prior_scores(self: Any, weight: Tensor | None, items: Tensor) -> Tensor | None:
-        """weight [B] times log(1 + n_i): items [M] -> [B, M], items [B, n] -> [B, n]; None without weights."""
-        if weight is None:
-            return None
-        pop = self.log_count_.index_select(0, items.clamp_max(self.sizes.n_items - 1).reshape(-1)).view(items.shape)
-        pop = pop * (items < self.sizes.n_items)
+    def scores(self, weight: Tensor, items: Tensor) -> Tensor:
+        """weight [B] times log(1 + n_i): items [M] -> [B, M], items [B, n] -> [B, n]."""
+        m = self.model
+        pop = m.log_count_.index_select(0, items.clamp_max(m.sizes.n_items - 1).reshape(-1)).view(items.shape)
+        pop = pop * (items < m.sizes.n_items)
         return weight.unsqueeze(1) * (pop.unsqueeze(0) if items.dim() == 1 else pop)
 
-    def fit_prior(self: Any, bundle: Bundle, categories: Sequence[int] | None, tools: PickTools,
-                  batch_size: int = 512) -> None:
+    def calibrate(self, bundle: Bundle, categories: Sequence[int] | None, tools: PickTools) -> None:
+        """The post-training step: `fit`, where `prior_fit` is on (before the cold offset, which is
+        fitted on the final scores)."""
+        if self.model.config.prior_fit:
+            self.fit(bundle, categories, tools)
+
+    def fit(self, bundle: Bundle, categories: Sequence[int] | None, tools: PickTools, batch_size: int = 512) -> None:
         """Pick `new_prior` again on validation's users new to each category (no-op without them)."""
-        if self.new_prior is None:
+        m, beta = self.model, self.model.new_prior
+        if beta is None:
             return
-        cats = list(range(self.sizes.n_categories)) if categories is None else list(categories)
-        curves = {c: v for c in cats if (v := self._prior_curve(bundle, c, tools, batch_size)) is not None}
+        cats = list(range(m.sizes.n_categories)) if categories is None else list(categories)
+        curves = {c: v for c in cats if (v := self._curve(bundle, c, tools, batch_size)) is not None}
         if not curves:
             return
         pooled = None
         if sum(n for _, n in curves.values()) >= MIN_USERS:
-            pooled = pick(sum(v for v, _ in curves.values()))
-        learned = self.new_prior.detach().cpu().tolist()
+            pooled = pick(cast(np.ndarray, sum(v for v, _ in curves.values())))  # same order of additions
+        learned = beta.detach().cpu().tolist()
         with torch.no_grad():
             for c in cats:
                 if c in curves and curves[c][1] >= MIN_USERS:
-                    self.new_prior[c] = pick(curves[c][0])
+                    beta[c] = pick(curves[c][0])
                 elif pooled is not None:
-                    self.new_prior[c] = pooled
-        log.info("new-user prior picked on validation: %s", ", ".join(
-            f"{c}: {learned[c]:.3f} -> {self.new_prior[c].item():.3f} ({curves[c][1] if c in curves else 0} users)"
-            for c in cats))
+                    beta[c] = pooled
+        log.info(
+            "new-user prior picked on validation: %s",
+            ", ".join(
+                f"{c}: {learned[c]:.3f} -> {beta[c].item():.3f} ({curves[c][1] if c in curves else 0} users)"
+                for c in cats
+            ),
+        )
 
-    def _prior_curve(self: Any, bundle: Bundle, c: int, tools: PickTools, batch_size: int
-                     ) -> tuple[np.ndarray, int] | None:
+    def _curve(self, bundle: Bundle, c: int, tools: PickTools, batch_size: int) -> tuple[np.ndarray, int] | None:
         """Summed validation NDCG@K of the users new to c at each value of `GRID`, and their number;
         None where there are none."""
+        m, beta = self.model, self.model.new_prior
+        assert beta is not None
         valid = bundle.csr("valid", c)  # (users new to c have no training item in c to mask)
         # only positives on trained items: untrained ones (log count 0) are the cold offset's job
         # (calibration.py), and counting them made the pick favour unpopular items (docs/DESIGN.md)
-        trained = (self.log_count_.index_select(0, self.index[c]) > 0).cpu().numpy()
+        trained = (m.log_count_.index_select(0, m.index[c]) > 0).cpu().numpy()
         if not trained.all():
             valid = valid.multiply(trained[None, :].astype(valid.dtype)).tocsr()
             valid.eliminate_zeros()
         users = np.flatnonzero(np.diff(valid.indptr))
-        users = users[self.new_to(torch.from_numpy(users).to(self.user_cats_.device), c).cpu().numpy()]
+        users = users[self.new_to(torch.from_numpy(users).to(m.user_cats_.device), c).cpu().numpy()]
         if len(users) == 0:
             return None
-        p = self.log_count_.index_select(0, self.index[c]).detach().float().cpu()
+        p = m.log_count_.index_select(0, m.index[c]).detach().float().cpu()
         total = np.zeros(len(GRID))
-        beta = self.new_prior[c].item()
+        learned = beta[c].item()
         with torch.no_grad():
-            self.new_prior[c] = 0.0
+            beta[c] = 0.0
             try:
                 for lo in range(0, len(users), batch_size):
-                    part = users[lo:lo + batch_size]
-                    s = self.score(torch.from_numpy(part).long().to(self.user_cats_.device), c).detach().float().cpu()
+                    part = users[lo : lo + batch_size]
+                    s = m.score(torch.from_numpy(part).long().to(m.user_cats_.device), c).detach().float().cpu()
                     pos = valid[part]
                     rel = torch.zeros(s.shape, dtype=torch.bool)
-                    rel[torch.from_numpy(np.repeat(np.arange(len(part)), np.diff(pos.indptr))),
-                        torch.from_numpy(pos.indices.astype(np.int64))] = True
+                    rel[
+                        torch.from_numpy(np.repeat(np.arange(len(part)), np.diff(pos.indptr))),
+                        torch.from_numpy(pos.indices.astype(np.int64)),
+                    ] = True
                     items, ok = tools.pad_positives(rel)  # ranked as the Evaluator ranks (same tie rule)
                     for g, b in enumerate(GRID):
                         ranks = tools.rank_items_top(s + float(b) * p, items, ok, K).ranks
                         total[g] += float(tools.ndcg_at_k(ranks, K).nansum())
             finally:
-                self.new_prior[c] = beta
+                beta[c] = learned
         return total, len(users)
 
 

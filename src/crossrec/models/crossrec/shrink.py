@@ -1,4 +1,4 @@
-"""Text shrinkage of trained items' ID parts (`text.shrink`), a mixin of `CrossRec`.
+"""Text shrinkage of trained items' ID parts (`text.shrink`), a part `CrossRec` owns (`model.shrink`).
 
 An item with few training interactions has a noisy ID embedding and bias: a handful of positives
 moved them, in whatever direction the batches happened to push. Its text says what it resembles,
@@ -18,20 +18,21 @@ NDCG@10 (all its users, the Evaluator's own ranking of the trained items: shrink
 those, and untrained items' scores are not yet calibrated against them, calibration.py), the best
 of `KAPPAS` with the curve smoothed over neighbouring values; a category with fewer than `MIN_USERS` validation users takes the value
 picked on all categories together. kappa = 0 is in the grid, so a category where the text
-neighbours do not help keeps its vectors. `calibrate` runs it after borrowing (borrow.py) and then
+neighbours do not help keeps its vectors. The model's `calibrate` runs it after borrowing (borrow.py) and then
 borrows again, so an untrained item's parts are its lenders' as they end up, as they are for an
 item added later by its text.
 
 Measured before adoption: docs/DESIGN.md ("Text shrinkage").
 
 Example:
-    >>> model.shrink_to_text(bundle)     # `calibrate` calls it after borrowing  # doctest: +SKIP
+    >>> model.shrink.calibrate(bundle, None, tools)   # the model's `calibrate` runs it after borrowing  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -43,6 +44,7 @@ from crossrec.models.crossrec.prior import MIN_USERS, pick
 if TYPE_CHECKING:
     from crossrec.data.bundle import Bundle
     from crossrec.models.base import PickTools
+    from crossrec.models.crossrec.host import Flagship
 
 log = logging.getLogger(__name__)
 KAPPAS = np.array([0.0, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0])  # the values of kappa tried
@@ -55,7 +57,7 @@ class _TrainedOnly(nn.Module):
     (a tenth of the items untrained, their positives in validation) the pick then chose kappa for
     the balance between the two kinds (docs/DESIGN.md)."""
 
-    def __init__(self, model: nn.Module, trained: Tensor) -> None:
+    def __init__(self, model: Flagship, trained: Tensor) -> None:
         super().__init__()
         self.model, self.trained = model, trained
 
@@ -66,29 +68,40 @@ class _TrainedOnly(nn.Module):
 
 
 class TextShrinkage:
-    """Mixed into `CrossRec` (models/crossrec/model.py): `shrink_to_text`, run by `calibrate`."""
+    """The shrinkage, a part `CrossRec` owns (`model.shrink`, models/crossrec/model.py) and one of
+    its post-training steps (`calibrate`). It writes the model's ID tables and its `shrink_kappa_`
+    buffer (registered on the model, under the name artifacts store)."""
 
-    def _shrink_targets(self: Any) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor] | None:
+    def __init__(self, model: Flagship) -> None:
+        self.model = model
+
+    def targets(self) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor] | None:
         """The trained items with text (global ids), their training counts, categories, and the
         weighted mean ID embedding and bias of their same-category text neighbours."""
-        tower = self.items
-        n = self.sizes.n_items
+        m = self.model
+        tower = m.items
+        n = m.sizes.n_items
         has_text = tower.text_.abs().sum(1) > 0
-        count = torch.expm1(self.log_count_).round()
+        count = torch.expm1(m.log_count_).round()
         trained = (count > 0) & has_text
         ids = torch.nonzero(trained).squeeze(1)
         if len(ids) == 0:
             return None
-        cats = self.item_category_[:n].index_select(0, ids)
-        k = self.config.text.borrow + 1  # + 1: the item itself is its own nearest neighbour
+        cats = m.item_category_[:n].index_select(0, ids)
+        k = m.config.text.borrow + 1  # + 1: the item itself is its own nearest neighbour
         ebar = torch.zeros(len(ids), tower.emb.weight.shape[1], device=ids.device)
         bbar = torch.zeros(len(ids), device=ids.device)
         emb, bias = tower.emb.weight.detach(), tower.bias.detach()
         for c in torch.unique(cats).tolist():
             sel = torch.nonzero(cats == c).squeeze(1)
             mine = ids.index_select(0, sel)
-            nbr, w = text_neighbours(tower.text_, trained & (self.item_category_[:n] == c), tower.text_.index_select(0, mine),
-                                     k, self.config.text.borrow_temperature)
+            nbr, w = text_neighbours(
+                tower.text_,
+                trained & (m.item_category_[:n] == c),
+                tower.text_.index_select(0, mine),
+                k,
+                m.config.text.borrow_temperature,
+            )
             w = w.masked_fill(nbr == mine.unsqueeze(1), 0.0)
             total = w.sum(1, keepdim=True)
             w = w / total.clamp_min(1e-12)
@@ -99,36 +112,39 @@ class TextShrinkage:
             bbar[sel[alone]] = bias[mine[alone]]
         return ids, count.index_select(0, ids), cats, ebar, bbar
 
-    def _apply_shrink(self: Any, targets: tuple[Tensor, ...], kappa: Tensor, emb0: Tensor, bias0: Tensor) -> None:
+    def apply(self, targets: tuple[Tensor, ...], kappa: Tensor, emb0: Tensor, bias0: Tensor) -> None:
         """Write the shrunk rows: kappa [n_categories], read at each item's category."""
         ids, count, cats, ebar, bbar = targets
         k = kappa.to(count.device).index_select(0, cats)
+        tower = self.model.items
         with torch.no_grad():
-            self.items.emb.weight[ids] = (count.unsqueeze(1) * emb0 + k.unsqueeze(1) * ebar) / (count + k).unsqueeze(1)
-            self.items.bias[ids] = (count * bias0 + k * bbar) / (count + k)
+            tower.emb.weight[ids] = (count.unsqueeze(1) * emb0 + k.unsqueeze(1) * ebar) / (count + k).unsqueeze(1)
+            tower.bias[ids] = (count * bias0 + k * bbar) / (count + k)
 
-    def shrink_to_text(self: Any, bundle: Bundle, categories: Sequence[int] | None, tools: PickTools) -> None:
+    def calibrate(self, bundle: Bundle, categories: Sequence[int] | None, tools: PickTools) -> None:
         """Pick kappa per category on validation NDCG@10 (the Evaluator from `tools`) and shrink the
         trained items' ID parts toward their text neighbours' (module docstring); a no-op unless the
         tower reads text and IDs, `text.shrink` is on and validation has users."""
-
-        tower = self.items
-        if not (self.config.text.shrink and tower.use_text and tower.use_id and tower.has_text) or self.config.loss == "mse":
+        m = self.model
+        tower = m.items
+        if not (m.config.text.shrink and tower.use_text and tower.use_id and tower.has_text) or m.config.loss == "mse":
             return
         if bundle.split("valid").height == 0:
             return
-        targets = self._shrink_targets()
+        targets = self.targets()
         if targets is None:
             return
         ids = targets[0]
         emb0, bias0 = tower.emb.weight.detach()[ids].clone(), tower.bias.detach()[ids].clone()
-        n_cat = self.sizes.n_categories  # (the curve's borrowed items keep the unshrunk lenders' parts: re-borrowed at the end)
+        n_cat = (
+            m.sizes.n_categories
+        )  # (the curve's borrowed items keep the unshrunk lenders' parts: re-borrowed at the end)
         cats = list(range(n_cat)) if categories is None else list(categories)
         evaluator = tools.evaluator(bundle, 10, "valid")
-        ranked = _TrainedOnly(self, ~self._untrained(torch.arange(self.sizes.n_items, device=ids.device)))
+        ranked = _TrainedOnly(m, ~m.cold.untrained(torch.arange(m.sizes.n_items, device=ids.device)))
         curves, users = np.zeros((n_cat, len(KAPPAS))), np.zeros(n_cat)
         for g, kappa in enumerate(KAPPAS):
-            self._apply_shrink(targets, torch.full((n_cat,), float(kappa)), emb0, bias0)
+            self.apply(targets, torch.full((n_cat,), float(kappa)), emb0, bias0)
             for row in evaluator.evaluate(ranked, cats).table.to_dicts():
                 if row["category"] in bundle.categories and row.get("slice", "all") == "all" and row["n_users"]:
                     c = bundle.categories.index(row["category"])
@@ -138,11 +154,13 @@ class TextShrinkage:
         chosen = torch.zeros(n_cat)
         for c in cats:
             chosen[c] = pick(curves[c], KAPPAS) if users[c] >= MIN_USERS else pooled
-        self._apply_shrink(targets, chosen, emb0, bias0)
-        self.shrink_kappa_ = chosen.to(self.shrink_kappa_.device)
-        self.borrow()  # again: the untrained items' borrowed parts are their lenders' as they are now
-        log.info("text shrinkage picked on validation: %s", ", ".join(
-            f"{bundle.categories[c]}: kappa {chosen[c].item():g} ({int(users[c])} users)" for c in cats))
+        self.apply(targets, chosen, emb0, bias0)
+        m.shrink_kappa_ = chosen.to(m.shrink_kappa_.device)
+        m.borrow()  # again: the untrained items' borrowed parts are their lenders' as they are now
+        log.info(
+            "text shrinkage picked on validation: %s",
+            ", ".join(f"{bundle.categories[c]}: kappa {chosen[c].item():g} ({int(users[c])} users)" for c in cats),
+        )
 
 
 __all__ = ["TextShrinkage", "KAPPAS", "MIN_USERS"]

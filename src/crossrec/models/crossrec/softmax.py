@@ -1,4 +1,4 @@
-"""The flagship's softmax losses (`SoftmaxLosses`, a mixin of `CrossRec`): the in-batch softmax
+"""The flagship's softmax losses (`SoftmaxLosses`, a part `CrossRec` owns): the in-batch softmax
 over one category's rows, each row's positive against the other rows' positives (the row's own
 item masked where it repeats), with the logQ correction folded into a column bias and a row term
 (`in_batch_loss`), optionally mixed with sampled negatives; and the full softmax over a category.
@@ -14,7 +14,7 @@ Example:
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -23,9 +23,20 @@ from torch import Tensor
 from crossrec import kernels
 from crossrec.data.batch import Batch
 
+if TYPE_CHECKING:
+    from crossrec.models.crossrec.host import Flagship
 
-def in_batch_loss(u: Tensor, p: Tensor, col_bias: Tensor, row_log: Tensor, side: Tensor | None, items: Tensor,
-                  compiled: bool = True, extra: Tensor | None = None) -> Tensor:
+
+def in_batch_loss(
+    u: Tensor,
+    p: Tensor,
+    col_bias: Tensor,
+    row_log: Tensor,
+    side: Tensor | None,
+    items: Tensor,
+    compiled: bool = True,
+    extra: Tensor | None = None,
+) -> Tensor:
     """[n] softmax loss of row r's positive p_r among the block's positives: u [n, d], p [n, d],
     col_bias [n] (added to column j), row_log [n] (subtracted from row r), side [n, n] or None (added),
     items [n] (a repeat of row r's item in another column is masked); `extra` [n, m]: more logits
@@ -43,10 +54,22 @@ def in_batch_loss(u: Tensor, p: Tensor, col_bias: Tensor, row_log: Tensor, side:
 
 
 class SoftmaxLosses:
-    """The flagship's softmax losses (a mixin of `CrossRec`, which owns the towers they read)."""
+    """The flagship's softmax losses: a part `CrossRec` owns (`model.softmax`); it reads the
+    model's towers and logQ buffers."""
 
-    def _mixed_softmax(self, u: Tensor, p: Tensor, pb: Tensor, batch: Batch, hist: Tensor | None = None,
-                       pk: Tensor | None = None, prior: Tensor | None = None) -> Tensor:
+    def __init__(self, model: Flagship) -> None:
+        self.model = model
+
+    def mixed(
+        self,
+        u: Tensor,
+        p: Tensor,
+        pb: Tensor,
+        batch: Batch,
+        hist: Tensor | None = None,
+        pk: Tensor | None = None,
+        prior: Tensor | None = None,
+    ) -> Tensor:
         """[B] softmax loss of each positive against the batch's other positives of the same category
         and the row's uniformly sampled negatives (mixed negative sampling, Yang et al., WWW 2020).
 
@@ -59,21 +82,11 @@ class SoftmaxLosses:
         competes with another category's positives, so the rest of the [B, B] matrix would only be
         masked (with C categories this does about 1/C of the work).
         """
-        items, cat = batch.pos_items, batch.category
-        rows_per_cat = torch.bincount(cat, minlength=self.sizes.n_categories).clamp_min(1).float()
-        row_log = rows_per_cat.log()[cat] - self.log_cat_rows_[cat]  # [B]: log(B_c / N_c)
-        col_bias = pb - self.log_count_[items]  # [B]
-        neg = None
-        if self.config.objective.mixed_negatives:
-            neg_items = batch.neg_items
-            nv, nb, nk = self._items(neg_items)
-            neg = (u.unsqueeze(1) * nv).sum(-1) + nb  # [B, n_neg]
-            if hist is not None:
-                neg = neg + self._side(hist, cat, batch.users, neg_items, nk)
-            if prior is not None:
-                neg = neg + self.prior_scores(prior, neg_items)
-            neg = neg - (math.log(neg_items.shape[1]) - self.log_cat_items_[cat]).unsqueeze(1)
-            neg = neg.masked_fill(neg_items == items.unsqueeze(1), float("-inf"))
+        m, items, cat = self.model, batch.pos_items, batch.category
+        rows_per_cat = torch.bincount(cat, minlength=m.sizes.n_categories).clamp_min(1).float()
+        row_log = rows_per_cat.log()[cat] - m.log_cat_rows_[cat]  # [B]: log(B_c / N_c)
+        col_bias = pb - m.log_count_[items]  # [B]
+        neg = self._sampled_logits(u, batch, hist, prior) if m.config.objective.mixed_negatives else None
         rows_all, losses = [], []
         for c in torch.unique(cat).tolist():
             rows = torch.nonzero(cat == c).squeeze(1)
@@ -81,31 +94,54 @@ class SoftmaxLosses:
             side = None
             if hist is not None:
                 keep = None if pk is None else pk.index_select(0, rows)
-                side = self._side(hist.index_select(0, rows), cat.index_select(0, rows),
-                                  batch.users.index_select(0, rows), it, keep)  # [B_c, B_c], column j: item j
+                side = m.side(
+                    hist.index_select(0, rows), cat.index_select(0, rows), batch.users.index_select(0, rows), it, keep
+                )  # [B_c, B_c], column j: item j
             if prior is not None:  # rank one: row r's weight times column j's log count
-                pri = self.prior_scores(prior.index_select(0, rows), it)
+                pri = m.prior.scores(prior.index_select(0, rows), it)
                 side = pri if side is None else side + pri
-            losses.append(in_batch_loss(u.index_select(0, rows), p.index_select(0, rows), col_bias.index_select(0, rows),
-                                        row_log.index_select(0, rows), side, it, self.compiled,
-                                        None if neg is None else neg.index_select(0, rows)))
+            losses.append(
+                in_batch_loss(
+                    u.index_select(0, rows),
+                    p.index_select(0, rows),
+                    col_bias.index_select(0, rows),
+                    row_log.index_select(0, rows),
+                    side,
+                    it,
+                    m.compiled,
+                    None if neg is None else neg.index_select(0, rows),
+                )
+            )
             rows_all.append(rows)
         return torch.zeros(len(items), device=u.device).index_put((torch.cat(rows_all),), torch.cat(losses))
 
-    def _full_softmax(self, u: Tensor, batch: Batch, hist: Tensor | None = None, prior: Tensor | None = None) -> Tensor:
+    def _sampled_logits(self, u: Tensor, batch: Batch, hist: Tensor | None, prior: Tensor | None) -> Tensor:
+        """[B, n_neg] logQ-corrected logits of the rows' uniformly sampled negatives (a negative
+        that is the row's own positive is masked)."""
+        m, items, cat, neg_items = self.model, batch.pos_items, batch.category, batch.neg_items
+        nv, nb, nk = m.objective.items(neg_items)
+        neg = (u.unsqueeze(1) * nv).sum(-1) + nb  # [B, n_neg]
+        if hist is not None:
+            neg = neg + m.side(hist, cat, batch.users, neg_items, nk)
+        if prior is not None:
+            neg = neg + m.prior.scores(prior, neg_items)
+        neg = neg - (math.log(neg_items.shape[1]) - m.log_cat_items_[cat]).unsqueeze(1)
+        return neg.masked_fill(neg_items == items.unsqueeze(1), float("-inf"))
+
+    def full(self, u: Tensor, batch: Batch, hist: Tensor | None = None, prior: Tensor | None = None) -> Tensor:
         """[B] exact softmax loss of each positive against every item of its category."""
-        items, cat = batch.pos_items, batch.category
+        m, items, cat = self.model, batch.pos_items, batch.category
         out = torch.zeros(len(items), device=u.device)
         for k in torch.unique(cat).tolist():
             rows = torch.nonzero(cat == k).squeeze(1)
-            idx = self.index[int(k)]
-            iv, ib, ik = self._items(idx)
+            idx = m.index[int(k)]
+            iv, ib, ik = m.objective.items(idx)
             logits = u[rows] @ iv.T + ib  # [B_k, n_items(k)]
             if hist is not None:
-                logits = logits + self._side(hist[rows], cat[rows], batch.users[rows], idx, ik)
+                logits = logits + m.side(hist[rows], cat[rows], batch.users[rows], idx, ik)
             if prior is not None:
-                logits = logits + self.prior_scores(prior[rows], idx)
-            out = out.index_put((rows,), F.cross_entropy(logits, self.index.local[items[rows]], reduction="none"))
+                logits = logits + m.prior.scores(prior[rows], idx)
+            out = out.index_put((rows,), F.cross_entropy(logits, m.index.local[items[rows]], reduction="none"))
         return out
 
 
@@ -114,15 +150,27 @@ class _InBatch(torch.autograd.Function):
     onehot) from the saved exponentials, then the matmuls and sums of the inputs' gradients."""
 
     @staticmethod
-    def forward(ctx: Any, u: Tensor, p: Tensor, col_bias: Tensor, row_log: Tensor, side: Tensor | None,  # type: ignore[override]
-                items: Tensor) -> Tensor:
+    def forward(
+        ctx: Any,
+        u: Tensor,
+        p: Tensor,
+        col_bias: Tensor,
+        row_log: Tensor,
+        side: Tensor | None,
+        items: Tensor,
+    ) -> Tensor:
         kernels.threads()
         z = (u.detach() @ p.detach().T).contiguous()
         s = side.detach().contiguous().float() if side is not None else z.new_zeros(0, 0)
         top = z.new_empty(len(z))
-        kernels.get("in_batch_logits")(z.numpy(), col_bias.detach().contiguous().float().numpy(),
-                                       row_log.detach().contiguous().float().numpy(), s.numpy(), items.contiguous().numpy(),
-                                       top.numpy())
+        kernels.get("in_batch_logits")(
+            z.numpy(),
+            col_bias.detach().contiguous().float().numpy(),
+            row_log.detach().contiguous().float().numpy(),
+            s.numpy(),
+            items.contiguous().numpy(),
+            top.numpy(),
+        )
         diag = torch.diagonal(z).clone()  # z_rr - max_r
         e = z.exp_()  # exp(z - max), in place
         total = e.sum(1)
@@ -131,7 +179,7 @@ class _InBatch(torch.autograd.Function):
         return total.log() - diag  # logsumexp_r - z_rr
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
         u, p = ctx.saved_tensors
         # dL/dz into a new block: the saved exponentials must survive a second backward pass through
         # a retained graph (APR takes the gradient of the clean loss first, then backpropagates it again)

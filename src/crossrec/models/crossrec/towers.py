@@ -226,7 +226,11 @@ class ItemTower(nn.Module):
     def bias_of(self, items: Tensor, keep: Tensor | None = None) -> Tensor:
         """[...] item biases: the ID bias (masked like the ID part) plus the text bias."""
         safe = items.clamp_max(self.n_items - 1)
-        b = self.bias.index_select(0, safe.reshape(-1)).view(items.shape) if self.use_id else torch.zeros(items.shape, device=items.device)
+        b = (
+            self.bias.index_select(0, safe.reshape(-1)).view(items.shape)
+            if self.use_id
+            else torch.zeros(items.shape, device=items.device)
+        )
         if keep is not None and self.use_id:
             b = b * keep
         if self.has_text:
@@ -246,26 +250,3 @@ class ItemTower(nn.Module):
             self._buffers["text_"] = torch.empty_like(text, device=dev)
             self._build_text(text.shape[1])
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-
-
-class TrainsTextEncoder:
-    """Mixed into `CrossRec`: a language model trained with the rest (encoders/finetune.py; the
-    trainer's `TrainsEncoder` protocol, models/base.py)."""
-
-    def attach_encoder(self: Any, live: nn.Module, lr: float, train_items: int) -> None:
-        """Train the language model with the rest: positives encoded afresh each batch, the
-        catalogue re-encoded each epoch (`epoch_end`), the model dropped at `fit_end`."""
-        if not self.items.has_text:
-            raise ValueError("crossrec: attach a text encoder after setup, to a text item_tower")
-        self.items.live, self.items.train_items, self._encoder_lr = live.to(self.items.bias.device), train_items, lr
-
-    def own_lr(self: Any) -> list[tuple[list[nn.Parameter], float]]:
-        live = self.items.live
-        return [([p for p in live.parameters() if p.requires_grad], self._encoder_lr)] if live is not None else []
-
-    def epoch_end(self: Any) -> None:
-        if self.items.live is not None:
-            self.items.text_ = self.items.live.encode_all().detach()
-
-    def fit_end(self: Any) -> None:
-        self.items.live = None  # the artifact keeps the final vectors (text_), not the language model

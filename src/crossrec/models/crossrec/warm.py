@@ -23,15 +23,17 @@ Example:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 
 if TYPE_CHECKING:
     from crossrec.data.bundle import Bundle
+    from crossrec.models.crossrec.host import Flagship
 
 
-def warm_start(model: Any, bundle: Bundle, categories: Sequence[int] | None = None) -> bool:
+def warm_start(model: Flagship, bundle: Bundle, categories: Sequence[int] | None = None) -> bool:
     """Overwrite `model`'s shared user embeddings and item ID embeddings with scaled iALS factors
     (`model.config.warm_start`); False (nothing changed) when it is off or the model lacks them."""
     from crossrec.models.ials import IALSConfig, fit_factors
@@ -44,8 +46,9 @@ def warm_start(model: Any, bundle: Bundle, categories: Sequence[int] | None = No
         return False
     # the seed follows torch's generator (seeded by the run), drawn only when warm start is on
     seed = int(torch.randint(0, 2**31 - 1, ()).item())
-    cfg = IALSConfig(factors=model.config.dim, regularization=w.regularization, alpha=w.alpha,
-                     iterations=w.iterations, seed=seed)
+    cfg = IALSConfig(
+        factors=model.config.dim, regularization=w.regularization, alpha=w.alpha, iterations=w.iterations, seed=seed
+    )
     users, item_f = fit_factors(bundle, model.sizes.n_users, model.sizes.n_items, cfg, categories)
     with torch.no_grad():
         emb = items.emb.weight
