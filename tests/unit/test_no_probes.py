@@ -26,10 +26,6 @@ ALLOWED = {
     ("serving/api.py", "hasattr(self, '_json')"): "the request's parsed-body cache (Starlette's own pattern)",
     ("experiment/spec.py", "getattr(model, section)"): "`model` is a ModelRun (an experiment entry), not a model",
     ("experiment/tune.py", "getattr(m, key)"): "`m` is a ModelRun (an experiment entry), not a model",
-    (
-        "training/adversarial.py",
-        "getattr(m, 'apr_point', False)",
-    ): "a marker on sub-modules (which ones APR perturbs), read over named_modules, not a model capability",
 }
 
 

@@ -359,6 +359,14 @@ class Borrows(Protocol):
 
 
 @runtime_checkable
+class PerturbedByAPR(Protocol):
+    """A sub-module whose output APR perturbs besides every nn.Embedding's (training/adversarial.py):
+    the flagship's fused text + ID item vectors declare `apr_point`."""
+
+    apr_point: bool
+
+
+@runtime_checkable
 class ManualBackward(Protocol):
     """A model that writes its own gradients for a batch (BPR-MF): the trainer's `ManualStep` calls
     `manual_backward(batch)` instead of autograd; it returns the batch loss, or None for a batch it

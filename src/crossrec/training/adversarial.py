@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from crossrec.models.base import Trainable
+from crossrec.models.base import PerturbedByAPR, Trainable
 
 
 @dataclass
@@ -67,7 +67,9 @@ def _embeddings(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """The perturbed points: every nn.Embedding, and every module marked `apr_point = True` (e.g.
     the flagship's fused item vectors, where text, ID and image meet)."""
     return [
-        (name, m) for name, m in model.named_modules() if isinstance(m, nn.Embedding) or getattr(m, "apr_point", False)
+        (name, m)
+        for name, m in model.named_modules()
+        if isinstance(m, nn.Embedding) or (isinstance(m, PerturbedByAPR) and m.apr_point)
     ]
 
 
