@@ -66,11 +66,11 @@ class Lookups:
 def _embeddings(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """The perturbed points: every nn.Embedding, and every module marked `apr_point = True` (e.g.
     the flagship's fused item vectors, where text, ID and image meet)."""
-    return [
-        (name, m)
-        for name, m in model.named_modules()
-        if isinstance(m, nn.Embedding) or (isinstance(m, PerturbedByAPR) and m.apr_point)
-    ]
+    return [(name, m) for name, m in model.named_modules() if _perturbed(m)]
+
+
+def _perturbed(m: nn.Module) -> bool:
+    return isinstance(m, nn.Embedding) or (isinstance(m, PerturbedByAPR) and m.apr_point)
 
 
 @contextmanager
