@@ -201,7 +201,7 @@ def main() -> None:
     flag = Service(arts["crossrec"], bundle)
     out["flagship_top10_agreement"] = top10_agreement(flag, arts["crossrec"], bundle, sample)
     with torch.no_grad():
-        sizes = [len(arts["crossrec"].model.sparse_candidates(torch.tensor([int(u)]), 0)) for u in sample]
+        sizes = [len(flag.view.sparse_candidates(torch.tensor([int(u)]), 0)) for u in sample]
     out["flagship_sparse_candidates_mean"] = float(np.mean(sizes))
     out["load"] = {}
     for name, model, index in (("mf", "mf", "exact"), ("mf hnsw", "mf", "hnsw"), ("crossrec", "crossrec", "exact")):

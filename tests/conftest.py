@@ -76,14 +76,22 @@ def text_flagship(tiny_bundle, tiny_text, tmp_path_factory):
     return art
 
 
-@pytest.fixture(scope="session")
-def small_bundle(tmp_path_factory):
-    """The default synthetic world: big enough for quality floors, prepared once."""
-    from crossrec.data.prepare import PrepareConfig, prepare
-    from crossrec.data.synthetic import SyntheticConfig, generate
+def medium_config(seed: int = 0):
+    """Half the default world (1500 users, 1850 items, ~60k interactions): for quality floors whose
+    question is qualitative (does a model beat popularity), at a fraction of the default's cost."""
+    from crossrec.data.synthetic import SyntheticConfig
 
-    inter, items = generate(SyntheticConfig(seed=0))
-    return prepare(inter, items, PrepareConfig(cold_user_fraction=0.2), tmp_path_factory.mktemp("small") / "bundle")
+    return SyntheticConfig(n_users=1500, items_per_category=(1200, 600, 300, 120), seed=seed)
+
+
+@pytest.fixture(scope="session")
+def medium_bundle(tmp_path_factory):
+    """The medium synthetic world (`medium_config`), prepared once."""
+    from crossrec.data.prepare import PrepareConfig, prepare
+    from crossrec.data.synthetic import generate
+
+    inter, items = generate(medium_config())
+    return prepare(inter, items, PrepareConfig(cold_user_fraction=0.2), tmp_path_factory.mktemp("medium") / "bundle")
 
 
 @pytest.fixture
@@ -132,11 +140,11 @@ HEAVY_FIRST = (
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tests that train on the default synthetic world (`small_bundle`, `cold_valid_bundle`: several
+    """Tests that train on the medium synthetic world (`medium_bundle`, `cold_valid_bundle`: several
     epochs each) are `slow`: `make test-fast` skips them, `make test` (CI) runs them. Under xdist the HEAVY_FIRST
     modules come first (a stable sort: each module's tests keep their order)."""
     for item in items:
-        if {"small_bundle", "cold_valid_bundle"} & set(getattr(item, "fixturenames", ())):
+        if {"medium_bundle", "cold_valid_bundle"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
     if _WORKERS:
         rank = {m: i for i, m in enumerate(HEAVY_FIRST)}

@@ -296,36 +296,51 @@ def test_a_damaged_bundle_is_a_clear_error(trained, tmp_path, damage):
 
 
 KILL_SCRIPT = """
-import os, sys
+import json, os, sys
+import torch._dynamo  # what training imports on first use: once here, not in every child
+import crossrec.data.fingerprint, crossrec.kernels.bpr, crossrec.kernels.optim, safetensors.torch
 import crossrec.io as io
 import crossrec.training.trainer as tr
 from crossrec.config import load_config
 from crossrec.pipeline import seed_everything, train
 
-kill_at, log, calls = int(sys.argv[2]), open(sys.argv[3], "w"), [0]
-def step(name):
-    calls[0] += 1
-    log.write(f"{calls[0]} {name}\\n"); log.flush()
-    if calls[0] == kill_at:
-        os._exit(9)  # as a kill -9: no cleanup, no finally
-def counting(fn):
-    def wrapped(path, *a, **k):
-        step(f"write {path}")
-        return fn(path, *a, **k)
-    return wrapped
-tr.save_tensors, tr.write_json = counting(tr.save_tensors), counting(tr.write_json)
-real_replace = os.replace
-def replace(a, b):  # the renames that put files and sets in place
-    step(f"rename {b}")
-    return real_replace(a, b)
-io.os.replace = replace
-cfg = load_config(sys.argv[1], ["--train.epochs=3"])
-seed_everything(cfg.seed)
-train(cfg)
+def run(cfg_path, kill_at, log_path):
+    log, calls = open(log_path, "w"), [0]
+    def step(name):
+        calls[0] += 1
+        log.write(f"{calls[0]} {name}\\n"); log.flush()
+        if calls[0] == kill_at:
+            os._exit(9)  # as a kill -9: no cleanup, no finally
+    def counting(fn):
+        def wrapped(path, *a, **k):
+            step(f"write {path}")
+            return fn(path, *a, **k)
+        return wrapped
+    tr.save_tensors, tr.write_json = counting(tr.save_tensors), counting(tr.write_json)
+    real_replace = os.replace
+    def replace(a, b):  # the renames that put files and sets in place
+        step(f"rename {b}")
+        return real_replace(a, b)
+    io.os.replace = replace
+    cfg = load_config(cfg_path, ["--train.epochs=3"])
+    seed_everything(cfg.seed)
+    train(cfg)
+
+# one process imports crossrec once; each run is a forked child (no torch thread pool exists yet)
+codes = {}
+for cfg_path, kill_at, log_path in json.loads(sys.argv[1]):
+    pid = os.fork()
+    if pid == 0:
+        try:
+            run(cfg_path, kill_at, log_path)
+        finally:
+            os._exit(0)
+    codes[cfg_path] = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+print(json.dumps(codes))
 """
 
 
-@pytest.mark.slow  # a dozen real processes killed and resumed: about a minute
+@pytest.mark.slow  # a dozen training runs killed and resumed
 def test_checkpoints_are_one_atomic_set_whatever_instant_a_kill_hits(tmp_path):
     from crossrec.io import load_tensors
 
@@ -334,20 +349,20 @@ def test_checkpoints_are_one_atomic_set_whatever_instant_a_kill_hits(tmp_path):
     script = tmp_path / "kill.py"
     script.write_text(KILL_SCRIPT)
 
-    def run(kill_at: int, name: str) -> tuple[subprocess.CompletedProcess, Path, list[str]]:
-        run_cfg = tmp_path / f"{name}.yaml"
-        run_cfg.write_text(cfg.read_text().replace(f"out: {tmp_path / 'model'}", f"out: {tmp_path / name}"))
-        log = tmp_path / f"{name}.log"
-        p = subprocess.run(
-            [sys.executable, str(script), str(run_cfg), str(kill_at), str(log)],
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        return p, run_cfg, log.read_text().splitlines()
+    def runs(points: dict[str, int]) -> dict[str, int]:
+        """Run training once per (name, kill point); each run's exit code by name."""
+        jobs = []
+        for name, kill_at in points.items():
+            run_cfg = tmp_path / f"{name}.yaml"
+            run_cfg.write_text(cfg.read_text().replace(f"out: {tmp_path / 'model'}", f"out: {tmp_path / name}"))
+            jobs.append([str(run_cfg), kill_at, str(tmp_path / f"{name}.log")])
+        p = subprocess.run([sys.executable, str(script), json.dumps(jobs)], capture_output=True, text=True, timeout=600)
+        assert p.returncode == 0, p.stderr
+        codes = json.loads(p.stdout.strip().splitlines()[-1])
+        return {name: codes[str(tmp_path / f"{name}.yaml")] for name in points}
 
-    p, _, events = run(10**9, "reference")  # uninterrupted: the weights every resume must reproduce
-    assert p.returncode == 0, p.stderr
+    assert runs({"reference": 10**9}) == {"reference": 0}  # uninterrupted: the weights every resume must reproduce
+    events = (tmp_path / "reference.log").read_text().splitlines()
     reference = load_tensors(tmp_path / "reference" / "model.safetensors")
     published = [
         i + 1 for i, e in enumerate(events) if e.split()[1] == "rename" and e.endswith("checkpoint/current.json")
@@ -356,11 +371,11 @@ def test_checkpoints_are_one_atomic_set_whatever_instant_a_kill_hits(tmp_path):
     # A kill hits just before the numbered event; the last point is after the pointer's rename.
     points = list(range(published[0] + 1, published[1] + 2))
     assert len(points) >= 10, events
+    codes = runs({f"killed-{k}": k for k in points})
     for kill_at in points:
         name = f"killed-{kill_at}"
-        p, run_cfg, _ = run(kill_at, name)
-        assert p.returncode == 9, p.stderr
-        out = tmp_path / name
+        assert codes[name] == 9, (name, codes)
+        out, run_cfg = tmp_path / name, tmp_path / f"{name}.yaml"
         pointer = json.loads((out / "checkpoint" / "current.json").read_text())
         state = json.loads((out / "checkpoint" / pointer["set"] / "state.json").read_text())
         assert state["epoch"] == (2 if kill_at > published[1] else 1), events[kill_at - 1]

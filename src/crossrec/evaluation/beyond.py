@@ -158,14 +158,21 @@ def _cooccurrence(bundle: Bundle) -> sp.csr_matrix:
 
 
 def _ild(lists: np.ndarray, xn: sp.csr_matrix) -> float:
-    """Mean over lists of the mean pairwise cosine distance (lists [N, k], -1 padding)."""
+    """Mean over lists of the mean pairwise cosine distance (lists [N, k], -1 padding).
+
+    The cosines come from one sparse Gram matrix over the distinct listed items, so the cost
+    follows the distinct items, not the number of lists times their pairs."""
     n, k = lists.shape
     a, b = np.triu_indices(k, 1)
     left, right = lists[:, a].ravel(), lists[:, b].ravel()
     ok = (left >= 0) & (right >= 0)
     if not ok.any():
         return float("nan")
-    sim = np.asarray(xn[left[ok]].multiply(xn[right[ok]]).sum(1)).ravel()
+    distinct, local = np.unique(np.concatenate([left[ok], right[ok]]), return_inverse=True)
+    rows = xn[distinct]
+    gram = (rows @ rows.T).tocsr()
+    half = int(ok.sum())
+    sim = np.asarray(gram[local[:half], local[half:]]).ravel()
     # an item without training users has a zero vector: distance 1 to everything
     owner = np.repeat(np.arange(n), len(a))[ok]
     pairs = np.bincount(owner, minlength=n)

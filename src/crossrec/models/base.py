@@ -381,6 +381,9 @@ class ModelEntry:
     cls: type[nn.Module]
     config_cls: type
     paper: str
+    # the class a given config builds, where options change what the model can do (the flagship
+    # with a text item tower scores text; the ID one does not): a subclass of `cls`
+    variant: Callable[[Any], type[nn.Module]] | None = None
 
 
 REGISTRY: dict[str, ModelEntry] = {}
@@ -388,15 +391,18 @@ REGISTRY: dict[str, ModelEntry] = {}
 M = TypeVar("M", bound=type[nn.Module])
 
 
-def register(name: str, config_cls: type, paper: str = "") -> Callable[[M], M]:
-    """Class decorator: register a model under a lowercase name with its config dataclass."""
+def register(
+    name: str, config_cls: type, paper: str = "", variant: Callable[[Any], type[nn.Module]] | None = None
+) -> Callable[[M], M]:
+    """Class decorator: register a model under a lowercase name with its config dataclass
+    (`variant(config)`: the subclass that config builds, where options add capabilities)."""
     if hasattr(config_cls, "section"):
         config_cls.section = "model"  # its options are `model.*` in a run config
 
     def deco(cls: M) -> M:
         if name in REGISTRY:
             raise ValueError(f"model {name!r} registered twice")
-        REGISTRY[name] = ModelEntry(name, cls, config_cls, paper)
+        REGISTRY[name] = ModelEntry(name, cls, config_cls, paper, variant)
         return cls
 
     return deco
@@ -453,4 +459,5 @@ def build_model(name: str, config: Any, sizes: Sizes) -> nn.Module:
     entry = get_entry(name)
     if not isinstance(config, entry.config_cls):
         raise TypeError(f"model {name!r} expects {entry.config_cls.__name__}, got {type(config)}")
-    return entry.cls(config, sizes)
+    cls = entry.variant(config) if entry.variant is not None else entry.cls
+    return cls(config, sizes)

@@ -37,7 +37,7 @@ class Explanations:
         """{"like": [...]}: up to `explain_top` trained items whose ID parts item i borrowed, with
         their weights; {} when it borrowed nothing."""
         pairs = (
-            self.model.lenders(i)[: self.cfg.explain_top] if isinstance(self.model, Borrows) else []
+            self.view.lenders(i)[: self.cfg.explain_top] if isinstance(self.view, Borrows) else []
         )  # [] past the trained catalogue
         if not pairs:
             return {}
@@ -58,12 +58,12 @@ class Explanations:
         lower item id; an item never explains itself."""
         groups: list[tuple[list[int], torch.Tensor, torch.Tensor]] = []  # (items [n], history ids [H], weights [H, n])
         done: set[int] = set()
-        if u is not None and isinstance(self.model, Explains):
+        if u is not None and isinstance(self.view, Explains):
             by_cat: dict[int, list[int]] = defaultdict(list)
             for i in (i for i in items if i < self._pad):  # items added while serving have no stored terms
                 by_cat[self._item_cat[i]].append(i)
             for c, ids in by_cat.items():
-                groups.append((ids, *self.model.contributions(u, c, torch.tensor(ids), self._centers[c])))
+                groups.append((ids, *self.view.contributions(u, c, torch.tensor(ids), self._centers[c])))
                 done.update(ids)
         rest = [i for i in items if i not in done]
         if rest and self._vectors is not None:  # one [H, d] x [d, n] product for the items left

@@ -63,6 +63,7 @@ from crossrec.models.base import (
 from crossrec.serving.config import ServeConfig
 from crossrec.serving.errors import ServingError
 from crossrec.serving.explain import Explanations
+from crossrec.serving.flagship import serving_view
 from crossrec.serving.index import ItemIndex
 from crossrec.serving.store import Store, StoreError
 
@@ -85,6 +86,8 @@ class Service(Explanations):
         # Any: what the service calls is gated by the model's declared capabilities (models/base.py's
         # protocols, checked at runtime into flags such as two_tower), which mypy cannot follow.
         self.model: Any = cast(Any, artifact.model.eval())
+        # what the capabilities beyond `score` are asked of: the flagship's adapter (serving/flagship.py)
+        self.view: Any = serving_view(self.model)
         self.name = str(artifact.name)
         self.version = str(artifact.meta.get("tensors_sha256", ""))[:12]
         self.categories = list(bundle.categories)
@@ -108,7 +111,7 @@ class Service(Explanations):
         m = self.model
         self.two_tower = isinstance(m, TwoTower)
         self.rerank = isinstance(m, Decomposed)
-        self.reads_text = isinstance(m, ScoresText)
+        self.reads_text = isinstance(self.view, ScoresText)
         self._lock = threading.Lock()
         self._feedback: dict[str, list[int]] = defaultdict(list)  # raw user -> item ids, oldest first
         self._new: dict[int, list[int]] = defaultdict(list)  # category -> ids of items added while serving
@@ -122,7 +125,7 @@ class Service(Explanations):
             self._vectors = self._all_vectors() if self.two_tower else None
             self._centers = (
                 [self.model.item_vectors(c).mean(0) for c in range(len(self.categories))]
-                if isinstance(m, Explains)
+                if isinstance(self.view, Explains)
                 else []
             )
         if store is not None:
@@ -146,18 +149,18 @@ class Service(Explanations):
 
     @property
     def _indexable(self) -> bool:
-        return self.two_tower and (not self.rerank or isinstance(self.model, ScoresCandidates))
+        return self.two_tower and (not self.rerank or isinstance(self.view, ScoresCandidates))
 
     def _query(self, users: torch.Tensor, c: int) -> np.ndarray:
         u = self.model.user_vectors(users, c)
-        if isinstance(self.model, IndexColumns):
-            u = torch.cat([u, self.model.index_user_columns(users, c)], 1)
+        if isinstance(self.view, IndexColumns):
+            u = torch.cat([u, self.view.index_user_columns(users, c)], 1)
         return u.detach().float().cpu().numpy()
 
     def _build_index(self, c: int) -> ItemIndex:
         v = self.model.item_vectors(c)
-        if isinstance(self.model, IndexColumns):
-            v = torch.cat([v, self.model.index_item_columns(c)], 1)
+        if isinstance(self.view, IndexColumns):
+            v = torch.cat([v, self.view.index_item_columns(c)], 1)
         v = v.float().cpu().numpy()
         self._finite_index[c] = bool(np.isfinite(v).all())  # FAISS silently drops NaN scores: say so instead
         return ItemIndex(v, self._index_of[c].numpy(), self.cfg.index, self.cfg.hnsw_above)
@@ -221,8 +224,8 @@ class Service(Explanations):
         if self._indexable:
             query = self._query(us, c)
             bad |= ~np.isfinite(query).all(1) | (not self._finite_index.get(c, True))
-            has_sparse = isinstance(self.model, SparseCandidates)
-            sparse = [self.model.sparse_candidates(us[j : j + 1], c) for j in range(len(users))] if has_sparse else []
+            has_sparse = isinstance(self.view, SparseCandidates)
+            sparse = [self.view.sparse_candidates(us[j : j + 1], c) for j in range(len(users))] if has_sparse else []
             if has_sparse and all(s is not None for s in sparse):
                 # exact: the index ranks every item outside a user's sparse candidates by its full score
                 extra = [s.numpy() for s in sparse]
@@ -248,7 +251,7 @@ class Service(Explanations):
         new = self._new.get(c)
         if new and self.reads_text:
             text, image = self._new_content(new)
-            for pairs, s in zip(out, self.model.score_text_items(us, c, text, image).tolist()):
+            for pairs, s in zip(out, self.view.score_text_items(us, c, text, image).tolist()):
                 pairs += list(zip(new, s))
         for pairs in out:
             pairs.sort(key=lambda p: (-p[1], p[0]))
@@ -264,18 +267,18 @@ class Service(Explanations):
         mat = np.full((len(rows), max(len(r) for r in rows)), next(r[0] for r in rows if len(r)), dtype=np.int64)
         for j, r in enumerate(rows):
             mat[j, : len(r)] = r
-        s = self.model.score_items(us, c, torch.from_numpy(mat)).float().numpy()
+        s = self.view.score_items(us, c, torch.from_numpy(mat)).float().numpy()
         return [s[j, : len(r)] for j, r in enumerate(rows)]
 
     def _from_history(self, user: str, c: int, want: int) -> tuple[list[tuple[int, float]] | None, str]:
         """A user the model has not seen: their feedback items through the model, else popularity."""
         items = [i for i in self._feedback.get(user, []) if i < self._pad]  # items the model was trained with
-        if items and isinstance(self.model, ScoresHistory):
-            length = self.model.history_.shape[1]
+        if items and isinstance(self.view, ScoresHistory):
+            length = self.view.history_.shape[1]
             hist = torch.full((1, length), self._pad, dtype=torch.int64)
             recent = torch.tensor(items[-length:])
             hist[0, length - len(recent) :] = recent
-            s = self.model.score_history(hist, c)[0].float()
+            s = self.view.score_history(hist, c)[0].float()
             if not torch.isfinite(s).all():
                 return None, "feedback history"
             top = torch.topk(s, min(want, len(s)))
@@ -417,9 +420,9 @@ class Service(Explanations):
         if i < self._pad:
             return self._vectors[i]
         text, image = self._new_content([i])
-        if not isinstance(self.model, EmbedsText):  # text-kNN: the text vector itself
+        if not isinstance(self.view, EmbedsText):  # text-kNN: the text vector itself
             return F.normalize(text[0].float(), dim=0)
-        v = self.model.text_item_vectors(text, image)  # the flagship's: with its borrowed ID part
+        v = self.view.text_item_vectors(text, image)  # the flagship's: with its borrowed ID part
         return F.normalize(v[0].float(), dim=0)
 
     # ------------------------------------------------------------------ writes

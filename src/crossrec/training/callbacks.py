@@ -62,7 +62,20 @@ class TrainResult:
     resumes: list[dict[str, Any]] = field(default_factory=list)  # each --resume: epoch and applied changes
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        """The result as strict JSON: a number that is not finite (`best_metric` of a fit without
+        validation is -inf) is written as null, which every JSON reader accepts."""
+        return _finite(asdict(self))
+
+
+def _finite(value: Any) -> Any:
+    """`value` with every non-finite float, at any depth, replaced by None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 @dataclass

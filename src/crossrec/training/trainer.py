@@ -396,9 +396,10 @@ class Checkpoints:
         run.opts.load(tensors, state["optimizer"])
         run.best_state = load_tensors(d / "best.safetensors") if state["has_best"] else None
         r = state["result"]
+        best = r["best_metric"]  # null: no validation score yet (strict JSON has no infinities)
         run.result = TrainResult(
             r["best_epoch"],
-            r["best_metric"],
+            best_start(self.cfg.metric in LOWER_IS_BETTER) if best is None else best,
             r["epochs_run"],
             r["seconds"],
             r["history"],

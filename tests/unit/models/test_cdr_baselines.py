@@ -246,21 +246,21 @@ def test_conet_cross_l1_adds_the_sconet_penalty(tiny_bundle):
 
 # ---------------------------------------------------------------------- quality floors
 @pytest.fixture(scope="module")
-def evaluator(small_bundle):
-    return Evaluator(small_bundle, EvalConfig(ks=(10,)), split="test")
+def evaluator(medium_bundle):
+    return Evaluator(medium_bundle, EvalConfig(ks=(10,)), split="test")
 
 
 @pytest.fixture(scope="module")
-def reference(small_bundle, evaluator):
+def reference(medium_bundle, evaluator):
     """Popularity and single-category MF (each category's model sees only its own data)."""
-    sizes = Sizes.from_bundle(small_bundle)
+    sizes = Sizes.from_bundle(medium_bundle)
     pop = build("pop", "pooled", {}, sizes)
-    Trainer(TrainConfig(progress=False, checkpoint=False)).fit(pop, small_bundle)
+    Trainer(TrainConfig(progress=False, checkpoint=False)).fit(pop, medium_bundle)
     torch.manual_seed(0)
     single = build("mf", "single", {"dim": 32}, sizes)
     cfg = TrainConfig(epochs=10, batch_size=1024, lr=3e-3, progress=False, checkpoint=False, seed=0)
     for c, sub in enumerate(single.models):
-        Trainer(cfg, categories=[c]).fit(sub, small_bundle)
+        Trainer(cfg, categories=[c]).fit(sub, medium_bundle)
     return {"pop": evaluator.evaluate(pop), "mf-single": evaluator.evaluate(single)}
 
 
@@ -271,15 +271,12 @@ def trained(name: str, params: dict, bundle, **train):
     return model
 
 
-# Measured (seed 0, 10 epochs, one thread): test NDCG@10 over ALL: pop 0.085, cmf 0.133, dtcdr 0.123,
-# conet 0.111 (0.098 without cross connections); new_to_category: single-category MF 0.062, pop 0.237,
-# cmf 0.326, dtcdr 0.315.
 @pytest.mark.parametrize(
     "name, params",
     [("cmf", {"dim": 32, "category_offset": True}), ("dtcdr", {"dim": 32, "combine": "concat"})],
 )
-def test_shared_user_models_beat_popularity_and_single_category_mf(name, params, small_bundle, evaluator, reference):
-    res = evaluator.evaluate(trained(name, params, small_bundle))
+def test_shared_user_models_beat_popularity_and_single_category_mf(name, params, medium_bundle, evaluator, reference):
+    res = evaluator.evaluate(trained(name, params, medium_bundle))
     ndcg, pop = res.metric("ndcg@10"), reference["pop"].metric("ndcg@10")
     assert ndcg > 1.2 * pop, f"{name} ndcg@10 {ndcg:.4f} vs pop {pop:.4f}"
     # Users new to a category: single-category MF has never seen them there; the shared user
@@ -289,9 +286,9 @@ def test_shared_user_models_beat_popularity_and_single_category_mf(name, params,
     assert new > 2 * single, f"{name} new_to_category ndcg@10 {new:.4f} vs single-category mf {single:.4f}"
 
 
-def test_conet_beats_popularity(small_bundle, evaluator, reference):
+def test_conet_beats_popularity(medium_bundle, evaluator, reference):
     # An MLP over [user; item] learns the interaction slowly from one negative; four negatives and
-    # lr 1e-2 get it well clear of popularity in 10 epochs (measured: conet 0.111, pop 0.085).
-    model = trained("conet", {"dim": 16, "layers": [32, 16]}, small_bundle, lr=1e-2, n_negatives=4)
+    # lr 1e-2 get it well clear of popularity in 10 epochs.
+    model = trained("conet", {"dim": 16, "layers": [32, 16]}, medium_bundle, lr=1e-2, n_negatives=4)
     ndcg, pop = evaluator.evaluate(model).metric("ndcg@10"), reference["pop"].metric("ndcg@10")
     assert ndcg > 1.1 * pop, f"conet ndcg@10 {ndcg:.4f} vs pop {pop:.4f}"

@@ -185,33 +185,26 @@ def test_trains_scores_and_evaluates_on_cuda(name, tiny_bundle):
 # A per-category wrapper forwards `score`, ratings where every sub-model predicts them, and whether
 # any sub-model reads text (`ReadsText`: its `uses_text`); never the vectors (one space per category).
 FLAGSHIP = {
-    "Borrows",
     "Calibrates",
     "Decomposed",
-    "EmbedsText",
-    "Explains",
     "HasParameterGroups",
     "HasSetup",
-    "IndexColumns",
     "RatingPredictor",
     "ReadsImages",
     "ReadsText",
     "Recommender",
-    "ScoresCandidates",
-    "ScoresHistory",
-    "ScoresText",
-    "SparseCandidates",
     "Trainable",
-    "TrainsEncoder",
     "TwoTower",
 }
+# what the service asks of the flagship beyond `score` is its adapter's (serving/flagship.py)
+FLAGSHIP_SERVING = {"Borrows", "Explains", "IndexColumns", "ScoresCandidates", "ScoresHistory", "SparseCandidates"}
 SINGLE = {"ReadsText", "Recommender"}
 CAPABILITIES = {
     ("bitgcf", "pooled"): {"HasParameterGroups", "HasSetup", "Recommender", "Trainable", "TwoTower"},
     ("cmf", "pooled"): {"HasParameterGroups", "HasSetup", "Recommender", "Trainable", "TwoTower"},
     ("conet", "pooled"): {"HasParameterGroups", "Recommender", "Trainable"},
     ("crossrec", "pooled"): FLAGSHIP,
-    ("crossrec[text+id]", "pooled"): FLAGSHIP,
+    ("crossrec[text+id]", "pooled"): FLAGSHIP | {"TrainsEncoder"},  # TextCrossRec: the text tower's class
     ("dtcdr", "pooled"): {"HasParameterGroups", "Recommender", "Trainable", "TwoTower"},
     ("emcdr", "pooled"): {"HasParameterGroups", "HasSetup", "Recommender", "Trainable", "TwoTower"},
     ("ials", "pooled"): {"Fittable", "Recommender", "TwoTower"},
@@ -256,7 +249,7 @@ def test_the_capability_table_covers_every_model_and_mode():
     assert {(n.split("[")[0], mode) for n, mode in CAPABILITIES} == {
         (n, mode) for n in NAMES for mode in ("pooled", "single")
     }
-    named = set().union(*CAPABILITIES.values())
+    named = set().union(*CAPABILITIES.values(), FLAGSHIP_SERVING)
     assert named <= set(_protocols()), "the table names a protocol models/base.py does not declare"
 
 
@@ -273,6 +266,20 @@ def test_declared_capabilities(name, mode, tiny_bundle):
         f"{name} ({mode}): gained {sorted(got - CAPABILITIES[(name, mode)])}, "
         f"lost {sorted(CAPABILITIES[(name, mode)] - got)}"
     )
+
+
+@pytest.mark.parametrize("tower", ["id", "text+id"])
+def test_the_flagships_serving_adapter_declares_what_the_service_asks(tower, tiny_bundle):
+    """The service dispatches on `serving_view(model)`: the flagship's adapter adds the serving
+    capabilities, and only the text flagship's scores items known by their text alone."""
+    from crossrec.serving.flagship import serving_view
+
+    params = TEXT_VARIANT if tower == "text+id" else SMALL.get("crossrec", {})
+    view = serving_view(build("crossrec", "pooled", params, Sizes.from_bundle(tiny_bundle)))
+    got = {n for n, proto in _protocols().items() if isinstance(view, proto)}
+    assert got == FLAGSHIP_SERVING | ({"EmbedsText", "ScoresText"} if tower == "text+id" else set())
+    others = [build(n, "pooled", SMALL.get(n, {}), Sizes.from_bundle(tiny_bundle)) for n in ("mf", "textknn")]
+    assert all(serving_view(m) is m for m in others)  # every other model answers for itself
 
 
 def test_a_per_category_wrapper_forwards_ratings_only_when_every_sub_model_predicts_them(tiny_bundle):

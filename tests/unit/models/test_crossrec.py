@@ -243,19 +243,19 @@ def test_flat_options_name_their_new_section():
     assert config_from_dict("crossrec", {"neighbourhood": {"k": 0}}).neighbourhood.k == 0  # 0 = off
 
 
-def test_flagship_beats_single_category_bprmf_on_new_to_category_users(small_bundle):
+def test_flagship_beats_single_category_bprmf_on_new_to_category_users(medium_bundle):
     """Acceptance on the synthetic world (fixed seed): the flagship serves users new to a category
     from their other categories; single-category BPR-MF has nothing to go on there."""
-    sizes = Sizes.from_bundle(small_bundle)
+    sizes = Sizes.from_bundle(medium_bundle)
     cfg = TrainConfig(epochs=8, batch_size=1024, n_negatives=4, lr=5e-3, patience=3, progress=False, checkpoint=False)
     torch.manual_seed(0)
     flagship = build("crossrec", "pooled", {"dim": 32}, sizes)
-    Trainer(cfg).fit(flagship, small_bundle)
+    Trainer(cfg).fit(flagship, medium_bundle)
     torch.manual_seed(0)
     single = build("mf", "single", {"dim": 32}, sizes)
     for c, sub in enumerate(single.models):
-        Trainer(cfg, categories=[c]).fit(sub, small_bundle)
-    ev = Evaluator(small_bundle, EvalConfig(ks=(10,)), split="test")
+        Trainer(cfg, categories=[c]).fit(sub, medium_bundle)
+    ev = Evaluator(medium_bundle, EvalConfig(ks=(10,)), split="test")
     f, s = ev.evaluate(flagship), ev.evaluate(single)
     new_f, new_s = f.metric("ndcg@10", "ALL", "new_to_category"), s.metric("ndcg@10", "ALL", "new_to_category")
     assert new_f > 2.0 * new_s, (new_f, new_s)

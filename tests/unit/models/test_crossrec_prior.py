@@ -49,7 +49,10 @@ def test_users_new_to_a_category_get_beta_times_log_count(tiny_bundle):
 
 
 def test_serving_paths_agree_with_score(tiny_bundle):
+    from crossrec.serving.flagship import serving_view
+
     model = make(tiny_bundle)
+    view = serving_view(model)
     with torch.no_grad():
         model.new_prior.fill_(0.8)
     model.eval()
@@ -58,20 +61,20 @@ def test_serving_paths_agree_with_score(tiny_bundle):
         idx = model.index[c]
         with torch.no_grad():
             full = model.score(users, c)
-            exact = model.score_items(users, c, idx[:7].expand(len(users), -1))
+            exact = view.score_items(users, c, idx[:7].expand(len(users), -1))
             # the index: towers + index columns, plus the sparse neighbourhood term where it is non-zero
             index = model.user_vectors(users, c) @ model.item_vectors(c).T
-            index = index + model.index_user_columns(users, c) @ model.index_item_columns(c).T
-            hist_only = model.score_history(model.history_[users], c)
+            index = index + view.index_user_columns(users, c) @ view.index_item_columns(c).T
+            hist_only = view.score_history(model.history_[users], c)
         assert torch.allclose(exact, full[:, :7], atol=1e-4)
-        sparse = set(model.sparse_candidates(users, c).tolist())
+        sparse = set(view.sparse_candidates(users, c).tolist())
         dense_cols = torch.tensor([j for j, item in enumerate(idx.tolist()) if item not in sparse], dtype=torch.int64)
         assert torch.allclose(index[:, dense_cols], full[:, dense_cols], atol=1e-4)
         # a user known by a history alone is new to c when no history item is in c
         new = ~(model.item_category_[model.history_[users]] == c).any(1)
         with torch.no_grad():
             model.new_prior.zero_()
-            hist_plain = model.score_history(model.history_[users], c)
+            hist_plain = view.score_history(model.history_[users], c)
             model.new_prior.fill_(0.8)
         lift = 0.8 * new.float().unsqueeze(1) * model.log_count_[idx].unsqueeze(0)
         assert torch.allclose(hist_only - hist_plain, lift, atol=1e-4)
@@ -106,29 +109,30 @@ def test_option_off_and_old_artifacts_score_as_before(tiny_bundle):
     assert float(fresh.new_prior.detach().abs().sum()) == 0.0 and not bool(fresh.prior.new_to(users, 0).any())
 
 
-def test_prior_lifts_new_to_category_users(small_bundle):
-    """Trained on the small synthetic world, the prior is learned (non-zero) and the flagship with it
+def test_prior_lifts_new_to_category_users(medium_bundle):
+    """Trained on the medium synthetic world, the prior is learned (non-zero) and the flagship with it
     is at least as good as without it for users new to a category (NDCG@10)."""
     scores = {}
     for on in (True, False):
-        model = make(small_bundle, dim=32, new_user_prior=on)
+        model = make(medium_bundle, dim=32, new_user_prior=on)
         Trainer(TrainConfig(epochs=4, batch_size=1024, lr=0.01, progress=False, checkpoint=False, patience=0)).fit(
-            model, small_bundle
+            model, medium_bundle
         )
         if on:
             assert float(model.new_prior.detach().abs().max()) > 0.01
-        res = Evaluator(small_bundle, EvalConfig(ks=(10,)), split="test").evaluate(model)
+        res = Evaluator(medium_bundle, EvalConfig(ks=(10,)), split="test").evaluate(model)
         scores[on] = res.metric("ndcg@10", category="ALL", slice="new_to_category")
     assert scores[True] >= scores[False] * 0.98
 
 
 @pytest.fixture(scope="module")
 def cold_valid_bundle(tmp_path_factory):
-    """The small synthetic world with validation users new to a category (prepare.cold_user_valid_fraction)."""
+    """The medium synthetic world with validation users new to a category (prepare.cold_user_valid_fraction)."""
     from crossrec.data.prepare import PrepareConfig, prepare
-    from crossrec.data.synthetic import SyntheticConfig, generate
+    from crossrec.data.synthetic import generate
+    from tests.conftest import medium_config
 
-    inter, items = generate(SyntheticConfig(seed=0))
+    inter, items = generate(medium_config())
     cfg = PrepareConfig(cold_user_fraction=0.2, cold_user_valid_fraction=0.2)
     return prepare(inter, items, cfg, tmp_path_factory.mktemp("cold-valid") / "bundle")
 
@@ -183,10 +187,10 @@ def test_fit_prior_picks_on_the_validation_ndcg_of_new_users(cold_valid_bundle, 
             )
 
 
-def test_fit_prior_is_a_no_op_without_new_users_in_validation(small_bundle):
-    model = make(small_bundle)
+def test_fit_prior_is_a_no_op_without_new_users_in_validation(medium_bundle):
+    model = make(medium_bundle)
     with torch.no_grad():
         model.new_prior.fill_(0.7)
     model.eval()
-    model.prior.fit(small_bundle, None, pick_tools())
+    model.prior.fit(medium_bundle, None, pick_tools())
     assert torch.allclose(model.new_prior.detach(), torch.full_like(model.new_prior, 0.7))

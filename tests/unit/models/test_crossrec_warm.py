@@ -61,15 +61,15 @@ def test_warm_start_options_are_checked():
             config_from_dict("crossrec", {"warm_start": bad})
 
 
-def test_warm_started_flagship_trains_and_beats_popularity(small_bundle):
-    sizes = Sizes.from_bundle(small_bundle)
+def test_warm_started_flagship_trains_and_beats_popularity(medium_bundle):
+    sizes = Sizes.from_bundle(medium_bundle)
     cfg = TrainConfig(epochs=6, batch_size=1024, n_negatives=4, lr=2e-3, patience=3, progress=False, checkpoint=False)
     torch.manual_seed(0)
     flagship = build("crossrec", "pooled", {"dim": 32, "warm_start": {"method": "ials"}}, sizes)
-    Trainer(cfg).fit(flagship, small_bundle)
+    Trainer(cfg).fit(flagship, medium_bundle)
     pop = build("pop", "pooled", {}, sizes)
-    Trainer(cfg).fit(pop, small_bundle)
-    ev = Evaluator(small_bundle, EvalConfig(ks=(10,)), split="test")
+    Trainer(cfg).fit(pop, medium_bundle)
+    ev = Evaluator(medium_bundle, EvalConfig(ks=(10,)), split="test")
     f, p = ev.evaluate(flagship), ev.evaluate(pop)
     assert f.metric("ndcg@10") > 1.5 * p.metric("ndcg@10")
     assert f.metric("ndcg@10", "ALL", "new_to_category") > p.metric("ndcg@10", "ALL", "new_to_category")

@@ -236,17 +236,17 @@ def test_bitgcf_parameter_groups_and_dense_embeddings(tiny_bundle):
 
 # ---------------------------------------------------------------------- quality floors
 @pytest.fixture(scope="module")
-def baselines(small_bundle):
+def baselines(medium_bundle):
     """Test-split results of popularity and of single-category MF (one MF per category)."""
-    ev = Evaluator(small_bundle, EvalConfig(ks=(10,)), split="test")
-    sizes = Sizes.from_bundle(small_bundle)
+    ev = Evaluator(medium_bundle, EvalConfig(ks=(10,)), split="test")
+    sizes = Sizes.from_bundle(medium_bundle)
     cfg = TrainConfig(epochs=10, batch_size=1024, lr=3e-3, progress=False, checkpoint=False, seed=0)
     pop = build("pop", "pooled", {}, sizes)
-    Trainer(cfg).fit(pop, small_bundle)
+    Trainer(cfg).fit(pop, medium_bundle)
     torch.manual_seed(0)
     single = build("mf", "single", {"dim": 32}, sizes)
     for c, sub in enumerate(single.models):
-        Trainer(cfg, categories=[c]).fit(sub, small_bundle)
+        Trainer(cfg, categories=[c]).fit(sub, medium_bundle)
     return ev, {"pop": ev.evaluate(pop), "mf-single": ev.evaluate(single)}
 
 
@@ -257,12 +257,12 @@ def baselines(small_bundle):
         ("bitgcf", {"dim": 32, "n_layers": 2, "transfer": "count"}),
     ],
 )
-def test_beats_popularity_overall_and_single_mf_on_new_to_category(name, params, small_bundle, baselines):
+def test_beats_popularity_overall_and_single_mf_on_new_to_category(name, params, medium_bundle, baselines):
     ev, base = baselines
     torch.manual_seed(0)
-    model = build(name, "pooled", params, Sizes.from_bundle(small_bundle))
+    model = build(name, "pooled", params, Sizes.from_bundle(medium_bundle))
     cfg = TrainConfig(epochs=8, batch_size=1024, lr=5e-3, progress=False, checkpoint=False, seed=0)
-    Trainer(cfg).fit(model, small_bundle)
+    Trainer(cfg).fit(model, medium_bundle)
     res = ev.evaluate(model)
     ndcg, pop = res.metric("ndcg@10"), base["pop"].metric("ndcg@10")
     assert ndcg > pop, f"{name} ndcg@10 {ndcg:.4f} <= pop {pop:.4f}"

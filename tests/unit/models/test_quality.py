@@ -12,8 +12,8 @@ from crossrec.training.trainer import TrainConfig, Trainer
 
 
 @pytest.fixture(scope="module")
-def scores(small_bundle):
-    ev = Evaluator(small_bundle, EvalConfig(ks=(10,)), split="test")
+def scores(medium_bundle):
+    ev = Evaluator(medium_bundle, EvalConfig(ks=(10,)), split="test")
     out = {}
     for label, name, mode, params in [
         ("pop", "pop", "pooled", {}),
@@ -22,13 +22,13 @@ def scores(small_bundle):
         ("mf-single", "mf", "single", {"dim": 32}),
     ]:
         torch.manual_seed(0)
-        model = build(name, mode, params, Sizes.from_bundle(small_bundle))
+        model = build(name, mode, params, Sizes.from_bundle(medium_bundle))
         cfg = TrainConfig(epochs=15, batch_size=1024, lr=3e-3, patience=3, progress=False, seed=0)
         if mode == "single":
             for c, sub in enumerate(model.models):
-                Trainer(cfg, categories=[c]).fit(sub, small_bundle)
+                Trainer(cfg, categories=[c]).fit(sub, medium_bundle)
         else:
-            Trainer(cfg).fit(model, small_bundle)
+            Trainer(cfg).fit(model, medium_bundle)
         out[label] = ev.evaluate(model)
     return out
 
@@ -42,9 +42,9 @@ def test_single_category_mf_beats_popularity_on_warm_users(scores):
     assert scores["mf-single"].metric("ndcg@10", slice="warm") > scores["pop"].metric("ndcg@10", slice="warm")
 
 
-def test_pooled_mf_beats_popularity_in_every_category(scores, small_bundle):
+def test_pooled_mf_beats_popularity_in_every_category(scores, medium_bundle):
     # ItemKNN is not held to this: in the sparsest category most of its scores are exactly 0.
-    for cat in small_bundle.categories:
+    for cat in medium_bundle.categories:
         assert scores["mf"].metric("ndcg@10", category=cat) > scores["pop"].metric("ndcg@10", category=cat), cat
 
 
@@ -56,20 +56,20 @@ def test_pooled_mf_serves_new_to_category_users_better_than_single(scores):
     assert pooled > 2 * single
 
 
-def test_mf_on_ratings_beats_the_mean_rating_on_rmse(small_bundle):
+def test_mf_on_ratings_beats_the_mean_rating_on_rmse(medium_bundle):
     # Explicit feedback: MF with the MSE loss must predict held-out ratings better than the
     # training mean (RMSE and MAE come from the evaluator; hand-checked here against numpy).
     import numpy as np
 
     torch.manual_seed(0)
-    model = build("mf", "pooled", {"dim": 16, "loss": "mse", "reg": 0.1}, Sizes.from_bundle(small_bundle))
+    model = build("mf", "pooled", {"dim": 16, "loss": "mse", "reg": 0.1}, Sizes.from_bundle(medium_bundle))
     cfg = TrainConfig(epochs=20, batch_size=1024, lr=3e-3, patience=3, metric="rmse", progress=False)
-    result = Trainer(cfg).fit(model, small_bundle)
+    result = Trainer(cfg).fit(model, medium_bundle)
     assert result.best_metric == min(h["valid_rmse"] for h in result.history)
-    res = Evaluator(small_bundle, EvalConfig(ks=(10,), slices=False), split="test").evaluate(model)
-    test = small_bundle.split("test")["rating"].to_numpy()
-    mean = small_bundle.split("train")["rating"].mean()
+    res = Evaluator(medium_bundle, EvalConfig(ks=(10,), slices=False), split="test").evaluate(model)
+    test = medium_bundle.split("test")["rating"].to_numpy()
+    mean = medium_bundle.split("train")["rating"].mean()
     baseline = float(np.sqrt(np.mean((test - mean) ** 2)))
-    # Measured: 1.086 against 1.153 for the mean (seed 0); the synthetic ratings are mostly noise.
+    # the synthetic ratings are mostly noise: a few percent below the mean's error is the signal
     assert res.metric("rmse") < 0.97 * baseline
     assert res.metric("mae") < res.metric("rmse")

@@ -10,20 +10,27 @@ import torch
 
 from crossrec.data.batch import Sizes
 from crossrec.data.prepare import PrepareConfig, prepare
-from crossrec.data.synthetic import SyntheticConfig, generate
+from crossrec.data.synthetic import generate
 from crossrec.encoders.config import EncoderConfig
 from crossrec.encoders.text import attach_text
 from crossrec.evaluation.evaluator import EvalConfig, Evaluator
 from crossrec.models.crossrec.calibration import _unit_sums, fit_cold_offsets
 from crossrec.models.per_category import build
+from crossrec.serving.flagship import serving_view
 from crossrec.training.trainer import TrainConfig, Trainer
+from tests.conftest import medium_config
 
 pytestmark = pytest.mark.slow
+
+# The medium world (tests/conftest.py): its item texts are encoded once (the zero-shot world is the
+# same world, so the cache answers); the questions asked here are qualitative (text scores cold
+# items, the borrowed parts are the lenders').
+WORLD = medium_config()
 
 
 @pytest.fixture(scope="module")
 def cold_world(tmp_path_factory, text_cache):
-    inter, items = generate(SyntheticConfig(seed=0))
+    inter, items = generate(WORLD)
     bundle = prepare(
         inter,
         items,
@@ -173,6 +180,7 @@ def test_every_scoring_path_agrees_on_borrowed_items(cold_world, trained, tmp_pa
     from crossrec.artifact import load_artifact, save_artifact
 
     model = trained["crossrec-text"]
+    view = serving_view(model)
     users, c = torch.arange(12), 0
     idx = model.index[c]
     local = torch.nonzero(model.borrow.borrowed(idx)).squeeze(1)[:5]
@@ -180,11 +188,11 @@ def test_every_scoring_path_agrees_on_borrowed_items(cold_world, trained, tmp_pa
     with torch.no_grad():
         full = model.score(users, c).clone()
         # the service's re-rank: exact scores of candidate pools; the sparse candidates include them
-        score_items = model.score_items(users, c, idx[local].expand(len(users), -1))
+        score_items = view.score_items(users, c, idx[local].expand(len(users), -1))
         assert torch.allclose(score_items, full[:, local], atol=1e-4)
-        assert set(idx[local].tolist()) <= set(model.sparse_candidates(users, c).tolist())
+        assert set(idx[local].tolist()) <= set(view.sparse_candidates(users, c).tolist())
         # an item added after training with the same text is scored as the bundle's untrained item
-        by_text = model.score_text_items(users, c, model.items.text_[idx[local]])
+        by_text = view.score_text_items(users, c, model.items.text_[idx[local]])
         assert torch.allclose(by_text, full[:, local], atol=1e-4)
     save_artifact(
         tmp_path / "m", model, "crossrec", "pooled", {"dim": 32, "item_tower": "text+id"}, Sizes.from_bundle(cold_world)
@@ -199,19 +207,20 @@ def test_explanations_name_a_borrowed_items_lenders_and_their_terms(cold_world, 
     from crossrec.serving.service import Service
 
     model = trained["crossrec-text"]
+    view = serving_view(model)
     idx = model.index[0]
     j = int(idx[torch.nonzero(model.borrow.borrowed(idx)).squeeze(1)[0]])
-    lenders = model.lenders(j)
+    lenders = view.lenders(j)
     row = int(model.borrow_row_[j])
     assert [n for n, _ in lenders] == model.borrow_nbr_[row][
         torch.argsort(model.borrow_w_[row], descending=True, stable=True)
     ].tolist()
-    assert model.lenders(int(idx[model.log_count_[idx] > 0][0])) == []  # a trained item borrowed nothing
+    assert view.lenders(int(idx[model.log_count_[idx] > 0][0])) == []  # a trained item borrowed nothing
     # each history item's share of the borrowed neighbourhood term sums to the term itself
     user = 3
     with torch.no_grad():
-        hist, shares = model.contributions(user, 0, torch.tensor([j]), torch.zeros(model.config.dim))
-        enc = model.inference.encoder_shares(model.history_[user], 0, torch.tensor([j]), torch.zeros(model.config.dim))
+        hist, shares = view.contributions(user, 0, torch.tensor([j]), torch.zeros(model.config.dim))
+        enc = view.encoder_shares(model.history_[user], 0, torch.tensor([j]), torch.zeros(model.config.dim))
         side = model.side(
             model.history_[[user]], torch.tensor([0]), torch.tensor([user]), torch.tensor([j]), leave_out=False
         )
@@ -253,7 +262,7 @@ def test_borrowing_off_leaves_untrained_items_to_their_text(cold_world, trained)
 
 @pytest.fixture(scope="module")
 def zero_shot(tmp_path_factory, text_cache):
-    inter, items = generate(SyntheticConfig(seed=1))
+    inter, items = generate(WORLD)
     bundle = prepare(inter, items, PrepareConfig(zero_shot_category="garden"), tmp_path_factory.mktemp("zs") / "bundle")
     attach_text(bundle, EncoderConfig(), progress=False)
     torch.manual_seed(0)
@@ -279,8 +288,9 @@ def test_a_zero_shot_categorys_items_score_as_their_lenders_in_their_own_categor
                 want[:, j] += wn * model.score(users, cn)[:, col]
         assert torch.allclose(got[:, :4], want + model.cold_offset_[c], atol=1e-4)
         # the other scoring paths agree: the re-rank's exact scores and an item added by its text
-        assert torch.allclose(model.score_items(users, c, idx[:6].expand(10, -1)), got[:, :6], atol=1e-4)
-        assert torch.allclose(model.score_text_items(users, c, model.items.text_[idx[:6]]), got[:, :6], atol=1e-4)
+        view = serving_view(model)
+        assert torch.allclose(view.score_items(users, c, idx[:6].expand(10, -1)), got[:, :6], atol=1e-4)
+        assert torch.allclose(view.score_text_items(users, c, model.items.text_[idx[:6]]), got[:, :6], atol=1e-4)
 
 
 def test_the_zero_shot_category_is_recommended_above_text_knn(zero_shot):

@@ -49,7 +49,7 @@ def test_a_new_items_image_counts_like_a_bundle_items(image_flagship, tmp_path):
     with torch.no_grad():
         u = torch.tensor([b.user_id(user)])
         text = svc._new_text[svc._items["with-image"]].unsqueeze(0)
-        exact = art.model.score_text_items(u, 1, text, torch.from_numpy(b.image_vectors[i : i + 1]))[0, 0].item()
+        exact = svc.view.score_text_items(u, 1, text, torch.from_numpy(b.image_vectors[i : i + 1]))[0, 0].item()
     assert scores["with-image"] == pytest.approx(exact, rel=1e-5)
     assert scores["with-image"] != pytest.approx(scores["without-image"], rel=1e-4)
     again = Service(

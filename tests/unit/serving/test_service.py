@@ -13,6 +13,7 @@ from crossrec.artifact import load_artifact, save_artifact
 from crossrec.data.batch import Sizes
 from crossrec.models.per_category import build
 from crossrec.serving.config import ServeConfig
+from crossrec.serving.flagship import serving_view
 from crossrec.serving.index import ItemIndex, recall_against_exact
 from crossrec.serving.service import Service, ServingError
 from crossrec.serving.store import SQLiteStore
@@ -51,15 +52,15 @@ def score_top(art, bundle, user, c, k):
     return [str(raw[ids[j]]) for j in order]
 
 
-def test_the_exact_index_returns_scores_top10_for_1000_random_users(small_bundle, tmp_path):
-    art = trained(small_bundle, tmp_path / "mf", "mf", {"dim": 16})
-    svc = Service(art, small_bundle)
+def test_the_exact_index_returns_scores_top10_for_1000_random_users(medium_bundle, tmp_path):
+    art = trained(medium_bundle, tmp_path / "mf", "mf", {"dim": 16})
+    svc = Service(art, medium_bundle)
     rng = np.random.default_rng(0)
-    users = rng.choice(small_bundle.n_users, 1000, replace=False)
+    users = rng.choice(medium_bundle.n_users, 1000, replace=False)
     for n, u in enumerate(users):
-        user, c = str(small_bundle.raw_user_ids()[u]), n % small_bundle.n_categories
-        got = [x["item"] for x in svc.recommend(user, small_bundle.categories[c], 10, exclude_seen=False)["items"]]
-        assert got == score_top(art, small_bundle, user, c, 10), (user, c)
+        user, c = str(medium_bundle.raw_user_ids()[u]), n % medium_bundle.n_categories
+        got = [x["item"] for x in svc.recommend(user, medium_bundle.categories[c], 10, exclude_seen=False)["items"]]
+        assert got == score_top(art, medium_bundle, user, c, 10), (user, c)
 
 
 def test_the_flagship_index_and_sparse_re_rank_agree_with_full_scoring(flagship, tiny_bundle):
@@ -102,7 +103,7 @@ def test_flagship_contributions_add_up_to_its_side_terms(flagship, tiny_bundle):
     u, c = 4, 1
     items = m.index[c][:6]
     with torch.no_grad():
-        hist, w = m.contributions(u, c, items)
+        hist, w = serving_view(m).contributions(u, c, items)
         side = m.side(m.history_[u : u + 1], torch.tensor([c]), torch.tensor([u]), items, leave_out=False)[0]
     assert w.shape == (int((m.history_[u] != m.pad).sum()), 6) and len(hist) == w.shape[0]
     assert torch.allclose(w.sum(0), side, atol=1e-5) and side.abs().sum() > 0

@@ -82,3 +82,24 @@ def test_bad_train_settings_raise(bad):
 def test_divergence_is_reported_not_silently_trained(tiny_bundle):
     with pytest.raises(FloatingPointError, match="lower train.lr"):
         Trainer(cfg(epochs=3, optimizer="sgd", lr=1e12, momentum=0.0)).fit(mf(tiny_bundle), tiny_bundle)
+
+
+def test_a_fit_without_validation_writes_strict_json(tmp_path):
+    """No validation split: the best score is unknown, written as null (not -Infinity, which
+    strict JSON readers refuse), and a checkpoint holding it resumes."""
+    from crossrec.data.prepare import PrepareConfig, prepare
+    from crossrec.data.synthetic import generate, tiny_config
+
+    inter, items = generate(tiny_config())
+    bundle = prepare(inter, items, PrepareConfig(valid=False), tmp_path / "bundle")
+    result = Trainer(cfg(epochs=2), out_dir=tmp_path / "run").fit(mf(bundle), bundle)
+
+    def refuse(constant):
+        raise ValueError(constant)
+
+    assert json.loads(json.dumps(result.to_json()), parse_constant=refuse)["best_metric"] is None
+    pointer = json.loads((tmp_path / "run" / "checkpoint" / "current.json").read_text())
+    state = (tmp_path / "run" / "checkpoint" / pointer["set"] / "state.json").read_text()
+    assert json.loads(state, parse_constant=refuse)["result"]["best_metric"] is None
+    again = Trainer(cfg(epochs=3), out_dir=tmp_path / "run").fit(mf(bundle), bundle, resume=True)
+    assert again.epochs_run == 3 and again.to_json()["best_metric"] is None

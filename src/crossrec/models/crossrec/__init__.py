@@ -9,11 +9,27 @@
 and of the parts it owns and calls (plain objects holding the model; the tensors stay the model's):
 `user_tower.UserTower`, `side.HistoryTerms`, `loss.Objective`, `softmax.SoftmaxLosses`,
 `loss.AuxiliaryLosses`, `prior.NewUserPrior`, `borrow.Borrowing`, `shrink.TextShrinkage`,
-`calibration.ColdOffset`, `live_text.LiveTextEncoder`, `inference.FlagshipInference` (serving
-adapters), each typed against `host.Flagship`.
+`calibration.ColdOffset`, `live_text.LiveTextEncoder`, each typed against `host.Flagship`;
+`state` registers its buffers; `text_model.TextCrossRec` is the class a text item tower builds.
+Its serving adapters live in serving/flagship.py.
 """
 
+from crossrec.models.base import register
 from crossrec.models.crossrec.config import CrossRecConfig
 from crossrec.models.crossrec.model import CrossRec
+from crossrec.models.crossrec.text_model import TextCrossRec
 
-__all__ = ["CrossRec", "CrossRecConfig"]
+
+def _variant(config: CrossRecConfig) -> type[CrossRec]:
+    """The class a config builds: the text flagship where the item tower reads text."""
+    return TextCrossRec if "text" in config.item_tower else CrossRec
+
+
+register(
+    "crossrec",
+    CrossRecConfig,
+    paper="crossrec flagship (docs/DESIGN.md); DIN/SASRec history attention, DTCDR shared+specific users",
+    variant=_variant,
+)(CrossRec)
+
+__all__ = ["CrossRec", "CrossRecConfig", "TextCrossRec"]

@@ -115,6 +115,17 @@ class Objective:
             hist.masked_fill_(in_cat & hide.unsqueeze(1), m.pad)
         return hist, hide
 
+    def predict_rating(self, users: Tensor, items: Tensor) -> Tensor:
+        """[B] predicted ratings of aligned (user, item) pairs (meaningful with loss='mse')."""
+        m = self.model
+        cat = m.item_category_[items]
+        u = m.user_tower(users, cat, m.history_[users] if m.encoder is not None else None)
+        seen = m.cold.seen(items)
+        pred = (u * m.items(items, seen)).sum(-1) + m.items.bias_of(items, seen) + m.global_bias
+        if m.side.reads:
+            pred = pred + m.side(m.history_[users], cat, users, items.unsqueeze(1), leave_out=False).squeeze(1)
+        return pred
+
     def loss(self, batch: Batch) -> Tensor:
         m = self.model
         c, obj = m.config, m.config.objective

@@ -11,8 +11,9 @@ global bias of rating prediction. Loss: sum_c w_c L_c + alpha L_transfer + beta 
 
 Parts (plain objects holding the model, as torchrec's DLRM holds its arches; the tensors they read
 stay registered on the model, so state-dict keys are the ones artifacts store): `user_tower`, `side`
-(N_c, T_c), `objective`, `softmax`, `aux`, `prior`, `borrow`, `shrink`, `cold`, `text_encoder`, and
-`inference` (the serving adapters the model exposes). `steps`: what `calibrate` runs, in order.
+(N_c, T_c), `objective`, `softmax`, `aux`, `prior`, `borrow`, `shrink`, `cold`, `text_encoder`.
+`steps`: what `calibrate` runs, in order. Buffers: state.py. With a text item tower the registry
+builds `TextCrossRec` (text_model.py). The serving adapters live in serving/flagship.py.
 
     >>> m = CrossRec(CrossRecConfig(dim=64), sizes); m.setup(bundle)   # doctest: +SKIP
 """
@@ -27,14 +28,13 @@ from torch import Tensor, nn
 
 from crossrec.data.batch import Batch, Sizes
 from crossrec.errors import ConfigError
-from crossrec.models.base import Calibrates, register
+from crossrec.models.base import Calibrates
 from crossrec.models.category_index import CategoryIndex
 from crossrec.models.crossrec.borrow import Borrowing
 from crossrec.models.crossrec.calibration import ColdOffset
 from crossrec.models.crossrec.config import CrossRecConfig
 from crossrec.models.crossrec.content import ContentTerm
 from crossrec.models.crossrec.encoder import HistoryEncoder
-from crossrec.models.crossrec.inference import FlagshipInference
 from crossrec.models.crossrec.live_text import LiveTextEncoder
 from crossrec.models.crossrec.loss import AuxiliaryLosses, Objective
 from crossrec.models.crossrec.neighbourhood import NeighbourhoodTerm
@@ -43,6 +43,7 @@ from crossrec.models.crossrec.prior import NewUserPrior
 from crossrec.models.crossrec.shrink import TextShrinkage
 from crossrec.models.crossrec.side import HistoryTerms
 from crossrec.models.crossrec.softmax import SoftmaxLosses
+from crossrec.models.crossrec.state import register_state, stored_defaults
 from crossrec.models.crossrec.towers import ItemTower
 from crossrec.models.crossrec.user_tower import UserTower
 from crossrec.models.crossrec.warm import warm_start
@@ -54,11 +55,6 @@ if TYPE_CHECKING:
     from crossrec.models.base import PickTools
 
 
-@register(
-    "crossrec",
-    CrossRecConfig,
-    paper="crossrec flagship (docs/DESIGN.md); DIN/SASRec history attention, DTCDR shared+specific users",
-)
 class CrossRec(nn.Module):
     """Shared + category-specific + cross-category-history user tower; ID (+ content) item tower.
     Call `setup(bundle, categories)` before `loss`/`score` (the trainer does): it stores users'
@@ -69,24 +65,24 @@ class CrossRec(nn.Module):
     seq_items_: Tensor
     seq_starts_: Tensor
     seq_keys_: Tensor
-    seq_positions_: Tensor  # noqa: E702
+    seq_positions_: Tensor
     log_count_: Tensor
     log_cat_rows_: Tensor
     log_cat_items_: Tensor
     bias_ready_: Tensor
-    user_cats_: Tensor  # noqa: E702
+    user_cats_: Tensor
     cold_offset_: Tensor
     shrink_kappa_: Tensor
     borrow_row_: Tensor
     borrow_nbr_: Tensor
-    borrow_w_: Tensor  # noqa: E702
+    borrow_w_: Tensor
     item_category_: Tensor
 
     def __init__(self, config: CrossRecConfig, sizes: Sizes) -> None:
         super().__init__()
         c = config  # value ranges are declared on the config's fields (typed.Bounds)
         self.config, self.sizes, self.pad = c, sizes, sizes.n_items
-        n_cat, d, pad = sizes.n_categories, c.dim, sizes.n_items
+        n_cat, d = sizes.n_categories, c.dim
         # Built in a fixed order: it is the order the parameters draw their initial values in.
         self.items = ItemTower(sizes.n_items, d, c.init_std, c.item_tower, c.text)
         self.user_emb = nn.Embedding(sizes.n_users, d, sparse=True) if c.user_embedding else None
@@ -110,27 +106,7 @@ class CrossRec(nn.Module):
         self.index = CategoryIndex(sizes)
         self.warmed = False  # warm_start (warm.py) runs at the first setup only
         self.compiled = True  # on CPU, the in-batch softmax by compiled kernels (models/crossrec/softmax.py)
-        # ---- data-derived buffers (setup), in the order artifacts store them
-        self.register_buffer("history_", torch.full((sizes.n_users, c.history.length), pad, dtype=torch.int64))
-        # history='causal': every training sequence, flat (training-only state, rebuilt by setup, not saved)
-        for name in ("seq_items_", "seq_starts_", "seq_keys_", "seq_positions_"):
-            self.register_buffer(name, torch.zeros(0, dtype=torch.int64), persistent=False)
-        cat_items = torch.bincount(torch.tensor(list(sizes.item_category)), minlength=n_cat).clamp_min(1).float()
-        for name, value in (
-            ("log_count_", torch.zeros(sizes.n_items)),  # logQ correction: log training count of each item (+1)
-            ("log_cat_rows_", torch.zeros(n_cat)),
-            ("log_cat_items_", torch.log(cat_items)),  # rows, items per category
-            ("bias_ready_", torch.zeros((), dtype=torch.bool)),
-            ("user_cats_", torch.ones(sizes.n_users, n_cat, dtype=torch.bool)),  # training rows in c (prior.py)
-            ("cold_offset_", torch.zeros(n_cat)),  # text+id: what untrained items get added (calibration.py)
-            ("shrink_kappa_", torch.zeros(n_cat)),  # text shrinkage picked per category (shrink.py)
-            ("borrow_row_", torch.full((sizes.n_items,), -1, dtype=torch.int64)),  # ID parts lent (borrow.py)
-            ("borrow_nbr_", torch.zeros(0, 0, dtype=torch.int64)),
-            ("borrow_w_", torch.zeros(0, 0)),
-        ):
-            self.register_buffer(name, value)
-        item_cat = torch.tensor(list(sizes.item_category) + [n_cat], dtype=torch.int64)
-        self.register_buffer("item_category_", item_cat, persistent=False)  # [n_items + 1], pad -> n_cat
+        register_state(self, sizes, c.history.length)  # data-derived buffers (state.py), filled by setup
         # ---- owned parts (plain objects, not modules: no parameters, no state-dict keys of their own)
         self.user_tower, self.side = UserTower(self), HistoryTerms(self)
         self.objective, self.softmax, self.aux = Objective(self), SoftmaxLosses(self), AuxiliaryLosses(self)
@@ -140,7 +116,7 @@ class CrossRec(nn.Module):
             TextShrinkage(self),
             ColdOffset(self),
         )
-        self.text_encoder, self.inference = LiveTextEncoder(self), FlagshipInference(self)
+        self.text_encoder = LiveTextEncoder(self)
         self.steps: tuple[Calibrates, ...] = (self.borrow, self.shrink, self.prior, self.cold)
 
     # ------------------------------------------------------------------ data-derived state
@@ -183,18 +159,7 @@ class CrossRec(nn.Module):
 
     def _load_from_state_dict(self, state_dict: dict, prefix: str, *args, **kwargs) -> None:
         self.warmed = True  # loaded weights are trained ones: a later setup (`crossrec update`) must keep them
-        # artifacts written before the cold offset existed load with none
-        state_dict.setdefault(prefix + "cold_offset_", torch.zeros_like(self.cold_offset_))
-        state_dict.setdefault(prefix + "shrink_kappa_", torch.zeros_like(self.shrink_kappa_))
-        state_dict.setdefault(
-            prefix + "user_cats_", torch.ones_like(self.user_cats_)
-        )  # before the prior: nobody is new
-        if self.new_prior is not None:
-            state_dict.setdefault(prefix + "new_prior", torch.zeros_like(self.new_prior))
-        state_dict.setdefault(prefix + "borrow_row_", torch.full_like(self.borrow_row_, -1))
-        for name in ("borrow_nbr_", "borrow_w_"):  # data-dependent shapes: adopt the stored ones
-            stored = state_dict.setdefault(prefix + name, getattr(self, name)[:0])
-            self._buffers[name] = torch.empty_like(stored, device=self.borrow_row_.device)
+        stored_defaults(self, state_dict, prefix)  # artifacts written before a buffer existed (state.py)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     uses_text = property(
@@ -223,49 +188,8 @@ class CrossRec(nn.Module):
     def loss(self, batch: Batch) -> Tensor:
         return self.objective.loss(batch)
 
-    def attach_encoder(self, live: nn.Module, lr: float, train_items: int) -> None:
-        self.text_encoder.attach(live, lr, train_items)
-
-    def own_lr(self) -> list[tuple[list[nn.Parameter], float]]:
-        return self.text_encoder.own_lr()
-
-    def epoch_end(self) -> None:
-        self.text_encoder.epoch_end()
-
-    def fit_end(self) -> None:
-        self.text_encoder.fit_end()
-
-    def lenders(self, item: int) -> list[tuple[int, float]]:
-        return self.borrow.lenders(item)
-
     def predict_rating(self, users: Tensor, items: Tensor) -> Tensor:
-        return self.inference.predict_rating(users, items)
-
-    def index_item_columns(self, category: int) -> Tensor:
-        return self.inference.index_item_columns(category)
-
-    def index_user_columns(self, users: Tensor, category: int) -> Tensor:
-        return self.inference.index_user_columns(users, category)
-
-    def sparse_candidates(self, users: Tensor, category: int) -> Tensor | None:
-        return self.inference.sparse_candidates(users, category)
-
-    def score_items(self, users: Tensor, category: int, items: Tensor) -> Tensor:
-        return self.inference.score_items(users, category, items)
-
-    def score_history(self, hist: Tensor, category: int) -> Tensor:
-        return self.inference.score_history(hist, category)
-
-    def score_text_items(self, users: Tensor, category: int, text: Tensor, image: Tensor | None = None) -> Tensor:
-        return self.inference.score_text_items(users, category, text, image)
-
-    def text_item_vectors(self, text: Tensor, image: Tensor | None = None) -> Tensor:
-        return self.inference.text_item_vectors(text, image)
-
-    def contributions(
-        self, user: int, category: int, items: Tensor, center: Tensor | None = None
-    ) -> tuple[Tensor, Tensor]:
-        return self.inference.contributions(user, category, items, center)
+        return self.objective.predict_rating(users, items)
 
     # ------------------------------------------------------------------ towers
     def _encode(self, hist: Tensor, category: Tensor) -> Tensor:

@@ -12,7 +12,7 @@ with beta_c learned per category, starting at 0. Training teaches it on the rows
 history category dropout hides (`history.category_dropout`; those rows already read the user as
 new to c: no in-category history, no category-specific embedding), and scoring applies it to the
 users with no training row in c (`user_cats_`, from setup). It is a rank-1 term, so the serving
-index carries it as one more column (inference.py).
+index carries it as one more column (serving/flagship.py).
 
 Training underestimates beta_c: the rows category dropout hides belong to users whose shared
 embedding their own in-category rows trained, so they read less new than a real newcomer. Where the

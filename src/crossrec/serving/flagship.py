@@ -1,6 +1,11 @@
 """What the service asks of the flagship beyond `score` (serving/service.py): the user-independent
-part of the extra terms (for the index), exact scores of a candidate pool (for the re-rank), and
-each history item's share of a score (for explanations).
+part of the extra terms (for the index), exact scores of a candidate pool (for the re-rank), each
+history item's share of a score (for explanations), the items an untrained item borrowed from, and,
+with a text item tower, scores of items known only by their text (added while serving).
+
+`serving_view(model)` is what the service dispatches its capabilities on (the protocols of
+models/base.py, by isinstance): `FlagshipServing` / `TextFlagshipServing` over the flagship, the
+model itself for every other model (whose methods, e.g. text-kNN's `score_text_items`, are its own).
 
 Contributions of a user's history items h to score(u, i), for target category c:
     neighbourhood  w[c, cat(h)] exp(r[c, slot(h)]) cos(h, i)           (exact: the term is a sum over h;
@@ -14,24 +19,32 @@ history items that moved this item up, not ones picked after the fact.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any
 
 import torch
 from torch import Tensor
 
+from crossrec.models.crossrec import CrossRec, TextCrossRec
 from crossrec.models.crossrec.borrow import borrowed_neighbourhood, text_neighbours
 
-if TYPE_CHECKING:
-    from crossrec.models.crossrec.host import Flagship
 
+class FlagshipServing:
+    """The serving adapter of the ID flagship: it reads the model's history, tables and parts
+    (`self.model`) and answers the service's protocols (models/base.py) the model itself does not
+    declare (`IndexColumns`, `SparseCandidates`, `ScoresCandidates`, `ScoresHistory`, `Explains`,
+    `Borrows`)."""
 
-class FlagshipInference:
-    """The serving adapters: a part `CrossRec` owns (`model.inference`, models/crossrec/model.py),
-    whose methods the model exposes as the service's protocols (models/base.py). They read the
-    model's history, tables and parts, so they stay with it (docs/DESIGN.md, models)."""
-
-    def __init__(self, model: Flagship) -> None:
+    def __init__(self, model: CrossRec) -> None:
         self.model = model
+
+    @property
+    def history_(self) -> Tensor:
+        """[n_users, L] the model's stored histories (`ScoresHistory`: L is the length it reads)."""
+        return self.model.history_
+
+    def lenders(self, item: int) -> list[tuple[int, float]]:
+        """The (lender, weight) pairs an untrained item borrowed its ID parts from (borrow.py)."""
+        return self.model.borrow.lenders(item)
 
     def index_bias(self, category: int) -> Tensor:
         """[n_items(c)] the part of `extra_scores` that does not depend on the user."""
@@ -91,46 +104,6 @@ class FlagshipInference:
             s = s + m.side(m.history_[users], cat, users, items, leave_out=False)
         s = m.borrow.zero_shot(users, category, items, s)
         return s + m.global_bias if m.config.loss == "mse" else s
-
-    def score_text_items(self, users: Tensor, category: int, text: Tensor, image: Tensor | None = None) -> Tensor:
-        """[B, n] scores of items known only by their text vectors [n, k] (added after training; a
-        text item tower only), with image vectors [n, k'] where the tower reads them: what `score`
-        would give them as items without training rows."""
-        m = self.model
-        lent = self.borrowed_parts(text)  # (lenders, weights, their ID vectors and biases) or None
-        if lent is not None and m.borrow.untrained_category(category):  # as `score` there (borrow.py)
-            return m.borrow.lender_scores(users, lent[0], lent[1]) + m.cold_offset_[category]
-        v, b = m.items.from_text(text, image, None if lent is None else lent[2])
-        if m.items.use_id:  # scored as an item without training rows
-            b = b + m.cold_offset_[category] + (0.0 if lent is None else lent[3])
-        s = m.user_vectors(users, category) @ v.T + b
-        if lent is not None and m.neighbours is not None:
-            s = s + borrowed_neighbourhood(m.neighbours, m.history_[users], users, lent[0], lent[1])
-        if m.content_term is not None:
-            hist = m.history_[users]
-            cat = torch.full_like(users, category)
-            s = s + m.content_term.profile(hist, cat, m.item_category_[hist], m.items.text_) @ text.float().T
-        return s + m.global_bias if m.config.loss == "mse" else s
-
-    def text_item_vectors(self, text: Tensor, image: Tensor | None = None) -> Tensor:
-        """[n, d] item-tower vectors of items known by their text vectors [n, k] (and image
-        vectors [n, k']), with the ID parts they borrow where they do: what `similar` compares."""
-        m = self.model
-        lent = self.borrowed_parts(text)
-        return m.items.from_text(text, image, None if lent is None else lent[2])[0]
-
-    def borrowed_parts(self, text: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor] | None:
-        """For items known by their text vectors [n, k]: their lenders [n, m], weights [n, m] and
-        the borrowed ID vectors [n, d] and biases [n] (borrow.py), or None where nothing is borrowed."""
-        m = self.model
-        if not (m.items.use_id and m.borrow_nbr_.numel()):
-            return None
-        cfg = m.config.text
-        nbr, w = text_neighbours(
-            m.items.text_, m.borrow.lending(), text.to(m.log_count_.device), cfg.borrow, cfg.borrow_temperature
-        )
-        vec = (w.unsqueeze(-1) * m.items.emb.weight[nbr]).sum(1)
-        return nbr, w, vec, (w * m.items.bias[nbr]).sum(1)
 
     def score_history(self, hist: Tensor, category: int) -> Tensor:
         """[B, n_items(c)] scores for users known only by a history [B, L] of item ids (pad =
@@ -192,16 +165,62 @@ class FlagshipInference:
         v = (m.items(items) - center) * m.cat_gate[category]  # [n, d]
         return ((enc[:-1] - enc[-1]) @ v.T) * (hist != m.pad).unsqueeze(1)
 
-    def predict_rating(self, users: Tensor, items: Tensor) -> Tensor:
-        """[B] predicted ratings of aligned (user, item) pairs (meaningful with loss='mse')."""
+
+class TextFlagshipServing(FlagshipServing):
+    """The serving adapter of the text flagship: `FlagshipServing` plus the scores and vectors of
+    items known only by their text (`ScoresText`, `EmbedsText`)."""
+
+    def __init__(self, model: TextCrossRec) -> None:
+        super().__init__(model)
+
+    def score_text_items(self, users: Tensor, category: int, text: Tensor, image: Tensor | None = None) -> Tensor:
+        """[B, n] scores of items known only by their text vectors [n, k] (added after training; a
+        text item tower only), with image vectors [n, k'] where the tower reads them: what `score`
+        would give them as items without training rows."""
         m = self.model
-        cat = m.item_category_[items]
-        u = m.user_tower(users, cat, m.history_[users] if m.encoder is not None else None)
-        seen = m.cold.seen(items)
-        pred = (u * m.items(items, seen)).sum(-1) + m.items.bias_of(items, seen) + m.global_bias
-        if m.side.reads:
-            pred = pred + m.side(m.history_[users], cat, users, items.unsqueeze(1), leave_out=False).squeeze(1)
-        return pred
+        lent = self.borrowed_parts(text)  # (lenders, weights, their ID vectors and biases) or None
+        if lent is not None and m.borrow.untrained_category(category):  # as `score` there (borrow.py)
+            return m.borrow.lender_scores(users, lent[0], lent[1]) + m.cold_offset_[category]
+        v, b = m.items.from_text(text, image, None if lent is None else lent[2])
+        if m.items.use_id:  # scored as an item without training rows
+            b = b + m.cold_offset_[category] + (0.0 if lent is None else lent[3])
+        s = m.user_vectors(users, category) @ v.T + b
+        if lent is not None and m.neighbours is not None:
+            s = s + borrowed_neighbourhood(m.neighbours, m.history_[users], users, lent[0], lent[1])
+        if m.content_term is not None:
+            hist = m.history_[users]
+            cat = torch.full_like(users, category)
+            s = s + m.content_term.profile(hist, cat, m.item_category_[hist], m.items.text_) @ text.float().T
+        return s + m.global_bias if m.config.loss == "mse" else s
+
+    def text_item_vectors(self, text: Tensor, image: Tensor | None = None) -> Tensor:
+        """[n, d] item-tower vectors of items known by their text vectors [n, k] (and image
+        vectors [n, k']), with the ID parts they borrow where they do: what `similar` compares."""
+        m = self.model
+        lent = self.borrowed_parts(text)
+        return m.items.from_text(text, image, None if lent is None else lent[2])[0]
+
+    def borrowed_parts(self, text: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor] | None:
+        """For items known by their text vectors [n, k]: their lenders [n, m], weights [n, m] and
+        the borrowed ID vectors [n, d] and biases [n] (borrow.py), or None where nothing is borrowed."""
+        m = self.model
+        if not (m.items.use_id and m.borrow_nbr_.numel()):
+            return None
+        cfg = m.config.text
+        nbr, w = text_neighbours(
+            m.items.text_, m.borrow.lending(), text.to(m.log_count_.device), cfg.borrow, cfg.borrow_temperature
+        )
+        vec = (w.unsqueeze(-1) * m.items.emb.weight[nbr]).sum(1)
+        return nbr, w, vec, (w * m.items.bias[nbr]).sum(1)
 
 
-__all__ = ["FlagshipInference"]
+def serving_view(model: Any) -> Any:
+    """What the service dispatches its capabilities on: the flagship's adapter, or the model itself."""
+    if isinstance(model, TextCrossRec):
+        return TextFlagshipServing(model)
+    if isinstance(model, CrossRec):
+        return FlagshipServing(model)
+    return model
+
+
+__all__ = ["FlagshipServing", "TextFlagshipServing", "serving_view"]

@@ -1,0 +1,27 @@
+"""The flagship with a text item tower (`item_tower` naming `text`): what the ID flagship is, plus
+what only a text tower can do, declared by the methods it adds: train its language model inside
+the loop (`TrainsEncoder`, models/base.py), and, served, score and embed items known only by
+their text (serving/flagship.py gives it `TextFlagshipServing`). The registry builds this class
+for such configs (`variant` in models/crossrec/__init__.py)."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from crossrec.models.crossrec.model import CrossRec
+
+
+class TextCrossRec(CrossRec):
+    """`CrossRec` whose item tower reads the items' text vectors (see the module docstring)."""
+
+    def attach_encoder(self, live: nn.Module, lr: float, train_items: int) -> None:
+        self.text_encoder.attach(live, lr, train_items)
+
+    def own_lr(self) -> list[tuple[list[nn.Parameter], float]]:
+        return self.text_encoder.own_lr()
+
+    def epoch_end(self) -> None:
+        self.text_encoder.epoch_end()
+
+    def fit_end(self) -> None:
+        self.text_encoder.fit_end()
