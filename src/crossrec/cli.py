@@ -419,6 +419,37 @@ def demo(
     run_demo(out, seed=seed, epochs=epochs, console=console)
 
 
+def _count(text: str) -> int:
+    """'10M', '2.5k', '300000' -> an integer count (a ConfigError names the bad value)."""
+    from crossrec.errors import ConfigError
+
+    scale = {"k": 1_000, "m": 1_000_000, "g": 1_000_000_000, "b": 1_000_000_000}
+    t = text.strip().lower().replace("_", "")
+    try:
+        value = float(t[:-1]) * scale[t[-1]] if t and t[-1] in scale else float(t)
+    except ValueError:
+        raise ConfigError(f"--interactions={text!r}; expected a count such as 300000, 2.5k or 10M") from None
+    return int(round(value))
+
+
+@app.command()
+@_guard
+def synth(
+    out: Path = typer.Option(..., help="Output directory (interactions.parquet, items.parquet)."),
+    interactions: str = typer.Option("1M", help="Interactions to draw: 300000, 2.5k, 10M."),
+    categories: int = typer.Option(50, help="Number of categories."),
+    seed: int = typer.Option(0, help="Seed of every draw."),
+) -> None:
+    """Write a synthetic log of any size in O(N) time and memory (data/scale_world.py): users
+    N/10, items N/50, each user in a few categories, titles, cross-category tastes."""
+    from crossrec.data.scale_world import ScaleConfig, write_scale
+
+    cfg = ScaleConfig(interactions=_count(interactions), categories=categories, seed=seed)
+    inter, items, rows = write_scale(out, cfg)
+    console.print(f"wrote {rows} interactions ({cfg.n_users} users, {cfg.n_items} items, {categories} categories)")
+    console.print(f"  {inter}\n  {items}")
+
+
 def run() -> None:
     """The `crossrec` command: the app, with click's usage errors (unknown option, missing or
     unreadable argument, a value of the wrong type) as one `error:` line and exit 2 like every

@@ -50,7 +50,7 @@ def _open_weights(model: Any, cfg: EncoderConfig) -> Any:
         # peft annotates lora_alpha as int; it only divides by r, and encoder.lora_alpha is a float
         lora = LoraConfig(
             r=cfg.lora_r,
-            lora_alpha=cfg.lora_alpha,  # type: ignore[arg-type]
+            lora_alpha=cfg.lora_alpha,
             target_modules=["query", "value"],
             lora_dropout=0.0,
             bias="none",

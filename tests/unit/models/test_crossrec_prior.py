@@ -99,9 +99,11 @@ def test_option_off_and_old_artifacts_score_as_before(tiny_bundle):
     assert "new_prior" not in dict(model.named_parameters())
     users = torch.arange(tiny_bundle.n_users)
     assert torch.equal(model.prior.weight(users, 0), torch.zeros(len(users)))
-    # an artifact written before the prior: no new_prior, no user_cats_ -> nobody gets a prior
+    # an artifact written before the prior: no new_prior, no mask of trained pairs (and a dense
+    # users x categories table, before the pair index) -> nobody gets a prior
     src = make(tiny_bundle)
-    state = {k: v for k, v in src.state_dict().items() if k not in ("new_prior", "user_cats_")}
+    state = {k: v for k, v in src.state_dict().items() if k not in ("new_prior", "pair_keys_")}
+    state["user_cat_emb.weight"] = torch.zeros(tiny_bundle.n_users * tiny_bundle.n_categories, src.config.dim)
     fresh = make(tiny_bundle)
     with torch.no_grad():
         fresh.new_prior.fill_(3.0)

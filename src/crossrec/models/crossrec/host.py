@@ -51,6 +51,11 @@ class PriorPart(Protocol):
     def scores(self, weight: Tensor, items: Tensor) -> Tensor: ...
 
 
+class PairsPart(Protocol):
+    def rows(self, users: Tensor, category: Tensor) -> tuple[Tensor, Tensor]: ...
+    def has(self, users: Tensor, category: int) -> Tensor: ...
+
+
 class BorrowPart(Protocol):
     def __call__(self) -> None: ...
     def lending(self) -> Tensor: ...
@@ -121,7 +126,7 @@ class Flagship(Protocol):
     log_cat_rows_: Tensor
     log_cat_items_: Tensor
     bias_ready_: Tensor
-    user_cats_: Tensor
+    pair_keys_: Tensor
     cold_offset_: Tensor
     shrink_kappa_: Tensor
     borrow_row_: Tensor
@@ -135,6 +140,8 @@ class Flagship(Protocol):
     def side(self) -> SidePart: ...
     @property
     def prior(self) -> PriorPart: ...
+    @property
+    def pairs(self) -> PairsPart: ...
     @property
     def borrow(self) -> BorrowPart: ...
     @property

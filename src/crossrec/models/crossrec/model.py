@@ -11,7 +11,7 @@ global bias of rating prediction. Loss: sum_c w_c L_c + alpha L_transfer + beta 
 
 Parts (plain objects holding the model, as torchrec's DLRM holds its arches; the tensors they read
 stay registered on the model, so state-dict keys are the ones artifacts store): `user_tower`, `side`
-(N_c, T_c), `objective`, `softmax`, `aux`, `prior`, `borrow`, `shrink`, `cold`, `text_encoder`.
+(N_c, T_c), `pairs`, `objective`, `softmax`, `aux`, `prior`, `borrow`, `shrink`, `cold`, `text_encoder`.
 `steps`: what `calibrate` runs, in order. Buffers: state.py. With a text item tower the registry
 builds `TextCrossRec` (text_model.py). The serving adapters live in serving/flagship.py.
 
@@ -39,6 +39,7 @@ from crossrec.models.crossrec.live_text import LiveTextEncoder
 from crossrec.models.crossrec.loss import AuxiliaryLosses, Objective
 from crossrec.models.crossrec.neighbourhood import NeighbourhoodTerm
 from crossrec.models.crossrec.objective import CategoryWeighting
+from crossrec.models.crossrec.pairs import UserCategoryPairs
 from crossrec.models.crossrec.prior import NewUserPrior
 from crossrec.models.crossrec.shrink import TextShrinkage
 from crossrec.models.crossrec.side import HistoryTerms
@@ -70,7 +71,7 @@ class CrossRec(nn.Module):
     log_cat_rows_: Tensor
     log_cat_items_: Tensor
     bias_ready_: Tensor
-    user_cats_: Tensor
+    pair_keys_: Tensor
     cold_offset_: Tensor
     shrink_kappa_: Tensor
     borrow_row_: Tensor
@@ -91,9 +92,8 @@ class CrossRec(nn.Module):
         self.encoder = HistoryEncoder(c.history, d, n_cat, sizes.n_items) if c.history.encoder != "none" else None
         self.align = nn.Linear(d, d) if self.encoder is not None else None  # projection head of L_transfer
         self.classifier = nn.Linear(d, n_cat) if c.objective.adversarial > 0 else None
-        self.user_cat_emb = nn.Embedding(sizes.n_users * n_cat, d, sparse=True) if c.category_user else None
-        if self.user_cat_emb is not None:
-            nn.init.normal_(self.user_cat_emb.weight, std=c.init_std)
+        # one row per (user, category) pair with training rows, filled by setup (pairs.py)
+        self.user_cat_emb = nn.Embedding(0, d, sparse=True) if c.category_user else None
         self.cat_gate = nn.Parameter(torch.ones(n_cat, d))
         self.weighting = CategoryWeighting(c.objective.category_weights, n_cat)
         self.global_bias = nn.Parameter(torch.zeros(()))  # mse: the mean rating
@@ -108,7 +108,7 @@ class CrossRec(nn.Module):
         self.compiled = True  # on CPU, the in-batch softmax by compiled kernels (models/crossrec/softmax.py)
         register_state(self, sizes, c.history.length)  # data-derived buffers (state.py), filled by setup
         # ---- owned parts (plain objects, not modules: no parameters, no state-dict keys of their own)
-        self.user_tower, self.side = UserTower(self), HistoryTerms(self)
+        self.user_tower, self.side, self.pairs = UserTower(self), HistoryTerms(self), UserCategoryPairs(self)
         self.objective, self.softmax, self.aux = Objective(self), SoftmaxLosses(self), AuxiliaryLosses(self)
         self.prior, self.borrow, self.shrink, self.cold = (
             NewUserPrior(self),
@@ -130,7 +130,7 @@ class CrossRec(nn.Module):
             for key in ("items", "starts", "keys", "positions"):
                 setattr(self, f"seq_{key}_", index[key].to(dev))
         self.objective.setup(bundle)  # training counts: the weighting, logQ (objective.py)
-        self.prior.setup(bundle)
+        self.pairs.setup(bundle)  # the (user, category) pairs trained, and their table (pairs.py)
         if self.neighbours is not None:
             self.neighbours.setup(bundle)
         if "image" in self.config.item_tower and getattr(bundle, "image_vectors", None) is not None:
@@ -159,7 +159,9 @@ class CrossRec(nn.Module):
 
     def _load_from_state_dict(self, state_dict: dict, prefix: str, *args, **kwargs) -> None:
         self.warmed = True  # loaded weights are trained ones: a later setup (`crossrec update`) must keep them
-        stored_defaults(self, state_dict, prefix)  # artifacts written before a buffer existed (state.py)
+        stored_defaults(
+            self, self.user_cat_emb, state_dict, prefix
+        )  # artifacts written before a buffer existed (state.py)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     uses_text = property(

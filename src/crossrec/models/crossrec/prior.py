@@ -11,7 +11,7 @@ user. The prior adds, for those users only,
 with beta_c learned per category, starting at 0. Training teaches it on the rows whose in-category
 history category dropout hides (`history.category_dropout`; those rows already read the user as
 new to c: no in-category history, no category-specific embedding), and scoring applies it to the
-users with no training row in c (`user_cats_`, from setup). It is a rank-1 term, so the serving
+users with no training row in c (the pair index, pairs.py). It is a rank-1 term, so the serving
 index carries it as one more column (serving/flagship.py).
 
 Training underestimates beta_c: the rows category dropout hides belong to users whose shared
@@ -57,26 +57,16 @@ class NewUserPrior:
     """The prior, a part `CrossRec` owns (`model.prior`, models/crossrec/model.py) and one of its
     post-training steps (`calibrate`). Its tensors stay registered on the model, under the names
     artifacts store: `new_prior` ([n_categories], or None when `new_user_prior` is off),
-    `user_cats_` ([n_users, n_categories] bool: a training row of the user in the category) and
-    `log_count_`; the part reads them there."""
+    and `log_count_`; the part reads them there, and the pair index (`model.pairs`, pairs.py)
+    for who is new to a category."""
 
     def __init__(self, model: Flagship) -> None:
         self.model = model
 
-    def setup(self, bundle: Bundle) -> None:
-        """Which categories each user has training rows in (the users new to a category are the rest)."""
-        m = self.model
-        train = bundle.split("train")
-        seen = torch.zeros(m.sizes.n_users, m.sizes.n_categories, dtype=torch.bool)
-        users = torch.from_numpy(train["user"].to_numpy().astype(np.int64))
-        cats = torch.from_numpy(train["category"].to_numpy().astype(np.int64))
-        seen[users, cats] = True
-        m.user_cats_ = seen.to(m.log_count_.device)
-
     def new_to(self, users: Tensor, category: int) -> Tensor:
         """[B] True where the user has no training interaction in `category` (nobody before
         `setup`, and in an artifact written before the prior existed)."""
-        return ~self.model.user_cats_[users, category]
+        return ~self.model.pairs.has(users, category)
 
     def weight(self, users: Tensor, category: int) -> Tensor:
         """[B] the prior's weight on log(1 + n_i) for these users in `category`: beta_c where the
@@ -147,7 +137,7 @@ class NewUserPrior:
             valid = valid.multiply(trained[None, :].astype(valid.dtype)).tocsr()
             valid.eliminate_zeros()
         users = np.flatnonzero(np.diff(valid.indptr))
-        users = users[self.new_to(torch.from_numpy(users).to(m.user_cats_.device), c).cpu().numpy()]
+        users = users[self.new_to(torch.from_numpy(users).to(m.pair_keys_.device), c).cpu().numpy()]
         if len(users) == 0:
             return None
         p = m.log_count_.index_select(0, m.index[c]).detach().float().cpu()
@@ -158,7 +148,7 @@ class NewUserPrior:
             try:
                 for lo in range(0, len(users), batch_size):
                     part = users[lo : lo + batch_size]
-                    s = m.score(torch.from_numpy(part).long().to(m.user_cats_.device), c).detach().float().cpu()
+                    s = m.score(torch.from_numpy(part).long().to(m.pair_keys_.device), c).detach().float().cpu()
                     pos = valid[part]
                     rel = torch.zeros(s.shape, dtype=torch.bool)
                     rel[

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from crossrec.data.batch import Sizes
+from crossrec.models.crossrec.pairs import migrate
 
 
 def register_state(model: nn.Module, sizes: Sizes, history_length: int) -> None:
@@ -24,7 +25,7 @@ def register_state(model: nn.Module, sizes: Sizes, history_length: int) -> None:
         ("log_cat_rows_", torch.zeros(n_cat)),
         ("log_cat_items_", torch.log(cat_items)),  # rows, items per category
         ("bias_ready_", torch.zeros((), dtype=torch.bool)),
-        ("user_cats_", torch.ones(sizes.n_users, n_cat, dtype=torch.bool)),  # training rows in c (prior.py)
+        ("pair_keys_", torch.zeros(0, dtype=torch.int64)),  # (user, category) pairs trained (pairs.py)
         ("cold_offset_", torch.zeros(n_cat)),  # text+id: what untrained items get added (calibration.py)
         ("shrink_kappa_", torch.zeros(n_cat)),  # text shrinkage picked per category (shrink.py)
         ("borrow_row_", torch.full((sizes.n_items,), -1, dtype=torch.int64)),  # ID parts lent (borrow.py)
@@ -36,13 +37,22 @@ def register_state(model: nn.Module, sizes: Sizes, history_length: int) -> None:
     model.register_buffer("item_category_", item_cat, persistent=False)  # [n_items + 1], pad -> n_cat
 
 
-def stored_defaults(model: nn.Module, state_dict: dict[str, Any], prefix: str) -> None:
+def stored_defaults(model: nn.Module, table: nn.Embedding | None, state_dict: dict[str, Any], prefix: str) -> None:
     """Fill `state_dict` with what artifacts written before a buffer existed load with; the
-    buffers of data-dependent shape adopt the stored shapes."""
+    tensors of data-dependent shape (the pair index and its table `table`, the borrowed rows)
+    adopt the stored shapes."""
     buffers: dict[str, Any] = dict(model.named_buffers(recurse=False))
     state_dict.setdefault(prefix + "cold_offset_", torch.zeros_like(buffers["cold_offset_"]))
     state_dict.setdefault(prefix + "shrink_kappa_", torch.zeros_like(buffers["shrink_kappa_"]))
-    state_dict.setdefault(prefix + "user_cats_", torch.ones_like(buffers["user_cats_"]))  # before the prior
+    n_users, n_cat = len(buffers["history_"]), len(buffers["cold_offset_"])
+    migrate(state_dict, prefix, n_users, n_cat)  # an artifact written before the pair index (pairs.py)
+    keys, device = state_dict[prefix + "pair_keys_"], buffers["pair_keys_"].device
+    if keys.shape != buffers["pair_keys_"].shape:
+        model._buffers["pair_keys_"] = torch.empty_like(keys, device=device)
+    stored = state_dict.get(prefix + "user_cat_emb.weight")
+    if table is not None and stored is not None and stored.shape != table.weight.shape:
+        table.weight.data = torch.empty_like(stored, device=device)
+        table.num_embeddings = len(stored)
     prior = dict(model.named_parameters(recurse=False)).get("new_prior")
     if prior is not None:
         state_dict.setdefault(prefix + "new_prior", torch.zeros_like(prior))

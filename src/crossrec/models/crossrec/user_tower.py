@@ -28,11 +28,11 @@ class UserTower:
         u = torch.zeros(len(users), m.config.dim, device=users.device)
         if m.user_emb is not None:
             u = u + m.user_emb(users)
-        if m.user_cat_emb is not None:
-            s = m.user_cat_emb(users * m.sizes.n_categories + category)
+        if m.user_cat_emb is not None:  # one row per trained (user, category) pair (pairs.py)
+            rows, keep = m.pairs.rows(users, category)
             if hide_specific is not None:
-                s = s * (~hide_specific).unsqueeze(1)
-            u = u + s
+                keep = keep & ~hide_specific
+            u = u + m.user_cat_emb(rows) * keep.unsqueeze(1)
         if m.encoder is not None and hist is not None:
             u = u + m._encode(hist, category)
         return u * m.cat_gate.index_select(0, category)  # index_select: its backward is an index_add_
