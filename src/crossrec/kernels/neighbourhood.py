@@ -16,6 +16,9 @@ import numpy as np
 
 def build(nb: Any) -> dict[str, Any]:  # pragma: no cover - the bodies run compiled (tests call them)
     jit = nb.njit(parallel=True, fastmath=True, nogil=True, cache=True)
+    # A module global, not a closure cell: numba keys its on-disk cache by the pickled closure, and
+    # a dispatcher pickles with a per-process id, so a captured helper recompiled every process.
+    global _similarity
 
     @nb.njit(fastmath=True, nogil=True, cache=True, inline="always")
     def _similarity(h, kk, j, keys, key, lo, end, nbr_co, item_users, shrink):
