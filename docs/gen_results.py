@@ -456,6 +456,7 @@ def page_speed() -> str:
         ("flagship_speed", "Training cost per epoch by model (`benchmarks/bench_flagship.py`)"),
         ("time_to_quality", "Time to a good model (`benchmarks/bench_time_to_quality.py`)"),
         ("prepare", "Prepare at scale (`benchmarks/bench_prepare.py`)"),
+        ("scale", "Scale: each stage on synthetic logs over 50 categories (`benchmarks/bench_scale.py`)"),
         ("profile", "Where an epoch goes (`benchmarks/bench_profile.py`)"),
     ]:
         parts += [f"## {title}", "", bench_md(name), ""]
