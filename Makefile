@@ -11,8 +11,9 @@ $(BIN)/python:
 	$(BIN)/pip install -q --upgrade pip
 
 # torch is installed first and pinned, so pip takes the CPU wheel on disk instead of a CUDA build.
-# --no-compile: Python writes bytecode for the modules it imports, on first import, instead of pip
-# compiling every file of every package up front (set-up 70 s -> 30 s on 2 cores).
+# --no-compile: Python writes bytecode for the modules a run imports, on first import, instead of
+# pip compiling every file of every package up front (`make setup` 70 s -> 30 s on 2 cores; the
+# first run then pays for what it imports).
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q --no-compile torch==2.13.0
 	$(BIN)/pip install -q --no-compile -e '.[all,dev]'  # every extra (pyproject.toml) plus test, docs, lint, bench
