@@ -34,6 +34,10 @@ class EvalConfig:
         rerank: (str) "none" or "category_exposure": the merged ranking is re-ranked toward each
             category's share of the interactions (MMR-style; evaluation/beyond.py).
         rerank_weight: (float) the re-ranker's lambda in [0, 1] (0 = no re-ranking).
+        max_users: (int) 0: every user with a positive in the split; n: a fixed sample of n of them
+            (drawn once with `seed`, the same users at every call), so one evaluation costs about
+            n / users of a full one. The metrics are then estimates over that sample (their
+            standard error grows as 1 / sqrt(n)): training's validation (`train.valid_users`).
     """
 
     ks: tuple[int, ...] = (5, 10, 20)
@@ -48,6 +52,7 @@ class EvalConfig:
     beyond_k: int = 10
     rerank: str = "none"
     rerank_weight: float = 0.5
+    max_users: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ks", tuple(int(k) for k in self.ks))
@@ -58,6 +63,8 @@ class EvalConfig:
             raise ConfigError(f"eval.n_negatives must be >= 1, got {self.n_negatives}")
         if self.batch_size < 1:
             raise ConfigError(f"eval.batch_size must be >= 1, got {self.batch_size}")
+        if self.max_users < 0:
+            raise ConfigError(f"eval.max_users must be >= 0 (0: every user), got {self.max_users}")
         if self.beyond_k < 1:
             raise ConfigError(f"eval.beyond_k must be >= 1, got {self.beyond_k}")
         if self.rerank not in ("none", "category_exposure"):

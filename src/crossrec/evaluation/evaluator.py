@@ -118,6 +118,17 @@ class Evaluator:
         self.bundle = bundle
         self.cfg = cfg
         self.split = split
+        self.sample = self._sample_users()  # None: every user (cfg.max_users = 0)
+
+    def _sample_users(self) -> np.ndarray | None:
+        """The sorted user ids `cfg.max_users` draws (seeded: the same at every call), or None."""
+        if self.cfg.max_users == 0:
+            return None
+        users = np.flatnonzero(np.diff(self.bundle.csr(self.split).indptr))
+        if len(users) <= self.cfg.max_users:
+            return None
+        rng = np.random.default_rng(self.cfg.seed)
+        return np.sort(rng.choice(users, self.cfg.max_users, replace=False))
 
     def evaluate(self, model: Any, categories: list[int] | None = None) -> EvalResult:
         """Score every unit of the split in `categories` (default: all) and aggregate the metrics."""
@@ -129,6 +140,8 @@ class Evaluator:
         with torch.no_grad(), eval_mode(model):
             for c in cats:
                 units = self._units(c)
+                if self.sample is not None:  # eval.max_users: the fixed sample only
+                    units = units.take(np.isin(units.users, self.sample))
                 if world > 1:  # multi-process training: this process scores every world-th unit
                     units = units.take(np.arange(len(units.users)) % world == rank)
                 if len(units.users) == 0:

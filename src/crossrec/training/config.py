@@ -40,6 +40,7 @@ class TrainConfig(Checked):
     patience: Count = 5  # (int) validations without improvement before stopping (0 = never stop)
     min_delta: NonNegative = 0.0  # (float) improvement smaller than this does not count
     eval_batch_size: Size = 1024  # (int) users per score() call during validation
+    valid_users: Count = 0  # (int) 0: validate on every user; n: on a fixed, seeded sample of n users (eval.max_users), about n / users of the cost; early stopping then follows an estimate whose noise grows as 1 / sqrt(n), so keep n in the tens of thousands or raise patience
     seed: int = 0  # (int) seeds init-independent randomness: shuffling and negatives
     device: str = "cpu"  # (str) cpu | cuda | auto
     checkpoint: bool = True  # (bool) write a resumable checkpoint after every epoch (needs out_dir)

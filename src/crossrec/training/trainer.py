@@ -235,7 +235,15 @@ class Trainer:
         if self._has_valid(bundle):
             k = int(c.metric.split("@")[1]) if "@" in c.metric else 10
             # Only the top k are ranked (topk, no full comparison pass) unless the metric is AUC.
-            ecfg = EvalConfig(ks=(k,), batch_size=c.eval_batch_size, slices=False, auc=c.metric == "auc", beyond=False)
+            ecfg = EvalConfig(
+                ks=(k,),
+                batch_size=c.eval_batch_size,
+                slices=False,
+                auc=c.metric == "auc",
+                beyond=False,
+                max_users=c.valid_users,
+                seed=c.seed,
+            )
             evaluator = Evaluator(bundle, ecfg, split="valid")
         if c.fused:
             fused.check(model, self.device, collectives.world_size())
