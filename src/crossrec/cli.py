@@ -37,9 +37,10 @@ CONFIG_ARG = typer.Argument(None, help="YAML preset; dotted overrides (--section
 
 def _config(path: Path | None, ctx: typer.Context):
     from crossrec.config import load_config
+
+    cfg = load_config(path, list(ctx.args))  # checked before torch is imported: a bad one fails fast
     from crossrec.pipeline import seed_everything
 
-    cfg = load_config(path, list(ctx.args))
     seed_everything(cfg.seed)
     return cfg
 
@@ -133,9 +134,9 @@ def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log per-ep
 @_guard
 def prepare(ctx: typer.Context, config: Path | None = CONFIG_ARG) -> None:
     """Read raw data, filter, split, and write the Bundle to data.bundle."""
+    cfg = _config(config, ctx)  # checked before torch is imported
     from crossrec.pipeline import prepare_data
 
-    cfg = _config(config, ctx)
     bundle = prepare_data(cfg)
     console.print(f"prepared {bundle.n_users} users, {bundle.n_items} items -> {bundle.root}")
     console.print(json.dumps(bundle.manifest["counts"], indent=2))
@@ -169,13 +170,13 @@ def train(
     ),
 ) -> None:
     """Train model.name (single or pooled) on the prepared Bundle; write the artifact to `out`."""
+    cfg = _config(config, ctx)  # a bad config or override is refused before torch is imported
     from crossrec import distributed
     from crossrec.pipeline import train as run_train
 
     if nproc > 1 and not distributed.launched():
         _torchrun(nproc, config, list(ctx.args) + (["--resume"] if resume else []))
         return
-    cfg = _config(config, ctx)
     art = run_train(cfg, resume=resume)
     if distributed.is_main():
         console.print(f"trained {art.name} ({art.mode}) -> {art.root}")
@@ -212,13 +213,13 @@ def evaluate(
     json_out: Path | None = typer.Option(None, "--json", help="Also write the table as JSON here."),
 ) -> None:
     """Evaluate the artifact in `out` on data.bundle (full ranking by default; see eval.*)."""
+    cfg = _config(config, ctx)  # checked before torch is imported
     from crossrec.data.bundle import Bundle
     from crossrec.io import check_output_file, write_output_json
     from crossrec.pipeline import evaluate as run_eval
 
     if json_out is not None:  # before the work: a refused path fails fast
         check_output_file(json_out, "evaluation", "--json")
-    cfg = _config(config, ctx)
     result = run_eval(cfg.out, Bundle.load(cfg.data.bundle), cfg.eval, split)
     console.print(result.to_markdown(), markup=False)
     if json_out is not None:
@@ -235,10 +236,10 @@ def recommend(
     k: int = typer.Option(10, "-k", help="How many items."),
 ) -> None:
     """Print the top-k items (with titles) of a category for one user."""
+    cfg = _config(config, ctx)  # checked before torch is imported
     from crossrec.data.bundle import Bundle
     from crossrec.pipeline import recommend as run_rec
 
-    cfg = _config(config, ctx)
     table = run_rec(cfg.out, Bundle.load(cfg.data.bundle), user, category, k)
     from rich.table import Table
 
