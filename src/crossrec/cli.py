@@ -428,9 +428,9 @@ def _count(text: str) -> int:
     t = text.strip().lower().replace("_", "")
     try:
         value = float(t[:-1]) * scale[t[-1]] if t and t[-1] in scale else float(t)
-    except ValueError:
+        return int(round(value))
+    except (ValueError, OverflowError):
         raise ConfigError(f"--interactions={text!r}; expected a count such as 300000, 2.5k or 10M") from None
-    return int(round(value))
 
 
 @app.command()

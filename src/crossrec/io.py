@@ -80,6 +80,7 @@ KINDS: dict[str, tuple[tuple[str, ...], str]] = {
         ("study.sqlite3", "study.sqlite3-*", "trials", "tuning.json", "tuning.md", "best.yaml", "*.lock"),
         "tuning.json",
     ),
+    "synthetic": (("interactions.parquet", "items.parquet"), "interactions.parquet"),  # `crossrec synth`
 }
 
 

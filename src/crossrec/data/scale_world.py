@@ -40,8 +40,8 @@ import polars as pl
 
 from crossrec.data.schema import CATEGORY, DESCRIPTION, ITEM, RATING, TIMESTAMP, TITLE, USER
 from crossrec.data.synthetic import N_TOPICS, NOUNS, T_END, T_START, TOPIC_WORDS
-from crossrec.errors import ConfigError
-from crossrec.io import atomic_path
+from crossrec.errors import ConfigError, OutputError
+from crossrec.io import atomic_path, claim_output, write_marker
 
 
 @dataclass(frozen=True)
@@ -264,11 +264,20 @@ def generate_scale(cfg: ScaleConfig) -> tuple[pl.DataFrame, pl.DataFrame]:
 
 def write_scale(out_dir: str | Path, cfg: ScaleConfig) -> tuple[Path, Path, int]:
     """Write `interactions.parquet` (block by block: memory bounded by `cfg.block`) and
-    `items.parquet` into `out_dir`, each atomically. Returns (interactions path, items path, rows)."""
+    `items.parquet` into `out_dir`, each atomically. Returns (interactions path, items path, rows).
+    `out_dir` must be missing, empty, or a log this wrote before (`io.claim_output`)."""
+    out = Path(out_dir)
+    if not out.parent.is_dir():  # a typo in the parent is an error, not a new tree
+        raise OutputError(f"--out={str(out)!r}: its directory {str(out.parent)!r} does not exist; create it first")
+    with claim_output(out, "synthetic", "--out"):  # missing, empty, or a log synth wrote: never other files
+        out.mkdir(exist_ok=True)
+        write_marker(out, "synthetic")
+        return _write(out, cfg)
+
+
+def _write(out: Path, cfg: ScaleConfig) -> tuple[Path, Path, int]:
     import pyarrow.parquet as pq
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     inter_path, items_path = out / "interactions.parquet", out / "items.parquet"
     world = _World(cfg)
     with atomic_path(items_path) as tmp:

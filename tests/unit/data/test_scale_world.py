@@ -85,5 +85,15 @@ def test_bad_sizes_are_config_errors_and_the_command_writes_parquet(tmp_path):
     r = CliRunner().invoke(app, ["synth", "--out", str(tmp_path / "s"), "--interactions", "20k", "--categories", "8"])
     assert r.exit_code == 0, r.output
     assert pl.read_parquet(tmp_path / "s" / "interactions.parquet").height > 15_000
-    bad = CliRunner().invoke(app, ["synth", "--out", str(tmp_path / "t"), "--interactions", "lots"])
-    assert bad.exit_code == 2 and "expected a count" in bad.output
+    for junk in ("lots", "1e400"):
+        bad = CliRunner().invoke(app, ["synth", "--out", str(tmp_path / "t"), "--interactions", junk])
+        assert bad.exit_code == 2 and "expected a count" in bad.output
+    again = CliRunner().invoke(
+        app, ["synth", "--out", str(tmp_path / "s"), "--interactions", "20k", "--categories", "8"]
+    )
+    assert again.exit_code == 0, again.output  # its own output: written again
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    refused = CliRunner().invoke(app, ["synth", "--out", str(tmp_path / "mine"), "--interactions", "20k"])
+    assert refused.exit_code == 2 and (tmp_path / "mine" / "notes.txt").read_text() == "keep"
+    assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["notes.txt"]
