@@ -39,7 +39,8 @@ import numpy as np
 import polars as pl
 
 from crossrec.data.schema import CATEGORY, DESCRIPTION, ITEM, RATING, TIMESTAMP, TITLE, USER
-from crossrec.data.synthetic import N_TOPICS, NOUNS, T_END, T_START, TOPIC_WORDS
+from crossrec.data.synthetic import N_TOPICS, T_END, T_START
+from crossrec.data.vocabulary import NOUNS, TOPIC_WORDS
 from crossrec.errors import ConfigError, OutputError
 from crossrec.io import atomic_path, claim_output, write_marker
 

@@ -41,6 +41,7 @@ from crossrec.data.schema import (
     TITLE,
     USER,
 )
+from crossrec.data.vocabulary import NOUNS, TOPIC_WORDS
 from crossrec.errors import ConfigError
 from crossrec.io import atomic_path
 
@@ -51,55 +52,6 @@ NEW_ITEM_BOOST = np.log(2.0)  # new releases draw attention: +log(2) on their lo
 MAX_SHARE = 0.25  # no (user, category) takes more than a quarter of the category's catalogue
 CHUNK = 1024  # users per Gumbel block: [CHUNK, n_items] float64 stays small
 
-# Per topic: one theme (shared latent centroid) and five words in each known category's vocabulary.
-TOPIC_WORDS: dict[str, tuple[tuple[str, ...], ...]] = {
-    "books": (
-        ("classic", "victorian", "literary", "timeless", "heritage"),
-        ("science", "physics", "algorithm", "quantum", "engineering"),
-        ("adventure", "expedition", "survival", "voyage", "wilderness"),
-        ("children", "picture", "fairy", "bedtime", "rhyme"),
-        ("wellness", "mindfulness", "yoga", "nutrition", "healing"),
-        ("cookbook", "gourmet", "wine", "culinary", "feast"),
-        ("mystery", "detective", "thriller", "crime", "noir"),
-        ("essays", "minimalism", "philosophy", "poetry", "stoic"),
-    ),
-    "electronics": (
-        ("retro", "vintage", "analog", "turntable", "vinyl"),
-        ("smart", "wifi", "bluetooth", "wireless", "app"),
-        ("rugged", "waterproof", "gps", "solar", "outdoor"),
-        ("kids", "educational", "toy", "learning", "cartoon"),
-        ("fitness", "tracker", "pulse", "sleep", "massage"),
-        ("premium", "studio", "hifi", "audiophile", "flagship"),
-        ("gaming", "rgb", "mechanical", "console", "esports"),
-        ("compact", "minimalist", "slim", "recycled", "eco"),
-    ),
-    "kitchen": (
-        ("enamel", "farmhouse", "copper", "rustic", "traditional"),
-        ("digital", "programmable", "precision", "sensor", "touchscreen"),
-        ("camping", "portable", "grill", "barbecue", "thermos"),
-        ("lunchbox", "snack", "family", "playful", "bento"),
-        ("juicer", "organic", "vegan", "smoothie", "wholefood"),
-        ("chef", "artisan", "ceramic", "professional", "damascus"),
-        ("matte", "black", "cast-iron", "smoked", "charcoal"),
-        ("bamboo", "zero-waste", "glass", "reusable", "compostable"),
-    ),
-    "garden": (
-        ("heirloom", "cottage", "antique", "rose", "trellis"),
-        ("automatic", "irrigation", "timer", "hydroponic", "robotic"),
-        ("hardy", "native", "meadow", "wildflower", "trail"),
-        ("sandpit", "swing", "playhouse", "colourful", "fairy-garden"),
-        ("herb", "medicinal", "lavender", "chamomile", "mint"),
-        ("designer", "sculpture", "marble", "topiary", "fountain"),
-        ("shade", "fern", "moss", "nocturnal", "hosta"),
-        ("succulent", "cactus", "bonsai", "zen", "pebble"),
-    ),
-}
-NOUNS: dict[str, tuple[str, ...]] = {
-    "books": ("novel", "guide", "handbook", "anthology", "collection"),
-    "electronics": ("headphones", "speaker", "charger", "camera", "tablet"),
-    "kitchen": ("pan", "kettle", "knife", "mug", "board"),
-    "garden": ("planter", "hose", "seeds", "shears", "lantern"),
-}
 N_TOPICS = len(TOPIC_WORDS["books"])
 
 

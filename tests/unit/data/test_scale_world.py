@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from crossrec.cli import app
 from crossrec.data.prepare import PrepareConfig, prepare
 from crossrec.data.scale_world import ScaleConfig, generate_scale, write_scale
-from crossrec.data.synthetic import TOPIC_WORDS
+from crossrec.data.vocabulary import TOPIC_WORDS
 from crossrec.errors import ConfigError
 
 CFG = ScaleConfig(interactions=30_000, categories=12, seed=3)
