@@ -1,4 +1,4 @@
-"""`crossrec prepare | encode | train | evaluate | recommend | serve | update | experiment | tune | report | demo`: parse arguments, call pipeline functions.
+"""`crossrec prepare | encode | train | evaluate | recommend | serve | update | experiment | tune | report | demo | synth`: parse arguments, call pipeline functions.
 
 Every command takes an optional YAML preset and dotted overrides after it:
 
@@ -8,21 +8,21 @@ Unknown keys and wrongly typed values are errors.
 
 Every failure is one line on stderr, `error: <what, where, what was expected>`, never a traceback:
 exit code 2 for bad input (data, config, paths, damaged files), 1 for an internal error, 130 when
-interrupted. `CROSSREC_DEBUG=1` prints the traceback as well.
+interrupted. `CROSSREC_DEBUG=1` prints the traceback as well (cli_errors.py).
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
-import os
 import sys
-import traceback
 from pathlib import Path
 
 import typer
 from rich.console import Console
+
+from crossrec.cli_errors import guard, print_error
+from crossrec.extras import require
 
 app = typer.Typer(
     add_completion=False,
@@ -45,93 +45,13 @@ def _config(path: Path | None, ctx: typer.Context):
     return cfg
 
 
-err_console = Console(stderr=True, soft_wrap=True, emoji=False)
-
-
-def _message(err: BaseException) -> str:
-    """The user-facing text of an error: KeyError without its quotes, OSError with its path."""
-    if isinstance(err, KeyError) and err.args:
-        return str(err.args[0])
-    if isinstance(err, OSError) and err.strerror:
-        where = f"{err.filename}: " if err.filename else ""
-        return f"{where}{err.strerror.lower()}"
-    return str(err)
-
-
-MAX_ERROR_CHARS = 300  # an error is one line of at most this many characters, "error: " included
-
-
-def _one_line(text: str, limit: int = MAX_ERROR_CHARS - len("error: ")) -> str:
-    """`text` on one line (every run of white space, newlines included, becomes one space), cut to
-    `limit` characters with an ellipsis: a message that echoes data can never flood the terminal."""
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _print_error(text: str) -> None:
-    from rich.markup import escape
-
-    err_console.print(f"[bold red]error:[/] {escape(_one_line(text))}", highlight=False)  # brackets stay literal
-
-
-def _fail(err: BaseException, code: int = 2) -> None:
-    if os.environ.get("CROSSREC_DEBUG"):
-        traceback.print_exception(err, file=sys.stderr)
-    if code == 2:
-        text = _message(err)
-    else:  # the report-it hint comes first, so the cut to one line never loses it
-        text = (
-            f"internal error, please report it (CROSSREC_DEBUG=1 shows the traceback): "
-            f"{type(err).__name__}: {_message(err)}"
-        )
-    _print_error(text)
-    raise typer.Exit(code=code)
-
-
-from errno import EDQUOT, ENOSPC  # noqa: E402
-
-from crossrec.errors import CrossrecError  # noqa: E402  (imports nothing from crossrec: cheap)
-from crossrec.extras import require  # noqa: E402  (imports only errors)
-
-# Bad input, exit 2: every CrossrecError (errors.py: data, config, stored files, outputs, requests,
-# a diverging loss), and an OSError about a path (one that names its file: not found, permission
-# denied, is a directory...) or a full disk. Anything else, a ValueError or KeyError included, is a
-# bug in crossrec: exit 1, "internal error, please report it".
-USER_ERRORS = (CrossrecError,)
-_DISK_FULL = (ENOSPC, EDQUOT)  # the machine's state, not crossrec's fault
-
-
-def _is_user_error(err: BaseException) -> bool:
-    if isinstance(err, USER_ERRORS):
-        return True
-    return isinstance(err, OSError) and (err.filename is not None or err.errno in _DISK_FULL)
-
-
-def _guard(fn):
-    """Turn every exception a command raises into `error: ...` and an exit code (see the module doc)."""
-
-    @functools.wraps(fn)
-    def run(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except (typer.Exit, typer.Abort, SystemExit):
-            raise
-        except KeyboardInterrupt:
-            _print_error("interrupted")
-            raise typer.Exit(code=130) from None
-        except Exception as e:  # bad input: exit 2; a bug: exit 1, still one line, with the type for the report
-            _fail(e, code=2 if _is_user_error(e) else 1)
-
-    return run
-
-
 @app.callback()
 def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log per-epoch progress.")) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(asctime)s %(name)s %(message)s")
 
 
 @app.command(context_settings=OVERRIDES)
-@_guard
+@guard
 def prepare(ctx: typer.Context, config: Path | None = CONFIG_ARG) -> None:
     """Read raw data, filter, split, and write the Bundle to data.bundle."""
     cfg = _config(config, ctx)  # checked before torch is imported
@@ -143,7 +63,7 @@ def prepare(ctx: typer.Context, config: Path | None = CONFIG_ARG) -> None:
 
 
 @app.command(context_settings=OVERRIDES)
-@_guard
+@guard
 def encode(ctx: typer.Context, config: Path | None = CONFIG_ARG) -> None:
     """Encode every item's text of the prepared Bundle with encoder.model into the vector cache."""
     from crossrec.data.bundle import Bundle
@@ -160,7 +80,7 @@ def encode(ctx: typer.Context, config: Path | None = CONFIG_ARG) -> None:
 
 
 @app.command(context_settings=OVERRIDES)
-@_guard
+@guard
 def train(
     ctx: typer.Context,
     config: Path | None = CONFIG_ARG,
@@ -205,7 +125,7 @@ def _torchrun(nproc: int, config: Path | None, args: list[str]) -> None:
 
 
 @app.command(context_settings=OVERRIDES)
-@_guard
+@guard
 def evaluate(
     ctx: typer.Context,
     config: Path | None = CONFIG_ARG,
@@ -227,7 +147,7 @@ def evaluate(
 
 
 @app.command(context_settings=OVERRIDES)
-@_guard
+@guard
 def recommend(
     ctx: typer.Context,
     config: Path | None = CONFIG_ARG,
@@ -252,7 +172,7 @@ def recommend(
 
 
 @app.command(context_settings=OVERRIDES)
-@_guard
+@guard
 def serve(ctx: typer.Context, config: Path | None = CONFIG_ARG) -> None:
     """Serve the trained artifact (`out`) over HTTP: recommendations, similar items, explanations,
     new items, feedback (see serving/api.py; `serve:` section for the index, store, host and port)."""
@@ -295,7 +215,7 @@ def serve(ctx: typer.Context, config: Path | None = CONFIG_ARG) -> None:
 
 
 @app.command(context_settings=OVERRIDES)
-@_guard
+@guard
 def update(
     ctx: typer.Context,
     config: Path | None = CONFIG_ARG,
@@ -327,7 +247,7 @@ def update(
 
 
 @app.command(context_settings=OVERRIDES)
-@_guard
+@guard
 def experiment(
     ctx: typer.Context,
     config: Path = typer.Argument(..., help="Experiment YAML (models + seeds); dotted overrides may follow."),
@@ -354,7 +274,7 @@ def experiment(
 
 
 @app.command(context_settings=OVERRIDES)
-@_guard
+@guard
 def tune(
     ctx: typer.Context,
     config: Path = typer.Argument(
@@ -390,7 +310,7 @@ def tune(
 
 
 @app.command()
-@_guard
+@guard
 def report(
     run_dir: Path = typer.Argument(..., help="An experiment's output directory (results.json, results.md, models/)."),
     tuning: Path | None = typer.Option(None, "--tuning", help="The tuner's directory (default: <RUN_DIR>-tune)."),
@@ -408,7 +328,7 @@ def report(
 
 
 @app.command()
-@_guard
+@guard
 def demo(
     out: Path = typer.Option(Path("runs/demo"), help="Output directory."),
     seed: int = typer.Option(0, help="Seed of the synthetic world and of training."),
@@ -434,7 +354,7 @@ def _count(text: str) -> int:
 
 
 @app.command()
-@_guard
+@guard
 def synth(
     out: Path = typer.Option(..., help="Output directory (interactions.parquet, items.parquet)."),
     interactions: str = typer.Option("1M", help="Interactions to draw: 300000, 2.5k, 10M."),
@@ -464,10 +384,10 @@ def run() -> None:
             sys.exit(0)
         where = f"{ctx.command_path}: " if ctx is not None else ""
         message = e.format_message() if callable(getattr(e, "format_message", None)) else str(e)
-        _print_error(f"{where}{message} (--help lists the options)")
+        print_error(f"{where}{message} (--help lists the options)")
         code = 2
     except typer.Abort:
-        _print_error("interrupted")
+        print_error("interrupted")
         code = 130
     sys.exit(code if isinstance(code, int) else 0)
 

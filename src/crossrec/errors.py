@@ -1,6 +1,6 @@
 """The errors crossrec raises for bad input: one base, `CrossrecError`, and one kind per cause.
 
-The CLI (`cli._guard`) prints a `CrossrecError` as `error: <message>` and exits 2 ("your input");
+The CLI (`cli_errors.guard`) prints a `CrossrecError` as `error: <message>` and exits 2 ("your input");
 any other exception is a bug in crossrec: exit 1, "internal error, please report it".
 
     CrossrecError

@@ -33,7 +33,7 @@ FLOORS = [
     ("crossrec.config", "crossrec.pipeline", "crossrec.update"),
     ("crossrec.experiment",),
     ("crossrec.serving",),
-    ("crossrec.cli", "crossrec.demo"),
+    ("crossrec.cli", "crossrec.cli_errors", "crossrec.demo"),
 ]
 
 
