@@ -24,9 +24,6 @@ Example:
 from __future__ import annotations
 
 import io
-import json
-import typing
-import zlib
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -34,6 +31,7 @@ import numpy as np
 import polars as pl
 
 from crossrec.data import validate as v
+from crossrec.data.raw_bytes import check_parquet_sizes, detect_format, first_keys_of, read_bytes
 from crossrec.data.schema import (
     CATEGORY,
     DESCRIPTION,
@@ -45,18 +43,8 @@ from crossrec.data.schema import (
     ItemColumnMap,
     Limits,
 )
-from crossrec.errors import ConfigError, MissingInputError
+from crossrec.errors import ConfigError
 
-FORMATS = {
-    ".csv": "csv",
-    ".tsv": "tsv",
-    ".tab": "tsv",
-    ".parquet": "parquet",
-    ".pq": "parquet",
-    ".jsonl": "jsonl",
-    ".json": "jsonl",
-    ".ndjson": "jsonl",
-}
 _KINDS = {
     "user": "id",
     "item": "id",
@@ -238,13 +226,13 @@ def _load(
     parses it; string values over `limits.max_cell_bytes` are refused after.
     """
     file = str(path)
-    fmt = _format(path, fmt)
+    fmt = detect_format(path, fmt)
     limits = limits or Limits()
     if fmt in ("csv", "tsv"):
         sep = sep or ("\t" if fmt == "tsv" else ",")
         if len(sep) != 1 or sep in ('"', "\n", "\r"):
             raise ConfigError(f"data.sep={sep!r}; expected one delimiter character (not a quote or newline)")
-    data = _read_bytes(path, fmt, sep, limits)
+    data = read_bytes(path, fmt, sep, limits)
     if not data.strip():
         raise DataError(file, None, None, "at least one data row", "an empty file")
     if fmt == "parquet":
@@ -264,7 +252,7 @@ def _load_parquet(data: bytes, file: str, needed: Mapping[str, str] | None, limi
             expected = f"column names of at most {limits.max_header_bytes} bytes together (data.max_header_bytes)"
             raise DataError(file, None, None, expected, f"{len(names)} columns ({_names(names)})")
         _check_columns(file, None, names, needed)
-        _check_parquet_sizes(data, file, needed, limits)
+        check_parquet_sizes(data, file, needed, limits)
         df = pl.read_parquet(io.BytesIO(data), columns=list(needed) if needed is not None else None)
     except DataError:
         raise
@@ -282,7 +270,7 @@ def _load_jsonl(
 ) -> pl.DataFrame:
     """`_load` for JSON lines: needed fields read as strings (a field absent from the first record
     and null everywhere is missing unless `optional`); `_line` is each record's line."""
-    keys = set(_first_keys_of(data))
+    keys = set(first_keys_of(data))
     try:
         schema = {c: pl.String for c in needed} if needed is not None else None
         df = pl.read_ndjson(data, schema=schema, infer_schema_length=None)
@@ -350,99 +338,6 @@ def _names(columns: list[str], budget: int = 90) -> str:
     return f"[{', '.join(shown)}{more}]"
 
 
-def _format(path: str | Path, fmt: str | None) -> str:
-    if fmt is not None:
-        fmt = {"json": "jsonl", "ndjson": "jsonl"}.get(fmt, fmt)
-        if fmt not in set(FORMATS.values()):
-            raise ConfigError(f"data.format={fmt!r}; expected one of {sorted(set(FORMATS.values()))}")
-        return fmt
-    suffixes = [s.lower() for s in Path(path).suffixes]
-    if suffixes and suffixes[-1] == ".gz":
-        suffixes.pop()
-    if not suffixes or suffixes[-1] not in FORMATS:
-        known = sorted(set(FORMATS.values()))
-        raise ConfigError(
-            f"cannot tell the format of {str(path)!r} from its extension; set data.format (fmt= in Python) "
-            f"to one of {known}"
-        )
-    return FORMATS[suffixes[-1]]
-
-
-_TEXT_KINDS = {"csv": "CSV", "tsv": "TSV", "jsonl": "JSON lines"}
-_READ = 1 << 20  # compressed bytes read per step of the gzip stream
-
-
-def _read_bytes(path: str | Path, fmt: str, sep: str | None, limits: Limits) -> bytes:
-    """The file's bytes, gunzipped when they start with the gzip magic number (the name must
-    then end in .gz). Text formats are streamed through `validate.TextScan` first (while
-    decompressing, for gzip), so binary data and over-long lines are refused in bounded memory
-    before the whole file is held."""
-    file, name = Path(path), str(path)
-    if file.is_dir():
-        raise DataError(name, None, None, "a data file", "a directory")
-    if not file.exists():
-        raise MissingInputError(f"no such file: {name!r}")
-    scan = None
-    if fmt in _TEXT_KINDS:
-        scan = v.TextScan(
-            name, _TEXT_KINDS[fmt], sep if fmt != "jsonl" else None, limits.max_line_bytes, limits.max_header_bytes
-        )
-    try:
-        with open(file, "rb") as f:
-            if f.read(2) != b"\x1f\x8b":
-                f.seek(0)
-                if scan is not None:
-                    for block in iter(lambda: f.read(v._CHUNK), b""):
-                        scan.feed(block)
-                    scan.finish()
-                    f.seek(0)
-                return f.read()
-            if not name.lower().endswith(".gz"):
-                got = "gzip-compressed data (name the file .gz to have it decompressed)"
-                raise DataError(name, 1, None, f"{_TEXT_KINDS.get(fmt, 'Parquet')} data as the name says", got, 1)
-            f.seek(0)
-            return _gunzip(f, name, scan)
-    except PermissionError:
-        raise DataError(name, None, None, "a readable file", "permission denied") from None
-    except OSError as e:
-        raise DataError(name, None, None, "a readable file", e.strerror or str(e)) from None
-
-
-def _gunzip(f: typing.BinaryIO, name: str, scan: v.TextScan | None) -> bytes:
-    """A gzip stream (maybe several members) decompressed block by block, each block scanned
-    as it comes, so a gzip bomb is refused at its first over-long line."""
-    parts: list[bytes] = []
-    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    buf, inside = f.read(_READ), False  # inside: a member has started and not ended
-    try:
-        while buf:
-            inside = True
-            part = d.decompress(buf, v._CHUNK)  # at most one block of output per step
-            if part:
-                if scan is not None:
-                    scan.feed(part)
-                parts.append(part)
-            if d.eof:
-                inside, buf = False, d.unused_data
-                if buf.strip(b"\x00") == b"":  # padding after the last member, as gzip allows
-                    buf = f.read(_READ)
-                    if buf.strip(b"\x00") == b"":
-                        break
-                d = zlib.decompressobj(16 + zlib.MAX_WBITS)
-            else:
-                buf = d.unconsumed_tail or f.read(_READ)
-        if inside:  # the input ended inside a member: flush what zlib holds, then it is truncated
-            part = d.flush()
-            if part and scan is not None:
-                scan.feed(part)
-            raise DataError(name, None, None, "a complete gzip file", "a file that ends inside the compressed data")
-    except zlib.error as e:
-        raise DataError(name, None, None, "a complete gzip file", v.show(str(e), 100)) from None
-    if scan is not None:
-        scan.finish()
-    return b"".join(parts)
-
-
 def _vector_columns(raw: pl.DataFrame, cols: list[str], file: str) -> tuple[list[str], np.ndarray]:
     """(source column of each dimension, vectors [n, dim]) from float columns or one list column."""
     if not cols:
@@ -467,40 +362,3 @@ def _vector_columns(raw: pl.DataFrame, cols: list[str], file: str) -> tuple[list
         checks.append((number.is_null(), c, "a number"))
     v.raise_first(raw, checks, [file])
     return cols, raw.select(exprs).to_numpy()
-
-
-def _check_parquet_sizes(data: bytes, file: str, needed: typing.Any, limits: Limits) -> None:
-    """Refuse, from the footer alone, a column chunk that decodes to more than its values may hold
-    (`max_cell_bytes` each, plus 1 MiB): a few compressed kilobytes cannot expand into gigabytes
-    before the cell check sees them. Memory stays bounded by rows x `max_cell_bytes`."""
-    import pyarrow.parquet as pq
-
-    meta = pq.ParquetFile(io.BytesIO(data)).metadata
-    for g in range(meta.num_row_groups):
-        group = meta.row_group(g)
-        for j in range(group.num_columns):
-            chunk = group.column(j)
-            name = chunk.path_in_schema
-            if needed is not None and name not in needed:
-                continue
-            bound = chunk.num_values * limits.max_cell_bytes + (1 << 20)
-            if chunk.total_uncompressed_size > bound:
-                raise DataError(
-                    file,
-                    None,
-                    name,
-                    f"values of at most {limits.max_cell_bytes} bytes (data.max_cell_bytes)",
-                    f"{chunk.total_uncompressed_size} bytes for {chunk.num_values} values in row group {g}",
-                )
-
-
-def _first_keys_of(data: bytes) -> list[str]:
-    """The keys of the first JSON record (for error messages and format detection)."""
-    for raw in io.BytesIO(data):
-        if raw.strip():
-            try:
-                record = json.loads(raw)
-            except (ValueError, RecursionError):  # the reader reports the line (nested too deeply, ...)
-                return []
-            return list(record) if isinstance(record, dict) else []
-    return []
