@@ -37,8 +37,9 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
+from crossrec.data.bundle_files import IMAGE_FILE, check_fingerprint, read_image_vectors, read_parquet
 from crossrec.data.schema import SCHEMA_VERSION, DataError
-from crossrec.errors import MissingArtifactError, UnknownNameError
+from crossrec.errors import UnknownNameError
 from crossrec.io import (
     CorruptFileError,
     atomic_dir,
@@ -50,7 +51,6 @@ from crossrec.io import (
 )
 
 SPLIT_CODES = {"train": 0, "valid": 1, "test": 2}
-IMAGE_FILE = "image_vectors.safetensors"
 
 
 def split_code(split: str) -> int:
@@ -288,18 +288,18 @@ class Bundle:
         missing = [k for k in ("categories", "n_items", "n_users") if k not in manifest]
         if missing:
             raise CorruptFileError(f"{manifest_path}: expected a bundle manifest with {missing}")
-        vectors, present = _read_image_vectors(root, manifest)
+        vectors, present = read_image_vectors(root, manifest)
         bundle = cls(
-            interactions=_read_parquet(root / "interactions.parquet", INTERACTION_COLUMNS),
-            items=_read_parquet(root / "items.parquet", ("item", "raw_item", "category")),
-            users=_read_parquet(root / "users.parquet", ("user", "raw_user")),
+            interactions=read_parquet(root / "interactions.parquet", INTERACTION_COLUMNS),
+            items=read_parquet(root / "items.parquet", ("item", "raw_item", "category")),
+            users=read_parquet(root / "users.parquet", ("user", "raw_user")),
             manifest=manifest,
             root=root,
             image_vectors=vectors,
             image_present=present,
         )
         bundle._check_consistent()
-        _check_fingerprint(bundle, root, manifest)
+        check_fingerprint(bundle.fingerprint, root, manifest)
         return bundle
 
     def _check_consistent(self) -> None:
@@ -356,64 +356,3 @@ class Bundle:
 
 
 INTERACTION_COLUMNS = ("user", "item", "category", "split")
-
-
-def _read_parquet(path: Path, need: tuple[str, ...]) -> pl.DataFrame:
-    if not path.is_file():
-        raise MissingArtifactError(f"{str(path)!r} not found; the bundle is incomplete: prepare it again")
-    try:
-        df = pl.read_parquet(path)
-    except Exception as e:  # polars raises several error types for a damaged file
-        raise CorruptFileError(f"{path}: expected a readable Parquet file ({str(e)[:200]})") from None
-    missing = [c for c in need if c not in df.columns]
-    if missing:
-        raise CorruptFileError(f"{path}: expected columns {missing}; have {df.columns}")
-    return df
-
-
-def _read_safetensors_numpy(path: Path) -> dict[str, np.ndarray]:
-    from safetensors.numpy import load_file
-
-    try:
-        return load_file(str(path))
-    except Exception as e:
-        raise CorruptFileError(f"{path}: expected a readable safetensors file ({str(e)[:200]})") from None
-
-
-def _read_image_vectors(root: Path, manifest: dict[str, Any]) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """The Bundle's image vectors and their `present` flags, or (None, None) without the file."""
-    if not (root / IMAGE_FILE).exists():
-        return None, None
-    arrays = _read_safetensors_numpy(root / IMAGE_FILE)
-    vectors, present = arrays.get("vectors"), arrays.get("present")
-    if (
-        vectors is None
-        or present is None
-        or vectors.ndim != 2
-        or vectors.shape[0] != manifest.get("n_items")
-        or present.shape != (vectors.shape[0],)
-    ):
-        shape = None if vectors is None else vectors.shape
-        raise DataError(root / IMAGE_FILE, None, "vectors", f"{manifest.get('n_items')} rows", str(shape))
-    return vectors, present.astype(bool)
-
-
-def _check_fingerprint(bundle: Bundle, root: Path, manifest: dict[str, Any]) -> None:
-    """Refuse content that no longer matches the fingerprint prepare recorded (bundles prepared
-    before fingerprints existed get one computed now)."""
-    stored = manifest.get("fingerprint")
-    if stored is None:
-        manifest["fingerprint"] = bundle.fingerprint()
-        return
-    fresh = bundle.fingerprint()
-    for part, file in (
-        ("ids", "users.parquet / items.parquet"),
-        ("interactions", "interactions.parquet"),
-        ("settings", "manifest.json"),
-        ("sources", "manifest.json"),
-    ):
-        if stored.get(part) != fresh[part]:
-            raise CorruptFileError(
-                f"{root}: {file} no longer matches the fingerprint prepare recorded in manifest.json "
-                f"({part}); the bundle was edited or damaged: prepare it again"
-            )
