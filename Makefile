@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint bench experiments setup clean browser docs
+.PHONY: demo test test-fast lint warm bench experiments setup clean browser docs
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -44,8 +44,14 @@ browser:
 NPROC ?= 2
 PYTEST := $(BIN)/python -m pytest -q -n $(NPROC)
 
-test: $(STAMP) lint browser docs
+# lint (mypy: one core) runs beside warm (the other): warm fills the caches a fresh clone lacks
+# (numba's compiled kernels, imported modules' bytecode) once, before the workers start.
+test: $(STAMP) browser
+	$(MAKE) --no-print-directory -j2 lint docs warm
 	$(PYTEST) -m "not gpu"
+
+warm: $(STAMP)
+	$(BIN)/python -m tests.warm
 
 test-fast: $(STAMP)
 	$(PYTEST) -m "not gpu and not slow and not browser"

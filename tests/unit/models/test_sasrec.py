@@ -171,7 +171,9 @@ def _threads(n: int):
 # The synthetic world has no sequential signal (a user's picks are i.i.d. draws from a fixed taste;
 # their timestamps are uniform), so SASRec wins here as a history encoder, not through order.
 PARAMS = {"dim": 32, "max_len": 20}
-TRAIN = dict(epochs=10, patience=2, batch_size=512, lr=2e-3, progress=False, checkpoint=False, seed=0)
+# 6 epochs of batch 1024 (lr scaled with the batch) clear every floor below by the margin 10 epochs
+# of batch 512 did, in half the time.
+TRAIN = dict(epochs=6, patience=2, batch_size=1024, lr=4e-3, progress=False, checkpoint=False, seed=0)
 
 
 @pytest.mark.slow
