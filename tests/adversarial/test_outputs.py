@@ -19,8 +19,21 @@ import torch
 CLI = [sys.executable, "-m", "crossrec.cli"]
 
 
-def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+def real_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """The CLI in a real process: click's own usage errors, and a message echoed back."""
     return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=600, cwd=cwd)
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    """The CLI in this process (exit code, stdout and stderr kept apart, as a real run has them):
+    the commands that train, evaluate or load a model, which a fresh interpreter would spend most
+    of its time importing torch for."""
+    from typer.testing import CliRunner
+
+    from crossrec.cli import app
+
+    r = CliRunner().invoke(app, list(args))
+    return subprocess.CompletedProcess(list(args), r.exit_code, r.stdout, r.stderr)
 
 
 def one_error_line(r: subprocess.CompletedProcess, code: int = 2) -> str:
@@ -143,7 +156,7 @@ def test_recommend_refuses_non_finite_scores(trained, tmp_path):
 def test_usage_errors_are_one_line(args, needle, tmp_path):
     """click's own errors (a wrong type, a missing argument, an unknown command) are one line too,
     not click's boxed usage text, and a value echoed back cannot make it longer than 300 characters."""
-    line = one_error_line(cli(*args, cwd=tmp_path))
+    line = one_error_line(real_cli(*args, cwd=tmp_path))
     assert needle[:40] in line
 
 
@@ -151,7 +164,7 @@ def test_a_long_message_is_cut_to_one_line(tmp_path):
     """A config key of 5000 characters is echoed back: the line is still at most 300."""
     cfg = tmp_path / "c.yaml"
     cfg.write_text("data:\n  ? " + "k" * 5000 + "\n  : 1\n")  # an explicit key: YAML caps implicit ones
-    line = one_error_line(cli("prepare", str(cfg)))
+    line = one_error_line(real_cli("prepare", str(cfg)))
     assert "unknown key" in line and line.endswith("...")
 
 

@@ -37,15 +37,15 @@ def tiny(tmp_path_factory):
 @pytest.mark.slow  # torchrun and two training processes
 def test_two_gloo_processes_train_bpr_mf_like_one(tiny):
     root, cfg = tiny
-    r = runner.invoke(app, ["train", str(cfg), "--train.epochs=4", f"--out={root / 'one'}"])
+    r = runner.invoke(app, ["train", str(cfg), "--train.epochs=2", f"--out={root / 'one'}"])
     assert r.exit_code == 0, r.output
-    p = two_processes(cfg, root / "two", "--train.epochs=4")
+    p = two_processes(cfg, root / "two", "--train.epochs=2")
     assert p.returncode == 0, p.stderr[-3000:]
     one, two = train_result(root / "one"), train_result(root / "two")
     meta = json.loads((root / "two" / "config.json").read_text())
     assert meta["distributed"] == {"world_size": 2, "rank": 0, "backend": "gloo"}
     # Same global batches, gradients averaged over the two halves: the same run up to float order.
-    assert two["epochs_run"] == one["epochs_run"] == 4
+    assert two["epochs_run"] == one["epochs_run"] == 2
     assert two["best_metric"] == pytest.approx(one["best_metric"], abs=1e-3)
     assert [h["valid_ndcg@10"] for h in two["history"]] == pytest.approx(
         [h["valid_ndcg@10"] for h in one["history"]], abs=1e-3
@@ -57,7 +57,7 @@ def test_two_gloo_processes_train_bpr_mf_like_one(tiny):
 @pytest.mark.slow  # torchrun and two training processes
 def test_two_gloo_processes_train_the_flagship(tiny):
     root, cfg = tiny
-    common = ["--train.epochs=3", "--model.name=crossrec"]
+    common = ["--train.epochs=2", "--model.name=crossrec"]
     r = runner.invoke(app, ["train", str(cfg), *common, f"--out={root / 'flag-one'}"])
     assert r.exit_code == 0, r.output
     p = two_processes(cfg, root / "flag-two", *common)
