@@ -22,7 +22,7 @@ def test_finetuning_runs_end_to_end_and_moves_the_vectors(mode, tiny_bundle, tin
             "--model.dim=16",
             "--model.item_tower=text+id",
             "--model.history.length=10",
-            "--train.epochs=2",
+            "--train.epochs=1",  # one epoch trains the encoder and re-encodes the catalogue once
             "--train.batch_size=1024",
             "--train.progress=false",
             "--train.checkpoint=false",

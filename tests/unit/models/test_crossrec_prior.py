@@ -117,7 +117,7 @@ def test_prior_lifts_new_to_category_users(medium_bundle):
     scores = {}
     for on in (True, False):
         model = make(medium_bundle, dim=32, new_user_prior=on)
-        Trainer(TrainConfig(epochs=4, batch_size=1024, lr=0.01, progress=False, checkpoint=False, patience=0)).fit(
+        Trainer(TrainConfig(epochs=2, batch_size=1024, lr=0.01, progress=False, checkpoint=False, patience=0)).fit(
             model, medium_bundle
         )
         if on:
