@@ -457,10 +457,21 @@ def page_speed() -> str:
         ("time_to_quality", "Time to a good model (`benchmarks/bench_time_to_quality.py`)"),
         ("prepare", "Prepare at scale (`benchmarks/bench_prepare.py`)"),
         ("scale", "Scale: each stage on synthetic logs over 50 categories (`benchmarks/bench_scale.py`)"),
+        ("contention", "Shared cores and compile caches (`benchmarks/bench_contention.py`)"),
+        ("gpu_scale", "GPU scale (`benchmarks/bench_gpu.py`)"),
         ("profile", "Where an epoch goes (`benchmarks/bench_profile.py`)"),
     ]:
-        parts += [f"## {title}", "", bench_md(name), ""]
+        body = bench_md(name) if (RESULTS / f"{name}.md").exists() else UNMEASURED.get(name, "Unmeasured.")
+        parts += [f"## {title}", "", body, ""]
     return "\n".join(parts)
+
+
+# Results a script writes only on hardware this project has not had: what the page says meanwhile.
+UNMEASURED = {
+    "gpu_scale": "**Unmeasured**: no CUDA device has run it yet. On one, "
+    "`python benchmarks/bench_gpu.py --sizes 10M 30M` writes `benchmarks/results/gpu_scale.json` "
+    "(one flagship and one BPR-MF epoch at 10M and 30M interactions, with peak GPU memory).",
+}
 
 
 def page_serving() -> str:

@@ -11,18 +11,44 @@ its own that borrowed its ID parts from its nearest trained items by text (the f
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any
+from typing import Any, Protocol
 
+import numpy as np
 import torch
 
 from crossrec.models.base import Borrows, Explains
+from crossrec.serving.config import ServeConfig
 from crossrec.serving.errors import ServingError
 
 
-class Explanations:
-    """Mixed into `Service` (serving/service.py), whose lookups and vectors it reads."""
+class ExplainHost(Protocol):
+    """What the explanations read of the `Service` they are mixed into (serving/service.py)."""
 
-    def explain(self: Any, user: str, item: str) -> dict[str, Any]:
+    cfg: ServeConfig
+    view: Any  # the model's serving view: its declared capabilities are checked with isinstance
+    categories: list[str]
+    _users: dict[str, int]
+    _feedback: dict[str, list[int]]
+    _raw_items: list[str]
+    _titles: list[str]
+    _item_cat: list[int]
+    _pad: int
+    _vectors: torch.Tensor | None
+    _centers: list[torch.Tensor]
+
+    def _key(self, raw: str) -> str: ...
+    def _item(self, raw: str, field: str = "item") -> int: ...
+    def _describe(self, i: int) -> dict[str, Any]: ...
+    def _seen_ids(self, u: int) -> np.ndarray: ...
+    def _vector(self, i: int) -> torch.Tensor: ...
+    def _like(self, i: int) -> dict[str, Any]: ...
+    def _because(self, u: int | None, user: str, items: list[int]) -> list[list[dict[str, Any]]]: ...
+
+
+class Explanations:
+    """Mixed into `Service` (serving/service.py), whose lookups and vectors it reads (`ExplainHost`)."""
+
+    def explain(self: ExplainHost, user: str, item: str) -> dict[str, Any]:
         """The user's history items behind the user's score for `item`."""
         i = self._item(item)
         key = self._key(user)
@@ -33,7 +59,7 @@ class Explanations:
             because = self._because(u, key, [i])[0]
         return {"user": str(user), "item": self._describe(i), "because": because} | self._like(i)
 
-    def _like(self: Any, i: int) -> dict[str, Any]:
+    def _like(self: ExplainHost, i: int) -> dict[str, Any]:
         """{"like": [...]}: up to `explain_top` trained items whose ID parts item i borrowed, with
         their weights; {} when it borrowed nothing."""
         pairs = (
@@ -52,7 +78,7 @@ class Explanations:
             ]
         }
 
-    def _because(self: Any, u: int | None, user: str, items: list[int]) -> list[list[dict[str, Any]]]:
+    def _because(self: ExplainHost, u: int | None, user: str, items: list[int]) -> list[list[dict[str, Any]]]:
         """For each item, up to `explain_top` history items with the largest positive contribution
         to (user, item): the flagship's own terms, else the cosine of item vectors. Ties go to the
         lower item id; an item never explains itself."""

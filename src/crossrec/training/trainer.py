@@ -89,6 +89,7 @@ RESUMABLE = (
     "tensorboard",
     "progress",
     "prefetch",
+    "threads",
     "deterministic",
 )
 
@@ -188,6 +189,8 @@ class Trainer:
         observers and checkpoints are callbacks (training/callbacks.py) called after each epoch,
         and how a batch becomes an optimiser step is a step strategy (training/steps.py)."""
         t0 = time.perf_counter()
+        if self.cfg.threads:  # torch's intra-op threads, and so the kernels' (kernels.threads follows torch)
+            torch.set_num_threads(self.cfg.threads)
         if self.cfg.deterministic:  # 1 torch + kernel thread, deterministic algorithms (kernels/__init__.py)
             kernels.deterministic(self.device)
         if isinstance(model, Fittable) and not isinstance(model, Trainable):
