@@ -6,7 +6,8 @@ X_c ~ f(U V_c^T) for every category c, the objective a weighted sum of the relat
 and every item its own row q_i (an item belongs to one category, so the rows of category c's items
 are V_c). A user new to category c is therefore scored with factors learnt from their other
 categories. Optional extras: a per-category user offset s_{u,c} (zero-initialised, so a user
-with no history in c is scored from p_u alone) and a per-item bias b_i.
+with no history in c is scored from p_u alone; rows only for the (user, category) pairs with
+training rows, models/pair_table.py) and a per-item bias b_i.
 
     score(u, i) = <p_u + s_{u,c(i)}, q_i> + b_i
 
@@ -34,6 +35,7 @@ from torch import Tensor, nn
 from crossrec.data.batch import Batch, Sizes
 from crossrec.models.base import BiasedDotModel, BiasedItems, register, user_item_tables
 from crossrec.models.losses import l2_penalty, pair_loss
+from crossrec.models.pair_table import PairTable, pair_keys
 from crossrec.typed import Checked, Size
 
 if TYPE_CHECKING:
@@ -75,19 +77,21 @@ class CMF(BiasedDotModel):
         n_cat = sizes.n_categories
         # p_u (shared by all categories) and q_i
         self.user_emb, item_emb = user_item_tables(sizes.n_users, sizes.n_items, config.dim, config.init_std)
-        # s_{u,c} at row u * n_cat + c; zero, so an untrained (user, category) adds nothing to p_u.
-        self.user_offset: nn.Embedding | None = None
-        if config.category_offset:
-            self.user_offset = nn.Embedding(sizes.n_users * n_cat, config.dim, sparse=True)
-            nn.init.zeros_(self.user_offset.weight)
+        # s_{u,c}: rows only for the (user, category) pairs with training rows (setup); zero, so an
+        # untrained pair adds nothing to p_u (models/pair_table.py).
+        self.user_offset: PairTable | None = PairTable(n_cat, config.dim) if config.category_offset else None
         self.items = BiasedItems(item_emb, config.item_bias, sizes)
         self.register_buffer("alpha_", torch.ones(n_cat))  # relation weights (setup), mean 1 per interaction
 
     def setup(self, bundle: Bundle, categories: Sequence[int] | None = None) -> None:
-        """Relation weights from the training counts of `categories` (None = all); uniform: all ones."""
+        """Offset rows for the training pairs of `categories` (None = all); relation weights from
+        their training counts (uniform: all ones)."""
+        rows = bundle.rows("train", categories)
+        if self.user_offset is not None:
+            users, cats = rows["user"].to_numpy(), rows["category"].to_numpy()
+            self.user_offset.add_keys(pair_keys(users, cats, self.sizes.n_categories))
         if self.config.weights == "uniform":
             return
-        rows = bundle.rows("train", categories)
         counts = np.bincount(rows["category"].to_numpy().astype(np.int64), minlength=self.sizes.n_categories)
         alpha = np.zeros(self.sizes.n_categories)
         nz = counts > 0
@@ -99,7 +103,7 @@ class CMF(BiasedDotModel):
         """'shared': user and item factors; 'specific': the per-category user offsets; 'heads': item biases."""
         # torch types an Embedding's weight as Tensor; it is an nn.Parameter
         shared = [cast(nn.Parameter, self.user_emb.weight), cast(nn.Parameter, self.items.emb.weight)]
-        specific = [cast(nn.Parameter, self.user_offset.weight)] if self.user_offset is not None else []
+        specific = [self.user_offset.weight] if self.user_offset is not None else []
         heads = [self.items.bias] if self.items.bias is not None else []
         return {"shared": shared, "specific": specific, "heads": heads}
 
@@ -107,7 +111,7 @@ class CMF(BiasedDotModel):
         """[B, d] user factors for target categories (an int or [B])."""
         u = self.user_emb(users)
         if self.user_offset is not None:
-            u = u + self.user_offset(users * self.sizes.n_categories + category)
+            u = u + self.user_offset(users, category)
         return u
 
     def loss(self, batch: Batch) -> Tensor:
@@ -119,6 +123,6 @@ class CMF(BiasedDotModel):
             fit = (self.alpha_[batch.category] * pair_loss(c.loss, pos, neg, reduction="none")).mean()
         reg = c.reg * l2_penalty(self.user_emb(batch.users), p, n)
         if self.user_offset is not None:
-            off = self.user_offset(batch.users * self.sizes.n_categories + batch.category)
+            off = self.user_offset(batch.users, batch.category)
             reg = reg + (c.reg + c.offset_reg) * l2_penalty(off)
         return fit + reg

@@ -21,20 +21,11 @@ import torch
 from torch import Tensor
 
 from crossrec.io import CorruptFileError
+from crossrec.models.pair_table import lookup
 
 if TYPE_CHECKING:
     from crossrec.data.bundle import Bundle
     from crossrec.models.crossrec.host import Flagship
-
-
-def lookup(keys: Tensor, query: Tensor) -> tuple[Tensor, Tensor]:
-    """Positions of `query` keys in the sorted `keys` and whether each is there ([B], [B] bool;
-    a missing key's position is 0)."""
-    if len(keys) == 0:
-        return torch.zeros_like(query), torch.zeros(query.shape, dtype=torch.bool, device=query.device)
-    pos = torch.searchsorted(keys, query).clamp_max(len(keys) - 1)
-    found = keys.index_select(0, pos.flatten()).view_as(pos) == query
-    return torch.where(found, pos, torch.zeros_like(pos)), found
 
 
 class UserCategoryPairs:
