@@ -74,14 +74,14 @@ def build(nb: Any) -> dict[str, Any]:  # pragma: no cover - the bodies run compi
         hit_w = np.empty(cap, dtype=np.int32)
         hit_sim = np.empty(cap, dtype=np.float32)
         n_hits = np.zeros(n_b, dtype=np.int64)
-        # One bit per (category, item) that is a candidate: 4 KB per category, in L1, where col_of
-        # (4 bytes per item) is not; col_of is read for the hits alone.
-        words = (col_of.shape[1] + 63) // 64
-        bits = np.zeros((col_of.shape[0], words), dtype=np.uint64)
-        for cc in range(col_of.shape[0]):
-            for j in range(col_of.shape[1]):
-                if col_of[cc, j] >= 0:
-                    bits[cc, j >> 6] |= np.uint64(1) << np.uint64(j & 63)
+        # One bit per item that is a candidate, in cache where col_of (4 bytes per item) is not;
+        # col_of is read for the hits alone. A row walks only its own category's neighbours, so
+        # one table over items serves every row.
+        words = (col_of.shape[0] + 63) // 64
+        bits = np.zeros(words, dtype=np.uint64)
+        for j in range(col_of.shape[0]):
+            if col_of[j] >= 0:
+                bits[j >> 6] |= np.uint64(1) << np.uint64(j & 63)
         leave_out = len(keys) > 0
         step = (n_b + n_chunks - 1) // n_chunks
         for ch in nb.prange(n_chunks):
@@ -100,9 +100,9 @@ def build(nb: Any) -> dict[str, Any]:  # pragma: no cover - the bodies run compi
                     w = table[w_at]
                     for kk in range(nbr_off[h, c], nbr_off[h, c + 1]):
                         j = nbr[h, kk]
-                        if not (bits[c, j >> 6] >> np.uint64(j & 63)) & np.uint64(1):
+                        if not (bits[j >> 6] >> np.uint64(j & 63)) & np.uint64(1):
                             continue
-                        col = col_of[c, j]
+                        col = col_of[j]
                         sim = _similarity(h, kk, j, keys, base + j, lo, end, nbr_co, item_users, shrink)
                         out[r, col] += w * sim
                         if record:

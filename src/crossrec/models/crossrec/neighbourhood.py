@@ -118,14 +118,12 @@ class NeighbourhoodTerm(nn.Module):
         (co(h, j) - 1) / (sqrt(n_h (n_j - 1)) + shrink), as if j were the unseen held-out item.
         """
         n_i, dev = self.n_items, hist.device
-        # Candidate columns by (row category, item): an item scores only in its own category (a
-        # cross-category cell is never read: in-batch softmax masks it), so entries for another
-        # category's candidates are dropped before any per-entry work.
-        n_cat = self.n_categories
-        col_of = torch.full((n_cat, n_i + 1), -1, dtype=torch.int32, device=dev)
-        col_of[self.item_category_[candidates], candidates] = torch.arange(
-            len(candidates), device=dev, dtype=torch.int32
-        )
+        # Each candidate item's column ([n_items + 1], -1: not a candidate). An item scores only in
+        # its own category (a cross-category cell is never read: in-batch softmax masks it), so a
+        # row reads only the neighbours in its own category: one table of O(items) serves every
+        # row, whatever the number of categories.
+        col_of = torch.full((n_i + 1,), -1, dtype=torch.int32, device=dev)
+        col_of[candidates] = torch.arange(len(candidates), device=dev, dtype=torch.int32)
         table = self.weight.unsqueeze(2) * torch.exp(self.recency).unsqueeze(1)  # [n_cat, n_cat + 1, hl]
         if dev.type == "cpu" and self.compiled:  # the same sum, walked row by row (crossrec/kernels/)
             keys = self.train_pairs.keys if leave_out and self.train_pairs is not None else hist.new_zeros(0)
@@ -151,8 +149,9 @@ class NeighbourhoodTerm(nn.Module):
         hr, hl = at // length, at % length
         hv = hist.reshape(-1).index_select(0, at)
         nb = self.nbr_.index_select(0, hv)  # [E, k]
-        base = (category.index_select(0, hr) * (n_i + 1)).unsqueeze(1)
-        col = col_of.view(-1).index_select(0, (base + nb).view(-1)).long()  # [E * k]
+        col = col_of.index_select(0, nb.view(-1)).long()  # [E * k]
+        own = self.item_category_.index_select(0, nb.view(-1)) == category.index_select(0, hr).repeat_interleave(kk)
+        col = torch.where(own, col, torch.full_like(col, -1))  # a neighbour in the row's category only
         q = torch.nonzero(col >= 0).squeeze(1)
         e, k = q // kk, q % kk
         r, l, h = hr.index_select(0, e), hl.index_select(0, e), hv.index_select(0, e)
