@@ -115,15 +115,16 @@ def build(nb: Any) -> dict[str, Any]:  # pragma: no cover - the bodies run compi
         return hit_col, hit_w, hit_sim, n_hits
 
     @jit
-    def neighbourhood_backward(grad_out, n_table, starts, n_hits, hit_col, hit_w, hit_sim, n_chunks):
-        """d table [n_table]: sum over the forward's hits of grad_out[row, column] * cosine, per weight."""
+    def neighbourhood_backward(grad_out, w_lo, n_part, starts, n_hits, hit_col, hit_w, hit_sim, n_chunks):
+        """d table[w_lo : w_lo + n_part] (the weights the rows' categories can touch): sum over the
+        forward's hits of grad_out[row, column] * cosine, per weight."""
         n_b = grad_out.shape[0]
-        part = np.zeros((n_chunks, n_table), dtype=np.float64)
+        part = np.zeros((n_chunks, n_part), dtype=np.float64)
         step = (n_b + n_chunks - 1) // n_chunks
         for ch in nb.prange(n_chunks):
             for r in range(ch * step, min((ch + 1) * step, n_b)):
                 for i in range(starts[r], starts[r] + n_hits[r]):
-                    part[ch, hit_w[i]] += grad_out[r, hit_col[i]] * hit_sim[i]
+                    part[ch, hit_w[i] - w_lo] += grad_out[r, hit_col[i]] * hit_sim[i]
         return part.sum(0).astype(np.float32)
 
     return {"neighbourhood_forward": neighbourhood_forward, "neighbourhood_backward": neighbourhood_backward}

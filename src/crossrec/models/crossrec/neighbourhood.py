@@ -246,6 +246,12 @@ class _Compiled(torch.autograd.Function):
         out = np.zeros((len(hist), m), dtype=np.float32)
         ctx.hits = _walk(term, table, hist, category, users, col_of, keys, out, starts)
         ctx.starts, ctx.n_table = starts, table.numel()
+        # A row of category c reads only c's block of the [n_cat, n_cat + 1, hl] table: the
+        # backward sums into the blocks of the rows' categories alone (one category per call in
+        # training), not into a partial table of every category per thread.
+        block = table.numel() // term.n_categories
+        ctx.w_lo = int(category.min()) * block if len(category) else 0
+        ctx.n_part = (int(category.max()) + 1) * block - ctx.w_lo if len(category) else 0
         return torch.from_numpy(out)
 
     @staticmethod
@@ -254,16 +260,17 @@ class _Compiled(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             col, w_at, sim, n_hits = ctx.hits
             n_b = len(n_hits)
-            grad = torch.from_numpy(
-                kernels.get("neighbourhood_backward")(
-                    grad_out.contiguous().float().numpy(),
-                    ctx.n_table,
-                    ctx.starts,
-                    n_hits,
-                    col,
-                    w_at,
-                    sim,
-                    min(kernels.threads() * 4, max(n_b, 1)),
-                )
+            part = kernels.get("neighbourhood_backward")(
+                grad_out.contiguous().float().numpy(),
+                ctx.w_lo,
+                ctx.n_part,
+                ctx.starts,
+                n_hits,
+                col,
+                w_at,
+                sim,
+                min(kernels.threads() * 4, max(n_b, 1)),
             )
+            grad = torch.zeros(ctx.n_table)
+            grad[ctx.w_lo : ctx.w_lo + ctx.n_part] = torch.from_numpy(part)
         return (grad,) + (None,) * 7
