@@ -6,9 +6,8 @@ pairs, not with users x categories.
 `emb` belongs to key k. A pair without a key reads zero, exactly what its untrained row read in a
 dense zero-initialised table, so scores are the same. `add_keys` (each `setup`, `crossrec update`
 included) adds the pairs of the rows being trained: rows of pairs it had keep their values, new
-pairs start at zero. An artifact
-written with the dense table (`<prefix>weight`, [n_users * n_categories, d]) loads: its non-zero
-rows become the keys.
+pairs start at zero. An artifact written with the dense table (`<prefix>weight`,
+[n_users * n_categories, d]) loads: its non-zero rows become the keys.
 
 Example:
     >>> table = PairTable(n_categories=4, dim=8)                       # doctest: +SKIP

@@ -16,12 +16,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from crossrec.io import CorruptFileError
-from crossrec.models.pair_table import lookup
+from crossrec.models.pair_table import lookup, pair_keys
 
 if TYPE_CHECKING:
     from crossrec.data.bundle import Bundle
@@ -38,8 +37,7 @@ class UserCategoryPairs:
         """Keys of the training split's pairs; the category-specific table re-indexed to them."""
         m = self.model
         train = bundle.split("train")
-        users = train["user"].to_numpy().astype(np.int64)
-        keys = torch.from_numpy(np.unique(users * m.sizes.n_categories + train["category"].to_numpy()))
+        keys = pair_keys(train["user"].to_numpy(), train["category"].to_numpy(), m.sizes.n_categories)
         keys = keys.to(m.pair_keys_.device)
         if m.user_cat_emb is not None:
             self._reindex(keys)
