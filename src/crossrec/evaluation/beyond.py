@@ -72,9 +72,18 @@ class CrossLists:
 
     @classmethod
     def build(
-        cls, model: Any, bundle: Bundle, split: str, k: int, batch_size: int = 1024, mask_seen: bool = True
+        cls,
+        model: Any,
+        bundle: Bundle,
+        split: str,
+        k: int,
+        batch_size: int = 1024,
+        mask_seen: bool = True,
+        users: np.ndarray | None = None,
     ) -> CrossLists:
-        users = np.flatnonzero(np.diff(bundle.csr(split).indptr))
+        """Every category's top-k for `users` (sorted ids; None: every user with a row in `split`)."""
+        if users is None:
+            users = np.flatnonzero(np.diff(bundle.csr(split).indptr))
         device = device_of(model)
         items, scores, cats = [], [], []
         with torch.no_grad(), eval_mode(model):

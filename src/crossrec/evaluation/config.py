@@ -31,6 +31,11 @@ class EvalConfig:
             novelty, intra-list diversity per category, and the exposure each category gets when
             the categories' lists are merged into one ranking (full protocol, all categories).
         beyond_k: (int) list length of the beyond-accuracy columns.
+        beyond_users: (int) the beyond-accuracy pass ranks every item of every category for each
+            user it reads (users x all items), so past this many users it reads a fixed, seeded
+            sample of them (the same at every call; from the `max_users` sample when there is
+            one); 0: every user. Its columns are then estimates over that sample; the accuracy
+            metrics still read every user.
         rerank: (str) "none" or "category_exposure": the merged ranking is re-ranked toward each
             category's share of the interactions (MMR-style; evaluation/beyond.py).
         rerank_weight: (float) the re-ranker's lambda in [0, 1] (0 = no re-ranking).
@@ -50,6 +55,7 @@ class EvalConfig:
     auc: bool = True
     beyond: bool = True
     beyond_k: int = 10
+    beyond_users: int = 50_000
     rerank: str = "none"
     rerank_weight: float = 0.5
     max_users: int = 0
@@ -65,6 +71,8 @@ class EvalConfig:
             raise ConfigError(f"eval.batch_size must be >= 1, got {self.batch_size}")
         if self.max_users < 0:
             raise ConfigError(f"eval.max_users must be >= 0 (0: every user), got {self.max_users}")
+        if self.beyond_users < 0:
+            raise ConfigError(f"eval.beyond_users must be >= 0 (0: every user), got {self.beyond_users}")
         if self.beyond_k < 1:
             raise ConfigError(f"eval.beyond_k must be >= 1, got {self.beyond_k}")
         if self.rerank not in ("none", "category_exposure"):

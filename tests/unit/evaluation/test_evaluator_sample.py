@@ -42,3 +42,32 @@ def test_validation_on_a_sample_trains_and_stops(tiny_bundle):
     model = build("mf", "pooled", {"dim": 8}, Sizes.from_bundle(tiny_bundle))
     result = Trainer(TrainConfig(epochs=3, progress=False, checkpoint=False, valid_users=50)).fit(model, tiny_bundle)
     assert result.epochs_run == 3 and result.best_epoch >= 0 and 0 < result.best_metric <= 1
+
+
+def test_beyond_accuracy_reads_a_fixed_user_sample_past_beyond_users(tiny_bundle, monkeypatch):
+    from crossrec.evaluation import beyond
+
+    torch.manual_seed(0)
+    model = build("mf", "pooled", {"dim": 8}, Sizes.from_bundle(tiny_bundle))
+    read: list[np.ndarray] = []
+    real = beyond.CrossLists.build.__func__
+
+    def spy(cls, *args, **kwargs):
+        lists = real(cls, *args, **kwargs)
+        read.append(lists.users)
+        return lists
+
+    monkeypatch.setattr(beyond.CrossLists, "build", classmethod(spy))
+    all_users = np.flatnonzero(np.diff(tiny_bundle.csr("test").indptr))
+    table = Evaluator(tiny_bundle, EvalConfig(ks=(10,), beyond_users=40), split="test").evaluate(model).table
+    Evaluator(tiny_bundle, EvalConfig(ks=(10,), beyond_users=40), split="test").evaluate(model)
+    Evaluator(tiny_bundle, EvalConfig(ks=(10,), beyond_users=0), split="test").evaluate(model)
+    assert len(read[0]) == 40 and np.isin(read[0], all_users).all() and np.array_equal(read[0], read[1])  # seeded
+    assert np.array_equal(read[2], all_users)  # 0: every user
+    assert table["coverage@10"].drop_nulls().len() > 0  # the columns are there, estimated on the sample
+    # drawn from the max_users sample when there is one
+    ev = Evaluator(tiny_bundle, EvalConfig(ks=(10,), max_users=60, beyond_users=30), split="test")
+    ev.evaluate(model)
+    assert ev.sample is not None and len(read[3]) == 30 and np.isin(read[3], ev.sample).all()
+    with pytest.raises(ConfigError, match="beyond_users"):
+        EvalConfig(beyond_users=-1)
