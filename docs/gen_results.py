@@ -491,7 +491,7 @@ PAGES = {
     "results/speed.md": page_speed,
     "results/serving.md": page_serving,
 }
-IMAGES = {"results/serving_page.png": "serving_page.png"}
+IMAGES = {"results/serving_page.png": "serving_page.png", "results/scale.png": "scale.png"}
 
 
 def rewrite_readme() -> bool:
