@@ -1,7 +1,12 @@
 """Raw canonical tables -> a Bundle: dedupe, k-core, id maps, splits, cold-start slices.
 
-The pipeline runs on polars lazy frames and only materialises integer columns, so tens of
-millions of interactions prepare in a few GB of memory (see benchmarks/bench_prepare.py).
+Two paths give the same Bundle and fingerprint (benchmarks/bench_prepare.py measures both):
+- in memory (the default): the interactions are collected with their raw ids, then filtered, mapped
+  to integer ids and split; tens of millions of rows fit in a few GB.
+- out of core (`prepare.streaming: true`, data/prepare_stream.py): for inputs larger than memory,
+  best a LazyFrame from `pl.scan_parquet`. Two streaming passes over the input (the sorted distinct
+  ids, then every row coded as integers into a temporary Parquet file); the rest runs on integer
+  columns, bucket by bucket of users. Pseudonymisation works there too.
 
 Split strategies (`PrepareConfig.split`):
 - `leave_last_out`: per (user, category), ordered by timestamp, else by the `order` column, else by
@@ -83,20 +88,12 @@ def prepare(
     cfg.validate()
     t0 = time.perf_counter()
     key = key_from_env() if cfg.pseudonymise else None  # before any work: a missing key fails fast
-    df = _read_interactions(interactions, cfg)
-    if key is not None:
-        df = pseudonymise_users(df, key)
-    _check_category_names(df, items)
-    _check_item_categories(df, items)
+    if cfg.streaming:
+        from crossrec.data.prepare_stream import prepare_rows  # imports this module: load it lazily
 
-    if cfg.k_core > 0:
-        df = _k_core(df, cfg.k_core, cfg.k_core_scope)
-        if df.height == 0:
-            raise InputDataError(f"k_core={cfg.k_core} removed every interaction; lower prepare.k_core")
-
-    df, users, items_out, categories = _map_ids(df, items, cfg.keep_unused_items)
-    df = _split_and_protocols(df, cfg, categories)
-    df = df.sort("user", "category", "order", "_row").drop("_row")
+        df, users, items_out, categories = prepare_rows(interactions, items, cfg, key)
+    else:
+        df, users, items_out, categories = _prepare_rows(interactions, items, cfg, key)
     bundle = Bundle(
         interactions=df,
         items=items_out,
@@ -113,10 +110,43 @@ def prepare(
     return bundle
 
 
+def _prepare_rows(
+    interactions: pl.DataFrame | pl.LazyFrame, items: pl.DataFrame | None, cfg: PrepareConfig, key: bytes | None
+) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, list[str]]:
+    """The in-memory path: (interactions with ids, splits and slices; users; items; categories)."""
+    df = _read_interactions(interactions, cfg)
+    if key is not None:
+        df = pseudonymise_users(df, key)
+    _check_category_names(df, items)
+    _check_item_categories(df, items)
+
+    if cfg.k_core > 0:
+        df = _k_core(df, cfg.k_core, cfg.k_core_scope)
+        if df.height == 0:
+            raise InputDataError(f"k_core={cfg.k_core} removed every interaction; lower prepare.k_core")
+
+    df, users, items_out, categories = _map_ids(df, items, cfg.keep_unused_items)
+    df = _split_and_protocols(df, cfg, categories)
+    df = df.sort("user", "category", "order", "_row").drop("_row")
+    return df, users, items_out, categories
+
+
 def _read_interactions(interactions: pl.DataFrame | pl.LazyFrame, cfg: PrepareConfig) -> pl.DataFrame:
-    """The interactions prepare works on: the canonical columns checked, an `order` sort key
-    (timestamp, else the order column, else the source row position) and the source row `_row`,
-    deduplicated per `cfg.dedupe`, collected; an empty table is an error."""
+    """The interactions prepare works on (`_canonical`), deduplicated per `cfg.dedupe`, collected;
+    an empty table is an error."""
+    lf = _canonical(interactions, cfg)
+    if cfg.dedupe != "none":
+        lf = lf.sort("order", "_row").unique(["user", "item"], keep=cfg.dedupe, maintain_order=True)
+
+    df = lf.collect()
+    if df.height == 0:
+        raise DataError("<interactions>", None, None, "at least one interaction")
+    return df
+
+
+def _canonical(interactions: pl.DataFrame | pl.LazyFrame, cfg: PrepareConfig) -> pl.LazyFrame:
+    """The canonical columns checked, lazily: user, item, category, the source row `_row`, [rating,
+    timestamp], [split], and an `order` sort key (timestamp, else the order column, else `_row`)."""
     lf = interactions.lazy() if isinstance(interactions, pl.DataFrame) else interactions
     cols = lf.collect_schema().names()
     for need in ("user", "item", "category"):
@@ -136,15 +166,7 @@ def _read_interactions(interactions: pl.DataFrame | pl.LazyFrame, cfg: PrepareCo
     keep = ["user", "item", "category", "_row"] + [c for c in ("rating", "timestamp") if c in cols]
     if cfg.split == "given":
         keep.append("split")
-    lf = lf.select(*keep, order.alias("order"))
-
-    if cfg.dedupe != "none":
-        lf = lf.sort("order", "_row").unique(["user", "item"], keep=cfg.dedupe, maintain_order=True)
-
-    df = lf.collect()
-    if df.height == 0:
-        raise DataError("<interactions>", None, None, "at least one interaction")
-    return df
+    return lf.select(*keep, order.alias("order"))
 
 
 def _split_and_protocols(df: pl.DataFrame, cfg: PrepareConfig, categories: list[str]) -> pl.DataFrame:
@@ -237,19 +259,43 @@ def _k_core(df: pl.DataFrame, k: int, scope: str) -> pl.DataFrame:
 def _map_ids(
     df: pl.DataFrame, items: pl.DataFrame | None, keep_unused: bool
 ) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, list[str]]:
-    """Raw string ids -> int32 ids. Items are numbered category by category."""
-    categories = sorted(df["category"].unique().to_list())
+    """Raw string ids -> int32 ids (see `_id_tables`); rows keep their order (the random split
+    draws by row position)."""
+    users, item_keys, items_out, categories = _id_tables(
+        df.get_column("user"), df.select("item", "category").unique(), items, keep_unused
+    )
+    df = (
+        df.join(users.rename({"raw_user": "user", "user": "_user"}), on="user", maintain_order="left")
+        .join(item_keys.select("item", "_item", "_cat"), on="item", maintain_order="left")
+        .drop("user", "item", "category")
+        .rename({"_user": "user", "_item": "item", "_cat": "category"})
+    )
+    if "rating" in df.columns:
+        df = df.with_columns(pl.col("rating").cast(pl.Float32))
+    return df, users, items_out, categories
+
+
+def _id_tables(
+    user_values: pl.Series, item_keys: pl.DataFrame, items: pl.DataFrame | None, keep_unused: bool
+) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, list[str]]:
+    """The id maps from the raw user ids and the distinct raw (item, category) pairs that remain:
+    (users: user, raw_user; item_keys: item, category, _item, _cat; the items table; categories).
+    Users are numbered in sorted raw-id order; items category by category, in sorted raw-id order
+    within each."""
+    categories = sorted(item_keys["category"].unique().to_list())
     if items is not None and keep_unused:
         categories = sorted(set(categories) | set(items["category"].unique().to_list()))
     cat_map = pl.DataFrame({"category": categories, "_cat": list(range(len(categories)))}).with_columns(
         pl.col("_cat").cast(pl.Int16)
     )
     users = (
-        df.select(pl.col("user").unique().sort().alias("raw_user"))
+        user_values.unique()
+        .sort()
+        .alias("raw_user")
+        .to_frame()
         .with_row_index("user")
         .with_columns(pl.col("user").cast(pl.Int32))
     )
-    item_keys = df.select("item", "category").unique()
     if items is not None and keep_unused:
         item_keys = pl.concat([item_keys, items.select("item", "category")]).unique()
     item_keys = (
@@ -268,15 +314,7 @@ def _map_ids(
             on="raw_item",
             how="left",
         ).sort("item")
-    df = (
-        df.join(users.rename({"raw_user": "user", "user": "_user"}), on="user")
-        .join(item_keys.select("item", "_item", "_cat"), on="item")
-        .drop("user", "item", "category")
-        .rename({"_user": "user", "_item": "item", "_cat": "category"})
-    )
-    if "rating" in df.columns:
-        df = df.with_columns(pl.col("rating").cast(pl.Float32))
-    return df, users, items_out, categories
+    return users, item_keys, items_out, categories
 
 
 def _slices(df: pl.DataFrame) -> pl.DataFrame:
@@ -300,7 +338,6 @@ def _manifest(
         df.group_by("category", "split")
         .agg(
             pl.len().alias("n"),
-            pl.col("user").n_unique().alias("users"),
             (pl.col("new_to_category")).sum().alias("new_rows"),
             (pl.col("cold_item")).sum().alias("cold_rows"),
         )
@@ -331,6 +368,6 @@ def _manifest(
         "has_ratings": "rating" in df.columns,
         "has_timestamps": "timestamp" in df.columns,
         "counts": counts,
-        "settings": asdict(cfg),
+        "settings": {k: v for k, v in asdict(cfg).items() if k != "streaming"},  # how, not what: same Bundle
         "sources": [{"path": str(p), "sha256": file_sha256(p)} for p in sources],
     }

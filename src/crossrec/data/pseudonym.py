@@ -62,7 +62,7 @@ def pseudonymise_users(df: pl.DataFrame, key: bytes) -> pl.DataFrame:
     mapping = pl.DataFrame({"user": users, "_pseudonym": [pseudonym(u, key) for u in users.to_list()]})
     return (
         df.with_columns(pl.col("user").cast(pl.Utf8))
-        .join(mapping, on="user", how="left")
+        .join(mapping, on="user", how="left", maintain_order="left")
         .drop("user")
         .rename({"_pseudonym": "user"})
         .select(df.columns)

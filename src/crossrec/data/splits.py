@@ -3,7 +3,7 @@ the int8 `split` column, and the one-line refusal of a split that left nothing t
 
 from __future__ import annotations
 
-from typing import cast
+from typing import Any, cast
 
 import polars as pl
 
@@ -35,13 +35,32 @@ def split_rows(df: pl.DataFrame, cfg: PrepareConfig) -> pl.DataFrame:
         )
         return df.with_columns(code.cast(pl.Int8).alias("split"))
     if cfg.split == "temporal":
-        hi = df["order"].quantile(1.0 - cfg.test_ratio, "lower")
-        lo = df["order"].quantile(1.0 - cfg.test_ratio - (cfg.valid_ratio if cfg.valid else 0.0), "lower")
-        code = pl.when(pl.col("order") > hi).then(test).when(pl.col("order") > lo).then(valid).otherwise(train)
-        return df.with_columns(code.cast(pl.Int8).alias("split"))
+        return temporal_split(df, *temporal_cuts(df["order"], cfg))
     # random: shuffle within (user, category) by a seeded key, then cut by rounded counts.
-    key = pl.int_range(pl.len()).shuffle(seed=cfg.seed)
-    df = df.with_columns(key.alias("_key")).sort("user", "category", "_key")
+    return random_split(df.with_columns(pl.int_range(pl.len()).shuffle(seed=cfg.seed).alias("_key")), cfg)
+
+
+def temporal_cuts(order: pl.Series, cfg: PrepareConfig) -> tuple[Any, Any]:
+    """The temporal split's (valid start, test start): rows with `order` above the second go to
+    test, those above the first to valid."""
+    hi = order.quantile(1.0 - cfg.test_ratio, "lower")
+    lo = order.quantile(1.0 - cfg.test_ratio - (cfg.valid_ratio if cfg.valid else 0.0), "lower")
+    return lo, hi
+
+
+def temporal_split(df: pl.DataFrame, lo: Any, hi: Any) -> pl.DataFrame:
+    """Add the `split` column of a temporal cut at (`lo`, `hi`) from `temporal_cuts`."""
+    train, valid, test = SPLIT_CODES["train"], SPLIT_CODES["valid"], SPLIT_CODES["test"]
+    code = pl.when(pl.col("order") > hi).then(test).when(pl.col("order") > lo).then(valid).otherwise(train)
+    return df.with_columns(code.cast(pl.Int8).alias("split"))
+
+
+def random_split(df: pl.DataFrame, cfg: PrepareConfig) -> pl.DataFrame:
+    """Add the random split's `split` column, given each row's seeded shuffle key `_key`: per
+    (user, category), the rows first by key go to test, the next to valid (rounded counts)."""
+    train, valid, test = SPLIT_CODES["train"], SPLIT_CODES["valid"], SPLIT_CODES["test"]
+    group = ["user", "category"]
+    df = df.sort("user", "category", "_key")
     n = pl.len().over(group)
     pos = pl.int_range(pl.len()).over(group)
     n_test = (n * cfg.test_ratio).round().cast(pl.Int64).clip(0, n - 1)
@@ -90,4 +109,4 @@ def check_split(df: pl.DataFrame, cfg: PrepareConfig) -> None:
     raise InputDataError(f"too little data to split: {size}, none for test: {why}")
 
 
-__all__ = ["check_split", "split_rows"]
+__all__ = ["check_split", "random_split", "split_rows", "temporal_cuts", "temporal_split"]
