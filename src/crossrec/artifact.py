@@ -163,6 +163,8 @@ def load_artifact(root: str | Path, device: str = "cpu") -> Artifact:
         raise CorruptFileError(
             f"{root / 'model.safetensors'}: tensors do not fit the model in config.json ({str(e)[:300]})"
         ) from None
+    except CorruptFileError as e:  # a model's own check of its stored layout (e.g. an old pair table)
+        raise CorruptFileError(f"{root / 'model.safetensors'}: {e}") from None
     model.to(device).eval()
     return Artifact(model, spec["name"], spec["mode"], spec["params"], sizes, meta, root)
 

@@ -5,10 +5,11 @@ source domain's user factors to the target domain's on the users active in both,
 user who is cold in the target with the mapped source factors. For N categories every category is
 both a source and a target:
 
-- Per-category MF: user u has one vector u_c per category c (row u * N + c of one table), items one
-  vector v_i each (an item belongs to one category); score(u, i) = <u_c, v_i>, trained with BPR (or
-  BCE / sampled softmax) on each row's own category only, so category c's vectors never see another
-  category's data.
+- Per-category MF: user u has one vector u_c per category c where u has training rows (one row
+  per observed (user, category) pair, models/pair_table.py: memory grows with the pairs, not with
+  users x categories), items one vector v_i each (an item belongs to one category); score(u, i) =
+  <u_c, v_i>, trained with BPR (or BCE / sampled softmax) on each row's own category only, so
+  category c's vectors never see another category's data.
 - Mappings: one MLP f_{s->t} per ordered pair (s, t), s != t (the paper's EMCDR-MLP: tanh hidden
   layers, a linear output; `map_hidden=()` gives the linear EMCDR-LM). All pairs' weights live in
   stacked tensors [N, N, in, out] (the N diagonal slots are unused), so every mapping is evaluated
@@ -21,17 +22,21 @@ both a source and a target:
   gradient); it does under SGD or weight decay. Cost: O(U N^2 h d) per batch for U distinct users
   active in two or more categories, h the widest layer (every pair is evaluated, then masked).
 - Serving category t: a user active in t (training rows in t) keeps their own u_t; a user with no
-  training rows in t gets the mean of f_{s->t}(u_s) over the categories s where they are active;
-  a user active nowhere keeps u_t (nothing to map from).
+  training rows in t (no row for the pair) gets the mean of f_{s->t}(u_s) over the categories s
+  where they are active; a user active nowhere gets the zero vector (nothing to map from; before
+  the pair index they read an untrained random row).
 
-Which users are active where is a [n_users, N] bool buffer built by `setup(bundle, categories)`
-from the training split. Setup adds `categories` (None = all) to the categories the model covers
-(a persistent [N] bool buffer) and rebuilds the activity from the training rows of every covered
-category. So one-category training (single mode) sees only that category, and staged transfer
-(source, then target) keeps the source users' activity when the target stage runs: the target
-stage fits f_{source->target} on the overlapping users, which is the paper's second step. With
-the transfer trainer's `freeze="all_but_heads"` the target stage trains the mappings alone
-("heads" in `parameter_groups`).
+Which users are active where is the pair index (`user_emb.keys_`, the sorted keys u * N + c; a
+pair is active when it has a row), built by `setup(bundle, categories)` from the training split.
+Setup adds `categories` (None = all) to the categories the model covers (a persistent [N] bool
+buffer) and re-indexes the table to the pairs in the training rows of every covered category:
+pairs it had keep their rows, new ones are drawn (`crossrec update` adds its new pairs so). So
+one-category training (single mode) sees only that category, and staged transfer (source, then
+target) keeps the source users' activity when the target stage runs: the target stage fits
+f_{source->target} on the overlapping users, which is the paper's second step. With the transfer
+trainer's `freeze="all_but_heads"` the target stage trains the mappings alone ("heads" in
+`parameter_groups`). An artifact written before the index (a dense table and an `active_`
+[n_users, N] mask) loads with the pairs its mask marks, and scores its active pairs as it did.
 
 Reference: Man et al., "Cross-Domain Recommendation: An Embedding and Mapping Approach",
 IJCAI 2017.
@@ -47,9 +52,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -58,6 +62,7 @@ from crossrec.errors import ConfigError
 from crossrec.models.base import covered_training_rows, register, user_item_tables
 from crossrec.models.category_index import CategoryIndex
 from crossrec.models.losses import l2_penalty, pair_loss
+from crossrec.models.pair_table import PairTable, migrate_masked, pair_keys
 from crossrec.typed import Checked, Size
 
 if TYPE_CHECKING:
@@ -87,7 +92,7 @@ class EMCDR(nn.Module):
     """Per-category MF with source -> target mapping MLPs for users new to a category; two-tower.
 
     Call `setup(bundle, categories)` before scoring (the trainer does): without it no user counts
-    as active anywhere and every user is served their own per-category vector.
+    as active anywhere (there are no user rows) and every user is served the zero vector.
 
     Example:
         >>> m = EMCDR(EMCDRConfig(dim=8, map_hidden=(16,)), sizes); m.setup(bundle)  # doctest: +SKIP
@@ -96,7 +101,6 @@ class EMCDR(nn.Module):
 
     # buffers (nn.Module's attribute lookup cannot type them)
     covered_: Tensor
-    active_: Tensor
     cat_range: Tensor
 
     def __init__(self, config: EMCDRConfig, sizes: Sizes) -> None:
@@ -109,8 +113,9 @@ class EMCDR(nn.Module):
         self.config = c
         self.sizes = sizes
         n_cat = sizes.n_categories
-        # u_c at row u * n_cat + c.
-        self.user_emb, self.item_emb = user_item_tables(sizes.n_users * n_cat, sizes.n_items, c.dim, c.init_std)
+        # u_c: rows for the active (user, category) pairs only, drawn in setup.
+        self.user_emb = PairTable(n_cat, c.dim, init_std=c.init_std)
+        _, self.item_emb = user_item_tables(0, sizes.n_items, c.dim, c.init_std)
         # Mapping MLPs: layer l holds every ordered pair's weights, [N, N, in, out] and [N, N, out].
         widths = [c.dim, *c.map_hidden, c.dim]
         self.map_w = nn.ParameterList()
@@ -119,27 +124,31 @@ class EMCDR(nn.Module):
             w, b = pair_linear_stack(n_cat, fan_in, fan_out)
             self.map_w.append(w)
             self.map_b.append(b)
-        # Data-derived (setup): which categories the model covers, and who is active in which.
+        # Data-derived (setup): which categories the model covers (who is active where: the pair index).
         self.register_buffer("covered_", torch.zeros(n_cat, dtype=torch.bool))  # [N]
-        self.register_buffer("active_", torch.zeros(sizes.n_users, n_cat, dtype=torch.bool))  # [n_users, N]
         self.register_buffer("cat_range", torch.arange(n_cat), persistent=False)
         self.index = CategoryIndex(sizes)
 
     # ------------------------------------------------------------------ data-derived state
     def setup(self, bundle: Bundle, categories: Sequence[int] | None = None) -> None:
-        """Cover `categories` too (None = all) and rebuild who is active where from their training rows."""
-        n_cat = self.sizes.n_categories
+        """Cover `categories` too (None = all); re-index the user rows to the pairs of their training rows."""
         covered, rows = covered_training_rows(bundle, self.covered_, categories)
-        active = np.zeros((self.sizes.n_users, n_cat), dtype=bool)
-        active[rows["user"].to_numpy().astype(np.int64), rows["category"].to_numpy().astype(np.int64)] = True
+        self.user_emb.set_keys(pair_keys(rows["user"].to_numpy(), rows["category"].to_numpy(), self.sizes.n_categories))
         with torch.no_grad():
             self.covered_.copy_(torch.from_numpy(covered))
-            self.active_.copy_(torch.from_numpy(active))
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
+        migrate_masked(state_dict, prefix, "active_", "user_emb", self.sizes.n_users, self.sizes.n_categories)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def active(self, users: Tensor) -> Tensor:
+        """[B, N] whether each user has training rows in each category (a row for the pair)."""
+        return self.user_emb.has(users.unsqueeze(1), self.cat_range)
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """'shared': item factors; 'specific': the per-category user factors; 'heads': the mappings."""
         return {
-            "shared": [self.item_emb.weight],
+            "shared": [cast(nn.Parameter, self.item_emb.weight)],  # torch types an Embedding's weight as Tensor
             "specific": [self.user_emb.weight],
             "heads": [*self.map_w, *self.map_b],
         }
@@ -166,26 +175,29 @@ class EMCDR(nn.Module):
                 x = torch.tanh(x)
         return x
 
-    def _per_category(self, users: Tensor) -> Tensor:
-        """[B, N, d] every category's user vector u_1..u_N."""
-        return self.user_emb(users.unsqueeze(1) * self.sizes.n_categories + self.cat_range)
+    def _per_category(self, users: Tensor) -> tuple[Tensor, Tensor]:
+        """([B, N, d] every category's user vector u_1..u_N, zero where inactive; [B, N] active)."""
+        return self.user_emb.rows(users.unsqueeze(1), self.cat_range)
 
-    def mapped_vectors(self, users: Tensor, category: int) -> tuple[Tensor, Tensor]:
-        """(mean over active sources s != category of f_{s->category}(u_s) [B, d], has a source [B])."""
-        x = self._per_category(users)  # [B, N, d]
+    def _mapped(self, x: Tensor, active: Tensor, category: int) -> tuple[Tensor, Tensor]:
+        """(mean over active sources s != category of f_{s->category}(x_s) [B, d], has a source [B])."""
         m = self._map_to(x, category)  # [B, N, d]
-        w = (self.active_[users] & (self.cat_range != category)).to(m.dtype)  # [B, N]
+        w = (active & (self.cat_range != category)).to(m.dtype)  # [B, N]
         n = w.sum(1)  # [B]
         mapped = (w.unsqueeze(2) * m).sum(1) / n.clamp(min=1.0).unsqueeze(1)
         return mapped, n > 0
 
+    def mapped_vectors(self, users: Tensor, category: int) -> tuple[Tensor, Tensor]:
+        """(mean over active sources s != category of f_{s->category}(u_s) [B, d], has a source [B])."""
+        return self._mapped(*self._per_category(users), category)
+
     # ------------------------------------------------------------------ the contract
 
     def user_vectors(self, users: Tensor, category: int) -> Tensor:
-        own = self.user_emb(users * self.sizes.n_categories + category)  # [B, d]
-        mapped, has_source = self.mapped_vectors(users, category)
-        use_map = has_source & ~self.active_[users, category]  # [B]
-        return torch.where(use_map.unsqueeze(1), mapped, own)
+        x, active = self._per_category(users)  # [B, N, d], [B, N]
+        mapped, has_source = self._mapped(x, active, category)
+        use_map = has_source & ~active[:, category]  # [B]
+        return torch.where(use_map.unsqueeze(1), mapped, x[:, category])  # an inactive pair's own row is zero
 
     def item_vectors(self, category: int) -> Tensor:
         return self.item_emb(self.index[category])  # [n_items(c), d]
@@ -196,16 +208,16 @@ class EMCDR(nn.Module):
     def mapping_loss(self, users: Tensor) -> Tensor:
         """Mean ||f_{s->t}(u_s) - u_t||^2 over the users' (distinct) ordered pairs s != t, both active."""
         users = torch.unique(users)
-        users = users[self.active_[users].sum(1) >= 2]  # only users active in two categories have pairs
-        x = self.user_emb.weight.detach()[users.unsqueeze(1) * self.sizes.n_categories + self.cat_range]
-        a = self.active_[users]  # [U, N]
+        users = users[self.active(users).sum(1) >= 2]  # only users active in two categories have pairs
+        with torch.no_grad():  # both sides detached: the mapping only learns from the MF vectors
+            x, a = self._per_category(users)  # [U, N, d], [U, N]
         valid = a.unsqueeze(2) & a.unsqueeze(1) & (self.cat_range.unsqueeze(1) != self.cat_range)  # [U, s, t]
         sq = (self._map_all(x) - x.unsqueeze(1)).pow(2).sum(-1)  # [U, s, t]
         valid = valid.to(sq.dtype)
         return (sq * valid).sum() / valid.sum().clamp(min=1.0)
 
     def loss(self, batch: Batch) -> Tensor:
-        u = self.user_emb(batch.users * self.sizes.n_categories + batch.category)  # [B, d]
+        u = self.user_emb(batch.users, batch.category)  # [B, d]; every training row's pair has a row
         p = self.item_emb(batch.pos_items)  # [B, d]
         n = self.item_emb(batch.neg_items)  # [B, n_neg, d]
         pos = (u * p).sum(-1)  # [B]

@@ -156,24 +156,30 @@ def test_per_row_losses_average_to_the_batch_loss(loss):
 
 # ---------------------------------------------------------------------- DTCDR
 def test_dtcdr_combinations_at_init(tiny_bundle):
-    users = torch.arange(11)
-    concat = make("dtcdr", {"dim": 8, "combine": "concat"}, tiny_bundle)
-    mean = make("dtcdr", {"dim": 8, "combine": "mean"}, tiny_bundle)
-    maxed = make("dtcdr", {"dim": 8, "combine": "max"}, tiny_bundle)
+    users = torch.arange(40)
+    models = {k: make("dtcdr", {"dim": 8, "combine": k}, tiny_bundle) for k in ("concat", "mean", "max")}
+    for m in models.values():
+        m.setup(tiny_bundle)
     with torch.no_grad():
-        e = concat._user_embeddings(users)  # [B, N, d], identical in all three (same seed)
-        for c in range(tiny_bundle.n_categories):
-            # A tower without hidden layers starts as the identity on the combined embedding
-            # (for concat: the mean of the blocks).
-            torch.testing.assert_close(concat._users(users, c), e.mean(1))
-            torch.testing.assert_close(mean._users(users, c), e.mean(1))
-            torch.testing.assert_close(maxed._users(users, c), e.amax(1))
+        for combine, m in models.items():
+            e, has = m._user_embeddings(users)  # [B, N, d] (zero where the user has no rows), [B, N]
+            assert has.any(1).all() and not has.all(), "users with and without rows in some category"
+            assert torch.equal(e[~has], torch.zeros_like(e[~has]))
+            # over the user's own categories: the zero rows of the others take no part
+            own_max = torch.stack([e[b][has[b]].amax(0) for b in range(len(users))])
+            own_mean = e.sum(1) / has.sum(1, keepdim=True)
+            want = {"concat": own_mean, "mean": own_mean, "max": own_max}[combine]
+            for c in range(tiny_bundle.n_categories):
+                # A tower without hidden layers starts as the identity on the combined embedding
+                # (for concat: the mean of the N blocks, scaled by N / |K_u|: of the user's own).
+                torch.testing.assert_close(m._users(users, c), want)
 
 
 def test_dtcdr_mixed_category_rows_use_their_own_tower():
     sizes = toy_sizes(3)
     torch.manual_seed(0)
     model = DTCDR(DTCDRConfig(dim=4, combine="concat", user_layers=(6,)), sizes)
+    model.user_emb.set_keys(torch.arange(0, 7 * 3, 2))  # rows for every other (user, category) pair
     with torch.no_grad():
         for p in model.parameters():
             p.normal_()

@@ -205,7 +205,7 @@ CAPABILITIES = {
     ("conet", "pooled"): {"HasParameterGroups", "Recommender", "Trainable"},
     ("crossrec", "pooled"): FLAGSHIP,
     ("crossrec[text+id]", "pooled"): FLAGSHIP | {"TrainsEncoder"},  # TextCrossRec: the text tower's class
-    ("dtcdr", "pooled"): {"HasParameterGroups", "Recommender", "Trainable", "TwoTower"},
+    ("dtcdr", "pooled"): {"HasParameterGroups", "HasSetup", "Recommender", "Trainable", "TwoTower"},
     ("emcdr", "pooled"): {"HasParameterGroups", "HasSetup", "Recommender", "Trainable", "TwoTower"},
     ("ials", "pooled"): {"Fittable", "Recommender", "TwoTower"},
     ("itemknn", "pooled"): {"Fittable", "Recommender"},

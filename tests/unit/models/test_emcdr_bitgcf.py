@@ -34,6 +34,18 @@ def train_activity(bundle, categories=None) -> np.ndarray:
     return out
 
 
+def dense_rows(model) -> torch.Tensor:
+    """[n_users, N, d] the per-pair user rows laid out densely (zero where a pair has none)."""
+    n_users, n_cat = model.sizes.n_users, model.sizes.n_categories
+    out = torch.zeros(n_users * n_cat, model.config.dim)
+    out[model.user_emb.keys_] = model.user_emb.weight.detach()
+    return out.view(n_users, n_cat, -1)
+
+
+def activity(model) -> np.ndarray:
+    return model.active(torch.arange(model.sizes.n_users)).numpy()
+
+
 def make(name, bundle, categories=None, **params):
     torch.manual_seed(0)
     base = EMCDR_SMALL if name == "emcdr" else BITGCF_SMALL
@@ -59,12 +71,13 @@ def test_registered_with_config_and_paper():
 # ---------------------------------------------------------------------- EMCDR
 def test_emcdr_setup_marks_activity_and_accumulates_categories(tiny_bundle):
     model = make("emcdr", tiny_bundle, categories=[0])
-    np.testing.assert_array_equal(model.active_.numpy(), train_activity(tiny_bundle, [0]))
+    np.testing.assert_array_equal(activity(model), train_activity(tiny_bundle, [0]))
     model.setup(tiny_bundle, [2])  # a later stage: covers 0 and 2
     assert model.covered_.tolist() == [True, False, True, False]
-    np.testing.assert_array_equal(model.active_.numpy(), train_activity(tiny_bundle, [0, 2]))
+    np.testing.assert_array_equal(activity(model), train_activity(tiny_bundle, [0, 2]))
     model.setup(tiny_bundle)
-    np.testing.assert_array_equal(model.active_.numpy(), train_activity(tiny_bundle))
+    np.testing.assert_array_equal(activity(model), train_activity(tiny_bundle))
+    assert len(model.user_emb.weight) == train_activity(tiny_bundle).sum()  # rows for active pairs only
 
 
 def reference_mapping(model: EMCDR, x: torch.Tensor, s: int, t: int) -> torch.Tensor:
@@ -82,7 +95,7 @@ def test_emcdr_mapped_vector_is_used_exactly_for_inactive_users(tiny_bundle):
     n_cat = tiny_bundle.n_categories
     active = train_activity(tiny_bundle)
     users = torch.arange(tiny_bundle.n_users)
-    table = model.user_emb.weight.detach().view(tiny_bundle.n_users, n_cat, -1)
+    table = dense_rows(model)
     with torch.no_grad():
         for t in range(n_cat):
             got = model.user_vectors(users, t)
@@ -94,7 +107,7 @@ def test_emcdr_mapped_vector_is_used_exactly_for_inactive_users(tiny_bundle):
                     srcs = [s for s in range(n_cat) if s != t and active[u, s]]
                     want = torch.stack([reference_mapping(model, table[u, s], s, t) for s in srcs]).mean(0)
                 else:
-                    want = table[u, t]  # active in t (or active nowhere): the user's own vector
+                    want = table[u, t]  # active in t: the user's own vector (active nowhere: zero)
                 torch.testing.assert_close(got[u], want, rtol=1e-5, atol=1e-6)
             torch.testing.assert_close(model.score(users, t), got @ model.item_vectors(t).T)
 
@@ -112,7 +125,7 @@ def test_emcdr_mapping_loss_matches_reference_and_trains_only_the_mappings(tiny_
     model = make("emcdr", tiny_bundle)
     active = train_activity(tiny_bundle)
     users = torch.tensor([0, 1, 2, 3, 5, 8, 13, 21, 34, 55, 89, 144, 233, 3, 5])  # repeats count once
-    table = model.user_emb.weight.detach().view(tiny_bundle.n_users, tiny_bundle.n_categories, -1)
+    table = dense_rows(model)
     terms = [
         (reference_mapping(model, table[u, s], s, t) - table[u, t]).pow(2).sum()
         for u in sorted(set(users.tolist()))
@@ -138,9 +151,11 @@ def test_emcdr_parameter_groups(tiny_bundle):
 
 # ---------------------------------------------------------------------- BiTGCF
 def dense_graph(model: BiTGCF) -> np.ndarray:
-    n = model.sizes.n_users * model.sizes.n_categories + model.sizes.n_items
-    out = np.zeros((n, n))
+    """The graph over dense node numbers (user node u * N + c, then the items)."""
+    n_nodes, keys = model.sizes.n_users * model.sizes.n_categories, model.user_emb.keys_.numpy()
+    out = np.zeros((n_nodes + model.sizes.n_items,) * 2)
     idx = model.graph_indices_.numpy()
+    idx = np.where(idx < len(keys), keys[np.minimum(idx, len(keys) - 1)], idx - len(keys) + n_nodes)
     out[idx[0], idx[1]] = model.graph_values_.numpy()
     return out
 
@@ -166,7 +181,8 @@ def test_bitgcf_graph_is_one_normalised_graph_per_category(tiny_bundle):
     partial = make("bitgcf", tiny_bundle, categories=[0])
     partial.setup(tiny_bundle, [1, 3])
     np.testing.assert_allclose(dense_graph(partial), reference_graph(tiny_bundle, [0, 1, 3]), rtol=1e-6, atol=1e-7)
-    np.testing.assert_array_equal(partial.active_.numpy(), train_activity(tiny_bundle, [0, 1, 3]))
+    np.testing.assert_array_equal(activity(partial), train_activity(tiny_bundle, [0, 1, 3]))
+    assert len(partial.user_emb.weight) == len(partial.lambda_) == train_activity(tiny_bundle, [0, 1, 3]).sum()
 
 
 @pytest.mark.parametrize("transfer", ["constant", "count"])
@@ -176,7 +192,8 @@ def test_bitgcf_transfer_step_matches_reference(tiny_bundle, transfer):
     active = train_activity(tiny_bundle)
     counts = np.stack([np.diff(tiny_bundle.csr("train", c).indptr) for c in range(n_cat)], 1)
     h = torch.randn(n_users, n_cat, 5, dtype=torch.float64)
-    got = model.transfer(h.float()).double()
+    keys = model.user_emb.keys_
+    got, mean = model.transfer(h.view(-1, 5)[keys].float())  # the pair nodes' rows only
     want = torch.zeros_like(h)
     for u in range(n_users):
         for c in range(n_cat):
@@ -189,18 +206,24 @@ def test_bitgcf_transfer_step_matches_reference(tiny_bundle, transfer):
                 lam = 0.7 if active[u, c] else 0.0
             mix = h[u, others].mean(0) if others else torch.zeros(5, dtype=torch.float64)
             want[u, c] = lam * h[u, c] + (1 - lam) * mix
-    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got.double(), want.view(-1, 5)[keys], rtol=1e-5, atol=1e-5)
+    # what a pair without a node receives (lambda 0, its propagated h zero): the mean of the user's pairs
+    users, lacks = model.owners()[0].numpy(), ~active
+    lacks[~active.any(1)] = False
+    u, c = np.nonzero(lacks)
+    at = np.searchsorted(users, u)
+    torch.testing.assert_close(mean[at].double(), want[u, c], rtol=1e-5, atol=1e-5)
 
 
 def test_bitgcf_on_one_category_is_lightgcn(tiny_bundle):
     """One covered category: no transfer, and the propagation is LightGCN's on that category."""
-    c, n_cat = 1, tiny_bundle.n_categories
+    c = 1
     model = make("bitgcf", tiny_bundle, categories=[c]).eval()
     gcn = build("lightgcn", "pooled", {"dim": 8, "n_layers": 2}, Sizes.from_bundle(tiny_bundle)).eval()
     assert isinstance(gcn, LightGCN)
     gcn.setup(tiny_bundle, [c])
     with torch.no_grad():
-        gcn.user_emb.weight.copy_(model.user_emb.weight.view(tiny_bundle.n_users, n_cat, -1)[:, c])
+        gcn.user_emb.weight.copy_(dense_rows(model)[:, c])
         gcn.item_emb.weight.copy_(model.item_emb.weight)
         users = torch.from_numpy(np.flatnonzero(train_activity(tiny_bundle)[:, c]))
         torch.testing.assert_close(model.score(users, c), gcn.score(users, c), rtol=1e-5, atol=1e-6)
@@ -215,12 +238,12 @@ def test_bitgcf_user_new_to_a_category_gets_the_others_representation(tiny_bundl
     )
     s = int(np.flatnonzero(active[u])[0])
     users = torch.tensor([u])
+    keys = model.user_emb.keys_.tolist()
     with torch.no_grad():
         before = model.user_vectors(users, t)
         assert before.abs().sum() > 0
-        model.user_emb.weight[u * n_cat + t] += 1.0  # no node in t's graph: masked, nothing changes
-        assert torch.equal(model.user_vectors(users, t), before)
-        model.user_emb.weight[u * n_cat + s] += 1.0  # their active category flows into t
+        assert u * n_cat + t not in keys  # no node in t's graph, no row
+        model.user_emb.weight[keys.index(u * n_cat + s)] += 1.0  # their active category flows into t
         assert not torch.allclose(model.user_vectors(users, t), before)
         torch.testing.assert_close(model.score(users, t), model.user_vectors(users, t) @ model.item_vectors(t).T)
 
