@@ -16,6 +16,7 @@ import logging
 import os
 import random
 import shutil
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -62,25 +63,27 @@ def seed_everything(seed: int) -> None:
 class RawData:
     """Canonical raw tables plus the files they came from."""
 
-    interactions: pl.DataFrame
+    interactions: pl.DataFrame | pl.LazyFrame  # lazy: `load_raw(..., lazy)` on a file
     items: pl.DataFrame | None
     sources: tuple[Path, ...]
     image_vectors: tuple[list[str], np.ndarray] | None = None
 
 
-def load_raw(cfg: RunConfig) -> RawData:
-    """Read the configured source: a built-in dataset, or interaction (+ item) files."""
+def load_raw(cfg: RunConfig, lazy: ExitStack | None = None) -> RawData:
+    """Read the configured source: a built-in dataset, or interaction (+ item) files. With `lazy`
+    (`prepare.streaming`), an interaction file is checked in one pass and read as a LazyFrame
+    (data/scan.py) whose temporary files last until `lazy` closes."""
     from crossrec.data import readers
 
     d = cfg.data
-    raw = _load_tables(cfg, readers)
+    raw = _load_tables(cfg, readers, lazy)
     if d.image_vectors is None:
         return raw
     vectors = readers.read_image_vectors(d.image_vectors, limits=d.limits())
     return RawData(raw.interactions, raw.items, raw.sources + (Path(d.image_vectors),), vectors)
 
 
-def _load_tables(cfg: RunConfig, readers: Any) -> RawData:
+def _load_tables(cfg: RunConfig, readers: Any, lazy: ExitStack | None = None) -> RawData:
     d = cfg.data
     if d.dataset == "synthetic":
         from crossrec.data.synthetic import SyntheticConfig, generate
@@ -96,9 +99,13 @@ def _load_tables(cfg: RunConfig, readers: Any) -> RawData:
         return RawData(raw.interactions, raw.items, tuple(raw.sources))
     if d.interactions is None:
         raise ConfigError("set data.dataset (+ data.root) or data.interactions (+ data.items)")
-    inter = readers.read_interactions(
-        d.interactions, from_dict(ColumnMap, d.columns, "data.columns."), d.format, d.sep, limits=d.limits()
-    )
+    columns = from_dict(ColumnMap, d.columns, "data.columns.")
+    if lazy is not None:
+        from crossrec.data.scan import scan_interactions
+
+        inter = lazy.enter_context(scan_interactions(d.interactions, columns, d.format, d.sep, d.limits()))
+    else:
+        inter = readers.read_interactions(d.interactions, columns, d.format, d.sep, limits=d.limits())
     items = (
         readers.read_items(
             d.items, from_dict(ItemColumnMap, d.item_columns, "data.item_columns."), d.format, d.sep, limits=d.limits()
@@ -117,9 +124,9 @@ def prepare_data(cfg: RunConfig) -> Bundle:
     touched); it is locked for the whole run, so a second prepare on it fails as busy.
     """
     cfg.prepare.validate()
-    with claim_output(cfg.data.bundle, "bundle", "data.bundle") as root:
+    with claim_output(cfg.data.bundle, "bundle", "data.bundle") as root, ExitStack() as lazy:
         _check_not_inside(root, cfg)
-        raw = load_raw(cfg)
+        raw = load_raw(cfg, lazy if cfg.prepare.streaming else None)
         bundle = prepare(raw.interactions, raw.items, cfg.prepare, None, raw.sources, raw.image_vectors)
         bundle.save(root, "data.bundle")
     return bundle

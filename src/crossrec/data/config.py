@@ -40,7 +40,7 @@ class PrepareConfig(Checked):
     keep_unused_items: bool = False  # (bool) keep catalogue items that have no interaction at all
     seed: int = 0  # (int) seed of the random split and the cold-start user draw
     pseudonymise: bool = False  # (bool) replace raw user ids by HMAC-SHA256 under the key in $CROSSREC_PSEUDONYM_KEY (never stored; data/pseudonym.py)
-    streaming: bool = False  # (bool) out-of-core prepare (data/prepare_stream.py): two streaming passes over the input, integer columns only in memory; the same Bundle and fingerprint as in memory, and not recorded in the manifest. Memory stays bounded for a lazy input (prepare() given pl.scan_parquet); `crossrec prepare` still reads the files whole first
+    streaming: bool = False  # (bool) out-of-core prepare (data/prepare_stream.py): two streaming passes over the input, integer columns only in memory; the same Bundle and fingerprint as in memory, and not recorded in the manifest. Memory stays bounded for a lazy input: prepare() given pl.scan_parquet, or `crossrec prepare`, which then reads the interaction file lazily with the readers' checks and errors (data/scan.py: Parquet scanned, CSV/TSV/JSONL converted piece by piece to temporary Parquet); the item table is read whole
 
     def validate(self) -> None:
         """What spans fields (each field's own range is declared beside it: `Share`, `Count`)."""

@@ -1,8 +1,9 @@
 """A data file's bytes, in bounded memory, before any parser sees them (data/readers.py): the format
 from the name (`detect_format`), the bytes gunzipped and streamed through `validate.TextScan`
-(`read_bytes`: binary data, over-long lines and gzip bombs are refused while reading), a Parquet
-footer's sizes checked against `Limits` (`check_parquet_sizes`), and the first JSON record's keys
-for error messages (`first_keys_of`)."""
+(`read_bytes`: binary data, over-long lines and gzip bombs are refused while reading; `stream_bytes`:
+the same, handed out block by block for data/scan.py), a Parquet footer's sizes checked against
+`Limits` (`check_parquet_sizes`), and the first JSON record's keys for error messages
+(`first_keys_of`)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import io
 import json
 import typing
 import zlib
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 from crossrec.data import validate as v
@@ -56,40 +58,72 @@ def read_bytes(path: str | Path, fmt: str, sep: str | None, limits: Limits) -> b
     decompressing, for gzip), so binary data and over-long lines are refused in bounded memory
     before the whole file is held."""
     file, name = Path(path), str(path)
-    if file.is_dir():
-        raise DataError(name, None, None, "a data file", "a directory")
-    if not file.exists():
-        raise MissingInputError(f"no such file: {name!r}")
-    scan = None
-    if fmt in TEXT_KINDS:
-        scan = v.TextScan(
-            name, TEXT_KINDS[fmt], sep if fmt != "jsonl" else None, limits.max_line_bytes, limits.max_header_bytes
-        )
+    scan = _open_checks(file, name, fmt, sep, limits)
     try:
         with open(file, "rb") as f:
-            if f.read(2) != b"\x1f\x8b":
-                f.seek(0)
+            if not _gzipped(f, name, fmt):
                 if scan is not None:
                     for block in iter(lambda: f.read(v._CHUNK), b""):
                         scan.feed(block)
                     scan.finish()
                     f.seek(0)
                 return f.read()
-            if not name.lower().endswith(".gz"):
-                got = "gzip-compressed data (name the file .gz to have it decompressed)"
-                raise DataError(name, 1, None, f"{TEXT_KINDS.get(fmt, 'Parquet')} data as the name says", got, 1)
-            f.seek(0)
-            return _gunzip(f, name, scan)
+            return b"".join(_gunzip(f, name, scan))
     except PermissionError:
         raise DataError(name, None, None, "a readable file", "permission denied") from None
     except OSError as e:
         raise DataError(name, None, None, "a readable file", e.strerror or str(e)) from None
 
 
-def _gunzip(f: typing.BinaryIO, name: str, scan: v.TextScan | None) -> bytes:
+def stream_bytes(path: str | Path, fmt: str, sep: str | None, limits: Limits) -> Generator[bytes, None, None]:
+    """`read_bytes` block by block (about `validate._CHUNK` bytes each): the same checks and
+    errors, each block scanned before it is handed out, so memory stays bounded by a block."""
+    file, name = Path(path), str(path)
+    scan = _open_checks(file, name, fmt, sep, limits)
+    try:
+        with open(file, "rb") as f:
+            if _gzipped(f, name, fmt):
+                yield from _gunzip(f, name, scan)
+                return
+            for block in iter(lambda: f.read(v._CHUNK), b""):
+                if scan is not None:
+                    scan.feed(block)
+                yield block
+            if scan is not None:
+                scan.finish()
+    except PermissionError:
+        raise DataError(name, None, None, "a readable file", "permission denied") from None
+    except OSError as e:
+        raise DataError(name, None, None, "a readable file", e.strerror or str(e)) from None
+
+
+def _open_checks(file: Path, name: str, fmt: str, sep: str | None, limits: Limits) -> v.TextScan | None:
+    """Refuse a directory or a missing file; the byte scan a text format goes through (else None)."""
+    if file.is_dir():
+        raise DataError(name, None, None, "a data file", "a directory")
+    if not file.exists():
+        raise MissingInputError(f"no such file: {name!r}")
+    if fmt not in TEXT_KINDS:
+        return None
+    return v.TextScan(
+        name, TEXT_KINDS[fmt], sep if fmt != "jsonl" else None, limits.max_line_bytes, limits.max_header_bytes
+    )
+
+
+def _gzipped(f: typing.BinaryIO, name: str, fmt: str) -> bool:
+    """Whether the open file starts with the gzip magic number (refused unless named .gz); the
+    file is left at its start."""
+    gz = f.read(2) == b"\x1f\x8b"
+    f.seek(0)
+    if gz and not name.lower().endswith(".gz"):
+        got = "gzip-compressed data (name the file .gz to have it decompressed)"
+        raise DataError(name, 1, None, f"{TEXT_KINDS.get(fmt, 'Parquet')} data as the name says", got, 1)
+    return gz
+
+
+def _gunzip(f: typing.BinaryIO, name: str, scan: v.TextScan | None) -> Iterator[bytes]:
     """A gzip stream (maybe several members) decompressed block by block, each block scanned
-    as it comes, so a gzip bomb is refused at its first over-long line."""
-    parts: list[bytes] = []
+    as it comes and then handed out, so a gzip bomb is refused at its first over-long line."""
     d = zlib.decompressobj(16 + zlib.MAX_WBITS)
     buf, inside = f.read(_READ), False  # inside: a member has started and not ended
     try:
@@ -99,7 +133,7 @@ def _gunzip(f: typing.BinaryIO, name: str, scan: v.TextScan | None) -> bytes:
             if part:
                 if scan is not None:
                     scan.feed(part)
-                parts.append(part)
+                yield part
             if d.eof:
                 inside, buf = False, d.unused_data
                 if buf.strip(b"\x00") == b"":  # padding after the last member, as gzip allows
@@ -118,16 +152,15 @@ def _gunzip(f: typing.BinaryIO, name: str, scan: v.TextScan | None) -> bytes:
         raise DataError(name, None, None, "a complete gzip file", v.show(str(e), 100)) from None
     if scan is not None:
         scan.finish()
-    return b"".join(parts)
 
 
-def check_parquet_sizes(data: bytes, file: str, needed: typing.Any, limits: Limits) -> None:
+def check_parquet_sizes(data: bytes | Path, file: str, needed: typing.Any, limits: Limits) -> None:
     """Refuse, from the footer alone, a column chunk that decodes to more than its values may hold
     (`max_cell_bytes` each, plus 1 MiB): a few compressed kilobytes cannot expand into gigabytes
     before the cell check sees them. Memory stays bounded by rows x `max_cell_bytes`."""
     import pyarrow.parquet as pq
 
-    meta = pq.ParquetFile(io.BytesIO(data)).metadata
+    meta = pq.ParquetFile(io.BytesIO(data) if isinstance(data, bytes) else data).metadata
     for g in range(meta.num_row_groups):
         group = meta.row_group(g)
         for j in range(group.num_columns):
@@ -158,4 +191,12 @@ def first_keys_of(data: bytes) -> list[str]:
     return []
 
 
-__all__ = ["FORMATS", "TEXT_KINDS", "check_parquet_sizes", "detect_format", "first_keys_of", "read_bytes"]
+__all__ = [
+    "FORMATS",
+    "TEXT_KINDS",
+    "check_parquet_sizes",
+    "detect_format",
+    "first_keys_of",
+    "read_bytes",
+    "stream_bytes",
+]

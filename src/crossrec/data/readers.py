@@ -228,10 +228,7 @@ def _load(
     file = str(path)
     fmt = detect_format(path, fmt)
     limits = limits or Limits()
-    if fmt in ("csv", "tsv"):
-        sep = sep or ("\t" if fmt == "tsv" else ",")
-        if len(sep) != 1 or sep in ('"', "\n", "\r"):
-            raise ConfigError(f"data.sep={sep!r}; expected one delimiter character (not a quote or newline)")
+    sep = _delimiter(fmt, sep)
     data = read_bytes(path, fmt, sep, limits)
     if not data.strip():
         raise DataError(file, None, None, "at least one data row", "an empty file")
@@ -243,15 +240,21 @@ def _load(
     return _load_csv(data, file, sep, needed, limits), 1
 
 
+def _delimiter(fmt: str, sep: str | None) -> str | None:
+    """A CSV/TSV file's delimiter (`data.sep`, checked; None = "," or tab); `sep` for other formats."""
+    if fmt not in ("csv", "tsv"):
+        return sep
+    sep = sep or ("\t" if fmt == "tsv" else ",")
+    if len(sep) != 1 or sep in ('"', "\n", "\r"):
+        raise ConfigError(f"data.sep={sep!r}; expected one delimiter character (not a quote or newline)")
+    return sep
+
+
 def _load_parquet(data: bytes, file: str, needed: Mapping[str, str] | None, limits: Limits) -> pl.DataFrame:
     """`_load` for Parquet: column names and sizes checked against `limits` before the columns are
     read; `_line` is the row number (from 1)."""
     try:
-        names = list(pl.read_parquet_schema(io.BytesIO(data)))
-        if sum(len(n.encode()) + 1 for n in names) - 1 > limits.max_header_bytes:
-            expected = f"column names of at most {limits.max_header_bytes} bytes together (data.max_header_bytes)"
-            raise DataError(file, None, None, expected, f"{len(names)} columns ({_names(names)})")
-        _check_columns(file, None, names, needed)
+        _check_parquet_names(file, list(pl.read_parquet_schema(io.BytesIO(data))), needed, limits)
         check_parquet_sizes(data, file, needed, limits)
         df = pl.read_parquet(io.BytesIO(data), columns=list(needed) if needed is not None else None)
     except DataError:
@@ -263,6 +266,14 @@ def _load_parquet(data: bytes, file: str, needed: Mapping[str, str] | None, limi
     df = df.with_columns(pl.int_range(1, df.height + 1, dtype=pl.Int64).alias(v.LINE))
     v.check_cells(df, [file], limits.max_cell_bytes)
     return df
+
+
+def _check_parquet_names(file: str, names: list[str], needed: Mapping[str, str] | None, limits: Limits) -> None:
+    """A Parquet file's column names: within `max_header_bytes` together, and the needed ones there."""
+    if sum(len(n.encode()) + 1 for n in names) - 1 > limits.max_header_bytes:
+        expected = f"column names of at most {limits.max_header_bytes} bytes together (data.max_header_bytes)"
+        raise DataError(file, None, None, expected, f"{len(names)} columns ({_names(names)})")
+    _check_columns(file, None, names, needed)
 
 
 def _load_jsonl(

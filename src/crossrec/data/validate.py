@@ -385,17 +385,26 @@ def convert(df: pl.DataFrame, fields: Mapping[str, tuple[str, str]], files: Sequ
     Raises:
         DataError: at the first bad row over all checks (ties: the earlier field).
     """
+    values, checks = convert_exprs(df.schema, fields, files[0])
+    raise_first(df, checks, files)
+    return df.select(*values, *[c for c in (LINE, FILE) if c in df.columns])
+
+
+def convert_exprs(
+    schema: Mapping[str, pl.DataType], fields: Mapping[str, tuple[str, str]], file: str
+) -> tuple[list[pl.Expr], list[tuple[pl.Expr, str, str]]]:
+    """`convert`'s expressions for a table of this schema (also lazy: data/scan.py): the output
+    columns, and the (bad-row mask, source column, expected) checks; raises for a column type."""
     values, checks = [], []
     for out, (src, kind) in fields.items():
         if kind == "const":
             values.append(pl.lit(src, pl.String).alias(out))
             continue
-        value, bad, expected = _parse(kind, out, src, df.schema[src], files[0])
+        value, bad, expected = _parse(kind, out, src, schema[src], file)
         values.append(value.alias(out))
         if bad is not None:
             checks.append((bad, src, expected))
-    raise_first(df, checks, files)
-    return df.select(*values, *[c for c in (LINE, FILE) if c in df.columns])
+    return values, checks
 
 
 def raise_first(df: pl.DataFrame, checks: Sequence[tuple[pl.Expr, str, str]], files: Sequence[str]) -> None:
