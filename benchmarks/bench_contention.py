@@ -67,6 +67,8 @@ def env_for(setup: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "GOMP_SPINCOUNT")}
     if setup == "passive":
         env["OMP_WAIT_POLICY"] = "PASSIVE"
+    if setup.startswith("spin="):  # GOMP_SPINCOUNT: how long an idle OpenMP thread spins before it sleeps
+        env["GOMP_SPINCOUNT"] = setup.split("=", 1)[1]
     return env
 
 
@@ -91,11 +93,11 @@ def epochs(model: str, bundle: Path, jobs: int, setup: str) -> list[dict]:
     return out
 
 
-def contention(bundle: Path, models: list[str], jobs: int) -> list[dict]:
+def contention(bundle: Path, models: list[str], jobs: int, setups: tuple[str, ...] = SETUPS) -> list[dict]:
     rows = []
     for model in models:
         epochs(model, bundle, 1, "default")  # warm: kernels compiled, file cache hot
-        for setup in SETUPS:
+        for setup in setups:
             solo = epochs(model, bundle, 1, setup)[0]["epoch_seconds"]
             together = [r["epoch_seconds"] for r in epochs(model, bundle, jobs, setup)]
             row = {"model": model, "setup": setup, "jobs": jobs, "solo_s": solo, "together_s": together}
@@ -151,14 +153,17 @@ def main() -> None:
     ap.add_argument("--interactions", default="1M")
     ap.add_argument("--jobs", type=int, default=3)
     ap.add_argument("--models", nargs="+", default=["mf", "crossrec"])
+    ap.add_argument("--setups", nargs="+", default=list(SETUPS), help="default | passive | threads=1 | spin=N")
+    ap.add_argument("--keep", help="a folder to keep the generated log in (reused when there)")
     args = ap.parse_args()
     n = count(args.interactions)
     with tempfile.TemporaryDirectory(prefix="bench-contention-") as tmp:
-        root = Path(tmp)
+        root = Path(args.keep or tmp)
         t = time.perf_counter()
-        subprocess.run([sys.executable, "-c", GENERATE, str(root / "log"), str(n), "0"], check=True)
-        print(f"generated and prepared in {time.perf_counter() - t:.0f} s", flush=True)
-        rows = contention(root / "log" / "bundle", args.models, args.jobs)
+        if not (root / "log" / "bundle").exists():
+            subprocess.run([sys.executable, "-c", GENERATE, str(root / "log"), str(n), "0"], check=True)
+            print(f"generated and prepared in {time.perf_counter() - t:.0f} s", flush=True)
+        rows = contention(root / "log" / "bundle", args.models, args.jobs, tuple(args.setups))
         first = first_run(root, n)
     res = {"interactions": n, "rows": rows, "first_run": first}
     write_results("contention", res, markdown(res))
