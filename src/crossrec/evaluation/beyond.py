@@ -80,10 +80,15 @@ class CrossLists:
         batch_size: int = 1024,
         mask_seen: bool = True,
         users: np.ndarray | None = None,
+        max_users: int = 0,
+        seed: int = 0,
     ) -> CrossLists:
-        """Every category's top-k for `users` (sorted ids; None: every user with a row in `split`)."""
+        """Every category's top-k for `users` (sorted ids; None: every user with a row in `split`),
+        or for a seeded draw of `max_users` of them when there are more (0: all)."""
         if users is None:
             users = np.flatnonzero(np.diff(bundle.csr(split).indptr))
+        if 0 < max_users < len(users):
+            users = np.sort(np.random.default_rng(seed).choice(users, max_users, replace=False))
         device = device_of(model)
         items, scores, cats = [], [], []
         with torch.no_grad(), eval_mode(model):

@@ -130,15 +130,6 @@ class Evaluator:
         rng = np.random.default_rng(self.cfg.seed)
         return np.sort(rng.choice(users, self.cfg.max_users, replace=False))
 
-    def _beyond_users(self) -> np.ndarray | None:
-        """The users the beyond-accuracy pass reads (`cfg.beyond_users`, a seeded draw from the
-        `max_users` sample or the split's users), or None for every user of the split."""
-        users = self.sample if self.sample is not None else np.flatnonzero(np.diff(self.bundle.csr(self.split).indptr))
-        if self.cfg.beyond_users == 0 or len(users) <= self.cfg.beyond_users:
-            return self.sample
-        rng = np.random.default_rng(self.cfg.seed + 1)  # not the max_users draw
-        return np.sort(rng.choice(users, self.cfg.beyond_users, replace=False))
-
     def evaluate(self, model: Any, categories: list[int] | None = None) -> EvalResult:
         """Score every unit of the split in `categories` (default: all) and aggregate the metrics."""
         b = self.bundle
@@ -169,10 +160,10 @@ class Evaluator:
         if self.cfg.beyond and self.cfg.protocol == "full" and categories is None and table.height:
             from crossrec.evaluation.beyond import CrossLists, beyond_table
 
-            lists = CrossLists.build(
-                model, b, self.split, self.cfg.beyond_k, self.cfg.batch_size, self.cfg.mask_seen, self._beyond_users()
-            )
-            extra = beyond_table(b, self.split, lists, self.cfg.rerank, self.cfg.rerank_weight)
+            c = self.cfg  # eval.beyond_users: a seeded draw (seed + 1: not max_users') from the users evaluated
+            args = (c.beyond_k, c.batch_size, c.mask_seen, self.sample, c.beyond_users, c.seed + 1)
+            lists = CrossLists.build(model, b, self.split, *args)
+            extra = beyond_table(b, self.split, lists, c.rerank, c.rerank_weight)
             table = table.join(extra, on=["category", "slice"], how="left", maintain_order="left")
         return EvalResult(self.cfg.protocol, self.split, table, config=asdict(self.cfg))
 
