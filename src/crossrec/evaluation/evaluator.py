@@ -20,9 +20,8 @@ Slices (each a mean over its units; empty slices are left out):
 (A unit whose user has no training interaction anywhere falls in neither warm nor
 new_to_category.) The "ALL" category rows average over all units of all evaluated categories.
 
-Ratings: when the bundle has ratings and the model predicts them (`predicts_ratings` is true and it
-has `predict_rating(users, items)`), RMSE and MAE over the split's rated rows are added per
-category and slice (the slice flags of each row).
+Ratings: when the bundle has ratings and the model predicts them (`predicts_ratings`, with
+`predict_rating(users, items)`), RMSE and MAE over the split's rated rows join each category and slice.
 
 The sampled protocol exists only to compare with papers that used it: each (unit, positive) pair
 is ranked among 1 + n_negatives candidates, the negatives drawn uniformly (with replacement) from
