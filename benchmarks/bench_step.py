@@ -4,7 +4,7 @@ flagship's autograd), on one prepared Bundle, with torch.profiler self time by o
 Steps per epoch x milliseconds per step is the epoch arithmetic; the ratio is the flagship's epoch
 over BPR-MF's.
 
-    python benchmarks/bench_step.py --bundle /tmp/sq/10000000/bundle   # writes results/step_<N>.{json,md}
+    python benchmarks/bench_step.py --bundle /tmp/sq/10000000/bundle   # writes results/step.{json,md}
 
 Both use bench_scale.py's training settings (batch 2048, 1 negative, dim 64). The flagship's warm
 start is off here: it sets initial values, not the step's cost.
@@ -142,7 +142,7 @@ def main() -> None:
     for name in ("mf", "crossrec"):
         res[name] = measure(name, bundle, args.steps, args.top)
         print(name, {k: v for k, v in res[name].items() if k != "ops"}, flush=True)
-    write_results(f"step_{res['interactions']}", res, markdown(res))
+    write_results("step", res, markdown(res))
 
 
 if __name__ == "__main__":

@@ -457,6 +457,11 @@ def page_speed() -> str:
         ("time_to_quality", "Time to a good model (`benchmarks/bench_time_to_quality.py`)"),
         ("prepare", "Prepare at scale (`benchmarks/bench_prepare.py`)"),
         ("scale", "Scale: each stage on synthetic logs over 50 categories (`benchmarks/bench_scale.py`)"),
+        *[
+            (p.stem, f"Scale quality, N={int(p.stem.rsplit('_', 1)[1]):,} (`benchmarks/bench_scale_quality.py`)")
+            for p in sorted(RESULTS.glob("scale_quality_*.md"), key=lambda p: int(p.stem.rsplit("_", 1)[1]))
+        ],
+        ("step", "Where a training step's time goes (`benchmarks/bench_step.py`)"),
         ("contention", "Shared cores and compile caches (`benchmarks/bench_contention.py`)"),
         ("gpu_scale", "GPU scale (`benchmarks/bench_gpu.py`)"),
         ("profile", "Where an epoch goes (`benchmarks/bench_profile.py`)"),
@@ -468,6 +473,7 @@ def page_speed() -> str:
 
 # Results a script writes only on hardware this project has not had: what the page says meanwhile.
 UNMEASURED = {
+    "step": "Not run yet: `python benchmarks/bench_step.py --bundle BUNDLE`.",
     "gpu_scale": "**Unmeasured**: no CUDA device has run it yet. On one, "
     "`python benchmarks/bench_gpu.py --sizes 10M 30M` writes `benchmarks/results/gpu_scale.json` "
     "(one flagship and one BPR-MF epoch at 10M and 30M interactions, with peak GPU memory).",
