@@ -159,10 +159,10 @@ class Evaluator:
         if self.cfg.beyond and self.cfg.protocol == "full" and categories is None and table.height:
             from crossrec.evaluation.beyond import CrossLists, beyond_table
 
-            c = self.cfg  # eval.beyond_users: a seeded draw (seed + 1: not max_users') from the users evaluated
-            args = (c.beyond_k, c.batch_size, c.mask_seen, self.sample, c.beyond_users, c.seed + 1)
+            ec = self.cfg  # eval.beyond_users: a seeded draw (seed + 1: not max_users') from the users evaluated
+            args = (ec.beyond_k, ec.batch_size, ec.mask_seen, self.sample, ec.beyond_users, ec.seed + 1)
             lists = CrossLists.build(model, b, self.split, *args)
-            extra = beyond_table(b, self.split, lists, c.rerank, c.rerank_weight)
+            extra = beyond_table(b, self.split, lists, ec.rerank, ec.rerank_weight)
             table = table.join(extra, on=["category", "slice"], how="left", maintain_order="left")
         return EvalResult(self.cfg.protocol, self.split, table, config=asdict(self.cfg))
 
