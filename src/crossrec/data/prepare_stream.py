@@ -43,7 +43,7 @@ import polars as pl
 from crossrec.data import protocols
 from crossrec.data.bundle import SPLIT_CODES
 from crossrec.data.config import PrepareConfig
-from crossrec.data.prepare import _canonical, _check_category_names, _check_item_categories, _id_tables, _slices
+from crossrec.data.prepare_parts import _canonical, _check_category_names, _check_item_categories, _id_tables, _slices
 from crossrec.data.pseudonym import pseudonym
 from crossrec.data.schema import DataError
 from crossrec.data.splits import check_split, random_split, split_rows, temporal_cuts, temporal_split
