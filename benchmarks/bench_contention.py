@@ -5,7 +5,8 @@ start together on this machine, and what a new dataset costs the first time.
   A fair share on a machine with fewer cores than jobs is (jobs / cores) x the solo time at worst;
   the target is <= 3.5x for three jobs on 2 cores. Three set-ups: `default` (every core, OpenMP's
   own waiting: idle threads spin a while before they sleep), `passive` (`OMP_WAIT_POLICY=PASSIVE`:
-  idle threads sleep at once) and `threads=1` (`train.threads: 1`).
+  idle threads sleep at once), `threads=1` (`train.threads: 1`) and, on request, `spin=N`
+  (`GOMP_SPINCOUNT=N`: a short spin, then sleep; torch and numba share torch's libgomp).
 - **First run on a new log**: the wall time of a flagship process on a log it has never seen
   (a different size, so different array shapes) against a rerun on the same log; the compiled
   kernels are specialised on types only, so the new log compiles nothing (target <= 1.2x).
@@ -125,7 +126,8 @@ def markdown(res: dict) -> str:
         f"{res['interactions']:,} synthetic interactions over 30 categories; {cores} cores. One epoch "
         f"alone, then {res['rows'][0]['jobs']} processes started together. `default`: every core, "
         "OpenMP's own waiting (idle threads spin a while first); `passive`: `OMP_WAIT_POLICY=PASSIVE` "
-        "(idle threads sleep at once); `threads=1`: `train.threads: 1`. worst / alone: the slowest "
+        "(idle threads sleep at once); `threads=1`: `train.threads: 1`; `spin=N`: `GOMP_SPINCOUNT=N` "
+        "(idle threads spin N rounds, then sleep). worst / alone: the slowest "
         "of the jobs started together over the same set-up alone; vs default alone: over the "
         "default set-up alone.",
         "",
