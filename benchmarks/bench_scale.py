@@ -9,6 +9,7 @@ every item from the cache), the serving index build, and serving latency (p50/p9
 slope of each stage across sizes says how it grows (1.0: linear); scale.png plots them.
 
     python benchmarks/bench_scale.py --sizes 1M 3M      # writes benchmarks/results/scale.{json,md,png}
+    python benchmarks/bench_scale.py --sizes 10M 30M --keep   # adds sizes to the existing results
 """
 
 from __future__ import annotations
@@ -18,12 +19,13 @@ import json
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, write_results  # noqa: E402
+from common import RESULTS, machine, write_results  # noqa: E402
 from scale_stages import OPTIONS  # noqa: E402
 from scale_stages import STAGES as STAGE_FUNCS  # noqa: E402
 
@@ -49,7 +51,10 @@ def with_prerequisites(stages: list[str]) -> tuple[str, ...]:
     return tuple(s for s in STAGES if s in want)
 
 
-def run(sizes: list[int], stages: tuple[str, ...], options: dict) -> dict[int, dict[str, dict]]:
+def run(
+    sizes: list[int], stages: tuple[str, ...], options: dict, done: Callable[[int, dict[str, dict]], None]
+) -> dict[int, dict[str, dict]]:
+    """Every stage at every size; `done(n, stages)` after each size, so a long run keeps what it has."""
     out: dict[int, dict[str, dict]] = {}
     for n in sizes:
         with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
@@ -61,6 +66,7 @@ def run(sizes: list[int], stages: tuple[str, ...], options: dict) -> dict[int, d
                     raise SystemExit(f"{stage} at {n}: {p.stderr[-2000:]}")
                 out[n][stage] = json.loads(p.stdout.strip().splitlines()[-1])
                 print(n, stage, out[n][stage], flush=True)
+        done(n, out[n])
     return out
 
 
@@ -203,13 +209,28 @@ def _values(res: dict[int, dict[str, dict]], stage: str, key: str) -> list[float
     return [float(v) for v in got] if all(isinstance(v, int | float) for v in got) else []
 
 
-def markdown(res: dict[int, dict[str, dict]], options: dict) -> str:
+def markdown(res: dict[int, dict[str, dict]], options: dict, measured_on: dict[str, dict] | None = None) -> str:
     sizes = sorted(res)
+    where = measured_on or {}
     lines = [
         "# Scale (benchmarks/bench_scale.py)",
         "",
         "Synthetic logs over 50 categories (users N/10, items N/50); each stage in its own process.",
         "Slopes are log-log across the sizes: 1.0 grows linearly in N.",
+        *(
+            [
+                "Measured: "
+                + "; ".join(
+                    f"N={n:,} at {where[str(n)].get('commit', '?')}, {where[str(n)].get('date', '?')}, "
+                    f"{where[str(n)].get('cpu_count', '?')} cores"
+                    for n in sizes
+                    if str(n) in where
+                )
+                + "."
+            ]
+            if where
+            else []
+        ),
         "",
         *main_table(res, options),
         "",
@@ -277,13 +298,37 @@ def main() -> None:
         help="most titles encoded cold (a seeded sample; 0: every item); the cached call reads every item",
     )
     ap.add_argument("--requests", type=int, default=OPTIONS["requests"], help="serving requests timed")
+    ap.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the sizes of the existing results/scale.json that this run does not measure (same options only)",
+    )
     args = ap.parse_args()
     sizes = [count(s) for s in args.sizes]
     options = {"valid_users": args.valid_users, "text_max_items": args.text_max_items, "requests": args.requests}
-    res = run(sizes, with_prerequisites(args.stages), options)
-    data = {"sizes": sizes, "options": options, "results": {str(n): r for n, r in res.items()}}
-    write_results("scale", data, markdown(res, options))
-    plot(res, RESULTS / "scale.png")
+    res: dict[int, dict[str, dict]] = {}
+    measured_on: dict[str, dict] = {}
+    if args.keep and (RESULTS / "scale.json").exists():
+        old = json.loads((RESULTS / "scale.json").read_text())
+        if old["options"] != options:
+            raise SystemExit(f"--keep: results/scale.json was measured with {old['options']}, not {options}")
+        res = {int(n): r for n, r in old["results"].items() if int(n) not in sizes}
+        measured_on = {n: old.get("measured_on", {}).get(n, old["machine"]) for n in map(str, res)}
+
+    def done(n: int, stages: dict[str, dict]) -> None:
+        res[n] = stages
+        measured_on[str(n)] = machine()
+        order = sorted(res)
+        data = {
+            "sizes": order,
+            "options": options,
+            "results": {str(k): res[k] for k in order},
+            "measured_on": {str(k): measured_on[str(k)] for k in order},
+        }
+        write_results("scale", data, markdown({k: res[k] for k in order}, options, data["measured_on"]))
+        plot(res, RESULTS / "scale.png")
+
+    run(sizes, with_prerequisites(args.stages), options, done)
 
 
 if __name__ == "__main__":
