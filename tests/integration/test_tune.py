@@ -155,7 +155,7 @@ def test_killed_mid_trial_resumes_without_losing_or_duplicating_a_trial(tmp_path
                 "eval": {"ks": [10]},
                 "seeds": [0],
                 "out": str(tmp_path / "exp"),
-                "train": {"epochs": 8, "patience": 0, "batch_size": 1024, "progress": False, "checkpoint": False},
+                "train": {"epochs": 40, "patience": 0, "batch_size": 1024, "progress": False, "checkpoint": False},
                 "models": [
                     {
                         "label": "mf",
@@ -174,7 +174,7 @@ def test_killed_mid_trial_resumes_without_losing_or_duplicating_a_trial(tmp_path
     while time.time() < deadline and (1, "RUNNING") not in _states(db):
         assert proc.poll() is None, proc.stdout.read().decode()
         time.sleep(0.1)
-    time.sleep(1.0)  # well inside trial 1
+    time.sleep(0.3)  # well inside trial 1 (40 epochs)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert (1, "RUNNING") in _states(db)  # killed mid-trial

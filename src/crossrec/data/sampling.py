@@ -36,7 +36,12 @@ class TrainSampler:
         resample_rounds: redraw rounds for negatives that are training positives.
         rank, world: multi-process training: every process draws the same global batches (same
             seed) and yields rows `rank::world` of each (all of a batch smaller than `world`).
+
+    The negatives are drawn for CHUNK_BATCHES batches at a time (one vectorised call instead of
+    one per batch); iterating and `epoch_chunks` give the same rows, negatives and batches.
     """
+
+    CHUNK_BATCHES = 64
 
     def __init__(
         self,
@@ -109,22 +114,41 @@ class TrainSampler:
             todo = todo[self._is_seen(u.index_select(0, todo), neg.index_select(0, todo))]
         return neg.view(shape)
 
-    def __iter__(self) -> Iterator[Batch]:
+    def _chunks(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """The shuffled epoch in chunks of CHUNK_BATCHES whole batches: (row indices, users,
+        categories, negatives), the negatives of a chunk drawn in one vectorised call."""
         perm = torch.randperm(len(self.users), generator=self.generator)
-        for i in range(0, len(perm), self.batch_size):
-            idx = perm[i : i + self.batch_size]
+        step = self.batch_size * self.CHUNK_BATCHES
+        for i in range(0, len(perm), step):
+            idx = perm[i : i + step]
             users, cats = self.users.index_select(0, idx), self.category.index_select(0, idx)
-            neg = self.sample_negatives(users, cats)
-            if self.world > 1 and len(idx) >= self.world:  # this process's share of the global batch
-                mine = torch.arange(self.rank, len(idx), self.world)
-                idx, users, cats, neg = idx[mine], users[mine], cats[mine], neg[mine]
-            yield Batch(
-                users=users,
-                pos_items=self.items.index_select(0, idx),
-                neg_items=neg,
-                category=cats,
-                ratings=None if self.ratings is None else self.ratings.index_select(0, idx),
-            )
+            yield idx, users, cats, self.sample_negatives(users, cats).contiguous()
+
+    def epoch_chunks(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """One epoch as (users, positives, negatives [n, n_negatives]) chunks of CHUNK_BATCHES
+        whole batches: exactly the rows, negatives and batch boundaries that iterating yields, for
+        a step that takes many batches per call (training/fused.py). One process only."""
+        if self.world > 1:
+            raise ValueError("epoch_chunks draws for one process (world 1)")
+        for idx, users, _, neg in self._chunks():
+            yield users, self.items.index_select(0, idx), neg
+
+    def __iter__(self) -> Iterator[Batch]:
+        for idx, users, cats, neg in self._chunks():
+            pos = self.items.index_select(0, idx)
+            ratings = None if self.ratings is None else self.ratings.index_select(0, idx)
+            for i in range(0, len(idx), self.batch_size):
+                end = min(i + self.batch_size, len(idx))
+                rows: slice | torch.Tensor = slice(i, end)
+                if self.world > 1 and end - i >= self.world:  # this process's share of the global batch
+                    rows = torch.arange(i + self.rank, end, self.world)
+                yield Batch(
+                    users=users[rows],
+                    pos_items=pos[rows],
+                    neg_items=neg[rows],
+                    category=cats[rows],
+                    ratings=None if ratings is None else ratings[rows],
+                )
 
 
 class KeySet:

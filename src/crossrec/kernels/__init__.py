@@ -4,7 +4,8 @@ machine pays a few seconds); each releases the GIL and spreads rows over `torch.
 threads, each thread owning whole output rows (no locks, no atomics).
 
 - `bpr.py`: `bpr_step`, BPR-MF's training step, gradient and row-wise Adagrad/SGD update in one
-  pass per row (training/fused.py, `train.fused`).
+  pass per row (training/fused.py, `train.fused`); `bpr_adam_batches`, BPR-MF's default lazy-Adam
+  step over many batches per call (training/fused.py, `adam_epoch`).
 - `neighbourhood.py`: the flagship's neighbourhood term (models/crossrec/neighbourhood.py) without
   materialising its B x L x k entries, forward and backward.
 - `attention.py`: the flagship's history attention pooling (models/crossrec/encoder.py) read

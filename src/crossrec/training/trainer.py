@@ -72,7 +72,7 @@ from crossrec.training.callbacks import (  # noqa: F401  (TrainResult: named her
 from crossrec.training.config import TrainConfig
 from crossrec.training.optim import Optimizers
 from crossrec.training.picks import pick_tools
-from crossrec.training.steps import AdversarialStep, pick_step
+from crossrec.training.steps import AdversarialStep, ManualStep, pick_step
 from crossrec.typed import ConfigError
 
 log = logging.getLogger(__name__)
@@ -276,7 +276,14 @@ class Trainer:
         epoch_t0 = time.perf_counter()
         step = pick_step(model, opts, self.cfg, epoch)
         total, adv_total, n = 0.0, 0.0, 0
-        for batch in self._progress(run.sampler, epoch):
+        whole = None
+        if type(step) is ManualStep and not step.fused:  # the default step: its whole-epoch form where one exists
+            whole = fused.adam_epoch(model, opts.sparse, self.device, collectives.world_size())
+        if whole is not None:
+            total, n = whole(run.sampler, lambda chunks, count: self._progress(chunks, epoch, count))
+            opts.zero_grad()
+            opts.step()  # no gradients, so no update: the LR schedulers' check that a step came before theirs
+        for batch in () if whole is not None else self._progress(run.sampler, epoch):
             batch = batch.to(self.device)
             loss, adv = step(batch)
             total += float(loss) * len(batch)
@@ -307,13 +314,17 @@ class Trainer:
         model.eval()
 
     # ------------------------------------------------------------------ helpers
-    def _progress(self, sampler: TrainSampler, epoch: int) -> Any:
-        batches = Prefetch(sampler) if self.cfg.prefetch else sampler
+    def _progress(self, items: Any, epoch: int, total: int | None = None) -> Any:
+        """`items` (the sampler's batches, or the chunks of a whole-epoch step with their count) under
+        the epoch's progress bar."""
+        if isinstance(items, TrainSampler):
+            total = len(items)
+            items = Prefetch(items) if self.cfg.prefetch else items
         if not self.cfg.progress or not collectives.is_main():  # one bar, rank 0's
-            return batches
+            return items
         from tqdm.auto import tqdm
 
-        return tqdm(batches, total=len(sampler), desc=f"epoch {epoch}", leave=False, mininterval=1.0)
+        return tqdm(items, total=total, desc=f"epoch {epoch}", leave=False, mininterval=1.0)
 
 
 class Checkpoints:
