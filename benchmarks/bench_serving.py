@@ -103,21 +103,22 @@ async def _get(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path:
     return int(lines[0].split()[1])
 
 
-async def load(users: list[str], clients: int, seconds: float) -> dict:
+async def load(users: list[str], clients: int, seconds: float, category: str = "big") -> dict:
     """`clients` closed-loop clients, one keep-alive connection each, for `seconds`."""
     lat: list[float] = []
     errors = 0
     stop = time.perf_counter() + seconds
     rng = np.random.default_rng(clients)
+    port = PORT  # read when called: bench_serving_workers.py sets it
 
     async def client() -> None:
         nonlocal errors
-        reader, writer = await asyncio.open_connection("127.0.0.1", PORT)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
         try:
             while time.perf_counter() < stop:
                 u = users[int(rng.integers(len(users)))]
                 t0 = time.perf_counter()
-                status = await _get(reader, writer, f"/recommend?user={u}&category=big&k=10")
+                status = await _get(reader, writer, f"/recommend?user={u}&category={category}&k=10")
                 lat.append(time.perf_counter() - t0)
                 errors += status != 200
         finally:

@@ -271,7 +271,7 @@ Tables are NDCG@10 with full ranking inside the target category unless they say 
 | [Single-category baselines](baselines.md) | the foundation models on both shared datasets |
 | [Item text](text.md) | the text+id flagship, cold items, zero-shot categories, the option grids |
 | [Speed](speed.md) | evaluation, training epochs, profiles, time to a good model, prepare at scale |
-| [Serving](serving.md) | exactness of the index and load on one process |
+| [Serving](serving.md) | exactness of the index, load on one process and on several |
 
 ## Headline: the tuned comparison
 
@@ -481,9 +481,15 @@ UNMEASURED = {
 
 
 def page_serving() -> str:
+    workers = (
+        "\n\n## Several server processes (benchmarks/bench_serving_workers.py)\n\n" + bench_md("serving_workers")
+        if (RESULTS / "serving_workers.md").exists()
+        else ""
+    )
     return (
         "# Serving\n\n`python benchmarks/bench_serving.py --users 50000`\n\n"
         + bench_md("serving")
+        + workers
         + "\n\n## The web page\n\n![the serving web page](serving_page.png)\n"
     )
 

@@ -62,6 +62,12 @@ class ServeConfig(Checked):
     port: Annotated[int, Bounds(ge=1, le=65535)] = 8000  # (int) port to listen on
     api_key_env: str = "CROSSREC_API_KEY"  # (str) environment variable holding the API key of the write and admin endpoints (unset: they refuse)
     max_body_bytes: Size = 65_536  # (int) largest request body accepted
+    workers: Size = (
+        1  # (int) server processes sharing the port and the store; each holds the model (its memory times n)
+    )
+    follow_ms: Annotated[float, Bounds(ge=0.0, le=60_000.0)] = (
+        250.0  # (float) how often each server process applies the items and feedback that others stored, 0..60000 ms (0: never; then only one process sees its own writes)
+    )
 
     def validate(self) -> None:
         """Nothing spans fields here: each field's range is declared beside it and checked when
@@ -207,6 +213,13 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             # The file's model options were written for another model: keep only name/mode.
             data = dict(data, model={k: v for k, v in file_model.items() if k in ("name", "mode")})
         data = merge_dicts(data, over)
+    cfg = from_dict(RunConfig, data, hook=model_spec_hook)
+    validate_run_config(cfg)
+    return cfg
+
+
+def run_config_from_dict(data: dict[str, Any]) -> RunConfig:
+    """A RunConfig from `to_dict`'s output (a server process gets its run's config this way)."""
     cfg = from_dict(RunConfig, data, hook=model_spec_hook)
     validate_run_config(cfg)
     return cfg

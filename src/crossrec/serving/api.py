@@ -29,7 +29,12 @@ bounded.
 limit are a plain ASGI middleware (no per-request task or body copy).
 
 Reload builds the new service first and then swaps one reference: a request in flight finishes on
-the service it started with.
+the service it started with. It reloads the process that answers it: with several server processes
+(`serve.workers`), restart the server to move them all to a new version.
+
+Several server processes (`crossrec serve --serve.workers N`) share the port and the store; each
+applies the items and feedback that the others stored every `serve.follow_ms` (a thread started
+with the server), and `/health` names the process that answered (`worker`: its pid).
 
 Example:
     >>> app = create_app(lambda: Service(load_artifact(out), bundle), ServeConfig())   # doctest: +SKIP
@@ -244,7 +249,12 @@ def create_app(load: Callable[[], Service], cfg: ServeConfig = ServeConfig(), ap
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        stop = threading.Event()
+        follower = _follow(app, cfg.follow_ms, stop)
         yield
+        stop.set()
+        if follower is not None:
+            follower.join(timeout=10)
         batcher.close()
 
     app = FastAPI(title="crossrec", version="1", description="Cross-category recommendations, live.", lifespan=lifespan)
@@ -271,6 +281,28 @@ def create_app(load: Callable[[], Service], cfg: ServeConfig = ServeConfig(), ap
     _read_routes(app, cfg, service, metrics, batcher)
     _write_routes(app, load, service, refusal)
     return app
+
+
+def _follow(app: FastAPI, every_ms: float, stop: threading.Event) -> threading.Thread | None:
+    """A thread that applies what other server processes stored (`Service.sync`) every `every_ms`
+    while the server runs, to the service of the moment (a reload swaps it)."""
+    if every_ms <= 0:
+        return None
+
+    def loop() -> None:
+        try:
+            app.state.service.warm()
+        except Exception:  # the encoder cannot load: an item added later says so on its own request
+            log.exception("loading the text encoder failed")
+        while not stop.wait(every_ms / 1000):
+            try:
+                app.state.service.sync()
+            except Exception:  # a locked or damaged store: say so and try again next time
+                log.exception("applying the store's new rows failed")
+
+    thread = threading.Thread(target=loop, name="crossrec-store-follower", daemon=True)
+    thread.start()
+    return thread
 
 
 # the API-key check: the X-API-Key header -> None (accepted) or the (status, detail) to refuse with
@@ -323,7 +355,7 @@ def _read_routes(
 
     @app.get("/health")
     def health(svc: Service = Depends(service)) -> dict[str, Any]:
-        return {"status": "ok", "model_version": svc.version, "categories": svc.categories}
+        return {"status": "ok", "model_version": svc.version, "categories": svc.categories, "worker": os.getpid()}
 
     @app.get("/metrics", response_class=PlainTextResponse)
     def prometheus(svc: Service = Depends(service)) -> str:

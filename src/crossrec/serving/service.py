@@ -26,6 +26,12 @@ feedback gets the category's most popular items. Every answer says which path se
 items, from any category, with the largest contribution to its score: the flagship's own terms
 (`contributions`), or for other two-tower models the cosine of item vectors (serving/explain.py).
 
+**Several processes, one store.** With a store, items and feedback reach the service's memory only
+through it (`sync`): a write is stored, then every row stored since the last applied one is
+applied, this process's and other processes' alike, once each and in the order stored. Server
+processes sharing the store (`serve.workers`) call `sync` every `serve.follow_ms`, so what one of
+them is told, the others serve within that time.
+
 Errors are `ServingError`s that name the request field and carry an HTTP status (404 for an unknown
 user, item or category; 409 for what the served model cannot do; 422 for a bad value; 503, field
 `model`, when the model's scores for a request are not finite: NaN or infinite weights rank nothing,
@@ -34,6 +40,7 @@ so no list is answered from them).
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 import threading
@@ -68,6 +75,7 @@ from crossrec.serving.index import ItemIndex
 from crossrec.serving.store import Store, StoreError
 
 EVENT = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+log = logging.getLogger(__name__)
 
 
 class Service(Explanations):
@@ -128,24 +136,49 @@ class Service(Explanations):
                 if isinstance(self.view, Explains)
                 else []
             )
-        if store is not None:
-            self._replay(store)
+        self._sync_lock = threading.Lock()
+        self._applied = (0, 0)  # the store's last item row and feedback id applied here
+        self.sync(at_start=True)
 
-    # ------------------------------------------------------------------ set-up
-    def _replay(self, store: Store) -> None:
-        """The items added and the feedback given while serving earlier, from the store."""
-        for row in store.items():
-            if row["category"] not in self._cat:  # a store shared with, or kept from, other data
-                where = getattr(store, "path", "the store")
-                raise StoreError(
-                    f"{where}: item {str(row['item'])[:60]!r} is in category "
-                    f"{str(row['category'])[:60]!r}, which the served model does not have; "
-                    "serve with the store of this model (serve.store)"
-                )
-            self._insert_item(row["item"], self._cat[row["category"]], row["title"], row["description"], row["image"])
-        for user, item, _, _ in store.all_feedback():
-            if item in self._items:
-                self._feedback[user].append(self._items[item])
+    # ------------------------------------------------------------------ the store
+    def warm(self) -> None:
+        """Load the text encoder now (a model that reads item text), so that the first item added
+        or followed from the store does not wait for it."""
+        if self.reads_text and self._text_model is None:
+            from crossrec.encoders.text import load_text_model
+
+            self._text_model = load_text_model(self.encoder)
+
+    def sync(self, at_start: bool = False) -> int:
+        """Apply what the store holds beyond what this service has applied: the items added and
+        the feedback given, by this process or by any other sharing the store (`serve.workers`;
+        each applies the others' writes every `serve.follow_ms`). At start that is everything
+        stored while serving earlier. Returns the rows applied (0 without a store)."""
+        if self.store is None:
+            return 0
+        with self._sync_lock:
+            items, feedback = self.store.changes_after(*self._applied)
+            for row_id, row in items:
+                if row["category"] in self._cat:
+                    self._insert_item(
+                        row["item"], self._cat[row["category"]], row["title"], row["description"], row["image"]
+                    )
+                else:  # a store shared with, or kept from, other data
+                    problem = (
+                        f"{getattr(self.store, 'path', 'the store')}: item {str(row['item'])[:60]!r} is in category "
+                        f"{str(row['category'])[:60]!r}, which the served model does not have; "
+                        "serve with the store of this model (serve.store)"
+                    )
+                    if at_start:
+                        raise StoreError(problem)
+                    log.warning(problem)
+                self._applied = (row_id, self._applied[1])
+            with self._lock:
+                for fid, user, item in feedback:
+                    if item in self._items:
+                        self._feedback[user].append(self._items[item])
+                    self._applied = (self._applied[0], fid)
+            return len(items) + len(feedback)
 
     @property
     def _indexable(self) -> bool:
@@ -435,10 +468,13 @@ class Service(Explanations):
         if not np.isfinite(timestamp) or timestamp < 0:
             raise ServingError(f"timestamp={timestamp}; expected seconds since the epoch", "timestamp")
         key = self._key(user)
-        fid = self.store.add_feedback(key, item, event, float(timestamp)) if self.store is not None else 0
-        with self._lock:
-            self._feedback[key].append(i)
-        return {"id": fid, "stored": self.store is not None}
+        if self.store is None:
+            with self._lock:
+                self._feedback[key].append(i)
+            return {"id": 0, "stored": False}
+        fid = self.store.add_feedback(key, item, event, float(timestamp))
+        self.sync()  # applied through the store, as another process's feedback is: once, in order
+        return {"id": fid, "stored": True}
 
     def add_item(
         self,
@@ -473,12 +509,18 @@ class Service(Explanations):
             )
         if self.store is not None:
             self.store.add_item(item, category, title, description, image_vector)
-        self._insert_item(item, c, title, description, image_vector)
+            self.sync()  # applied through the store, as another process's item is
+        else:
+            self._insert_item(item, c, title, description, image_vector)
         return {"item": item, "category": category, "live": True}
 
     def _insert_item(self, item: str, c: int, title: str, description: str | None, image: list[float] | None) -> None:
+        """Make an item recommendable from its text (an id already known is left as it is: two
+        processes sharing a store may both have added it)."""
         from crossrec.encoders.text import encode_texts, item_texts, load_text_model
 
+        if item in self._items:
+            return
         if self._text_model is None:
             self._text_model = load_text_model(self.encoder)
         row = pl.DataFrame({"item": [0], "category": [c], "title": [title], "description": [description or ""]})
@@ -487,6 +529,8 @@ class Service(Explanations):
             np.asarray(encode_texts(text, self.encoder, progress=False, model=self._text_model).vectors[0])
         )
         with self._lock:
+            if item in self._items:
+                return
             i = len(self._raw_items)
             self._raw_items.append(item)
             self._titles.append(title)

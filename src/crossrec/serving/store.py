@@ -6,7 +6,10 @@ the server. One writer at a time (a lock in the process; SQLite's own lock acros
 readers never block it. The schema is versioned (`PRAGMA user_version`): a database written by a
 newer crossrec is refused, an older one is migrated forward.
 
-The `Store` protocol is what the service needs; a PostgreSQL store would implement the same five
+Several server processes (`serve.workers`) share one store: each applies what the others wrote
+by reading the rows after the last ones it applied (`changes_after`; serving/service.py `sync`).
+
+The `Store` protocol is what the service needs; a PostgreSQL store would implement the same six
 methods.
 
 Example:
@@ -52,6 +55,9 @@ class Store(Protocol):
         self, item: str, category: str, title: str, description: str | None, image: list[float] | None
     ) -> None: ...
     def items(self) -> list[dict[str, Any]]: ...
+    def changes_after(
+        self, item_row: int, feedback_id: int
+    ) -> tuple[list[tuple[int, dict[str, Any]]], list[tuple[int, str, str]]]: ...
 
 
 class SQLiteStore:
@@ -119,10 +125,37 @@ class SQLiteStore:
         rows = self._db.execute(
             "SELECT item, category, title, description, image FROM items ORDER BY added, rowid"
         ).fetchall()
-        return [
-            {"item": i, "category": c, "title": t, "description": d, "image": json.loads(img) if img else None}
-            for i, c, t, d, img in rows
-        ]
+        return [_item_row(*r) for r in rows]
+
+    def changes_after(
+        self, item_row: int, feedback_id: int
+    ) -> tuple[list[tuple[int, dict[str, Any]]], list[tuple[int, str, str]]]:
+        """What was stored after a point, by any process: the items with a row number above
+        `item_row`, as (row number, item), and the feedback with an id above `feedback_id`, as
+        (id, user, item), each in the order written. One read transaction: a consistent snapshot."""
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                items = self._db.execute(
+                    "SELECT rowid, item, category, title, description, image FROM items WHERE rowid > ? ORDER BY rowid",
+                    (item_row,),
+                ).fetchall()
+                feedback = self._db.execute(
+                    "SELECT id, user, item FROM feedback WHERE id > ? ORDER BY id", (feedback_id,)
+                ).fetchall()
+            finally:
+                self._db.execute("COMMIT")
+        return [(int(r[0]), _item_row(*r[1:])) for r in items], [(int(i), str(u), str(it)) for i, u, it in feedback]
+
+
+def _item_row(item: str, category: str, title: str, description: str | None, image: str | None) -> dict[str, Any]:
+    return {
+        "item": item,
+        "category": category,
+        "title": title,
+        "description": description,
+        "image": json.loads(image) if image else None,
+    }
 
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore", "Store", "StoreError"]
