@@ -209,7 +209,12 @@ def _values(res: dict[int, dict[str, dict]], stage: str, key: str) -> list[float
     return [float(v) for v in got] if all(isinstance(v, int | float) for v in got) else []
 
 
-def markdown(res: dict[int, dict[str, dict]], options: dict, measured_on: dict[str, dict] | None = None) -> str:
+def markdown(
+    res: dict[int, dict[str, dict]],
+    options: dict,
+    measured_on: dict[str, dict] | None = None,
+    reruns: dict[str, list[dict]] | None = None,
+) -> str:
     sizes = sorted(res)
     where = measured_on or {}
     lines = [
@@ -230,6 +235,11 @@ def markdown(res: dict[int, dict[str, dict]], options: dict, measured_on: dict[s
             ]
             if where
             else []
+        ),
+        *(
+            f"N={int(n):,}: {', '.join(r['stages'])} re-run at {r.get('commit', '?')}, {r.get('date', '?')}."
+            for n, runs in (reruns or {}).items()
+            for r in runs
         ),
         "",
         *main_table(res, options),
@@ -301,31 +311,39 @@ def main() -> None:
     ap.add_argument(
         "--keep",
         action="store_true",
-        help="keep the sizes of the existing results/scale.json that this run does not measure (same options only)",
+        help="keep what the existing results/scale.json has that this run does not measure: other sizes, and "
+        "other stages of these sizes (same options only)",
     )
     args = ap.parse_args()
     sizes = [count(s) for s in args.sizes]
     options = {"valid_users": args.valid_users, "text_max_items": args.text_max_items, "requests": args.requests}
     res: dict[int, dict[str, dict]] = {}
     measured_on: dict[str, dict] = {}
+    reruns: dict[str, list[dict]] = {}
     if args.keep and (RESULTS / "scale.json").exists():
         old = json.loads((RESULTS / "scale.json").read_text())
         if old["options"] != options:
             raise SystemExit(f"--keep: results/scale.json was measured with {old['options']}, not {options}")
-        res = {int(n): r for n, r in old["results"].items() if int(n) not in sizes}
+        res = {int(n): r for n, r in old["results"].items()}
         measured_on = {n: old.get("measured_on", {}).get(n, old["machine"]) for n in map(str, res)}
+        reruns = old.get("reruns", {})
+    kept = set(res)
 
     def done(n: int, stages: dict[str, dict]) -> None:
-        res[n] = stages
-        measured_on[str(n)] = machine()
+        if n in kept:  # --keep: these stages re-run; the size's other stages stay as they were
+            reruns.setdefault(str(n), []).append({"stages": sorted(stages), **machine()})
+        else:
+            measured_on[str(n)] = machine()
+        res[n] = res.get(n, {}) | stages
         order = sorted(res)
         data = {
             "sizes": order,
             "options": options,
             "results": {str(k): res[k] for k in order},
             "measured_on": {str(k): measured_on[str(k)] for k in order},
+            "reruns": reruns,
         }
-        write_results("scale", data, markdown({k: res[k] for k in order}, options, data["measured_on"]))
+        write_results("scale", data, markdown({k: res[k] for k in order}, options, data["measured_on"], reruns))
         plot(res, RESULTS / "scale.png")
 
     run(sizes, with_prerequisites(args.stages), options, done)

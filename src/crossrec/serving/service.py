@@ -26,11 +26,8 @@ feedback gets the category's most popular items. Every answer says which path se
 items, from any category, with the largest contribution to its score: the flagship's own terms
 (`contributions`), or for other two-tower models the cosine of item vectors (serving/explain.py).
 
-**Several processes, one store.** With a store, items and feedback reach the service's memory only
-through it (`sync`): a write is stored, then every row stored since the last applied one is
-applied, this process's and other processes' alike, once each and in the order stored. Server
-processes sharing the store (`serve.workers`) call `sync` every `serve.follow_ms`, so what one of
-them is told, the others serve within that time.
+**Writes** (serving/live.py, mixed in): items added and feedback, through the store when there is
+one, which also carries them between server processes (`serve.workers`).
 
 Errors are `ServingError`s that name the request field and carry an HTTP status (404 for an unknown
 user, item or category; 409 for what the served model cannot do; 422 for a bad value; 503, field
@@ -40,15 +37,12 @@ so no list is answered from them).
 
 from __future__ import annotations
 
-import logging
 import math
-import re
 import threading
 from collections import defaultdict
 from typing import Any, cast
 
 import numpy as np
-import polars as pl
 import torch
 import torch.nn.functional as F
 
@@ -57,7 +51,6 @@ from crossrec.data.bundle import Bundle
 from crossrec.encoders.config import EncoderConfig
 from crossrec.models.base import (
     Decomposed,
-    EmbedsText,
     Explains,
     IndexColumns,
     ReadsImages,
@@ -72,13 +65,11 @@ from crossrec.serving.errors import ServingError
 from crossrec.serving.explain import Explanations
 from crossrec.serving.flagship import serving_view
 from crossrec.serving.index import ItemIndex
-from crossrec.serving.store import Store, StoreError
-
-EVENT = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
-log = logging.getLogger(__name__)
+from crossrec.serving.live import LiveWrites
+from crossrec.serving.store import Store
 
 
-class Service(Explanations):
+class Service(Explanations, LiveWrites):
     """A loaded artifact and its Bundle, answering in raw ids (see the module docstring)."""
 
     def __init__(
@@ -139,46 +130,6 @@ class Service(Explanations):
         self._sync_lock = threading.Lock()
         self._applied = (0, 0)  # the store's last item row and feedback id applied here
         self.sync(at_start=True)
-
-    # ------------------------------------------------------------------ the store
-    def warm(self) -> None:
-        """Load the text encoder now (a model that reads item text), so that the first item added
-        or followed from the store does not wait for it."""
-        if self.reads_text and self._text_model is None:
-            from crossrec.encoders.text import load_text_model
-
-            self._text_model = load_text_model(self.encoder)
-
-    def sync(self, at_start: bool = False) -> int:
-        """Apply what the store holds beyond what this service has applied: the items added and
-        the feedback given, by this process or by any other sharing the store (`serve.workers`;
-        each applies the others' writes every `serve.follow_ms`). At start that is everything
-        stored while serving earlier. Returns the rows applied (0 without a store)."""
-        if self.store is None:
-            return 0
-        with self._sync_lock:
-            items, feedback = self.store.changes_after(*self._applied)
-            for row_id, row in items:
-                if row["category"] in self._cat:
-                    self._insert_item(
-                        row["item"], self._cat[row["category"]], row["title"], row["description"], row["image"]
-                    )
-                else:  # a store shared with, or kept from, other data
-                    problem = (
-                        f"{getattr(self.store, 'path', 'the store')}: item {str(row['item'])[:60]!r} is in category "
-                        f"{str(row['category'])[:60]!r}, which the served model does not have; "
-                        "serve with the store of this model (serve.store)"
-                    )
-                    if at_start:
-                        raise StoreError(problem)
-                    log.warning(problem)
-                self._applied = (row_id, self._applied[1])
-            with self._lock:
-                for fid, user, item in feedback:
-                    if item in self._items:
-                        self._feedback[user].append(self._items[item])
-                    self._applied = (self._applied[0], fid)
-            return len(items) + len(feedback)
 
     @property
     def _indexable(self) -> bool:
@@ -438,108 +389,6 @@ class Service(Explanations):
             if len(group) < limit:
                 group.append(self._describe(i))
         return {"user": str(user), "known": u is not None, "categories": {k: v for k, v in groups.items() if v}}
-
-    def _new_content(self, ids: list[int]) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Text vectors [n, k] of items added while serving, and their image vectors [n, k'] (zero
-        rows: none) where the served model reads images."""
-        text = torch.stack([self._new_text[i] for i in ids])
-        if self.image_dim is None:
-            return text, None
-        return text, torch.stack([self._new_image.get(i, torch.zeros(self.image_dim)) for i in ids])
-
-    def _vector(self, i: int) -> torch.Tensor:
-        """The normalised vector of a Bundle item or of an item added while serving."""
-        assert self._vectors is not None
-        if i < self._pad:
-            return self._vectors[i]
-        text, image = self._new_content([i])
-        if not isinstance(self.view, EmbedsText):  # text-kNN: the text vector itself
-            return F.normalize(text[0].float(), dim=0)
-        v = self.view.text_item_vectors(text, image)  # the flagship's: with its borrowed ID part
-        return F.normalize(v[0].float(), dim=0)
-
-    # ------------------------------------------------------------------ writes
-    def feedback(self, user: str, item: str, event: str, timestamp: float) -> dict[str, Any]:
-        """Record an event (durable when this returns, with a store); the item must be known."""
-        i = self._item(item)
-        user = self._text(user, "user")
-        if not EVENT.match(event):
-            raise ServingError(f"event={event!r}; expected a lower-case word like click, purchase or view", "event")
-        if not np.isfinite(timestamp) or timestamp < 0:
-            raise ServingError(f"timestamp={timestamp}; expected seconds since the epoch", "timestamp")
-        key = self._key(user)
-        if self.store is None:
-            with self._lock:
-                self._feedback[key].append(i)
-            return {"id": 0, "stored": False}
-        fid = self.store.add_feedback(key, item, event, float(timestamp))
-        self.sync()  # applied through the store, as another process's feedback is: once, in order
-        return {"id": fid, "stored": True}
-
-    def add_item(
-        self,
-        item: str,
-        category: str,
-        title: str,
-        description: str | None = None,
-        image_vector: list[float] | None = None,
-    ) -> dict[str, Any]:
-        """Add an item, recommendable at once from its text (a model that reads item text only)."""
-        c = self._category(category)
-        item, title = self._text(item, "item"), self._text(title, "title")
-        description = None if description is None else self._text(description, "description")
-        if item in self._items:
-            raise ServingError(f"item {item!r} exists already", "item", 409)
-        if not self.reads_text:
-            raise ServingError(
-                "the served model cannot score items from their text: train one with a text "
-                "item_tower (crossrec) or textknn",
-                "title",
-                409,
-            )
-        if not title.strip():
-            raise ServingError("title is empty", "title")
-        if image_vector is not None and (
-            not np.all(np.isfinite(image_vector))
-            or (self.image_dim is not None and len(image_vector) != self.image_dim)
-        ):
-            raise ServingError(
-                f"image_vector: expected {self.image_dim or 'some'} finite numbers, got {len(image_vector)}",
-                "image_vector",
-            )
-        if self.store is not None:
-            self.store.add_item(item, category, title, description, image_vector)
-            self.sync()  # applied through the store, as another process's item is
-        else:
-            self._insert_item(item, c, title, description, image_vector)
-        return {"item": item, "category": category, "live": True}
-
-    def _insert_item(self, item: str, c: int, title: str, description: str | None, image: list[float] | None) -> None:
-        """Make an item recommendable from its text (an id already known is left as it is: two
-        processes sharing a store may both have added it)."""
-        from crossrec.encoders.text import encode_texts, item_texts, load_text_model
-
-        if item in self._items:
-            return
-        if self._text_model is None:
-            self._text_model = load_text_model(self.encoder)
-        row = pl.DataFrame({"item": [0], "category": [c], "title": [title], "description": [description or ""]})
-        text = item_texts(row, self.categories, self.encoder.template)
-        vec = torch.from_numpy(
-            np.asarray(encode_texts(text, self.encoder, progress=False, model=self._text_model).vectors[0])
-        )
-        with self._lock:
-            if item in self._items:
-                return
-            i = len(self._raw_items)
-            self._raw_items.append(item)
-            self._titles.append(title)
-            self._item_cat.append(c)
-            self._new_text[i] = vec.float()
-            if image is not None and self.image_dim is not None and len(image) == self.image_dim:
-                self._new_image[i] = torch.tensor(image, dtype=torch.float32)
-            self._items[item] = i
-            self._new[c] = self._new[c] + [i]  # a new list: readers keep a consistent snapshot
 
 
 __all__ = ["Service", "ServingError"]
