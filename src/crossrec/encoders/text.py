@@ -59,14 +59,16 @@ class TextVectors:
 
 
 # ---------------------------------------------------------------------------------------- text
-def _fields(template: str) -> list[tuple[str, str | None]]:
-    return [(lit, name) for lit, name, _, _ in string.Formatter().parse(template)]
+def _fields(template: str) -> list[tuple[str, str | None, int]]:
+    """(literal before, field name or None, words kept: 0 = all) of each part of `template`."""
+    return [(lit, name, int(spec) if spec else 0) for lit, name, spec, _ in string.Formatter().parse(template)]
 
 
 def item_texts(items: pl.DataFrame, categories: Sequence[str], template: str) -> list[str]:
     """[n_items] texts in item-id order from `items` (columns item, category, title, ...).
 
-    `{category}` is the category's name; other fields are item-table columns. A field that is
+    `{category}` is the category's name; other fields are item-table columns. `{title:3}` keeps
+    a field's first 3 words (to measure how a model fares on weak text). A field that is
     missing, null or blank is dropped together with the literal text before it (the leading
     literal of the first field that is kept goes too), so `"{title}. {genres}"` gives `"Dune"`
     for an item without genres.
@@ -75,7 +77,7 @@ def item_texts(items: pl.DataFrame, categories: Sequence[str], template: str) ->
         ValueError: the template names no field that the item table has.
     """
     parts = _fields(template)
-    names = [n for _, n in parts if n]
+    names = [n for _, n, _ in parts if n]
     have = set(items.columns) | {"category"}
     if not any(n in have for n in names):
         raise ConfigError(
@@ -91,12 +93,14 @@ def item_texts(items: pl.DataFrame, categories: Sequence[str], template: str) ->
     out = []
     for i in range(items.height):
         text: list[str] = []
-        for lit, name in parts:
+        for lit, name, words in parts:
             if name is None:  # trailing literal
                 if text:
                     text.append(lit)
                 continue
             value = cols[name][i] if name in cols else ""
+            if words:
+                value = " ".join(value.split()[:words])
             if value:
                 text.extend((lit, value) if text else (value,))
         out.append("".join(text).strip())

