@@ -24,7 +24,7 @@ def _client_on(port: int, pid: int | None, other_than: int | None = None) -> tup
     """A keep-alive client whose connection a worker holds (`pid`, or any but `other_than`)."""
     deadline = time.time() + 30
     while time.time() < deadline:
-        c = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10.0, headers={"X-API-Key": KEY})
+        c = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60.0, headers={"X-API-Key": KEY})
         worker = c.get("/health").json()["worker"]
         if (pid is None or worker == pid) and worker != other_than:
             return c, worker
@@ -83,7 +83,10 @@ def test_what_one_worker_is_told_the_other_serves_within_a_second(tiny_bundle, t
             a, pid_a = _client_on(port, None)
             b, pid_b = _client_on(port, None, other_than=pid_a)
             best = b.get("/recommend", params={"user": user, "category": name, "k": 1}).json()["items"][0]
-            time.sleep(1.0)  # both followers running, each with its text encoder loaded
+            deadline = time.time() + 120  # both processes following, each with its text encoder loaded
+            while not all(c.get("/health").json()["encoder_ready"] for c in (a, b)):
+                assert time.time() < deadline, "the text encoder did not load"
+                time.sleep(0.1)
             row = tiny_bundle.items.filter(tiny_bundle.items["raw_item"] == best["item"])  # the best item's text
             new = f"brand-new-{attempt}"
             body = {"item": new, "category": name, "title": best["title"], "description": row["description"][0]}

@@ -355,7 +355,11 @@ def _read_routes(
 
     @app.get("/health")
     def health(svc: Service = Depends(service)) -> dict[str, Any]:
-        return {"status": "ok", "model_version": svc.version, "categories": svc.categories, "worker": os.getpid()}
+        ready = svc.encoder_ready
+        return {"status": "ok", "model_version": svc.version, "categories": svc.categories} | {
+            "worker": os.getpid(),  # which server process answered (serve.workers)
+            "encoder_ready": ready,  # items can be added without waiting for the text encoder
+        }
 
     @app.get("/metrics", response_class=PlainTextResponse)
     def prometheus(svc: Service = Depends(service)) -> str:

@@ -76,6 +76,12 @@ class LiveWrites:
 
             self._text_model = load_text_model(self.encoder)
 
+    @property
+    def encoder_ready(self: LiveHost) -> bool:
+        """True once items can be added or followed without loading the text encoder first (always
+        for a model that does not read text)."""
+        return not self.reads_text or self._text_model is not None
+
     def sync(self: LiveHost, at_start: bool = False) -> int:
         """Apply what the store holds beyond what this service has applied: the items added and
         the feedback given, by this process or by any other sharing the store (`serve.workers`;
