@@ -18,16 +18,12 @@ import logging
 import socket
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 
 from crossrec.cli_errors import guard, print_error
 from crossrec.extras import require
-
-if TYPE_CHECKING:
-    from crossrec.config import RunConfig
 
 app = typer.Typer(
     add_completion=False,
@@ -179,8 +175,8 @@ def recommend(
 @app.command(context_settings=OVERRIDES)
 @guard
 def serve(ctx: typer.Context, config: Path | None = CONFIG_ARG) -> None:
-    """Serve the trained artifact (`out`) over HTTP: recommendations, similar items, explanations,
-    new items, feedback (see serving/api.py; `serve:` section for the index, store, host and port)."""
+    """Serve the trained artifact (`out`) over HTTP: recommendations, similar items, explanations, new
+    items, feedback (serving/api.py; `serve:` section: index, store, host, port, processes)."""
     require("serve", "crossrec serve")
     import uvicorn
 
@@ -207,43 +203,18 @@ def serve(ctx: typer.Context, config: Path | None = CONFIG_ARG) -> None:
             f"cannot listen on {host}:{port}: {reason} (is another server using it? choose another with --serve.port)"
         ) from None
     try:
+        console.print(f"serving {cfg.out} on http://{host}:{port} ({cfg.serve.workers} process(es); API docs at /docs)")
         if cfg.serve.workers > 1:
-            _serve_workers(cfg, sock)
-            return
+            from crossrec.serving import worker  # N processes, each loading the model
+
+            return worker.serve_workers(cfg, sock)
         app_ = create_app(service_loader(cfg), cfg.serve)
-        console.print(f"serving {cfg.out} on http://{host}:{port} (API docs at /docs)")
         server = uvicorn.Server(uvicorn.Config(app_, host=host, port=port, log_level="warning"))
         server.run(sockets=[sock])
         if not server.started:
             raise RuntimeError(f"the server on {host}:{port} did not start (see the lines above)")
     finally:
         sock.close()
-
-
-def _serve_workers(cfg: RunConfig, sock: socket.socket) -> None:
-    """`serve.workers` processes on the bound socket, each loading the model (serving/worker.py),
-    under uvicorn's supervisor (restarts a dead process; SIGHUP replaces them one by one)."""
-    import os
-
-    import uvicorn
-    from uvicorn.supervisors import Multiprocess
-
-    from crossrec.config import to_dict
-    from crossrec.serving.worker import ENV
-
-    os.environ[ENV] = json.dumps(to_dict(cfg))  # the processes are spawned: they read it from there
-    host, port = cfg.serve.host, cfg.serve.port
-    config = uvicorn.Config(
-        "crossrec.serving.worker:app",
-        factory=True,
-        host=host,
-        port=port,
-        workers=cfg.serve.workers,
-        log_level="warning",
-        timeout_worker_healthcheck=120,  # a process answers once its model is loaded
-    )
-    console.print(f"serving {cfg.out} on http://{host}:{port} with {cfg.serve.workers} processes (API docs at /docs)")
-    Multiprocess(config, sockets=[sock]).run()
 
 
 @app.command(context_settings=OVERRIDES)
