@@ -63,6 +63,8 @@ def warm() -> None:
         quick = dict(epochs=1, progress=False, checkpoint=False)
         # the flagship: attention, neighbourhood, in-batch softmax and row-wise Adam kernels
         Trainer(TrainConfig(**quick)).fit(build("crossrec", "pooled", {"dim": 8}, sizes), bundle)
+        # BPR-MF's default step (lazy Adam, 64 batches per kernel call: training/fused.py adam_epoch)
+        Trainer(TrainConfig(**quick)).fit(build("mf", "pooled", {"dim": 8}, sizes), bundle)
         # BPR-MF's fused step
         Trainer(TrainConfig(**quick, fused=True, sparse_optimizer="adagrad")).fit(
             build("mf", "pooled", {"dim": 8}, sizes), bundle

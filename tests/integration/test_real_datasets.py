@@ -32,9 +32,11 @@ def test_learned_baselines_beat_popularity_in_every_category(name, tmp_path):
     raw = read_dataset(name, DATA / name)
     bundle = prepare(raw.interactions, raw.items, preset.prepare, tmp_path / "bundle", raw.sources)
     assert bundle.manifest["n_interactions"] > 0 and all(c["test"] > 0 for c in bundle.manifest["counts"].values())
-    ev = Evaluator(bundle, EvalConfig(ks=(10,), slices=False), split="test")
-    # three epochs: BPR-MF is well above popularity in every category by then (the question asked)
-    train_cfg = replace(preset.train, epochs=3, progress=False, checkpoint=False)
+    # A fixed sample of 8,000 test users: the learned models lead popularity by 2-4x per category,
+    # far beyond the sample's noise. Three epochs, validated on a 2,000-user sample: BPR-MF is well
+    # above popularity in every category by then (the question asked).
+    ev = Evaluator(bundle, EvalConfig(ks=(10,), slices=False, auc=False, beyond=False, max_users=8000), split="test")
+    train_cfg = replace(preset.train, epochs=3, valid_users=2000, progress=False, checkpoint=False)
     results = {}
     for label, model, mode, params in [
         ("pop", "pop", "pooled", {}),

@@ -144,6 +144,16 @@ def _states(db: Path) -> list[tuple[int, str]]:
         return []
 
 
+def _reported(db, number: int) -> bool:
+    """Whether trial `number` has reported a validation to Optuna: it is inside its training."""
+    try:
+        with sqlite3.connect(db, timeout=1) as con:
+            q = "select count(*) from trial_intermediate_values v join trials t using (trial_id) where t.number = ?"
+            return con.execute(q, (number,)).fetchone()[0] > 0
+    except sqlite3.Error:
+        return False
+
+
 @pytest.mark.slow  # real processes killed and resumed
 def test_killed_mid_trial_resumes_without_losing_or_duplicating_a_trial(tmp_path):
     exp = tmp_path / "exp.yaml"
@@ -155,7 +165,7 @@ def test_killed_mid_trial_resumes_without_losing_or_duplicating_a_trial(tmp_path
                 "eval": {"ks": [10]},
                 "seeds": [0],
                 "out": str(tmp_path / "exp"),
-                "train": {"epochs": 40, "patience": 0, "batch_size": 1024, "progress": False, "checkpoint": False},
+                "train": {"epochs": 10, "patience": 0, "batch_size": 1024, "progress": False, "checkpoint": False},
                 "models": [
                     {
                         "label": "mf",
@@ -171,10 +181,9 @@ def test_killed_mid_trial_resumes_without_losing_or_duplicating_a_trial(tmp_path
     db = tmp_path / "tune" / "study.sqlite3"
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.time() + 300
-    while time.time() < deadline and (1, "RUNNING") not in _states(db):
+    while time.time() < deadline and not _reported(db, 1):  # trial 1 has validated its first epoch
         assert proc.poll() is None, proc.stdout.read().decode()
-        time.sleep(0.1)
-    time.sleep(0.3)  # well inside trial 1 (40 epochs)
+        time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert (1, "RUNNING") in _states(db)  # killed mid-trial
