@@ -14,6 +14,11 @@ $(BIN)/python:
 # --no-compile: Python writes bytecode for the modules a run imports, on first import, instead of
 # pip compiling every file of every package up front (`make setup` 70 s -> 30 s on 2 cores; the
 # first run then pays for what it imports).
+# Every target writes bytecode as it imports, even where the environment sets PYTHONDONTWRITEBYTECODE
+# (some CI images do): otherwise each process of the test suite compiles torch's sources again
+# (importing torch, polars and sentence-transformers took 15.7 s instead of 7.2 s on a fresh clone).
+unexport PYTHONDONTWRITEBYTECODE
+
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q --no-compile torch==2.13.0
 	$(BIN)/pip install -q --no-compile -e '.[all,dev]'  # every extra (pyproject.toml) plus test, docs, lint, bench
