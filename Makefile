@@ -22,6 +22,7 @@ unexport PYTHONDONTWRITEBYTECODE
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q --no-compile torch==2.13.0
 	$(BIN)/pip install -q --no-compile -e '.[all,dev]'  # every extra (pyproject.toml) plus test, docs, lint, bench
+	$(BIN)/pip install -q --no-compile --no-deps torchrec==1.8.0  # the sharding extra's engine (pyproject.toml says why --no-deps)
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -5,6 +5,7 @@ that does not read item text; the rest comes with an extra (pyproject.toml):
     serve    fastapi, uvicorn, faiss                                         (crossrec serve)
     tune     optuna                                                          (crossrec tune)
     report   matplotlib, tensorboard                                         (crossrec report, train.tensorboard)
+    sharding fbgemm-gpu-cpu, tensordict, ...; torchrec with --no-deps        (train.sharding)
 
 A feature that needs one calls `require` before its first import of the package: without the
 package it is a one-line `ConfigError` (the CLI exits 2) naming the extra to install.
@@ -22,6 +23,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "serve": ("fastapi", "uvicorn", "faiss"),
     "tune": ("optuna",),
     "report": ("matplotlib", "tensorboard"),
+    "sharding": ("torchrec", "fbgemm_gpu", "tensordict", "torchmetrics"),
 }
 
 

@@ -80,6 +80,11 @@ class MF(nn.Module):
         p = (self.user_emb(users) * self.item_emb(items)).sum(-1)
         return p + self.item_bias[items] + self.user_bias[users] + self.global_bias
 
+    def shardable_tables(self) -> list[str]:
+        """The tables `train.sharding` may move onto TorchRec (training/sharding.py): both, where
+        training reads them only by lookup (MF's own loss; a subclass with its own loss: none)."""
+        return ["user_emb", "item_emb"] if type(self).loss is MF.loss else []
+
     def fused_tables(self) -> tuple[Tensor, Tensor, float] | None:
         """(user table, item table, reg) for `train.fused` (training/fused.py), or None when the
         loss is not BPR or a subclass has its own loss."""

@@ -60,6 +60,9 @@ class TrainResult:
     seconds: float = 0.0
     history: list[dict[str, float]] = field(default_factory=list)
     resumes: list[dict[str, Any]] = field(default_factory=list)  # each --resume: epoch and applied changes
+    sharding: dict[str, str] = field(
+        default_factory=dict
+    )  # train.sharding: each sharded table's TorchRec sharding type
 
     def to_json(self) -> dict[str, Any]:
         """The result as strict JSON: a number that is not finite (`best_metric` of a fit without
@@ -94,6 +97,8 @@ class Run:
     start_epoch: int = 0
     stop: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    sharded: Any = None  # training/sharding.py ShardedTables when train.sharding shards this fit
+    sharded_state: dict[str, torch.Tensor] = field(default_factory=dict)  # its row accumulators, whole (callbacks only)
 
 
 class Callback:

@@ -47,6 +47,9 @@ class TrainConfig(Checked):
     tensorboard: bool = False  # (bool) write TensorBoard scalars to out_dir/tensorboard
     progress: bool = True  # (bool) show a progress bar per epoch
     fused: bool = False  # (bool) BPR-MF on CPU: one compiled Hogwild kernel per batch (needs sparse_optimizer adagrad | sgd; reproducible with 1 thread only)
+    sharding: Literal["auto", "none", "table", "row", "column"] = (
+        "auto"  # (str) ID tables across a process group (--nproc N) on TorchRec (training/sharding.py): auto (when the tables would not fit a process's share of memory) | none (replicated) | table | row (CUDA only) | column; needs sparse_optimizer adagrad | sgd
+    )
     threads: Count = 0  # (int) 0: torch's default (every core); n: n intra-op threads for torch and the compiled kernels, for the rest of the process (on a machine other jobs share, 1 thread per job keeps each job near its solo speed: benchmarks/bench_contention.py)
     deterministic: bool = False  # (bool) the same weights and tables for a seed whatever the thread count: 1 torch + 1 kernel thread (kept for the evaluation after it, in this process), torch's deterministic algorithms, no Hogwild race in train.fused; slower on many idle cores
     prefetch: bool = False  # (bool) draw the next batches in a background thread while the model trains (pays on a GPU or many cores; not on 2 CPU cores)

@@ -56,7 +56,7 @@ from crossrec.models.base import (
     Trainable,
     TrainsEncoder,
 )
-from crossrec.training import fused
+from crossrec.training import fused, sharding
 from crossrec.training.callbacks import (  # noqa: F401  (TrainResult: named here too, where fit returns it)
     Callback,
     Checkpointing,
@@ -72,7 +72,7 @@ from crossrec.training.callbacks import (  # noqa: F401  (TrainResult: named her
 from crossrec.training.config import TrainConfig
 from crossrec.training.optim import Optimizers
 from crossrec.training.picks import pick_tools
-from crossrec.training.steps import AdversarialStep, ManualStep, pick_step
+from crossrec.training.steps import AdversarialStep, AutogradStep, ManualStep, pick_step
 from crossrec.typed import ConfigError
 
 log = logging.getLogger(__name__)
@@ -200,17 +200,24 @@ class Trainer:
             raise TypeError(f"{type(model).__name__} has neither loss(batch) nor fit(bundle)")
         run = self._start(model, bundle, t0)
         callbacks = self._callbacks(resume)
-        for cb in callbacks:
-            cb.on_fit_start(run)
+        # Callbacks see the model whole: a sharded fit's tables are gathered for them (sharding.py).
+        with sharding.whole(run.sharded) as run.sharded_state:
+            for cb in callbacks:
+                cb.on_fit_start(run)
         for epoch in range(run.start_epoch, self.cfg.epochs):
             logs = self._train_epoch(run, epoch)
-            for cb in callbacks:
-                cb.on_epoch_end(run, logs)
+            with sharding.whole(run.sharded) as run.sharded_state:
+                for cb in callbacks:
+                    cb.on_epoch_end(run, logs)
             if run.stop:
                 log.info("early stop at epoch %d (best %d: %.5f)", epoch, run.result.best_epoch, run.result.best_metric)
                 break
-        for cb in callbacks:
-            cb.on_fit_end(run)
+        with sharding.whole(run.sharded) as run.sharded_state:
+            for cb in callbacks:
+                cb.on_fit_end(run)
+        if run.sharded is not None:
+            run.result.sharding = dict(run.sharded.plan)
+            run.sharded.close()
         self._finish(run)
         run.result.seconds = time.perf_counter() - t0
         return run.result
@@ -222,6 +229,7 @@ class Trainer:
             model.setup(bundle, self.categories)
         model.to(self.device)
         collectives.broadcast_state(model)  # replicas start from rank 0's weights
+        sharded = sharding.start(model, c, self.device)  # train.sharding: the ID tables onto TorchRec
         sampler = TrainSampler(
             bundle,
             c.batch_size,
@@ -251,7 +259,7 @@ class Trainer:
         if c.fused:
             fused.check(model, self.device, collectives.world_size())
         result = TrainResult(best_metric=best_start(c.metric in LOWER_IS_BETTER))
-        return Run(model, bundle, sampler, opts, result, t0, evaluator)
+        return Run(model, bundle, sampler, opts, result, t0, evaluator, sharded=sharded)
 
     def _callbacks(self, resume: bool) -> list[Callback]:
         """The built-in callbacks in the order they run (training/callbacks.py)."""
@@ -274,7 +282,7 @@ class Trainer:
         model, opts = run.model, run.opts
         model.train()
         epoch_t0 = time.perf_counter()
-        step = pick_step(model, opts, self.cfg, epoch)
+        step = pick_step(model, opts, self.cfg, epoch) if run.sharded is None else AutogradStep(model, opts, epoch)
         total, adv_total, n = 0.0, 0.0, 0
         whole = None
         if type(step) is ManualStep and not step.fused:  # the default step: its whole-epoch form where one exists
@@ -361,6 +369,7 @@ class Checkpoints:
                 save_tensors(tmp / "best.safetensors", run.best_state)
             opt_tensors, opt_meta = run.opts.state()
             opt_tensors["rng.sampler"] = run.sampler.generator.get_state()
+            opt_tensors.update({f"sharded.{k}.sum": v for k, v in run.sharded_state.items()})
             save_tensors(tmp / "optimizer.safetensors", opt_tensors)
             write_json(
                 tmp / "state.json",
@@ -415,6 +424,8 @@ class Checkpoints:
         run.model.load_state_dict(load_tensors(d / "model.safetensors", str(self.device)))
         tensors = load_tensors(d / "optimizer.safetensors")
         run.sampler.generator.set_state(tensors.pop("rng.sampler"))
+        for key in [k for k in tensors if k.startswith("sharded.")]:  # a sharded fit's row accumulators
+            run.sharded_state[key[len("sharded.") : -len(".sum")]] = tensors.pop(key)
         run.opts.load(tensors, state["optimizer"])
         run.best_state = load_tensors(d / "best.safetensors") if state["has_best"] else None
         r = state["result"]

@@ -176,6 +176,13 @@ class CrossRec(nn.Module):
         """Attach per-item content vectors [n_items, k] to the item tower (see ItemTower.set_content)."""
         self.items.set_content(vectors, present)
 
+    def shardable_tables(self) -> list[str]:
+        """The user tables `train.sharding` may move onto TorchRec (training/sharding.py): they grow
+        with users and (user, category) pairs, and training reads them only by lookup. The item
+        tower stays whole on every process: the history kernels and full-ranking scoring read it
+        as one table."""
+        return [n for n in ("user_emb", "user_cat_emb") if getattr(self, n) is not None]
+
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """'shared', 'specific' and 'heads' parameters (see the module docstring)."""
         specific = list(self.user_cat_emb.parameters()) if self.user_cat_emb is not None else []
