@@ -3,10 +3,11 @@ start together on this machine, and what a new dataset costs the first time.
 
 - **Contention**: one epoch of each model, first alone, then three processes started together.
   A fair share on a machine with fewer cores than jobs is (jobs / cores) x the solo time at worst;
-  the target is <= 3.5x for three jobs on 2 cores. Three set-ups: `default` (every core, OpenMP's
-  own waiting: idle threads spin a while before they sleep), `passive` (`OMP_WAIT_POLICY=PASSIVE`:
-  idle threads sleep at once), `threads=1` (`train.threads: 1`) and, on request, `spin=N`
-  (`GOMP_SPINCOUNT=N`: a short spin, then sleep; torch and numba share torch's libgomp).
+  the target is <= 3.5x for three jobs on 2 cores. Three set-ups: `default` (every core; idle
+  OpenMP threads spin crossrec's `SPINCOUNT` rounds, then sleep), `libgomp` (GNU OpenMP's own
+  300,000 rounds: crossrec's default before) and `threads=1` (`train.threads: 1`); on request
+  `passive` (`OMP_WAIT_POLICY=PASSIVE`: idle threads sleep at once) and `spin=N`
+  (`GOMP_SPINCOUNT=N`). torch and numba share torch's libgomp.
 - **First run on a new log**: the wall time of a flagship process on a log it has never seen
   (a different size, so different array shapes) against a rerun on the same log; the compiled
   kernels are specialised on types only, so the new log compiles nothing (target <= 1.2x).
@@ -26,6 +27,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import crossrec  # noqa: E402
 from bench_scale import count  # noqa: E402
 from common import write_results  # noqa: E402
 
@@ -33,6 +35,7 @@ EPOCH = r"""
 import json, sys, time
 t0 = time.perf_counter()
 from pathlib import Path
+import crossrec  # first, as the CLI does: its OpenMP spin default applies before torch loads OpenMP
 import torch
 from crossrec.data.batch import Sizes
 from crossrec.data.bundle import Bundle
@@ -61,11 +64,13 @@ prepare(inter, items, PrepareConfig(split="leave_last_out"), root / "bundle")
 """
 
 
-SETUPS = ("default", "passive", "threads=1")
+SETUPS = ("default", "libgomp", "threads=1")
 
 
 def env_for(setup: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "GOMP_SPINCOUNT")}
+    if setup == "libgomp":  # GNU OpenMP's own default spin (crossrec's before it set a shorter one)
+        env["GOMP_SPINCOUNT"] = "300000"
     if setup == "passive":
         env["OMP_WAIT_POLICY"] = "PASSIVE"
     if setup.startswith("spin="):  # GOMP_SPINCOUNT: how long an idle OpenMP thread spins before it sleeps
@@ -125,7 +130,9 @@ def markdown(res: dict) -> str:
         "",
         f"{res['interactions']:,} synthetic interactions over 30 categories; {cores} cores. One epoch "
         f"alone, then {res['rows'][0]['jobs']} processes started together. `default`: every core, "
-        "OpenMP's own waiting (idle threads spin a while first); `passive`: `OMP_WAIT_POLICY=PASSIVE` "
+        f"idle OpenMP threads spin crossrec's {crossrec.SPINCOUNT} rounds before they sleep "
+        "(`crossrec/__init__.py`); `libgomp`: GNU OpenMP's own 300,000 rounds (`GOMP_SPINCOUNT=300000`, "
+        "crossrec's default before); `passive`: `OMP_WAIT_POLICY=PASSIVE` "
         "(idle threads sleep at once); `threads=1`: `train.threads: 1`; `spin=N`: `GOMP_SPINCOUNT=N` "
         "(idle threads spin N rounds, then sleep). worst / alone: the slowest "
         "of the jobs started together over the same set-up alone; vs default alone: over the "
@@ -155,7 +162,9 @@ def main() -> None:
     ap.add_argument("--interactions", default="1M")
     ap.add_argument("--jobs", type=int, default=3)
     ap.add_argument("--models", nargs="+", default=["mf", "crossrec"])
-    ap.add_argument("--setups", nargs="+", default=list(SETUPS), help="default | passive | threads=1 | spin=N")
+    ap.add_argument(
+        "--setups", nargs="+", default=list(SETUPS), help="default | libgomp | passive | threads=1 | spin=N"
+    )
     ap.add_argument("--keep", help="a folder to keep the generated log in (reused when there)")
     args = ap.parse_args()
     n = count(args.interactions)

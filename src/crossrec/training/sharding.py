@@ -244,6 +244,11 @@ class ShardedTables:
             for s in md.shards_metadata
         ]
 
+    def local_bytes(self) -> int:
+        """Bytes of this process's shards: weights plus their optimiser's row accumulators."""
+        weights = sum(t.numel() * t.element_size() for shards in self._weights.values() for _, t in shards)
+        return weights + sum(a.numel() * a.element_size() for accs in self._accumulators.values() for _, a in accs)
+
     # ------------------------------------------------------------------ training
     def lookup(self, name: str, ids: Tensor) -> Tensor:
         """`table(ids)` for any shape of ids: one collective lookup (every process calls it the
