@@ -10,6 +10,7 @@ tables whole once, as validation and checkpoints do. Each process reports its pe
 phase, the bytes of the shardable tables it holds (weights + row accumulators) and the mean step.
 
     python benchmarks/bench_sharding.py --sizes 3M 10M   # writes results/sharding.{json,md}
+    python benchmarks/bench_sharding.py --device cuda --procs 2 --sizes 10M 30M   # NCCL, 2 GPUs: results/sharding_gpu.*
 """
 
 from __future__ import annotations
@@ -40,16 +41,19 @@ from crossrec.training import sharding
 from crossrec.training.steps import AutogradStep
 from crossrec.training.trainer import TrainConfig, Trainer
 
-root, mode, steps, out = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), Path(sys.argv[4])
-distributed.init_from_env()
+root, mode, steps, out, device = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), Path(sys.argv[4]), sys.argv[5]
+distributed.init_from_env(device)
 peak = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+held = lambda: int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE")  # RSS now
 rec = {"rank": collectives.rank()}
 t = time.perf_counter()
 bundle = Bundle.load(root)
 rec["load_peak"] = peak()
 torch.manual_seed(0)
 model = build("crossrec", "pooled", {"dim": 64}, Sizes.from_bundle(bundle))
-cfg = TrainConfig(epochs=1, progress=False, checkpoint=False, sparse_optimizer="adagrad", sharding=mode, valid_users=20000)
+cfg = TrainConfig(
+    epochs=1, progress=False, checkpoint=False, sparse_optimizer="adagrad", sharding=mode, valid_users=20000, device=device
+)
 trainer = Trainer(cfg)
 run = trainer._start(model, bundle, time.perf_counter())
 rec["setup_s"], rec["setup_peak"] = time.perf_counter() - t, peak()
@@ -61,10 +65,12 @@ step(next(batches))  # the first step allocates what every later one reuses
 t = time.perf_counter()
 for _ in range(steps):
     step(next(batches))
-rec["step_ms"], rec["steps_peak"] = (time.perf_counter() - t) / steps * 1e3, peak()
+rec["step_ms"], rec["steps_peak"], rec["steps_held"] = (time.perf_counter() - t) / steps * 1e3, peak(), held()
 with sharding.whole(run.sharded):
     pass
 rec["gather_peak"] = peak()
+if device.startswith("cuda"):
+    rec["gpu_peak"] = torch.cuda.max_memory_allocated()
 (out / f"{mode}-rank{rec['rank']}.json").write_text(json.dumps(rec))
 """
 
@@ -75,6 +81,7 @@ import polars as pl
 from crossrec.data.prepare import PrepareConfig, prepare
 from crossrec.data.scale_world import ScaleConfig, write_scale
 root, n = Path(sys.argv[1]), int(sys.argv[2])
+root.mkdir(parents=True, exist_ok=True)
 write_scale(root / "raw", ScaleConfig(interactions=n, categories=50, seed=0))
 prepare(pl.read_parquet(root / "raw" / "interactions.parquet"), pl.read_parquet(root / "raw" / "items.parquet"),
         PrepareConfig(split="leave_last_out"), root / "bundle")
@@ -83,17 +90,16 @@ prepare(pl.read_parquet(root / "raw" / "interactions.parquet"), pl.read_parquet(
 MODES = ("none", "column", "table")
 
 
-def measure(bundle: Path, mode: str, steps: int, tmp: Path) -> list[dict]:
+def measure(bundle: Path, mode: str, steps: int, tmp: Path, device: str, procs: int) -> list[dict]:
     script = tmp / "worker.py"
     script.write_text(WORKER)
-    env = os.environ | {"OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    p = subprocess.run(
-        [*cmd, str(script), str(bundle), mode, str(steps), str(tmp)], env=env, capture_output=True, text=True
-    )
+    env = os.environ | {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 2) // procs))}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={procs}"]
+    args = [str(script), str(bundle), mode, str(steps), str(tmp), device]
+    p = subprocess.run([*cmd, *args], env=env, capture_output=True, text=True)
     if p.returncode != 0:
         raise SystemExit(p.stderr[-3000:])
-    return [json.loads((tmp / f"{mode}-rank{r}.json").read_text()) for r in (0, 1)]
+    return [json.loads((tmp / f"{mode}-rank{r}.json").read_text()) for r in range(procs)]
 
 
 def markdown(res: dict) -> str:
@@ -102,15 +108,18 @@ def markdown(res: dict) -> str:
         "# The flagship on 2 processes: replicated vs sharded user tables (benchmarks/bench_sharding.py)",
         "",
         "Scale log (50 categories, users N/10, items N/50), flagship d = 64 with row-wise Adagrad on the ID "
-        f"tables, 2 processes x 1 thread on this machine's {os.cpu_count()} cores. `none`: every process holds "
+        f"tables, {res.get('procs', 2)} processes on {res.get('device', 'cpu')} ({os.cpu_count()} cores, "
+        "threads split between the processes). `none`: every process holds "
         "the whole model (data parallel); `column` / `table`: the user tables (`user_emb`, `user_cat_emb`) "
         "sharded on TorchRec (`train.sharding`). Peak RSS per process (GiB; the larger rank's) after "
         "loading the Bundle, after the trainer's set-up, after the training steps, and after one gather of "
-        "the whole tables (what validation and checkpoints do). `tables`: the shardable tables' bytes "
+        "the whole tables (what validation and checkpoints do); `held`: the RSS held while training, "
+        "after the steps (the set-up's transient peak is past). `tables`: the shardable tables' bytes "
         "this process holds (weights + row accumulators).",
         "",
-        "| interactions | set-up | tables per process (GiB) | load | set-up | steps | gather | step (ms) |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|",
+        "| interactions | set-up | tables per process (GiB) | peak: load | peak: set-up | peak: steps "
+        "| peak: gather | held while training | step (ms) |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for size in res["sizes"]:
         for mode, ranks in size["modes"].items():
@@ -122,7 +131,7 @@ def markdown(res: dict) -> str:
             lines.append(
                 f"| {size['interactions']:,} | {mode} ({plan}) | {top('tables_bytes'):.2f} | {top('load_peak'):.2f} | "
                 f"{top('setup_peak'):.2f} | {top('steps_peak'):.2f} | {top('gather_peak'):.2f} | "
-                f"{max(r['step_ms'] for r in ranks):.0f} |"
+                f"{top('steps_held'):.2f} | {max(r['step_ms'] for r in ranks):.0f} |"
             )
     return "\n".join(lines)
 
@@ -133,6 +142,8 @@ def main() -> None:
     ap.add_argument("--modes", nargs="+", default=list(MODES))
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--keep", help="a folder to keep the generated logs in (reused when there)")
+    ap.add_argument("--device", default="cpu", help="cpu (gloo) | cuda (NCCL: one GPU per process)")
+    ap.add_argument("--procs", type=int, default=2, help="processes (on CUDA: at most the GPUs)")
     args = ap.parse_args()
     sizes = []
     with tempfile.TemporaryDirectory(prefix="bench-sharding-") as tmp:
@@ -145,11 +156,11 @@ def main() -> None:
                 print(f"{label}: generated and prepared in {time.perf_counter() - t:.0f} s", flush=True)
             modes = {}
             for mode in args.modes:
-                modes[mode] = measure(root / "bundle", mode, args.steps, Path(tmp))
+                modes[mode] = measure(root / "bundle", mode, args.steps, Path(tmp), args.device, args.procs)
                 print(label, mode, modes[mode], flush=True)
             sizes.append({"interactions": n, "modes": modes})
-    res = {"steps": args.steps, "sizes": sizes}
-    write_results("sharding", res, markdown(res))
+    res = {"steps": args.steps, "device": args.device, "procs": args.procs, "sizes": sizes}
+    write_results("sharding" if args.device == "cpu" else "sharding_gpu", res, markdown(res))
 
 
 if __name__ == "__main__":

@@ -119,13 +119,14 @@ def pytest_configure(config: pytest.Config) -> None:
 # Under xdist, the modules whose tests run independently of each other (no module-scoped fixture
 # worth sharing), so their tests spread over the workers one by one; every other module's tests
 # stay together on one worker, so its module-scoped fixtures (trained models) are built once.
-SPREAD_MODULES = {"tests/integration/test_real_datasets.py"}
+SPREAD_MODULES = {"tests/integration/test_real_datasets.py", "tests/integration/test_distributed.py"}
 
 # The longest work units, longest first (by `--durations`, issue 34): under xdist they start first,
 # so the short ones fill in around them and no worker is left with a long tail.
 HEAVY_FIRST = (
     "tests/unit/models/test_text_models.py",
     "tests/integration/test_real_datasets.py",
+    "tests/integration/test_distributed.py",
     "tests/unit/models/test_sasrec.py",
     "tests/unit/models/test_crossrec_prior.py",
     "tests/unit/models/test_cdr_baselines.py",
@@ -134,8 +135,8 @@ HEAVY_FIRST = (
     "tests/integration/test_demo.py",
     "tests/unit/models/test_crossrec_warm.py",
     "tests/unit/models/test_crossrec.py",
-    "tests/integration/test_distributed.py",
     "tests/integration/test_tune.py",
+    "tests/integration/test_serving_workers.py",
 )
 
 

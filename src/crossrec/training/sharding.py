@@ -60,6 +60,14 @@ class ShardableTables(Protocol):
     def shardable_tables(self) -> list[str]: ...
 
 
+def embedding(model: nn.Module, name: str) -> nn.Embedding:
+    """The model's table `name` (a name its `shardable_tables` lists)."""
+    table = model.get_submodule(name)
+    if not isinstance(table, nn.Embedding):
+        raise TypeError(f"{type(model).__name__}.{name} is {type(table).__name__}, not an nn.Embedding")
+    return table
+
+
 def available_memory() -> int:
     """Bytes of memory this machine has free for new work (/proc/meminfo's MemAvailable; the
     physical memory where that file is absent)."""
@@ -80,7 +88,7 @@ def table_bytes(model: nn.Module, cfg: TrainConfig) -> int:
         return 0
     total = 0
     for name in model.shardable_tables():
-        w = getattr(model, name).weight
+        w = embedding(model, name).weight
         per_row = w.shape[1] * (3 if sparse_kind(cfg) == "adam" else 1) + (1 if sparse_kind(cfg) == "adagrad" else 0)
         total += w.shape[0] * per_row * w.element_size()
     return total
@@ -164,9 +172,9 @@ class ShardedTables:
         self.names = [
             n
             for n in model.shardable_tables()
-            if getattr(model, n).weight.requires_grad and len(getattr(model, n).weight)
+            if embedding(model, n).weight.requires_grad and len(embedding(model, n).weight)
         ]
-        full = {n: getattr(model, n).weight.detach() for n in self.names}
+        full = {n: embedding(model, n).weight.detach() for n in self.names}
         configs = [
             EmbeddingBagConfig(
                 name=f"t_{n}",  # not "items" etc.: TorchRec's ModuleDict would clash with its methods
@@ -199,7 +207,7 @@ class ShardedTables:
         self._accumulators = self._optimizer_shards()
         self._accumulator_layout = {n: self._layout(n) for n in self.names}
         self.shapes = {n: tuple(full[n].shape) for n in self.names}
-        self.sparse = {n: getattr(model, n).sparse for n in self.names}
+        self.sparse = {n: embedding(model, n).sparse for n in self.names}
         del full
         self._install_lookups()
 
@@ -322,7 +330,7 @@ class ShardedTables:
         finally:
             with torch.no_grad():
                 for n in self.names:
-                    w = getattr(self.model, n).weight
+                    w = embedding(self.model, n).weight
                     for (r0, c0), t in self._weights[n]:
                         t.copy_(w[r0 : r0 + t.shape[0], c0 : c0 + t.shape[1]])
                     for r0, a in self._accumulators[n]:
