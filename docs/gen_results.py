@@ -464,6 +464,7 @@ def page_speed() -> str:
         ("step", "Where a training step's time goes (`benchmarks/bench_step.py`)"),
         ("contention", "Shared cores and compile caches (`benchmarks/bench_contention.py`)"),
         ("sharding", "Sharded user tables on 2 processes (`benchmarks/bench_sharding.py`)"),
+        ("sharding_quality", "Sharded vs replicated quality (`benchmarks/bench_sharding_quality.py`)"),
         ("gpu_scale", "GPU scale (`benchmarks/bench_gpu.py`)"),
         ("profile", "Where an epoch goes (`benchmarks/bench_profile.py`)"),
     ]:
@@ -476,6 +477,7 @@ def page_speed() -> str:
 UNMEASURED = {
     "step": "Not run yet: `python benchmarks/bench_step.py --bundle BUNDLE`.",
     "sharding": "Not run yet: `python benchmarks/bench_sharding.py --sizes 3M 10M`.",
+    "sharding_quality": "Not run yet: `python benchmarks/bench_sharding_quality.py`.",
     "gpu_scale": "**Unmeasured**: no CUDA device has run it yet. On one, "
     "`python benchmarks/bench_gpu.py --sizes 10M 30M` writes `benchmarks/results/gpu_scale.json` "
     "(one flagship and one BPR-MF epoch at 10M and 30M interactions, with peak GPU memory).",

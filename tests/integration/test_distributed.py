@@ -75,7 +75,7 @@ SHARDED = ["--train.sparse_optimizer=adagrad", "--train.sparse_lr=0.05"]
 @pytest.mark.slow  # torchrun, two training processes and TorchRec
 @pytest.mark.parametrize(
     ("model", "sharding", "tol"),
-    [("mf", "table", 0.02), ("crossrec", "column", 0.05)],
+    [("mf", "table", 1e-3), ("crossrec", "column", 0.05)],
     ids=["bpr-mf-table-wise", "flagship-column-wise"],
 )
 def test_torchrec_sharded_tables_follow_one_process_and_load_unsharded(tiny, model, sharding, tol):
@@ -91,9 +91,8 @@ def test_torchrec_sharded_tables_follow_one_process_and_load_unsharded(tiny, mod
     a, b = train_result(one), train_result(two)
     tables = {"mf": ["item_emb", "user_emb"], "crossrec": ["user_cat_emb", "user_emb"]}[model]
     assert sorted(b["sharding"]) == tables and not a["sharding"]
-    print(b["sharding"], [h["valid_ndcg@10"] for h in a["history"]], [h["valid_ndcg@10"] for h in b["history"]])
-    # Same global batches; the sharded rows' row-wise Adagrad is TorchRec's (the coalesced gradient of
-    # each row per step, not its occurrences one by one): the curves agree within noise.
+    # Same global batches, and RowAdagrad is TorchRec's exact row-wise Adagrad (each row's gradient
+    # summed over the step first): the curves agree up to float order (and the flagship's dropout).
     assert [h["valid_ndcg@10"] for h in b["history"]] == pytest.approx(
         [h["valid_ndcg@10"] for h in a["history"]], abs=tol
     )

@@ -131,7 +131,12 @@ class MF(nn.Module):
 
     def loss(self, batch: Batch) -> Tensor:
         u = self.user_emb(batch.users)  # [B, d]
-        p = self.item_emb(batch.pos_items)  # [B, d]
+        if self.config.loss == "mse":
+            p = self.item_emb(batch.pos_items)  # [B, d]
+        else:  # one lookup of the item table per step: a sharded table's optimiser steps once per lookup
+            n_b = len(batch.pos_items)
+            e = self.item_emb(torch.cat([batch.pos_items, batch.neg_items.reshape(-1)]))
+            p, n = e[:n_b], e[n_b:].view(*batch.neg_items.shape, -1)  # [B, d], [B, n_neg, d]
         reg = self.config.reg * l2_penalty(u, p)
         if self.config.loss == "mse":
             if batch.ratings is None:
@@ -139,7 +144,6 @@ class MF(nn.Module):
             warm_start_bias(self.global_bias, self.bias_ready, batch.ratings)
             bias_reg = self.config.reg * l2_penalty(self.user_bias[batch.users], self.item_bias[batch.pos_items])
             return mse_loss(self.predict_rating(batch.users, batch.pos_items), batch.ratings) + reg + bias_reg
-        n = self.item_emb(batch.neg_items)  # [B, n_neg, d]
         pos = (u * p).sum(-1)
         neg = (u.unsqueeze(1) * n).sum(-1)  # [B, n_neg]
         return pair_loss(self.config.loss, pos, neg) + reg + self.config.reg * l2_penalty(n)

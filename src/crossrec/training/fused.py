@@ -13,7 +13,8 @@ Semantics, next to the batched step on the same batch:
   it touches), each row's applied as soon as it is computed, so a later row of the batch sees the
   updates of earlier ones (sequential SGD within a batch, as implicit does);
 - Adagrad: each occurrence adds its row's mean squared gradient to the row's accumulator and then
-  moves by lr * g / (sqrt(acc) + eps): `RowAdagrad`'s update, occurrence by occurrence; its
+  moves by lr * g / (sqrt(acc) + eps): `RowAdagrad`'s update applied occurrence by occurrence
+  (the batched `RowAdagrad` sums a row's occurrences first; on distinct rows the two agree); its
   accumulators are `RowAdagrad`'s state, so checkpoints and resume work as usual;
 - with more than one thread the order of updates varies between runs: results are reproducible
   with one thread only (`torch.set_num_threads(1)`, which sets the kernel's threads too).

@@ -138,15 +138,13 @@ class RowSGD(_RowOptimizer):
 
 class RowAdagrad(_RowOptimizer):
     """Row-wise Adagrad for sparse embedding tables: one accumulator per row (not per entry), the
-    mean squared gradient of the row, as in FBGEMM / TorchRec's embedding optimiser.
+    mean squared gradient of the row, as FBGEMM / TorchRec's exact row-wise Adagrad computes it:
+    a row's occurrences in the batch are summed first (the coalesced gradient), so a sharded fit
+    (training/sharding.py, TorchRec's optimiser) and a replicated one take the same step. The state
+    is one float per row instead of Adam's two tables of the embedding's size.
 
-    Each occurrence of a row in the batch is applied as it comes (the uncoalesced gradient): every
-    occurrence adds its mean square to the row's accumulator, then each moves the row by its own
-    gradient scaled by the row's new accumulator. No `torch.unique`, no per-entry moments: a step
-    is two `index_add_`s per table, and the state is one float per row instead of Adam's two
-    tables of the embedding's size.
-
-    update: s[r] += mean_j g[r, j]^2;  w[r] -= lr * g[r] / (sqrt(s[r]) + eps)
+    update, per distinct row r of the batch with g[r] the sum of its occurrences' gradients:
+        s[r] += mean_j g[r, j]^2;  w[r] -= lr * g[r] / (sqrt(s[r]) + eps)
     """
 
     def __init__(self, params: Any, lr: float = 0.05, eps: float = 1e-8, initial_accumulator: float = 0.0) -> None:
@@ -167,9 +165,11 @@ class RowAdagrad(_RowOptimizer):
         if rows.numel() == 0:
             return
         flat = grads.reshape(len(rows), -1)
-        acc.index_add_(0, rows, torch.linalg.vector_norm(flat, dim=1).square_().div_(flat.shape[1]))
-        scale = acc.index_select(0, rows).sqrt_().add_(group["eps"]).reciprocal_().mul_(-group["lr"])
-        p.index_add_(0, rows, (flat * scale.unsqueeze(1)).view_as(grads))
+        distinct, inverse = torch.unique(rows, return_inverse=True)
+        g = flat.new_zeros(len(distinct), flat.shape[1]).index_add_(0, inverse, flat)  # coalesced
+        acc.index_add_(0, distinct, torch.linalg.vector_norm(g, dim=1).square_().div_(g.shape[1]))
+        scale = acc.index_select(0, distinct).sqrt_().add_(group["eps"]).reciprocal_().mul_(-group["lr"])
+        p.index_add_(0, distinct, (g * scale.unsqueeze(1)).view(len(distinct), *grads.shape[1:]))
 
 
 class Optimizers:

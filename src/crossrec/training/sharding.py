@@ -55,7 +55,9 @@ AUTO_HEADROOM = 4.0
 @runtime_checkable
 class ShardableTables(Protocol):
     """A model whose ID tables can be sharded: the attribute names of its `nn.Embedding` tables
-    that are only read through their forward (a lookup) during training."""
+    that are only read through their forward (a lookup) during training, each looked up once per
+    step (TorchRec's fused optimiser steps a table once per lookup: two lookups would be two
+    Adagrad steps, not one step of their summed gradient)."""
 
     def shardable_tables(self) -> list[str]: ...
 
