@@ -29,6 +29,8 @@ DATASETS = ("anime-mal", "amazon-arts-office")
 
 
 def experiment(dataset: str, labels: str, seeds: list[int], out: Path, extra: list[str]) -> dict:
+    if (out / "results.json").exists():  # --keep: a cell finished by an earlier run
+        return json.loads((out / "results.json").read_text())
     cfg = ROOT / "configs" / "experiments" / f"{dataset}.yaml"
     cmd = [sys.executable, "-m", "crossrec.cli", "experiment", str(cfg), "--only", labels]
     cmd += [f"--seeds={json.dumps(seeds)}", f"--out={out}", *extra]
@@ -92,16 +94,18 @@ def main() -> None:
     ap.add_argument("--texts", nargs="+", default=list(TEXTS), choices=list(TEXTS))
     ap.add_argument("--seeds", nargs="+", type=int, default=[0])
     ap.add_argument("--cold-items", action="store_true", help="the cold-item protocol (cold_item_fraction 0.1)")
+    ap.add_argument("--keep", help="a folder for the runs, kept (finished cells are reused by a rerun)")
     args = ap.parse_args()
     protocol = ["--prepare.cold_item_fraction=0.1"] if args.cold_items else []
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-weak-text-") as t:
-        tmp = Path(t)
+        tmp = Path(args.keep or t) / ("cold" if args.cold_items else "main") / "-".join(map(str, args.seeds))
+        tmp.mkdir(parents=True, exist_ok=True)
         for ds in args.datasets:
             base = cells(experiment(ds, "pop,crossrec", args.seeds, tmp / f"{ds}-id", protocol))
             for name in args.texts:
                 template = TEXTS[name]
-                extra = protocol + ([f"--encoder.template={template}"] if template else [])
+                extra = protocol + ([f"--encoder.template={json.dumps(template)}"] if template else [])  # a YAML string
                 text = cells(experiment(ds, "textknn,crossrec-text", args.seeds, tmp / f"{ds}-{name}", extra))
                 row = {"dataset": ds, "text": name, "template": template, **base, **text}
                 print({k: row[k] for k in ("dataset", "text")}, {m: row[m].get("all") for m in base | text}, flush=True)

@@ -422,6 +422,9 @@ def page_text() -> str:
         bench_md("text_zero-shot_like-for-like"),
         "",
     ]
+    for name, title in [("weak_text", "main protocol"), ("weak_text_cold", "cold-item protocol")]:
+        if (RESULTS / f"{name}.md").exists():
+            parts += [f"## Weak item text, {title} (`benchmarks/bench_weak_text.py`)", "", bench_md(name), ""]
     parts += ["## Option grids (validation)", ""]
     for name, title in [
         ("warm_start_grid", "Warm start"),
