@@ -51,6 +51,8 @@ def temporal_cuts(order: pl.Series, cfg: PrepareConfig) -> tuple[Any, Any]:
 def temporal_split(df: pl.DataFrame, lo: Any, hi: Any) -> pl.DataFrame:
     """Add the `split` column of a temporal cut at (`lo`, `hi`) from `temporal_cuts`."""
     train, valid, test = SPLIT_CODES["train"], SPLIT_CODES["valid"], SPLIT_CODES["test"]
+    if hi is None:  # no orders (an empty piece): every row, if any, is training (no null comparison)
+        return df.with_columns(pl.lit(train, pl.Int8).alias("split"))
     code = pl.when(pl.col("order") > hi).then(test).when(pl.col("order") > lo).then(valid).otherwise(train)
     return df.with_columns(code.cast(pl.Int8).alias("split"))
 
