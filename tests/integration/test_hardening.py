@@ -300,7 +300,7 @@ import json, os, sys
 import torch._dynamo  # what training imports on first use: once here, not in every child
 import crossrec.data.fingerprint, crossrec.kernels.bpr, crossrec.kernels.optim, safetensors.torch
 import crossrec.io as io
-import crossrec.training.trainer as tr
+import crossrec.training.checkpoints as tr
 from crossrec.config import load_config
 from crossrec.pipeline import seed_everything, train
 
