@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from crossrec.cli import app
@@ -105,3 +106,22 @@ def test_torchrec_sharded_tables_follow_one_process_and_load_unsharded(tiny, mod
     assert any(k.startswith("sharded.") for k in load_tensors(ckpt / pointer / "optimizer.safetensors"))
     r = runner.invoke(app, ["evaluate", str(cfg), f"--out={two}"])
     assert r.exit_code == 0, r.output
+
+
+@pytest.mark.slow  # torchrun, two training processes and TorchRec, three times
+def test_a_sharded_run_resumes_where_it_stopped(tiny):
+    from crossrec.io import load_tensors
+
+    root, cfg = tiny
+    common = ["--model.name=mf", *SHARDED, "--train.sharding=table"]
+    full, cut = root / "resume-full", root / "resume-cut"
+    for out, args in [
+        (full, ["--train.epochs=2"]),
+        (cut, ["--train.epochs=1"]),
+        (cut, ["--train.epochs=2", "--resume"]),
+    ]:
+        p = two_processes(cfg, out, *args, *common)
+        assert p.returncode == 0, p.stderr[-3000:]
+    # The checkpoint carried the shards' weights and row accumulators: the resumed run is the uninterrupted one.
+    a, b = load_tensors(full / "model.safetensors"), load_tensors(cut / "model.safetensors")
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
