@@ -247,8 +247,8 @@ class ShardedTables:
 
     def _all_shards(self, n: str) -> list[tuple[int, tuple[int, int], tuple[int, int]]]:
         """Every shard of table `n` in every process: (owner rank, (row, col) offsets, sizes)."""
-        key = next(k for k in self.dmp.state_dict() if k.endswith(f"t_{n}.weight"))
-        md = self.dmp.state_dict()[key].metadata()
+        state = self.dmp.state_dict()  # built once: each call assembles every table's ShardedTensor
+        md = next(v for k, v in state.items() if k.endswith(f"t_{n}.weight")).metadata()
         return [
             (int(s.placement.rank()), (s.shard_offsets[0], s.shard_offsets[1]), (s.shard_sizes[0], s.shard_sizes[1]))
             for s in md.shards_metadata
