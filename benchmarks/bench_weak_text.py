@@ -56,6 +56,33 @@ def cells(res: dict) -> dict[str, dict[str, float]]:
     return out
 
 
+def trust_picks(out: Path, seeds: list[int]) -> list[float | str]:
+    """The text-trust kappa picked per category (models/crossrec/trust.py), over the seeds'
+    artifacts; infinity as "inf" (JSON has no infinity)."""
+    from safetensors import safe_open
+
+    picks: list[float | str] = []
+    for s in seeds:
+        f = out / "models" / "crossrec-text" / f"seed-{s}" / "model.safetensors"
+        if f.exists():
+            with safe_open(str(f), "np") as t:
+                if "text_kappa_" in t.keys():
+                    picks += [float(k) if k < float("inf") else "inf" for k in t.get_tensor("text_kappa_")]
+    return picks
+
+
+def summary(picks: list[float | str]) -> str:
+    """'∞ ×15, 30 ×3': how often each kappa was picked (categories x seeds)."""
+    vals = sorted(set(picks), key=lambda k: -float(k))
+    return ", ".join(f"{'∞' if k == 'inf' else f'{k:g}'} ×{picks.count(k)}" for k in vals) or "–"
+
+
+def holds(text: dict, ids: dict, key: str) -> str:
+    """text+id >= the ID flagship within one standard deviation (the larger of the two)."""
+    sd = max(text.get(key + "_std", 0.0), ids.get(key + "_std", 0.0))
+    return "yes" if text[key] >= ids[key] - sd else "no"
+
+
 def markdown(res: dict) -> str:
     cold = res["cold_items"]
     lines = [
@@ -64,11 +91,14 @@ def markdown(res: dict) -> str:
         f"Test NDCG@10 (full ranking), mean ± std over seeds {res['seeds']}: all users / users new to a "
         "category. `own`: the dataset's own item text (the encoder's default template); `titles`: "
         "`{title}`; `title3`: `{title:3}`. The ID flagship and popularity do not read text (one run per "
-        "dataset). Δ: text+id over the ID flagship." + (" Cold: Recall@10 on the cold-item slice." if cold else ""),
+        "dataset). Δ: text+id over the ID flagship; ≥ ID: text+id at least the ID flagship within one "
+        "standard deviation (the larger of the two), all users / new to a category. κ: the text-trust picks "
+        "(models/crossrec/trust.py), categories × seeds: ∞ keeps the text as trained, 0 scores trained items "
+        "from their ID part alone." + (" Cold: Recall@10 on the cold-item slice." if cold else ""),
         "",
-        "| dataset | text | pop | text-kNN | ID flagship | text+id | Δ all | Δ new to a category |"
+        "| dataset | text | pop | text-kNN | ID flagship | text+id | Δ all | Δ new to a category | ≥ ID | κ |"
         + (" cold: text-kNN | cold: text+id |" if cold else ""),
-        "|---|---|---:|---:|---:|---:|---:|---:|" + ("---:|---:|" if cold else ""),
+        "|---|---|---:|---:|---:|---:|---:|---:|---|---|" + ("---:|---:|" if cold else ""),
     ]
 
     def f(c: dict, k: str) -> str:
@@ -80,7 +110,8 @@ def markdown(res: dict) -> str:
         d_new = (text["new"] - ids["new"]) / ids["new"] * 100
         line = (
             f"| {row['dataset']} | {row['text']} | {pop['all']:.4f} | {knn['all']:.4f} | {f(ids, 'all')} / "
-            f"{f(ids, 'new')} | {f(text, 'all')} / {f(text, 'new')} | {d_all:+.1f}% | {d_new:+.1f}% |"
+            f"{f(ids, 'new')} | {f(text, 'all')} / {f(text, 'new')} | {d_all:+.1f}% | {d_new:+.1f}% | "
+            f"{holds(text, ids, 'all')} / {holds(text, ids, 'new')} | {summary(row.get('trust', []))} |"
         )
         if cold:
             line += f" {knn.get('cold_recall', 0.0):.4f} | {text.get('cold_recall', 0.0):.4f} |"
@@ -106,8 +137,10 @@ def main() -> None:
             for name in args.texts:
                 template = TEXTS[name]
                 extra = protocol + ([f"--encoder.template={json.dumps(template)}"] if template else [])  # a YAML string
-                text = cells(experiment(ds, "textknn,crossrec-text", args.seeds, tmp / f"{ds}-{name}", extra))
+                out = tmp / f"{ds}-{name}"
+                text = cells(experiment(ds, "textknn,crossrec-text", args.seeds, out, extra))
                 row = {"dataset": ds, "text": name, "template": template, **base, **text}
+                row["trust"] = trust_picks(out, args.seeds)
                 print({k: row[k] for k in ("dataset", "text")}, {m: row[m].get("all") for m in base | text}, flush=True)
                 rows.append(row)
     res = {"seeds": args.seeds, "cold_items": args.cold_items, "rows": rows}

@@ -33,7 +33,9 @@ class PrepareConfig(Checked):
     cold_user_category: str | None = None  # (str|None) target category of that protocol; None = random
     cold_user_valid_fraction: Share = 0.0  # (float) with a validation split: a further share of multi-category users (not those of the test draw) whose rows in one category go to validation, so new-to-category users are tuned and calibrated on (the new-user prior's weight: models/crossrec/prior.py)
     cold_item_fraction: Share = 0.0  # (float) cold-start item protocol: share of items whose every interaction goes to test (or valid: next option)
-    cold_item_valid_share: Share = 0.5  # (float) share of those cold items whose interactions go to validation instead of test (with a validation split; 0 = all to test): what a model is tuned and calibrated on
+    cold_item_valid_share: Share | None = (
+        None  # (float|None) share of those cold items whose interactions go to validation instead of test (with a validation split; 0 = all to test): what a model is tuned and calibrated on. None: validation's share of the other held-out rows (valid / (valid + test)), so cold items' positives are as large a part of validation as of test
+    )
     zero_shot_category: str | None = (
         None  # (str|None) zero-shot protocol: every interaction of this category goes to test
     )

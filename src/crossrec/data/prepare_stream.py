@@ -313,7 +313,8 @@ def _protocols(buckets: Frames, cfg: PrepareConfig, categories: list[str]) -> Fr
         )
     if cfg.cold_item_fraction > 0:
         distinct = pl.concat([b.select("item").unique() for b in buckets]).unique().with_columns(undrawn)
-        drawn = protocols.cold_item_protocol(distinct, cfg)
+        held = protocols.held_out_share([b["split"] for b in buckets])
+        drawn = protocols.cold_item_protocol(distinct, cfg, held)
         moved = [drawn.filter(pl.col("split") == SPLIT_CODES[s])["item"].implode() for s in ("test", "valid")]
         split = (
             pl.when(pl.col("item").is_in(moved[0]))

@@ -5,12 +5,16 @@
 - cold-start items (`cold_item_fraction`): a seeded fraction of the items lose every row, to test
   or (a share `cold_item_valid_share` of them, with a validation split) to validation, so that a
   model can be tuned and calibrated for items nobody trained on, as DropoutNet and CLCRec split
-  their cold items;
+  their cold items. By default that share is validation's share of the other held-out rows, so
+  cold items' positives are as large a part of validation as of test: a validation split richer
+  in them than test makes what is calibrated on it (the flagship's cold offset) favour cold items
+  more than test rewards;
 - a zero-shot category (`zero_shot_category`): every row of that category.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import polars as pl
@@ -63,13 +67,23 @@ def cold_user_protocol(df: pl.DataFrame, cfg: PrepareConfig, categories: list[st
     return df.with_columns(pl.coalesce("_to", "split").alias("split")).drop("_to")
 
 
-def cold_item_protocol(df: pl.DataFrame, cfg: PrepareConfig) -> pl.DataFrame:
+def held_out_share(splits: Sequence[pl.Series]) -> float:
+    """valid / (valid + test) rows of split columns (pieces of one; 0 without held-out rows)."""
+    n_valid, n_test = (sum(int((s == SPLIT_CODES[k]).sum()) for s in splits) for k in ("valid", "test"))
+    return n_valid / (n_valid + n_test) if n_valid + n_test else 0.0
+
+
+def cold_item_protocol(df: pl.DataFrame, cfg: PrepareConfig, held: float | None = None) -> pl.DataFrame:
     """Move every interaction of a seeded fraction of the items to test (they become cold items);
     with a validation split, a seeded share `cold_item_valid_share` of those items go to validation
-    instead (disjoint item sets: no item is cold in both)."""
+    instead (disjoint item sets: no item is cold in both). Where that option is None, the share is
+    `held` (validation's share of the held-out rows; computed from `df`'s split column when None)."""
     items = df.select("item").unique().sort("item")
     chosen = items.sample(fraction=cfg.cold_item_fraction, seed=cfg.seed + 2, shuffle=False)["item"]
-    share = cfg.cold_item_valid_share if cfg.valid else 0.0
+    share = cfg.cold_item_valid_share if cfg.cold_item_valid_share is not None else held
+    if share is None:
+        share = held_out_share([df["split"]])
+    share = share if cfg.valid else 0.0
     if share <= 0 or len(chosen) == 0:
         return _to_test(df, pl.col("item").is_in(chosen.implode()))
     to_valid = chosen.sample(fraction=share, seed=cfg.seed + 3, shuffle=False)

@@ -308,7 +308,8 @@ def test_cold_item_protocol_moves_every_row_of_a_seeded_item_share_to_test():
 
 def test_cold_items_are_shared_between_validation_and_test_by_item():
     rows = [(f"u{u}", f"{c}{k}", c, (k + u) % 10) for u in range(60) for c in ("a", "b") for k in range(10)]
-    d = prepare(frame(rows), None, PrepareConfig(cold_item_fraction=0.4, seed=1)).interactions  # default share 0.5
+    # leave-last-out holds out as many rows in validation as in test: the default share is half
+    d = prepare(frame(rows), None, PrepareConfig(cold_item_fraction=0.4, seed=1)).interactions
     cold = d.filter(pl.col("cold_item"))
     assert cold["item"].n_unique() == 8  # the same 40% of the 20 items lose their training rows
     per_item = cold.group_by("item").agg(pl.col("split").unique())
@@ -320,6 +321,23 @@ def test_cold_items_are_shared_between_validation_and_test_by_item():
     assert (no_valid.filter(pl.col("cold_item"))["split"] == TEST).all()
     with pytest.raises(ValueError, match="cold_item_valid_share"):
         prepare(frame(rows), None, PrepareConfig(cold_item_fraction=0.4, cold_item_valid_share=1.5))
+
+
+def test_by_default_validation_gets_its_share_of_the_held_out_rows_in_cold_items():
+    # a random split holding out a third as much for validation as for test: cold items' positives
+    # must weigh as much in validation as in test, so a third of the cold items go to validation
+    rows = [(f"u{u}", f"{c}{k}", c, (k + u) % 10) for u in range(60) for c in ("a", "b") for k in range(10)]
+    split = {"split": "random", "valid_ratio": 0.1, "test_ratio": 0.3, "seed": 1}
+    held = prepare(frame(rows), None, PrepareConfig(**split)).interactions["split"]
+    share = int((held == VALID).sum()) / int(((held == VALID) | (held == TEST)).sum())
+    assert 0.2 < share < 0.3
+    d = prepare(frame(rows), None, PrepareConfig(cold_item_fraction=0.6, **split)).interactions
+    per_item = d.filter(pl.col("cold_item")).group_by("item").agg(pl.col("split").first())
+    assert per_item.height == 12
+    assert (per_item["split"] == VALID).sum() in (int(12 * share), int(12 * share) + 1)
+    given = prepare(frame(rows), None, PrepareConfig(cold_item_fraction=0.6, cold_item_valid_share=0.5, **split))
+    cold = given.interactions.filter(pl.col("cold_item")).group_by("item").agg(pl.col("split").first())
+    assert (cold["split"] == VALID).sum() == 6  # a share given is used as it is
 
 
 def test_zero_shot_category_has_no_training_rows():

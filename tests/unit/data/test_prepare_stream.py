@@ -71,6 +71,7 @@ CASES = [
     {"cold_user_fraction": 0.2, "cold_user_valid_fraction": 0.1, "cold_item_fraction": 0.1},
     {"cold_user_fraction": 0.3, "cold_user_category": "c1", "split": "temporal"},
     {"cold_item_fraction": 0.2, "cold_item_valid_share": 0.0},
+    {"cold_item_fraction": 0.2, "split": "random", "cold_user_fraction": 0.2, "cold_user_valid_fraction": 0.1},
     {"zero_shot_category": "c2", "split": "random"},
     {"keep_unused_items": True, "k_core": 2},
 ]

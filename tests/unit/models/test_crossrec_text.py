@@ -53,7 +53,7 @@ def test_text_dropout_hides_the_text_part_of_a_share_of_training_occurrences(tin
         with torch.no_grad():  # a dropped occurrence is the tower's output with a zero text part
             tower.train()
             torch.manual_seed(3)
-            tower._content_parts = lambda its, fresh=False, dim=tower.dim: [torch.zeros(*its.shape, dim)]
+            tower._content_parts = lambda its, fresh=False, weigh=False, dim=tower.dim: [torch.zeros(*its.shape, dim)]
             no_text = tower(items)
             del tower._content_parts
         dropped = ~torch.isclose(got, full, atol=1e-6).all(1)

@@ -88,10 +88,11 @@ def test_ials_and_the_text_flagship_beat_popularity_overall(results):
     assert cell(results["crossrec-text"], "all", "ndcg@10") > 1.2 * pop
 
 
-def test_the_protocol_puts_half_of_the_cold_items_in_validation(cold_world):
+def test_the_protocol_puts_cold_items_in_validation_and_test(cold_world):
+    # (validation's share of them is its share of the held-out rows: tests/unit/data/test_prepare.py)
     cold = cold_world.interactions.filter(cold_world.interactions["cold_item"] & (cold_world.interactions["split"] > 0))
     by_split = cold.group_by("split").agg(pl.col("item").n_unique())["item"].to_list()
-    assert len(by_split) == 2 and min(by_split) > 0.3 * sum(by_split)
+    assert len(by_split) == 2 and min(by_split) > 0.15 * sum(by_split)
 
 
 def test_the_cold_offset_maximises_the_validation_likelihood(cold_world, trained):

@@ -8,7 +8,7 @@
 
 and of the parts it owns and calls (plain objects holding the model; the tensors stay the model's):
 `user_tower.UserTower`, `side.HistoryTerms`, `loss.Objective`, `softmax.SoftmaxLosses`,
-`loss.AuxiliaryLosses`, `prior.NewUserPrior`, `borrow.Borrowing`, `shrink.TextShrinkage`,
+`loss.AuxiliaryLosses`, `prior.NewUserPrior`, `borrow.Borrowing`, `shrink.TextShrinkage`, `trust.TextTrust`,
 `calibration.ColdOffset`, `live_text.LiveTextEncoder`, each typed against `host.Flagship`;
 `state` registers its buffers; `text_model.TextCrossRec` is the class a text item tower builds.
 Its serving adapters live in serving/flagship.py.

@@ -75,6 +75,7 @@ class TextTowerConfig(Checked):
     borrow: int = 20  # (int) text+id: after training, an item without training interactions takes the ID parts (embedding, bias, neighbourhood term) of its `borrow` nearest trained items by text cosine (models/crossrec/borrow.py); 0 = off
     borrow_temperature: Positive = 0.05  # (float) softmax temperature of the lenders' weights over their text cosines
     shrink: bool = True  # (bool) text+id: after training, shrink each trained item's ID embedding and bias toward its `borrow` nearest same-category trained items' by text, as (n e + kappa ebar) / (n + kappa) with n its training interactions, kappa picked per category on validation NDCG@10 (models/crossrec/shrink.py)
+    trust: bool = True  # (bool) text+id: after training, weight each trained item's text part (vector and text bias) by kappa / (kappa + n) at scoring time, n its training interactions, kappa picked per category on validation NDCG@10 from 0 (ID part alone) to infinity (as trained); items without interactions keep their full text (models/crossrec/trust.py)
     content_term: bool = False  # (bool) the content term: the history's text vectors vote for a candidate by cosine (learned weights per category pair); helps cold items, costs warm accuracy
 
     def __post_init__(self) -> None:

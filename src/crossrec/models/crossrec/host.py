@@ -129,6 +129,7 @@ class Flagship(Protocol):
     pair_keys_: Tensor
     cold_offset_: Tensor
     shrink_kappa_: Tensor
+    text_kappa_: Tensor
     borrow_row_: Tensor
     borrow_nbr_: Tensor
     borrow_w_: Tensor

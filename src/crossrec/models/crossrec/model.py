@@ -11,7 +11,8 @@ global bias of rating prediction. Loss: sum_c w_c L_c + alpha L_transfer + beta 
 
 Parts (plain objects holding the model, as torchrec's DLRM holds its arches; the tensors they read
 stay registered on the model, so state-dict keys are the ones artifacts store): `user_tower`, `side`
-(N_c, T_c), `pairs`, `objective`, `softmax`, `aux`, `prior`, `borrow`, `shrink`, `cold`, `text_encoder`.
+(N_c, T_c), `pairs`, `objective`, `softmax`, `aux`, `prior`, `borrow`, `shrink`, `trust`, `cold`,
+`text_encoder`.
 `steps`: what `calibrate` runs, in order. Buffers: state.py. With a text item tower the registry
 builds `TextCrossRec` (text_model.py). The serving adapters live in serving/flagship.py.
 
@@ -46,6 +47,7 @@ from crossrec.models.crossrec.side import HistoryTerms
 from crossrec.models.crossrec.softmax import SoftmaxLosses
 from crossrec.models.crossrec.state import register_state, stored_defaults
 from crossrec.models.crossrec.towers import ItemTower
+from crossrec.models.crossrec.trust import TextTrust
 from crossrec.models.crossrec.user_tower import UserTower
 from crossrec.models.crossrec.warm import warm_start
 from crossrec.models.history import history_index, history_matrix
@@ -74,6 +76,7 @@ class CrossRec(nn.Module):
     pair_keys_: Tensor
     cold_offset_: Tensor
     shrink_kappa_: Tensor
+    text_kappa_: Tensor
     borrow_row_: Tensor
     borrow_nbr_: Tensor
     borrow_w_: Tensor
@@ -116,8 +119,9 @@ class CrossRec(nn.Module):
             TextShrinkage(self),
             ColdOffset(self),
         )
+        self.trust = TextTrust(self)
         self.text_encoder = LiveTextEncoder(self)
-        self.steps: tuple[Calibrates, ...] = (self.borrow, self.shrink, self.prior, self.cold)
+        self.steps: tuple[Calibrates, ...] = (self.borrow, self.shrink, self.trust, self.prior, self.cold)
 
     # ------------------------------------------------------------------ data-derived state
     def setup(self, bundle: Bundle, categories: Sequence[int] | None = None) -> None:
@@ -149,8 +153,8 @@ class CrossRec(nn.Module):
 
     def calibrate(self, bundle: Bundle, categories: Sequence[int] | None, tools: PickTools) -> None:
         """After training (the trainer calls it), in eval mode: the post-training `steps` in order,
-        borrow (borrow.py) -> shrink (shrink.py) -> prior pick (prior.py) -> cold offset
-        (calibration.py); each is a no-op where its option is off or validation lacks what it needs."""
+        borrow (borrow.py) -> shrink (shrink.py) -> text trust (trust.py) -> prior pick (prior.py) ->
+        cold offset (calibration.py); each is a no-op where its option is off or validation lacks what it needs."""
         was = self.training
         self.eval()
         for step in self.steps:

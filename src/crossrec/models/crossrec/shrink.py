@@ -31,7 +31,7 @@ Example:
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -65,6 +65,40 @@ class _TrainedOnly(nn.Module):
         s = self.model.score(users, category)
         keep = self.trained.index_select(0, self.model.index[category])
         return s if bool(keep.all()) else s.masked_fill(~keep, float("-inf"))
+
+
+def pick_on_valid(
+    model: Flagship,
+    bundle: Bundle,
+    categories: Sequence[int] | None,
+    tools: PickTools,
+    grid: np.ndarray,
+    apply: Callable[[Tensor], None],
+) -> tuple[Tensor, np.ndarray]:
+    """Per category, the value of `grid` with the best validation NDCG@10 (all its users, the
+    trained items' ranking: `_TrainedOnly`), the curve smoothed over neighbouring values (`pick`);
+    a category with fewer than `MIN_USERS` validation users takes the value picked on all of them
+    together. `apply(values)` ([n_categories], one grid value each) sets the model to a grid point.
+    Returns the picks [n_categories] (0 for categories not in `categories`) and the users per
+    category; the model is left at the last grid point (the caller applies the picks)."""
+    m = model
+    n_cat = m.sizes.n_categories
+    cats = list(range(n_cat)) if categories is None else list(categories)
+    evaluator = tools.evaluator(bundle, 10, "valid")
+    ranked = _TrainedOnly(m, ~m.cold.untrained(torch.arange(m.sizes.n_items, device=m.log_count_.device)))
+    curves, users = np.zeros((n_cat, len(grid))), np.zeros(n_cat)
+    for g, value in enumerate(grid):
+        apply(torch.full((n_cat,), float(value)))
+        for row in evaluator.evaluate(ranked, cats).table.to_dicts():
+            if row["category"] in bundle.categories and row.get("slice", "all") == "all" and row["n_users"]:
+                c = bundle.categories.index(row["category"])
+                curves[c, g] = float(row["ndcg@10"]) * row["n_users"]
+                users[c] = row["n_users"]
+    pooled = pick(curves[cats].sum(0), grid)
+    chosen = torch.zeros(n_cat)
+    for c in cats:
+        chosen[c] = pick(curves[c], grid) if users[c] >= MIN_USERS else pooled
+    return chosen, users
 
 
 class TextShrinkage:
@@ -136,24 +170,11 @@ class TextShrinkage:
             return
         ids = targets[0]
         emb0, bias0 = tower.emb.weight.detach()[ids].clone(), tower.bias.detach()[ids].clone()
-        n_cat = (
-            m.sizes.n_categories
-        )  # (the curve's borrowed items keep the unshrunk lenders' parts: re-borrowed at the end)
-        cats = list(range(n_cat)) if categories is None else list(categories)
-        evaluator = tools.evaluator(bundle, 10, "valid")
-        ranked = _TrainedOnly(m, ~m.cold.untrained(torch.arange(m.sizes.n_items, device=ids.device)))
-        curves, users = np.zeros((n_cat, len(KAPPAS))), np.zeros(n_cat)
-        for g, kappa in enumerate(KAPPAS):
-            self.apply(targets, torch.full((n_cat,), float(kappa)), emb0, bias0)
-            for row in evaluator.evaluate(ranked, cats).table.to_dicts():
-                if row["category"] in bundle.categories and row.get("slice", "all") == "all" and row["n_users"]:
-                    c = bundle.categories.index(row["category"])
-                    curves[c, g] = float(row["ndcg@10"]) * row["n_users"]
-                    users[c] = row["n_users"]
-        pooled = pick(curves[cats].sum(0), KAPPAS)
-        chosen = torch.zeros(n_cat)
-        for c in cats:
-            chosen[c] = pick(curves[c], KAPPAS) if users[c] >= MIN_USERS else pooled
+        # (the curve's borrowed items keep the unshrunk lenders' parts: re-borrowed at the end)
+        chosen, users = pick_on_valid(
+            m, bundle, categories, tools, KAPPAS, lambda kappa: self.apply(targets, kappa, emb0, bias0)
+        )
+        cats = list(range(m.sizes.n_categories)) if categories is None else list(categories)
         self.apply(targets, chosen, emb0, bias0)
         m.shrink_kappa_ = chosen.to(m.shrink_kappa_.device)
         m.borrow()  # again: the untrained items' borrowed parts are their lenders' as they are now
@@ -163,4 +184,4 @@ class TextShrinkage:
         )
 
 
-__all__ = ["TextShrinkage", "KAPPAS", "MIN_USERS"]
+__all__ = ["TextShrinkage", "KAPPAS", "MIN_USERS", "pick_on_valid"]

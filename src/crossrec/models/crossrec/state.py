@@ -28,6 +28,7 @@ def register_state(model: nn.Module, sizes: Sizes, history_length: int) -> None:
         ("pair_keys_", torch.zeros(0, dtype=torch.int64)),  # (user, category) pairs trained (pairs.py)
         ("cold_offset_", torch.zeros(n_cat)),  # text+id: what untrained items get added (calibration.py)
         ("shrink_kappa_", torch.zeros(n_cat)),  # text shrinkage picked per category (shrink.py)
+        ("text_kappa_", torch.full((n_cat,), float("inf"))),  # text trust picked per category (trust.py)
         ("borrow_row_", torch.full((sizes.n_items,), -1, dtype=torch.int64)),  # ID parts lent (borrow.py)
         ("borrow_nbr_", torch.zeros(0, 0, dtype=torch.int64)),
         ("borrow_w_", torch.zeros(0, 0)),
@@ -44,6 +45,7 @@ def stored_defaults(model: nn.Module, table: nn.Embedding | None, state_dict: di
     buffers: dict[str, Any] = dict(model.named_buffers(recurse=False))
     state_dict.setdefault(prefix + "cold_offset_", torch.zeros_like(buffers["cold_offset_"]))
     state_dict.setdefault(prefix + "shrink_kappa_", torch.zeros_like(buffers["shrink_kappa_"]))
+    state_dict.setdefault(prefix + "text_kappa_", torch.full_like(buffers["text_kappa_"], float("inf")))
     n_users, n_cat = len(buffers["history_"]), len(buffers["cold_offset_"])
     migrate(state_dict, prefix, n_users, n_cat)  # an artifact written before the pair index (pairs.py)
     keys, device = state_dict[prefix + "pair_keys_"], buffers["pair_keys_"].device

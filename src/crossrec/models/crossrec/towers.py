@@ -12,7 +12,9 @@ dimension, `g = 2 sigmoid(.)`, starting at 1 = a plain sum), and a text bias joi
 occurrences, so the tower learns to score an item from its text alone, as it must for cold items;
 `text.text_dropout` hides the text part of a share of occurrences (text+id), so the ID part must
 score alone and the text part learns what adds to it (on validation it kept the text tower from
-overfitting sooner than the ID one: docs/DESIGN.md).
+overfitting sooner than the ID one: docs/DESIGN.md). After training, `text_weight_` ([n_items],
+set by the text-trust step, trust.py; empty = 1 everywhere) scales each item's text part and text
+bias at scoring time (eval mode): an item whose interactions say more than its text leans on its ID.
 
 Example:
     >>> tower = ItemTower(n_items=100, dim=16, init_std=0.01)   # doctest: +SKIP
@@ -63,6 +65,8 @@ class ItemTower(nn.Module):
     `set_text` (text vectors); both are buffers, so an artifact carries them.
     """
 
+    text_weight_: Tensor  # the text-trust weights (trust.py), a buffer
+
     def __init__(self, n_items: int, dim: int, init_std: float, mode: str = "id", text: Any = None) -> None:
         super().__init__()
         self.n_items, self.dim, self.pad, self.mode = n_items, dim, n_items, mode
@@ -81,6 +85,7 @@ class ItemTower(nn.Module):
         self.content_proj: nn.Linear | None = None
         # Text slot (set_text): frozen vectors, adapter, text bias, fusion gate.
         self.register_buffer("text_", torch.zeros(0, 0))
+        self.register_buffer("text_weight_", torch.zeros(0))  # per item, at scoring time (trust.py); empty: 1
         self.adapter: TextAdapter | None = None
         self.text_bias: nn.Linear | None = None
         self.fuse: nn.Linear | None = None
@@ -163,7 +168,15 @@ class ItemTower(nn.Module):
             x = x.index_put((sel,), self.live(uniq[sel]))
         return x
 
-    def _content_parts(self, items: Tensor, fresh: bool = False) -> list[Tensor]:
+    def trust(self, safe: Tensor) -> Tensor | None:
+        """[...] the weight of the text part of items `safe` (valid ids) at scoring time, or None
+        (1): `text_weight_` in eval mode once the text-trust step has set it (trust.py)."""
+        if self.training or self.text_weight_.numel() == 0:
+            return None
+        return self.text_weight_.index_select(0, safe.reshape(-1)).view(safe.shape)
+
+    def _content_parts(self, items: Tensor, fresh: bool = False, weigh: bool = False) -> list[Tensor]:
+        """The non-ID parts; `weigh`: the text part scaled by `trust` (candidates, not history items)."""
         parts = []
         safe = items.clamp_max(self.n_items - 1)
         real = (items < self.pad).unsqueeze(-1)
@@ -171,7 +184,9 @@ class ItemTower(nn.Module):
             uniq, inv = torch.unique(safe, return_inverse=True)  # each distinct item through the adapter once
             # index_select, not [inv]: advanced indexing's backward (index_put_ with accumulate) is far slower
             vec = self.adapter(self._text(uniq, fresh))  # type: ignore[misc]
-            parts.append(vec.index_select(0, inv.reshape(-1)).view(*items.shape, -1) * real)
+            w = self.trust(safe) if weigh else None
+            mask = real if w is None else real * w.unsqueeze(-1)
+            parts.append(vec.index_select(0, inv.reshape(-1)).view(*items.shape, -1) * mask)
         if self.content_proj is not None and self.content_.numel() > 0:
             parts.append(self.content_proj(self.content_[safe]) * self.content_present_[safe].unsqueeze(-1) * real)
         return parts
@@ -184,7 +199,7 @@ class ItemTower(nn.Module):
             extra = self.content(items)
             return v if extra is None else v + extra
         keep = keep if keep is not None else self._id_keep(items)
-        parts = self._content_parts(items, fresh)
+        parts = self._content_parts(items, fresh, weigh=True)
         if self.training and self.text_dropout > 0 and self.has_text:  # hide the text part of some occurrences
             parts[0] = parts[0] * (torch.rand(items.shape, device=items.device) >= self.text_dropout).unsqueeze(-1)
         if self.use_id:
@@ -234,7 +249,9 @@ class ItemTower(nn.Module):
         if keep is not None and self.use_id:
             b = b * keep
         if self.has_text:
-            b = b + self.text_bias(self.text_[safe]).squeeze(-1)  # type: ignore[misc]
+            tb = self.text_bias(self.text_[safe]).squeeze(-1)  # type: ignore[misc]
+            w = self.trust(safe)
+            b = b + (tb if w is None else tb * w)
         return b
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
@@ -249,4 +266,6 @@ class ItemTower(nn.Module):
         if text is not None and text.numel() > 0:
             self._buffers["text_"] = torch.empty_like(text, device=dev)
             self._build_text(text.shape[1])
+        weight = state_dict.setdefault(prefix + "text_weight_", torch.zeros(0))  # before the text-trust step: 1
+        self._buffers["text_weight_"] = torch.empty_like(weight, device=dev)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
