@@ -26,7 +26,8 @@ bounded.
 `/recommend` requests that arrive together are answered by one batched call
 (`Service.recommend_many` through serving/batcher.py: one index search for the batch; at most
 `serve.batch_max` requests, waiting `serve.batch_wait_ms` for company). The request timer and body
-limit are a plain ASGI middleware (no per-request task or body copy).
+limit are a plain ASGI middleware (no per-request task or body copy), and bodies are parsed
+strictly: both in serving/bodies.py.
 
 Reload builds the new service first and then swaps one reference: a request in flight finishes on
 the service it started with. It reloads the process that answers it: with several server processes
@@ -45,13 +46,11 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 import logging
-import math
 import os
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, MutableMapping
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -59,10 +58,10 @@ from typing import Any
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
-from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
 
 from crossrec.serving.batcher import MicroBatcher
+from crossrec.serving.bodies import BoundedAndTimed, StrictJSONRoute, as_text, field_error
 from crossrec.serving.config import ServeConfig
 from crossrec.serving.metrics import Metrics
 from crossrec.serving.service import Service, ServingError
@@ -70,7 +69,6 @@ from crossrec.serving.service import Service, ServingError
 log = logging.getLogger(__name__)
 
 ID = Field(min_length=1, max_length=256)
-WRITE_PATHS = frozenset({"/items", "/feedback", "/admin/reload"})  # need the API key, checked before the body is read
 PAGE = (Path(__file__).with_name("page.html")).read_text(encoding="utf-8")
 
 
@@ -89,159 +87,6 @@ class Feedback(BaseModel):
     timestamp: float | None = Field(default=None, ge=0, le=1e11)
 
 
-def _field_error(status: int, field: str, msg: str, where: str = "query") -> JSONResponse:
-    return JSONResponse(status_code=status, content={"detail": [{"loc": [where, field], "msg": msg}]})
-
-
-def _text(x: Any, limit: int = 500) -> str:
-    """`x` as text that JSON-encodes as UTF-8 (lone surrogates escaped), at most `limit` chars."""
-    return str(x)[:limit].encode("utf-8", "backslashreplace").decode("utf-8")
-
-
-class _NonFinite:
-    """What the strict parser reads NaN, Infinity, -Infinity or an overflowing number as."""
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-
-
-def _finite_float(text: str) -> Any:
-    x = float(text)
-    return x if math.isfinite(x) else _NonFinite(text)
-
-
-def _body_error(loc: list[Any], msg: str) -> HTTPException:
-    return HTTPException(422, [{"type": "json_invalid", "loc": ["body", *loc], "msg": msg}])
-
-
-def strict_json(body: bytes) -> Any:
-    """Parse a JSON request body strictly: UTF-8 only (a leading BOM is allowed), finite numbers
-    only, no lone surrogates in any string or key. Raises json.JSONDecodeError for malformed JSON
-    and HTTPException(422) naming the field for the rest (FastAPI turns both into 422)."""
-    try:
-        text = body.decode("utf-8").removeprefix("\ufeff")
-    except UnicodeDecodeError as e:
-        raise _body_error([], f"the body is not valid UTF-8 (byte {e.start})") from None
-    try:
-        value = json.loads(text, parse_constant=_NonFinite, parse_float=_finite_float)
-    except RecursionError:
-        raise _body_error([], "the body is nested too deeply") from None
-    except json.JSONDecodeError:
-        raise
-    except ValueError as e:  # an integer of more digits than Python converts
-        raise _body_error([], f"a number in the body is out of range ({_text(e, 100)})") from None
-    stack: list[tuple[list[Any], Any]] = [([], value)]  # iterative: depth is bounded by the parser only
-    while stack:
-        loc, v = stack.pop()
-        if isinstance(v, _NonFinite):
-            raise _body_error(loc, f"{v.text} is not a finite number (NaN and infinities are not JSON)")
-        if isinstance(v, str):
-            try:
-                v.encode("utf-8")
-            except UnicodeEncodeError:
-                raise _body_error(loc, "a lone surrogate (an unpaired \\ud800-\\udfff escape) is not text") from None
-        elif isinstance(v, dict):
-            for k, x in v.items():
-                try:
-                    k.encode("utf-8")
-                except UnicodeEncodeError:
-                    raise _body_error(
-                        loc, "a key holds a lone surrogate (an unpaired \\ud800-\\udfff escape)"
-                    ) from None
-                stack.append(([*loc, k], x))
-        elif isinstance(v, list):
-            stack.extend(([*loc, j], x) for j, x in enumerate(v))
-    return value
-
-
-class _StrictRequest(Request):
-    async def json(self) -> Any:
-        if not hasattr(self, "_json"):
-            self._json = strict_json(await self.body())
-        return self._json
-
-
-class _StrictJSONRoute(APIRoute):
-    """A route whose JSON body is parsed by `strict_json`."""
-
-    def get_route_handler(self) -> Callable[[Request], Any]:
-        handler = super().get_route_handler()
-
-        async def strict(request: Request) -> Response:
-            return await handler(_StrictRequest(request.scope, request.receive))
-
-        return strict
-
-
-class _BodyTooLarge(Exception):
-    """Raised to the app by receive() once the body it streamed passes the limit."""
-
-
-class _BoundedAndTimed:
-    """ASGI middleware, before any handler reads a body: a request to a write path
-    (`WRITE_PATHS`) without the right API key is refused (`refuse`: 401, or 403 with no key
-    configured); a body over `max_body_bytes` is 413, by its Content-Length or, with none
-    (chunked), by the bytes received so far: the handler never receives more than the limit.
-    Every request's status and latency go to `metrics` under its route."""
-
-    def __init__(
-        self,
-        app: Any,
-        max_body_bytes: int,
-        metrics: Metrics,
-        refuse: Callable[[bytes | None], Response | None] = lambda _: None,
-    ) -> None:
-        self.app, self.max_body, self.metrics, self.refuse = app, max_body_bytes, metrics, refuse
-
-    def _too_large(self) -> JSONResponse:
-        return _field_error(413, "body", f"request body over {self.max_body} bytes", "body")
-
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        t0 = time.perf_counter()
-        status = [500]
-        over, started, got = [False], [False], [0]
-
-        async def send_and_note(message: MutableMapping[str, Any]) -> None:
-            if message["type"] == "http.response.start":
-                started[0], status[0] = True, message["status"]
-            await send(message)
-
-        async def from_app(message: dict) -> None:
-            if over[0] and not started[0]:
-                return  # the app's answer to a cut-off body (a 400 or 422) gives way to the 413
-            await send_and_note(message)
-
-        async def bounded_receive() -> dict:
-            message = await receive()
-            if message["type"] == "http.request":
-                got[0] += len(message.get("body", b""))
-                if got[0] > self.max_body:
-                    over[0] = True
-                    raise _BodyTooLarge(f"request body over {self.max_body} bytes")
-            return message
-
-        headers = dict(scope.get("headers") or [])
-        size = headers.get(b"content-length")
-        answer: Response | None = None
-        if (scope.get("path") or "/").rstrip("/") in WRITE_PATHS:
-            answer = self.refuse(headers.get(b"x-api-key"))
-        if answer is None and size is not None and (not size.isdigit() or int(size) > self.max_body):
-            answer = self._too_large()
-        if answer is None:
-            try:
-                await self.app(scope, bounded_receive, from_app)
-            except Exception:
-                if not over[0]:
-                    raise
-            if over[0] and not started[0]:
-                answer = self._too_large()
-        if answer is not None:
-            await answer(scope, receive, send_and_note)
-        self.metrics.observe(getattr(scope.get("route"), "path", "other"), status[0], time.perf_counter() - t0)
-
-
 def create_app(load: Callable[[], Service], cfg: ServeConfig = ServeConfig(), api_key: str | None = None) -> FastAPI:
     """The app. `load()` builds a Service (at start and on /admin/reload); `api_key` defaults to
     the environment variable `cfg.api_key_env`."""
@@ -258,7 +103,7 @@ def create_app(load: Callable[[], Service], cfg: ServeConfig = ServeConfig(), ap
         batcher.close()
 
     app = FastAPI(title="crossrec", version="1", description="Cross-category recommendations, live.", lifespan=lifespan)
-    app.router.route_class = _StrictJSONRoute  # JSON bodies: finite numbers, UTF-8 text only
+    app.router.route_class = StrictJSONRoute  # JSON bodies: finite numbers, UTF-8 text only
     app.state.service = load()
     metrics = Metrics()
     # the batch runs on the service of its moment: a reload swaps it between batches
@@ -272,7 +117,7 @@ def create_app(load: Callable[[], Service], cfg: ServeConfig = ServeConfig(), ap
         no = refusal(None if header is None else header.decode("latin-1"))
         return None if no is None else JSONResponse(status_code=no[0], content={"detail": no[1]})
 
-    app.add_middleware(_BoundedAndTimed, max_body_bytes=cfg.max_body_bytes, metrics=metrics, refuse=refuse)
+    app.add_middleware(BoundedAndTimed, max_body_bytes=cfg.max_body_bytes, metrics=metrics, refuse=refuse)
 
     def service() -> Service:
         return app.state.service
@@ -333,9 +178,9 @@ def _error_handlers(app: FastAPI) -> None:
         # FastAPI's shape, without the offending input (raw bytes or odd text cannot always be JSON)
         detail = [
             {
-                "type": _text(e.get("type", "")),
-                "loc": [x if isinstance(x, int) else _text(x, 256) for x in e.get("loc", ())],
-                "msg": _text(e.get("msg", "")),
+                "type": as_text(e.get("type", "")),
+                "loc": [x if isinstance(x, int) else as_text(x, 256) for x in e.get("loc", ())],
+                "msg": as_text(e.get("msg", "")),
             }
             for e in exc.errors()
         ]
@@ -344,7 +189,7 @@ def _error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ServingError)
     async def serving_error(request: Request, exc: ServingError) -> JSONResponse:
         where = "query" if request.method == "GET" else "body"
-        return _field_error(exc.status, exc.field, str(exc), where)
+        return field_error(exc.status, exc.field, str(exc), where)
 
 
 def _read_routes(
@@ -436,11 +281,10 @@ def _write_routes(app: FastAPI, load: Callable[[], Service], service: Callable[[
                 new = load()  # built first; in-flight requests keep the one they hold
             except Exception as e:  # a damaged or half-written version: keep serving the old one
                 log.warning("reload failed, still serving %s: %s: %s", old, type(e).__name__, e)
-                return _field_error(
+                return field_error(
                     503,
                     "model",
-                    f"the newest model version could not be loaded, still serving "
-                    f"{old}: {type(e).__name__}: {_text(e)}",
+                    f"the newest model version could not be loaded, still serving {old}: {type(e).__name__}: {as_text(e)}",
                     "body",
                 )
             app.state.service = new
