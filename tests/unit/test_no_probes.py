@@ -22,7 +22,7 @@ ALLOWED = {
     # (path under src/crossrec, call as ast.unparse writes it): why it is not a model probe
     ("io.py", "hasattr(value, 'dtype')"): "duck-typing a tensor value being written, not a model",
     ("io.py", "hasattr(value, 'shape')"): "duck-typing a tensor value being written, not a model",
-    ("models/base.py", "hasattr(config_cls, 'section')"): "a config dataclass's option section, not a model",
+    ("models/registry.py", "hasattr(config_cls, 'section')"): "a config dataclass's option section, not a model",
     ("serving/bodies.py", "hasattr(self, '_json')"): "the request's parsed-body cache (Starlette's own pattern)",
     ("experiment/spec.py", "getattr(model, section)"): "`model` is a ModelRun (an experiment entry), not a model",
     ("experiment/tune.py", "getattr(m, key)"): "`m` is a ModelRun (an experiment entry), not a model",
