@@ -28,7 +28,7 @@ built, and the trainer's early stopping reads validation too.
 Output in OUT (default `<experiment out>-tune`): `study.sqlite3`, `tuning.json` (every trial:
 options, value, state, seconds, validation curve; the best options per model), `tuning.md`, and
 `best.yaml`: the experiment with each tuned model's best options filled in (its `search:` dropped),
-ready for `crossrec experiment OUT/best.yaml`.
+ready for `crossrec experiment OUT/best.yaml` (these two: experiment/tune_output.py).
 
 Example:
     >>> cfg = load_experiment("configs/experiments/anime-mal.yaml")          # doctest: +SKIP
@@ -53,6 +53,7 @@ from crossrec.data.bundle import Bundle
 from crossrec.evaluation.evaluator import Evaluator
 from crossrec.experiment.space import Param, default_space, parse_space, split_point
 from crossrec.experiment.spec import ExperimentConfig, ModelRun
+from crossrec.experiment.tune_output import best_experiment, tuning_markdown
 from crossrec.io import claim_output, write_json, write_marker, write_text
 from crossrec.typed import ConfigError
 
@@ -287,63 +288,6 @@ def _summary(study: Any, space: dict[str, Param], budget: TuneBudget, metric: st
     }
 
 
-def _entry(m: ModelRun) -> dict[str, Any]:
-    """A ModelRun as an experiment YAML entry (the inverse of spec._parse_model)."""
-    out: dict[str, Any] = {"label": m.label, "name": m.name, "mode": m.mode}
-    for key in ("baseline", "single_category", "flagship"):
-        out[key] = getattr(m, key)
-    for key in ("train", "transfer", "encoder", "params", "grid"):
-        if getattr(m, key):
-            out[key] = getattr(m, key)
-    if m.seeds is not None:
-        out["seeds"] = list(m.seeds)
-    return {k: v for k, v in out.items() if v is not None}
-
-
-def best_experiment(cfg: ExperimentConfig, tuned: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """The experiment YAML with each tuned model's best options filled in (`search:` dropped)."""
-    models = []
-    for m in cfg.models:
-        best = (tuned.get(m.label) or {}).get("best")
-        if best is not None:
-            params, train = split_point(best["params"])
-            m = replace(m, params=merge_dicts(dict(m.params), params), train=merge_dicts(dict(m.train), train), grid={})
-        models.append(_entry(replace(m, search={})))
-    return {
-        "name": f"{cfg.name}-tuned",
-        **cfg.run,
-        "seeds": list(cfg.seeds),
-        "metrics": list(cfg.metrics),
-        "out": f"{cfg.out}-tuned",
-        "models": models,
-    }
-
-
-def _markdown(cfg: ExperimentConfig, tuned: dict[str, dict[str, Any]], budget: TuneBudget) -> str:
-    limit = f", at most {budget.timeout:.0f}s of trial time" if budget.timeout else ""
-    lines = [
-        f"# Tuning: {cfg.name}",
-        "",
-        f"Budget per model: {budget.trials} finished trials{limit}; TPE sampler, median pruner; "
-        f"scored by validation {cfg.metrics[0]} (ALL categories), first seed ({cfg.seeds[0]}).",
-        "",
-        f"| model | trials (complete / pruned / failed) | seconds | best valid {cfg.metrics[0]} | best options |",
-        "|---|---|---:|---:|---|",
-    ]
-    for label, t in tuned.items():
-        states = [x["state"] for x in t["trials"] if not x.get("interrupted")]
-        counts = f"{len(states)} ({states.count('complete')} / {states.count('pruned')} / {states.count('fail')})"
-        best = t["best"]
-        value = "" if best is None else f"{best['value']:.4f}"
-        opts = "" if best is None else ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(best["params"].items()))
-        lines.append(f"| {label} | {counts} | {t['seconds']:.0f} | {value} | {opts} |")
-    return "\n".join(lines) + "\n"
-
-
-def _fmt(v: Any) -> str:
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
-
-
 def tune_experiment(
     cfg: ExperimentConfig,
     budget: TuneBudget = TuneBudget(),
@@ -403,7 +347,7 @@ def _write(out: Path, cfg: ExperimentConfig, budget: TuneBudget) -> dict[str, An
     }
     write_json(out / "tuning.json", result)
     write_text(out / "best.yaml", yaml.safe_dump(best_experiment(cfg, tuned), sort_keys=False))
-    write_text(out / "tuning.md", _markdown(cfg, tuned, budget))
+    write_text(out / "tuning.md", tuning_markdown(cfg, tuned, budget.trials, budget.timeout))
     return result
 
 
