@@ -17,7 +17,7 @@ import os
 import random
 import shutil
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -100,6 +100,8 @@ def _load_tables(cfg: RunConfig, readers: Any, lazy: ExitStack | None = None) ->
     if d.interactions is None:
         raise ConfigError("set data.dataset (+ data.root) or data.interactions (+ data.items)")
     columns = from_dict(ColumnMap, d.columns, "data.columns.")
+    if cfg.prepare.item_reviews == 0:  # review text is long: read only for prepare.item_reviews
+        columns = replace(columns, text=None)
     if lazy is not None:
         from crossrec.data.scan import scan_interactions
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -122,7 +123,7 @@ def file_events(cfg: RunConfig, paths: Sequence[str | Path]) -> pl.DataFrame:
     from crossrec.data.schema import ColumnMap
     from crossrec.typed import from_dict
 
-    columns = from_dict(ColumnMap, cfg.data.columns, "data.columns.")
+    columns = replace(from_dict(ColumnMap, cfg.data.columns, "data.columns."), text=None)  # not needed here
     frames = [events_frame([])]
     for path in paths:
         df = read_interactions(path, columns, cfg.data.format, cfg.data.sep, limits=cfg.data.limits())

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from crossrec.errors import ConfigError
-from crossrec.typed import Checked, Count, Share
+from crossrec.typed import Checked, Count, Share, Size
 
 SPLIT_STRATEGIES = ("leave_last_out", "temporal", "random", "given")
 
@@ -39,6 +39,8 @@ class PrepareConfig(Checked):
     zero_shot_category: str | None = (
         None  # (str|None) zero-shot protocol: every interaction of this category goes to test
     )
+    item_reviews: Count = 0  # (int) keep up to this many of each item's training-split review texts (interactions' `text` column) as the item table's `reviews` column, for the encoder template's `{reviews}`; 0 = off
+    item_review_chars: Size = 300  # (int) each kept review cut to this many characters
     keep_unused_items: bool = False  # (bool) keep catalogue items that have no interaction at all
     seed: int = 0  # (int) seed of the random split and the cold-start user draw
     pseudonymise: bool = False  # (bool) replace raw user ids by HMAC-SHA256 under the key in $CROSSREC_PSEUDONYM_KEY (never stored; data/pseudonym.py)
@@ -50,6 +52,11 @@ class PrepareConfig(Checked):
             raise ConfigError("prepare.test_ratio + prepare.valid_ratio must be < 1")
         if self.cold_user_fraction + self.cold_user_valid_fraction >= 1.0:
             raise ConfigError("prepare.cold_user_fraction + prepare.cold_user_valid_fraction must be < 1")
+        if self.streaming and self.item_reviews > 0:
+            raise ConfigError(
+                "prepare.item_reviews > 0 is not supported with prepare.streaming: true; "
+                "set prepare.item_reviews: 0 or prepare.streaming: false"
+            )
 
 
 __all__ = ["PrepareConfig", "SPLIT_STRATEGIES"]

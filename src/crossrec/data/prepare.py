@@ -35,6 +35,13 @@ moved to test, so they are served from their other categories only. With a valid
 leaves as it was) whose rows in one category go to validation instead: new-to-category users to tune
 and calibrate on, as the cold items of `cold_item_valid_share` are.
 
+**Reviews as item text** (`item_reviews > 0`): after the split and the protocols, each item keeps
+up to `item_reviews` of its most recent training-split review texts (the interactions' `text`
+column; by `order`, then source row, newest first), each cut to `item_review_chars` characters and
+joined with " | ", as the item table's `reviews` column (null for an item with none), for an encoder
+template's `{reviews}`. Validation and test rows are never read, so a cold item, a zero-shot
+category's items and a held-out review leak nothing. The interactions keep no `text` column.
+
 Example:
     >>> bundle = prepare(interactions, items, PrepareConfig(k_core=5), "runs/b")  # doctest: +SKIP
     >>> bundle.manifest["counts"]["books"]["test"]                                # doctest: +SKIP
@@ -100,6 +107,9 @@ def prepare(
         users=users,
         manifest=_manifest(df, items_out, users, categories, cfg, sources),
     )
+    if cfg.item_reviews > 0:
+        with_reviews = int(items_out.get_column("reviews").is_not_null().sum())
+        bundle.manifest["item_reviews"] = {"items_with_reviews": with_reviews, "per_item": cfg.item_reviews}
     if image_vectors is not None:
         _attach_image_vectors(bundle, items_out, image_vectors)
     if key is not None:
@@ -127,6 +137,8 @@ def _prepare_rows(
 
     df, users, items_out, categories = _map_ids(df, items, cfg.keep_unused_items)
     df = _split_and_protocols(df, cfg, categories)
+    if cfg.item_reviews > 0:
+        df, items_out = _item_reviews(df, items_out, cfg)
     df = df.sort("user", "category", "order", "_row").drop("_row")
     return df, users, items_out, categories
 
@@ -156,6 +168,29 @@ def _split_and_protocols(df: pl.DataFrame, cfg: PrepareConfig, categories: list[
     if cfg.zero_shot_category is not None:
         df = protocols.zero_shot_protocol(df, cfg, categories)
     return _slices(df)
+
+
+def _item_reviews(df: pl.DataFrame, items: pl.DataFrame, cfg: PrepareConfig) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(the interactions without `text`, the items with `reviews`): each item's `cfg.item_reviews`
+    most recent training-split texts (`order`, then `_row`, descending; `_canonical` cut them),
+    joined with " | ". Read after the split and the protocols, so no held-out row is among them."""
+    if "reviews" in items.columns:
+        raise DataError("<items>", None, "reviews", "no such column (prepare.item_reviews makes it)", "one")
+    reviews = (
+        df.lazy()
+        .filter((pl.col("split") == SPLIT_CODES["train"]) & pl.col("text").is_not_null())
+        .group_by("item")
+        .agg(
+            pl.col("text")
+            .sort_by("order", "_row", descending=True)
+            .head(cfg.item_reviews)
+            .str.join(" | ")
+            .alias("reviews")
+        )
+        .collect()
+    )
+    items = items.join(reviews, on="item", how="left", maintain_order="left")
+    return df.drop("text"), items
 
 
 def _attach_image_vectors(bundle: Bundle, items: pl.DataFrame, image_vectors: tuple[Sequence[str], np.ndarray]) -> None:
@@ -212,6 +247,14 @@ def _map_ids(
     return df, users, items_out, categories
 
 
+def _settings(cfg: PrepareConfig) -> dict:
+    """The prepare settings the manifest records (and the fingerprint hashes): not `streaming` (how,
+    not what: the same Bundle), nor the review options while `item_reviews` is off (so a Bundle
+    prepared without reviews keeps the fingerprint it had before they existed)."""
+    off = {"streaming"} | ({"item_reviews", "item_review_chars"} if cfg.item_reviews == 0 else set())
+    return {k: v for k, v in asdict(cfg).items() if k not in off}
+
+
 def _manifest(
     df: pl.DataFrame,
     items: pl.DataFrame,
@@ -254,6 +297,6 @@ def _manifest(
         "has_ratings": "rating" in df.columns,
         "has_timestamps": "timestamp" in df.columns,
         "counts": counts,
-        "settings": {k: v for k, v in asdict(cfg).items() if k != "streaming"},  # how, not what: same Bundle
+        "settings": _settings(cfg),
         "sources": [{"path": str(p), "sha256": file_sha256(p)} for p in sources],
     }

@@ -14,7 +14,9 @@ from crossrec.data.validate import show
 
 def _canonical(interactions: pl.DataFrame | pl.LazyFrame, cfg: PrepareConfig) -> pl.LazyFrame:
     """The canonical columns checked, lazily: user, item, category, the source row `_row`, [rating,
-    timestamp], [split], and an `order` sort key (timestamp, else the order column, else `_row`)."""
+    timestamp], [split], [text], and an `order` sort key (timestamp, else the order column, else
+    `_row`). `text` (the review text, stripped, cut, blank = null) is kept only for
+    `cfg.item_reviews`, which reads it."""
     lf = interactions.lazy() if isinstance(interactions, pl.DataFrame) else interactions
     cols = lf.collect_schema().names()
     for need in ("user", "item", "category"):
@@ -22,6 +24,8 @@ def _canonical(interactions: pl.DataFrame | pl.LazyFrame, cfg: PrepareConfig) ->
             raise DataError("<interactions>", None, need, "a canonical interaction table column")
     if cfg.split == "given" and "split" not in cols:
         raise DataError("<interactions>", None, "split", "a split column for prepare.split=given")
+    if cfg.item_reviews > 0 and "text" not in cols:
+        raise DataError("<interactions>", None, "text", "review text for prepare.item_reviews")
 
     # Sort key: timestamp, else the order column, else the source row position.
     lf = lf.with_row_index("_row")
@@ -34,7 +38,13 @@ def _canonical(interactions: pl.DataFrame | pl.LazyFrame, cfg: PrepareConfig) ->
     keep = ["user", "item", "category", "_row"] + [c for c in ("rating", "timestamp") if c in cols]
     if cfg.split == "given":
         keep.append("split")
-    return lf.select(*keep, order.alias("order"))
+    # Review text stripped and cut to `item_review_chars` here, so the long texts are not carried
+    # whole through k-core and the split; blank texts become null.
+    text = []
+    if cfg.item_reviews > 0:
+        cut = pl.col("text").cast(pl.String).str.strip_chars().str.slice(0, cfg.item_review_chars)
+        text = [pl.when(cut != "").then(cut.str.strip_chars_end()).alias("text")]
+    return lf.select(*keep, *text, order.alias("order"))
 
 
 def _check_category_names(df: pl.DataFrame, items: pl.DataFrame | None) -> None:

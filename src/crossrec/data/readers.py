@@ -53,6 +53,7 @@ _KINDS = {
     "timestamp": "timestamp",
     "order": "order",
     "split": "split",
+    "text": "text",
 }
 
 
@@ -75,7 +76,8 @@ def read_interactions(
 
     Returns:
         `user`, `item`, `category` (Utf8), then where mapped `rating` (Float64, null = implicit),
-        `timestamp` (Int64 unix seconds), `order` (Int64) and `split` (train/valid/test).
+        `timestamp` (Int64 unix seconds), `order` (Int64), `split` (train/valid/test) and `text`
+        (Utf8, nulls kept: an interaction's review text).
 
     Raises:
         DataError: for an empty file, a missing column, a bad value, or an item in two categories;

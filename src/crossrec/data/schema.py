@@ -24,6 +24,7 @@ RATING = "rating"  # optional, float; null = implicit feedback
 TIMESTAMP = "timestamp"  # optional, int64 seconds since the epoch
 ORDER = "order"  # optional, int64 position in the user's sequence; stands in for time
 SPLIT = "split"  # optional, a dataset's own split: "train" | "valid" | "test"
+TEXT = "text"  # optional, the review text of an interaction (prepare.item_reviews reads it)
 
 # Canonical item-table columns.
 TITLE = "title"
@@ -164,6 +165,9 @@ class ColumnMap:
     timestamp: str | None = None  # (str|None) unix seconds, or ISO-8601 date/datetime strings
     order: str | None = None  # (str|None) integer position in the user's sequence
     split: str | None = None  # (str|None) the dataset's own split: train/valid/test
+    text: str | None = (
+        None  # (str|None) review text column of an interaction (read only when prepare.item_reviews > 0 uses it)
+    )
     category_value: str | None = None  # (str|None) constant category when the file has no column
 
     def required(self) -> dict[str, str]:
@@ -182,6 +186,7 @@ class ColumnMap:
             TIMESTAMP: self.timestamp,
             ORDER: self.order,
             SPLIT: self.split,
+            TEXT: self.text,
         }
         return {k: v for k, v in pairs.items() if v is not None}
 
