@@ -25,7 +25,7 @@ ALLOWED = {
     ("models/registry.py", "hasattr(config_cls, 'section')"): "a config dataclass's option section, not a model",
     ("serving/bodies.py", "hasattr(self, '_json')"): "the request's parsed-body cache (Starlette's own pattern)",
     ("experiment/spec.py", "getattr(model, section)"): "`model` is a ModelRun (an experiment entry), not a model",
-    ("experiment/tune.py", "getattr(m, key)"): "`m` is a ModelRun (an experiment entry), not a model",
+    ("experiment/tune_output.py", "getattr(m, key)"): "`m` is a ModelRun (an experiment entry), not a model",
 }
 
 
