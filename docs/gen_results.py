@@ -387,7 +387,9 @@ def page_text() -> str:
         "## Cold items",
         "",
         "`configs/experiments/<dataset>-cold-items.yaml`: 10% of the items lose every interaction, half "
-        "of them to validation and half to test. Recall@10.",
+        "of them to validation and half to test (these runs predate the default that gives validation "
+        "its share of the held-out rows, `prepare.cold_item_valid_share`; the weak-text tables below use "
+        "it). Recall@10.",
         "",
     ]
     for ds in DATASETS:
@@ -425,6 +427,8 @@ def page_text() -> str:
     for name, title in [("weak_text", "main protocol"), ("weak_text_cold", "cold-item protocol")]:
         if (RESULTS / f"{name}.md").exists():
             parts += [f"## Weak item text, {title} (`benchmarks/bench_weak_text.py`)", "", bench_md(name), ""]
+    if (RESULTS / "reviews.md").exists():
+        parts += ["## User reviews as item text (`benchmarks/bench_reviews.py`)", "", bench_md("reviews"), ""]
     parts += ["## Option grids (validation)", ""]
     for name, title in [
         ("warm_start_grid", "Warm start"),
