@@ -30,7 +30,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_results  # noqa: E402
 from crossrec.data.datasets import read_amazon_reviews  # noqa: E402
-from crossrec.io import file_sha256  # noqa: E402
+from crossrec.integrity import file_sha256  # noqa: E402
 
 TEXTS = {"titles": "{title}", "titles_reviews": "{title}. {reviews}", "reviews": "{reviews}"}
 TRAIN = {"epochs": 40, "batch_size": 1024, "lr": 0.002, "patience": 3, "progress": False, "checkpoint": False}

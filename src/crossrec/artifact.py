@@ -25,19 +25,8 @@ from torch import nn
 
 from crossrec.data.batch import Sizes
 from crossrec.errors import ArtifactError, MissingArtifactError
-from crossrec.io import (
-    CorruptFileError,
-    atomic_dir,
-    check_output,
-    file_sha256,
-    load_tensors,
-    read_json,
-    save_tensors,
-    verify_checksums,
-    write_checksums,
-    write_json,
-    write_marker,
-)
+from crossrec.integrity import file_sha256, load_tensors, save_tensors, verify_checksums, write_checksums
+from crossrec.io import CorruptFileError, atomic_dir, check_output, read_json, write_json, write_marker
 from crossrec.models.base import config_from_dict
 from crossrec.models.per_category import build
 

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from crossrec.io import CHECKSUMS, CorruptFileError, load_tensors, verify_checksums
+from crossrec.integrity import CHECKSUMS, load_tensors, verify_checksums
+from crossrec.io import CorruptFileError
 from tests.integration.test_hardening import assert_clean_error, invoke, write_tiny
 
 pytestmark = pytest.mark.usefixtures("one_thread")

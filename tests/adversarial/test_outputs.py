@@ -121,7 +121,8 @@ def test_report_refuses_a_missing_parent(tmp_path):
 
 def test_recommend_refuses_non_finite_scores(trained, tmp_path):
     """A model whose weights went NaN (or +inf): recommend exits 2 naming the model, never a list."""
-    from crossrec.io import file_sha256, load_tensors, read_json, save_tensors, write_checksums, write_json
+    from crossrec.integrity import file_sha256, load_tensors, save_tensors, write_checksums
+    from crossrec.io import read_json, write_json
 
     root, cfg = trained
     import shutil

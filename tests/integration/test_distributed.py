@@ -80,7 +80,7 @@ SHARDED = ["--train.sparse_optimizer=adagrad", "--train.sparse_lr=0.05"]
     ids=["bpr-mf-table-wise", "flagship-column-wise"],
 )
 def test_torchrec_sharded_tables_follow_one_process_and_load_unsharded(tiny, model, sharding, tol):
-    from crossrec.io import load_tensors
+    from crossrec.integrity import load_tensors
 
     root, cfg = tiny
     common = ["--train.epochs=2", f"--model.name={model}", *SHARDED]
@@ -110,7 +110,7 @@ def test_torchrec_sharded_tables_follow_one_process_and_load_unsharded(tiny, mod
 
 @pytest.mark.slow  # torchrun, two training processes and TorchRec, three times
 def test_a_sharded_run_resumes_where_it_stopped(tiny):
-    from crossrec.io import load_tensors
+    from crossrec.integrity import load_tensors
 
     root, cfg = tiny
     common = ["--model.name=mf", *SHARDED, "--train.sharding=table"]

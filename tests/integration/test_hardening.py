@@ -342,7 +342,7 @@ print(json.dumps(codes))
 
 @pytest.mark.slow  # a dozen training runs killed and resumed
 def test_checkpoints_are_one_atomic_set_whatever_instant_a_kill_hits(tmp_path):
-    from crossrec.io import load_tensors
+    from crossrec.integrity import load_tensors
 
     cfg = write_tiny(tmp_path)
     assert invoke("prepare", cfg).exit_code == 0

@@ -2,10 +2,11 @@
 floor or below, lazy and TYPE_CHECKING imports included, and no two files import each other.
 
 Floors, lowest first (a package's modules share its floor):
-io, typed, errors, extras, collectives, kernels -> data -> encoders -> models -> evaluation -> training
--> artifact, distributed -> config, pipeline, update -> experiment -> serving -> cli, demo.
+io, integrity, typed, errors, extras, collectives, kernels -> data -> encoders -> models -> evaluation
+-> training -> artifact, distributed -> config, pipeline, update -> experiment -> serving -> cli, demo.
 `collectives` (process-group primitives the loop and the evaluator call) sits with `io`;
-`distributed` (launching and joining the group) stays above training.
+`distributed` (launching and joining the group) stays above training. `integrity` (checksummed
+files) imports `io`, never the reverse.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ FLOORS = [
     (
         "crossrec",
         "crossrec.io",
+        "crossrec.integrity",
         "crossrec.typed",
         "crossrec.errors",
         "crossrec.extras",

@@ -1,4 +1,4 @@
-"""Direct tests of crossrec/io.py: atomic writes, output ownership, locks, checksummed tensors."""
+"""Direct tests of crossrec/io.py (atomic writes, output ownership, locks) and integrity.py (checksummed tensors)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import stat
 import pytest
 import torch
 
+from crossrec.integrity import file_sha256, load_tensors, save_tensors
 from crossrec.io import (
     CorruptFileError,
     OutputError,
@@ -16,12 +17,9 @@ from crossrec.io import (
     check_output,
     claim_output,
     clean_temporaries,
-    file_sha256,
-    load_tensors,
     output_kind,
     read_json,
     run_lock,
-    save_tensors,
     write_json,
     write_marker,
 )

@@ -20,8 +20,8 @@ MODEL_NAMES = {"model", "models", "m", "sub", "subs", "wrapped", "inner", "net",
 
 ALLOWED = {
     # (path under src/crossrec, call as ast.unparse writes it): why it is not a model probe
-    ("io.py", "hasattr(value, 'dtype')"): "duck-typing a tensor value being written, not a model",
-    ("io.py", "hasattr(value, 'shape')"): "duck-typing a tensor value being written, not a model",
+    ("integrity.py", "hasattr(value, 'dtype')"): "duck-typing a tensor value being written, not a model",
+    ("integrity.py", "hasattr(value, 'shape')"): "duck-typing a tensor value being written, not a model",
     ("models/registry.py", "hasattr(config_cls, 'section')"): "a config dataclass's option section, not a model",
     ("serving/bodies.py", "hasattr(self, '_json')"): "the request's parsed-body cache (Starlette's own pattern)",
     ("experiment/spec.py", "getattr(model, section)"): "`model` is a ModelRun (an experiment entry), not a model",

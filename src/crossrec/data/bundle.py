@@ -40,15 +40,8 @@ import scipy.sparse as sp
 from crossrec.data.bundle_files import IMAGE_FILE, check_fingerprint, read_image_vectors, read_parquet
 from crossrec.data.schema import SCHEMA_VERSION, DataError
 from crossrec.errors import UnknownNameError
-from crossrec.io import (
-    CorruptFileError,
-    atomic_dir,
-    check_output,
-    read_json,
-    verify_checksums,
-    write_checksums,
-    write_marker,
-)
+from crossrec.integrity import verify_checksums, write_checksums
+from crossrec.io import CorruptFileError, atomic_dir, check_output, read_json, write_marker
 
 SPLIT_CODES = {"train": 0, "valid": 1, "test": 2}
 

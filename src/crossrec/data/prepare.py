@@ -67,7 +67,7 @@ from crossrec.data.pseudonym import key_from_env, manifest_entry, pseudonymise_u
 from crossrec.data.schema import SCHEMA_VERSION, DataError
 from crossrec.data.splits import check_split, split_rows
 from crossrec.errors import InputDataError
-from crossrec.io import file_sha256
+from crossrec.integrity import file_sha256
 
 
 def prepare(

@@ -32,7 +32,7 @@ import numpy as np
 from crossrec.encoders.config import DEFAULT_MODEL, EncoderConfig
 from crossrec.errors import ConfigError
 from crossrec.extras import require
-from crossrec.io import load_tensors, save_tensors
+from crossrec.integrity import load_tensors, save_tensors
 
 if TYPE_CHECKING:
     import polars as pl

@@ -12,16 +12,8 @@ from typing import Any
 import torch
 
 from crossrec.evaluation.report import LOWER_IS_BETTER
-from crossrec.io import (
-    atomic_dir,
-    clean_temporaries,
-    load_tensors,
-    read_json,
-    save_tensors,
-    verify_checksums,
-    write_checksums,
-    write_json,
-)
+from crossrec.integrity import load_tensors, save_tensors, verify_checksums, write_checksums
+from crossrec.io import atomic_dir, clean_temporaries, read_json, write_json
 from crossrec.training.callbacks import Run, TrainResult, best_start
 from crossrec.training.config import TrainConfig
 from crossrec.typed import ConfigError

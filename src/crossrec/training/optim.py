@@ -32,7 +32,7 @@ from torch import nn
 from crossrec import kernels
 from crossrec.collectives import split_parameters  # noqa: F401  (named here too: the optimisers' split)
 from crossrec.errors import ConfigError
-from crossrec.io import optimizer_state_from_tensors, optimizer_state_to_tensors
+from crossrec.integrity import optimizer_state_from_tensors, optimizer_state_to_tensors
 from crossrec.models.base import TrainsEncoder
 from crossrec.training.config import sparse_kind
 

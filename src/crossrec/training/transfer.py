@@ -46,15 +46,8 @@ from torch import nn
 
 from crossrec.data.bundle import Bundle
 from crossrec.errors import ConfigError, CrossrecError
-from crossrec.io import (
-    load_tensors,
-    name_slug,
-    read_json,
-    save_tensors,
-    verify_checksums,
-    write_checksums,
-    write_text,
-)
+from crossrec.integrity import load_tensors, save_tensors, verify_checksums, write_checksums
+from crossrec.io import name_slug, read_json, write_text
 from crossrec.models.base import HasParameterGroups, Trainable
 from crossrec.training.config import (
     FREEZE_POLICIES,
