@@ -80,9 +80,9 @@ def cold_item_protocol(df: pl.DataFrame, cfg: PrepareConfig, held: float | None 
     `held` (validation's share of the held-out rows; computed from `df`'s split column when None)."""
     items = df.select("item").unique().sort("item")
     chosen = items.sample(fraction=cfg.cold_item_fraction, seed=cfg.seed + 2, shuffle=False)["item"]
-    share = cfg.cold_item_valid_share if cfg.cold_item_valid_share is not None else held
+    share = cfg.cold_item_valid_share
     if share is None:
-        share = held_out_share([df["split"]])
+        share = held if held is not None else held_out_share([df["split"]])
     share = share if cfg.valid else 0.0
     if share <= 0 or len(chosen) == 0:
         return _to_test(df, pl.col("item").is_in(chosen.implode()))

@@ -86,6 +86,24 @@ class TrainedOnly(torch.nn.Module):
         return s
 
 
+def picks_by_hand(model, bundle, grid, set_point):
+    """The Evaluator's validation NDCG@10 curves of the trained items' ranking over `grid`
+    (`set_point(values [n_categories])` moves the model), and the picks written out: each
+    category's own, or the pooled one under MIN_USERS validation users. Returns (curves, picks)."""
+    n_cat = bundle.n_categories
+    evaluator = Evaluator(bundle, EvalConfig(ks=(10,), slices=False, auc=False, beyond=False), split="valid")
+    curves, users = np.zeros((n_cat, len(grid))), np.zeros(n_cat)
+    for g, value in enumerate(grid):
+        set_point(torch.full((n_cat,), float(value)))
+        for row in evaluator.evaluate(TrainedOnly(model)).table.to_dicts():
+            if row["category"] in bundle.categories and row["n_users"]:
+                c = bundle.categories.index(row["category"])
+                curves[c, g], users[c] = row["ndcg@10"] * row["n_users"], row["n_users"]
+    pooled = pick(curves.sum(0), grid)
+    want = torch.tensor([pick(curves[c], grid) if users[c] >= MIN_USERS else pooled for c in range(n_cat)])
+    return curves, want.float()
+
+
 def test_kappa_is_picked_per_category_on_the_evaluators_validation_ndcg_of_trained_items(tiny_bundle, tiny_text):
     model = text_model(tiny_bundle, tiny_text)
     with torch.no_grad():  # some untrained items, scored above every trained one: out of the pick's ranking
@@ -96,20 +114,11 @@ def test_kappa_is_picked_per_category_on_the_evaluators_validation_ndcg_of_train
     ids = targets[0]
     emb0, bias0 = model.items.emb.weight.detach()[ids].clone(), model.items.bias.detach()[ids].clone()
     n_cat = tiny_bundle.n_categories
-    evaluator = Evaluator(tiny_bundle, EvalConfig(ks=(10,), slices=False, auc=False, beyond=False), split="valid")
-    curves, users = np.zeros((n_cat, len(KAPPAS))), np.zeros(n_cat)
-    for g, kappa in enumerate(KAPPAS):
-        model.shrink.apply(targets, torch.full((n_cat,), float(kappa)), emb0, bias0)
-        for row in evaluator.evaluate(TrainedOnly(model)).table.to_dicts():
-            if row["category"] in tiny_bundle.categories and row["n_users"]:
-                c = tiny_bundle.categories.index(row["category"])
-                curves[c, g], users[c] = row["ndcg@10"] * row["n_users"], row["n_users"]
+    curves, want = picks_by_hand(model, tiny_bundle, KAPPAS, lambda k: model.shrink.apply(targets, k, emb0, bias0))
     assert curves.sum(0).max() > curves.sum(0).min()  # the trained items' ranking moves with kappa
     model.shrink.apply(targets, torch.zeros(n_cat), emb0, bias0)
     model.shrink.calibrate(tiny_bundle, None, pick_tools())
-    pooled = pick(curves.sum(0), KAPPAS)
-    want = torch.tensor([pick(curves[c], KAPPAS) if users[c] >= MIN_USERS else pooled for c in range(n_cat)])
-    assert torch.equal(model.shrink_kappa_, want.float())
+    assert torch.equal(model.shrink_kappa_, want)
     final = model.items.emb.weight.detach()[ids].clone()
     model.shrink.apply(targets, want.float(), emb0, bias0)
     assert torch.allclose(model.items.emb.weight.detach()[ids], final)

@@ -5,17 +5,13 @@ before it."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
-from crossrec.evaluation.evaluator import EvalConfig, Evaluator
-from crossrec.models.crossrec.prior import pick
-from crossrec.models.crossrec.shrink import MIN_USERS
 from crossrec.models.crossrec.trust import KAPPAS, text_weights
 from crossrec.training.picks import pick_tools
 from tests.unit.models.test_crossrec import make
-from tests.unit.models.test_crossrec_shrink import TrainedOnly, text_model
+from tests.unit.models.test_crossrec_shrink import picks_by_hand, text_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -75,24 +71,19 @@ def test_kappa_is_picked_per_category_on_the_evaluators_validation_ndcg_of_train
         for c in range(tiny_bundle.n_categories):  # some untrained items: out of the pick's ranking
             model.log_count_[model.index[c][:12]] = 0.0
         model.cold_offset_.fill_(100.0)
-    n_cat, n = tiny_bundle.n_categories, tiny_bundle.n_items
+    n = tiny_bundle.n_items
     count = torch.expm1(model.log_count_).round()
     cat = model.item_category_[:n]
-    evaluator = Evaluator(tiny_bundle, EvalConfig(ks=(10,), slices=False, auc=False, beyond=False), split="valid")
-    curves, users = np.zeros((n_cat, len(KAPPAS))), np.zeros(n_cat)
-    for g, kappa in enumerate(KAPPAS):
-        model.items.text_weight_ = text_weights(count, cat, torch.full((n_cat,), float(kappa)))
-        for row in evaluator.evaluate(TrainedOnly(model)).table.to_dicts():
-            if row["category"] in tiny_bundle.categories and row["n_users"]:
-                c = tiny_bundle.categories.index(row["category"])
-                curves[c, g], users[c] = row["ndcg@10"] * row["n_users"], row["n_users"]
+
+    def set_point(kappa):
+        model.items.text_weight_ = text_weights(count, cat, kappa)
+
+    curves, want = picks_by_hand(model, tiny_bundle, KAPPAS, set_point)
     assert curves.sum(0).max() > curves.sum(0).min()  # the trained items' ranking moves with kappa
     model.items.text_weight_ = torch.zeros(0)
     model.trust.calibrate(tiny_bundle, None, pick_tools())
-    pooled = pick(curves.sum(0), KAPPAS)
-    want = torch.tensor([pick(curves[c], KAPPAS) if users[c] >= MIN_USERS else pooled for c in range(n_cat)])
-    assert torch.equal(model.text_kappa_, want.float())
-    assert torch.equal(model.items.text_weight_, text_weights(count, cat, want.float()))
+    assert torch.equal(model.text_kappa_, want)
+    assert torch.equal(model.items.text_weight_, text_weights(count, cat, want))
     assert (model.items.text_weight_[count == 0] == 1).all()  # untrained items keep their full text
 
 
