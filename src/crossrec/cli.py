@@ -287,6 +287,7 @@ def tune(
     trials: int = typer.Option(20, "--trials", help="Finished trials per model (the same for every model)."),
     timeout: float = typer.Option(0.0, "--timeout", help="Seconds of trial time per model (0 = no limit)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the sampler."),
+    objective: str = typer.Option("all", "--objective", help="Comma-separated slices averaged into the score."),
     out: Path | None = typer.Option(None, "--out", help="Output directory (default: <experiment out>-tune)."),
 ) -> None:
     """Tune every model's options with Optuna on the validation split (TPE, median pruning); the
@@ -299,7 +300,7 @@ def tune(
     labels = [x.strip() for x in only.split(",") if x.strip()] if only else None
     result = tune_experiment(
         cfg,
-        TuneBudget(trials=trials, timeout=timeout, seed=seed),
+        TuneBudget(trials=trials, timeout=timeout, seed=seed, objective=tuple(s.strip() for s in objective.split(","))),
         out,
         progress=lambda s: console.print(s, markup=False, highlight=False),
         only=labels,
@@ -307,7 +308,7 @@ def tune(
     where = Path(out) if out is not None else Path(f"{cfg.out}-tune")
     for label, t in result["models"].items():
         best = t["best"]
-        text = "no complete trial" if best is None else f"valid {cfg.metrics[0]} {best['value']:.4f} {best['params']}"
+        text = "no complete trial" if best is None else f"{t['metric']} {best['value']:.4f} {best['params']}"
         console.print(f"{label}: {text}", markup=False, highlight=False)
     console.print(f"wrote {where / 'tuning.md'}, tuning.json and best.yaml (crossrec experiment {where / 'best.yaml'})")
 

@@ -3,8 +3,13 @@
 For every model of the experiment (or `--only` some), a TPE sampler draws options from the entry's
 `search:` space (or the model's default, experiment/space.py); each trial trains the model with the
 experiment's first seed and is scored by the experiment's first metric (ndcg@10) on the validation
-split, ALL categories, all users. The test split is never read: only validation evaluators are
-built, and the trainer's early stopping reads validation too.
+split, ALL categories: by default on every user (slice `all`); `objective` (`--objective
+all,new_to_category`) names the evaluation slices whose values are averaged, with equal weights, so
+users new to a category (or cold items) are not traded away. Every named slice must have units in
+validation (checked before the first trial: the prepare protocol must put such users or items there,
+e.g. `prepare.cold_user_valid_fraction`); a study keeps its objective, and resuming it with another
+is an error. The test split is never read: only validation evaluators are built, and the trainer's
+early stopping reads validation too.
 
 - **Pruning.** Every validation the trainer runs inside a trial is reported to Optuna (step = the
   trainer's index within the trial x `train.epochs` + the epoch, so single-category models report
@@ -25,10 +30,11 @@ built, and the trainer's early stopping reads validation too.
 - **Failed trials.** A diverging loss (FloatingPointError) or an impossible combination of drawn
   options (ConfigError) ends that trial as failed, with the message in its `error` attribute.
 
-Output in OUT (default `<experiment out>-tune`): `study.sqlite3`, `tuning.json` (every trial:
-options, value, state, seconds, validation curve; the best options per model), `tuning.md`, and
-`best.yaml`: the experiment with each tuned model's best options filled in (its `search:` dropped),
-ready for `crossrec experiment OUT/best.yaml` (these two: experiment/tune_output.py).
+Output in OUT (default `<experiment out>-tune`): `study.sqlite3`, `tuning.json` (the objective; every
+trial: options, value, state, seconds, validation curve, values per category and per slice; the best
+options per model), `tuning.md`, and `best.yaml`: the experiment with each tuned model's best
+options filled in (its `search:` dropped), ready for `crossrec experiment OUT/best.yaml` (these two:
+experiment/tune_output.py).
 
 Example:
     >>> cfg = load_experiment("configs/experiments/anime-mal.yaml")          # doctest: +SKIP
@@ -45,7 +51,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import polars as pl
 import yaml
 
 from crossrec.config import merge_dicts
@@ -53,6 +58,7 @@ from crossrec.data.bundle import Bundle
 from crossrec.evaluation.evaluator import Evaluator
 from crossrec.experiment.space import Param, default_space, parse_space, split_point
 from crossrec.experiment.spec import ExperimentConfig, ModelRun
+from crossrec.experiment.tune_objective import check_names, check_slices, check_study, objective_label, score
 from crossrec.experiment.tune_output import best_experiment, tuning_markdown
 from crossrec.io import claim_output, write_json, write_marker, write_text
 from crossrec.typed import ConfigError
@@ -66,17 +72,20 @@ WARMUP_EPOCHS = 2  # no trainer (each category's, each stage's) is pruned in its
 @dataclass(frozen=True)
 class TuneBudget:
     """What every model gets: `trials` finished trials and `timeout` seconds of trial time (0 = no
-    limit), whichever ends first; `seed` seeds the sampler."""
+    limit), whichever ends first; `seed` seeds the sampler; a trial's value is the mean of the
+    validation metric (ALL categories) over the evaluation slices in `objective`."""
 
     trials: int = 20
     timeout: float = 0.0
     seed: int = 0
+    objective: tuple[str, ...] = ("all",)
 
     def validate(self) -> None:
         if self.trials < 1:
             raise ConfigError(f"--trials {self.trials}: expected at least 1")
         if not self.timeout >= 0:
             raise ConfigError(f"--timeout {self.timeout}: expected seconds >= 0 (0 = no limit)")
+        check_names(self.objective)
 
 
 def space_of(m: ModelRun) -> dict[str, Param]:
@@ -117,9 +126,17 @@ class _Objective:
     """One trial: draw the options, train on the first seed, score on validation (pruning as it goes)."""
 
     def __init__(
-        self, cfg: ExperimentConfig, m: ModelRun, space: dict[str, Param], bundle: Bundle, out: Path, valid: Evaluator
+        self,
+        cfg: ExperimentConfig,
+        m: ModelRun,
+        space: dict[str, Param],
+        bundle: Bundle,
+        out: Path,
+        valid: Evaluator,
+        objective: tuple[str, ...] = ("all",),
     ) -> None:
         self.cfg, self.m, self.space, self.bundle, self.out, self.valid = cfg, m, space, bundle, out, valid
+        self.objective = objective
         self.metric = cfg.metrics[0]
         self.seed = cfg.seeds[0]
 
@@ -162,10 +179,10 @@ class _Objective:
             with observe("on_validation", report):
                 art = train(run_cfg, self.bundle)
             table = self.valid.evaluate(art.model).table
-            rows = table.filter(pl.col("slice") == "all")
-            per_cat = {str(r["category"]): float(r[self.metric]) for r in rows.iter_rows(named=True)}
+            per_cat, by_slice, value = score(table, self.metric, self.objective)
             trial.set_user_attr("valid_by_category", per_cat)
-            return per_cat.get("ALL", float("nan"))
+            trial.set_user_attr("valid_by_slice", by_slice)
+            return value
         except (ConfigError, FloatingPointError) as e:  # a failed trial (`catch=` in _tune_model)
             trial.set_user_attr("error", str(e))
             raise
@@ -235,12 +252,13 @@ def _tune_model(
     import optuna
 
     study = _study(m, out, create=True)
+    check_study(study, budget.objective)
     _recover(study, say)
     if not study.get_trials(deepcopy=False):
         start = _configured_point(cfg, m, space)
         if start:  # the entry's own options are trial 0: tuning never ends below the hand-set run
             study.enqueue_trial(start, user_attrs={"configured": True})
-    objective = _Objective(cfg, m, space, bundle, out, valid)
+    objective = _Objective(cfg, m, space, bundle, out, valid, budget.objective)
     while True:
         stored, done, spent = _spent(study)
         if done >= budget.trials or (budget.timeout and spent >= budget.timeout):
@@ -248,7 +266,7 @@ def _tune_model(
         study.sampler = optuna.samplers.TPESampler(seed=budget.seed + stored, multivariate=True)
         study.optimize(objective, n_trials=1, catch=(FloatingPointError, ConfigError), gc_after_trial=True)
         last = study.get_trials(deepcopy=False)[-1]
-        value = "" if last.value is None else f" valid {objective.metric} {last.value:.4f}"
+        value = "" if last.value is None else f" {objective_label(objective.metric, budget.objective)} {last.value:.4f}"
         say(
             f"{m.label} trial {last.number} {last.state.name.lower()}{value} "
             f"({float(last.user_attrs.get('seconds', 0)):.0f}s) {last.params}"
@@ -271,7 +289,7 @@ def _summary(study: Any, space: dict[str, Param], budget: TuneBudget, metric: st
                 "curve": {int(k): v for k, v in t.intermediate_values.items()},
                 **{
                     k: t.user_attrs[k]
-                    for k in ("configured", "retry_of", "interrupted", "error", "valid_by_category")
+                    for k in ("configured", "retry_of", "interrupted", "error", "valid_by_category", "valid_by_slice")
                     if k in t.user_attrs
                 },
             }
@@ -280,7 +298,7 @@ def _summary(study: Any, space: dict[str, Param], budget: TuneBudget, metric: st
     best = max(complete, key=lambda t: (t.value, -t.number)) if complete else None
     return {
         "space": {k: p.to_json() for k, p in space.items()},
-        "metric": f"valid {metric}",
+        "metric": objective_label(metric, budget.objective),
         "budget": {"trials": budget.trials, "timeout": budget.timeout},
         "seconds": spent,
         "trials": trials,
@@ -316,14 +334,19 @@ def tune_experiment(
     with claim_output(out, "tuning", "--out"):
         out.mkdir(parents=True, exist_ok=True)
         write_marker(out, "tuning")
+        if (out / STORAGE).exists():  # before any work: every study here must share the objective
+            for m in cfg.models:
+                if (study := _study(m, out, create=False)) is not None:
+                    check_study(study, budget.objective)
         if bundle is None:
             from crossrec.pipeline import prepare_data
 
             bundle = prepare_data(cfg.run_config(cfg.models[0], cfg.seeds[0]))
         if bundle.split("valid").height == 0:
             raise ConfigError("tuning needs a validation split (prepare.valid_ratio > 0 or a leave-out split)")
-        valid_cfg = replace(cfg.run_config(cfg.models[0], cfg.seeds[0]).eval, beyond=False)  # the score only
-        valid = Evaluator(bundle, valid_cfg, split="valid")
+        valid_cfg = replace(cfg.run_config(cfg.models[0], cfg.seeds[0]).eval, beyond=False, slices=True)
+        valid = Evaluator(bundle, valid_cfg, split="valid")  # the score and its slices only
+        check_slices(valid, budget.objective)
         for m in chosen:
             space = space_of(m)
             if not space:
@@ -343,11 +366,12 @@ def _write(out: Path, cfg: ExperimentConfig, budget: TuneBudget) -> dict[str, An
     result = {
         "experiment": cfg.name,
         "budget": {"trials": budget.trials, "timeout": budget.timeout, "seed": budget.seed},
+        "objective": {"metric": f"valid {cfg.metrics[0]}", "category": "ALL", "slices": list(budget.objective)},
         "models": tuned,
     }
     write_json(out / "tuning.json", result)
     write_text(out / "best.yaml", yaml.safe_dump(best_experiment(cfg, tuned), sort_keys=False))
-    write_text(out / "tuning.md", tuning_markdown(cfg, tuned, budget.trials, budget.timeout))
+    write_text(out / "tuning.md", tuning_markdown(cfg, tuned, budget.trials, budget.timeout, budget.objective))
     return result
 
 

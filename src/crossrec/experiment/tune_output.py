@@ -14,6 +14,7 @@ from typing import Any
 from crossrec.config import merge_dicts
 from crossrec.experiment.space import split_point
 from crossrec.experiment.spec import ExperimentConfig, ModelRun
+from crossrec.experiment.tune_objective import objective_label
 
 
 def _entry(m: ModelRun) -> dict[str, Any]:
@@ -48,16 +49,25 @@ def best_experiment(cfg: ExperimentConfig, tuned: dict[str, dict[str, Any]]) -> 
     }
 
 
-def tuning_markdown(cfg: ExperimentConfig, tuned: dict[str, dict[str, Any]], trials: int, timeout: float) -> str:
-    """tuning.md: per model, its trials by state, the seconds spent and the best options."""
+def tuning_markdown(
+    cfg: ExperimentConfig,
+    tuned: dict[str, dict[str, Any]],
+    trials: int,
+    timeout: float,
+    objective: tuple[str, ...] = ("all",),
+) -> str:
+    """tuning.md: the budget and the objective, then per model its trials by state, the seconds
+    spent and the best options."""
     limit = f", at most {timeout:.0f}s of trial time" if timeout else ""
+    slices = "" if tuple(objective) == ("all",) else f" averaged over the slices {', '.join(objective)}"
+    score = objective_label(cfg.metrics[0], objective)
     lines = [
         f"# Tuning: {cfg.name}",
         "",
         f"Budget per model: {trials} finished trials{limit}; TPE sampler, median pruner; "
-        f"scored by validation {cfg.metrics[0]} (ALL categories), first seed ({cfg.seeds[0]}).",
+        f"scored by validation {cfg.metrics[0]} (ALL categories){slices}, first seed ({cfg.seeds[0]}).",
         "",
-        f"| model | trials (complete / pruned / failed) | seconds | best valid {cfg.metrics[0]} | best options |",
+        f"| model | trials (complete / pruned / failed) | seconds | best {score} | best options |",
         "|---|---|---:|---:|---|",
     ]
     for label, t in tuned.items():
