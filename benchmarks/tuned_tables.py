@@ -90,15 +90,19 @@ def main(dataset: str, tune_dir: str, run_dir: str) -> None:
         )
         rows.append(f"| {cat} ({slc}) | " + " | ".join(cells) + f" | {best} | {g:+.1f}% | {g0:+.1f}% |")
     budget = tuning["budget"]
+    slices = tuning.get("objective", {}).get("slices", ["all"])  # tuning.json before objectives: `all`
+    scored = "validation NDCG@10" + ("" if slices == ["all"] else f" averaged over the slices {', '.join(slices)}")
     lines = [
         f"# Tuned comparison: {dataset}",
         "",
         f"Every model below the line was tuned by `crossrec tune` with the same budget: {budget['trials']} finished "
-        f"trials or {budget['timeout']:.0f} s of trial time per model, TPE, median pruning, validation NDCG@10 "
+        f"trials or {budget['timeout']:.0f} s of trial time per model, TPE, median pruning, {scored} "
         f"(seed 0), 1 thread per dataset. Then `crossrec experiment best.yaml`: test NDCG@10, mean ± std over "
         f"seeds {tuned['seeds']} (one seed where the entry says so).",
         "",
-        "| model | trials (complete / pruned / failed) | trial seconds | best valid NDCG@10 | chosen |",
+        "| model | trials (complete / pruned / failed) | trial seconds | best valid "
+        + ("NDCG@10" if slices == ["all"] else "objective")
+        + " | chosen |",
         "|---|---|---:|---:|---|",
     ]
     for label, t in tuning["models"].items():
