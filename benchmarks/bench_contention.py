@@ -3,8 +3,9 @@ start together on this machine, and what a new dataset costs the first time.
 
 - **Contention**: one epoch of each model, first alone, then three processes started together.
   A fair share on a machine with fewer cores than jobs is (jobs / cores) x the solo time at worst;
-  the target is <= 3.5x for three jobs on 2 cores. Three set-ups: `default` (every core; idle
-  OpenMP threads spin crossrec's `SPINCOUNT` rounds, then sleep), `libgomp` (GNU OpenMP's own
+  the target is <= 3.5x for three jobs on 2 cores. Three set-ups: `default` (`train.threads: 0`, auto:
+  the cores free at each epoch's start, training/threads.py; idle OpenMP threads spin crossrec's
+  `SPINCOUNT` rounds, then sleep), `libgomp` (GNU OpenMP's own
   300,000 rounds: crossrec's default before) and `threads=1` (`train.threads: 1`); on request
   `passive` (`OMP_WAIT_POLICY=PASSIVE`: idle threads sleep at once) and `spin=N`
   (`GOMP_SPINCOUNT=N`). torch and numba share torch's libgomp.
@@ -129,7 +130,8 @@ def markdown(res: dict) -> str:
         "# Shared cores and compile caches (benchmarks/bench_contention.py)",
         "",
         f"{res['interactions']:,} synthetic interactions over 30 categories; {cores} cores. One epoch "
-        f"alone, then {res['rows'][0]['jobs']} processes started together. `default`: every core, "
+        f"alone, then {res['rows'][0]['jobs']} processes started together. `default`: `train.threads: 0` "
+        "(auto: the cores free at each epoch's start, `training/threads.py`), "
         f"idle OpenMP threads spin crossrec's {crossrec.SPINCOUNT} rounds before they sleep "
         "(`crossrec/__init__.py`); `libgomp`: GNU OpenMP's own 300,000 rounds (`GOMP_SPINCOUNT=300000`, "
         "crossrec's default before); `passive`: `OMP_WAIT_POLICY=PASSIVE` "

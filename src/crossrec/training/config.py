@@ -50,7 +50,7 @@ class TrainConfig(Checked):
     sharding: Literal["auto", "none", "table", "row", "column"] = (
         "auto"  # (str) ID tables across a process group (--nproc N) on TorchRec (training/sharding.py): auto (when the tables would not fit a process's share of memory) | none (replicated) | table | row (CUDA only) | column; needs sparse_optimizer adagrad | sgd
     )
-    threads: Count = 0  # (int) 0: torch's default (every core); n: n intra-op threads for torch and the compiled kernels, for the rest of the process (on a machine other jobs share, 1 thread per job keeps each job near its solo speed: benchmarks/bench_contention.py)
+    threads: Count = 0  # (int) 0: auto, the cores free when the fit and each epoch start (this process's cores less other work's runnable threads, Linux /proc; at least 1, at most torch's count when the fit started, put back after it; elsewhere torch's count) for torch and the compiled kernels (training/threads.py); n: n intra-op threads, for the rest of the process
     deterministic: bool = False  # (bool) the same weights and tables for a seed whatever the thread count: 1 torch + 1 kernel thread (kept for the evaluation after it, in this process), torch's deterministic algorithms, no Hogwild race in train.fused; slower on many idle cores
     prefetch: bool = False  # (bool) draw the next batches in a background thread while the model trains (pays on a GPU or many cores; not on 2 CPU cores)
     adv_eps: NonNegative = 0.0  # (float) APR adversarial perturbation size per embedding lookup (0 = off)

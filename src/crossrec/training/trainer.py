@@ -66,6 +66,7 @@ from crossrec.training.config import TrainConfig
 from crossrec.training.optim import Optimizers
 from crossrec.training.picks import pick_tools
 from crossrec.training.steps import AdversarialStep, AutogradStep, ManualStep, pick_step
+from crossrec.training.threads import AutoThreads
 from crossrec.typed import ConfigError
 
 log = logging.getLogger(__name__)
@@ -140,6 +141,7 @@ class Trainer:
         for event, fn in _OBSERVERS.get():
             self.add_callback(event, fn)
         self.device = resolve_device(cfg.device)
+        self._threads = AutoThreads(on=not (cfg.threads or cfg.deterministic))  # train.threads: 0 (training/threads.py)
 
     def add_callback(self, event: str, fn: Observer) -> None:
         if event not in self.callbacks:
@@ -160,12 +162,18 @@ class Trainer:
 
         The loop only trains: validation and early stopping, history, TensorBoard, logging,
         observers and checkpoints are callbacks (training/callbacks.py) called after each epoch,
-        and how a batch becomes an optimiser step is a step strategy (training/steps.py)."""
+        and how a batch becomes an optimiser step is a step strategy (training/steps.py). Under
+        `train.threads: 0` torch's thread count follows the free cores and is put back at the end."""
         t0 = time.perf_counter()
         if self.cfg.threads:  # torch's intra-op threads, and so the kernels' (kernels.threads follows torch)
             torch.set_num_threads(self.cfg.threads)
         if self.cfg.deterministic:  # 1 torch + kernel thread, deterministic algorithms (kernels/__init__.py)
             kernels.deterministic(self.device)
+        with self._threads:  # neither pinned: the free cores, now and at each epoch's start (training/threads.py)
+            return self._fit(model, bundle, resume, t0)
+
+    def _fit(self, model: nn.Module, bundle: Bundle, resume: bool, t0: float) -> TrainResult:
+        """`fit` under its thread setting."""
         if isinstance(model, Fittable) and not isinstance(model, Trainable):
             model.fit(bundle, self.categories)
             return TrainResult(epochs_run=1, seconds=time.perf_counter() - t0)
@@ -255,6 +263,7 @@ class Trainer:
         """One pass over the training batches; returns the epoch's logs."""
         model, opts = run.model, run.opts
         model.train()
+        threads = self._threads.apply()  # train.threads: 0 follows the load; otherwise the pinned count
         epoch_t0 = time.perf_counter()
         step = pick_step(model, opts, self.cfg, epoch) if run.sharded is None else AutogradStep(model, opts, epoch)
         total, adv_total, n = 0.0, 0.0, 0
@@ -280,6 +289,7 @@ class Trainer:
             "loss": total / max(n, 1),
             "lr": opts.lr,
             "train_seconds": time.perf_counter() - epoch_t0,
+            "threads": threads,
         }
         if isinstance(step, AdversarialStep):
             logs["adv_loss"] = adv_total / max(n, 1)
