@@ -11,12 +11,15 @@ train + validation items there masked, as for the warm model), through `Remapped
 (evaluation/remap.py), and reports both readings.
 
     python benchmarks/zero_shot_share.py DATASET CATEGORY WARM_BUNDLE WARM_MODEL ZS_BUNDLE ZS_MODEL \
-        [--textknn ZS_TEXTKNN] [--pop WARM_POP]
+        [--textknn ZS_TEXTKNN] [--pop WARM_POP] [--text-warm WARM_TEXT_ONLY]
 
-WARM_MODEL and ZS_MODEL are artifact directories (`RUN/models/<label>/seed-0`). Two references
-may join them: the zero-shot run's text-kNN on the same rows, and the warm run's popularity (how
-much of the warm figure is the category's popularity, which no model can know without its
-interactions). Rows are kept in
+WARM_MODEL and ZS_MODEL are artifact directories (`RUN/models/<label>/seed-0`). References may
+join them: the zero-shot run's text-kNN on the same rows; the warm run's popularity (how much of
+the warm figure is the category's popularity, which no model can know without its interactions),
+and with it the zero-shot model plus that popularity (`PlusPopularity`, an oracle whose weight is
+picked on the warm validation split); and the warm run's flagship with a text-only item tower (what
+the text carries once the category's interactions teach it). `bench_zero_shot.py` runs all of
+them. Rows are kept in
 benchmarks/results/text_zero-shot_like-for-like.{json,md}, one per (dataset, category), replaced
 when re-run.
 """
@@ -52,7 +55,8 @@ def ndcg(bundle: Bundle, model: object, category: str) -> dict[str, float | int]
     return out
 
 
-BETAS = (0.0, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)  # the oracle's popularity weights, picked on validation
+# the oracle's popularity weights, picked on validation
+BETAS = (0.0, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
 
 
 class PlusPopularity(nn.Module):
