@@ -128,7 +128,7 @@ def main(dataset: str, tune_dir: str, run_dir: str) -> None:
         "",
     ]
     md = "\n".join(lines)
-    write_results(f"tuned_{dataset}", {"flagship": flagship, "gains": gains, "budget": budget}, md)
+    write_results(f"tuned_{dataset}", {"flagship": flagship, "gains": gains, "budget": budget, "objective": slices}, md)
     shutil.copy(Path(run_dir) / "results.md", RESULTS / f"experiment_{dataset}-tuned.md")
     shutil.copy(Path(run_dir) / "results.json", RESULTS / f"experiment_{dataset}-tuned.json")
     shutil.copy(Path(tune_dir) / "tuning.json", RESULTS / f"tuning_{dataset}.json")

@@ -229,7 +229,12 @@ def headline() -> str:
         if budget:
             parts.append(
                 f"Budget per model: {budget.get('trials')} finished trials or {budget.get('timeout'):.0f} s "
-                "of trial time on the validation split."
+                "of trial time on the validation split"
+                + (
+                    f", objective: validation NDCG@10 averaged over {', '.join(tuned['objective'])}."
+                    if tuned.get("objective", ["all"]) != ["all"]
+                    else "."
+                )
             )
     parts.append(
         "¹ one run: closed-form models, or one seed in the experiment file. "
@@ -460,6 +465,7 @@ def page_speed() -> str:
     parts = ["# Speed", "", "CPU timings on a shared machine; compare ratios within one table.", ""]
     for name, title in [
         ("speed", "Evaluation and BPR-MF epochs (`benchmarks/bench_speed.py`)"),
+        ("bpr_paths", "BPR-MF's training paths: quality (`benchmarks/bench_bpr_paths.py`)"),
         ("flagship_speed", "Training cost per epoch by model (`benchmarks/bench_flagship.py`)"),
         ("time_to_quality", "Time to a good model (`benchmarks/bench_time_to_quality.py`)"),
         ("prepare", "Prepare at scale (`benchmarks/bench_prepare.py`)"),
