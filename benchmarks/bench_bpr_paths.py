@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import write_results  # noqa: E402
+from common import run_experiment, write_results  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = ("anime-mal", "amazon-arts-office")
@@ -50,17 +49,11 @@ def config(dataset: str, bundle: Path) -> str:
 
 
 def run(dataset: str, seeds: list[int], work: Path) -> dict:
-    out = work / dataset
-    if (out / "results.json").exists():
-        return json.loads((out / "results.json").read_text())
-    work.mkdir(parents=True, exist_ok=True)
     cfg = work / f"{dataset}-bpr-paths.yaml"
-    cfg.write_text(config(dataset, work / f"{dataset}-bundle"))
-    cmd = [sys.executable, "-m", "crossrec.cli", "experiment", str(cfg), f"--seeds={json.dumps(seeds)}", f"--out={out}"]
-    p = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
-    if p.returncode != 0:
-        raise SystemExit(p.stdout[-2000:] + p.stderr[-2000:])
-    return json.loads((out / "results.json").read_text())
+    if not (work / dataset / "results.json").exists():
+        work.mkdir(parents=True, exist_ok=True)
+        cfg.write_text(config(dataset, work / f"{dataset}-bundle"))
+    return run_experiment(cfg, work / dataset, f"--seeds={json.dumps(seeds)}", cwd=ROOT)
 
 
 def cells(res: dict) -> dict[str, dict[str, float]]:

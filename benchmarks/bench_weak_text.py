@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import write_results  # noqa: E402
+from common import run_experiment, write_results  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TEXTS = {"own": None, "titles": "{title}", "title3": "{title:3}"}
@@ -29,15 +28,8 @@ DATASETS = ("anime-mal", "amazon-arts-office")
 
 
 def experiment(dataset: str, labels: str, seeds: list[int], out: Path, extra: list[str]) -> dict:
-    if (out / "results.json").exists():  # --keep: a cell finished by an earlier run
-        return json.loads((out / "results.json").read_text())
     cfg = ROOT / "configs" / "experiments" / f"{dataset}.yaml"
-    cmd = [sys.executable, "-m", "crossrec.cli", "experiment", str(cfg), "--only", labels]
-    cmd += [f"--seeds={json.dumps(seeds)}", f"--out={out}", *extra]
-    p = subprocess.run(cmd, capture_output=True, text=True)
-    if p.returncode != 0:
-        raise SystemExit(p.stdout[-2000:] + p.stderr[-2000:])
-    return json.loads((out / "results.json").read_text())
+    return run_experiment(cfg, out, "--only", labels, f"--seeds={json.dumps(seeds)}", *extra)
 
 
 def cells(res: dict) -> dict[str, dict[str, float]]:

@@ -24,19 +24,16 @@ from pathlib import Path
 
 import yaml
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import run_experiment  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 HELD_OUT = {"amazon-arts-office": ["Arts_Crafts_and_Sewing", "Office_Products"], "anime-mal": ["Movie", "Music"]}
 TEXT_ONLY = "crossrec-textonly"
 
 
 def run(cfg: Path, out: Path, extra: list[str]) -> None:
-    if (out / "results.json").exists():  # --keep: finished by an earlier run
-        return
-    cmd = [sys.executable, "-m", "crossrec.cli", "experiment", str(cfg), "--seeds=[0]", f"--out={out}"]
-    cmd += [f"--data.bundle={out / 'bundle'}", *extra]
-    p = subprocess.run(cmd, capture_output=True, text=True)
-    if p.returncode != 0:
-        raise SystemExit(p.stdout[-2000:] + p.stderr[-2000:])
+    run_experiment(cfg, out, "--seeds=[0]", f"--data.bundle={out / 'bundle'}", *extra)
 
 
 def warm_models(cfg: Path) -> list[dict]:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -39,3 +41,15 @@ def write_results(name: str, data: dict[str, Any], markdown: str) -> None:
     """benchmarks/results/<name>.json and <name>.md, atomically."""
     write_json(RESULTS / f"{name}.json", {"machine": machine(), **data})
     write_text(RESULTS / f"{name}.md", markdown.rstrip() + "\n")
+
+
+def run_experiment(cfg: Path, out: Path, *options: str, cwd: Path | None = None) -> dict[str, Any]:
+    """`crossrec experiment CFG --out=OUT OPTIONS...` in a subprocess, and its results.json; a run
+    already finished in OUT (a benchmark's `--keep` folder) is read back instead of re-run. A failed
+    run stops the benchmark with the end of its output."""
+    if not (out / "results.json").exists():
+        cmd = [sys.executable, "-m", "crossrec.cli", "experiment", str(cfg), f"--out={out}", *options]
+        p = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd)
+        if p.returncode != 0:
+            raise SystemExit(p.stdout[-2000:] + p.stderr[-2000:])
+    return json.loads((out / "results.json").read_text())
