@@ -61,27 +61,61 @@ def binary_matrix(users: np.ndarray, items: np.ndarray, n_users: int, n_items: i
     return x
 
 
+BLOCK_ENTRIES = 1 << 23  # co-occurrence entries (an upper bound) formed at once by `cosine_top_k`
+
+
 def cosine_top_k(
-    x: sp.csr_matrix, k: int, shrink: float, normalize_user: bool = False
+    x: sp.csr_matrix, k: int, shrink: float, normalize_user: bool = False, block: int = BLOCK_ENTRIES
 ) -> tuple[sp.csr_matrix, np.ndarray]:
     """Item-item shrunk cosine of the columns of x, top k per item: (sim [n_items, n_items], norms [n_items]).
 
     sim(a, b) = <x_a, x_b> / (|x_a| |x_b| + shrink), diagonal excluded. With normalize_user each
     user's row is weighted by 1 / sqrt(history length) first. On a binary x (not normalised),
     norms**2 is the number of users per item and <x_a, x_b> the number of users they share.
+
+    The co-occurrence is formed a block of items at a time (rows of X^T X, at most about `block`
+    entries each: bounded by the sum of the item's users' history lengths), and only each block's
+    top k is kept, so memory grows with n_items * k, not with the co-occurrence (items x items).
+    Each row is computed as the whole product computes it (same entries, same order; ties keep it),
+    so the result does not depend on `block`.
     """
     xw = x
     if normalize_user:
         length = np.asarray(x.sum(axis=1)).ravel()
         xw = sp.diags(1.0 / np.sqrt(np.maximum(length, 1.0))).dot(x).tocsr()
     xt = xw.T.tocsr()
-    co = (xt @ xt.T).tocsr().astype(np.float32)  # [n_items, n_items] co-occurrence
-    co.setdiag(0.0)
-    co.eliminate_zeros()
     norms = np.sqrt(np.asarray(xt.multiply(xt).sum(axis=1)).ravel()).astype(np.float32)
-    r = np.repeat(np.arange(x.shape[1]), np.diff(co.indptr))
-    co.data = co.data / (norms[r] * norms[co.indices] + shrink + 1e-8)
-    return top_k_per_row(co, k), norms
+    n_items = x.shape[1]
+    # each row's entries are at most the history lengths of the item's users, summed
+    x = x.tocsr()
+    length = np.diff(x.indptr).astype(np.float64)
+    bound = np.bincount(x.indices, weights=np.repeat(length, np.diff(x.indptr)), minlength=n_items)
+    ends = _block_ends(bound, block)
+    parts, start = [], 0
+    for end in ends:
+        co = (xt[start:end] @ xt.T).tocsr().astype(np.float32)  # rows start..end of X^T X
+        r = np.repeat(np.arange(start, end), np.diff(co.indptr))
+        co.data[co.indices == r] = 0.0  # the diagonal
+        co.eliminate_zeros()
+        r = np.repeat(np.arange(start, end), np.diff(co.indptr))
+        co.data = co.data / (norms[r] * norms[co.indices] + shrink + 1e-8)
+        parts.append(top_k_per_row(co, k))
+        start = end
+    if not parts:
+        return sp.csr_matrix((0, n_items), dtype=np.float32), norms
+    return sp.vstack(parts, format="csr"), norms
+
+
+def _block_ends(bound: np.ndarray, block: int) -> list[int]:
+    """Ends of consecutive row blocks whose bounds sum to at most `block` (a row over it alone)."""
+    cum = np.cumsum(bound)
+    ends: list[int] = []
+    start = 0
+    while start < len(bound):
+        base = cum[start - 1] if start else 0.0
+        start = max(int(np.searchsorted(cum, base + block, side="right")), start + 1)
+        ends.append(start)
+    return ends
 
 
 @register("itemknn", ItemKNNConfig, paper="Sarwar et al., WWW 2001")
