@@ -21,6 +21,7 @@ Example:
 
 from __future__ import annotations
 
+import atexit
 import os
 from typing import Any
 
@@ -53,7 +54,16 @@ def init_from_env(device: str = "cpu") -> bool:
         if cuda:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group(backend="nccl" if cuda else "gloo")
+        atexit.register(leave)
     return True
+
+
+def leave() -> None:
+    """Destroy this process's groups (at exit, registered by `init_from_env`): a group left to
+    the interpreter's teardown can abort the process (gloo's threads still hold work whose tensors
+    need the GIL: "terminate called without an active exception", exit code -6)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def describe() -> dict[str, Any]:

@@ -1,0 +1,38 @@
+"""A process that joined a group leaves it at exit (a group left to the interpreter's teardown can
+abort the process with gloo)."""
+
+from __future__ import annotations
+
+import socket
+
+import torch.distributed as dist
+
+from crossrec import distributed
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_joining_registers_leaving_and_leaving_destroys_the_group(monkeypatch) -> None:
+    registered = []
+    monkeypatch.setattr(distributed, "launched", lambda: True)
+    monkeypatch.setattr(distributed.atexit, "register", registered.append)
+    for key, value in {
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(_free_port()),
+        "RANK": "0",
+        "WORLD_SIZE": "1",
+    }.items():
+        monkeypatch.setenv(key, value)
+    try:
+        assert distributed.init_from_env("cpu") and dist.is_initialized()
+        assert registered == [distributed.leave]
+        distributed.leave()
+        assert not dist.is_initialized()
+        distributed.leave()  # a second call (already left) is a no-op
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
