@@ -48,14 +48,14 @@ def cells(res: dict) -> dict[str, dict[str, float]]:
     return out
 
 
-def trust_picks(out: Path, seeds: list[int]) -> list[float | str]:
+def trust_picks(out: Path, seeds: list[int], label: str = "crossrec-text") -> list[float | str]:
     """The text-trust kappa picked per category (models/crossrec/trust.py), over the seeds'
     artifacts; infinity as "inf" (JSON has no infinity)."""
     from safetensors import safe_open
 
     picks: list[float | str] = []
     for s in seeds:
-        f = out / "models" / "crossrec-text" / f"seed-{s}" / "model.safetensors"
+        f = out / "models" / label / f"seed-{s}" / "model.safetensors"
         if f.exists():
             with safe_open(str(f), "np") as t:
                 if "text_kappa_" in t.keys():
@@ -88,6 +88,16 @@ def markdown(res: dict) -> str:
         "(models/crossrec/trust.py), categories × seeds: ∞ keeps the text as trained, 0 scores trained items "
         "from their ID part alone." + (" Cold: Recall@10 on the cold-item slice." if cold else ""),
         "",
+    ]
+    if res.get("text_model", "crossrec-text") != "crossrec-text":
+        lines += [
+            f"text+id here is `{res['text_model']}` (`text.residual: true`): its ID part trains exactly as the ID "
+            "flagship (its own stage and early stopping), then its text part on top with the rest held, and κ "
+            "picks per category between 0 (the ID flagship, untrained items too) and ∞ (the text stage's model) "
+            "on validation, whole ranking.",
+            "",
+        ]
+    lines += [
         "| dataset | text | pop | text-kNN | ID flagship | text+id | Δ all | Δ new to a category | ≥ ID | κ |"
         + (" cold: text-kNN | cold: text+id |" if cold else ""),
         "|---|---|---:|---:|---:|---:|---:|---:|---|---|" + ("---:|---:|" if cold else ""),
@@ -118,7 +128,14 @@ def main() -> None:
     ap.add_argument("--seeds", nargs="+", type=int, default=[0])
     ap.add_argument("--cold-items", action="store_true", help="the cold-item protocol (cold_item_fraction 0.1)")
     ap.add_argument("--keep", help="a folder for the runs, kept (finished cells are reused by a rerun)")
+    ap.add_argument(
+        "--text-model",
+        default="crossrec-text",
+        help="the experiment's text+id model to measure (crossrec-text-residual: text.residual); "
+        "another than crossrec-text writes results/weak_text[_cold]_<its suffix>",
+    )
     args = ap.parse_args()
+    label = args.text_model
     protocol = ["--prepare.cold_item_fraction=0.1"] if args.cold_items else []
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-weak-text-") as t:
@@ -129,14 +146,18 @@ def main() -> None:
             for name in args.texts:
                 template = TEXTS[name]
                 extra = protocol + ([f"--encoder.template={json.dumps(template)}"] if template else [])  # a YAML string
-                out = tmp / f"{ds}-{name}"
-                text = cells(experiment(ds, "textknn,crossrec-text", args.seeds, out, extra))
+                out = tmp / f"{ds}-{name}" / label
+                text = cells(experiment(ds, f"textknn,{label}", args.seeds, out, extra))
+                text["crossrec-text"] = text.pop(label)  # the table's text+id column
                 row = {"dataset": ds, "text": name, "template": template, **base, **text}
-                row["trust"] = trust_picks(out, args.seeds)
+                row["trust"] = trust_picks(out, args.seeds, label)
                 print({k: row[k] for k in ("dataset", "text")}, {m: row[m].get("all") for m in base | text}, flush=True)
                 rows.append(row)
-    res = {"seeds": args.seeds, "cold_items": args.cold_items, "rows": rows}
-    write_results("weak_text_cold" if args.cold_items else "weak_text", res, markdown(res))
+    res = {"seeds": args.seeds, "cold_items": args.cold_items, "text_model": label, "rows": rows}
+    name = "weak_text_cold" if args.cold_items else "weak_text"
+    write_results(
+        name if label == "crossrec-text" else f"{name}_{label.removeprefix('crossrec-text-')}", res, markdown(res)
+    )
 
 
 if __name__ == "__main__":

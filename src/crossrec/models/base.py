@@ -214,6 +214,16 @@ class Calibrates(Protocol):
     def calibrate(self, bundle: Bundle, categories: Sequence[int] | None, tools: PickTools) -> None: ...
 
 
+@runtime_checkable
+class Staged(Protocol):
+    """A trainable model whose fit runs in stages: when a stage's early stopping (or the epoch
+    budget) ends it, the trainer restores that stage's best weights and, while `next_stage()`
+    returns True, trains on with fresh early stopping (the residual text+id flagship's ID stage,
+    then its text stage)."""
+
+    def next_stage(self) -> bool: ...
+
+
 @dataclass(frozen=True)
 class PickTools:
     """What a post-training pick measures with, passed in by the trainer (training/picks.py

@@ -154,7 +154,7 @@ class History(Callback):
     def on_epoch_end(self, run: Run, logs: dict[str, float]) -> None:
         logs["elapsed_seconds"] = run.result.seconds + self.clock() - run.t0  # since the (first) start
         run.result.history.append(logs)
-        run.result.epochs_run = int(logs["epoch"]) + 1
+        run.result.epochs_run = int(run.extra.get("epochs_before", 0)) + int(logs["epoch"]) + 1  # earlier stages too
 
 
 class TensorBoard(Callback):

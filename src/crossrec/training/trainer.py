@@ -41,6 +41,7 @@ from crossrec.models.base import (
     Calibrates,
     Fittable,
     HasSetup,
+    Staged,
     Trainable,
     TrainsEncoder,
 )
@@ -180,7 +181,24 @@ class Trainer:
         if not isinstance(model, Trainable):
             raise TypeError(f"{type(model).__name__} has neither loss(batch) nor fit(bundle)")
         run = self._start(model, bundle, t0)
-        callbacks = self._callbacks(resume)
+        while True:  # one pass per stage of a staged model (`Staged`), else one
+            self._stage(run, self._callbacks(resume))
+            if not (isinstance(model, Staged) and model.next_stage()):
+                break
+            log.info("next training stage")
+            run.extra["epochs_before"] = run.result.epochs_run
+            run.start_epoch, run.stop, run.bad_rounds, run.best_state = 0, False, 0, None
+            run.result.best_metric = best_start(self.cfg.metric in LOWER_IS_BETTER)
+            resume = False
+        if run.sharded is not None:
+            run.result.sharding = dict(run.sharded.plan)
+            run.sharded.close()
+        self._finish(run)
+        run.result.seconds = time.perf_counter() - t0
+        return run.result
+
+    def _stage(self, run: Run, callbacks: list[Callback]) -> None:
+        """Epochs until early stopping or the budget, then the callbacks' end (the best weights back)."""
         # Callbacks see the model whole: a sharded fit's tables are gathered for them (sharding.py).
         with sharding.whole(run.sharded) as run.sharded_state:
             for cb in callbacks:
@@ -196,12 +214,6 @@ class Trainer:
         with sharding.whole(run.sharded) as run.sharded_state:
             for cb in callbacks:
                 cb.on_fit_end(run)
-        if run.sharded is not None:
-            run.result.sharding = dict(run.sharded.plan)
-            run.sharded.close()
-        self._finish(run)
-        run.result.seconds = time.perf_counter() - t0
-        return run.result
 
     def _start(self, model: nn.Module, bundle: Bundle, t0: float) -> Run:
         """Set-up before the first epoch: the model's data structures, device, sampler, optimisers."""

@@ -76,6 +76,7 @@ class TextTowerConfig(Checked):
     borrow_temperature: Positive = 0.05  # (float) softmax temperature of the lenders' weights over their text cosines
     shrink: bool = True  # (bool) text+id: after training, shrink each trained item's ID embedding and bias toward its `borrow` nearest same-category trained items' by text, as (n e + kappa ebar) / (n + kappa) with n its training interactions, kappa picked per category on validation NDCG@10 (models/crossrec/shrink.py)
     trust: bool = True  # (bool) text+id: after training, weight each trained item's text part (vector and text bias) by kappa / (kappa + n) at scoring time, n its training interactions, kappa picked per category on validation NDCG@10 from 0 (ID part alone) to infinity (as trained); items without interactions keep their full text (models/crossrec/trust.py)
+    residual: bool = False  # (bool) text+id: train in two stages: the ID part exactly as the ID flagship (its own loss and early stopping; the history encoder reads no text), then the text part (adapter, fusion gate, text bias) with everything else held; text trust then picks per category, on validation over the whole ranking, kappa 0 (the ID flagship, untrained items too) or infinity (the text stage's model) (models/crossrec/towers.py)
     content_term: bool = False  # (bool) the content term: the history's text vectors vote for a candidate by cosine (learned weights per category pair); helps cold items, costs warm accuracy
 
     def __post_init__(self) -> None:

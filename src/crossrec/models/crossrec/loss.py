@@ -127,6 +127,23 @@ class Objective:
         return pred
 
     def loss(self, batch: Batch) -> Tensor:
+        """The training loss. With `text.residual` (towers.py) it is the ID flagship's loss in the
+        ID stage (the tower is the ID part alone), and in the text stage the same loss with only
+        the text parameters trained: everything else is held as the ID stage left it."""
+        tower = self.model.items
+        if not (tower.residual and tower.has_text and bool(tower.text_stage_)):
+            return self._loss(batch)
+        text = {id(p) for p in tower.text_parameters()}
+        held = [p for p in self.model.parameters() if p.requires_grad and id(p) not in text]
+        for p in held:
+            p.requires_grad_(False)
+        try:
+            return self._loss(batch)
+        finally:
+            for p in held:
+                p.requires_grad_(True)
+
+    def _loss(self, batch: Batch) -> Tensor:
         m = self.model
         c, obj = m.config, m.config.objective
         users, cat, pos_items = batch.users, batch.category, batch.pos_items

@@ -121,7 +121,9 @@ class CrossRec(nn.Module):
         )
         self.trust = TextTrust(self)
         self.text_encoder = LiveTextEncoder(self)
-        self.steps: tuple[Calibrates, ...] = (self.borrow, self.shrink, self.trust, self.prior, self.cold)
+        # text.residual: trust before shrinkage, so its kappa 0 is the ID flagship as trained
+        ordered = (self.trust, self.shrink) if self.items.residual else (self.shrink, self.trust)
+        self.steps: tuple[Calibrates, ...] = (self.borrow, *ordered, self.prior, self.cold)
 
     # ------------------------------------------------------------------ data-derived state
     def setup(self, bundle: Bundle, categories: Sequence[int] | None = None) -> None:
@@ -153,7 +155,8 @@ class CrossRec(nn.Module):
 
     def calibrate(self, bundle: Bundle, categories: Sequence[int] | None, tools: PickTools) -> None:
         """After training (the trainer calls it), in eval mode: the post-training `steps` in order,
-        borrow (borrow.py) -> shrink (shrink.py) -> text trust (trust.py) -> prior pick (prior.py) ->
+        borrow (borrow.py) -> shrink (shrink.py) -> text trust (trust.py; before shrink under
+        `text.residual`) -> prior pick (prior.py) ->
         cold offset (calibration.py); each is a no-op where its option is off or validation lacks what it needs."""
         was = self.training
         self.eval()
@@ -207,9 +210,10 @@ class CrossRec(nn.Module):
     # ------------------------------------------------------------------ towers
     def _encode(self, hist: Tensor, category: Tensor) -> Tensor:
         assert self.encoder is not None
-        return self.encoder(
-            hist, self.item_category_[hist], category, self.items, self.items.content if self.items.has_text else None
-        )
+        tower = self.items
+        if tower.residual:  # the ID flagship's encoder: history without text
+            return self.encoder(hist, self.item_category_[hist], category, tower.emb, None)
+        return self.encoder(hist, self.item_category_[hist], category, tower, tower.content if tower.has_text else None)
 
     def user_vectors(self, users: Tensor, category: int) -> Tensor:
         cat = torch.full_like(users, category)

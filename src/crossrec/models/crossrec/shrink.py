@@ -74,18 +74,24 @@ def pick_on_valid(
     tools: PickTools,
     grid: np.ndarray,
     apply: Callable[[Tensor], None],
+    trained_only: bool = True,
 ) -> tuple[Tensor, np.ndarray]:
     """Per category, the value of `grid` with the best validation NDCG@10 (all its users, the
     trained items' ranking: `_TrainedOnly`), the curve smoothed over neighbouring values (`pick`);
     a category with fewer than `MIN_USERS` validation users takes the value picked on all of them
     together. `apply(values)` ([n_categories], one grid value each) sets the model to a grid point.
     Returns the picks [n_categories] (0 for categories not in `categories`) and the users per
-    category; the model is left at the last grid point (the caller applies the picks)."""
+    category; the model is left at the last grid point (the caller applies the picks).
+    `trained_only=False`: the whole ranking, untrained items in it."""
     m = model
     n_cat = m.sizes.n_categories
     cats = list(range(n_cat)) if categories is None else list(categories)
     evaluator = tools.evaluator(bundle, 10, "valid")
-    ranked = _TrainedOnly(m, ~m.cold.untrained(torch.arange(m.sizes.n_items, device=m.log_count_.device)))
+    ranked = (
+        _TrainedOnly(m, ~m.cold.untrained(torch.arange(m.sizes.n_items, device=m.log_count_.device)))
+        if trained_only
+        else m
+    )
     curves, users = np.zeros((n_cat, len(grid))), np.zeros(n_cat)
     for g, value in enumerate(grid):
         apply(torch.full((n_cat,), float(value)))

@@ -25,3 +25,12 @@ class TextCrossRec(CrossRec):
 
     def fit_end(self) -> None:
         self.text_encoder.fit_end()
+
+    def next_stage(self) -> bool:
+        """`text.residual`: after the ID stage (the ID flagship's training, early-stopped on its own
+        validation), the text stage trains the text part on top (towers.py); False once there."""
+        tower = self.items
+        if not tower.residual or bool(tower.text_stage_):
+            return False
+        tower.text_stage_.fill_(True)
+        return True

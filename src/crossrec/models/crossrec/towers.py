@@ -16,6 +16,12 @@ overfitting sooner than the ID one: docs/DESIGN.md). After training, `text_weigh
 set by the text-trust step, trust.py; empty = 1 everywhere) scales each item's text part and text
 bias at scoring time (eval mode): an item whose interactions say more than its text leans on its ID.
 
+`text.residual` trains the two parts apart: in the ID stage (`text_stage_` false) the tower is the
+ID flagship's (`emb`, `bias`; the history encoder reads no text), so that stage is the ID
+flagship's training; in the text stage (loss.py holds every other parameter) an item's vector is
+`e + w (fused(e, text) - e)` and its bias `b + w tb`, w its text weight (1 in training), so w = 0
+is the ID flagship's item exactly.
+
 Example:
     >>> tower = ItemTower(n_items=100, dim=16, init_std=0.01)   # doctest: +SKIP
     >>> tower(torch.tensor([3, 100])).shape                     # 100 = the padding id  # doctest: +SKIP
@@ -73,6 +79,10 @@ class ItemTower(nn.Module):
         self.use_id, self.use_text = "id" in mode, "text" in mode
         self.id_dropout = float(getattr(text, "id_dropout", 0.0)) if self.use_text else 0.0
         self.text_dropout = float(getattr(text, "text_dropout", 0.0)) if self.use_text and self.use_id else 0.0
+        self.residual = bool(getattr(text, "residual", False)) and mode == "text+id"
+        if self.residual:  # the ID part trains alone in its own stage; the stage is state (checkpoints)
+            self.text_dropout = 0.0
+            self.register_buffer("text_stage_", torch.zeros((), dtype=torch.bool))
         self.experts = int(getattr(text, "experts", 4))
         self.emb = nn.Embedding(n_items + 1, dim, padding_idx=n_items, sparse=True)
         nn.init.normal_(self.emb.weight, std=init_std)
@@ -148,9 +158,21 @@ class ItemTower(nn.Module):
         return int(self.content_.shape[1]) if self.content_proj is not None and self.content_.numel() > 0 else None
 
     # ---------------------------------------------------------------- outputs
+    @property
+    def id_only(self) -> bool:
+        """The residual mode's ID stage: the tower is the ID flagship's (vectors `emb`, biases
+        `bias`), in training and validation alike."""
+        return self.residual and not bool(self.text_stage_)
+
+    def text_parameters(self) -> list[nn.Parameter]:
+        """What the residual mode's text pass trains: the adapter, the fusion gate, the text bias
+        and a live encoder's parameters."""
+        mods = [self.adapter, self.fuse, self.text_bias, self.live]
+        return [p for mod in mods if mod is not None for p in mod.parameters()]
+
     def _id_keep(self, items: Tensor) -> Tensor | None:
         """[...] 1.0 where an item's ID part is used, 0.0 where dropped (training only)."""
-        if not (self.training and self.id_dropout > 0):
+        if self.id_only or not (self.training and self.id_dropout > 0):
             return None
         return (torch.rand(items.shape, device=items.device) >= self.id_dropout).float()
 
@@ -194,11 +216,16 @@ class ItemTower(nn.Module):
     def forward(self, items: Tensor, keep: Tensor | None = None, fresh: bool = False) -> Tensor:
         """[...] global ids (pad allowed) -> [..., d]. `keep` ([...] 0/1) masks the ID part; `fresh`
         encodes (some of) the items' text with the live encoder, if one trains."""
+        if self.id_only:
+            e = self.emb(items)
+            return e if keep is None else e * keep.unsqueeze(-1)
         if not self.use_text:  # id, id+image: the ID embedding plus the projected content
             v = self.emb(items)
             extra = self.content(items)
             return v if extra is None else v + extra
         keep = keep if keep is not None else self._id_keep(items)
+        if self.residual:
+            return self._residual(items, keep, fresh)
         parts = self._content_parts(items, fresh, weigh=True)
         if self.training and self.text_dropout > 0 and self.has_text:  # hide the text part of some occurrences
             parts[0] = parts[0] * (torch.rand(items.shape, device=items.device) >= self.text_dropout).unsqueeze(-1)
@@ -212,6 +239,19 @@ class ItemTower(nn.Module):
         stacked = torch.stack(parts, dim=-2)  # [..., n, d]
         gate = 2.0 * torch.sigmoid(self.fuse(stacked.flatten(-2))).view_as(stacked)
         return self.fused((gate * stacked).sum(-2))
+
+    def _residual(self, items: Tensor, keep: Tensor | None, fresh: bool) -> Tensor:
+        """The residual mode's vectors: e + w (fused(e, text) - e), w the text trust (1 in
+        training and before the trust step), so w = 0 is the ID part alone."""
+        e = self.emb(items)
+        if keep is not None:
+            e = e * keep.unsqueeze(-1)
+        text = self._content_parts(items, fresh)[0]
+        stacked = torch.stack([e, text], dim=-2)
+        gate = 2.0 * torch.sigmoid(self.fuse(stacked.flatten(-2))).view_as(stacked)  # type: ignore[misc]
+        full = self.fused((gate * stacked).sum(-2))
+        w = self.trust(items.clamp_max(self.n_items - 1))
+        return full if w is None else e + w.unsqueeze(-1) * (full - e)
 
     def from_text(self, x: Tensor, image: Tensor | None = None, id_part: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Vectors [n, d] and biases [n] of items known by their text vectors [n, k] alone (items
@@ -248,7 +288,7 @@ class ItemTower(nn.Module):
         )
         if keep is not None and self.use_id:
             b = b * keep
-        if self.has_text:
+        if self.has_text and not self.id_only:
             tb = self.text_bias(self.text_[safe]).squeeze(-1)  # type: ignore[misc]
             w = self.trust(safe)
             b = b + (tb if w is None else tb * w)

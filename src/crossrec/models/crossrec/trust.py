@@ -45,14 +45,17 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 KAPPAS = np.array([0.0, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0, np.inf])  # the values of kappa tried
+RESIDUAL_KAPPAS = np.array([0.0, np.inf])  # text.residual: the ID flagship or the text stage's model
 
 
-def text_weights(count: Tensor, category: Tensor, kappa: Tensor) -> Tensor:
-    """[n_items] kappa_c / (kappa_c + n_i) per item (1 where kappa is infinite or n_i is 0):
-    count [n_items] training interactions, category [n_items], kappa [n_categories]."""
+def text_weights(count: Tensor, category: Tensor, kappa: Tensor, residual: bool = False) -> Tensor:
+    """[n_items] kappa_c / (kappa_c + n_i) per item (1 where kappa is infinite or n_i is 0; with
+    `residual`, 0 where kappa is 0, untrained items too): count [n_items] training interactions,
+    category [n_items], kappa [n_categories]."""
     k = kappa.to(count.device).index_select(0, category)
     w = k / (k + count).clamp_min(1e-12)
-    return torch.where(torch.isinf(k) | (count == 0), torch.ones_like(w), w)
+    w = torch.where(torch.isinf(k) | (count == 0), torch.ones_like(w), w)
+    return w.masked_fill(k == 0, 0.0) if residual else w
 
 
 class TextTrust:
@@ -76,7 +79,9 @@ class TextTrust:
         m = self.model
         n = m.sizes.n_items
         count = torch.expm1(m.log_count_).round()
-        m.items.text_weight_ = text_weights(count, m.item_category_[:n], kappa).to(m.items.bias.device)
+        m.items.text_weight_ = text_weights(count, m.item_category_[:n], kappa, m.items.residual).to(
+            m.items.bias.device
+        )
 
     def calibrate(self, bundle: Bundle, categories: Sequence[int] | None, tools: PickTools) -> None:
         """Pick kappa per category on validation NDCG@10 (the Evaluator from `tools`) and set the
@@ -84,7 +89,12 @@ class TextTrust:
         m = self.model
         if not self.active() or bundle.split("valid").height == 0:
             return
-        chosen, users = pick_on_valid(m, bundle, categories, tools, KAPPAS, self.apply)
+        # residual: kappa 0 is the ID flagship (untrained items too) and infinity the text stage's
+        # model, the only coherent points (between them, items scored on two scales are ranked
+        # together), so the pick is between the two over the whole ranking
+        res = m.items.residual
+        grid = RESIDUAL_KAPPAS if res else KAPPAS
+        chosen, users = pick_on_valid(m, bundle, categories, tools, grid, self.apply, trained_only=not res)
         cats = list(range(m.sizes.n_categories)) if categories is None else list(categories)
         kappa = torch.full((m.sizes.n_categories,), float("inf"))
         kappa[cats] = chosen[cats]
@@ -96,4 +106,4 @@ class TextTrust:
         )
 
 
-__all__ = ["TextTrust", "KAPPAS", "text_weights"]
+__all__ = ["TextTrust", "KAPPAS", "RESIDUAL_KAPPAS", "text_weights"]
