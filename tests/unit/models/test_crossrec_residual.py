@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from crossrec.data.batch import Sizes
+from crossrec.artifact import load_artifact, save_artifact
 from crossrec.models.base import config_from_dict
 from crossrec.models.crossrec.text_model import TextCrossRec
 from crossrec.training.trainer import TrainConfig, Trainer
@@ -101,3 +102,20 @@ def test_a_residual_fit_runs_the_id_stage_then_the_text_stage(tiny_bundle, tiny_
     assert bool(model.items.text_stage_)
     assert not torch.equal(model.items.adapter.proj, adapter0)  # the text stage trained it
     assert result.epochs_run == len(result.history) > 3  # both stages' epochs (3 at most each)
+
+
+def test_a_residual_artifact_keeps_its_stage_and_scores(tiny_bundle, tiny_text, tmp_path):
+    model = residual(tiny_bundle, tiny_text)
+    model.next_stage()
+    n = tiny_bundle.n_items
+    with torch.no_grad():
+        model.items.fuse.weight.normal_(std=0.1)
+        model.items.text_weight_ = torch.rand(n).round()  # some items at 0 (the ID part alone), some at 1
+    params = {"dim": 16, "item_tower": "text+id", "text": {"residual": True}}
+    save_artifact(tmp_path / "m", model, "crossrec", "pooled", params, Sizes.from_bundle(tiny_bundle))
+    art = load_artifact(tmp_path / "m").model
+    assert bool(art.items.text_stage_) and torch.equal(art.items.text_weight_, model.items.text_weight_)
+    users = torch.arange(20)
+    with torch.no_grad():
+        for c in range(tiny_bundle.n_categories):
+            assert torch.allclose(model.eval().score(users, c), art.score(users, c))
