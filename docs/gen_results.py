@@ -429,7 +429,12 @@ def page_text() -> str:
         bench_md("text_zero-shot_like-for-like"),
         "",
     ]
-    for name, title in [("weak_text", "main protocol"), ("weak_text_cold", "cold-item protocol")]:
+    for name, title in [
+        ("weak_text", "main protocol"),
+        ("weak_text_cold", "cold-item protocol"),
+        ("weak_text_residual", "main protocol, `text.residual`"),
+        ("weak_text_cold_residual", "cold-item protocol, `text.residual`"),
+    ]:
         if (RESULTS / f"{name}.md").exists():
             parts += [f"## Weak item text, {title} (`benchmarks/bench_weak_text.py`)", "", bench_md(name), ""]
     if (RESULTS / "reviews.md").exists():

@@ -204,7 +204,7 @@ CAPABILITIES = {
     ("cmf", "pooled"): {"HasParameterGroups", "HasSetup", "Recommender", "Trainable", "TwoTower"},
     ("conet", "pooled"): {"HasParameterGroups", "Recommender", "Trainable"},
     ("crossrec", "pooled"): FLAGSHIP,
-    ("crossrec[text+id]", "pooled"): FLAGSHIP | {"TrainsEncoder"},  # TextCrossRec: the text tower's class
+    ("crossrec[text+id]", "pooled"): FLAGSHIP | {"Staged", "TrainsEncoder"},  # TextCrossRec: the text tower's class
     ("dtcdr", "pooled"): {"HasParameterGroups", "HasSetup", "Recommender", "Trainable", "TwoTower"},
     ("emcdr", "pooled"): {"HasParameterGroups", "HasSetup", "Recommender", "Trainable", "TwoTower"},
     ("ials", "pooled"): {"Fittable", "Recommender", "TwoTower"},

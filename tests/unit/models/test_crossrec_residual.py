@@ -8,8 +8,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from crossrec.data.batch import Sizes
 from crossrec.artifact import load_artifact, save_artifact
+from crossrec.data.batch import Sizes
 from crossrec.models.base import config_from_dict
 from crossrec.models.crossrec.text_model import TextCrossRec
 from crossrec.training.trainer import TrainConfig, Trainer
