@@ -8,12 +8,12 @@ Example:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from crossrec.data.batch import Batch
 from crossrec.errors import ConfigError
@@ -134,7 +134,8 @@ class Objective:
         if not (tower.residual and tower.has_text and bool(tower.text_stage_)):
             return self._loss(batch)
         text = {id(p) for p in tower.text_parameters()}
-        held = [p for p in self.model.parameters() if p.requires_grad and id(p) not in text]
+        model = cast(nn.Module, self.model)  # the host protocol names the parts, not nn.Module's methods
+        held = [p for p in model.parameters() if p.requires_grad and id(p) not in text]
         for p in held:
             p.requires_grad_(False)
         try:

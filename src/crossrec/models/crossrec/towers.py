@@ -72,6 +72,7 @@ class ItemTower(nn.Module):
     """
 
     text_weight_: Tensor  # the text-trust weights (trust.py), a buffer
+    text_stage_: Tensor  # text.residual: the text stage has begun (a bool buffer; residual towers only)
 
     def __init__(self, n_items: int, dim: int, init_std: float, mode: str = "id", text: Any = None) -> None:
         super().__init__()
