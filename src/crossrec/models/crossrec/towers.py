@@ -237,9 +237,13 @@ class ItemTower(nn.Module):
             raise RuntimeError("the text item tower has no text vectors: call set_text (the model's setup does)")
         if self.fuse is None or len(parts) == 1:
             return self.fused(parts[0])
+        return self.fused(self._gated(parts))
+
+    def _gated(self, parts: list[Tensor]) -> Tensor:
+        """The fusion of the sources [..., d] each: sum_s g_s * s with g = 2 sigmoid(fuse(all of them))."""
         stacked = torch.stack(parts, dim=-2)  # [..., n, d]
-        gate = 2.0 * torch.sigmoid(self.fuse(stacked.flatten(-2))).view_as(stacked)
-        return self.fused((gate * stacked).sum(-2))
+        gate = 2.0 * torch.sigmoid(self.fuse(stacked.flatten(-2))).view_as(stacked)  # type: ignore[misc]
+        return (gate * stacked).sum(-2)
 
     def _residual(self, items: Tensor, keep: Tensor | None, fresh: bool) -> Tensor:
         """The residual mode's vectors: e + w (fused(e, text) - e), w the text trust (1 in
@@ -247,10 +251,7 @@ class ItemTower(nn.Module):
         e = self.emb(items)
         if keep is not None:
             e = e * keep.unsqueeze(-1)
-        text = self._content_parts(items, fresh)[0]
-        stacked = torch.stack([e, text], dim=-2)
-        gate = 2.0 * torch.sigmoid(self.fuse(stacked.flatten(-2))).view_as(stacked)  # type: ignore[misc]
-        full = self.fused((gate * stacked).sum(-2))
+        full = self.fused(self._gated([e, self._content_parts(items, fresh)[0]]))
         w = self.trust(items.clamp_max(self.n_items - 1))
         return full if w is None else e + w.unsqueeze(-1) * (full - e)
 
@@ -275,8 +276,7 @@ class ItemTower(nn.Module):
         if self.fuse is None or len(parts) == 1:
             v = parts[0]
         else:
-            stacked = torch.stack(parts, dim=-2)
-            v = (2.0 * torch.sigmoid(self.fuse(stacked.flatten(-2))).view_as(stacked) * stacked).sum(-2)
+            v = self._gated(parts)
         return v, self.text_bias(x).squeeze(-1)  # type: ignore[misc]
 
     def bias_of(self, items: Tensor, keep: Tensor | None = None) -> Tensor:
