@@ -13,6 +13,7 @@ from crossrec.data.batch import Sizes
 from crossrec.models.base import config_from_dict
 from crossrec.models.crossrec.text_model import TextCrossRec
 from crossrec.training.trainer import TrainConfig, Trainer
+from crossrec.typed import ConfigError
 from tests.unit.models.test_crossrec import first_batch, make
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -119,3 +120,8 @@ def test_a_residual_artifact_keeps_its_stage_and_scores(tiny_bundle, tiny_text, 
     with torch.no_grad():
         for c in range(tiny_bundle.n_categories):
             assert torch.allclose(model.eval().score(users, c), art.score(users, c))
+
+
+def test_residual_needs_a_text_and_id_tower():
+    with pytest.raises(ConfigError, match="text.residual=true needs item_tower text\\+id"):
+        config_from_dict("crossrec", {"item_tower": "text", "text": {"residual": True}})

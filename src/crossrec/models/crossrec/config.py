@@ -139,6 +139,14 @@ class CrossRecConfig(Checked):
         default_factory=WarmStartConfig
     )  # (section) initialisation of the ID embeddings
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.text.residual and self.item_tower != "text+id":
+            raise ConfigError(
+                f"model.text.residual=true needs item_tower text+id (here {self.item_tower!r}): it trains "
+                "an ID part and a text part apart"
+            )
+
     @classmethod
     def migrate_check(cls, data: dict[str, Any]) -> None:
         """Refuse options written flat before sections existed, naming where each moved."""
