@@ -131,7 +131,7 @@ class Objective:
         ID stage (the tower is the ID part alone), and in the text stage the same loss with only
         the text parameters trained: everything else is held as the ID stage left it."""
         tower = self.model.items
-        if not (tower.residual and tower.has_text and bool(tower.text_stage_)):
+        if not (tower.has_text and tower.text_stage):
             return self._loss(batch)
         text = {id(p) for p in tower.text_parameters()}
         model = cast(nn.Module, self.model)  # the host protocol names the parts, not nn.Module's methods

@@ -38,13 +38,13 @@ class TextCrossRec(CrossRec):
         an update) starts at the ID stage (a resumed fit gets its stage back from the checkpoint)."""
         super().setup(bundle, categories)
         if self.items.residual:
-            self.items.text_stage_.fill_(False)
+            self.items.set_text_stage(False)
 
     def next_stage(self) -> bool:
         """`text.residual`: after the ID stage (the ID flagship's training, early-stopped on its own
         validation), the text stage trains the text part on top (towers.py); False once there."""
         tower = self.items
-        if not tower.residual or bool(tower.text_stage_):
+        if not tower.residual or tower.text_stage:
             return False
-        tower.text_stage_.fill_(True)
+        tower.set_text_stage(True)
         return True

@@ -84,6 +84,7 @@ class ItemTower(nn.Module):
         if self.residual:  # the ID part trains alone in its own stage; the stage is state (checkpoints)
             self.text_dropout = 0.0
             self.register_buffer("text_stage_", torch.zeros((), dtype=torch.bool))
+        self._text_stage = False  # the buffer's value on the host: read per forward without a device sync
         self.experts = int(getattr(text, "experts", 4))
         self.emb = nn.Embedding(n_items + 1, dim, padding_idx=n_items, sparse=True)
         nn.init.normal_(self.emb.weight, std=init_std)
@@ -163,7 +164,17 @@ class ItemTower(nn.Module):
     def id_only(self) -> bool:
         """The residual mode's ID stage: the tower is the ID flagship's (vectors `emb`, biases
         `bias`), in training and validation alike."""
-        return self.residual and not bool(self.text_stage_)
+        return self.residual and not self._text_stage
+
+    @property
+    def text_stage(self) -> bool:
+        """The residual mode's text stage has begun (the `text_stage_` buffer, kept on the host)."""
+        return self.residual and self._text_stage
+
+    def set_text_stage(self, on: bool) -> None:
+        """Enter (True) or leave the residual mode's text stage."""
+        self.text_stage_.fill_(on)
+        self._text_stage = on
 
     def text_parameters(self) -> list[nn.Parameter]:
         """What the residual mode's text pass trains: the adapter, the fusion gate, the text bias
@@ -310,3 +321,5 @@ class ItemTower(nn.Module):
         weight = state_dict.setdefault(prefix + "text_weight_", torch.zeros(0))  # before the text-trust step: 1
         self._buffers["text_weight_"] = torch.empty_like(weight, device=dev)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        if self.residual and prefix + "text_stage_" in state_dict:  # an artifact or a checkpoint
+            self._text_stage = bool(state_dict[prefix + "text_stage_"])
