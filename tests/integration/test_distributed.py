@@ -73,6 +73,18 @@ def test_two_gloo_processes_train_the_flagship(tiny):
 SHARDED = ["--train.sparse_optimizer=adagrad", "--train.sparse_lr=0.05"]
 
 
+def sharded(root, cfg, model: str, sharding: str):
+    """The two-process run of `model` with `sharding`, 2 epochs, in root/<model>-<sharding>: run once
+    per module (the resume test's uninterrupted run is the bpr-mf table-wise one)."""
+    out = root / f"{model}-{sharding}"
+    if not (out / "model.safetensors").exists():
+        p = two_processes(
+            cfg, out, "--train.epochs=2", f"--model.name={model}", *SHARDED, f"--train.sharding={sharding}"
+        )
+        assert p.returncode == 0, p.stderr[-3000:]
+    return out
+
+
 @pytest.mark.slow  # torchrun, two training processes and TorchRec
 @pytest.mark.parametrize(
     ("model", "sharding", "tol"),
@@ -84,11 +96,10 @@ def test_torchrec_sharded_tables_follow_one_process_and_load_unsharded(tiny, mod
 
     root, cfg = tiny
     common = ["--train.epochs=2", f"--model.name={model}", *SHARDED]
-    one, two = root / f"{model}-one", root / f"{model}-{sharding}"
+    one = root / f"{model}-one"
     r = runner.invoke(app, ["train", str(cfg), *common, f"--out={one}"])
     assert r.exit_code == 0, r.output
-    p = two_processes(cfg, two, *common, f"--train.sharding={sharding}")
-    assert p.returncode == 0, p.stderr[-3000:]
+    two = sharded(root, cfg, model, sharding)
     a, b = train_result(one), train_result(two)
     tables = {"mf": ["item_emb", "user_emb"], "crossrec": ["user_cat_emb", "user_emb"]}[model]
     assert sorted(b["sharding"]) == tables and not a["sharding"]
@@ -108,15 +119,14 @@ def test_torchrec_sharded_tables_follow_one_process_and_load_unsharded(tiny, mod
     assert r.exit_code == 0, r.output
 
 
-@pytest.mark.slow  # torchrun, two training processes and TorchRec, three times
+@pytest.mark.slow  # torchrun, two training processes and TorchRec, three runs (one shared)
 def test_a_sharded_run_resumes_where_it_stopped(tiny):
     from crossrec.integrity import load_tensors
 
     root, cfg = tiny
     common = ["--model.name=mf", *SHARDED, "--train.sharding=table"]
-    full, cut = root / "resume-full", root / "resume-cut"
+    full, cut = sharded(root, cfg, "mf", "table"), root / "resume-cut"
     for out, args in [
-        (full, ["--train.epochs=2"]),
         (cut, ["--train.epochs=1"]),
         (cut, ["--train.epochs=2", "--resume"]),
     ]:
