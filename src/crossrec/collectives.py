@@ -5,16 +5,42 @@ frames gathered). Outside a launch every call is a no-op for one process.
 They sit on the lowest floor, beside `io`, so training and evaluation use them without importing
 `crossrec.distributed`, which launches processes and joins the group (see its docstring for the
 design: why our own averaging rather than DDP's wrapper, and how validation is sharded).
+
+Every collective here is launched asynchronously, waited for, and its work handle kept (`_done`:
+the latest `HELD` of them), so the work is destroyed by Python, on the main thread, and never by
+gloo's worker thread. The worker drops its own reference to a finished work only after the caller
+has been woken; had the caller dropped the handle by then, the worker would destroy the work and,
+with it, its references to the tensors, and letting go of a tensor Python made needs the GIL. In a
+process that exits right after its last collective (a replica, which writes nothing) the
+interpreter can be finalizing at that moment, and a thread that asks for the GIL then is ended
+inside a C++ destructor: the process aborts after a successful run ("terminate called without an
+active exception", exit code -6).
 """
 
 from __future__ import annotations
 
 import io
+from collections import deque
+from typing import Any
 
 import polars as pl
 import torch
 import torch.distributed as dist
 from torch import nn
+
+HELD = 64  # the work handles of the latest collectives kept (module docstring)
+_held: deque[Any] = deque(maxlen=HELD)
+
+
+def _done(work: Any) -> None:
+    """Wait for a collective launched with `async_op=True` and keep its handle (module docstring)."""
+    work.wait()
+    _held.append(work)
+
+
+def broadcast(tensor: torch.Tensor, src: int) -> None:
+    """`tensor` from process `src` to every process, in place."""
+    _done(dist.broadcast(tensor, src, async_op=True))
 
 
 def world_size() -> int:
@@ -31,7 +57,7 @@ def is_main() -> bool:
 
 def barrier() -> None:
     if world_size() > 1:
-        dist.barrier()
+        _done(dist.barrier(async_op=True))
 
 
 def broadcast_state(model: nn.Module) -> None:
@@ -40,7 +66,7 @@ def broadcast_state(model: nn.Module) -> None:
         return
     with torch.no_grad():
         for t in list(model.parameters()) + list(model.buffers()):
-            dist.broadcast(t.data, 0)
+            broadcast(t.data, 0)
 
 
 def average_gradients(model: nn.Module) -> None:
@@ -54,12 +80,12 @@ def average_gradients(model: nn.Module) -> None:
     if not params:
         return
     has = torch.tensor([p.grad is not None for p in params], dtype=torch.float32, device=params[0].device)
-    dist.all_reduce(has)
+    _done(dist.all_reduce(has, async_op=True))
     live = {id(p) for p, h in zip(params, has.tolist()) if h > 0}
     dense = [p for p in dense if id(p) in live]
     if dense:
         flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in dense])
-        dist.all_reduce(flat)
+        _done(dist.all_reduce(flat, async_op=True))
         flat.div_(world)
         offset = 0
         for p in dense:
@@ -79,7 +105,7 @@ def _gather_sparse(p: nn.Parameter, world: int) -> torch.Tensor:
     else:
         idx, vals = g._indices()[0], g._values()
     sizes = [torch.zeros(1, dtype=torch.long, device=p.device) for _ in range(world)]
-    dist.all_gather(sizes, torch.tensor([len(idx)], dtype=torch.long, device=p.device))
+    _done(dist.all_gather(sizes, torch.tensor([len(idx)], dtype=torch.long, device=p.device), async_op=True))
     n = [int(s) for s in sizes]
     top = max(n)
     pad_idx = torch.zeros(top, dtype=idx.dtype, device=p.device)
@@ -88,8 +114,8 @@ def _gather_sparse(p: nn.Parameter, world: int) -> torch.Tensor:
     pad_vals[: len(vals)] = vals
     all_idx = [torch.empty_like(pad_idx) for _ in range(world)]
     all_vals = [torch.empty_like(pad_vals) for _ in range(world)]
-    dist.all_gather(all_idx, pad_idx)
-    dist.all_gather(all_vals, pad_vals)
+    _done(dist.all_gather(all_idx, pad_idx, async_op=True))
+    _done(dist.all_gather(all_vals, pad_vals, async_op=True))
     idx = torch.cat([t[:k] for t, k in zip(all_idx, n)])
     vals = torch.cat([t[:k] for t, k in zip(all_vals, n)]).div_(world)
     return torch.sparse_coo_tensor(idx.unsqueeze(0), vals, p.shape, is_coalesced=False, check_invariants=False)
@@ -106,12 +132,12 @@ def gather_frame(frame: pl.DataFrame) -> pl.DataFrame:
     device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
     data = data.to(device)
     sizes = [torch.zeros(1, dtype=torch.long, device=device) for _ in range(world)]
-    dist.all_gather(sizes, torch.tensor([len(data)], dtype=torch.long, device=device))
+    _done(dist.all_gather(sizes, torch.tensor([len(data)], dtype=torch.long, device=device), async_op=True))
     n = [int(s) for s in sizes]
     padded = torch.zeros(max(n), dtype=torch.uint8, device=device)
     padded[: len(data)] = data
     parts = [torch.empty_like(padded) for _ in range(world)]
-    dist.all_gather(parts, padded)
+    _done(dist.all_gather(parts, padded, async_op=True))
     frames = [pl.read_ipc(io.BytesIO(t[:k].cpu().numpy().tobytes())) for t, k in zip(parts, n)]
     return pl.concat([f for f in frames if f.height], how="vertical") if any(f.height for f in frames) else frame
 

@@ -59,9 +59,9 @@ def init_from_env(device: str = "cpu") -> bool:
 
 
 def leave() -> None:
-    """Destroy this process's groups (at exit, registered by `init_from_env`): a group left to
-    the interpreter's teardown can abort the process (gloo's threads still hold work whose tensors
-    need the GIL: "terminate called without an active exception", exit code -6)."""
+    """Destroy this process's groups (at exit, registered by `init_from_env`), before the
+    interpreter's teardown. (The abort a replica could meet at exit came from gloo's worker thread
+    destroying finished work: collectives.py keeps the handles so it never does.)"""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 

@@ -285,11 +285,13 @@ class ShardedTables:
         whole = torch.empty(rows, dim, device=self.device)
         mine = dict(self._weights[n])
         for owner, (r0, c0), (nr, nc) in self._all_shards(n):
-            part = (
-                mine[(r0, c0)].contiguous() if owner == collectives.rank() else torch.empty(nr, nc, device=self.device)
-            )
-            dist.broadcast(part, src=owner)
-            whole[r0 : r0 + nr, c0 : c0 + nc] = part
+            dst = whole[r0 : r0 + nr, c0 : c0 + nc]  # a row block is contiguous: broadcast into it
+            part = dst if dst.is_contiguous() else torch.empty(nr, nc, device=self.device)
+            if owner == collectives.rank():
+                part.copy_(mine[(r0, c0)])
+            collectives.broadcast(part, owner)
+            if part is not dst:
+                dst.copy_(part)
         return whole
 
     def _gather_accumulator(self, n: str) -> Tensor | None:
@@ -303,7 +305,7 @@ class ShardedTables:
         for md in self._accumulator_layout[n]:
             owner, r0, nr = md
             part = next(mine).contiguous() if owner == me else torch.empty(nr, device=self.device)
-            dist.broadcast(part, src=owner)
+            collectives.broadcast(part, owner)
             total[r0 : r0 + nr] += part
             count[r0 : r0 + nr] += 1
         return total / count.clamp_min(1)
