@@ -437,6 +437,14 @@ def page_text() -> str:
     ]:
         if (RESULTS / f"{name}.md").exists():
             parts += [f"## Weak item text, {title} (`benchmarks/bench_weak_text.py`)", "", bench_md(name), ""]
+    for name, title in [("weak_text_pick", "main protocol"), ("weak_text_cold_pick", "cold-item protocol")]:
+        if (RESULTS / f"{name}.md").exists():
+            parts += [
+                f"## Weak item text, per-category pick, {title} (`benchmarks/bench_weak_text_pick.py`)",
+                "",
+                bench_md(name),
+                "",
+            ]
     if (RESULTS / "reviews.md").exists():
         parts += ["## User reviews as item text (`benchmarks/bench_reviews.py`)", "", bench_md("reviews"), ""]
     parts += ["## Option grids (validation)", ""]

@@ -36,3 +36,31 @@ def test_joining_registers_leaving_and_leaving_destroys_the_group(monkeypatch) -
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
+
+
+def test_collectives_keep_their_work_handles(monkeypatch) -> None:
+    """A finished collective's work is destroyed by Python, not by gloo's worker thread, which
+    would ask for the GIL while a replica's interpreter may be finalizing (collectives.py)."""
+    import torch
+
+    from crossrec import collectives
+
+    monkeypatch.setattr(distributed, "launched", lambda: True)
+    monkeypatch.setattr(distributed.atexit, "register", lambda f: None)
+    for key, value in {
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(_free_port()),
+        "RANK": "0",
+        "WORLD_SIZE": "1",
+    }.items():
+        monkeypatch.setenv(key, value)
+    try:
+        distributed.init_from_env("cpu")
+        t = torch.arange(4.0)
+        for _ in range(collectives.HELD + 3):
+            collectives.broadcast(t, 0)
+        assert len(collectives._held) == collectives.HELD  # the latest ones, no more
+        assert all(w.is_completed() for w in collectives._held)
+        assert torch.equal(t, torch.arange(4.0))
+    finally:
+        distributed.leave()

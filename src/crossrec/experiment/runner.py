@@ -28,7 +28,7 @@ from crossrec.config import merge_dicts, to_dict
 from crossrec.data.bundle import Bundle
 from crossrec.evaluation.evaluator import Evaluator
 from crossrec.experiment.results import ExperimentResult
-from crossrec.experiment.spec import ExperimentConfig, ModelRun
+from crossrec.experiment.spec import ExperimentConfig, ModelRun, own_seeds
 from crossrec.io import claim_output, read_json, write_json, write_marker, write_text
 from crossrec.models.base import config_from_dict
 from crossrec.typed import ConfigError
@@ -98,6 +98,68 @@ def _train_or_reuse(
     }
     write_json(path, stored)
     return stored
+
+
+def _pick_or_reuse(
+    cfg: ExperimentConfig,
+    m: ModelRun,
+    seed: int,
+    bundle: Bundle,
+    fingerprint: str,
+    path: Path,
+    evaluator: Evaluator,
+    say: Callable[[str], None],
+) -> dict[str, Any]:
+    """A pick entry's run: its candidates' artifacts of this seed (a closed-form candidate's one
+    run) composed on validation (experiment/pick.py), saved as the entry's artifact and evaluated;
+    or the stored run at `path` when it matches and so do the candidates' artifacts."""
+    from crossrec.artifact import load_artifact, save_artifact
+    from crossrec.experiment.pick import compose
+
+    run_cfg = cfg.run_config(m, seed)
+    by_label = {r.label: r for r in cfg.models}
+    dirs = {}
+    for x in m.pick:
+        c = by_label[x]
+        dirs[x] = Path(cfg.out) / "models" / x / f"seed-{own_seeds(c, cfg.seeds)[0] if c.closed_form else seed}"
+    shas = {
+        x: (read_json(d / "config.json", "artifact config") if (d / "config.json").is_file() else {}).get(
+            "tensors_sha256"
+        )
+        for x, d in dirs.items()
+    }
+    wanted = json.loads(json.dumps(to_dict(run_cfg), default=str))
+    resolved = json.loads(json.dumps(asdict(config_from_dict("pick", m.params)), default=str))
+    stored = read_json(path, "experiment run") if path.exists() else None
+    if stored is not None and _reusable(stored, wanted, resolved, fingerprint) and stored.get("candidates") == shas:
+        say(f"{m.label} seed {seed}: reusing {path}")
+        return stored
+    t = time.perf_counter()
+    picked, report = compose(bundle, {x: load_artifact(d) for x, d in dirs.items()}, run_cfg.eval, picked_slices(m))
+    params = {"candidates": list(picked.config.candidates), "slices": list(picked.config.slices)}
+    extra = {"run_config": wanted, "pick": report}
+    save_artifact(run_cfg.out, picked, "pick", "pooled", params, picked.sizes, extra, bundle=bundle)
+    secs = time.perf_counter() - t
+    say(f"{m.label} seed {seed}: " + ", ".join(f"{c} -> {x}" for c, x in report["choice"].items()))
+    res = evaluator.evaluate(picked)
+    stored = {
+        "run_config": wanted,
+        "model_options": resolved,
+        "bundle_fingerprint": fingerprint,
+        "seconds": secs,
+        "candidates": shas,
+        "pick": report,
+        "rows": res.table.to_dicts(),
+    }
+    write_json(path, stored)
+    return stored
+
+
+def picked_slices(m: ModelRun) -> tuple[str, ...]:
+    """The validation slices a pick entry chooses on (its `slices` option, else the default)."""
+    from crossrec.models.pick import SLICES
+
+    return tuple(m.params.get("slices") or SLICES)
 
 
 def tune(
@@ -175,15 +237,18 @@ def _run_experiment(
     seconds: dict[str, list[float]] = {}
     tuning: dict[str, Any] = {}
     for m in cfg.models:
-        own = [s for s in cfg.seeds if m.seeds is None or s in m.seeds] or list(m.seeds or cfg.seeds)
+        own = own_seeds(m, cfg.seeds)
         seeds = own[:1] if m.closed_form else own
         if m.grid:
             m, tuning[m.label] = tune(cfg, m, bundle, own[0], out, say)
         for seed in seeds:
             path = out / "runs" / m.label / f"seed-{seed}.json"
-            stored = _train_or_reuse(
-                cfg.run_config(m, seed), bundle, fingerprint, path, seed, evaluator, say, f"{m.label} seed {seed}"
-            )
+            if m.pick:
+                stored = _pick_or_reuse(cfg, m, seed, bundle, fingerprint, path, evaluator, say)
+            else:
+                stored = _train_or_reuse(
+                    cfg.run_config(m, seed), bundle, fingerprint, path, seed, evaluator, say, f"{m.label} seed {seed}"
+                )
             say(f"{m.label} seed {seed}: {float(stored['seconds']):.1f}s")
             seconds.setdefault(m.label, []).append(float(stored["seconds"]))
             table = pl.DataFrame(stored["rows"])

@@ -34,7 +34,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from crossrec.config import merge_dicts
-from crossrec.models.base import Fittable, Trainable, config_from_dict, get_entry
+from crossrec.models.base import Trainable, config_from_dict, get_entry
 from crossrec.typed import ConfigError
 
 
@@ -178,7 +178,7 @@ DEFAULT_SPACES: dict[str, dict[str, Param]] = {
 def generic_space(name: str) -> dict[str, Param]:
     """The default for a model without its own entry: `dim`, `reg` and `train.lr`, where it has them."""
     entry = get_entry(name)
-    if issubclass(entry.cls, Fittable) and not issubclass(entry.cls, Trainable):
+    if not issubclass(entry.cls, Trainable):  # fitted in closed form, or composed (pick): nothing to tune
         return {}
     have = {f.name for f in fields(entry.config_cls)}
     space: dict[str, Param] = {}

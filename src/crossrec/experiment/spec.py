@@ -20,8 +20,10 @@ its gain is measured against; default: the best single-category model of each ro
 an expensive baseline; its cells then say how many seeds), optional `grid` (model options -> lists
 of values: every combination is trained with the first seed and scored on the validation split, and
 the best one runs the seeds; `{label: ials, name: ials, grid: {factors: [64, 128]}}`), optional
-`search` (`crossrec tune`'s search space, experiment/space.py; default: the model's); every other
-key is a model option.
+`search` (`crossrec tune`'s search space, experiment/space.py; default: the model's), optional
+`pick` (labels of earlier entries: per seed, their trained models are composed into one that
+answers each category with the one that did best there on validation, models/pick.py; `name`
+is then `pick`, and may be left out); every other key is a model option.
 
 Example:
     >>> cfg = load_experiment("configs/experiments/anime-mal.yaml", ["--seeds=[0]"])  # doctest: +SKIP
@@ -71,6 +73,7 @@ class ModelRun:
     search: dict[str, Any] = field(
         default_factory=dict
     )  # `crossrec tune`'s search space (experiment/space.py); empty = the model's default
+    pick: tuple[str, ...] = ()  # labels of earlier entries: this entry composes their trained models (models/pick.py)
 
     def grid_points(self) -> list[dict[str, Any]]:
         """Every combination of the grid's values (the entry's own options fill the rest)."""
@@ -126,6 +129,8 @@ def _parse_model(i: int, entry: Any) -> ModelRun:
     key = f"models[{i}]"
     if not isinstance(entry, dict):
         raise ConfigError(f"{key}: expected a mapping with label and name, got {entry!r}")
+    if "pick" in entry:
+        entry = {"name": "pick", **entry}
     for req in ("label", "name"):
         if req not in entry:
             raise ConfigError(f"{key}: missing '{req}'")
@@ -141,6 +146,13 @@ def _parse_model(i: int, entry: Any) -> ModelRun:
     # Model options: the entry's other keys, plus an explicit `params` mapping for options whose name
     # is an entry key (e.g. BiTGCF's own `transfer` option).
     params = {k: v for k, v in entry.items() if k not in MODEL_KEYS} | run.params
+    if run.pick or run.name == "pick":  # its options are checked once its candidates are known (`_picks`)
+        if run.name != "pick" or not run.pick or run.grid or run.search or run.mode != "pooled":
+            raise ConfigError(
+                f"{key} ({run.label}): a pick entry has `pick: [labels]`, name pick (or none), mode pooled, "
+                "and no grid or search"
+            )
+        return replace(run, params=params)
     try:
         config_from_dict(run.name, params)  # unknown or mistyped model options fail before anything trains
         for point in run.grid_points():
@@ -156,6 +168,42 @@ def _parse_model(i: int, entry: Any) -> ModelRun:
             raise ConfigError(f"{key} ({run.label}): grid and search both pick options; give one")
         check_space(run.name, params, parse_space(run.search, key), key)
     return replace(run, params=params)
+
+
+def _picks(runs: tuple[ModelRun, ...], seeds: tuple[int, ...]) -> tuple[ModelRun, ...]:
+    """The pick entries with their candidates' specs in their options, checked: each label names an
+    earlier entry that is not a pick, and every seed of the pick runs with every candidate."""
+    out = []
+    for i, m in enumerate(runs):
+        if m.pick:
+            earlier = {r.label: r for r in runs[:i]}
+            bad = [x for x in m.pick if x not in earlier or earlier[x].pick]
+            if bad or len(set(m.pick)) < max(2, len(m.pick)):
+                raise ConfigError(
+                    f"models[{i}].pick={list(m.pick)}: expected two or more distinct labels of earlier entries "
+                    f"that are not picks themselves (have {[r.label for r in runs[:i] if not r.pick]})"
+                )
+            for x in m.pick:
+                lacking = sorted(set(own_seeds(m, seeds)) - set(own_seeds(earlier[x], seeds)))
+                if lacking and not earlier[x].closed_form:
+                    raise ConfigError(f"models[{i}] ({m.label}): candidate {x} does not run seed(s) {lacking}")
+            specs = [
+                {"label": x, "name": earlier[x].name, "mode": earlier[x].mode, "params": earlier[x].params}
+                for x in m.pick
+            ]
+            params = {**m.params, "candidates": specs}
+            try:
+                config_from_dict("pick", params)
+            except ConfigError as e:
+                raise ConfigError(f"models[{i}] ({m.label}): {e}") from None
+            m = replace(m, params=params)
+        out.append(m)
+    return tuple(out)
+
+
+def own_seeds(m: ModelRun, seeds: tuple[int, ...]) -> list[int]:
+    """The seeds entry `m` runs (its own subset of the experiment's)."""
+    return [s for s in seeds if m.seeds is None or s in m.seeds] or list(m.seeds or seeds)
 
 
 def load_experiment(
@@ -194,6 +242,8 @@ def load_experiment(
     )
     if not cfg.seeds:
         raise ConfigError("seeds: expected at least one seed")
+    runs = _picks(runs, cfg.seeds)
+    cfg = replace(cfg, models=runs)
     for m in runs:  # every run config must be valid before anything trains
         try:
             validate_run_config(cfg.run_config(m, cfg.seeds[0]))
@@ -212,7 +262,10 @@ def select(cfg: ExperimentConfig, labels: list[str]) -> ExperimentConfig:
     missing = sorted({m.baseline for m in models if m.baseline and m.baseline not in labels})
     if missing:
         raise ConfigError(f"--only: the selected models compare with {missing}; select them too")
+    missing = sorted({x for m in models for x in m.pick if x not in labels})
+    if missing:
+        raise ConfigError(f"--only: the selected pick models compose {missing}; select them too")
     return replace(cfg, models=models)
 
 
-__all__ = ["MODEL_KEYS", "RUN_SECTIONS", "ExperimentConfig", "ModelRun", "load_experiment", "select"]
+__all__ = ["MODEL_KEYS", "RUN_SECTIONS", "ExperimentConfig", "ModelRun", "load_experiment", "own_seeds", "select"]

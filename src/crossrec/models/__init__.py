@@ -16,6 +16,7 @@ from crossrec.models import (  # noqa: F401  (registration side effect)
     lightgcn,
     mf,
     neumf,
+    pick,
     pop,
     sasrec,
     textknn,
