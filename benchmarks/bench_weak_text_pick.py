@@ -23,11 +23,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_weak_text import DATASETS, ROOT, TEXTS, cells, holds  # noqa: E402
-from common import RESULTS, write_results  # noqa: E402
+from common import RESULTS, write_results
 from crossrec.artifact import load_artifact  # noqa: E402
 from crossrec.evaluation.evaluator import Evaluator  # noqa: E402
 from crossrec.experiment import load_experiment  # noqa: E402
 from crossrec.experiment.pick import compose  # noqa: E402
+from crossrec.io import write_text  # noqa: E402
 from crossrec.pipeline import prepare_data  # noqa: E402
 
 LABELS = ("crossrec-text", "crossrec-text-residual")
@@ -119,15 +120,24 @@ def markdown(res: dict) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--joint", required=True, help="bench_weak_text.py's --keep folder of crossrec-text")
-    ap.add_argument("--residual", required=True, help="its --keep folder of crossrec-text-residual")
+    ap.add_argument("--joint", help="bench_weak_text.py's --keep folder of crossrec-text")
+    ap.add_argument("--residual", help="its --keep folder of crossrec-text-residual")
     ap.add_argument("--datasets", nargs="+", default=list(DATASETS))
     ap.add_argument("--texts", nargs="+", default=list(TEXTS), choices=list(TEXTS))
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--cold-items", action="store_true", help="the cold-item protocol (cold_item_fraction 0.1)")
+    ap.add_argument("--merge", action="store_true", help="keep the other cells of an earlier run's results")
+    ap.add_argument("--render", action="store_true", help="only write the markdown again from the results JSON")
     args = ap.parse_args()
     protocol = "cold" if args.cold_items else "main"
     source = "weak_text_cold" if args.cold_items else "weak_text"
+    if args.render:
+        write_text(
+            RESULTS / f"{source}_pick.md", markdown(json.loads((RESULTS / f"{source}_pick.json").read_text())) + "\n"
+        )
+        return
+    if not (args.joint and args.residual):
+        ap.error("--joint and --residual name the kept runs to compose")
     base = {(r["dataset"], r["text"]): r for r in json.loads((RESULTS / f"{source}.json").read_text())["rows"]}
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-weak-text-pick-") as tmp:
@@ -169,6 +179,14 @@ def main() -> None:
                         "picks": picks,
                     }
                 )
+    out = RESULTS / f"{source}_pick.json"
+    if args.merge and out.is_file():  # the cells of an earlier run (same seeds) that this one did not redo
+        old = json.loads(out.read_text())
+        done = {(r["dataset"], r["text"]) for r in rows}
+        if old.get("seeds") == args.seeds:
+            rows = [r for r in old["rows"] if (r["dataset"], r["text"]) not in done] + rows
+    order = {(ds, t): i for i, (ds, t) in enumerate((ds, t) for ds in DATASETS for t in TEXTS)}
+    rows.sort(key=lambda r: order[(r["dataset"], r["text"])])
     res = {"seeds": args.seeds, "cold_items": args.cold_items, "rows": rows}
     write_results(f"{source}_pick", res, markdown(res))
 
