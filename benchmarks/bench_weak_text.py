@@ -75,6 +75,22 @@ def holds(text: dict, ids: dict, key: str) -> str:
     return "yes" if text[key] >= ids[key] - sd else "no"
 
 
+def shared_cells(row: dict, text: dict) -> str:
+    """The columns every weak-text table has, dataset to ≥ ID, for the text+id cells `text`."""
+    pop, knn, ids = row["pop"], row["textknn"], row["crossrec"]
+
+    def f(c: dict, k: str) -> str:
+        return f"{c[k]:.4f} ± {c[k + '_std']:.4f}" if k in c else "–"
+
+    d_all = (text["all"] - ids["all"]) / ids["all"] * 100
+    d_new = (text["new"] - ids["new"]) / ids["new"] * 100
+    return (
+        f"| {row['dataset']} | {row['text']} | {pop['all']:.4f} | {knn['all']:.4f} | {f(ids, 'all')} / "
+        f"{f(ids, 'new')} | {f(text, 'all')} / {f(text, 'new')} | {d_all:+.1f}% | {d_new:+.1f}% | "
+        f"{holds(text, ids, 'all')} / {holds(text, ids, 'new')} |"
+    )
+
+
 def markdown(res: dict) -> str:
     cold = res["cold_items"]
     lines = [
@@ -103,18 +119,9 @@ def markdown(res: dict) -> str:
         "|---|---|---:|---:|---:|---:|---:|---:|---|---|" + ("---:|---:|" if cold else ""),
     ]
 
-    def f(c: dict, k: str) -> str:
-        return f"{c[k]:.4f} ± {c[k + '_std']:.4f}" if k in c else "–"
-
     for row in res["rows"]:
-        pop, knn, ids, text = row["pop"], row["textknn"], row["crossrec"], row["crossrec-text"]
-        d_all = (text["all"] - ids["all"]) / ids["all"] * 100
-        d_new = (text["new"] - ids["new"]) / ids["new"] * 100
-        line = (
-            f"| {row['dataset']} | {row['text']} | {pop['all']:.4f} | {knn['all']:.4f} | {f(ids, 'all')} / "
-            f"{f(ids, 'new')} | {f(text, 'all')} / {f(text, 'new')} | {d_all:+.1f}% | {d_new:+.1f}% | "
-            f"{holds(text, ids, 'all')} / {holds(text, ids, 'new')} | {summary(row.get('trust', []))} |"
-        )
+        knn, text = row["textknn"], row["crossrec-text"]
+        line = shared_cells(row, text) + f" {summary(row.get('trust', []))} |"
         if cold:
             line += f" {knn.get('cold_recall', 0.0):.4f} | {text.get('cold_recall', 0.0):.4f} |"
         lines.append(line)

@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_weak_text import DATASETS, ROOT, TEXTS, cells, holds  # noqa: E402
+from bench_weak_text import DATASETS, ROOT, TEXTS, cells, shared_cells  # noqa: E402
 from common import RESULTS, write_results
 from crossrec.artifact import load_artifact  # noqa: E402
 from crossrec.evaluation.evaluator import Evaluator  # noqa: E402
@@ -99,18 +99,10 @@ def markdown(res: dict) -> str:
         "|---|---|---:|---:|---:|---:|---:|---:|---|---|" + ("---:|---:|---|" if cold else ""),
     ]
 
-    def f(c: dict, k: str) -> str:
-        return f"{c[k]:.4f} ± {c[k + '_std']:.4f}" if k in c else "–"
-
     for row in res["rows"]:
-        pop, knn, ids, text = row["pop"], row["textknn"], row["crossrec"], row["pick"]
+        knn, text = row["textknn"], row["pick"]
         picks = ", ".join(f"{SHORT[lab]} ×{n}" for lab, n in row["picks"].items())
-        line = (
-            f"| {row['dataset']} | {row['text']} | {pop['all']:.4f} | {knn['all']:.4f} | {f(ids, 'all')} / "
-            f"{f(ids, 'new')} | {f(text, 'all')} / {f(text, 'new')} | "
-            f"{(text['all'] - ids['all']) / ids['all'] * 100:+.1f}% | {(text['new'] - ids['new']) / ids['new'] * 100:+.1f}% | "
-            f"{holds(text, ids, 'all')} / {holds(text, ids, 'new')} | {picks} |"
-        )
+        line = shared_cells(row, text) + f" {picks} |"
         if cold:
             k, t = knn.get("cold_recall", 0.0), text.get("cold_recall", 0.0)
             line += f" {k:.4f} | {t:.4f} | {'yes' if t >= 3 * k else 'no'} |"

@@ -16,17 +16,18 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _one_process_launch(monkeypatch, register) -> None:
+    """The environment torchrun gives a one-process launch (atexit registrations go to `register`)."""
+    monkeypatch.setattr(distributed, "launched", lambda: True)
+    monkeypatch.setattr(distributed.atexit, "register", register)
+    env = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "RANK": "0", "WORLD_SIZE": "1"}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+
+
 def test_joining_registers_leaving_and_leaving_destroys_the_group(monkeypatch) -> None:
     registered = []
-    monkeypatch.setattr(distributed, "launched", lambda: True)
-    monkeypatch.setattr(distributed.atexit, "register", registered.append)
-    for key, value in {
-        "MASTER_ADDR": "127.0.0.1",
-        "MASTER_PORT": str(_free_port()),
-        "RANK": "0",
-        "WORLD_SIZE": "1",
-    }.items():
-        monkeypatch.setenv(key, value)
+    _one_process_launch(monkeypatch, registered.append)
     try:
         assert distributed.init_from_env("cpu") and dist.is_initialized()
         assert registered == [distributed.leave]
@@ -45,15 +46,7 @@ def test_collectives_keep_their_work_handles(monkeypatch) -> None:
 
     from crossrec import collectives
 
-    monkeypatch.setattr(distributed, "launched", lambda: True)
-    monkeypatch.setattr(distributed.atexit, "register", lambda f: None)
-    for key, value in {
-        "MASTER_ADDR": "127.0.0.1",
-        "MASTER_PORT": str(_free_port()),
-        "RANK": "0",
-        "WORLD_SIZE": "1",
-    }.items():
-        monkeypatch.setenv(key, value)
+    _one_process_launch(monkeypatch, lambda f: None)
     try:
         distributed.init_from_env("cpu")
         t = torch.arange(4.0)

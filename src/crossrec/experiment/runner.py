@@ -129,13 +129,14 @@ def _pick_or_reuse(
         for x, d in dirs.items()
     }
     wanted = json.loads(json.dumps(to_dict(run_cfg), default=str))
-    resolved = json.loads(json.dumps(asdict(config_from_dict("pick", m.params)), default=str))
+    options = config_from_dict("pick", m.params)
+    resolved = json.loads(json.dumps(asdict(options), default=str))
     stored = read_json(path, "experiment run") if path.exists() else None
     if stored is not None and _reusable(stored, wanted, resolved, fingerprint) and stored.get("candidates") == shas:
         say(f"{m.label} seed {seed}: reusing {path}")
         return stored
     t = time.perf_counter()
-    picked, report = compose(bundle, {x: load_artifact(d) for x, d in dirs.items()}, run_cfg.eval, picked_slices(m))
+    picked, report = compose(bundle, {x: load_artifact(d) for x, d in dirs.items()}, run_cfg.eval, options.slices)
     params = {"candidates": list(picked.config.candidates), "slices": list(picked.config.slices)}
     extra = {"run_config": wanted, "pick": report}
     save_artifact(run_cfg.out, picked, "pick", "pooled", params, picked.sizes, extra, bundle=bundle)
@@ -153,13 +154,6 @@ def _pick_or_reuse(
     }
     write_json(path, stored)
     return stored
-
-
-def picked_slices(m: ModelRun) -> tuple[str, ...]:
-    """The validation slices a pick entry chooses on (its `slices` option, else the default)."""
-    from crossrec.models.pick import SLICES
-
-    return tuple(m.params.get("slices") or SLICES)
 
 
 def tune(

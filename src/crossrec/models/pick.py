@@ -80,7 +80,6 @@ class Picked(nn.Module):
         """The candidates are built from their specs, or are `models` (trained ones, in the specs' order)."""
         super().__init__()
         self.config, self.sizes = cfg, sizes
-        self.labels = [str(c.get("label", f"candidate-{i}")) for i, c in enumerate(cfg.candidates)]
         if models is not None and len(models) != len(cfg.candidates):
             raise ValueError(f"{len(models)} models for {len(cfg.candidates)} candidate specs")
         built = (
