@@ -132,6 +132,13 @@ def test_pick_entry_composes_the_validation_winners(tiny_bundle, tmp_path, monke
     path.write_text(json.dumps(stored))
     with pytest.raises(AssertionError, match="should not run again"):
         run_experiment(cfg, bundle=tiny_bundle)
+    # A candidate's run kept without its model: a one-line error that says what to do.
+    import shutil
+
+    shutil.rmtree(out / "models" / "mf" / "seed-1")
+    (out / "runs" / "best" / "seed-1.json").unlink()
+    with pytest.raises(ConfigError, match=r"candidate mf has no trained model .* remove .*runs/mf/seed-1\.json"):
+        run_experiment(cfg, bundle=tiny_bundle)
 
 
 def test_pick_config_errors(tmp_path):

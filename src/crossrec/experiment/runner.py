@@ -122,12 +122,14 @@ def _pick_or_reuse(
     for x in m.pick:
         c = by_label[x]
         dirs[x] = Path(cfg.out) / "models" / x / f"seed-{own_seeds(c, cfg.seeds)[0] if c.closed_form else seed}"
-    shas = {
-        x: (read_json(d / "config.json", "artifact config") if (d / "config.json").is_file() else {}).get(
-            "tensors_sha256"
-        )
-        for x, d in dirs.items()
-    }
+    for x, d in dirs.items():
+        if not (d / "config.json").is_file():
+            run = Path(cfg.out) / "runs" / x / f"{d.name}.json"
+            raise ConfigError(
+                f"{m.label}: candidate {x} has no trained model in {d} (its run {run} was kept without it); "
+                f"remove {run} and run the experiment again to train it"
+            )
+    shas = {x: read_json(d / "config.json", "artifact config").get("tensors_sha256") for x, d in dirs.items()}
     wanted = json.loads(json.dumps(to_dict(run_cfg), default=str))
     options = config_from_dict("pick", m.params)
     resolved = json.loads(json.dumps(asdict(options), default=str))
